@@ -1,0 +1,44 @@
+"""The Raft edge: a replicated log of msgpack commands on PySyncObj."""
+
+from .codec import COMMAND_FORMAT_VERSION, ENTRY_BYTES_MAX, Command, decode_command, encode_command, pack, unpack
+from .errors import (
+    CodecError,
+    ConsensusError,
+    EntryTooLarge,
+    NotLeader,
+    NotWritten,
+    OutcomeUnknown,
+    QueueFull,
+)
+from .memory import InMemoryLog
+from .port import Applied, LeadershipChange, LogStatus, Rejected, Rejection, ReplicatedLog, Role, StateMachine
+from .pysyncobj_log import PySyncObjLog
+from .settings import RaftSettings
+
+__all__ = [
+    "COMMAND_FORMAT_VERSION",
+    "ENTRY_BYTES_MAX",
+    "Applied",
+    "CodecError",
+    "Command",
+    "ConsensusError",
+    "EntryTooLarge",
+    "InMemoryLog",
+    "LeadershipChange",
+    "LogStatus",
+    "NotLeader",
+    "NotWritten",
+    "OutcomeUnknown",
+    "PySyncObjLog",
+    "QueueFull",
+    "RaftSettings",
+    "Rejected",
+    "Rejection",
+    "ReplicatedLog",
+    "Role",
+    "StateMachine",
+    "decode_command",
+    "encode_command",
+    "pack",
+    "unpack",
+]

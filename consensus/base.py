@@ -1,0 +1,113 @@
+"""What both ReplicatedLog implementations share: listeners, barrier, stats."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+from .applier import BARRIER_KIND, Applier
+from .codec import Command
+from .errors import ConsensusError, NotWritten, OutcomeUnknown
+from .port import (
+    Applied,
+    ApplyListener,
+    LeadershipChange,
+    LeadershipListener,
+    Rejected,
+    StateMachine,
+)
+from .barrier import ReadBarrier
+from .stats import LogStats
+
+log = logging.getLogger(__name__)
+
+APPLIED_BACKLOG_MAX = 100_000
+
+
+class LogBase:
+    def __init__(self, state_machine: StateMachine) -> None:
+        self.state_machine = state_machine
+        self.stats = LogStats()
+        self._lock = threading.RLock()
+        self._applier = Applier(state_machine, self._lock, self.stats)
+        self._apply_listeners: list[ApplyListener] = []
+        self._leadership_listeners: list[LeadershipListener] = []
+        self._applied: collections.deque = collections.deque()
+        self._drain_scheduled = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._barrier = ReadBarrier(self._propose_barrier)
+
+    # -- reading -------------------------------------------------------------
+    @contextmanager
+    def reading(self) -> Iterator[None]:
+        with self._lock:
+            yield
+
+    async def read_barrier(self) -> int:
+        index = await self._barrier.wait()
+        self.stats.barrier_reads += 1
+        return index
+
+    async def _propose_barrier(self) -> int:
+        self.stats.barriers += 1
+        result = await self.propose(Command(BARRIER_KIND))
+        return result.index
+
+    # -- listeners -----------------------------------------------------------
+    def add_apply_listener(self, listener: ApplyListener) -> None:
+        self._apply_listeners.append(listener)
+
+    def add_leadership_listener(self, listener: LeadershipListener) -> None:
+        self._leadership_listeners.append(listener)
+
+    def _apply_entry(self, index: int, data: bytes) -> Applied | Rejected:
+        """Runs where the log applies entries (PySyncObj's tick thread)."""
+        result, command = self._applier.apply(index, data)
+        if command is not None and command.kind != BARRIER_KIND and self._apply_listeners:
+            self._applied.append((index, command, result))
+            if len(self._applied) > APPLIED_BACKLOG_MAX:  # the loop is stuck; keep memory bounded
+                self._applied.popleft()
+            if not self._drain_scheduled and self._loop is not None:
+                self._drain_scheduled = True
+                self._loop.call_soon_threadsafe(self._drain_applied)
+        return result
+
+    def _drain_applied(self) -> None:
+        self._drain_scheduled = False
+        while self._applied:
+            index, command, result = self._applied.popleft()
+            for listener in self._apply_listeners:
+                try:
+                    listener(index, command, result)
+                except Exception:  # noqa: BLE001 - a listener bug must not stop the others
+                    log.exception("apply listener failed")
+
+    def _emit_leadership(self, change: LeadershipChange) -> None:
+        for listener in self._leadership_listeners:
+            try:
+                listener(change)
+            except Exception:  # noqa: BLE001
+                log.exception("leadership listener failed")
+
+    # -- proposal accounting -------------------------------------------------
+    async def _timed(self, future: asyncio.Future, timeout_s: float) -> Applied | Rejected:
+        started = time.perf_counter()
+        try:
+            result = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except asyncio.TimeoutError:
+            self.stats.count_proposal("timeout")
+            raise OutcomeUnknown(f"no result within {timeout_s:g} s") from None
+        except NotWritten:
+            self.stats.count_proposal("not_written")
+            raise
+        except ConsensusError:
+            self.stats.count_proposal("unknown")
+            raise
+        self.stats.commit_seconds.observe(time.perf_counter() - started)
+        self.stats.count_proposal("rejected" if isinstance(result, Rejected) else "applied")
+        return result

@@ -1,0 +1,84 @@
+"""Commands: the one shape every log entry has.
+
+A command is a msgpack map ``{"v": version, "k": kind, "at": ms, "b": body}``:
+``kind`` names what the state machine should do, ``at`` is the wall-clock
+time (ms) the leader stamped when it proposed it - the only clock the state
+machine ever sees - and ``body`` is any msgpack value. An encoded command
+over :data:`ENTRY_BYTES_MAX` is refused before it reaches the log.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import msgpack
+
+from .errors import CodecError, EntryTooLarge
+
+__all__ = [
+    "COMMAND_FORMAT_VERSION",
+    "ENTRY_BYTES_MAX",
+    "Command",
+    "encode_command",
+    "decode_command",
+    "pack",
+    "unpack",
+]
+
+COMMAND_FORMAT_VERSION = 1
+# Large enough for a definition at the HTTP body limit (1 MiB) plus framing.
+ENTRY_BYTES_MAX = 2 * 1024 * 1024
+_KIND = re.compile(r"[a-z][a-z0-9_.]{0,63}\Z")
+_KEYS = frozenset({"v", "k", "at", "b"})
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    kind: str
+    body: Any = None
+    at_ms: int = 0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.kind, str) or not _KIND.match(self.kind):
+            raise CodecError(f"bad command kind {self.kind!r}")
+        if isinstance(self.at_ms, bool) or not isinstance(self.at_ms, int) or self.at_ms < 0:
+            raise CodecError(f"bad command timestamp {self.at_ms!r}")
+
+
+def pack(value: Any) -> bytes:
+    """msgpack with binary kept apart from text; the only encoder we use."""
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def unpack(data: bytes, *, max_bytes: int = ENTRY_BYTES_MAX) -> Any:
+    if len(data) > max_bytes:
+        raise ValueError(f"{len(data)} bytes is over the limit of {max_bytes}")
+    return msgpack.unpackb(data, raw=False, strict_map_key=True)
+
+
+def encode_command(command: Command) -> bytes:
+    try:
+        data = pack({"v": COMMAND_FORMAT_VERSION, "k": command.kind, "at": command.at_ms, "b": command.body})
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise CodecError(f"command body is not encodable: {exc}") from exc
+    if len(data) > ENTRY_BYTES_MAX:
+        raise EntryTooLarge(len(data), ENTRY_BYTES_MAX)
+    return data
+
+
+def decode_command(data: bytes) -> Command:
+    if not isinstance(data, (bytes, bytearray)):
+        raise CodecError("a command must be bytes")
+    if len(data) > ENTRY_BYTES_MAX:
+        raise CodecError(f"command of {len(data)} bytes is over the limit")
+    try:
+        raw = unpack(bytes(data))
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise CodecError(f"not msgpack: {exc}") from exc
+    if not isinstance(raw, dict) or set(raw) != _KEYS:
+        raise CodecError("a command is a map of exactly v, k, at, b")
+    if raw["v"] != COMMAND_FORMAT_VERSION:
+        raise CodecError(f"unsupported command version {raw['v']!r}")
+    return Command(kind=raw["k"], body=raw["b"], at_ms=raw["at"])

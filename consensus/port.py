@@ -1,0 +1,122 @@
+"""The port between the coordinator and its replicated log.
+
+Two questions stay apart (STYLE.md section 2): did the log accept the entry
+(``propose`` raises a :mod:`consensus.errors` error when it did not or may
+not have), and what did the state machine return (:class:`Applied` or
+:class:`Rejected`).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any, Awaitable, Callable, ContextManager, Protocol, runtime_checkable
+
+from .codec import Command
+
+__all__ = [
+    "Applied",
+    "Rejected",
+    "Rejection",
+    "Role",
+    "LogStatus",
+    "LeadershipChange",
+    "StateMachine",
+    "ReplicatedLog",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class Applied:
+    """The state machine applied the command at ``index`` and returned ``value``."""
+
+    index: int
+    value: Any = None
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    """The state machine refused the command at ``index``; nothing changed."""
+
+    index: int
+    code: str
+    message: str
+
+
+class Rejection(Exception):
+    """Raised by a state machine *before it changes anything* to refuse a command."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class Role(str, enum.Enum):
+    FOLLOWER = "follower"
+    CANDIDATE = "candidate"
+    LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True)
+class LogStatus:
+    role: Role
+    term: int
+    leader: str | None  # the leader's Raft address, as this node knows it
+    commit_index: int
+    applied_index: int
+    has_quorum: bool
+    peers: dict[str, bool] = field(default_factory=dict)  # Raft address -> connected
+
+
+@dataclass(frozen=True, slots=True)
+class LeadershipChange:
+    """Delivered on the event loop.
+
+    ``is_leader=True``: this node became leader at ``term`` and has applied
+    every entry committed before (its first barrier at ``term`` committed at
+    ``index``). ``is_leader=False``: it lost leadership; stop issuing calls.
+    """
+
+    is_leader: bool
+    term: int
+    index: int = 0
+
+
+class StateMachine(Protocol):
+    def apply(self, index: int, command: Command) -> Any:
+        """Deterministic; raise :class:`Rejection` to refuse without changing anything."""
+
+    def snapshot(self) -> Any:
+        """The whole state as plain msgpack-able values."""
+
+    def restore(self, snapshot: Any) -> None:
+        """Replace the whole state by a snapshot."""
+
+
+ApplyListener = Callable[[int, Command, "Applied | Rejected"], None]
+LeadershipListener = Callable[[LeadershipChange], None]
+
+
+@runtime_checkable
+class ReplicatedLog(Protocol):
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def propose(self, command: Command, timeout_s: float | None = None) -> Awaitable[Applied | Rejected]: ...
+
+    async def read_barrier(self) -> int: ...
+
+    def is_leader(self) -> bool: ...
+
+    def term(self) -> int: ...
+
+    def status(self) -> LogStatus: ...
+
+    def reading(self) -> ContextManager[None]:
+        """Hold while reading the state machine from the event loop."""
+
+    def add_apply_listener(self, listener: ApplyListener) -> None: ...
+
+    def add_leadership_listener(self, listener: LeadershipListener) -> None: ...

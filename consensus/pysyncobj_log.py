@@ -1,0 +1,229 @@
+"""The ReplicatedLog on PySyncObj 0.3.17 (see shared/PYSYNCOBJ.md).
+
+- One replicated entry point, ``apply_entry(bytes)``: method ids stay stable.
+- Always a journal (:mod:`consensus.journal`, msgpack, fsync) and a full dump
+  file written through msgpack hooks (:mod:`consensus.snapshot`): no pickle
+  in any file, no fork.
+- ``password`` is always the cluster secret and the Raft port binds only the
+  configured address: without both, anyone reaching the port runs code.
+- ``appendEntriesUseBatch`` is off: no 100 ms wait per sequential write.
+- ``leaderFallbackTimeout`` is short: a leader cut off from its peers steps
+  down within about two election timeouts.
+- Callbacks arrive on PySyncObj's tick thread; results are handed to the
+  event loop with ``call_soon_threadsafe``. LEADER_CHANGED, UNKNOWN_OUTCOME
+  and timeouts become :class:`OutcomeUnknown`, never "not written".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+from typing import Iterator
+
+import pysyncobj.syncobj as _syncobj_module
+from pysyncobj import SyncObj, SyncObjConf, replicated
+
+from .base import LogBase
+from .codec import Command, encode_command
+from .errors import NotLeader, error_for_fail_reason
+from .journal import MsgpackJournal
+from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
+from .settings import RaftSettings
+from .snapshot import SnapshotHooks
+
+__all__ = ["PySyncObjLog"]
+
+log = logging.getLogger(__name__)
+_ROLES = {0: Role.FOLLOWER, 1: Role.CANDIDATE, 2: Role.LEADER}
+_LEADER = 2
+_SUCCESS = 0
+LEADERSHIP_CONFIRM_ATTEMPTS_MAX = 100
+
+
+@contextlib.contextmanager
+def _msgpack_journal(path: str, fsync: bool) -> Iterator[None]:
+    """Make PySyncObj create our journal for ``path`` while a node is built."""
+    original = _syncobj_module.createJournal
+
+    def create(journal_file=None):
+        assert journal_file == path, "unexpected journal file"
+        return MsgpackJournal(path, fsync=fsync)
+
+    _syncobj_module.createJournal = create
+    try:
+        yield
+    finally:
+        _syncobj_module.createJournal = original
+
+
+class _RaftNode(SyncObj):
+    def __init__(self, self_address: str, partners: list[str], conf: SyncObjConf, apply) -> None:
+        self._coordinator_apply = apply
+        super().__init__(self_address, partners, conf)
+
+    @replicated
+    def apply_entry(self, data):
+        return self._coordinator_apply(self.raftLastApplied + 1, data)
+
+
+class PySyncObjLog(LogBase):
+    def __init__(
+        self,
+        *,
+        self_address: str,
+        partner_addresses: list[str],
+        secret: str,
+        data_dir: str,
+        state_machine: StateMachine,
+        settings: RaftSettings = RaftSettings(),
+    ) -> None:
+        super().__init__(state_machine)
+        if not secret:
+            raise ValueError("the Raft port always runs with the cluster secret")
+        self._self_address = self_address
+        self._partners = list(partner_addresses)
+        self._secret = secret
+        self._data_dir = data_dir
+        self._settings = settings
+        self._node: _RaftNode | None = None
+        self._generation = 0
+        self._hooks = SnapshotHooks(state_machine.snapshot, state_machine.restore, self._lock, fsync=settings.fsync)
+
+    # -- lifecycle -----------------------------------------------------------
+    def _conf(self) -> SyncObjConf:
+        s = self._settings
+        return SyncObjConf(
+            password=self._secret,
+            bindAddress=self._self_address,
+            journalFile=os.path.join(self._data_dir, "raft.journal"),
+            fullDumpFile=os.path.join(self._data_dir, "raft.snapshot"),
+            serializer=self._hooks.serialize,
+            deserializer=self._hooks.deserialize,
+            useFork=False,
+            appendEntriesUseBatch=False,
+            raftMinTimeout=s.election_timeout_min_s,
+            raftMaxTimeout=s.election_timeout_max_s,
+            appendEntriesPeriod=s.heartbeat_s,
+            leaderFallbackTimeout=s.leader_lease_s,
+            connectionTimeout=s.connection_timeout_s,
+            connectionRetryTime=s.connection_retry_s,
+            logCompactionMinEntries=s.compaction_min_entries,
+            logCompactionMinTime=s.compaction_min_time_s,
+            dynamicMembershipChange=False,
+            commandsWaitLeader=True,
+            onStateChanged=self._on_state_changed,
+        )
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        os.makedirs(self._data_dir, exist_ok=True)
+        conf = self._conf()
+        with _msgpack_journal(conf.journalFile, self._settings.fsync):
+            self._node = _RaftNode(self._self_address, self._partners, conf, self._apply_entry)
+
+    async def stop(self) -> None:
+        node, self._node = self._node, None
+        if node is None:
+            return
+        node.destroy()
+        deadline = time.monotonic() + 3.0
+        while node.tick_thread_alive and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
+    # -- proposing -----------------------------------------------------------
+    async def propose(self, command: Command, timeout_s: float | None = None) -> Applied | Rejected:
+        data = encode_command(command)
+        node = self._node
+        if node is None or not node._isLeader():
+            self.stats.count_proposal("not_written")
+            raise NotLeader(self._leader_address())
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+
+        def settle(result, error) -> None:
+            if future.done():
+                return
+            if error == _SUCCESS:
+                future.set_result(result)
+            else:
+                future.set_exception(error_for_fail_reason(error, self._leader_address()))
+
+        def callback(result, error) -> None:  # PySyncObj's tick thread
+            loop.call_soon_threadsafe(settle, result, error)
+
+        node.apply_entry(data, callback=callback)
+        return await self._timed(future, timeout_s or self._settings.proposal_timeout_s)
+
+    # -- leadership ------------------------------------------------------------
+    def _on_state_changed(self, old: int, new: int) -> None:  # PySyncObj's tick thread
+        loop = self._loop
+        node = self._node
+        term = node.raftCurrentTerm if node is not None else 0
+        if loop is not None:
+            loop.call_soon_threadsafe(self._on_role, old, new, term)
+
+    def _on_role(self, old: int, new: int, term: int) -> None:
+        self._generation += 1
+        if old == _LEADER and new != _LEADER:
+            self._emit_leadership(LeadershipChange(False, term))
+        if new == _LEADER:
+            asyncio.ensure_future(self._confirm_leadership(self._generation, term))
+
+    async def _confirm_leadership(self, generation: int, term: int) -> None:
+        """Announce leadership once a barrier of this term committed: by then
+        every entry of earlier terms is applied here."""
+        for _ in range(LEADERSHIP_CONFIRM_ATTEMPTS_MAX):
+            if generation != self._generation or not self.is_leader():
+                return
+            try:
+                index = await self.read_barrier()
+            except Exception as exc:  # noqa: BLE001 - retried while still leader
+                log.info("leadership barrier at term %d failed: %s", term, exc)
+                await asyncio.sleep(self._settings.heartbeat_s)
+                continue
+            if generation == self._generation and self.is_leader() and self.term() == term:
+                log.info("leader at term %d from index %d", term, index)
+                self._emit_leadership(LeadershipChange(True, term, index))
+            return
+
+    # -- status ----------------------------------------------------------------
+    def is_leader(self) -> bool:
+        return self._node is not None and self._node._isLeader()
+
+    def term(self) -> int:
+        return self._node.raftCurrentTerm if self._node is not None else 0
+
+    def _leader_address(self) -> str | None:
+        node = self._node
+        leader = node._getLeader() if node is not None else None
+        return getattr(leader, "address", None) if leader is not None else None
+
+    def status(self) -> LogStatus:
+        node = self._node
+        if node is None:
+            return LogStatus(Role.FOLLOWER, 0, None, 0, 0, False)
+        for _ in range(5):
+            try:
+                raw = node.getStatus()
+                break
+            except RuntimeError:  # a dict changed size on the tick thread; read again
+                continue
+        else:
+            raise RuntimeError("could not read the Raft status")
+        peers = {address: raw.get(f"partner_node_status_server_{address}") == 2 for address in self._partners}
+        return LogStatus(
+            role=_ROLES.get(raw["state"], Role.FOLLOWER),
+            term=raw["raft_term"],
+            leader=self._leader_address(),
+            commit_index=raw["commit_idx"],
+            applied_index=raw["last_applied"],
+            has_quorum=bool(raw["has_quorum"]),
+            peers=peers,
+        )
+
+    @property
+    def snapshots(self) -> SnapshotHooks:
+        return self._hooks
