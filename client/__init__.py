@@ -1,0 +1,45 @@
+"""What applications import: the coordinator client (and, in
+``client.participant``, the kit for participant services)."""
+
+from .coordinator import DEFAULT_ENDPOINTS, Coordinator
+from .errors import (
+    Conflict,
+    CoordinatorError,
+    InvalidRequest,
+    NoLeader,
+    NotFound,
+    NotLeader,
+    Overloaded,
+    OutcomeUnknown,
+    Rejected,
+    Suspended,
+    Timeout,
+    TooLarge,
+    Unauthorized,
+    Unavailable,
+)
+from .sync import SyncCoordinator
+from .types import ClusterInfo, NodeInfo, Service
+
+__all__ = [
+    "DEFAULT_ENDPOINTS",
+    "ClusterInfo",
+    "Conflict",
+    "Coordinator",
+    "CoordinatorError",
+    "InvalidRequest",
+    "NoLeader",
+    "NodeInfo",
+    "NotFound",
+    "NotLeader",
+    "OutcomeUnknown",
+    "Overloaded",
+    "Rejected",
+    "Service",
+    "Suspended",
+    "SyncCoordinator",
+    "Timeout",
+    "TooLarge",
+    "Unauthorized",
+    "Unavailable",
+]

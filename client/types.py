@@ -1,0 +1,54 @@
+"""Typed results of the client."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["Service", "NodeInfo", "ClusterInfo"]
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    name: str
+    url: str | None
+    grpc: str | None
+    created_at: str
+    updated_at: str
+    revision: int
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "Service":
+        return cls(raw["name"], raw.get("url"), raw.get("grpc"), raw["created_at"], raw["updated_at"], raw["revision"])
+
+
+@dataclass(frozen=True, slots=True)
+class NodeInfo:
+    id: str
+    raft: str
+    http: str
+    grpc: str
+    reachable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterInfo:
+    node: str
+    role: str
+    leader: dict | None
+    term: int
+    commit_index: int
+    applied_index: int
+    nodes: tuple[NodeInfo, ...]
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "ClusterInfo":
+        return cls(
+            node=raw["node"],
+            role=raw["role"],
+            leader=raw.get("leader"),
+            term=raw["term"],
+            commit_index=raw["commit_index"],
+            applied_index=raw["applied_index"],
+            nodes=tuple(NodeInfo(**{k: n[k] for k in ("id", "raft", "http", "grpc", "reachable")}) for n in raw["nodes"]),
+        )

@@ -1,0 +1,262 @@
+"""The ``coordinator`` command (contract section 3).
+
+Exit codes: 0 ok, 1 the operation failed, 2 usage. Errors are one line on
+stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from client import Coordinator, CoordinatorError
+from client.coordinator import endpoints_from_env
+
+from .config import (
+    ConfigError,
+    NodeConfig,
+    generate_secret,
+    load_cluster_file,
+    local_cluster,
+    read_secret,
+    write_cluster_file,
+)
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2
+        raise UsageError(f"{self.prog}: {message}")
+
+
+def _endpoints(args: argparse.Namespace) -> list[str]:
+    if args.endpoints:
+        return [e.strip() for e in args.endpoints.split(",") if e.strip()]
+    return endpoints_from_env()
+
+
+def _table(rows: list[list[str]], header: list[str]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(header, widths)).rstrip()]
+    lines += ["  ".join(str(c).ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines)
+
+
+# -- node and up -----------------------------------------------------------------
+def cmd_node(args: argparse.Namespace) -> int:
+    cluster = load_cluster_file(args.config)
+    config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file))
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
+    )
+    from .node import serve
+
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:
+        print(f"coordinator node {config.node.id}: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def _prepare_data_dir(args: argparse.Namespace) -> Path:
+    data_dir = Path(args.data_dir).resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    cluster_file = data_dir / "cluster.toml"
+    wanted = local_cluster(nodes=args.nodes, host=args.host, base_port=args.base_port, data_dir=data_dir)
+    if cluster_file.exists():
+        existing = load_cluster_file(cluster_file)
+        if [n for n in existing.nodes] != [n for n in wanted.nodes]:
+            raise ConfigError(
+                f"{cluster_file} describes another cluster ({len(existing.nodes)} nodes, "
+                f"first HTTP {existing.nodes[0].http}); start with the same flags or use another --data-dir"
+            )
+    else:
+        write_cluster_file(cluster_file, wanted)
+    if not wanted.secret_file.exists():
+        generate_secret(wanted.secret_file)
+    read_secret(wanted.secret_file)
+    return cluster_file
+
+
+def _wait_ready(endpoints: list[str], timeout_s: float) -> str | None:
+    async def probe() -> str | None:
+        deadline = time.monotonic() + timeout_s
+        async with Coordinator(endpoints, timeout_s=1.0, attempts=1) as client:
+            while time.monotonic() < deadline:
+                for endpoint in endpoints:
+                    try:
+                        info = await client.cluster(endpoint)
+                    except CoordinatorError:
+                        continue
+                    if info.leader:
+                        return info.leader["id"]
+                await asyncio.sleep(0.2)
+        return None
+
+    return asyncio.run(probe())
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from .supervisor import Supervisor
+
+    cluster_file = _prepare_data_dir(args)
+    config = load_cluster_file(cluster_file)
+    supervisor = Supervisor(cluster_file, config)
+    stopping = False
+
+    def on_signal(signum: int, frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    supervisor.start_all()
+    try:
+        print(f"cluster file: {cluster_file}")
+        for node in config.nodes:
+            print(f"  {node.id}  http {node.http_url}  grpc {node.grpc}  raft {node.raft}  log {supervisor.log_path(node.id)}")
+        leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0)
+        print(f"leader: {leader}" if leader else "no leader yet (see the node logs)", flush=True)
+        print("Ctrl-C stops every node.", flush=True)
+        reported: set[str] = set()
+        while not stopping:
+            for node_id, code in supervisor.exited().items():
+                if node_id not in reported:
+                    reported.add(node_id)
+                    print(f"{node_id} exited with {code}; see {supervisor.log_path(node_id)}", flush=True)
+            if len(reported) == len(config.nodes):
+                print("every node has exited", file=sys.stderr)
+                return EXIT_FAILED
+            time.sleep(0.2)
+    finally:
+        supervisor.stop_all()
+        print("stopped every node")
+    return EXIT_OK
+
+
+# -- talking to a cluster -----------------------------------------------------------------
+def _run_client(args: argparse.Namespace, action: Callable[[Coordinator], Any]) -> Any:
+    async def go() -> Any:
+        async with Coordinator(_endpoints(args)) as client:
+            return await action(client)
+
+    return asyncio.run(go())
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    async def gather(client: Coordinator) -> list[list[str]]:
+        async def one(endpoint: str) -> list[str]:
+            try:
+                info = await client.cluster(endpoint)
+            except CoordinatorError:
+                return [endpoint, "-", "-", "-", "-", "-", "no"]
+            leader = info.leader["id"] if info.leader else "-"
+            return [info.node, info.role, str(info.term), str(info.commit_index), str(info.applied_index), leader, "yes"]
+
+        return list(await asyncio.gather(*(one(e) for e in client.endpoints)))
+
+    rows = _run_client(args, gather)
+    print(_table(rows, ["NODE", "ROLE", "TERM", "COMMIT", "APPLIED", "LEADER", "REACHABLE"]))
+    return EXIT_OK if any(r[-1] == "yes" for r in rows) else EXIT_FAILED
+
+
+def cmd_services_add(args: argparse.Namespace) -> int:
+    if (args.url is None) == (args.grpc is None):
+        raise UsageError("coordinator services add: give a URL or --grpc TARGET, not both")
+    service = _run_client(args, lambda c: c.put_service(args.name, args.url, grpc=args.grpc))
+    print(f"{service.name} -> {service.url or 'grpc://' + str(service.grpc)}")
+    return EXIT_OK
+
+
+def cmd_services_list(args: argparse.Namespace) -> int:
+    services = _run_client(args, lambda c: c.list_services())
+    rows = [[s.name, s.url or "-", s.grpc or "-", s.updated_at] for s in services]
+    print(_table(rows, ["NAME", "URL", "GRPC", "UPDATED"]))
+    return EXIT_OK
+
+
+def cmd_services_remove(args: argparse.Namespace) -> int:
+    service = _run_client(args, lambda c: c.delete_service(args.name))
+    print(f"removed {service.name}")
+    return EXIT_OK
+
+
+# -- the parser -------------------------------------------------------------------------
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="coordinator", description="A Raft-replicated saga and 2PC coordinator.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_endpoints(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--endpoints", help="URL,URL,... (else $COORDINATOR_ENDPOINTS, else the local defaults)")
+        return p
+
+    up = commands.add_parser("up", help="start a local cluster of N nodes")
+    up.add_argument("--nodes", type=_positive_int, default=3)
+    up.add_argument("--data-dir", default=".coordinator")
+    up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--base-port", type=_positive_int, default=7100)
+    up.set_defaults(run=cmd_up)
+
+    node = commands.add_parser("node", help="run one node of a cluster file")
+    node.add_argument("--config", required=True)
+    node.add_argument("--id", required=True)
+    node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    node.set_defaults(run=cmd_node)
+
+    with_endpoints(commands.add_parser("status", help="a table of every node")).set_defaults(run=cmd_status)
+
+    services = commands.add_parser("services", help="the service registry")
+    service_commands = services.add_subparsers(dest="services_command", required=True, parser_class=_Parser)
+    add = with_endpoints(service_commands.add_parser("add", help="register or update a service"))
+    add.add_argument("name")
+    add.add_argument("url", nargs="?")
+    add.add_argument("--grpc", metavar="TARGET")
+    add.set_defaults(run=cmd_services_add)
+    with_endpoints(service_commands.add_parser("list", help="list services")).set_defaults(run=cmd_services_list)
+    remove = with_endpoints(service_commands.add_parser("remove", help="remove a service"))
+    remove.add_argument("name")
+    remove.set_defaults(run=cmd_services_remove)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        args = build_parser().parse_args(argv)
+        return args.run(args)
+    except UsageError as exc:
+        print(str(exc), file=sys.stderr)
+        return EXIT_USAGE
+    except (ConfigError, CoordinatorError, ValueError) as exc:
+        print(f"coordinator: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        return EXIT_FAILED
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED

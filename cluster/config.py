@@ -1,0 +1,282 @@
+"""The cluster file and the one frozen config a node process runs with.
+
+``cluster.toml`` (written by ``coordinator up``, or by hand for several hosts)::
+
+    [cluster]
+    secret_file = "cluster.secret"     # relative paths are relative to this file
+    data_dir = "."                     # node n1 keeps its state in DATA_DIR/n1
+    http_body_bytes_max = 1048576
+
+    [raft]                             # optional; see consensus.RaftSettings
+    election_timeout_min_s = 0.4
+
+    [[nodes]]
+    id = "n1"
+    raft = "127.0.0.1:7101"
+    http = "127.0.0.1:8101"
+    grpc = "127.0.0.1:9101"
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import secrets
+import stat
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from consensus import RaftSettings
+
+__all__ = [
+    "ConfigError",
+    "NodeAddress",
+    "ClusterConfig",
+    "NodeConfig",
+    "load_cluster_file",
+    "write_cluster_file",
+    "local_cluster",
+    "generate_secret",
+    "read_secret",
+    "NODES_MAX",
+    "HTTP_BODY_BYTES_DEFAULT",
+]
+
+NODES_MAX = 9
+HTTP_BODY_BYTES_DEFAULT = 1024 * 1024
+HTTP_BODY_BYTES_MAX = 16 * 1024 * 1024
+SECRET_CHARS_MIN = 16
+_NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}\Z")
+
+
+class ConfigError(ValueError):
+    """A cluster file or flag that cannot be used; the message says which and why."""
+
+
+def parse_address(value: object, where: str) -> str:
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    host, port = value.split(":")
+    if not _HOST.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected HOST:PORT with a port in 1-65535, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    id: str
+    raft: str
+    http: str
+    grpc: str
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    nodes: tuple[NodeAddress, ...]
+    secret_file: Path
+    data_dir: Path
+    raft: RaftSettings = field(default_factory=RaftSettings)
+    http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.nodes) <= NODES_MAX:
+            raise ConfigError(f"nodes: a cluster has 1 to {NODES_MAX} nodes, got {len(self.nodes)}")
+        ids = [n.id for n in self.nodes]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("nodes: node ids must be unique")
+        addresses = [a for n in self.nodes for a in (n.raft, n.http, n.grpc)]
+        if len(set(addresses)) != len(addresses):
+            raise ConfigError("nodes: every raft, http and grpc address must be distinct")
+        if not 0 < self.http_body_bytes_max <= HTTP_BODY_BYTES_MAX:
+            raise ConfigError(f"cluster.http_body_bytes_max: must be in 1..{HTTP_BODY_BYTES_MAX}")
+
+    def node(self, node_id: str) -> NodeAddress:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise ConfigError(f"--id: no node {node_id!r} in the cluster file (have: {', '.join(n.id for n in self.nodes)})")
+
+    def by_raft_address(self, raft: str | None) -> NodeAddress | None:
+        return next((n for n in self.nodes if n.raft == raft), None)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    cluster: ClusterConfig
+    node: NodeAddress
+    secret: str = field(repr=False)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cluster.data_dir / self.node.id
+
+    @property
+    def peers(self) -> tuple[NodeAddress, ...]:
+        return tuple(n for n in self.cluster.nodes if n.id != self.node.id)
+
+
+def _table(doc: dict, key: str) -> dict:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _node(raw: object, i: int) -> NodeAddress:
+    where = f"nodes[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(raw) - {"id", "raft", "http", "grpc"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown field")
+    node_id = raw.get("id")
+    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+        raise ConfigError(f"{where}.id: must match [a-z0-9][a-z0-9-]{{0,31}}")
+    return NodeAddress(
+        id=node_id,
+        raft=parse_address(raw.get("raft"), f"{where}.raft"),
+        http=parse_address(raw.get("http"), f"{where}.http"),
+        grpc=parse_address(raw.get("grpc"), f"{where}.grpc"),
+    )
+
+
+def _raft_settings(raw: dict) -> RaftSettings:
+    known = {f.name: f for f in dataclasses.fields(RaftSettings)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"raft.{key}: unknown setting")
+        expected = known[key].type
+        if expected == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"raft.{key}: must be true or false")
+        if expected in ("float", "int") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"raft.{key}: must be a number")
+        values[key] = int(value) if expected == "int" else value
+    try:
+        return RaftSettings(**values)
+    except ValueError as exc:
+        raise ConfigError(f"raft: {exc}") from None
+
+
+def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such cluster file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"cluster", "raft", "nodes"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
+    cluster = _table(doc, "cluster")
+    unknown = set(cluster) - {"secret_file", "data_dir", "http_body_bytes_max"}
+    if unknown:
+        raise ConfigError(f"cluster.{sorted(unknown)[0]}: unknown field")
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        raise ConfigError(f"{path}: needs [[nodes]] entries")
+    base = path.parent
+    secret_file = cluster.get("secret_file")
+    if not isinstance(secret_file, str) or not secret_file:
+        raise ConfigError("cluster.secret_file: required (the Raft port always runs with the cluster secret)")
+    body_max = cluster.get("http_body_bytes_max", HTTP_BODY_BYTES_DEFAULT)
+    if isinstance(body_max, bool) or not isinstance(body_max, int):
+        raise ConfigError("cluster.http_body_bytes_max: must be an integer")
+    return ClusterConfig(
+        nodes=tuple(_node(raw, i) for i, raw in enumerate(nodes)),
+        secret_file=(base / secret_file).resolve(),
+        data_dir=(base / str(cluster.get("data_dir", "."))).resolve(),
+        raft=_raft_settings(_table(doc, "raft")),
+        http_body_bytes_max=body_max,
+    )
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if any(c in text for c in '"\\\n'):
+        raise ConfigError(f"cannot write {text!r} to the cluster file")
+    return f'"{text}"'
+
+
+def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
+    path = Path(path)
+    base = path.parent.resolve()
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, base)
+
+    lines = [
+        "# Written by `coordinator up`. One [[nodes]] entry per node.",
+        "[cluster]",
+        f"secret_file = {_toml_value(rel(config.secret_file))}",
+        f"data_dir = {_toml_value(rel(config.data_dir))}",
+        f"http_body_bytes_max = {config.http_body_bytes_max}",
+        "",
+        "[raft]",
+    ]
+    for f in dataclasses.fields(RaftSettings):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.raft, f.name))}")
+    for node in config.nodes:
+        lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text("\n".join(lines) + "\n")
+    os.replace(tmp, path)
+
+
+def local_cluster(
+    *, nodes: int, host: str, base_port: int, data_dir: Path, raft: RaftSettings | None = None
+) -> ClusterConfig:
+    """The contract's local layout: node i is n{i}, Raft base+i, HTTP base+1000+i, gRPC base+2000+i."""
+    if not 1 <= nodes <= NODES_MAX:
+        raise ConfigError(f"--nodes: must be 1 to {NODES_MAX}")
+    if not (1 <= base_port and base_port + 2000 + nodes < 65536):
+        raise ConfigError("--base-port: base+2000+nodes must stay below 65536")
+    if not _HOST.match(host):
+        raise ConfigError(f"--host: {host!r} is not a host name or IPv4 address")
+    data_dir = Path(data_dir).resolve()
+    return ClusterConfig(
+        nodes=tuple(
+            NodeAddress(
+                id=f"n{i}",
+                raft=f"{host}:{base_port + i}",
+                http=f"{host}:{base_port + 1000 + i}",
+                grpc=f"{host}:{base_port + 2000 + i}",
+            )
+            for i in range(1, nodes + 1)
+        ),
+        secret_file=data_dir / "cluster.secret",
+        data_dir=data_dir,
+        raft=raft or RaftSettings(),
+    )
+
+
+def generate_secret(path: Path) -> None:
+    """Write a new random cluster secret, readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+
+
+def read_secret(path: Path) -> str:
+    try:
+        info = os.stat(path)
+        text = Path(path).read_text().strip()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: the cluster secret file does not exist") from None
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ConfigError(f"{path}: the cluster secret is readable by others; run chmod 600 {path}")
+    if len(text) < SECRET_CHARS_MIN:
+        raise ConfigError(f"{path}: the cluster secret must have at least {SECRET_CHARS_MIN} characters")
+    return text

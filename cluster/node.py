@@ -1,0 +1,125 @@
+"""One node process: the replicated log, the state machine and the API."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from consensus import LeadershipChange, PySyncObjLog
+
+from .config import NodeAddress, NodeConfig
+from .http_api import build_app
+from .state import ClusterState
+
+__all__ = ["Node", "serve"]
+
+log = logging.getLogger(__name__)
+
+
+class _TruncationCounter(logging.Filter):
+    """PySyncObj logs CRITICAL when a follower re-receives entries it already
+    applied (the leader resends unacknowledged entries after a lagging
+    acknowledgement): the entries are the same, so we count these instead of
+    alarming operators, and keep the count on /metrics."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.getMessage().startswith("truncating already-applied log entries"):
+            self.count += 1
+            return False
+        return True
+
+
+class Node:
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.state = ClusterState()
+        self.log = PySyncObjLog(
+            self_address=config.node.raft,
+            partner_addresses=[peer.raft for peer in config.peers],
+            secret=config.secret,
+            data_dir=str(config.data_dir),
+            state_machine=self.state,
+            settings=config.cluster.raft,
+        )
+        self.http_responses: dict[int, int] = {}
+        self.truncations = _TruncationCounter()
+        logging.getLogger("pysyncobj.syncobj").addFilter(self.truncations)
+        self.leader_term: int | None = None  # set while this node leads, after its first barrier
+        self.leader_fence_index = 0
+        self._runner: web.AppRunner | None = None
+        self.log.add_leadership_listener(self._on_leadership)
+
+    def add_leadership_listener(self, listener) -> None:
+        """The hook the leader's executor uses: LeadershipChange on the event loop."""
+        self.log.add_leadership_listener(listener)
+
+    def _on_leadership(self, change: LeadershipChange) -> None:
+        if change.is_leader:
+            self.leader_term, self.leader_fence_index = change.term, change.index
+            log.info("%s leads at term %d", self.config.node.id, change.term)
+        else:
+            self.leader_term = None
+            log.info("%s lost leadership at term %d", self.config.node.id, change.term)
+
+    def leader_address(self) -> NodeAddress | None:
+        return self.config.cluster.by_raft_address(self.log.status().leader)
+
+    def cluster_view(self) -> dict:
+        status = self.log.status()
+        leader = self.config.cluster.by_raft_address(status.leader)
+        me = self.config.node
+        return {
+            "node": me.id,
+            "role": status.role.value,
+            "leader": {"id": leader.id, "http": leader.http_url, "grpc": leader.grpc} if leader else None,
+            "term": status.term,
+            "commit_index": status.commit_index,
+            "applied_index": status.applied_index,
+            "has_quorum": status.has_quorum,
+            "nodes": [
+                {
+                    "id": n.id,
+                    "raft": n.raft,
+                    "http": n.http_url,
+                    "grpc": n.grpc,
+                    "reachable": True if n.id == me.id else status.peers.get(n.raft, False),
+                }
+                for n in self.config.cluster.nodes
+            ],
+        }
+
+    async def start(self) -> None:
+        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        await self.log.start()
+        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        host, port = self.config.node.http.rsplit(":", 1)
+        await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
+        log.info("%s: raft %s, http %s", self.config.node.id, self.config.node.raft, self.config.node.http_url)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+        await self.log.stop()
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run one node until SIGTERM or SIGINT."""
+    node = Node(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("%s stopping", config.node.id)
+        await node.stop()

@@ -1,0 +1,115 @@
+"""Start, signal and stop node processes by PID: ``coordinator up`` and the tests.
+
+Only processes this supervisor started are ever signalled. Children get
+``PR_SET_PDEATHSIG`` so they end with the supervisor even if it is killed.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from .config import ClusterConfig
+
+__all__ = ["Supervisor"]
+
+STOP_GRACE_S = 5.0
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:  # runs in the child before exec
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+class Supervisor:
+    def __init__(self, cluster_file: Path, config: ClusterConfig, *, python: str = sys.executable) -> None:
+        self.cluster_file = Path(cluster_file)
+        self.config = config
+        self.python = python
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def log_path(self, node_id: str) -> Path:
+        return self.config.data_dir / node_id / "node.log"
+
+    def start(self, node_id: str) -> subprocess.Popen:
+        self.config.node(node_id)
+        current = self.processes.get(node_id)
+        if current is not None and current.poll() is None:
+            raise RuntimeError(f"{node_id} is already running (pid {current.pid})")
+        log_path = self.log_path(node_id)
+        log_path.parent.mkdir(parents=True, exist_ok=True)
+        with open(log_path, "ab") as log_file:
+            process = subprocess.Popen(
+                [self.python, "-m", "cluster", "node", "--config", str(self.cluster_file), "--id", node_id],
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+        self.processes[node_id] = process
+        return process
+
+    def start_all(self) -> None:
+        for node in self.config.nodes:
+            self.start(node.id)
+
+    def alive(self, node_id: str) -> bool:
+        process = self.processes.get(node_id)
+        return process is not None and process.poll() is None
+
+    def pid(self, node_id: str) -> int:
+        return self.processes[node_id].pid
+
+    def signal(self, node_id: str, sig: int) -> None:
+        if self.alive(node_id):
+            self.processes[node_id].send_signal(sig)
+
+    def kill(self, node_id: str) -> None:
+        """SIGKILL, and reap it."""
+        process = self.processes.get(node_id)
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=STOP_GRACE_S)
+
+    def pause(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGSTOP)
+
+    def resume(self, node_id: str) -> None:
+        self.signal(node_id, signal.SIGCONT)
+
+    def stop(self, node_id: str, grace_s: float = STOP_GRACE_S) -> int | None:
+        process = self.processes.get(node_id)
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGCONT)  # a paused node cannot handle SIGTERM
+            process.terminate()
+            try:
+                process.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=grace_s)
+        return process.returncode
+
+    def stop_all(self, grace_s: float = STOP_GRACE_S) -> None:
+        for process in self.processes.values():
+            if process.poll() is None:
+                process.send_signal(signal.SIGCONT)
+                process.terminate()
+        deadline = time.monotonic() + grace_s
+        for process in self.processes.values():
+            try:
+                process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=grace_s)
+
+    def exited(self) -> dict[str, int]:
+        return {node_id: p.returncode for node_id, p in self.processes.items() if p.poll() is not None}
