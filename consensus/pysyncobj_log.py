@@ -130,7 +130,7 @@ class PySyncObjLog(LogBase):
             return
         node.destroy()
         deadline = time.monotonic() + 3.0
-        while node.tick_thread_alive and time.monotonic() < deadline:
+        while node.tick_thread_alive() and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     # -- proposing -----------------------------------------------------------

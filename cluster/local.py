@@ -1,0 +1,153 @@
+"""A local cluster of real node processes on free loopback ports.
+
+Used by the tests, ``coordinator demo``, chaos and benchmarks: it picks free
+ports, writes its own cluster file and secret in a directory of its own,
+starts the nodes through the same Supervisor as ``coordinator up``, and
+stops (by PID) only what it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
+from .supervisor import Supervisor
+from consensus import RaftSettings
+
+WAIT_S = 20.0
+
+
+def _ports_free(ports: list[int]) -> bool:
+    sockets = []
+    try:
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def free_base_port(nodes: int) -> int:
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(20000, 60000 - 2100, 10)
+        if _ports_free([base + offset + i for offset in (0, 1000, 2000) for i in range(1, nodes + 1)]):
+            return base
+    raise RuntimeError("no free port range on loopback")
+
+
+class Response:
+    def __init__(self, status: int, headers: dict, text: str) -> None:
+        self.status = status
+        self.headers = headers
+        self.text = text
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text) if self.text else None
+
+    def __repr__(self) -> str:
+        return f"<{self.status} {self.text[:200]}>"
+
+
+class LocalCluster:
+    def __init__(self, root: Path, *, nodes: int = 3, raft: RaftSettings | None = None) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config: ClusterConfig = local_cluster(
+            nodes=nodes, host="127.0.0.1", base_port=free_base_port(nodes), data_dir=self.root, raft=raft
+        )
+        self.cluster_file = self.root / "cluster.toml"
+        write_cluster_file(self.cluster_file, self.config)
+        generate_secret(self.config.secret_file)
+        self.supervisor = Supervisor(self.cluster_file, self.config)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [n.id for n in self.config.nodes]
+
+    def url(self, node_id: str) -> str:
+        return self.config.node(node_id).http_url
+
+    def start(self) -> None:
+        self.supervisor.start_all()
+
+    async def close(self) -> None:
+        self.supervisor.stop_all()
+        if self._session is not None:
+            await self._session.close()
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+        return self._session
+
+    async def request(self, method: str, node_id: str, path: str, body: Any = None, *, data: bytes | None = None, follow: bool = False) -> Response:
+        url = self.url(node_id) + path
+        kwargs: dict[str, Any] = {"allow_redirects": False}
+        if data is not None:
+            kwargs["data"] = data
+        elif body is not None:
+            kwargs["json"] = body
+        for _ in range(4):
+            async with self.session().request(method, url, **kwargs) as r:
+                response = Response(r.status, dict(r.headers), await r.text())
+            if follow and response.status == 307:
+                url = response.headers["Location"]
+                continue
+            return response
+        raise AssertionError(f"too many redirects for {method} {path}")
+
+    async def cluster_view(self, node_id: str) -> dict | None:
+        try:
+            response = await self.request("GET", node_id, "/v1/cluster")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return None
+        return response.json if response.status == 200 else None
+
+    async def wait_leader(self, among: list[str] | None = None, timeout_s: float = WAIT_S, exclude: str | None = None) -> str:
+        """Wait until the given nodes agree on one leader that says it leads."""
+        among = among or [i for i in self.ids if self.supervisor.alive(i)]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            views = [await self.cluster_view(i) for i in among]
+            leaders = {v["leader"]["id"] if v and v["leader"] else None for v in views}
+            if len(leaders) == 1 and None not in leaders:
+                leader = leaders.pop()
+                if leader != exclude and leader in among:
+                    view = await self.cluster_view(leader)
+                    if view and view["role"] == "leader":
+                        return leader
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no agreed leader among {among} within {timeout_s} s")
+
+    async def wait_applied(self, node_id: str, index: int, timeout_s: float = WAIT_S) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            view = await self.cluster_view(node_id)
+            if view and view["applied_index"] >= index:
+                return view
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{node_id} did not apply index {index} within {timeout_s} s")
+
+    async def put_service(self, via: str, name: str, url: str) -> Response:
+        return await self.request("PUT", via, f"/v1/services/{name}", {"url": url}, follow=True)
+
+
+def fast_raft(**overrides: Any) -> RaftSettings:
+    return replace(RaftSettings(), **overrides)

@@ -1,0 +1,41 @@
+import os
+
+import pytest
+
+from cluster.config import ConfigError, generate_secret, load_cluster_file, local_cluster, read_secret, write_cluster_file
+
+
+def test_written_cluster_file_loads_back_equal(tmp_path):
+    config = local_cluster(nodes=3, host="127.0.0.1", base_port=7100, data_dir=tmp_path)
+    write_cluster_file(tmp_path / "cluster.toml", config)
+    assert load_cluster_file(tmp_path / "cluster.toml") == config
+    assert [(n.id, n.raft, n.http, n.grpc) for n in config.nodes][0] == ("n1", "127.0.0.1:7101", "127.0.0.1:8101", "127.0.0.1:9101")
+
+
+@pytest.mark.parametrize(
+    "text, problem",
+    [
+        ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\nextra=1\n", "nodes[0].extra"),
+        ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h'\nhttp='h:2'\ngrpc='h:3'\n", "nodes[0].raft"),
+        ("[cluster]\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "cluster.secret_file"),
+        ("[cluster]\nsecret_file='s'\n[raft]\nheartbeat_s=5\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "heartbeat_s"),
+        ("[cluster]\nsecret_file='s'\n[raft]\nnope=1\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "raft.nope"),
+        ("[cluster\n", "not valid TOML"),
+        ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:1'\ngrpc='h:3'\n", "distinct"),
+    ],
+)
+def test_bad_cluster_files_name_the_problem(tmp_path, text, problem):
+    (tmp_path / "c.toml").write_text(text)
+    with pytest.raises(ConfigError) as info:
+        load_cluster_file(tmp_path / "c.toml")
+    assert problem in str(info.value)
+
+
+def test_secret_is_owner_only_and_others_readable_is_refused(tmp_path):
+    path = tmp_path / "secret"
+    generate_secret(path)
+    assert os.stat(path).st_mode & 0o777 == 0o600
+    assert len(read_secret(path)) >= 16
+    os.chmod(path, 0o644)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_secret(path)

@@ -1,0 +1,113 @@
+"""Bad input gets the contract's 4xx naming the problem, and changes nothing."""
+
+import asyncio
+import pickle
+import socket
+
+import pytest
+
+pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
+
+
+@pytest.fixture
+def cluster(shared_cluster):
+    return shared_cluster
+
+
+@pytest.mark.parametrize(
+    "name, body, status, field",
+    [
+        ("orders", b"{not json", 400, "body"),
+        ("orders", b"", 400, "body"),
+        ("orders", b"[1, 2]", 400, "body"),
+        ("orders", b'{"url": 5}', 400, "url"),
+        ("orders", b'{"url": "http://h:1", "colour": "red"}', 400, "colour"),
+        ("orders", b'{"url": "http://h:1", "grpc": "h:2"}', 400, "body"),
+        ("orders", b'{"url": "ftp://h/x"}', 400, "url"),
+        ("orders", b'{"url": "file:///etc/passwd"}', 400, "url"),
+        ("orders", b'{"url": "http://user:pw@h:1"}', 400, "url"),
+        ("orders", b'{"url": "javascript:alert(1)"}', 400, "url"),
+        ("orders", b'{"grpc": "no-port"}', 400, "grpc"),
+        ("orders", b'{"url": NaN}', 400, "body"),
+        ("Orders", b'{"url": "http://h:1"}', 400, "name"),
+        ("-orders", b'{"url": "http://h:1"}', 400, "name"),
+        ("o" * 64, b'{"url": "http://h:1"}', 400, "name"),
+    ],
+)
+async def test_bad_service_writes_get_400_naming_the_field(cluster, name, body, status, field):
+    leader = await cluster.wait_leader()
+    before = await cluster.request("GET", leader, "/v1/services")
+    response = await cluster.request("PUT", leader, f"/v1/services/{name}", data=body)
+    assert response.status == status, response
+    error = response.json["error"]
+    assert error["code"] == "invalid"
+    assert error["message"].startswith(field), error
+    after = await cluster.request("GET", leader, "/v1/services")
+    assert after.json == before.json
+
+
+async def test_oversize_body_gets_413_and_deep_json_400(cluster):
+    leader = await cluster.wait_leader()
+    huge = b'{"url": "http://h:1", "pad": "' + b"x" * (1024 * 1024 + 10) + b'"}'
+    response = await cluster.request("PUT", leader, "/v1/services/orders", data=huge)
+    assert response.status == 413 and response.json["error"]["code"] == "too_large"
+    deep = b"[" * 5000 + b"]" * 5000
+    response = await cluster.request("PUT", leader, "/v1/services/orders", data=deep)
+    assert response.status == 400 and response.json["error"]["code"] == "invalid"
+    assert (await cluster.request("GET", leader, "/v1/services")).json == {"services": []}
+
+
+async def test_unknown_routes_methods_and_query_values(cluster):
+    leader = await cluster.wait_leader()
+    missing = await cluster.request("GET", leader, "/v1/nothing")
+    assert missing.status == 404 and missing.json["error"]["code"] == "not_found"
+    wrong = await cluster.request("POST", leader, "/v1/services/orders", {"url": "http://h:1"})
+    assert wrong.status == 405 and wrong.json["error"]["code"] == "method_not_allowed"
+    stale = await cluster.request("GET", leader, "/v1/services?stale=maybe")
+    assert stale.status == 400 and stale.json["error"]["message"].startswith("stale")
+
+
+def _send_raw(port: int, payload: bytes) -> None:
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(payload)
+        s.settimeout(1)
+        try:
+            s.recv(1024)
+        except (socket.timeout, ConnectionError):
+            pass
+
+
+class _Exploit:
+    """Unpickling this would create a file: proof that code ran."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+async def test_garbage_and_pickles_sent_to_the_raft_port_are_ignored(cluster, tmp_path):
+    marker = tmp_path / "pwned"
+    exploit = pickle.dumps(_Exploit(str(marker)))
+    import struct
+    import zlib
+
+    framed = zlib.compress(exploit)
+    payloads = [
+        b"\x00" * 64,
+        b"GET / HTTP/1.1\r\n\r\n",
+        exploit,
+        struct.pack("i", len(framed)) + framed,  # PySyncObj's framing without the secret
+    ]
+    for node in cluster.config.nodes:
+        port = int(node.raft.rsplit(":", 1)[1])
+        for payload in payloads:
+            await asyncio.to_thread(_send_raw, port, payload)
+    await asyncio.sleep(0.5)
+    assert not marker.exists(), "a pickle sent to the Raft port was executed"
+    leader = await cluster.wait_leader()
+    assert (await cluster.put_service(leader, "still-ok", "http://127.0.0.1:9001")).status == 200
+    assert (await cluster.request("DELETE", leader, "/v1/services/still-ok")).status == 200
+    for node_id in cluster.ids:
+        assert (await cluster.request("GET", node_id, "/healthz")).status == 200

@@ -1,0 +1,77 @@
+"""Three real nodes on loopback: one leader, redirects, linearizable reads."""
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+async def test_exactly_one_leader_and_every_node_agrees(cluster):
+    views = [await cluster.cluster_view(i) for i in cluster.ids]
+    roles = [v["role"] for v in views]
+    assert roles.count("leader") == 1, roles
+    leader = views[roles.index("leader")]["node"]
+    assert {v["leader"]["id"] for v in views} == {leader}
+    assert {v["term"] for v in views} == {views[0]["term"]}
+    for view in views:
+        assert [n["id"] for n in view["nodes"]] == cluster.ids
+        assert all(n["reachable"] for n in view["nodes"])
+
+
+async def test_follower_answers_writes_with_307_to_the_leader(cluster):
+    leader = await cluster.wait_leader()
+    follower = next(i for i in cluster.ids if i != leader)
+    response = await cluster.request("PUT", follower, "/v1/services/orders?x=1", {"url": "http://127.0.0.1:9001"})
+    assert response.status == 307
+    assert response.headers["Location"] == cluster.url(leader) + "/v1/services/orders?x=1"
+    assert response.json["error"]["code"] == "not_leader"
+    assert response.json["error"]["leader"] == cluster.url(leader)
+    # Reads are linearizable by default: a follower redirects them too.
+    read = await cluster.request("GET", follower, "/v1/services")
+    assert read.status == 307
+
+
+async def test_a_write_through_any_node_is_read_back_through_every_node(cluster):
+    for i, via in enumerate(cluster.ids):
+        name = f"svc-{via}"
+        written = await cluster.put_service(via, name, f"http://127.0.0.1:{9000 + i}")
+        assert written.status == 200, written
+        assert written.json["url"] == f"http://127.0.0.1:{9000 + i}"
+        for reader in cluster.ids:
+            read = await cluster.request("GET", reader, f"/v1/services/{name}", follow=True)
+            assert read.status == 200, read
+            assert read.json["url"] == f"http://127.0.0.1:{9000 + i}"
+    listed = await cluster.request("GET", cluster.ids[0], "/v1/services", follow=True)
+    assert [s["name"] for s in listed.json["services"]] == sorted(f"svc-{i}" for i in cluster.ids)
+    # Every replica holds the same data locally once it has applied the leader's index.
+    leader = await cluster.wait_leader()
+    index = (await cluster.cluster_view(leader))["commit_index"]
+    for node_id in cluster.ids:
+        await cluster.wait_applied(node_id, index)
+        stale = await cluster.request("GET", node_id, "/v1/services?stale=true")
+        assert stale.status == 200
+        assert stale.json == listed.json
+
+
+async def test_delete_then_read_gives_404(cluster):
+    assert (await cluster.put_service(cluster.ids[1], "gone", "http://127.0.0.1:9009")).status == 200
+    deleted = await cluster.request("DELETE", cluster.ids[2], "/v1/services/gone", follow=True)
+    assert deleted.status == 200 and deleted.json["name"] == "gone"
+    missing = await cluster.request("GET", cluster.ids[0], "/v1/services/gone", follow=True)
+    assert missing.status == 404
+    assert missing.json["error"]["code"] == "not_found"
+    again = await cluster.request("DELETE", cluster.ids[0], "/v1/services/gone", follow=True)
+    assert again.status == 404
+
+
+async def test_health_readiness_and_metrics(cluster):
+    for node_id in cluster.ids:
+        assert (await cluster.request("GET", node_id, "/healthz")).status == 200
+        ready = await cluster.request("GET", node_id, "/readyz")
+        assert ready.status == 200, ready
+    await cluster.put_service(cluster.ids[0], "metered", "http://127.0.0.1:9100")
+    leader = await cluster.wait_leader()
+    text = (await cluster.request("GET", leader, "/metrics")).text
+    assert 'coordinator_raft_role{node="%s",role="leader"} 1' % leader in text
+    assert 'coordinator_proposals_total{node="%s",outcome="applied"}' % leader in text
+    assert "coordinator_apply_seconds_bucket" in text
+    assert "coordinator_raft_commit_index" in text and "coordinator_raft_term" in text
