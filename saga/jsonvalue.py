@@ -1,0 +1,42 @@
+"""JSON values inside saga state: kept as compact, canonical JSON text.
+
+Bodies, outputs and signal payloads are stored as text (`*_json` fields):
+text is immutable, compares exactly, round-trips through msgpack unchanged
+and its UTF-8 length is the size every bound is measured in.
+"""
+
+from __future__ import annotations
+
+import json
+
+
+def encode_json(value: object) -> str:
+    """Canonical compact JSON text of `value`; ValueError when not JSON."""
+    try:
+        text = json.dumps(
+            value,
+            separators=(",", ":"),
+            sort_keys=True,
+            ensure_ascii=False,
+            allow_nan=False,
+        )
+        text.encode("utf-8")
+    except (TypeError, ValueError, RecursionError) as error:
+        raise ValueError(f"not a JSON value ({error})") from None
+    return text
+
+
+def encode_bounded(value: object, bytes_max: int) -> str:
+    """`encode_json(value)`, or ValueError when over `bytes_max` bytes."""
+    text = encode_json(value)
+    size = len(text.encode("utf-8"))
+    if size > bytes_max:
+        raise ValueError(f"is {size} bytes as JSON, over the limit of {bytes_max}")
+    return text
+
+
+def decode_json(text: str | None) -> object:
+    """A fresh decoded copy of stored text; None stays None."""
+    if text is None:
+        return None
+    return json.loads(text)

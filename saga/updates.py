@@ -1,0 +1,65 @@
+"""Small pure helpers the saga machine builds its transitions from."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from saga import limits
+from saga.definition import ActionStep, SagaDefinition
+from saga.state import (
+    FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus,
+    StepState, StepStatus,
+)
+
+
+def initial_state(definition: SagaDefinition, at_ms: int) -> SagaState:
+    """A saga just created: every step pending, history "started"."""
+    assert definition.id is not None
+    return SagaState(
+        id=definition.id,
+        definition=definition,
+        status=SagaStatus.STARTED,
+        steps=tuple(StepState() for _ in definition.steps),
+        failure=None,
+        history=(HistoryRecord(at_ms, HistoryEvent.STARTED),),
+        signals=(),
+        signals_buffered=0,
+        redrives=0,
+        created_at_ms=at_ms,
+        updated_at_ms=at_ms,
+    )
+
+
+def is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def is_index(state: SagaState, value: object) -> bool:
+    return is_count(value) and value < len(state.steps)  # type: ignore[operator]
+
+
+def running_action(state: SagaState, step: object) -> int | None:
+    """`step` when it is the action step running, else None."""
+    if state.status not in FORWARD_STATES or not is_index(state, step):
+        return None
+    assert isinstance(step, int)
+    if state.steps[step].status is not StepStatus.RUNNING:
+        return None
+    return step if isinstance(state.definition.steps[step], ActionStep) else None
+
+
+def error_text(error: object) -> str:
+    text = error if isinstance(error, str) else str(error)
+    if len(text) > limits.ERROR_CHARS_MAX:
+        text = text[: limits.ERROR_CHARS_MAX] + " [truncated]"
+    return text
+
+
+def update_step(state: SagaState, index: int, **changes: object) -> SagaState:
+    step_state = replace(state.steps[index], **changes)
+    return replace(state, steps=state.steps[:index] + (step_state,) + state.steps[index + 1 :])
+
+
+def record(state: SagaState, at_ms: int, event: HistoryEvent, **details: object) -> SagaState:
+    entry = HistoryRecord(at_ms, event, **details)  # type: ignore[arg-type]
+    return replace(state, history=state.history + (entry,))
