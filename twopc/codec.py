@@ -1,0 +1,110 @@
+"""Transaction state as plain data: for the Raft log / snapshots, and for the API.
+
+- `state_to_dict` / `state_from_dict`: an exact round trip through plain
+  types (str, int, None, list, dict) that msgpack and JSON both carry.
+- `to_api`: the transaction object of CONTRACT.md section 4, times as
+  ISO-8601 UTC strings ("2024-05-01T12:00:00.000Z").
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from twopc.definition import definition_from_dict, definition_to_dict
+from twopc.model import (
+    Decision,
+    HistoryRecord,
+    ParticipantState,
+    ParticipantStatus,
+    TxState,
+    TxStatus,
+    check_invariants,
+)
+from twopc.tally import Vote
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_RECORD_KEYS = ("at_ms", "event")
+
+
+def format_ms(at_ms: int) -> str:
+    """Milliseconds since the Unix epoch as ISO-8601 UTC with milliseconds."""
+    moment = _EPOCH + timedelta(milliseconds=at_ms)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def state_to_dict(state: TxState) -> dict:
+    return {
+        "definition": definition_to_dict(state.definition),
+        "status": str(state.status),
+        "decision": _optional_str(state.decision),
+        "participants": [
+            {"service": p.service, "vote": _optional_str(p.vote), "status": str(p.status)}
+            for p in state.participants
+        ],
+        "history": [_record_to_dict(record) for record in state.history],
+        "created_at_ms": state.created_at_ms,
+        "updated_at_ms": state.updated_at_ms,
+    }
+
+
+def state_from_dict(raw: dict) -> TxState:
+    """Inverse of `state_to_dict`; asserts the invariants of the result."""
+    state = TxState(
+        definition=definition_from_dict(raw["definition"]),
+        status=TxStatus(raw["status"]),
+        decision=None if raw["decision"] is None else Decision(raw["decision"]),
+        participants=tuple(
+            ParticipantState(
+                service=p["service"],
+                vote=None if p["vote"] is None else Vote(p["vote"]),
+                status=ParticipantStatus(p["status"]),
+            )
+            for p in raw["participants"]
+        ),
+        history=tuple(_record_from_dict(record) for record in raw["history"]),
+        created_at_ms=_int(raw["created_at_ms"]),
+        updated_at_ms=_int(raw["updated_at_ms"]),
+    )
+    check_invariants(state)
+    return state
+
+
+def to_api(state: TxState) -> dict:
+    """The transaction object the HTTP API answers with."""
+    return {
+        "id": state.tx_id,
+        "state": str(state.status),
+        "decision": _optional_str(state.decision),
+        "participants": [
+            {"service": p.service, "vote": _optional_str(p.vote), "state": str(p.status)}
+            for p in state.participants
+        ],
+        "history": [
+            {"at": format_ms(record.at_ms), "event": record.event, **dict(record.details)}
+            for record in state.history
+        ],
+        "created_at": format_ms(state.created_at_ms),
+        "updated_at": format_ms(state.updated_at_ms),
+    }
+
+
+def _optional_str(value: object) -> str | None:
+    return None if value is None else str(value)
+
+
+def _int(value: object) -> int:
+    assert isinstance(value, int) and not isinstance(value, bool), value
+    return value
+
+
+def _record_to_dict(record: HistoryRecord) -> dict:
+    assert all(key not in _RECORD_KEYS for key, _ in record.details)
+    return {"at_ms": record.at_ms, "event": record.event, **dict(record.details)}
+
+
+def _record_from_dict(raw: dict) -> HistoryRecord:
+    details = tuple(
+        (key, value) for key, value in raw.items() if key not in _RECORD_KEYS
+    )
+    assert all(isinstance(value, str) for _, value in details), details
+    return HistoryRecord(_int(raw["at_ms"]), raw["event"], details)

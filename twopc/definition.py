@@ -1,0 +1,353 @@
+"""Transaction definitions: parse, validate, encode.
+
+A definition as a user sends it (CONTRACT.md, section 4)::
+
+    {"id": "tx-1",                                    # optional
+     "participants": [
+       {"service": "inventory",
+        "prepare": {"path": "/reserve", "body": {"sku": "W-1"}},
+        "commit":  {"path": "/reserve/commit"},       # body optional
+        "abort":   {"path": "/reserve/abort"}}],
+     "timeout_s": 10}                                  # optional
+
+Every call is a POST. `null` for an optional field means "absent". An absent
+body is the empty object `{}`. Bodies are kept as compact JSON text
+(`body_json`), which is immutable, hashable and exactly what is sent.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, replace
+
+from twopc import limits
+from twopc.errors import DefinitionError
+
+_ROOT = "definition"
+_ROOT_FIELDS = ("id", "participants", "timeout_s")
+_PARTICIPANT_FIELDS = ("service", "prepare", "commit", "abort")
+_CALL_FIELDS = ("path", "body")
+_PHASES = ("prepare", "commit", "abort")
+_EMPTY_BODY_JSON = "{}"
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantCall:
+    """One POST to a participant: path and compact JSON body text."""
+
+    path: str
+    body_json: str
+
+    @property
+    def body(self) -> object:
+        """A fresh decoded copy of the body."""
+        return json.loads(self.body_json)
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantDefinition:
+    service: str
+    prepare: ParticipantCall
+    commit: ParticipantCall
+    abort: ParticipantCall
+
+
+@dataclass(frozen=True, slots=True)
+class TransactionDefinition:
+    id: str | None
+    participants: tuple[ParticipantDefinition, ...]
+    timeout_s: int | float = limits.TX_TIMEOUT_S_DEFAULT
+
+    @property
+    def services(self) -> tuple[str, ...]:
+        return tuple(p.service for p in self.participants)
+
+    @property
+    def timeout_ms(self) -> int:
+        return math.ceil(self.timeout_s * 1000)
+
+    def participant(self, service: str) -> ParticipantDefinition | None:
+        for p in self.participants:
+            if p.service == service:
+                return p
+        return None
+
+
+def parse_definition(
+    raw: object, known_services: frozenset[str] | None = None
+) -> TransactionDefinition:
+    """Validate a user's definition; raise DefinitionError naming the field.
+
+    With `known_services`, every participant must be one of them.
+    """
+    obj = _expect_object(raw, _ROOT)
+    _reject_unknown_fields(obj, _ROOT_FIELDS, "")
+    tx_id = _parse_id(obj.get("id"))
+    participants = _parse_participants(obj, known_services)
+    timeout_s = _parse_timeout(obj.get("timeout_s"))
+    return TransactionDefinition(tx_id, participants, timeout_s)
+
+
+def with_id(definition: TransactionDefinition, tx_id: str) -> TransactionDefinition:
+    """The same definition under `tx_id` (validated like a user's id)."""
+    return replace(definition, id=_parse_id(tx_id, allow_absent=False))
+
+
+def definition_to_dict(definition: TransactionDefinition) -> dict:
+    """Plain (JSON and msgpack-able) form with every default explicit."""
+    return {
+        "id": definition.id,
+        "participants": [
+            {
+                "service": p.service,
+                **{phase: _call_to_dict(getattr(p, phase)) for phase in _PHASES},
+            }
+            for p in definition.participants
+        ],
+        "timeout_s": definition.timeout_s,
+    }
+
+
+def definition_from_dict(raw: object) -> TransactionDefinition:
+    """Inverse of `definition_to_dict`: `from_dict(to_dict(d)) == d`."""
+    return parse_definition(raw)
+
+
+def same_definition(a: TransactionDefinition, b: TransactionDefinition) -> bool:
+    """True when both describe the same transaction once defaults are explicit.
+
+    Body objects compare regardless of key order; 1, 1.0 and true differ.
+    """
+    return _normal_form(a) == _normal_form(b)
+
+
+def _normal_form(definition: TransactionDefinition) -> tuple:
+    def call(c: ParticipantCall) -> tuple[str, str]:
+        canonical = json.dumps(
+            json.loads(c.body_json), sort_keys=True, separators=(",", ":")
+        )
+        return (c.path, canonical)
+
+    return (
+        definition.id,
+        float(definition.timeout_s),
+        tuple(
+            (p.service, call(p.prepare), call(p.commit), call(p.abort))
+            for p in definition.participants
+        ),
+    )
+
+
+def _call_to_dict(call: ParticipantCall) -> dict:
+    return {"path": call.path, "body": call.body}
+
+
+# -- fields -----------------------------------------------------------------
+
+
+def _field(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+def _expect_object(raw: object, field: str) -> dict:
+    if not isinstance(raw, dict):
+        raise DefinitionError(field, f"must be an object, not {_type_name(raw)}")
+    return raw
+
+
+def _reject_unknown_fields(obj: dict, allowed: tuple[str, ...], prefix: str) -> None:
+    for key in obj:
+        if key not in allowed:
+            name = key if isinstance(key, str) else repr(key)
+            message = f"unknown field (expected one of: {', '.join(allowed)})"
+            if key == "method":
+                message = "unknown field (transaction calls are always POST)"
+            raise DefinitionError(_field(prefix, name), message)
+
+
+def _require(obj: dict, name: str, prefix: str) -> object:
+    if name not in obj:
+        raise DefinitionError(_field(prefix, name), "is required")
+    return obj[name]
+
+
+def _type_name(value: object) -> str:
+    names = {
+        type(None): "null", bool: "a boolean", int: "a number",
+        float: "a number", str: "a string", list: "an array", dict: "an object",
+    }
+    return names.get(type(value), type(value).__name__)
+
+
+def _parse_id(raw: object, allow_absent: bool = True) -> str | None:
+    if raw is None and allow_absent:
+        return None
+    if not isinstance(raw, str):
+        raise DefinitionError("id", f"must be a string, not {_type_name(raw)}")
+    if not limits.TX_ID_PATTERN.fullmatch(raw):
+        raise DefinitionError(
+            "id", f"must match {limits.TX_ID_PATTERN.pattern} (got {raw[:140]!r})"
+        )
+    return raw
+
+
+def _parse_timeout(raw: object) -> int | float:
+    if raw is None:
+        return limits.TX_TIMEOUT_S_DEFAULT
+    if isinstance(raw, bool) or not isinstance(raw, (int, float)):
+        raise DefinitionError("timeout_s", f"must be a number, not {_type_name(raw)}")
+    if not math.isfinite(raw) or raw <= 0 or raw > limits.TX_TIMEOUT_S_MAX:
+        raise DefinitionError(
+            "timeout_s",
+            f"must be greater than 0 and at most {limits.TX_TIMEOUT_S_MAX} (got {raw})",
+        )
+    return raw
+
+
+def _parse_participants(
+    obj: dict, known_services: frozenset[str] | None
+) -> tuple[ParticipantDefinition, ...]:
+    raw = _require(obj, "participants", "")
+    if not isinstance(raw, list):
+        raise DefinitionError(
+            "participants", f"must be an array, not {_type_name(raw)}"
+        )
+    if not limits.PARTICIPANTS_MIN <= len(raw) <= limits.PARTICIPANTS_MAX:
+        raise DefinitionError(
+            "participants",
+            f"must have {limits.PARTICIPANTS_MIN} to {limits.PARTICIPANTS_MAX}"
+            f" participants (got {len(raw)})",
+        )
+    seen: dict[str, int] = {}
+    parsed = []
+    for index, item in enumerate(raw):
+        participant = _parse_participant(item, f"participants[{index}]", known_services)
+        if participant.service in seen:
+            raise DefinitionError(
+                f"participants[{index}].service",
+                f"service {participant.service!r} appears twice"
+                f" (also participants[{seen[participant.service]}])",
+            )
+        seen[participant.service] = index
+        parsed.append(participant)
+    return tuple(parsed)
+
+
+def _parse_participant(
+    raw: object, prefix: str, known_services: frozenset[str] | None
+) -> ParticipantDefinition:
+    obj = _expect_object(raw, prefix)
+    _reject_unknown_fields(obj, _PARTICIPANT_FIELDS, prefix)
+    service = _parse_service(_require(obj, "service", prefix), prefix, known_services)
+    calls = [
+        _parse_call(_require(obj, phase, prefix), _field(prefix, phase))
+        for phase in _PHASES
+    ]
+    return ParticipantDefinition(service, *calls)
+
+
+def _parse_service(
+    raw: object, prefix: str, known_services: frozenset[str] | None
+) -> str:
+    field = _field(prefix, "service")
+    if not isinstance(raw, str):
+        raise DefinitionError(field, f"must be a string, not {_type_name(raw)}")
+    if not limits.SERVICE_NAME_PATTERN.fullmatch(raw):
+        raise DefinitionError(
+            field,
+            f"must match {limits.SERVICE_NAME_PATTERN.pattern} (got {raw[:80]!r})",
+        )
+    if known_services is not None and raw not in known_services:
+        raise DefinitionError(field, f"unknown service {raw!r}")
+    return raw
+
+
+def _parse_call(raw: object, prefix: str) -> ParticipantCall:
+    obj = _expect_object(raw, prefix)
+    _reject_unknown_fields(obj, _CALL_FIELDS, prefix)
+    path = _parse_path(_require(obj, "path", prefix), _field(prefix, "path"))
+    body = obj.get("body")
+    if body is None:
+        return ParticipantCall(path, _EMPTY_BODY_JSON)
+    return ParticipantCall(path, _encode_body(body, _field(prefix, "body")))
+
+
+def _parse_path(raw: object, field: str) -> str:
+    if not isinstance(raw, str):
+        raise DefinitionError(field, f"must be a string, not {_type_name(raw)}")
+    if len(raw) > limits.PATH_CHARS_MAX:
+        raise DefinitionError(
+            field, f"longer than {limits.PATH_CHARS_MAX} characters ({len(raw)})"
+        )
+    if not raw.startswith("/"):
+        raise DefinitionError(field, "must start with '/'")
+    if raw.startswith("//"):
+        raise DefinitionError(field, "must not start with '//'")
+    if "://" in raw:
+        raise DefinitionError(field, "must not contain '://'")
+    if any(c.isspace() or not c.isprintable() for c in raw):
+        raise DefinitionError(field, "must not contain whitespace or control characters")
+    return raw
+
+
+def _encode_body(body: object, field: str) -> str:
+    _check_json_value(body, field)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    size = len(text.encode("utf-8"))
+    if size > limits.BODY_BYTES_MAX:
+        raise DefinitionError(
+            field, f"larger than {limits.BODY_BYTES_MAX} bytes as JSON ({size})"
+        )
+    return text
+
+
+def _check_json_value(body: object, field: str) -> None:
+    """Walk a body iteratively: JSON types only, bounded depth and size."""
+    too_large = f"larger than {limits.BODY_BYTES_MAX} bytes as JSON"
+    stack: list[tuple[object, str, int]] = [(body, field, 0)]
+    size_lower_bound = 0
+    while stack:
+        value, where, depth = stack.pop()
+        size_lower_bound += 1
+        if size_lower_bound > limits.BODY_BYTES_MAX:
+            raise DefinitionError(field, too_large)
+        if isinstance(value, (dict, list)) and depth >= limits.BODY_DEPTH_MAX:
+            raise DefinitionError(
+                where, f"nested deeper than {limits.BODY_DEPTH_MAX} levels"
+            )
+        if isinstance(value, dict):
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise DefinitionError(where, f"object key {key!r} is not a string")
+                _check_text(key, where)
+                size_lower_bound += len(key)
+                stack.append((item, f"{where}.{key}", depth + 1))
+        elif isinstance(value, list):
+            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
+        elif isinstance(value, str):
+            _check_text(value, where)
+            size_lower_bound += len(value)
+        else:
+            _check_scalar(value, where)
+
+
+def _check_text(text: str, where: str) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise DefinitionError(where, "is not valid Unicode text") from None
+
+
+def _check_scalar(value: object, where: str) -> None:
+    if value is None or isinstance(value, bool):
+        return
+    if isinstance(value, int):
+        if not limits.BODY_INT_MIN <= value <= limits.BODY_INT_MAX:
+            raise DefinitionError(where, "integer out of the signed 64-bit range")
+        return
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise DefinitionError(where, "must be a finite number")
+        return
+    raise DefinitionError(where, f"{_type_name(value)} is not a JSON value")

@@ -1,0 +1,244 @@
+"""The values of two-phase commit: state, events, effects, invariants.
+
+    TxState        what every replica holds for one transaction
+    events         VoteReceived, DeadlineReached, Acknowledged: answers and
+                   deadlines the leader stamped (`at_ms`) into the Raft log
+    effects        CallPrepare, CallCommit, CallAbort, Finished: what the
+                   leader's executor must do once the entry is applied
+
+All frozen; lists are tuples. `check_invariants` states what must hold of
+every state `step()` returns; a failure is a bug, never an operating error.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass
+
+from twopc import limits
+from twopc.definition import TransactionDefinition
+from twopc.tally import Tally, Vote, tally
+
+
+class TxStatus(enum.StrEnum):
+    PREPARING = "preparing"
+    COMMITTING = "committing"
+    COMMITTED = "committed"
+    ABORTING = "aborting"
+    ABORTED = "aborted"
+
+    @property
+    def terminal(self) -> bool:
+        return self in (TxStatus.COMMITTED, TxStatus.ABORTED)
+
+
+class Decision(enum.StrEnum):
+    COMMIT = "commit"
+    ABORT = "abort"
+
+
+class ParticipantStatus(enum.StrEnum):
+    PREPARING = "preparing"
+    PREPARED = "prepared"
+    REFUSED = "refused"
+    COMMITTED = "committed"
+    ABORTED = "aborted"
+
+
+# What a decided transaction moves to, and what its participants end in.
+DECIDED_STATUS = {Decision.COMMIT: TxStatus.COMMITTING, Decision.ABORT: TxStatus.ABORTING}
+FINAL_STATUS = {Decision.COMMIT: TxStatus.COMMITTED, Decision.ABORT: TxStatus.ABORTED}
+ACKNOWLEDGED_STATUS = {
+    Decision.COMMIT: ParticipantStatus.COMMITTED,
+    Decision.ABORT: ParticipantStatus.ABORTED,
+}
+_STATUS_DECISION = {
+    TxStatus.PREPARING: None,
+    TxStatus.COMMITTING: Decision.COMMIT,
+    TxStatus.COMMITTED: Decision.COMMIT,
+    TxStatus.ABORTING: Decision.ABORT,
+    TxStatus.ABORTED: Decision.ABORT,
+}
+_STATUSES_FOR_VOTE = {
+    None: {ParticipantStatus.PREPARING, ParticipantStatus.ABORTED},
+    Vote.YES: {
+        ParticipantStatus.PREPARED, ParticipantStatus.COMMITTED, ParticipantStatus.ABORTED,
+    },
+    Vote.NO: {ParticipantStatus.REFUSED, ParticipantStatus.ABORTED},
+}
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantState:
+    service: str
+    vote: Vote | None
+    status: ParticipantStatus
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRecord:
+    """One line of history: {"at", "event", **details}; details are strings."""
+
+    at_ms: int
+    event: str
+    details: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class TxState:
+    definition: TransactionDefinition
+    status: TxStatus
+    decision: Decision | None
+    participants: tuple[ParticipantState, ...]
+    history: tuple[HistoryRecord, ...]
+    created_at_ms: int
+    updated_at_ms: int
+
+    @property
+    def tx_id(self) -> str:
+        assert self.definition.id is not None
+        return self.definition.id
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def deadline_ms(self) -> int:
+        """When an undecided transaction is presumed aborted."""
+        return self.created_at_ms + self.definition.timeout_ms
+
+
+# -- events -----------------------------------------------------------------
+
+
+def _check_at_ms(at_ms: object) -> None:
+    if isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms < 0:
+        raise ValueError(f"at_ms must be a non-negative int, not {at_ms!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class VoteReceived:
+    """A participant's answer to prepare ("yes"; "no" or a 4xx is "no")."""
+
+    service: str
+    vote: Vote
+    at_ms: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "vote", Vote(self.vote))
+        _check_at_ms(self.at_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadlineReached:
+    """The leader's clock passed `created_at_ms + timeout_s`."""
+
+    at_ms: int
+
+    def __post_init__(self) -> None:
+        _check_at_ms(self.at_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Acknowledged:
+    """A participant answered 2xx to the commit or abort call."""
+
+    service: str
+    phase: Decision
+    at_ms: int
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "phase", Decision(self.phase))
+        _check_at_ms(self.at_ms)
+
+
+Event = VoteReceived | DeadlineReached | Acknowledged
+
+
+# -- effects ----------------------------------------------------------------
+
+
+class _DecodedBody:
+    __slots__ = ()
+    body_json: str
+
+    @property
+    def body(self) -> object:
+        """A fresh decoded copy of the JSON body (`body_json` is what is sent)."""
+        return json.loads(self.body_json)
+
+
+@dataclass(frozen=True, slots=True)
+class CallPrepare(_DecodedBody):
+    """POST path with body_json to the service; Idempotency-Key: idempotency_key."""
+
+    tx_id: str
+    service: str
+    path: str
+    body_json: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallCommit(_DecodedBody):
+    tx_id: str
+    service: str
+    path: str
+    body_json: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallAbort(_DecodedBody):
+    tx_id: str
+    service: str
+    path: str
+    body_json: str
+    idempotency_key: str
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    tx_id: str
+    status: TxStatus
+    decision: Decision
+
+
+Call = CallPrepare | CallCommit | CallAbort
+Effect = CallPrepare | CallCommit | CallAbort | Finished
+PHASE_TWO_CALL = {Decision.COMMIT: CallCommit, Decision.ABORT: CallAbort}
+
+
+def idempotency_key(tx_id: str, service: str, phase: str) -> str:
+    return f"{tx_id}/{service}/{phase}"
+
+
+# -- invariants -------------------------------------------------------------
+
+
+def check_invariants(state: TxState) -> None:
+    """Assert what holds of every transaction state."""
+    assert state.definition.id is not None, "a running transaction has an id"
+    assert tuple(p.service for p in state.participants) == state.definition.services
+    assert _STATUS_DECISION[state.status] == state.decision, (state.status, state.decision)
+    assert len(state.history) <= limits.HISTORY_RECORDS_MAX, len(state.history)
+    assert state.created_at_ms <= state.updated_at_ms
+    for p in state.participants:
+        assert p.status in _STATUSES_FOR_VOTE[p.vote], (p.service, p.vote, p.status)
+    if state.decision == Decision.COMMIT:
+        assert all(p.vote == Vote.YES for p in state.participants), "commit needs all yes"
+        assert all(p.status != ParticipantStatus.ABORTED for p in state.participants)
+    if state.decision == Decision.ABORT:
+        assert all(p.status != ParticipantStatus.COMMITTED for p in state.participants)
+    if state.decision is None:
+        votes = {p.service: p.vote for p in state.participants}
+        assert tally(state.definition.services, votes) == Tally.PENDING, votes
+        undecided = (ParticipantStatus.PREPARING, ParticipantStatus.PREPARED)
+        assert all(p.status in undecided for p in state.participants)
+    if state.decision is not None:
+        acknowledged = [
+            p.status == ACKNOWLEDGED_STATUS[state.decision] for p in state.participants
+        ]
+        assert all(acknowledged) == state.terminal, (acknowledged, state.status)
