@@ -1,0 +1,68 @@
+"""The participant kit: what a Python/aiohttp service needs to take part in
+the coordinator's sagas and two-phase commits (CONTRACT.md section 4,
+"Participant protocol" and "Two-phase commit").
+
+    from client.participant import SQLiteStore, saga_participant, participant_route
+
+    store = SQLiteStore("orders.db")
+    app = web.Application(middlewares=[saga_participant(store)])
+
+    @participant_route
+    async def create_order(request): ...
+
+- `saga_participant(store, path_prefixes=...)`: middleware giving every
+  request with an `Idempotency-Key` one answer per key (replayed on
+  retries), fence checks, and the null-compensation / hanging-action rules.
+- `add_twopc_routes(app, prefix, handler, store)`: POST
+  {prefix}/prepare|commit|abort backed by a durable per-transaction state.
+- `TerminationResolver`: asks the coordinator for the decision of
+  transactions left prepared too long, and applies it.
+- `MemoryStore` / `SQLiteStore`: the `IdempotencyStore` implementations.
+"""
+
+from client.participant.errors import (
+    LimitExceededError,
+    ParticipantKitError,
+    StoreClosedError,
+    StoreFullError,
+)
+from client.participant.limits import BODY_BYTES_MAX, KEY_CHARS_MAX
+from client.participant.saga import NULL_COMPENSATION_BODY, participant_route, saga_participant
+from client.participant.store import (
+    IdempotencyStore,
+    MemoryStore,
+    Record,
+    SQLiteStore,
+    Transaction,
+    TransactionState,
+)
+from client.participant.termination import TerminationResolver
+from client.participant.twopc import (
+    CallbackHandler,
+    TwoPhaseHandler,
+    TwoPhaseParticipant,
+    add_twopc_routes,
+)
+
+__all__ = [
+    "BODY_BYTES_MAX",
+    "KEY_CHARS_MAX",
+    "NULL_COMPENSATION_BODY",
+    "CallbackHandler",
+    "IdempotencyStore",
+    "LimitExceededError",
+    "MemoryStore",
+    "ParticipantKitError",
+    "Record",
+    "SQLiteStore",
+    "StoreClosedError",
+    "StoreFullError",
+    "TerminationResolver",
+    "Transaction",
+    "TransactionState",
+    "TwoPhaseHandler",
+    "TwoPhaseParticipant",
+    "add_twopc_routes",
+    "participant_route",
+    "saga_participant",
+]

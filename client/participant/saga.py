@@ -1,0 +1,250 @@
+"""Saga participant middleware for aiohttp: exactly-once answers per key.
+
+    store = SQLiteStore("orders.db")
+    app = web.Application(middlewares=[saga_participant(store, path_prefixes=["/orders"])])
+
+    @participant_route                  # or list its path under path_prefixes
+    async def create_order(request): ...
+
+Which requests the middleware handles:
+
+- a request carrying `Idempotency-Key` on any route (but the 2PC routes of
+  `add_twopc_routes`, which keep their own state);
+- a request without the key on a *participant route* is refused with 400.
+  A route is a participant route when its handler is decorated with
+  `@participant_route` (a function or a `web.View` class) or when the
+  request path equals one of `path_prefixes` or lies below it
+  (`"/orders"` covers `/orders` and `/orders/cancel`, not `/orders-x`);
+- any other request without the key passes through untouched, and so does
+  every request that matches no route (404/405 are not stored).
+
+For a request it handles, in this order:
+
+1. `Coordinator-Fence: TERM:INDEX` malformed -> 400 `invalid`; a TERM lower
+   than the highest term seen -> 409 `stale_fence` (not stored: the new
+   leader retrying the same key gets through); a higher TERM is recorded.
+   A request without the fence header is not fenced.
+2. Requests whose keys share a saga branch (`{saga}/{step}/action` and
+   `{saga}/{step}/compensation`), or the same key, run one at a time
+   (an asyncio lock per branch; at most `locks_max` in flight, beyond -> 503
+   `overloaded`).
+3. A key already answered -> the stored answer (status, body, content type)
+   again, with header `Idempotent-Replayed: true`; the handler is not called.
+4. `.../compensation` whose `.../action` never reached the handler (null
+   compensation) -> a tombstone is stored and answered: 200
+   `{"compensated": false, "reason": "action never seen"}`.
+   `.../action` after its compensation was answered or started (hanging
+   action) -> 409 `compensated`, stored. The handler is not called.
+5. Otherwise the key is marked *attempted* and the handler runs. A 2xx or a
+   4xx other than 408/429 is stored before it is sent; 408, 429, 3xx, 5xx
+   and exceptions are not stored, so the coordinator's retry runs the
+   handler again.
+
+"Never reached the handler" is deliberately stronger than "never answered":
+an action that ran and answered 5xx (or crashed the process) may have left
+effects, so its compensation is called; compensation handlers must
+therefore tolerate "nothing to undo". Handlers must return a `web.Response`
+(e.g. `web.json_response`) of at most BODY_BYTES_MAX bytes; a definite
+answer that cannot be replayed (bigger, or streamed) is replaced by a stored
+500 `not_replayable`, so retries neither re-run the handler nor see a
+different answer, and the coordinator ends up compensating the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from aiohttp import hdrs, web
+
+from client.participant._http import (
+    IDEMPOTENCY_KEY_HEADER,
+    MARK_ATTRIBUTE,
+    MARK_EXEMPT,
+    MARK_PARTICIPANT,
+    KeyedLocks,
+    LocksExhausted,
+    RequestRefused,
+    check_fence,
+    error_response,
+    is_definite,
+    limit_exceeded,
+    parse_key,
+    response_from_record,
+    store_full,
+)
+from client.participant.errors import LimitExceededError, StoreFullError
+from client.participant.limits import LOCKS_MAX_DEFAULT
+from client.participant.store import IdempotencyStore, Record
+
+__all__ = [
+    "NULL_COMPENSATION_BODY",
+    "participant_route",
+    "saga_participant",
+]
+
+ACTION = "action"
+COMPENSATION = "compensation"
+NULL_COMPENSATION_BODY = {"compensated": False, "reason": "action never seen"}
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
+H = TypeVar("H")
+
+
+def participant_route(handler: H) -> H:
+    """Mark an aiohttp handler (function or web.View class) as a saga
+    participant route: requests to it must carry an Idempotency-Key."""
+    setattr(handler, MARK_ATTRIBUTE, MARK_PARTICIPANT)
+    return handler
+
+
+def saga_participant(
+    store: IdempotencyStore,
+    *,
+    path_prefixes: Iterable[str] = (),
+    locks_max: int = LOCKS_MAX_DEFAULT,
+) -> Middleware:
+    """The aiohttp middleware described in the module docstring."""
+    prefixes = tuple(_normalise_prefix(prefix) for prefix in path_prefixes)
+    locks = KeyedLocks(locks_max)
+
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.match_info.http_exception is not None:
+            return await handler(request)  # no such route (404/405): nothing to keep
+        mark = getattr(request.match_info.handler, MARK_ATTRIBUTE, None)
+        if mark == MARK_EXEMPT:
+            return await handler(request)
+        raw_key = request.headers.get(IDEMPOTENCY_KEY_HEADER)
+        if raw_key is None and mark != MARK_PARTICIPANT and not _under(request.path, prefixes):
+            return await handler(request)
+        try:
+            key = parse_key(raw_key)
+            check_fence(request, store)
+            branch = _Branch.of(key)
+            async with locks.hold(key if branch is None else branch.prefix):
+                return await _answer(request, handler, store, key, branch)
+        except RequestRefused as refused:
+            return refused.response
+        except LimitExceededError as error:
+            return limit_exceeded(error)
+        except StoreFullError as error:
+            return store_full(error)
+        except LocksExhausted as error:
+            return error_response(503, "overloaded", str(error))
+
+    return middleware
+
+
+def _normalise_prefix(prefix: str) -> str:
+    if not isinstance(prefix, str) or not prefix.startswith("/"):
+        raise ValueError(f"path prefix must start with '/': {prefix!r}")
+    return prefix.rstrip("/")
+
+
+def _under(path: str, prefixes: tuple[str, ...]) -> bool:
+    return any(path == prefix or path.startswith(prefix + "/") for prefix in prefixes)
+
+
+@dataclass(frozen=True)
+class _Branch:
+    """One saga step as seen by a participant: its action and compensation."""
+
+    prefix: str
+    phase: str
+
+    @staticmethod
+    def of(key: str) -> _Branch | None:
+        prefix, separator, phase = key.rpartition("/")
+        if separator and prefix and phase in (ACTION, COMPENSATION):
+            return _Branch(prefix, phase)
+        return None
+
+    @property
+    def action_key(self) -> str:
+        return f"{self.prefix}/{ACTION}"
+
+    @property
+    def compensation_key(self) -> str:
+        return f"{self.prefix}/{COMPENSATION}"
+
+
+async def _answer(
+    request: web.Request,
+    handler: Handler,
+    store: IdempotencyStore,
+    key: str,
+    branch: _Branch | None,
+) -> web.StreamResponse:
+    stored = store.get(key)
+    if stored is not None:
+        return response_from_record(stored, replayed=True)
+    if branch is not None:
+        early = _answer_without_handler(store, branch)
+        if early is not None:
+            return response_from_record(store.put_if_absent(key, early), replayed=False)
+    store.mark_attempted(key)
+    response = await _call(handler, request)
+    if not is_definite(response.status):
+        return response
+    record, replaced = _record_of(response)
+    stored = store.put_if_absent(key, record)
+    assert stored is record, f"{key} answered twice under its lock"
+    return response_from_record(record, replayed=False) if replaced else response
+
+
+def _answer_without_handler(store: IdempotencyStore, branch: _Branch) -> Record | None:
+    """The null-compensation tombstone or the hanging-action refusal, if due."""
+    if branch.phase == COMPENSATION:
+        action_seen = store.get(branch.action_key) is not None or store.was_attempted(
+            branch.action_key
+        )
+        return None if action_seen else Record.from_json(200, NULL_COMPENSATION_BODY)
+    compensation_seen = store.get(branch.compensation_key) is not None or store.was_attempted(
+        branch.compensation_key
+    )
+    if not compensation_seen:
+        return None
+    return Record.from_json(
+        409,
+        {
+            "error": {
+                "code": "compensated",
+                "message": f"{branch.compensation_key} was already received;"
+                " the action will not run",
+            }
+        },
+    )
+
+
+async def _call(handler: Handler, request: web.Request) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exception:
+        if not is_definite(exception.status):
+            raise
+        return web.Response(
+            status=exception.status, body=exception.body, headers=exception.headers
+        )
+
+
+def _record_of(response: web.StreamResponse) -> tuple[Record, bool]:
+    """The record to store for a definite answer, and whether it replaces it."""
+    body: Any = response.body if isinstance(response, web.Response) else None
+    if isinstance(response, web.Response) and body is None:
+        body = b""
+    if isinstance(body, (bytes, bytearray)):
+        content_type = response.headers.get(hdrs.CONTENT_TYPE) or response.content_type
+        try:
+            return Record(response.status, bytes(body), content_type), False
+        except LimitExceededError as error:
+            reason = str(error)
+    else:
+        reason = "the handler did not return a web.Response with a bytes body"
+    replacement = Record.from_json(
+        500,
+        {"error": {"code": "not_replayable", "message": f"answer cannot be stored: {reason}"}},
+    )
+    return replacement, True
