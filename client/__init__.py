@@ -19,7 +19,7 @@ from .errors import (
     Unavailable,
 )
 from .sync import SyncCoordinator
-from .types import ClusterInfo, NodeInfo, Service
+from .types import ClusterInfo, NodeInfo, Saga, Service
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
@@ -35,6 +35,7 @@ __all__ = [
     "OutcomeUnknown",
     "Overloaded",
     "Rejected",
+    "Saga",
     "Service",
     "Suspended",
     "SyncCoordinator",

@@ -7,8 +7,10 @@ Definite rejections (4xx) are never retried.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
+import uuid
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -16,7 +18,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from .errors import CoordinatorError, NoLeader, NotLeader, OutcomeUnknown, Timeout, Unavailable, error_from_http
-from .types import ClusterInfo, Service
+from .types import ClusterInfo, Saga, Service
 
 __all__ = ["Coordinator", "DEFAULT_ENDPOINTS", "endpoints_from_env"]
 
@@ -82,11 +84,14 @@ class Coordinator:
             return list(self.endpoints)
         return [self._leader] + [e for e in self.endpoints if e != self._leader]
 
-    async def _send_once(self, base: str, method: str, path: str, body: Any) -> tuple[int, Any, str]:
+    async def _send_once(
+        self, base: str, method: str, path: str, body: Any, timeout_s: float | None = None
+    ) -> tuple[int, Any, str]:
         url = base + path
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         for _ in range(REDIRECTS_MAX + 1):
             try:
-                async with self._client().request(method, url, json=body, allow_redirects=False) as response:
+                async with self._client().request(method, url, json=body, allow_redirects=False, timeout=timeout) as response:
                     text = await response.text()
                     try:
                         data = json.loads(text) if text else None
@@ -103,12 +108,12 @@ class Coordinator:
                 raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
         raise NotLeader(f"{method} {path}: more than {REDIRECTS_MAX} redirects")
 
-    async def _request(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    async def _request(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> tuple[int, Any]:
         async def attempt() -> tuple[int, Any]:
             last: CoordinatorError | None = None
             for base in self._order():
                 try:
-                    status, data, final_url = await self._send_once(base, method, path, body)
+                    status, data, final_url = await self._send_once(base, method, path, body, timeout_s)
                 except (Unavailable, NoLeader) as exc:
                     last = exc
                     continue
@@ -155,3 +160,48 @@ class Coordinator:
     async def delete_service(self, name: str) -> Service:
         _, data = await self._request("DELETE", f"/v1/services/{name}")
         return Service.from_json(data)
+
+    # -- sagas ---------------------------------------------------------------------------
+    async def submit_saga(self, definition: Any) -> Saga:
+        """Submit a saga (a dict, or a builder with ``build()``). An id is
+        generated here when absent, so a retried submission cannot create
+        two sagas: the cluster answers the same id with the existing one."""
+        raw = definition.build() if hasattr(definition, "build") else dict(definition)
+        raw.setdefault("id", uuid.uuid4().hex)
+        _, data = await self._request("POST", "/v1/sagas", raw)
+        return Saga.from_json(data)
+
+    async def get_saga(self, saga_id: str) -> Saga:
+        _, data = await self._request("GET", f"/v1/sagas/{saga_id}")
+        return Saga.from_json(data)
+
+    async def wait_saga(self, saga_id: str, timeout: float = 30.0) -> Saga:
+        """Long-poll until the saga is terminal; :class:`Timeout` if it is not within ``timeout`` s."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while True:
+            remaining = deadline - loop.time()
+            wait_s = max(0.0, min(remaining, 60.0))
+            _, data = await self._request("GET", f"/v1/sagas/{saga_id}?wait={wait_s:.3f}", timeout_s=wait_s + 10)
+            saga = Saga.from_json(data)
+            if saga.terminal:
+                return saga
+            if loop.time() >= deadline:
+                raise Timeout(f"saga {saga_id} is still {saga.state} after {timeout:g} s", details={"saga": data})
+
+    async def list_sagas(self, state: str | None = None, limit: int = 100) -> list[Saga]:
+        query = f"?limit={limit}" + (f"&state={state}" if state else "")
+        _, data = await self._request("GET", f"/v1/sagas{query}")
+        return [Saga.from_json(s) for s in data["sagas"]]
+
+    async def signal_saga(self, saga_id: str, name: str, payload: Any = None) -> dict:
+        _, data = await self._request("POST", f"/v1/sagas/{saga_id}/signals/{name}", payload)
+        return data
+
+    async def redrive_saga(self, saga_id: str) -> dict:
+        _, data = await self._request("POST", f"/v1/sagas/{saga_id}/redrive")
+        return data
+
+    async def service_outcomes(self, name: str, after: int = 0) -> dict:
+        _, data = await self._request("GET", f"/v1/services/{name}/outcomes?after={after}")
+        return data

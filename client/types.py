@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Service", "NodeInfo", "ClusterInfo"]
+__all__ = ["Service", "NodeInfo", "ClusterInfo", "Saga", "SAGA_TERMINAL_STATES"]
+
+SAGA_TERMINAL_STATES = frozenset({"completed", "compensated"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,4 +53,36 @@ class ClusterInfo:
             commit_index=raw["commit_index"],
             applied_index=raw["applied_index"],
             nodes=tuple(NodeInfo(**{k: n[k] for k in ("id", "raft", "http", "grpc", "reachable")}) for n in raw["nodes"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Saga:
+    id: str
+    state: str
+    steps: tuple[dict, ...]
+    failure: dict | None
+    history: tuple[dict, ...]
+    created_at: str
+    updated_at: str
+    raw: dict
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in SAGA_TERMINAL_STATES
+
+    def step(self, name: str) -> dict:
+        return next(s for s in self.steps if s["name"] == name)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "Saga":
+        return cls(
+            id=raw["id"],
+            state=raw["state"],
+            steps=tuple(raw.get("steps", ())),
+            failure=raw.get("failure"),
+            history=tuple(raw.get("history", ())),
+            created_at=raw.get("created_at", ""),
+            updated_at=raw.get("updated_at", ""),
+            raw=raw,
         )

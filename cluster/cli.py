@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -197,6 +198,66 @@ def cmd_services_remove(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# -- sagas ----------------------------------------------------------------------------------
+def _read_document(source: str) -> Any:
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    except OSError as exc:
+        raise ValueError(f"{source}: {exc.strerror}") from None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise ValueError(f"{source}: not valid JSON: {exc}") from None
+
+
+def _print_saga(saga: Any, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(saga.raw, indent=2))
+        return
+    print(f"saga {saga.id}: {saga.state}  (created {saga.created_at}, updated {saga.updated_at})")
+    if saga.failure:
+        print(f"failure: {saga.failure['reason']} at {saga.failure['step']}: {saga.failure['error']}")
+    rows = [[s["name"], s["state"], str(s["attempts"]), json.dumps(s["output"])[:60], (s["error"] or "")[:60]] for s in saga.steps]
+    print(_table(rows, ["STEP", "STATE", "ATTEMPTS", "OUTPUT", "ERROR"]))
+
+
+def cmd_saga_submit(args: argparse.Namespace) -> int:
+    definition = _read_document(args.file)
+    if not isinstance(definition, dict):
+        raise ValueError(f"{args.file}: a saga definition is a JSON object")
+    saga = _run_client(args, lambda c: c.submit_saga(definition))
+    print(saga.id)
+    return EXIT_OK
+
+
+def cmd_saga_show(args: argparse.Namespace) -> int:
+    _print_saga(_run_client(args, lambda c: c.get_saga(args.id)), args.json)
+    return EXIT_OK
+
+
+def cmd_saga_list(args: argparse.Namespace) -> int:
+    sagas = _run_client(args, lambda c: c.list_sagas(args.state, args.limit))
+    rows = [[s.id, s.state, s.created_at, s.updated_at] for s in sagas]
+    print(_table(rows, ["ID", "STATE", "CREATED", "UPDATED"]))
+    return EXIT_OK
+
+
+def cmd_saga_signal(args: argparse.Namespace) -> int:
+    try:
+        payload = json.loads(args.payload) if args.payload is not None else None
+    except ValueError as exc:
+        raise UsageError(f"coordinator saga signal: JSON payload is not valid JSON: {exc}") from None
+    answer = _run_client(args, lambda c: c.signal_saga(args.id, args.name, payload))
+    print(f"signal {args.name} sent to {args.id} ({answer['state']})")
+    return EXIT_OK
+
+
+def cmd_saga_redrive(args: argparse.Namespace) -> int:
+    answer = _run_client(args, lambda c: c.redrive_saga(args.id))
+    print(f"{args.id}: {answer['state']}")
+    return EXIT_OK
+
+
 # -- the parser -------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -242,6 +303,28 @@ def build_parser() -> argparse.ArgumentParser:
     remove = with_endpoints(service_commands.add_parser("remove", help="remove a service"))
     remove.add_argument("name")
     remove.set_defaults(run=cmd_services_remove)
+
+    sagas = commands.add_parser("saga", help="sagas")
+    saga_commands = sagas.add_subparsers(dest="saga_command", required=True, parser_class=_Parser)
+    submit = with_endpoints(saga_commands.add_parser("submit", help="submit a saga definition (JSON file or -)"))
+    submit.add_argument("file")
+    submit.set_defaults(run=cmd_saga_submit)
+    show = with_endpoints(saga_commands.add_parser("show", help="show one saga"))
+    show.add_argument("id")
+    show.add_argument("--json", action="store_true", help="print the saga object as JSON")
+    show.set_defaults(run=cmd_saga_show)
+    listing = with_endpoints(saga_commands.add_parser("list", help="list sagas"))
+    listing.add_argument("--state", choices=["started", "running", "completed", "failed", "timed_out", "compensating", "compensated", "stuck"])
+    listing.add_argument("--limit", type=_positive_int, default=100)
+    listing.set_defaults(run=cmd_saga_list)
+    signal_parser = with_endpoints(saga_commands.add_parser("signal", help="send a signal to an await step"))
+    signal_parser.add_argument("id")
+    signal_parser.add_argument("name")
+    signal_parser.add_argument("payload", nargs="?", help="JSON payload")
+    signal_parser.set_defaults(run=cmd_saga_signal)
+    redrive = with_endpoints(saga_commands.add_parser("redrive", help="resume compensating a stuck saga"))
+    redrive.add_argument("id")
+    redrive.set_defaults(run=cmd_saga_redrive)
     return parser
 
 

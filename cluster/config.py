@@ -30,6 +30,8 @@ from pathlib import Path
 
 from consensus import RaftSettings
 
+from .executor import ExecutorSettings
+
 __all__ = [
     "ConfigError",
     "NodeAddress",
@@ -84,6 +86,7 @@ class ClusterConfig:
     data_dir: Path
     raft: RaftSettings = field(default_factory=RaftSettings)
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nodes) <= NODES_MAX:
@@ -147,22 +150,22 @@ def _node(raw: object, i: int) -> NodeAddress:
     )
 
 
-def _raft_settings(raw: dict) -> RaftSettings:
-    known = {f.name: f for f in dataclasses.fields(RaftSettings)}
+def _settings(cls: type, raw: dict, section: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
     values = {}
     for key, value in raw.items():
         if key not in known:
-            raise ConfigError(f"raft.{key}: unknown setting")
+            raise ConfigError(f"{section}.{key}: unknown setting")
         expected = known[key].type
         if expected == "bool" and not isinstance(value, bool):
-            raise ConfigError(f"raft.{key}: must be true or false")
+            raise ConfigError(f"{section}.{key}: must be true or false")
         if expected in ("float", "int") and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ConfigError(f"raft.{key}: must be a number")
+            raise ConfigError(f"{section}.{key}: must be a number")
         values[key] = int(value) if expected == "int" else value
     try:
-        return RaftSettings(**values)
+        return cls(**values)
     except ValueError as exc:
-        raise ConfigError(f"raft: {exc}") from None
+        raise ConfigError(f"{section}: {exc}") from None
 
 
 def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
@@ -173,7 +176,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: no such cluster file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"cluster", "raft", "nodes"}
+    unknown = set(doc) - {"cluster", "raft", "executor", "nodes"}
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
@@ -194,7 +197,8 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         nodes=tuple(_node(raw, i) for i, raw in enumerate(nodes)),
         secret_file=(base / secret_file).resolve(),
         data_dir=(base / str(cluster.get("data_dir", "."))).resolve(),
-        raft=_raft_settings(_table(doc, "raft")),
+        raft=_settings(RaftSettings, _table(doc, "raft"), "raft"),
+        executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
         http_body_bytes_max=body_max,
     )
 
@@ -228,6 +232,9 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     ]
     for f in dataclasses.fields(RaftSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.raft, f.name))}")
+    lines += ["", "[executor]"]
+    for f in dataclasses.fields(ExecutorSettings):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
     tmp = path.with_suffix(".tmp")
@@ -236,7 +243,13 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
 
 
 def local_cluster(
-    *, nodes: int, host: str, base_port: int, data_dir: Path, raft: RaftSettings | None = None
+    *,
+    nodes: int,
+    host: str,
+    base_port: int,
+    data_dir: Path,
+    raft: RaftSettings | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> ClusterConfig:
     """The contract's local layout: node i is n{i}, Raft base+i, HTTP base+1000+i, gRPC base+2000+i."""
     if not 1 <= nodes <= NODES_MAX:
@@ -259,6 +272,7 @@ def local_cluster(
         secret_file=data_dir / "cluster.secret",
         data_dir=data_dir,
         raft=raft or RaftSettings(),
+        executor=executor or ExecutorSettings(),
     )
 
 

@@ -264,4 +264,7 @@ def build_app(node: "Node") -> web.Application:
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_put("/v1/services/{name}", put_service)
     app.router.add_delete("/v1/services/{name}", delete_service)
+    from .http_sagas import add_saga_routes
+
+    add_saga_routes(app)
     return app

@@ -11,6 +11,7 @@ from aiohttp import web
 from consensus import LeadershipChange, PySyncObjLog
 
 from .config import NodeAddress, NodeConfig
+from .executor import SagaExecutor
 from .http_api import build_app
 from .state import ClusterState
 
@@ -54,7 +55,40 @@ class Node:
         self.leader_term: int | None = None  # set while this node leads, after its first barrier
         self.leader_fence_index = 0
         self._runner: web.AppRunner | None = None
+        self.executor = SagaExecutor(self, config.cluster.executor)
+        self._watchers: dict[str, list[asyncio.Future]] = {}
         self.log.add_leadership_listener(self._on_leadership)
+        self.log.add_leadership_listener(self.executor.on_leadership)
+        self.log.add_apply_listener(self.executor.on_applied)
+        self.log.add_apply_listener(self._wake_watchers)
+
+    # -- long polls ------------------------------------------------------------
+    WATCHERS_MAX = 10_000
+
+    def _wake_watchers(self, index: int, command, result) -> None:
+        value = getattr(result, "value", None)
+        if isinstance(value, dict) and isinstance(value.get("id"), str):
+            for future in self._watchers.pop(value["id"], ()):
+                if not future.done():
+                    future.set_result(None)
+
+    async def wait_change(self, workflow_id: str, timeout_s: float) -> None:
+        """Return when an entry about ``workflow_id`` is applied here, or after ``timeout_s``."""
+        if sum(len(w) for w in self._watchers.values()) >= self.WATCHERS_MAX:
+            await asyncio.sleep(min(timeout_s, 1.0))
+            return
+        future = asyncio.get_running_loop().create_future()
+        self._watchers.setdefault(workflow_id, []).append(future)
+        try:
+            await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            pass
+        finally:
+            waiting = self._watchers.get(workflow_id)
+            if waiting is not None and future in waiting:
+                waiting.remove(future)
+                if not waiting:
+                    del self._watchers[workflow_id]
 
     def add_leadership_listener(self, listener) -> None:
         """The hook the leader's executor uses: LeadershipChange on the event loop."""
@@ -83,6 +117,7 @@ class Node:
             "commit_index": status.commit_index,
             "applied_index": status.applied_index,
             "has_quorum": status.has_quorum,
+            "executor": self.executor.view(),
             "nodes": [
                 {
                     "id": n.id,
@@ -105,6 +140,7 @@ class Node:
         log.info("%s: raft %s, http %s", self.config.node.id, self.config.node.raft, self.config.node.http_url)
 
     async def stop(self) -> None:
+        await self.executor.close()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.log.stop()

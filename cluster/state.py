@@ -13,6 +13,7 @@ from typing import Any, Callable
 from consensus import Command, Rejection, pack
 
 from .registry import ServiceRegistry
+from .sagas import SagaStore
 
 __all__ = ["ClusterState", "STATE_FORMAT_VERSION"]
 
@@ -22,11 +23,23 @@ STATE_FORMAT_VERSION = 1
 class ClusterState:
     def __init__(self) -> None:
         self.registry = ServiceRegistry()
+        self.sagas = SagaStore(self.registry)
         self.applied_index = 0
         self._handlers: dict[str, Callable[[int, Command], Any]] = {
             "service.put": lambda index, c: self.registry.put(index, c.at_ms, c.body),
-            "service.delete": lambda index, c: self.registry.delete(c.body),
+            "service.delete": self._delete_service,
+            "saga.submit": lambda index, c: self.sagas.submit(index, c.at_ms, c.body),
+            "saga.event": lambda index, c: self.sagas.event(index, c.at_ms, c.body),
+            "saga.signal": lambda index, c: self.sagas.signal(index, c.at_ms, c.body),
+            "saga.redrive": lambda index, c: self.sagas.redrive(index, c.at_ms, c.body),
+            "saga.prune": lambda index, c: self.sagas.prune(index, c.at_ms, c.body),
         }
+
+    def _delete_service(self, index: int, command: Command) -> Any:
+        name = command.body.get("name") if isinstance(command.body, dict) else None
+        if isinstance(name, str) and self.sagas.uses_service(name):
+            raise Rejection("conflict", f"service {name!r} is used by sagas that are still running")
+        return self.registry.delete(command.body)
 
     def apply(self, index: int, command: Command) -> Any:
         assert index > self.applied_index, f"entry {index} applied after {self.applied_index}"
@@ -41,12 +54,14 @@ class ClusterState:
             "format": STATE_FORMAT_VERSION,
             "applied_index": self.applied_index,
             "registry": self.registry.snapshot(),
+            "sagas": self.sagas.snapshot(),
         }
 
     def restore(self, snapshot: dict) -> None:
         if snapshot.get("format") != STATE_FORMAT_VERSION:
             raise ValueError(f"unsupported state format {snapshot.get('format')!r}")
         self.registry.restore(snapshot["registry"])
+        self.sagas.restore(snapshot["sagas"])
         self.applied_index = snapshot["applied_index"]
 
     def digest(self) -> str:

@@ -1,0 +1,1 @@
+"""The demo services and definitions of `coordinator demo`."""

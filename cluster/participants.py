@@ -1,0 +1,126 @@
+"""Calling participant services over HTTP: the contract's headers, per-call
+timeouts, answer classification and retries (tenacity).
+
+| answer                                   | outcome                        |
+| 2xx                                      | ok, the JSON body is the output |
+| 4xx but 408 and 429                      | failed (definite)               |
+| 408, 429, 5xx, timeout, refused          | retried; out of budget: unknown |
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+
+from .breaker import Breakers
+
+__all__ = ["CallOutcome", "HttpCaller", "ATTEMPTS_HARD_MAX", "ERROR_CHARS_MAX"]
+
+ATTEMPTS_HARD_MAX = 100_000  # attempts while a breaker is open do not spend the budget; this bounds them
+ERROR_CHARS_MAX = 500
+OUTPUT_BYTES_MAX = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    kind: str  # "ok" | "failed" | "unknown"
+    output: Any = None
+    error: str = ""
+    attempts: int = 0
+
+
+class _Retryable(Exception):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    service: str
+    url: str
+    method: str
+    path: str
+    body: Any
+    idempotency_key: str
+    fence: str
+    timeout_s: float
+    max_attempts: int
+    backoff_s: float
+    max_backoff_s: float
+
+
+class HttpCaller:
+    def __init__(self, session: aiohttp.ClientSession, breakers: Breakers) -> None:
+        self._session = session
+        self._breakers = breakers
+
+    async def _once(self, spec: CallSpec) -> CallOutcome:
+        headers = {"Idempotency-Key": spec.idempotency_key, "Coordinator-Fence": spec.fence}
+        data = None
+        if spec.body is not None:
+            data = json.dumps(spec.body).encode()
+            headers["Content-Type"] = "application/json"
+        breaker = self._breakers.of(spec.service)
+        try:
+            async with self._session.request(
+                spec.method,
+                spec.url + spec.path,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=spec.timeout_s),
+                allow_redirects=False,
+            ) as response:
+                raw = await response.content.read(OUTPUT_BYTES_MAX + 1)
+                status = response.status
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            breaker.record_failure()
+            raise _Retryable(f"{exc.__class__.__name__}: {exc}"[:ERROR_CHARS_MAX]) from None
+        text = raw.decode("utf-8", "replace")
+        if 200 <= status < 300:
+            breaker.record_success()
+            if len(raw) > OUTPUT_BYTES_MAX:
+                return CallOutcome("ok", {"_truncated": True})
+            try:
+                return CallOutcome("ok", json.loads(text) if text.strip() else None)
+            except ValueError:
+                return CallOutcome("ok", {"text": text[:ERROR_CHARS_MAX]})
+        if 400 <= status < 500 and status not in (408, 429):
+            breaker.record_success()  # the service answered: healthy, the business said no
+            return CallOutcome("failed", error=f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])
+        breaker.record_failure()
+        raise _Retryable(f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])
+
+    async def call(self, spec: CallSpec) -> CallOutcome:
+        """Call until a definite answer or the budget is spent.
+
+        Attempts made while the service's breaker is open wait the slow
+        interval and do not spend the budget (bounded by ATTEMPTS_HARD_MAX)."""
+        spent = 0
+        attempts = 0
+        last_error = ""
+        fast_wait = wait_random_exponential(multiplier=spec.backoff_s, max=spec.max_backoff_s)
+
+        def stop(state: RetryCallState) -> bool:
+            return spent >= spec.max_attempts or attempts >= ATTEMPTS_HARD_MAX
+
+        def wait(state: RetryCallState) -> float:
+            if self._breakers.is_open(spec.service):
+                return self._breakers.slow_wait_s()
+            return fast_wait(state)
+
+        retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception_type(_Retryable), reraise=True)
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    attempts += 1
+                    if not self._breakers.is_open(spec.service):
+                        spent += 1
+                    outcome = await self._once(spec)
+                    return CallOutcome(outcome.kind, outcome.output, outcome.error, attempts)
+        except _Retryable as exc:
+            last_error = str(exc)
+        return CallOutcome("unknown", error=f"out of retries after {attempts} attempts: {last_error}", attempts=attempts)
