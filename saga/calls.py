@@ -41,10 +41,12 @@ class Outputs(Mapping[str, object]):
         return len(self._texts)
 
 
-def substituted(state: SagaState, body_json: str | None) -> object:
+def substituted(state: SagaState, body_json: str | None, *, unresolved_as_null: bool = False) -> object:
     if body_json is None:
         return None
-    return substitute(decode_json(body_json), Outputs(state), state.definition.step_names)
+    return substitute(
+        decode_json(body_json), Outputs(state), state.definition.step_names, unresolved_as_null=unresolved_as_null
+    )
 
 
 def action_effect(state: SagaState, index: int) -> CallAction:
@@ -66,7 +68,7 @@ def compensation_effect(state: SagaState, index: int) -> CallCompensation:
     return CallCompensation(
         saga_id=state.id, step=index, name=spec.name, service=spec.service,
         method=compensation.method, path=compensation.path,
-        body=substituted(state, compensation.body_json),
+        body=substituted(state, compensation.body_json, unresolved_as_null=True),
         idempotency_key=f"{state.id}/{spec.name}/compensation",
         timeout_s=spec.timeout_s, retry=compensation.retry,
         redrives=state.redrives,

@@ -95,30 +95,40 @@ def substitute(
     body: object,
     outputs: Mapping[str, object],
     step_names: Collection[str] | None = None,
+    *,
+    unresolved_as_null: bool = False,
 ) -> object:
     """A copy of `body` with every reference replaced by its value.
 
     `outputs` maps a step name to its (decoded) output; `step_names` are the
     saga's step names used to read references (default: the keys of
-    `outputs`). SubstitutionError when a reference does not resolve.
+    `outputs`). SubstitutionError when a reference does not resolve, unless
+    `unresolved_as_null`: compensations use that, because a compensation
+    must still be sent for a step whose outcome is unknown (it has no
+    output); the participant finds what to undo by the Idempotency-Key.
     Values are inserted as they are in `outputs`, not copied.
     """
     names: Collection[str] = outputs.keys() if step_names is None else step_names
-    return _substitute(body, outputs, names)
+    return _substitute(body, outputs, names, unresolved_as_null)
 
 
-def _substitute(body: object, outputs: Mapping[str, object], names: Collection[str]) -> object:
+def _substitute(body: object, outputs: Mapping[str, object], names: Collection[str], lenient: bool) -> object:
     if isinstance(body, dict):
-        return {key: _substitute(value, outputs, names) for key, value in body.items()}
+        return {key: _substitute(value, outputs, names, lenient) for key, value in body.items()}
     if isinstance(body, (list, tuple)):
-        return [_substitute(value, outputs, names) for value in body]
+        return [_substitute(value, outputs, names, lenient) for value in body]
     if not is_reference_like(body):
         return body
     assert isinstance(body, str)
     reference = resolve_reference(body, names)
-    if reference.step not in outputs:
-        raise SubstitutionError(f"step {reference.step!r} has no output (in {body})")
-    return _walk(outputs[reference.step], reference)
+    try:
+        if reference.step not in outputs:
+            raise SubstitutionError(f"step {reference.step!r} has no output (in {body})")
+        return _walk(outputs[reference.step], reference)
+    except SubstitutionError:
+        if lenient:
+            return None
+        raise
 
 
 def _walk(value: object, reference: Reference) -> object:

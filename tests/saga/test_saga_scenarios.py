@@ -440,18 +440,20 @@ def test_a_reference_that_does_not_resolve_fails_the_step_without_calling_it():
     assert error.startswith("substitution failed:") and "order_id" in error
 
 
-def test_a_compensation_that_cannot_be_substituted_leaves_the_saga_stuck():
+def test_an_unknown_step_is_still_compensated_with_unresolved_references_as_null():
     story = Story(saga_definition(
         action_step("orders", compensation={
             "method": "POST", "path": "/orders/cancel",
-            "body": {"order": "${steps.orders.output.order_id}"},
+            "body": {"order": "${steps.orders.output.order_id}", "reason": "saga failed"},
         }),
     ))
-    assert story.unknown("orders") == ()
-    assert story.status == "stuck"
-    assert "has no output" in to_api(story.state)["steps"][0]["compensation_error"]
-    assert story.redrive() == ()
-    assert story.status == "stuck" and story.state.redrives == 1
+    [call] = story.unknown("orders")
+    assert isinstance(call, CallCompensation) and call.name == "orders"
+    # The participant finds what to undo by the Idempotency-Key.
+    assert call.body == {"order": None, "reason": "saga failed"}
+    assert call.idempotency_key == "saga-1/orders/compensation"
+    story.compensated("orders")
+    assert story.status == "compensated"
 
 
 def test_an_output_too_large_to_keep_counts_as_unknown():
