@@ -18,7 +18,7 @@ venv: $(STAMP)
 $(VENV): $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/coordinator up
+	$(BIN)/coordinator demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

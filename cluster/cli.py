@@ -258,6 +258,12 @@ def cmd_saga_redrive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_demo(args: argparse.Namespace) -> int:
+    from .demo.run import run_demo
+
+    return asyncio.run(run_demo())
+
+
 # -- the parser -------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -303,6 +309,8 @@ def build_parser() -> argparse.ArgumentParser:
     remove = with_endpoints(service_commands.add_parser("remove", help="remove a service"))
     remove.add_argument("name")
     remove.set_defaults(run=cmd_services_remove)
+
+    commands.add_parser("demo", help="run the demo scenarios on a local three-node cluster").set_defaults(run=cmd_demo)
 
     sagas = commands.add_parser("saga", help="sagas")
     saga_commands = sagas.add_subparsers(dest="saga_command", required=True, parser_class=_Parser)

@@ -20,6 +20,7 @@ from typing import Any
 import aiohttp
 
 from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
+from .executor import ExecutorSettings
 from .supervisor import Supervisor
 from consensus import RaftSettings
 
@@ -65,11 +66,13 @@ class Response:
 
 
 class LocalCluster:
-    def __init__(self, root: Path, *, nodes: int = 3, raft: RaftSettings | None = None) -> None:
+    def __init__(
+        self, root: Path, *, nodes: int = 3, raft: RaftSettings | None = None, executor: ExecutorSettings | None = None
+    ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.config: ClusterConfig = local_cluster(
-            nodes=nodes, host="127.0.0.1", base_port=free_base_port(nodes), data_dir=self.root, raft=raft
+            nodes=nodes, host="127.0.0.1", base_port=free_base_port(nodes), data_dir=self.root, raft=raft, executor=executor
         )
         self.cluster_file = self.root / "cluster.toml"
         write_cluster_file(self.cluster_file, self.config)

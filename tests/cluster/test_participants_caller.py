@@ -1,0 +1,102 @@
+"""The HTTP caller: classification, retries with one key, and the breaker."""
+
+import asyncio
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from cluster.breaker import Breakers
+from cluster.participants import CallSpec, HttpCaller
+
+
+class Target:
+    def __init__(self, answers):
+        self.answers = list(answers)
+        self.seen = []
+
+    async def handle(self, request):
+        self.seen.append((request.headers.get("Idempotency-Key"), request.headers.get("Coordinator-Fence"), await request.text()))
+        answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
+        if answer == "sleep":
+            await asyncio.sleep(1)
+            return web.json_response({"late": True})
+        status, body = answer
+        return web.json_response(body, status=status)
+
+
+@pytest.fixture
+async def serve():
+    runners = []
+
+    async def start(answers):
+        target = Target(answers)
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", target.handle)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        runners.append(runner)
+        return target, f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+    yield start
+    for runner in runners:
+        await runner.cleanup()
+
+
+def spec(url, attempts=4, timeout_s=0.3):
+    return CallSpec("svc", url, "POST", "/do", {"a": 1}, "s1/step/action", "3:17", timeout_s, attempts, 0.01, 0.02)
+
+
+async def call(url, breakers=None, **kw):
+    async with aiohttp.ClientSession() as session:
+        return await HttpCaller(session, breakers or Breakers(5, 0.05)).call(spec(url, **kw))
+
+
+async def test_2xx_is_ok_with_the_json_output_and_the_contract_headers(serve):
+    target, url = await serve([(201, {"order_id": "o-1"})])
+    outcome = await call(url)
+    assert (outcome.kind, outcome.output, outcome.attempts) == ("ok", {"order_id": "o-1"}, 1)
+    assert target.seen == [("s1/step/action", "3:17", '{"a": 1}')]
+
+
+@pytest.mark.parametrize("status", [400, 402, 404, 409, 422])
+async def test_a_4xx_is_a_definite_failure_not_retried(serve, status):
+    target, url = await serve([(status, {"error": "no"})])
+    outcome = await call(url)
+    assert outcome.kind == "failed" and outcome.attempts == 1 and f"HTTP {status}" in outcome.error
+
+
+@pytest.mark.parametrize("status", [408, 429, 500, 503])
+async def test_408_429_and_5xx_are_retried_with_the_same_key(serve, status):
+    target, url = await serve([(status, {}), (status, {}), (200, {"ok": 1})])
+    outcome = await call(url)
+    assert (outcome.kind, outcome.attempts) == ("ok", 3)
+    assert {key for key, _, _ in target.seen} == {"s1/step/action"}
+
+
+async def test_out_of_retries_is_unknown(serve):
+    _, url = await serve([(503, {})])
+    outcome = await call(url, attempts=3)
+    assert outcome.kind == "unknown" and outcome.attempts == 3
+
+
+async def test_timeouts_and_refused_connections_are_unknown_after_the_budget(serve):
+    _, url = await serve(["sleep"])
+    outcome = await call(url, attempts=2, timeout_s=0.1)
+    assert outcome.kind == "unknown" and outcome.attempts == 2
+    refused = await call("http://127.0.0.1:1", attempts=2)
+    assert refused.kind == "unknown" and "Connect" in refused.error
+
+
+async def test_an_open_breaker_keeps_retrying_slowly_without_spending_the_budget(serve):
+    breakers = Breakers(failures_to_open=2, slow_interval_s=0.05)
+    answers = [(503, {})] * 6 + [(200, {"done": True})]
+    target, url = await serve(answers)
+    outcome = await call(url, breakers=breakers, attempts=3)
+    # Three budgeted attempts would have ended in 'unknown'; with the breaker
+    # open after two failures the later attempts are free, and it succeeds.
+    assert outcome.kind == "ok" and outcome.attempts == 7
+    assert not breakers.is_open("svc")  # the first success closed it
+    assert breakers.view()["svc"]["opened_total"] == 1

@@ -1,0 +1,19 @@
+"""`coordinator demo` runs every scenario on a real cluster and exits 0."""
+
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_runs_every_scenario_and_exits_0():
+    result = subprocess.run([sys.executable, "-m", "cluster", "demo"], capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = result.stdout
+    assert "=> order-1 completed" in out
+    assert "=> order-2 compensated" in out
+    assert out.index("| inventory: released") < out.index("| orders: cancelled")
+    assert "SIGKILL the leader" in out and "=> order-3 completed" in out
+    assert "Traceback" not in out + result.stderr
