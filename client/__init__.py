@@ -19,7 +19,7 @@ from .errors import (
     Unavailable,
 )
 from .sync import SyncCoordinator
-from .types import ClusterInfo, NodeInfo, Saga, Service
+from .types import ClusterInfo, NodeInfo, Saga, Service, Transaction
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
@@ -41,6 +41,7 @@ __all__ = [
     "SyncCoordinator",
     "Timeout",
     "TooLarge",
+    "Transaction",
     "Unauthorized",
     "Unavailable",
 ]

@@ -18,7 +18,7 @@ import aiohttp
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
 
 from .errors import CoordinatorError, NoLeader, NotLeader, OutcomeUnknown, Timeout, Unavailable, error_from_http
-from .types import ClusterInfo, Saga, Service
+from .types import ClusterInfo, Saga, Service, Transaction
 
 __all__ = ["Coordinator", "DEFAULT_ENDPOINTS", "endpoints_from_env"]
 
@@ -177,17 +177,19 @@ class Coordinator:
 
     async def wait_saga(self, saga_id: str, timeout: float = 30.0) -> Saga:
         """Long-poll until the saga is terminal; :class:`Timeout` if it is not within ``timeout`` s."""
+        return await self._wait("sagas", saga_id, timeout, Saga.from_json)
+
+    async def _wait(self, collection: str, workflow_id: str, timeout: float, parse):
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         while True:
-            remaining = deadline - loop.time()
-            wait_s = max(0.0, min(remaining, 60.0))
-            _, data = await self._request("GET", f"/v1/sagas/{saga_id}?wait={wait_s:.3f}", timeout_s=wait_s + 10)
-            saga = Saga.from_json(data)
-            if saga.terminal:
-                return saga
+            wait_s = max(0.0, min(deadline - loop.time(), 60.0))
+            _, data = await self._request("GET", f"/v1/{collection}/{workflow_id}?wait={wait_s:.3f}", timeout_s=wait_s + 10)
+            workflow = parse(data)
+            if workflow.terminal:
+                return workflow
             if loop.time() >= deadline:
-                raise Timeout(f"saga {saga_id} is still {saga.state} after {timeout:g} s", details={"saga": data})
+                raise Timeout(f"{workflow_id} is still {workflow.state} after {timeout:g} s", details={"workflow": data})
 
     async def list_sagas(self, state: str | None = None, limit: int = 100) -> list[Saga]:
         query = f"?limit={limit}" + (f"&state={state}" if state else "")
@@ -205,3 +207,23 @@ class Coordinator:
     async def service_outcomes(self, name: str, after: int = 0) -> dict:
         _, data = await self._request("GET", f"/v1/services/{name}/outcomes?after={after}")
         return data
+
+    # -- transactions ----------------------------------------------------------------------
+    async def submit_transaction(self, definition: Any) -> Transaction:
+        """Submit a 2PC transaction; an id is generated here when absent (safe retries)."""
+        raw = definition.build() if hasattr(definition, "build") else dict(definition)
+        raw.setdefault("id", uuid.uuid4().hex)
+        _, data = await self._request("POST", "/v1/transactions", raw)
+        return Transaction.from_json(data)
+
+    async def get_transaction(self, tx_id: str) -> Transaction:
+        _, data = await self._request("GET", f"/v1/transactions/{tx_id}")
+        return Transaction.from_json(data)
+
+    async def wait_transaction(self, tx_id: str, timeout: float = 30.0) -> Transaction:
+        return await self._wait("transactions", tx_id, timeout, Transaction.from_json)
+
+    async def list_transactions(self, state: str | None = None, limit: int = 100) -> list[Transaction]:
+        query = f"?limit={limit}" + (f"&state={state}" if state else "")
+        _, data = await self._request("GET", f"/v1/transactions{query}")
+        return [Transaction.from_json(t) for t in data["transactions"]]

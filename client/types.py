@@ -5,9 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Service", "NodeInfo", "ClusterInfo", "Saga", "SAGA_TERMINAL_STATES"]
+__all__ = ["Service", "NodeInfo", "ClusterInfo", "Saga", "Transaction", "SAGA_TERMINAL_STATES", "TRANSACTION_TERMINAL_STATES"]
 
 SAGA_TERMINAL_STATES = frozenset({"completed", "compensated"})
+TRANSACTION_TERMINAL_STATES = frozenset({"committed", "aborted"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,38 @@ class Saga:
             state=raw["state"],
             steps=tuple(raw.get("steps", ())),
             failure=raw.get("failure"),
+            history=tuple(raw.get("history", ())),
+            created_at=raw.get("created_at", ""),
+            updated_at=raw.get("updated_at", ""),
+            raw=raw,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Transaction:
+    id: str
+    state: str
+    decision: str | None
+    participants: tuple[dict, ...]
+    history: tuple[dict, ...]
+    created_at: str
+    updated_at: str
+    raw: dict
+
+    @property
+    def terminal(self) -> bool:
+        return self.state in TRANSACTION_TERMINAL_STATES
+
+    def participant(self, service: str) -> dict:
+        return next(p for p in self.participants if p["service"] == service)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> "Transaction":
+        return cls(
+            id=raw["id"],
+            state=raw["state"],
+            decision=raw.get("decision"),
+            participants=tuple(raw.get("participants", ())),
             history=tuple(raw.get("history", ())),
             created_at=raw.get("created_at", ""),
             updated_at=raw.get("updated_at", ""),

@@ -264,6 +264,31 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return asyncio.run(run_demo())
 
 
+# -- transactions -------------------------------------------------------------------------
+def cmd_tx_submit(args: argparse.Namespace) -> int:
+    definition = _read_document(args.file)
+    if not isinstance(definition, dict):
+        raise ValueError(f"{args.file}: a transaction definition is a JSON object")
+    print(_run_client(args, lambda c: c.submit_transaction(definition)).id)
+    return EXIT_OK
+
+
+def cmd_tx_show(args: argparse.Namespace) -> int:
+    tx = _run_client(args, lambda c: c.get_transaction(args.id))
+    if args.json:
+        print(json.dumps(tx.raw, indent=2))
+        return EXIT_OK
+    print(f"transaction {tx.id}: {tx.state}, decision {tx.decision or '-'}  (created {tx.created_at}, updated {tx.updated_at})")
+    print(_table([[p["service"], p["vote"] or "-", p["state"]] for p in tx.participants], ["SERVICE", "VOTE", "STATE"]))
+    return EXIT_OK
+
+
+def cmd_tx_list(args: argparse.Namespace) -> int:
+    transactions = _run_client(args, lambda c: c.list_transactions(args.state, args.limit))
+    print(_table([[t.id, t.state, t.decision or "-", t.updated_at] for t in transactions], ["ID", "STATE", "DECISION", "UPDATED"]))
+    return EXIT_OK
+
+
 # -- the parser -------------------------------------------------------------------------
 def _positive_int(text: str) -> int:
     try:
@@ -333,6 +358,20 @@ def build_parser() -> argparse.ArgumentParser:
     redrive = with_endpoints(saga_commands.add_parser("redrive", help="resume compensating a stuck saga"))
     redrive.add_argument("id")
     redrive.set_defaults(run=cmd_saga_redrive)
+
+    transactions = commands.add_parser("tx", help="two-phase commit transactions")
+    tx_commands = transactions.add_subparsers(dest="tx_command", required=True, parser_class=_Parser)
+    tx_submit = with_endpoints(tx_commands.add_parser("submit", help="submit a transaction definition (JSON file or -)"))
+    tx_submit.add_argument("file")
+    tx_submit.set_defaults(run=cmd_tx_submit)
+    tx_show = with_endpoints(tx_commands.add_parser("show", help="show one transaction"))
+    tx_show.add_argument("id")
+    tx_show.add_argument("--json", action="store_true", help="print the transaction object as JSON")
+    tx_show.set_defaults(run=cmd_tx_show)
+    tx_list = with_endpoints(tx_commands.add_parser("list", help="list transactions"))
+    tx_list.add_argument("--state", choices=["preparing", "committing", "committed", "aborting", "aborted"])
+    tx_list.add_argument("--limit", type=_positive_int, default=100)
+    tx_list.set_defaults(run=cmd_tx_list)
     return parser
 
 

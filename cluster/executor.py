@@ -1,13 +1,14 @@
-"""The leader's executor: turns committed saga state into participant calls,
-and their answers back into log entries.
+"""The leader's executor: turns committed workflow state into participant
+calls, and their answers back into log entries.
 
 It never decides anything that is not first in the log. On gaining
 leadership (after the first barrier of its term, so every committed entry
-is applied) it loads every unfinished saga and issues what
-``saga.pending_effects`` says; after each applied saga entry it does the same
-for that saga; on losing leadership it cancels every call at once. An
-outcome is proposed until it commits (the machine ignores duplicates), so a
-new leader repeats at most a call with the same Idempotency-Key.
+is applied) each driver (sagas, transactions) loads its unfinished
+workflows and issues what the pure machine's ``pending_effects`` says; after
+each applied entry about a workflow it does the same for that workflow; on
+losing leadership every call is cancelled at once. An outcome is proposed
+until it commits (the machines ignore duplicates), so a new leader repeats
+at most a call with the same Idempotency-Key.
 """
 
 from __future__ import annotations
@@ -17,25 +18,25 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 
-import saga as machine
 from consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
 
 from .breaker import Breakers
-from .participants import CallSpec, HttpCaller
+from .participants import CallOutcome, CallSpec, HttpCaller
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
 
-__all__ = ["SagaExecutor", "ExecutorSettings"]
+__all__ = ["Executor", "ExecutorSettings", "Reconciler", "now_ms"]
 
 log = logging.getLogger(__name__)
 PROPOSE_BACKOFF_S = 0.05
 PROPOSE_BACKOFF_MAX_S = 1.0
 CONNECTIONS_MAX = 256
+PRUNE_BATCH_MAX = 1_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,30 +61,117 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
-def _effect_key(effect: Any) -> tuple:
-    if isinstance(effect, machine.CallCompensation):
-        return ("compensation", effect.step, effect.redrives)
-    if isinstance(effect, machine.CallAction):
-        return ("action", effect.step)
-    return ("other",)
+# What a driver plans for one workflow: the calls that must be in flight
+# (by a stable key, each a factory of the outcome event to propose, or None
+# for nothing to propose) and the next deadline (at_ms, event body).
+Plan = tuple[dict[tuple, Callable[[], Awaitable[dict | None]]], tuple[int, dict] | None]
 
 
-class SagaExecutor:
+class Reconciler:
+    """Keeps the calls in flight and the deadline timer of each workflow of
+    one kind equal to what its committed state asks for."""
+
+    kind = ""  # command prefix: "saga" or "tx"
+
+    def __init__(self, executor: "Executor") -> None:
+        self.executor = executor
+        self._calls: dict[str, dict[tuple, asyncio.Task]] = {}
+        self._deadlines: dict[str, tuple[int, asyncio.TimerHandle]] = {}
+
+    # -- what each kind provides --------------------------------------------------------------
+    def active_ids(self) -> list[str]:
+        raise NotImplementedError
+
+    def plan(self, workflow_id: str) -> Plan:
+        raise NotImplementedError
+
+    def prunable(self, at_ms: int) -> list[str]:
+        raise NotImplementedError
+
+    # -- the machinery --------------------------------------------------------------------------
+    def reconcile(self, workflow_id: str) -> None:
+        executor = self.executor
+        if not executor.leading:
+            return
+        with executor.node.log.reading():
+            wanted, deadline = self.plan(workflow_id)
+        calls = self._calls.setdefault(workflow_id, {})
+        for key in list(calls):
+            if key not in wanted:
+                calls.pop(key).cancel()
+        for key, factory in wanted.items():
+            if key not in calls:
+                task = asyncio.ensure_future(self._run(workflow_id, factory, executor.generation))
+                calls[key] = task
+                task.add_done_callback(lambda t, w=workflow_id, k=key: self._forget(w, k, t))
+        if not calls:
+            self._calls.pop(workflow_id, None)
+        self._schedule_deadline(workflow_id, deadline)
+
+    async def _run(self, workflow_id: str, factory: Callable[[], Awaitable[dict | None]], generation: int) -> None:
+        event = await factory()
+        if event is not None:
+            await self.executor.propose(Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms()), generation)
+
+    def _forget(self, workflow_id: str, key: tuple, task: asyncio.Task) -> None:
+        calls = self._calls.get(workflow_id)
+        if calls is not None and calls.get(key) is task:
+            del calls[key]
+            if not calls:
+                del self._calls[workflow_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("executor: %s %s call failed: %r", self.kind, workflow_id, task.exception())
+
+    def _schedule_deadline(self, workflow_id: str, deadline: tuple[int, dict] | None) -> None:
+        current = self._deadlines.get(workflow_id)
+        if current is not None and (deadline is None or current[0] != deadline[0]):
+            current[1].cancel()
+            del self._deadlines[workflow_id]
+            current = None
+        if deadline is None or current is not None:
+            return
+        at_ms, event = deadline
+        delay_s = max(0.0, (at_ms - now_ms()) / 1000) + 0.001
+        handle = asyncio.get_running_loop().call_later(delay_s, self._deadline_passed, workflow_id, event, self.executor.generation)
+        self._deadlines[workflow_id] = (at_ms, handle)
+
+    def _deadline_passed(self, workflow_id: str, event: dict, generation: int) -> None:
+        self._deadlines.pop(workflow_id, None)
+        command = Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms())
+        asyncio.ensure_future(self.executor.propose(command, generation))
+
+    def stop(self) -> None:
+        for calls in self._calls.values():
+            for task in calls.values():
+                task.cancel()
+        self._calls.clear()
+        for _, handle in self._deadlines.values():
+            handle.cancel()
+        self._deadlines.clear()
+
+    def calls_in_flight(self) -> int:
+        return sum(len(c) for c in self._calls.values())
+
+
+class Executor:
     def __init__(self, node: "Node", settings: ExecutorSettings) -> None:
+        from .saga_driver import SagaDriver
+        from .tx_driver import TransactionDriver
+
         self.node = node
         self.settings = settings
         self.breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s)
         self.leading = False
         self.fence = ""
-        self._generation = 0
-        self._calls: dict[str, dict[tuple, asyncio.Task]] = {}  # saga id -> effect key -> task
-        self._deadlines: dict[str, tuple[int, asyncio.TimerHandle]] = {}
+        self.generation = 0
+        self.sagas = SagaDriver(self)
+        self.transactions = TransactionDriver(self)
+        self.drivers: dict[str, Reconciler] = {"saga": self.sagas, "tx": self.transactions}
         self._session: aiohttp.ClientSession | None = None
-        self._caller: HttpCaller | None = None
+        self._http: HttpCaller | None = None
         self._housekeeping: asyncio.Task | None = None
-        self.calls_started = 0
 
-    # -- leadership ---------------------------------------------------------------
+    # -- leadership -----------------------------------------------------------------------------
     def on_leadership(self, change: LeadershipChange) -> None:
         if change.is_leader:
             self._start(change.term, change.index)
@@ -93,30 +181,26 @@ class SagaExecutor:
     def _start(self, term: int, index: int) -> None:
         self._stop()
         self.leading = True
-        self._generation += 1
+        self.generation += 1
         self.fence = f"{term}:{index}"
         if self._session is None:
             self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS_MAX))
-            self._caller = HttpCaller(self._session, self.breakers)
-        with self.node.log.reading():
-            active = sorted(self.node.state.sagas.active)
-        log.info("executor: leading at fence %s, resuming %d sagas", self.fence, len(active))
-        for saga_id in active:
-            self.reconcile(saga_id)
-        self._housekeeping = asyncio.ensure_future(self._retention_loop(self._generation))
+            self._http = HttpCaller(self._session, self.breakers)
+        for driver in self.drivers.values():
+            with self.node.log.reading():
+                active = sorted(driver.active_ids())
+            log.info("executor: leading at fence %s, resuming %d %s workflows", self.fence, len(active), driver.kind)
+            for workflow_id in active:
+                driver.reconcile(workflow_id)
+        self._housekeeping = asyncio.ensure_future(self._retention_loop(self.generation))
 
     def _stop(self) -> None:
         if not self.leading:
             return
         self.leading = False
-        self._generation += 1
-        for calls in self._calls.values():
-            for task in calls.values():
-                task.cancel()
-        self._calls.clear()
-        for _, handle in self._deadlines.values():
-            handle.cancel()
-        self._deadlines.clear()
+        self.generation += 1
+        for driver in self.drivers.values():
+            driver.stop()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             self._housekeeping = None
@@ -128,110 +212,30 @@ class SagaExecutor:
             await self._session.close()
             self._session = None
 
-    # -- from committed state to calls ----------------------------------------------------
     def on_applied(self, index: int, command: Command, result: Any) -> None:
-        if self.leading and command.kind.startswith("saga.") and isinstance(result, Applied):
-            value = result.value
-            if isinstance(value, dict) and isinstance(value.get("id"), str):
-                self.reconcile(value["id"])
-
-    def reconcile(self, saga_id: str) -> None:
-        """Make the calls in flight for ``saga_id`` match its committed state."""
-        if not self.leading:
+        if not self.leading or not isinstance(result, Applied):
             return
-        with self.node.log.reading():
-            state = self.node.state.sagas.sagas.get(saga_id)
-            effects = machine.pending_effects(state) if state is not None else ()
-            deadline = machine.next_deadline(state) if state is not None else None
-            services = {e.service: self.node.state.registry.get(e.service) for e in effects if hasattr(e, "service")}
-        calls = self._calls.setdefault(saga_id, {})
-        wanted = {_effect_key(e): e for e in effects if isinstance(e, (machine.CallAction, machine.CallCompensation))}
-        for key in list(calls):
-            if key not in wanted:
-                calls.pop(key).cancel()
-        for key, effect in wanted.items():
-            if key not in calls:
-                task = asyncio.ensure_future(self._call(effect, services.get(effect.service), self._generation))
-                calls[key] = task
-                task.add_done_callback(lambda t, s=saga_id, k=key: self._forget(s, k, t))
-        if not calls:
-            self._calls.pop(saga_id, None)
-        self._schedule_deadline(saga_id, deadline)
+        driver = self.drivers.get(command.kind.split(".", 1)[0])
+        value = result.value
+        if driver is not None and isinstance(value, dict) and isinstance(value.get("id"), str):
+            driver.reconcile(value["id"])
 
-    def _forget(self, saga_id: str, key: tuple, task: asyncio.Task) -> None:
-        calls = self._calls.get(saga_id)
-        if calls is not None and calls.get(key) is task:
-            del calls[key]
-            if not calls:
-                del self._calls[saga_id]
+    # -- calls and proposals ------------------------------------------------------------------------
+    async def call(self, service: dict | None, spec: CallSpec, operation: str) -> CallOutcome:
+        """Call a registered participant over its transport."""
+        if service is None:
+            return CallOutcome("unknown", error=f"service {spec.service!r} is not registered")
+        if service.get("grpc"):
+            from .participants_grpc import grpc_caller
 
-    def _schedule_deadline(self, saga_id: str, deadline: tuple[int, Any] | None) -> None:
-        current = self._deadlines.get(saga_id)
-        if deadline is None:
-            if current is not None:
-                current[1].cancel()
-                del self._deadlines[saga_id]
-            return
-        at_ms, event = deadline
-        if current is not None and current[0] == at_ms:
-            return
-        if current is not None:
-            current[1].cancel()
-        delay_s = max(0.0, (at_ms - now_ms()) / 1000) + 0.001
-        loop = asyncio.get_running_loop()
-        handle = loop.call_later(delay_s, self._deadline_passed, saga_id, event, self._generation)
-        self._deadlines[saga_id] = (at_ms, handle)
+            return await grpc_caller(self).call(spec, operation)
+        assert self._http is not None
+        return await self._http.call(spec)
 
-    def _deadline_passed(self, saga_id: str, event: machine.DeadlineReached, generation: int) -> None:
-        self._deadlines.pop(saga_id, None)
-        if generation == self._generation:
-            raw = machine.event_to_dict(event)
-            raw.pop("at_ms")
-            asyncio.ensure_future(self._propose(Command("saga.event", {"id": saga_id, "event": raw}, now_ms()), generation))
-
-    # -- calls ------------------------------------------------------------------------------
-    async def _call(self, effect: Any, service: dict | None, generation: int) -> None:
-        assert self._caller is not None
-        compensating = isinstance(effect, machine.CallCompensation)
-        if service is None or service["url"] is None:
-            outcome_kind, output, error, attempts = "failed" if not compensating else "unknown", None, f"service {effect.service!r} is not registered", 0
-        else:
-            retry = effect.retry
-            spec = CallSpec(
-                service=effect.service,
-                url=service["url"],
-                method=effect.method,
-                path=effect.path,
-                body=effect.body,
-                idempotency_key=effect.idempotency_key,
-                fence=self.fence,
-                timeout_s=effect.timeout_s,
-                max_attempts=retry.max_attempts,
-                backoff_s=retry.backoff_s,
-                max_backoff_s=retry.max_backoff_s,
-            )
-            self.calls_started += 1
-            outcome = await self._caller.call(spec)
-            outcome_kind, output, error, attempts = outcome.kind, outcome.output, outcome.error, outcome.attempts
-        event = self._outcome_event(effect, outcome_kind, output, error, attempts)
-        await self._propose(Command("saga.event", {"id": effect.saga_id, "event": event}, now_ms()), generation)
-
-    @staticmethod
-    def _outcome_event(effect: Any, kind: str, output: Any, error: str, attempts: int) -> dict:
-        if isinstance(effect, machine.CallCompensation):
-            if kind == "ok":
-                return {"type": "compensation_succeeded", "step": effect.step, "attempts": attempts, "redrives": effect.redrives}
-            return {"type": "compensation_exhausted", "step": effect.step, "error": error, "attempts": attempts, "redrives": effect.redrives}
-        if kind == "ok":
-            return {"type": "action_succeeded", "step": effect.step, "output": output, "attempts": attempts}
-        if kind == "failed":
-            return {"type": "action_failed", "step": effect.step, "error": error, "attempts": attempts}
-        return {"type": "action_unknown", "step": effect.step, "error": error, "attempts": attempts}
-
-    async def _propose(self, command: Command, generation: int) -> None:
+    async def propose(self, command: Command, generation: int) -> None:
         """Propose until the entry commits or this node stops leading."""
         backoff_s = PROPOSE_BACKOFF_S
-        while generation == self._generation:
+        while generation == self.generation:
             try:
                 await self.node.log.propose(command)
                 return
@@ -242,34 +246,46 @@ class SagaExecutor:
             await asyncio.sleep(backoff_s * random.uniform(0.5, 1.5))
             backoff_s = min(PROPOSE_BACKOFF_MAX_S, backoff_s * 2)
 
-    # -- retention --------------------------------------------------------------------------
-    def prunable(self, at_ms: int) -> list[str]:
-        store = self.node.state.sagas
-        with self.node.log.reading():
-            terminal = sorted(
-                ((s.updated_at_ms, i) for i, s in store.sagas.items() if i not in store.active),
-            )
+    # -- retention --------------------------------------------------------------------------------
+    async def _retention_loop(self, generation: int) -> None:
+        while generation == self.generation:
+            await asyncio.sleep(self.settings.retention_check_s)
+            for driver in self.drivers.values():
+                ids = driver.prunable(now_ms())[:PRUNE_BATCH_MAX]
+                if ids:
+                    await self.propose(Command(f"{driver.kind}.prune", {"ids": ids}, now_ms()), generation)
+
+    def retained(self, terminal: list[tuple[int, str]], at_ms: int) -> list[str]:
+        """Of (updated_at_ms, id) pairs of terminal workflows, those past retention."""
+        terminal.sort()
         cutoff_ms = at_ms - int(self.settings.retention_s * 1000)
         excess = max(0, len(terminal) - self.settings.retention_count)
-        return [saga_id for n, (updated, saga_id) in enumerate(terminal) if n < excess or updated < cutoff_ms]
+        return [workflow_id for n, (updated, workflow_id) in enumerate(terminal) if n < excess or updated < cutoff_ms]
 
-    async def _retention_loop(self, generation: int) -> None:
-        from .sagas import PRUNE_BATCH_MAX
-
-        while generation == self._generation:
-            await asyncio.sleep(self.settings.retention_check_s)
-            ids = self.prunable(now_ms())[:PRUNE_BATCH_MAX]
-            if ids:
-                await self._propose(Command("saga.prune", {"ids": ids}, now_ms()), generation)
-
-    # -- admission ------------------------------------------------------------------------------
+    # -- admission and views ------------------------------------------------------------------------
     def inflight(self) -> int:
-        return len(self.node.state.sagas.active)
+        state = self.node.state
+        return len(state.sagas.active) + len(state.transactions.active)
+
+    def admission(self, services: set[str]) -> None:
+        """Raise the API error that refuses a new workflow, if any."""
+        from .errors import Overloaded, Unavailable
+
+        if self.inflight() >= self.settings.inflight_workflows_max:
+            raise Overloaded(f"{self.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)
+        suspended = sorted(services & set(self.breakers.open_services()))
+        if suspended:
+            raise Unavailable(
+                f"intake suspended: the circuit of {', '.join(suspended)} is open",
+                code="suspended",
+                retry_after_s=self.settings.breaker_slow_interval_s,
+                services=suspended,
+            )
 
     def view(self) -> dict:
         return {
             "leading": self.leading,
             "fence": self.fence if self.leading else None,
-            "calls_in_flight": sum(len(c) for c in self._calls.values()),
+            "calls_in_flight": sum(d.calls_in_flight() for d in self.drivers.values()),
             "breakers": self.breakers.view(),
         }

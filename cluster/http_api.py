@@ -265,6 +265,8 @@ def build_app(node: "Node") -> web.Application:
     app.router.add_put("/v1/services/{name}", put_service)
     app.router.add_delete("/v1/services/{name}", delete_service)
     from .http_sagas import add_saga_routes
+    from .http_transactions import add_transaction_routes
 
     add_saga_routes(app)
+    add_transaction_routes(app)
     return app

@@ -11,7 +11,7 @@ from aiohttp import web
 import saga as machine
 from saga import limits as saga_limits
 
-from .errors import Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable
+from .errors import Conflict, InvalidInput, NotFound, TooLarge
 from .http_api import _node, _service_name, linearizable, propose, read_json, require_leader
 
 __all__ = ["add_saga_routes"]
@@ -68,17 +68,7 @@ async def submit_saga(request: web.Request) -> web.Response:
             if not machine.same_definition(existing.definition, machine.with_id(definition, saga_id)):
                 raise Conflict(f"id: saga {saga_id!r} exists with another definition")
             return web.json_response(machine.to_api(existing), status=200)
-    executor = node.executor
-    if executor.inflight() >= executor.settings.inflight_workflows_max:
-        raise Overloaded(f"{executor.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)
-    suspended = sorted({s.service for s in definition.steps if isinstance(s, machine.ActionStep)} & set(executor.breakers.open_services()))
-    if suspended:
-        raise Unavailable(
-            f"intake suspended: the circuit of {', '.join(suspended)} is open",
-            code="suspended",
-            retry_after_s=executor.settings.breaker_slow_interval_s,
-            services=suspended,
-        )
+    node.executor.admission({s.service for s in definition.steps if isinstance(s, machine.ActionStep)})
     value = await propose(request, "saga.submit", {"definition": {**raw, "id": saga_id}})
     view, _ = _view(request, saga_id)
     return web.json_response(view, status=201 if value["created"] else 200)

@@ -11,7 +11,7 @@ from aiohttp import web
 from consensus import LeadershipChange, PySyncObjLog
 
 from .config import NodeAddress, NodeConfig
-from .executor import SagaExecutor
+from .executor import Executor
 from .http_api import build_app
 from .state import ClusterState
 
@@ -55,7 +55,7 @@ class Node:
         self.leader_term: int | None = None  # set while this node leads, after its first barrier
         self.leader_fence_index = 0
         self._runner: web.AppRunner | None = None
-        self.executor = SagaExecutor(self, config.cluster.executor)
+        self.executor = Executor(self, config.cluster.executor)
         self._watchers: dict[str, list[asyncio.Future]] = {}
         self.log.add_leadership_listener(self._on_leadership)
         self.log.add_leadership_listener(self.executor.on_leadership)

@@ -1,5 +1,10 @@
-"""Calling participant services over HTTP: the contract's headers, per-call
-timeouts, answer classification and retries (tenacity).
+"""Calling participant services: the contract's headers, per-call timeouts,
+answer classification and retries (tenacity), shared by both transports.
+
+`HttpCaller` (here) and `GrpcCaller` (`participants_grpc`) implement
+`ParticipantCaller`; each makes one attempt and classifies its answer,
+`call_with_retries` owns the loop, the budget and the breaker's slow
+interval. Over HTTP:
 
 | answer                                   | outcome                        |
 | 2xx                                      | ok, the JSON body is the output |
@@ -11,19 +16,36 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from .breaker import Breakers
 
-__all__ = ["CallOutcome", "HttpCaller", "ATTEMPTS_HARD_MAX", "ERROR_CHARS_MAX"]
+__all__ = [
+    "ATTEMPTS_HARD_MAX",
+    "ERROR_CHARS_MAX",
+    "OPERATIONS",
+    "OUTPUT_BYTES_MAX",
+    "CallOutcome",
+    "CallSpec",
+    "HttpCaller",
+    "ParticipantCaller",
+    "Retryable",
+    "call_with_retries",
+]
 
 ATTEMPTS_HARD_MAX = 100_000  # attempts while a breaker is open do not spend the budget; this bounds them
 ERROR_CHARS_MAX = 500
 OUTPUT_BYTES_MAX = 64 * 1024
+
+# What a call does at the participant: a saga step's action or compensation,
+# or a 2PC phase. HTTP says it with the spec's method and path; gRPC picks
+# the RPC by it.
+OPERATIONS = ("execute", "compensate", "prepare", "commit", "abort")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,15 +56,15 @@ class CallOutcome:
     attempts: int = 0
 
 
-class _Retryable(Exception):
-    pass
+class Retryable(Exception):
+    """One attempt ended with its outcome unknown; str() says how."""
 
 
 @dataclass(frozen=True, slots=True)
 class CallSpec:
     service: str
-    url: str
-    method: str
+    url: str  # HTTP: the registered base URL; gRPC: the registered target host:port
+    method: str  # HTTP only
     path: str
     body: Any
     idempotency_key: str
@@ -51,6 +73,48 @@ class CallSpec:
     max_attempts: int
     backoff_s: float
     max_backoff_s: float
+
+
+class ParticipantCaller(Protocol):
+    """A participant transport: call until a definite answer or the budget is spent."""
+
+    async def call(self, spec: CallSpec, operation: str) -> CallOutcome: ...
+
+
+async def call_with_retries(
+    spec: CallSpec, breakers: Breakers, attempt: Callable[[], Awaitable[CallOutcome]]
+) -> CallOutcome:
+    """Run `attempt` until it returns (a definite answer) or the budget is spent.
+
+    `attempt` raises Retryable for an unknown outcome and records the answer
+    on the service's breaker. Attempts made while that breaker is open wait
+    the slow interval and do not spend the budget (bounded by
+    ATTEMPTS_HARD_MAX)."""
+    spent = 0
+    attempts = 0
+    last_error = ""
+    fast_wait = wait_random_exponential(multiplier=spec.backoff_s, max=spec.max_backoff_s)
+
+    def stop(state: RetryCallState) -> bool:
+        return spent >= spec.max_attempts or attempts >= ATTEMPTS_HARD_MAX
+
+    def wait(state: RetryCallState) -> float:
+        if breakers.is_open(spec.service):
+            return breakers.slow_wait_s()
+        return fast_wait(state)
+
+    retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception_type(Retryable), reraise=True)
+    try:
+        async for tenacity_attempt in retrying:
+            with tenacity_attempt:
+                attempts += 1
+                if not breakers.is_open(spec.service):
+                    spent += 1
+                outcome = await attempt()
+                return CallOutcome(outcome.kind, outcome.output, outcome.error, attempts)
+    except Retryable as exc:
+        last_error = str(exc)
+    return CallOutcome("unknown", error=f"out of retries after {attempts} attempts: {last_error}", attempts=attempts)
 
 
 class HttpCaller:
@@ -78,7 +142,7 @@ class HttpCaller:
                 status = response.status
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             breaker.record_failure()
-            raise _Retryable(f"{exc.__class__.__name__}: {exc}"[:ERROR_CHARS_MAX]) from None
+            raise Retryable(f"{exc.__class__.__name__}: {exc}"[:ERROR_CHARS_MAX]) from None
         text = raw.decode("utf-8", "replace")
         if 200 <= status < 300:
             breaker.record_success()
@@ -92,35 +156,10 @@ class HttpCaller:
             breaker.record_success()  # the service answered: healthy, the business said no
             return CallOutcome("failed", error=f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])
         breaker.record_failure()
-        raise _Retryable(f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])
+        raise Retryable(f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])
 
-    async def call(self, spec: CallSpec) -> CallOutcome:
-        """Call until a definite answer or the budget is spent.
-
-        Attempts made while the service's breaker is open wait the slow
-        interval and do not spend the budget (bounded by ATTEMPTS_HARD_MAX)."""
-        spent = 0
-        attempts = 0
-        last_error = ""
-        fast_wait = wait_random_exponential(multiplier=spec.backoff_s, max=spec.max_backoff_s)
-
-        def stop(state: RetryCallState) -> bool:
-            return spent >= spec.max_attempts or attempts >= ATTEMPTS_HARD_MAX
-
-        def wait(state: RetryCallState) -> float:
-            if self._breakers.is_open(spec.service):
-                return self._breakers.slow_wait_s()
-            return fast_wait(state)
-
-        retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception_type(_Retryable), reraise=True)
-        try:
-            async for attempt in retrying:
-                with attempt:
-                    attempts += 1
-                    if not self._breakers.is_open(spec.service):
-                        spent += 1
-                    outcome = await self._once(spec)
-                    return CallOutcome(outcome.kind, outcome.output, outcome.error, attempts)
-        except _Retryable as exc:
-            last_error = str(exc)
-        return CallOutcome("unknown", error=f"out of retries after {attempts} attempts: {last_error}", attempts=attempts)
+    async def call(self, spec: CallSpec, operation: str = "") -> CallOutcome:
+        """Call `spec.method {spec.url}{spec.path}` until a definite answer or
+        the budget is spent (`call_with_retries`). `operation` is not used:
+        over HTTP the method and path say what the call does."""
+        return await call_with_retries(spec, self._breakers, lambda: self._once(spec))

@@ -14,6 +14,7 @@ from consensus import Command, Rejection, pack
 
 from .registry import ServiceRegistry
 from .sagas import SagaStore
+from .transactions import TransactionStore
 
 __all__ = ["ClusterState", "STATE_FORMAT_VERSION"]
 
@@ -24,6 +25,7 @@ class ClusterState:
     def __init__(self) -> None:
         self.registry = ServiceRegistry()
         self.sagas = SagaStore(self.registry)
+        self.transactions = TransactionStore(self.registry)
         self.applied_index = 0
         self._handlers: dict[str, Callable[[int, Command], Any]] = {
             "service.put": lambda index, c: self.registry.put(index, c.at_ms, c.body),
@@ -33,12 +35,15 @@ class ClusterState:
             "saga.signal": lambda index, c: self.sagas.signal(index, c.at_ms, c.body),
             "saga.redrive": lambda index, c: self.sagas.redrive(index, c.at_ms, c.body),
             "saga.prune": lambda index, c: self.sagas.prune(index, c.at_ms, c.body),
+            "tx.submit": lambda index, c: self.transactions.submit(index, c.at_ms, c.body),
+            "tx.event": lambda index, c: self.transactions.event(index, c.at_ms, c.body),
+            "tx.prune": lambda index, c: self.transactions.prune(index, c.at_ms, c.body),
         }
 
     def _delete_service(self, index: int, command: Command) -> Any:
         name = command.body.get("name") if isinstance(command.body, dict) else None
-        if isinstance(name, str) and self.sagas.uses_service(name):
-            raise Rejection("conflict", f"service {name!r} is used by sagas that are still running")
+        if isinstance(name, str) and (self.sagas.uses_service(name) or self.transactions.uses_service(name)):
+            raise Rejection("conflict", f"service {name!r} is used by workflows that are still running")
         return self.registry.delete(command.body)
 
     def apply(self, index: int, command: Command) -> Any:
@@ -55,6 +60,7 @@ class ClusterState:
             "applied_index": self.applied_index,
             "registry": self.registry.snapshot(),
             "sagas": self.sagas.snapshot(),
+            "transactions": self.transactions.snapshot(),
         }
 
     def restore(self, snapshot: dict) -> None:
@@ -62,6 +68,7 @@ class ClusterState:
             raise ValueError(f"unsupported state format {snapshot.get('format')!r}")
         self.registry.restore(snapshot["registry"])
         self.sagas.restore(snapshot["sagas"])
+        self.transactions.restore(snapshot["transactions"])
         self.applied_index = snapshot["applied_index"]
 
     def digest(self) -> str:

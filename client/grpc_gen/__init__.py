@@ -1,0 +1,19 @@
+"""Python code generated from `proto/coordinator.proto` (package
+`coordinator.v1`) by `grpc_tools.protoc`. Do not edit the generated modules:
+change the proto and run
+
+    .venv/bin/python -m client.grpc_gen.regen
+
+then commit the result (tests/client/test_grpc_gen_current.py checks that
+it is current).
+
+- `coordinator_pb2`: the messages (`ParticipantCall`, `CallResult`, `Vote`).
+- `coordinator_pb2_grpc`: `ParticipantStub`, `ParticipantServicer`,
+  `add_ParticipantServicer_to_server`.
+- `regen`: the generator (needs grpcio-tools, a test dependency).
+
+Nothing is imported here, so `regen` runs even when the committed modules
+are broken or out of date.
+"""
+
+__all__ = ["coordinator_pb2", "coordinator_pb2_grpc"]
