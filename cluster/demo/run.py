@@ -3,7 +3,7 @@ and the contract's scenarios, printed as they happen.
 
 1. the order saga, happy path;
 2. the payment declined: the saga compensates inventory, then orders;
-3. two-phase commit (not built yet: says so);
+3. two-phase commit over three participants: one commits, one aborts on a no vote;
 4. a saga whose leader is SIGKILLed mid-way; another node finishes it.
 """
 
@@ -16,10 +16,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from client import Coordinator, Saga
+from client import Coordinator, Saga, Transaction
 
 from ..local import LocalCluster
-from .services import demo_saga, start_demo_services
+from .services import demo_saga, demo_transaction, start_demo_services
 
 __all__ = ["run_demo"]
 
@@ -67,8 +67,7 @@ async def run_demo() -> int:
                     say(f"registered {name} at {service.url}")
                 await _happy_path(client, failures)
                 await _declined(client, failures)
-                await _scenario("3. two-phase commit over inventory, payments and shipping")
-                say("    skipped: the cluster does not run 2PC transactions yet")
+                await _two_phase_commit(client, failures)
                 await _leader_killed(client, cluster, failures)
         finally:
             for service in services.values():
@@ -100,6 +99,29 @@ async def _declined(client: Coordinator, failures: list[str]) -> None:
     say(f"    => {saga.id} {saga.state}: {saga.failure['error'] if saga.failure else ''}")
     if saga.state != "compensated":
         failures.append(f"order-2 ended {saga.state}, expected compensated")
+
+
+async def _follow_transaction(client: Coordinator, tx_id: str) -> Transaction:
+    tx = await client.wait_transaction(tx_id, timeout=SCENARIO_TIMEOUT_S)
+    for record in tx.history:
+        details = ", ".join(f"{k}={v}" for k, v in record.items() if k not in ("at", "event"))
+        say(f"    {record['at'][11:23]}  {tx_id}: {record['event']}" + (f" ({details})" if details else ""))
+    return tx
+
+
+async def _two_phase_commit(client: Coordinator, failures: list[str]) -> None:
+    await _scenario("3. two-phase commit over inventory, payments and shipping")
+    tx = await client.submit_transaction(demo_transaction("tx-1"))
+    tx = await _follow_transaction(client, tx.id)
+    say(f"    => {tx.id} {tx.state}")
+    if tx.state != "committed":
+        failures.append(f"tx-1 ended {tx.state}, expected committed")
+    say("  and one the payment service votes no on: every participant aborts")
+    tx = await client.submit_transaction(demo_transaction("tx-2", card="declined"))
+    tx = await _follow_transaction(client, tx.id)
+    say(f"    => {tx.id} {tx.state}")
+    if tx.state != "aborted":
+        failures.append(f"tx-2 ended {tx.state}, expected aborted")
 
 
 async def _leader_killed(client: Coordinator, cluster: LocalCluster, failures: list[str]) -> None:

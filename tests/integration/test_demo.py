@@ -15,5 +15,6 @@ def test_demo_runs_every_scenario_and_exits_0():
     assert "=> order-1 completed" in out
     assert "=> order-2 compensated" in out
     assert out.index("| inventory: released") < out.index("| orders: cancelled")
+    assert "=> tx-1 committed" in out and "=> tx-2 aborted" in out
     assert "SIGKILL the leader" in out and "=> order-3 completed" in out
     assert "Traceback" not in out + result.stderr
