@@ -258,6 +258,17 @@ def cmd_saga_redrive(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    from .bench import dump, render, run_bench
+
+    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()] if args.endpoints else None
+    result = asyncio.run(run_bench(args.workload, args.concurrency, args.duration, args.warmup, args.nodes, endpoints))
+    print(file=sys.stderr)
+    print(render(result))
+    dump(result, args.json)
+    return EXIT_OK if result["completed"] else EXIT_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -336,6 +347,16 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(run=cmd_services_remove)
 
     commands.add_parser("demo", help="run the demo scenarios on a local three-node cluster").set_defaults(run=cmd_demo)
+
+    bench = commands.add_parser("bench", help="measure workflow throughput and latency")
+    bench.add_argument("--nodes", type=_positive_int, default=3)
+    bench.add_argument("--workload", choices=["saga2", "saga4", "twopc3", "registry"], default="saga2")
+    bench.add_argument("--concurrency", type=_positive_int, default=16)
+    bench.add_argument("--duration", type=float, default=10.0)
+    bench.add_argument("--warmup", type=float, default=2.0)
+    bench.add_argument("--json", metavar="FILE")
+    bench.add_argument("--endpoints", help="use a running cluster instead of starting one")
+    bench.set_defaults(run=cmd_bench)
 
     sagas = commands.add_parser("saga", help="sagas")
     saga_commands = sagas.add_subparsers(dest="saga_command", required=True, parser_class=_Parser)
