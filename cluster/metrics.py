@@ -76,6 +76,19 @@ def render_metrics(node: "Node") -> str:
     with node.log.reading():
         services = len(node.state.registry.services)
     _simple(lines, "coordinator_services", "gauge", "Registered participant services.", [(n, services)])
+    with node.log.reading():
+        workflows = [("saga", len(node.state.sagas.active)), ("tx", len(node.state.transactions.active))]
+    _simple(lines, "coordinator_workflows_in_flight", "gauge", "Unfinished workflows by kind.", [(f'{n},kind="{k}"', v) for k, v in workflows])
+    executor = node.executor.view()
+    _simple(lines, "coordinator_executor_calls_in_flight", "gauge", "Participant calls in flight on this node.", [(n, executor["calls_in_flight"])])
+    breakers = executor["breakers"]
+    _simple(
+        lines,
+        "coordinator_breaker_open",
+        "gauge",
+        "1 while the circuit breaker of a participant service is open.",
+        [(f'{n},service="{name}"', int(b["open"])) for name, b in breakers.items()] or [(f'{n},service=""', 0)],
+    )
     _simple(
         lines,
         "coordinator_http_responses_total",

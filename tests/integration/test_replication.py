@@ -75,3 +75,5 @@ async def test_health_readiness_and_metrics(cluster):
     assert 'coordinator_proposals_total{node="%s",outcome="applied"}' % leader in text
     assert "coordinator_apply_seconds_bucket" in text
     assert "coordinator_raft_commit_index" in text and "coordinator_raft_term" in text
+    assert 'coordinator_workflows_in_flight{node="%s",kind="saga"} 0' % leader in text
+    assert "coordinator_breaker_open" in text
