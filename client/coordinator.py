@@ -48,6 +48,7 @@ class Coordinator:
         timeout_s: float = 10.0,
         attempts: int = 6,
         retry_budget_s: float = 30.0,
+        token: str | None = None,
     ) -> None:
         if transport != "http":
             raise ValueError(f"transport {transport!r} is not supported yet (only 'http')")
@@ -61,6 +62,8 @@ class Coordinator:
         self._retry_budget_s = retry_budget_s
         self._leader: str | None = None
         self._session: aiohttp.ClientSession | None = None
+        token = token if token is not None else os.environ.get("COORDINATOR_TOKEN") or None
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def __aenter__(self) -> "Coordinator":
         return self
@@ -75,7 +78,7 @@ class Coordinator:
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout)
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         return self._session
 
     # -- transport -------------------------------------------------------------

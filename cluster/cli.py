@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -60,7 +61,8 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 # -- node and up -----------------------------------------------------------------
 def cmd_node(args: argparse.Namespace) -> int:
     cluster = load_cluster_file(args.config)
-    config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file))
+    token = read_secret(cluster.token_file, "the API token") if cluster.token_file else None
+    config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file), token=token)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
@@ -80,8 +82,12 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
     data_dir.mkdir(parents=True, exist_ok=True)
     cluster_file = data_dir / "cluster.toml"
     wanted = local_cluster(nodes=args.nodes, host=args.host, base_port=args.base_port, data_dir=data_dir)
+    if args.token:
+        wanted = dataclasses.replace(wanted, token_file=data_dir / "api.token")
     if cluster_file.exists():
         existing = load_cluster_file(cluster_file)
+        if args.token and existing.token_file is None:
+            raise ConfigError(f"{cluster_file} was created without --token; use another --data-dir for a cluster with a token")
         if [n for n in existing.nodes] != [n for n in wanted.nodes]:
             raise ConfigError(
                 f"{cluster_file} describes another cluster ({len(existing.nodes)} nodes, "
@@ -92,13 +98,16 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
     if not wanted.secret_file.exists():
         generate_secret(wanted.secret_file)
     read_secret(wanted.secret_file)
+    config = load_cluster_file(cluster_file)
+    if config.token_file is not None and not config.token_file.exists():
+        generate_secret(config.token_file)
     return cluster_file
 
 
-def _wait_ready(endpoints: list[str], timeout_s: float) -> str | None:
+def _wait_ready(endpoints: list[str], timeout_s: float, token: str | None = None) -> str | None:
     async def probe() -> str | None:
         deadline = time.monotonic() + timeout_s
-        async with Coordinator(endpoints, timeout_s=1.0, attempts=1) as client:
+        async with Coordinator(endpoints, timeout_s=1.0, attempts=1, token=token) as client:
             while time.monotonic() < deadline:
                 for endpoint in endpoints:
                     try:
@@ -132,7 +141,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         print(f"cluster file: {cluster_file}")
         for node in config.nodes:
             print(f"  {node.id}  http {node.http_url}  grpc {node.grpc}  raft {node.raft}  log {supervisor.log_path(node.id)}")
-        leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0)
+        token = read_secret(config.token_file, "the API token") if config.token_file else None
+        if token:
+            print(f"API token: {config.token_file} (clients: COORDINATOR_TOKEN=$(cat {config.token_file}))")
+        leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0, token=token)
         print(f"leader: {leader}" if leader else "no leader yet (see the node logs)", flush=True)
         print("Ctrl-C stops every node.", flush=True)
         reported: set[str] = set()
@@ -152,9 +164,15 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 # -- talking to a cluster -----------------------------------------------------------------
+def _token(args: argparse.Namespace) -> str | None:
+    if getattr(args, "token_file", None):
+        return read_secret(Path(args.token_file), "the API token")
+    return os.environ.get("COORDINATOR_TOKEN") or None
+
+
 def _run_client(args: argparse.Namespace, action: Callable[[Coordinator], Any]) -> Any:
     async def go() -> Any:
-        async with Coordinator(_endpoints(args)) as client:
+        async with Coordinator(_endpoints(args), token=_token(args)) as client:
             return await action(client)
 
     return asyncio.run(go())
@@ -317,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     def with_endpoints(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--endpoints", help="URL,URL,... (else $COORDINATOR_ENDPOINTS, else the local defaults)")
+        p.add_argument("--token-file", help="the API token file (else $COORDINATOR_TOKEN)")
         return p
 
     up = commands.add_parser("up", help="start a local cluster of N nodes")
@@ -324,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", default=".coordinator")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--base-port", type=_positive_int, default=7100)
+    up.add_argument("--token", action="store_true", help="require an API token (generated in DATA_DIR/api.token)")
     up.set_defaults(run=cmd_up)
 
     node = commands.add_parser("node", help="run one node of a cluster file")

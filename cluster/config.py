@@ -87,6 +87,7 @@ class ClusterConfig:
     raft: RaftSettings = field(default_factory=RaftSettings)
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nodes) <= NODES_MAX:
@@ -115,6 +116,7 @@ class NodeConfig:
     cluster: ClusterConfig
     node: NodeAddress
     secret: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
 
     @property
     def data_dir(self) -> Path:
@@ -180,7 +182,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
-    unknown = set(cluster) - {"secret_file", "data_dir", "http_body_bytes_max"}
+    unknown = set(cluster) - {"secret_file", "data_dir", "http_body_bytes_max", "token_file"}
     if unknown:
         raise ConfigError(f"cluster.{sorted(unknown)[0]}: unknown field")
     nodes = doc.get("nodes")
@@ -190,6 +192,9 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
     secret_file = cluster.get("secret_file")
     if not isinstance(secret_file, str) or not secret_file:
         raise ConfigError("cluster.secret_file: required (the Raft port always runs with the cluster secret)")
+    token_file = cluster.get("token_file")
+    if token_file is not None and (not isinstance(token_file, str) or not token_file):
+        raise ConfigError("cluster.token_file: must be a file name")
     body_max = cluster.get("http_body_bytes_max", HTTP_BODY_BYTES_DEFAULT)
     if isinstance(body_max, bool) or not isinstance(body_max, int):
         raise ConfigError("cluster.http_body_bytes_max: must be an integer")
@@ -200,6 +205,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raft=_settings(RaftSettings, _table(doc, "raft"), "raft"),
         executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
         http_body_bytes_max=body_max,
+        token_file=(base / token_file).resolve() if token_file else None,
     )
 
 
@@ -227,6 +233,10 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
         f"secret_file = {_toml_value(rel(config.secret_file))}",
         f"data_dir = {_toml_value(rel(config.data_dir))}",
         f"http_body_bytes_max = {config.http_body_bytes_max}",
+    ]
+    if config.token_file is not None:
+        lines.append(f"token_file = {_toml_value(rel(config.token_file))}")
+    lines += [
         "",
         "[raft]",
     ]
@@ -277,20 +287,20 @@ def local_cluster(
 
 
 def generate_secret(path: Path) -> None:
-    """Write a new random cluster secret, readable by the owner only."""
+    """Write a new random secret (the cluster secret, an API token), readable by the owner only."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_urlsafe(32) + "\n")
 
 
-def read_secret(path: Path) -> str:
+def read_secret(path: Path, what: str = "the cluster secret") -> str:
     try:
         info = os.stat(path)
         text = Path(path).read_text().strip()
     except FileNotFoundError:
-        raise ConfigError(f"{path}: the cluster secret file does not exist") from None
+        raise ConfigError(f"{path}: {what} file does not exist") from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: the cluster secret is readable by others; run chmod 600 {path}")
+        raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
     if len(text) < SECRET_CHARS_MIN:
-        raise ConfigError(f"{path}: the cluster secret must have at least {SECRET_CHARS_MIN} characters")
+        raise ConfigError(f"{path}: {what} must have at least {SECRET_CHARS_MIN} characters")
     return text

@@ -9,6 +9,7 @@ shape, built in one place (:func:`_error_response`).
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
 import time
@@ -48,6 +49,8 @@ def _error_response(error: ApiError) -> web.Response:
     headers = {}
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(max(1, round(error.retry_after_s)))
+    if error.status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     if isinstance(error, Redirect):
         headers["Location"] = error.extra["location"]
         body = {"error": {"code": error.code, "message": error.message, "leader": error.extra["leader"]}}
@@ -83,6 +86,27 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     counts = _node(request).http_responses
     counts[response.status] = counts.get(response.status, 0) + 1
     return response
+
+
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def auth_middleware(token: str):
+    """Every request but health and readiness needs ``Authorization: Bearer TOKEN``
+    (compared in constant time)."""
+    expected = f"Bearer {token}".encode()
+
+    @web.middleware
+    async def check(request: web.Request, handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            given = request.headers.get("Authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                error = ApiError("a valid Authorization: Bearer token is required", code="unauthorized")
+                error.status = 401
+                raise error
+        return await handler(request)
+
+    return check
 
 
 # -- request helpers ------------------------------------------------------------
@@ -254,7 +278,10 @@ async def delete_service(request: web.Request) -> web.Response:
 
 
 def build_app(node: "Node") -> web.Application:
-    app = web.Application(client_max_size=node.config.cluster.http_body_bytes_max, middlewares=[errors_middleware])
+    middlewares = [errors_middleware]
+    if node.config.token:
+        middlewares.append(auth_middleware(node.config.token))
+    app = web.Application(client_max_size=node.config.cluster.http_body_bytes_max, middlewares=middlewares)
     app[NODE_KEY] = node
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)

@@ -67,13 +67,24 @@ class Response:
 
 class LocalCluster:
     def __init__(
-        self, root: Path, *, nodes: int = 3, raft: RaftSettings | None = None, executor: ExecutorSettings | None = None
+        self,
+        root: Path,
+        *,
+        nodes: int = 3,
+        raft: RaftSettings | None = None,
+        executor: ExecutorSettings | None = None,
+        token: bool = False,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.config: ClusterConfig = local_cluster(
             nodes=nodes, host="127.0.0.1", base_port=free_base_port(nodes), data_dir=self.root, raft=raft, executor=executor
         )
+        self.token: str | None = None
+        if token:
+            self.config = replace(self.config, token_file=self.root / "api.token")
+            generate_secret(self.config.token_file)
+            self.token = self.config.token_file.read_text().strip()
         self.cluster_file = self.root / "cluster.toml"
         write_cluster_file(self.cluster_file, self.config)
         generate_secret(self.config.secret_file)
@@ -97,7 +108,8 @@ class LocalCluster:
 
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10))
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=headers)
         return self._session
 
     async def request(self, method: str, node_id: str, path: str, body: Any = None, *, data: bytes | None = None, follow: bool = False) -> Response:

@@ -1,3 +1,4 @@
+import dataclasses
 import os
 
 import pytest
@@ -10,6 +11,9 @@ def test_written_cluster_file_loads_back_equal(tmp_path):
     write_cluster_file(tmp_path / "cluster.toml", config)
     assert load_cluster_file(tmp_path / "cluster.toml") == config
     assert [(n.id, n.raft, n.http, n.grpc) for n in config.nodes][0] == ("n1", "127.0.0.1:7101", "127.0.0.1:8101", "127.0.0.1:9101")
+    with_token = dataclasses.replace(config, token_file=tmp_path / "api.token")
+    write_cluster_file(tmp_path / "cluster.toml", with_token)
+    assert load_cluster_file(tmp_path / "cluster.toml") == with_token
 
 
 @pytest.mark.parametrize(
