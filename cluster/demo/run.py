@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import logging
 import sys
 import tempfile
 import time
@@ -19,6 +20,7 @@ from pathlib import Path
 from client import Coordinator, Saga, Transaction
 
 from ..local import LocalCluster
+from .banks import start_banks, transfer
 from .services import demo_saga, demo_transaction, start_demo_services
 
 __all__ = ["run_demo"]
@@ -52,6 +54,7 @@ async def _scenario(title: str) -> None:
 
 
 async def run_demo() -> int:
+    logging.basicConfig(level=logging.ERROR)  # the scenarios print what happens
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="coordinator-demo-") as root:
         cluster = LocalCluster(Path(root) / "cluster")
@@ -68,6 +71,7 @@ async def run_demo() -> int:
                 await _happy_path(client, failures)
                 await _declined(client, failures)
                 await _two_phase_commit(client, failures)
+                await _bank_transfer(client, failures)
                 await _leader_killed(client, cluster, failures)
         finally:
             for service in services.values():
@@ -122,6 +126,28 @@ async def _two_phase_commit(client: Coordinator, failures: list[str]) -> None:
     say(f"    => {tx.id} {tx.state}")
     if tx.state != "aborted":
         failures.append(f"tx-2 ended {tx.state}, expected aborted")
+
+
+async def _bank_transfer(client: Coordinator, failures: list[str]) -> None:
+    await _scenario("3b. a transfer between two databases: alice at bank-a pays bob at bank-b")
+    async with start_banks(lambda service, text: say(f"      | {text}")) as banks:
+        if banks.kind == "postgresql":
+            say("    two PostgreSQL 15 databases on a temporary server (PREPARE TRANSACTION / COMMIT PREPARED)")
+        else:
+            say(f"    {banks.note}; the banks are SQLite-backed demo services instead")
+        for name, url in banks.urls.items():
+            await client.put_service(name, url)
+        say(f"    total money before: {banks.total()}")
+        for tx_id, amount, expected in (("transfer-1", 30, "committed"), ("transfer-2", 500, "aborted")):
+            say(f"  {tx_id}: {amount}")
+            tx = await client.submit_transaction(transfer(tx_id, amount))
+            tx = await _follow_transaction(client, tx.id)
+            say(f"    => {tx.id} {tx.state}")
+            if tx.state != expected:
+                failures.append(f"{tx_id} ended {tx.state}, expected {expected}")
+        say(f"    total money after: {banks.total()}; prepared transactions left: {banks.in_doubt()}")
+        if banks.total() != 200 or banks.in_doubt():
+            failures.append("the transfers created or lost money, or left a prepared transaction")
 
 
 async def _leader_killed(client: Coordinator, cluster: LocalCluster, failures: list[str]) -> None:

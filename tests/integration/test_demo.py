@@ -16,5 +16,7 @@ def test_demo_runs_every_scenario_and_exits_0():
     assert "=> order-2 compensated" in out
     assert out.index("| inventory: released") < out.index("| orders: cancelled")
     assert "=> tx-1 committed" in out and "=> tx-2 aborted" in out
+    assert "=> transfer-1 committed" in out and "=> transfer-2 aborted" in out
+    assert "total money after: 200; prepared transactions left: 0" in out
     assert "SIGKILL the leader" in out and "=> order-3 completed" in out
     assert "Traceback" not in out + result.stderr
