@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv clean
+.PHONY: run test venv clean proto
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Regenerate client/grpc_gen from proto/coordinator.proto (a test checks it is current).
+proto: $(STAMP)
+	$(BIN)/python -m client.grpc_gen.regen
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

@@ -207,7 +207,10 @@ class Executor:
         log.info("executor: stopped issuing calls")
 
     async def close(self) -> None:
+        from .participants_grpc import close_grpc_caller
+
         self._stop()
+        await close_grpc_caller(self)
         if self._session is not None:
             await self._session.close()
             self._session = None

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import weakref
 from collections import OrderedDict
 from typing import Any
 
@@ -46,7 +47,15 @@ from .participants import (
     call_with_retries,
 )
 
-__all__ = ["CHANNELS_MAX", "DEFINITE_STATUSES", "GrpcCaller", "KEY_METADATA", "FENCE_METADATA"]
+__all__ = [
+    "CHANNELS_MAX",
+    "DEFINITE_STATUSES",
+    "FENCE_METADATA",
+    "KEY_METADATA",
+    "GrpcCaller",
+    "close_grpc_caller",
+    "grpc_caller",
+]
 
 KEY_METADATA = "idempotency-key"
 FENCE_METADATA = "coordinator-fence"
@@ -163,6 +172,26 @@ class GrpcCaller:
         await asyncio.gather(*closing, return_exceptions=True)
         for channel in [*channels, *closing.values()]:
             await channel.close()
+
+
+_CALLERS: weakref.WeakKeyDictionary[Any, GrpcCaller] = weakref.WeakKeyDictionary()
+
+
+def grpc_caller(owner: Any) -> GrpcCaller:
+    """The GrpcCaller of `owner` (anything with a `breakers: Breakers`, e.g.
+    the executor), made on first use so that HTTP-only clusters open no
+    channel. Close it with `close_grpc_caller(owner)`."""
+    caller = _CALLERS.get(owner)
+    if caller is None:
+        caller = _CALLERS[owner] = GrpcCaller(owner.breakers)
+    return caller
+
+
+async def close_grpc_caller(owner: Any) -> None:
+    """Close the channels of `owner`'s GrpcCaller, if it made one."""
+    caller = _CALLERS.pop(owner, None)
+    if caller is not None:
+        await caller.close()
 
 
 def _output(text: str) -> Any:

@@ -44,10 +44,6 @@ class SagaStore:
             if machine.same_definition(existing.definition, definition):
                 return {"id": definition.id, "created": False}
             raise Rejection("conflict", f"id: saga {definition.id!r} exists with another definition")
-        for i, step in enumerate(definition.steps):
-            service = self.registry.get(getattr(step, "service", None) or "")
-            if service is not None and service["url"] is None:
-                raise Rejection("invalid", f"steps[{i}].service: {service['name']!r} is a gRPC participant; sagas call HTTP participants for now")
         if len(self.sagas) >= SAGAS_MAX:
             raise Rejection("overloaded", f"{SAGAS_MAX} sagas are kept; wait for retention to prune terminal ones")
         state, _effects = machine.start(definition, at_ms)

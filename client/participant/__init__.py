@@ -44,8 +44,13 @@ from client.participant.twopc import (
     add_twopc_routes,
 )
 
+from .grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
+
 __all__ = [
     "BODY_BYTES_MAX",
+    "BusinessFailure",
+    "ParticipantServicer",
+    "serve_participant",
     "KEY_CHARS_MAX",
     "NULL_COMPENSATION_BODY",
     "CallbackHandler",

@@ -28,18 +28,20 @@ INVALID_ARGUMENT).
 
 Every call, in this order:
 
-1. The key is required (1..KEY_CHARS_MAX visible ASCII) and a non-empty
-   body must be JSON of at most BODY_BYTES_MAX bytes, else INVALID_ARGUMENT.
-   A fence that is not TERM:INDEX -> INVALID_ARGUMENT; a TERM lower than the
-   highest seen -> FAILED_PRECONDITION `stale_fence` (not stored: the new
-   leader retrying the same key gets through); a higher TERM is recorded.
+1. The key is required (1..KEY_CHARS_MAX visible ASCII, and of the RPC's
+   form: below), a non-empty body must be JSON of at most BODY_BYTES_MAX
+   bytes and a fence must be TERM:INDEX, else INVALID_ARGUMENT.
+   Then a TERM lower than the highest seen -> FAILED_PRECONDITION
+   `stale_fence` (not stored: the new leader retrying the same key gets
+   through); a higher TERM is recorded.
 
 Execute / Compensate then do what `saga.saga_participant` does over HTTP,
 with the same store records (an answer is stored as a `Record` with an
 HTTP-like status, so one store may serve both transports):
 
-2. Calls of one saga branch (`{saga}/{step}/action|compensation`) run one
-   at a time. A key ending in the other RPC's phase -> INVALID_ARGUMENT.
+2. A key ending in the other RPC's phase (`/compensation` on Execute,
+   `/action` on Compensate) is INVALID_ARGUMENT. Calls of one saga branch
+   (`{saga}/{step}/action|compensation`) run one at a time.
 3. A key already answered -> the stored answer again, with the trailing
    metadata `idempotent-replayed: true`; the method is not called.
 4. Compensate whose action never reached the method (null compensation) ->
@@ -254,10 +256,11 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
 
         async def answer() -> _Answer:
             self._check_implemented((method,))
-            call = self._read_call(request, context)
+            call = _read_call(request, context)
             branch = _Branch.of(call.key)
             if branch is not None and branch.phase != phase:
                 raise _invalid(f"the key ends in /{branch.phase}; {method} takes keys ending in /{phase}")
+            self._check_fence(call)
             async with self._locks.hold(call.key if branch is None else branch.prefix):
                 record, replayed = await self._saga_record(getattr(self, method), call, branch)
             return _answer_of_record(record, replayed)
@@ -293,8 +296,9 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
 
         async def answer() -> _Answer:
             self._check_implemented(_PHASES_2PC)
-            call = self._read_call(request, context)
+            call = _read_call(request, context)
             tx_id = _transaction_id(call.key, phase)
+            self._check_fence(call)
             if phase == "prepare":
                 vote = await self.twopc.prepare(tx_id, call.body)
                 return _Answer(coordinator_pb2.Vote(yes=vote))
@@ -322,23 +326,18 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
                 f"{type(self).__name__} does not implement {', '.join(missing)}",
             )
 
-    def _read_call(self, request: Any, context: grpc.aio.ServicerContext) -> _Call:
-        """The call's key, fence and body, checked; a higher fence term is recorded."""
-        metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
-        key = _field_or_metadata(request.idempotency_key, metadata.get(KEY_METADATA), "idempotency key")
-        if not key:
-            raise _invalid(f"the idempotency key is required (field idempotency_key or metadata {KEY_METADATA})")
-        if KEY_PATTERN.fullmatch(key) is None:
-            raise _invalid(f"the idempotency key must be 1..{KEY_CHARS_MAX} visible ASCII characters (KEY_CHARS_MAX)")
-        fence = _field_or_metadata(request.fence, metadata.get(FENCE_METADATA), "fence")
-        body = _parse_body(request.body_json)
-        term = None
-        if fence:
-            term = _parse_fence_term(fence)
-            highest = self.store.observe_fence_term(term)
-            if term < highest:
-                raise _precondition("stale_fence", f"fence term {term} is lower than term {highest} already seen")
-        return _Call(key, term, request.path, body)
+    def _check_fence(self, call: _Call) -> None:
+        """Record a higher fence term; refuse a lower one (not stored).
+
+        Only the term is compared: calls of one leader may arrive out of
+        order, so their indexes say nothing about staleness."""
+        if call.fence_term is None:
+            return
+        highest = self.store.observe_fence_term(call.fence_term)
+        if call.fence_term < highest:
+            raise _precondition(
+                "stale_fence", f"fence term {call.fence_term} is lower than term {highest} already seen"
+            )
 
 
 async def serve_participant(
@@ -378,6 +377,19 @@ async def _guarded(answer: Callable[[], Awaitable[_Answer]], context: grpc.aio.S
     except LocksExhausted as error:
         result = _Answer(status=grpc.StatusCode.RESOURCE_EXHAUSTED, details=f"overloaded: {error}")
     return await result.send(context)
+
+
+def _read_call(request: Any, context: grpc.aio.ServicerContext) -> _Call:
+    """The call's key, fence term and body, checked for form."""
+    metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+    key = _field_or_metadata(request.idempotency_key, metadata.get(KEY_METADATA), "idempotency key")
+    if not key:
+        raise _invalid(f"the idempotency key is required (field idempotency_key or metadata {KEY_METADATA})")
+    if KEY_PATTERN.fullmatch(key) is None:
+        raise _invalid(f"the idempotency key must be 1..{KEY_CHARS_MAX} visible ASCII characters (KEY_CHARS_MAX)")
+    fence = _field_or_metadata(request.fence, metadata.get(FENCE_METADATA), "fence")
+    term = _parse_fence_term(fence) if fence else None
+    return _Call(key, term, request.path, _parse_body(request.body_json))
 
 
 def _invalid(message: str) -> _Refused:
