@@ -16,6 +16,13 @@ File: ``MAGIC`` then records ``[u32 length][u32 crc32][msgpack]``:
 
 A torn or corrupt tail (a crash mid-write) is cut off on load. Clearing or
 compacting the front of the log rewrites the file atomically.
+
+Group commit: appended entries are written at once but made durable by
+:meth:`MsgpackJournal.sync`, which the node calls before a follower
+acknowledges entries and at the end of every tick (before the leader can
+count its own copy toward a commit): one fsync covers every entry written
+since the last. Term and vote changes are durable before ``setCurrentTerm``
+returns.
 """
 
 from __future__ import annotations
@@ -55,6 +62,8 @@ class MsgpackJournal(Journal):
         self._commit_index = 1
         self._term = 0
         self._voted_for: str | None = None
+        self._dirty = False
+        self.syncs = 0
         if os.path.exists(path):
             self._load()
         else:
@@ -108,8 +117,16 @@ class MsgpackJournal(Journal):
 
     def _write(self, record: list, *, durable: bool) -> None:
         os.write(self._fd, self._frame(record))
-        if durable and self._fsync:
-            os.fdatasync(self._fd)
+        if durable:
+            self._dirty = True
+
+    def sync(self) -> None:
+        """Make every record written so far durable (one fdatasync for all)."""
+        if self._dirty and self._fd >= 0:
+            if self._fsync:
+                os.fdatasync(self._fd)
+                self.syncs += 1
+            self._dirty = False
 
     def _rewrite(self) -> None:
         tmp = self._path + ".tmp"
@@ -126,6 +143,7 @@ class MsgpackJournal(Journal):
 
     def _reopen_after_rewrite(self) -> None:
         os.close(self._fd)
+        self._dirty = False  # the rewrite is fsynced as a whole
         self._rewrite()
         self._fd = os.open(self._path, os.O_WRONLY | os.O_APPEND)
 
@@ -158,6 +176,7 @@ class MsgpackJournal(Journal):
 
     def _destroy(self):
         if self._fd >= 0:
+            self.sync()
             os.close(self._fd)
             self._fd = -1
 
@@ -174,6 +193,7 @@ class MsgpackJournal(Journal):
     def setCurrentTerm(self, term, votedForNodeId):
         self._term, self._voted_for = term, votedForNodeId
         self._write(["m", term, votedForNodeId], durable=True)
+        self.sync()  # a vote must be durable before the message that carries it
 
     def getCurrentTerm(self):
         return self._term

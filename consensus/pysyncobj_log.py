@@ -1,7 +1,7 @@
 """The ReplicatedLog on PySyncObj 0.3.17 (see shared/PYSYNCOBJ.md).
 
 - One replicated entry point, ``apply_entry(bytes)``: method ids stay stable.
-- Always a journal (:mod:`consensus.journal`, msgpack, fsync) and a full dump
+- Always a journal (:mod:`consensus.journal`, msgpack, group-committed fsync) and a full dump
   file written through msgpack hooks (:mod:`consensus.snapshot`): no pickle
   in any file, no fork.
 - ``password`` is always the cluster secret and the Raft port binds only the
@@ -25,6 +25,7 @@ from typing import Iterator
 
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.transport import TCPTransport
 
 from .base import LogBase
 from .codec import Command, encode_command
@@ -44,13 +45,15 @@ LEADERSHIP_CONFIRM_ATTEMPTS_MAX = 100
 
 
 @contextlib.contextmanager
-def _msgpack_journal(path: str, fsync: bool) -> Iterator[None]:
+def _msgpack_journal(path: str, fsync: bool, created: list) -> Iterator[None]:
     """Make PySyncObj create our journal for ``path`` while a node is built."""
     original = _syncobj_module.createJournal
 
     def create(journal_file=None):
         assert journal_file == path, "unexpected journal file"
-        return MsgpackJournal(path, fsync=fsync)
+        journal = MsgpackJournal(path, fsync=fsync)
+        created.append(journal)
+        return journal
 
     _syncobj_module.createJournal = create
     try:
@@ -59,10 +62,26 @@ def _msgpack_journal(path: str, fsync: bool) -> Iterator[None]:
         _syncobj_module.createJournal = original
 
 
+def _syncing_transport(journals: list) -> type:
+    """A transport that makes appended entries durable before a follower
+    acknowledges them (PySyncObj's ``next_node_idx`` answer)."""
+
+    class SyncingTransport(TCPTransport):
+        def send(self, node, message):
+            if journals and message.get("type") == "next_node_idx":
+                journals[0].sync()
+            return super().send(node, message)
+
+    return SyncingTransport
+
+
 class _RaftNode(SyncObj):
-    def __init__(self, self_address: str, partners: list[str], conf: SyncObjConf, apply) -> None:
+    def __init__(self, self_address: str, partners: list[str], conf: SyncObjConf, apply, journals: list) -> None:
         self._coordinator_apply = apply
-        super().__init__(self_address, partners, conf)
+        super().__init__(self_address, partners, conf, transportClass=_syncing_transport(journals))
+        # The leader counts its own copy toward a commit at the start of a
+        # tick: what it appended during a tick is synced at the end of it.
+        self.addOnTickCallback(journals[0].sync)
 
     @replicated
     def apply_entry(self, data):
@@ -121,8 +140,10 @@ class PySyncObjLog(LogBase):
         self._loop = asyncio.get_running_loop()
         os.makedirs(self._data_dir, exist_ok=True)
         conf = self._conf()
-        with _msgpack_journal(conf.journalFile, self._settings.fsync):
-            self._node = _RaftNode(self._self_address, self._partners, conf, self._apply_entry)
+        journals: list[MsgpackJournal] = []
+        with _msgpack_journal(conf.journalFile, self._settings.fsync, journals):
+            self._node = _RaftNode(self._self_address, self._partners, conf, self._apply_entry, journals)
+        self.journal = journals[0]
 
     async def stop(self) -> None:
         node, self._node = self._node, None

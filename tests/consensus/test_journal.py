@@ -122,3 +122,18 @@ def test_any_operation_sequence_reloads_to_the_same_journal(tmp_path_factory, op
     assert again.getRaftCommitIndex() == commit and again.getCurrentTerm() == current_term
     again._destroy()
     os.remove(path)
+
+
+def test_group_commit_one_fsync_covers_every_entry_written_since_the_last(tmp_path):
+    journal = MsgpackJournal(str(tmp_path / "j"))
+    for n in range(5):
+        journal.add(regular(bytes([n])), n + 1, 1)
+    assert journal.syncs == 0
+    journal.sync()
+    assert journal.syncs == 1
+    journal.sync()  # nothing new: no fsync
+    journal.setRaftCommitIndex(5)  # a commit index need not be durable
+    journal.sync()
+    assert journal.syncs == 1
+    journal.setCurrentTerm(2, "n2")  # a vote is durable at once
+    assert journal.syncs == 2
