@@ -26,6 +26,7 @@ from consensus import Applied, Command, ConsensusError, LeadershipChange, NotLea
 
 from .breaker import Breakers
 from .participants import CallOutcome, CallSpec, HttpCaller
+from .workflows import PRUNE_BATCH_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
@@ -36,7 +37,6 @@ log = logging.getLogger(__name__)
 PROPOSE_BACKOFF_S = 0.05
 PROPOSE_BACKOFF_MAX_S = 1.0
 CONNECTIONS_MAX = 256
-PRUNE_BATCH_MAX = 1_000
 
 
 @dataclass(frozen=True, slots=True)

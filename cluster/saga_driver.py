@@ -48,7 +48,7 @@ class SagaDriver(Reconciler):
 
     def prunable(self, at_ms: int) -> list[str]:
         with self.executor.node.log.reading():
-            terminal = [(s.updated_at_ms, i) for i, s in self.store.sagas.items() if i not in self.store.active]
+            terminal = self.store.terminal_ages()
         return self.executor.retained(terminal, at_ms)
 
     async def _perform(self, effect: Any, service: dict | None) -> dict:

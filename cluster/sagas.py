@@ -14,44 +14,36 @@ from typing import Any
 import saga as machine
 from consensus import Rejection
 
-from .registry import ServiceRegistry
+from .workflows import WorkflowStore
 
-__all__ = ["SagaStore", "SAGAS_MAX", "OUTCOMES_PER_SERVICE_MAX"]
+__all__ = ["SagaStore", "OUTCOMES_PER_SERVICE_MAX"]
 
-SAGAS_MAX = 200_000  # kept, terminal or not; retention prunes terminal ones
 OUTCOMES_PER_SERVICE_MAX = 200_000
-PRUNE_BATCH_MAX = 1_000
 
 
-class SagaStore:
-    def __init__(self, registry: ServiceRegistry) -> None:
-        self.registry = registry
-        self.sagas: dict[str, machine.SagaState] = {}
-        self.active: set[str] = set()  # ids of non-terminal sagas
+class SagaStore(WorkflowStore):
+    noun = "saga"
+    model = machine
+
+    def __init__(self, registry) -> None:
+        super().__init__(registry)
         self.outcomes: dict[str, list[dict]] = {}  # service -> outcomes in log order
 
-    # -- commands ------------------------------------------------------------------
-    def submit(self, index: int, at_ms: int, body: Any) -> dict:
-        raw = body.get("definition") if isinstance(body, dict) else None
-        try:
-            definition = machine.parse_definition(raw, known_services=self.registry.names())
-        except machine.DefinitionError as error:
-            raise Rejection("invalid", str(error)) from None
-        if definition.id is None:
-            raise Rejection("invalid", "id: required in a replicated submission")
-        existing = self.sagas.get(definition.id)
-        if existing is not None:
-            if machine.same_definition(existing.definition, definition):
-                return {"id": definition.id, "created": False}
-            raise Rejection("conflict", f"id: saga {definition.id!r} exists with another definition")
-        if len(self.sagas) >= SAGAS_MAX:
-            raise Rejection("overloaded", f"{SAGAS_MAX} sagas are kept; wait for retention to prune terminal ones")
-        state, _effects = machine.start(definition, at_ms)
-        self._store(state)
-        return {"id": definition.id, "created": True}
+    @property
+    def sagas(self) -> dict[str, machine.SagaState]:
+        return self.items
 
+    @staticmethod
+    def state_id(state: machine.SagaState) -> str:
+        return state.id
+
+    @staticmethod
+    def is_terminal(state: machine.SagaState) -> bool:
+        return state.status.is_terminal
+
+    # -- commands ------------------------------------------------------------------
     def event(self, index: int, at_ms: int, body: Any) -> dict:
-        saga_id, state = self._saga(body)
+        saga_id, state = self.lookup(body)
         raw = body.get("event")
         if not isinstance(raw, dict):
             raise Rejection("invalid", "event: must be an object")
@@ -62,51 +54,28 @@ class SagaStore:
         return self._step(index, saga_id, state, event)
 
     def signal(self, index: int, at_ms: int, body: Any) -> dict:
-        saga_id, state = self._saga(body)
+        saga_id, state = self.lookup(body)
         name, payload = body.get("name"), body.get("payload")
         if not isinstance(name, str):
             raise Rejection("invalid", "name: must be a string")
         return self._step(index, saga_id, state, machine.SignalReceived(name=name, payload=payload, at_ms=at_ms))
 
     def redrive(self, index: int, at_ms: int, body: Any) -> dict:
-        saga_id, state = self._saga(body)
+        saga_id, state = self.lookup(body)
         if state.status is not machine.SagaStatus.STUCK:
             raise Rejection("conflict", f"saga {saga_id!r} is {state.status.value}, not stuck")
         return self._step(index, saga_id, state, machine.Redrive(at_ms=at_ms))
 
-    def prune(self, index: int, at_ms: int, body: Any) -> dict:
-        ids = body.get("ids") if isinstance(body, dict) else None
-        if not isinstance(ids, list) or len(ids) > PRUNE_BATCH_MAX:
-            raise Rejection("invalid", f"ids: a list of at most {PRUNE_BATCH_MAX} saga ids")
-        pruned = [i for i in ids if isinstance(i, str) and i in self.sagas and i not in self.active]
-        for saga_id in pruned:
-            del self.sagas[saga_id]
-        if pruned:
-            gone = set(pruned)
-            for service, outcomes in self.outcomes.items():
-                self.outcomes[service] = [o for o in outcomes if o["saga"] not in gone]
-        return {"pruned": len(pruned)}
+    def forget(self, pruned: set[str]) -> None:
+        for service, outcomes in self.outcomes.items():
+            self.outcomes[service] = [o for o in outcomes if o["saga"] not in pruned]
 
     # -- helpers ---------------------------------------------------------------------
-    def _saga(self, body: Any) -> tuple[str, machine.SagaState]:
-        saga_id = body.get("id") if isinstance(body, dict) else None
-        state = self.sagas.get(saga_id) if isinstance(saga_id, str) else None
-        if state is None:
-            raise Rejection("not_found", f"no saga {saga_id!r}")
-        return saga_id, state
-
-    def _store(self, state: machine.SagaState) -> None:
-        self.sagas[state.id] = state
-        if state.status.is_terminal:
-            self.active.discard(state.id)
-        else:
-            self.active.add(state.id)
-
     def _step(self, index: int, saga_id: str, state: machine.SagaState, event: machine.Event) -> dict:
         new_state, _effects = machine.step(state, event)
         changed = new_state is not state
         if changed:
-            self._store(new_state)
+            self.store(new_state)
             self._record_outcome(index, new_state, event)
         return {"id": saga_id, "state": new_state.status.value, "changed": changed}
 
@@ -127,23 +96,15 @@ class SagaStore:
 
     # -- reads ---------------------------------------------------------------------------
     def uses_service(self, name: str) -> bool:
-        return any(
-            getattr(step, "service", None) == name for saga_id in self.active for step in self.sagas[saga_id].definition.steps
-        )
+        return any(getattr(step, "service", None) == name for i in self.active for step in self.items[i].definition.steps)
 
     def outcomes_after(self, service: str, after: int, limit: int) -> list[dict]:
         return [o for o in self.outcomes.get(service, []) if o["index"] > after][:limit]
 
     # -- snapshots ----------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {
-            "sagas": [machine.state_to_dict(self.sagas[i]) for i in self.sagas],
-            "outcomes": self.outcomes,
-        }
+        return {"sagas": [machine.state_to_dict(s) for s in self.items.values()], "outcomes": self.outcomes}
 
     def restore(self, data: dict) -> None:
-        self.sagas = {}
-        self.active = set()
-        for raw in data["sagas"]:
-            self._store(machine.state_from_dict(raw))
+        self.restore_states([machine.state_from_dict(raw) for raw in data["sagas"]])
         self.outcomes = {service: list(items) for service, items in data["outcomes"].items()}

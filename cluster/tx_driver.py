@@ -53,7 +53,7 @@ class TransactionDriver(Reconciler):
 
     def prunable(self, at_ms: int) -> list[str]:
         with self.executor.node.log.reading():
-            terminal = [(s.updated_at_ms, i) for i, s in self.store.transactions.items() if i not in self.store.active]
+            terminal = self.store.terminal_ages()
         return self.executor.retained(terminal, at_ms)
 
     def _spec(self, effect: Any, service: dict | None, attempts: int) -> CallSpec:
