@@ -31,6 +31,7 @@ __all__ = ["run_bench", "WORKLOADS"]
 WORKLOADS = ("saga2", "saga4", "twopc3", "registry")
 PARTICIPANTS = ("p1", "p2", "p3", "p4")
 LATENCIES_MAX = 2_000_000
+REGISTRY_NAMES = 100
 
 
 async def _participant(request: web.Request) -> web.Response:
@@ -84,7 +85,8 @@ class Results:
 
 async def _one(client: Coordinator, workload: str) -> None:
     if workload == "registry":
-        await client.put_service(f"bench-{uuid.uuid4().hex[:8]}", "http://127.0.0.1:9")
+        # A bounded set of names: the registry keeps at most SERVICES_MAX services.
+        await client.put_service(f"bench-{uuid.uuid4().int % REGISTRY_NAMES}", f"http://127.0.0.1:{1 + uuid.uuid4().int % 60000}")
         return
     kind, definition = workflow(workload)
     if kind == "saga":
