@@ -1,7 +1,7 @@
 """What applications import: the coordinator client (and, in
 ``client.participant``, the kit for participant services)."""
 
-from .coordinator import DEFAULT_ENDPOINTS, Coordinator
+from .coordinator import DEFAULT_ENDPOINTS, DEFAULT_GRPC_ENDPOINTS, Coordinator
 from .errors import (
     Conflict,
     CoordinatorError,
@@ -23,6 +23,7 @@ from .types import ClusterInfo, NodeInfo, Saga, Service, Transaction
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
+    "DEFAULT_GRPC_ENDPOINTS",
     "ClusterInfo",
     "Conflict",
     "Coordinator",

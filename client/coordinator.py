@@ -1,45 +1,56 @@
-"""The async client: finds the leader, follows 307, retries what is safe.
+"""The async client: finds the leader, follows it, retries what is safe.
 
 Every method is idempotent on the server (PUT of a service; submissions
 carry their id), so a retry after an unknown outcome cannot do a thing twice.
-Definite rejections (4xx) are never retried.
+Definite rejections (4xx; their gRPC statuses) are never retried.
+
+The methods are written once, here; a transport object carries them to the
+nodes (``client._http``: ``transport="http"``, the default; ``client._grpc``:
+``transport="grpc"``) and answers the same JSON objects, so both transports
+give the same results and raise the same errors.
 """
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import uuid
-from typing import Any
-from urllib.parse import urlsplit
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
-import aiohttp
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
-
-from .errors import CoordinatorError, NoLeader, NotLeader, OutcomeUnknown, Timeout, Unavailable, error_from_http
+from ._grpc import GrpcTransport
+from ._http import HttpTransport
+from ._transport import Transport, is_terminal
+from .errors import Timeout
 from .types import ClusterInfo, Saga, Service, Transaction
 
-__all__ = ["Coordinator", "DEFAULT_ENDPOINTS", "endpoints_from_env"]
+__all__ = ["Coordinator", "DEFAULT_ENDPOINTS", "DEFAULT_GRPC_ENDPOINTS", "TRANSPORTS", "endpoints_from_env"]
 
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:8101", "http://127.0.0.1:8102", "http://127.0.0.1:8103")
-REDIRECTS_MAX = 3
-_RETRYABLE = (NoLeader, NotLeader, OutcomeUnknown, Unavailable)
+DEFAULT_GRPC_ENDPOINTS = ("127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103")
+TRANSPORTS: dict[str, type[Transport]] = {"http": HttpTransport, "grpc": GrpcTransport}
+_ENVIRONMENT = {"http": ("COORDINATOR_ENDPOINTS", DEFAULT_ENDPOINTS), "grpc": ("COORDINATOR_GRPC_ENDPOINTS", DEFAULT_GRPC_ENDPOINTS)}
+Workflow = TypeVar("Workflow", Saga, Transaction)
 
 
-def endpoints_from_env() -> list[str]:
-    raw = os.environ.get("COORDINATOR_ENDPOINTS", "")
-    return [e.strip() for e in raw.split(",") if e.strip()] or list(DEFAULT_ENDPOINTS)
-
-
-def _normalise(endpoint: str) -> str:
-    parts = urlsplit(endpoint)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL")
-    return f"{parts.scheme}://{parts.netloc}"
+def endpoints_from_env(transport: str = "http") -> list[str]:
+    """``COORDINATOR_ENDPOINTS`` (http URLs) or, for gRPC,
+    ``COORDINATOR_GRPC_ENDPOINTS`` (HOST:PORT targets), comma-separated;
+    else the local cluster's defaults."""
+    variable, defaults = _ENVIRONMENT[transport]
+    raw = os.environ.get(variable, "")
+    return [e.strip() for e in raw.split(",") if e.strip()] or list(defaults)
 
 
 class Coordinator:
+    """The cluster's client.
+
+    ``endpoints``: the nodes, a list or a comma-separated string; for
+    ``transport="http"`` their URLs (``http://host:port``), for
+    ``transport="grpc"`` their gRPC targets (``host:port``, each node's
+    ``grpc`` address). Any one reachable node is enough: a follower names
+    the leader. ``token``: the API token (default ``COORDINATOR_TOKEN``).
+    """
+
     def __init__(
         self,
         endpoints: list[str] | tuple[str, ...] | str | None = None,
@@ -50,20 +61,20 @@ class Coordinator:
         retry_budget_s: float = 30.0,
         token: str | None = None,
     ) -> None:
-        if transport != "http":
-            raise ValueError(f"transport {transport!r} is not supported yet (only 'http')")
+        if transport not in TRANSPORTS:
+            raise ValueError(f"transport {transport!r} is not supported (choose from {', '.join(TRANSPORTS)})")
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
-        self.endpoints = [_normalise(e) for e in (endpoints or endpoints_from_env())]
-        if not self.endpoints:
-            raise ValueError("at least one endpoint is required")
-        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
-        self._attempts = attempts
-        self._retry_budget_s = retry_budget_s
-        self._leader: str | None = None
-        self._session: aiohttp.ClientSession | None = None
         token = token if token is not None else os.environ.get("COORDINATOR_TOKEN") or None
-        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._transport = TRANSPORTS[transport](
+            list(endpoints or endpoints_from_env(transport)),
+            timeout_s=timeout_s,
+            attempts=attempts,
+            retry_budget_s=retry_budget_s,
+            token=token,
+        )
+        self.transport = transport
+        self.endpoints = self._transport.endpoints
 
     async def __aenter__(self) -> "Coordinator":
         return self
@@ -72,161 +83,113 @@ class Coordinator:
         await self.close()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    def _client(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
-        return self._session
-
-    # -- transport -------------------------------------------------------------
-    def _order(self) -> list[str]:
-        if self._leader is None:
-            return list(self.endpoints)
-        return [self._leader] + [e for e in self.endpoints if e != self._leader]
-
-    async def _send_once(
-        self, base: str, method: str, path: str, body: Any, timeout_s: float | None = None
-    ) -> tuple[int, Any, str]:
-        url = base + path
-        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
-        for _ in range(REDIRECTS_MAX + 1):
-            try:
-                async with self._client().request(method, url, json=body, allow_redirects=False, timeout=timeout) as response:
-                    text = await response.text()
-                    try:
-                        data = json.loads(text) if text else None
-                    except ValueError:
-                        data = None
-                    if response.status == 307 and "Location" in response.headers:
-                        url = response.headers["Location"]
-                        continue
-                    if response.status >= 400:
-                        raise error_from_http(response.status, data, response.headers.get("Retry-After"))
-                    return response.status, data, url
-            except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
-                # The request may have reached the node: for a write, outcome unknown.
-                raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
-        raise NotLeader(f"{method} {path}: more than {REDIRECTS_MAX} redirects")
+        await self._transport.close()
 
     async def _request(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> tuple[int, Any]:
-        async def attempt() -> tuple[int, Any]:
-            last: CoordinatorError | None = None
-            for base in self._order():
-                try:
-                    status, data, final_url = await self._send_once(base, method, path, body, timeout_s)
-                except (Unavailable, NoLeader) as exc:
-                    last = exc
-                    continue
-                parts = urlsplit(final_url)
-                self._leader = f"{parts.scheme}://{parts.netloc}"
-                return status, data
-            assert last is not None
-            raise last
-
-        retrying = AsyncRetrying(
-            retry=retry_if_exception_type(_RETRYABLE),
-            stop=stop_after_attempt(self._attempts) | stop_after_delay(self._retry_budget_s),
-            wait=wait_random_exponential(multiplier=0.1, max=2.0),
-            reraise=True,
-        )
-        try:
-            return await retrying(attempt)
-        except TimeoutError as exc:
-            raise Timeout(f"{method} {path}: timed out") from exc
+        """Any request of the HTTP API (transport="http" only); prefer the methods."""
+        if not isinstance(self._transport, HttpTransport):
+            raise TypeError("_request speaks HTTP; this client's transport is " + self.transport)
+        return await self._transport.request_path(method, path, body, timeout_s=timeout_s)
 
     # -- cluster and services --------------------------------------------------------
     async def cluster(self, endpoint: str | None = None) -> ClusterInfo:
+        """The cluster as a node sees it: ``endpoint``'s view, or any node's."""
         if endpoint is not None:
-            _, data, _ = await self._send_once(_normalise(endpoint), "GET", "/v1/cluster", None)
-            return ClusterInfo.from_json(data)
-        _, data = await self._request("GET", "/v1/cluster")
-        return ClusterInfo.from_json(data)
+            return ClusterInfo.from_json(await self._transport.request_at(endpoint, "cluster", {}))
+        return ClusterInfo.from_json(await self._transport.request("cluster", {}))
 
     async def put_service(self, name: str, url: str | None = None, *, grpc: str | None = None) -> Service:
         body = {"url": url} if grpc is None else {"grpc": grpc}
         if (url is None) == (grpc is None):
             raise ValueError("give exactly one of url or grpc")
-        _, data = await self._request("PUT", f"/v1/services/{name}", body)
-        return Service.from_json(data)
+        return Service.from_json(await self._transport.request("put_service", {"name": name, "body": body}))
 
     async def get_service(self, name: str) -> Service:
-        _, data = await self._request("GET", f"/v1/services/{name}")
-        return Service.from_json(data)
+        return Service.from_json(await self._transport.request("get_service", {"name": name}))
 
     async def list_services(self) -> list[Service]:
-        _, data = await self._request("GET", "/v1/services")
+        data = await self._transport.request("list_services", {})
         return [Service.from_json(s) for s in data["services"]]
 
     async def delete_service(self, name: str) -> Service:
-        _, data = await self._request("DELETE", f"/v1/services/{name}")
-        return Service.from_json(data)
+        return Service.from_json(await self._transport.request("delete_service", {"name": name}))
+
+    async def service_outcomes(self, name: str, after: int = 0) -> dict:
+        return await self._transport.request("service_outcomes", {"name": name, "after": after})
 
     # -- sagas ---------------------------------------------------------------------------
     async def submit_saga(self, definition: Any) -> Saga:
         """Submit a saga (a dict, or a builder with ``build()``). An id is
         generated here when absent, so a retried submission cannot create
         two sagas: the cluster answers the same id with the existing one."""
-        raw = definition.build() if hasattr(definition, "build") else dict(definition)
-        raw.setdefault("id", uuid.uuid4().hex)
-        _, data = await self._request("POST", "/v1/sagas", raw)
-        return Saga.from_json(data)
+        return Saga.from_json(await self._transport.request("submit_saga", {"definition": _with_id(definition)}))
 
     async def get_saga(self, saga_id: str) -> Saga:
-        _, data = await self._request("GET", f"/v1/sagas/{saga_id}")
-        return Saga.from_json(data)
+        return Saga.from_json(await self._transport.request("get_saga", {"id": saga_id}))
 
     async def wait_saga(self, saga_id: str, timeout: float = 30.0) -> Saga:
-        """Long-poll until the saga is terminal; :class:`Timeout` if it is not within ``timeout`` s."""
-        return await self._wait("sagas", saga_id, timeout, Saga.from_json)
+        """Until the saga is terminal; :class:`Timeout` if it is not within ``timeout`` s."""
+        return await self._wait("saga", saga_id, timeout, Saga.from_json)
 
-    async def _wait(self, collection: str, workflow_id: str, timeout: float, parse):
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while True:
-            wait_s = max(0.0, min(deadline - loop.time(), 60.0))
-            _, data = await self._request("GET", f"/v1/{collection}/{workflow_id}?wait={wait_s:.3f}", timeout_s=wait_s + 10)
-            workflow = parse(data)
-            if workflow.terminal:
-                return workflow
-            if loop.time() >= deadline:
-                raise Timeout(f"{workflow_id} is still {workflow.state} after {timeout:g} s", details={"workflow": data})
+    async def watch_saga(self, saga_id: str, timeout: float | None = None) -> AsyncIterator[Saga]:
+        """The saga now and after each change, ending with its terminal state;
+        :class:`Timeout` if it is not terminal within ``timeout`` s (None: no
+        limit). Over HTTP a long poll per change (``?wait&since``), over gRPC
+        the ``Watch`` stream. Close it early with ``contextlib.aclosing``."""
+        async for data in self._states("saga", saga_id, timeout, every_change=True):
+            yield Saga.from_json(data)
 
     async def list_sagas(self, state: str | None = None, limit: int = 100) -> list[Saga]:
-        query = f"?limit={limit}" + (f"&state={state}" if state else "")
-        _, data = await self._request("GET", f"/v1/sagas{query}")
+        data = await self._transport.request("list_saga", {"state": state, "limit": limit})
         return [Saga.from_json(s) for s in data["sagas"]]
 
     async def signal_saga(self, saga_id: str, name: str, payload: Any = None) -> dict:
-        _, data = await self._request("POST", f"/v1/sagas/{saga_id}/signals/{name}", payload)
-        return data
+        return await self._transport.request("signal_saga", {"id": saga_id, "name": name, "payload": payload})
 
     async def redrive_saga(self, saga_id: str) -> dict:
-        _, data = await self._request("POST", f"/v1/sagas/{saga_id}/redrive")
-        return data
-
-    async def service_outcomes(self, name: str, after: int = 0) -> dict:
-        _, data = await self._request("GET", f"/v1/services/{name}/outcomes?after={after}")
-        return data
+        return await self._transport.request("redrive_saga", {"id": saga_id})
 
     # -- transactions ----------------------------------------------------------------------
     async def submit_transaction(self, definition: Any) -> Transaction:
         """Submit a 2PC transaction; an id is generated here when absent (safe retries)."""
-        raw = definition.build() if hasattr(definition, "build") else dict(definition)
-        raw.setdefault("id", uuid.uuid4().hex)
-        _, data = await self._request("POST", "/v1/transactions", raw)
-        return Transaction.from_json(data)
+        return Transaction.from_json(await self._transport.request("submit_tx", {"definition": _with_id(definition)}))
 
     async def get_transaction(self, tx_id: str) -> Transaction:
-        _, data = await self._request("GET", f"/v1/transactions/{tx_id}")
-        return Transaction.from_json(data)
+        return Transaction.from_json(await self._transport.request("get_tx", {"id": tx_id}))
 
     async def wait_transaction(self, tx_id: str, timeout: float = 30.0) -> Transaction:
-        return await self._wait("transactions", tx_id, timeout, Transaction.from_json)
+        """Until the transaction is decided and done; :class:`Timeout` if it is not within ``timeout`` s."""
+        return await self._wait("tx", tx_id, timeout, Transaction.from_json)
+
+    async def watch_transaction(self, tx_id: str, timeout: float | None = None) -> AsyncIterator[Transaction]:
+        """As :meth:`watch_saga`, for a transaction."""
+        async for data in self._states("tx", tx_id, timeout, every_change=True):
+            yield Transaction.from_json(data)
 
     async def list_transactions(self, state: str | None = None, limit: int = 100) -> list[Transaction]:
-        query = f"?limit={limit}" + (f"&state={state}" if state else "")
-        _, data = await self._request("GET", f"/v1/transactions{query}")
+        data = await self._transport.request("list_tx", {"state": state, "limit": limit})
         return [Transaction.from_json(t) for t in data["transactions"]]
+
+    # -- following a workflow -------------------------------------------------------------------
+    async def _states(self, kind: str, workflow_id: str, timeout: float | None, *, every_change: bool) -> AsyncIterator[dict]:
+        last: dict | None = None
+        async for data in self._transport.watch(kind, workflow_id, timeout_s=timeout, every_change=every_change):
+            last = data
+            yield data
+        if last is None or not is_terminal(kind, last):
+            state = "unknown" if last is None else last.get("state")
+            within = "" if timeout is None else f" after {timeout:g} s"
+            raise Timeout(f"{workflow_id} is still {state}{within}", details={"workflow": last})
+
+    async def _wait(self, kind: str, workflow_id: str, timeout: float, parse: Callable[[dict], Workflow]) -> Workflow:
+        last: dict | None = None
+        async for data in self._states(kind, workflow_id, timeout, every_change=False):
+            last = data
+        assert last is not None  # _states raised Timeout otherwise
+        return parse(last)
+
+
+def _with_id(definition: Any) -> dict:
+    raw = definition.build() if hasattr(definition, "build") else dict(definition)
+    raw.setdefault("id", uuid.uuid4().hex)
+    return raw

@@ -1,7 +1,7 @@
 """Everything the client raises, rooted at :class:`CoordinatorError`.
 
     CoordinatorError              (code, status, message)
-    ├── NotLeader                 a node answered 307 and redirects ran out (``leader``)
+    ├── NotLeader                 a follower named the leader and redirects ran out (``leader``)
     ├── NoLeader                  503 no_leader: the cluster has no leader yet
     ├── OutcomeUnknown            the request may or may not have taken effect
     ├── Unavailable               no endpoint could be reached
@@ -15,7 +15,14 @@
         ├── Overloaded            429 (``retry_after_s``)
         └── Suspended             503 suspended (``retry_after_s``)
 
-HTTP answers are mapped in one place, :func:`error_from_http`.
+HTTP answers are mapped in one place, :func:`error_from_http`; gRPC
+statuses in one place, :func:`error_from_grpc`. Both map the node's error
+code first (the HTTP body's ``code``; gRPC's trailing metadata
+``coordinator-error-code``), so one answer raises the same class on both
+transports; ``details`` holds the rest (``leader``: the leader's URL over
+HTTP, its gRPC address over gRPC; ``field``; ``retry_after_s``). ``status``
+is the HTTP status, None over gRPC (``details["grpc_status"]`` names the
+gRPC status).
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "TooLarge",
     "Overloaded",
     "Suspended",
+    "error_from_grpc",
     "error_from_http",
 ]
 
@@ -156,3 +164,47 @@ def error_from_http(status: int, body: Any, retry_after: str | None = None) -> C
     if cls is None:
         cls = OutcomeUnknown if status >= 500 else Rejected
     return cls(message, code=code, status=status, details=details)
+
+
+# A gRPC status without the node's error code: from gRPC itself (an
+# unreachable node, a deadline, a message over the size limit) or from
+# something that is not a node.
+_BY_GRPC_STATUS: dict[str, type[CoordinatorError]] = {
+    "INVALID_ARGUMENT": InvalidRequest,
+    "OUT_OF_RANGE": InvalidRequest,
+    "UNAUTHENTICATED": Unauthorized,
+    "PERMISSION_DENIED": Unauthorized,
+    "NOT_FOUND": NotFound,
+    "ALREADY_EXISTS": Conflict,
+    "ABORTED": Conflict,
+    "RESOURCE_EXHAUSTED": TooLarge,  # gRPC's own message size limit; a node's `overloaded` names its code
+    "FAILED_PRECONDITION": Rejected,
+    "UNIMPLEMENTED": Rejected,
+    "UNAVAILABLE": Unavailable,  # no connection: as an HTTP connection error
+    "DEADLINE_EXCEEDED": Unavailable,  # may have reached the node: as an HTTP timeout
+    "CANCELLED": Unavailable,
+}
+
+
+def error_from_grpc(error: Any) -> CoordinatorError:
+    """The error of a failed gRPC call (a ``grpc.aio.AioRpcError``, or anything
+    with its ``code()``, ``details()`` and ``trailing_metadata()``)."""
+    status = error.code().name
+    metadata: dict[str, str] = {}
+    for key, value in error.trailing_metadata() or ():
+        if isinstance(value, str):
+            metadata.setdefault(key, value)
+    code = metadata.get("coordinator-error-code")
+    details: dict[str, Any] = {"grpc_status": status}
+    if "coordinator-leader" in metadata:
+        details["leader"] = metadata["coordinator-leader"]
+    if "coordinator-error-field" in metadata:
+        details["field"] = metadata["coordinator-error-field"]
+    if "retry-after" in metadata:
+        try:
+            details["retry_after_s"] = float(metadata["retry-after"])
+        except ValueError:
+            pass
+    message = error.details() or f"gRPC {status}"
+    cls = _BY_CODE.get(code or "") or _BY_GRPC_STATUS.get(status) or OutcomeUnknown
+    return cls(message, code=code, status=None, details=details)

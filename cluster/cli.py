@@ -60,6 +60,9 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 # -- node and up -----------------------------------------------------------------
 def cmd_node(args: argparse.Namespace) -> int:
+    from .supervisor import die_with_parent
+
+    die_with_parent()
     cluster = load_cluster_file(args.config)
     token = read_secret(cluster.token_file, "the API token") if cluster.token_file else None
     config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file), token=token)

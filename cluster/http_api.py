@@ -4,24 +4,25 @@ Writes go to the leader: a follower answers ``307`` with the leader's URL.
 Reads are linearizable (a shared read barrier through the log) unless
 ``?stale=true`` asks for the local replica. Every error has the contract's
 shape, built in one place (:func:`_error_response`).
+
+The handlers only decode requests and encode answers: what they do is in
+:mod:`cluster.operations`, which the gRPC API (:mod:`cluster.grpc_api`)
+serves too.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import json
 import logging
-import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected
-
-from .errors import ApiError, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
+from . import operations
+from .errors import ApiError, NotFound, TooLarge, Unavailable
 from .metrics import render_metrics
-from .registry import InvalidService, validate_service_body, validate_service_name
+from .operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
@@ -30,7 +31,6 @@ __all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
 NODE_KEY = web.AppKey("node", object)
-JSON_DEPTH_MAX = 64
 
 
 class Redirect(ApiError):
@@ -39,10 +39,6 @@ class Redirect(ApiError):
 
 def _node(request: web.Request) -> "Node":
     return request.app[NODE_KEY]
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -63,6 +59,8 @@ def _error_response(error: ApiError) -> web.Response:
 async def errors_middleware(request: web.Request, handler) -> web.StreamResponse:
     try:
         response = await handler(request)
+    except LeaderElsewhere as error:
+        response = _error_response(_redirect(request, error))
     except ApiError as error:
         response = _error_response(error)
     except web.HTTPRequestEntityTooLarge:
@@ -110,111 +108,14 @@ def auth_middleware(token: str):
 
 
 # -- request helpers ------------------------------------------------------------
-def _depth(value: Any, depth: int = 0) -> int:
-    if depth > JSON_DEPTH_MAX:
-        return depth
-    if isinstance(value, dict):
-        return max((_depth(v, depth + 1) for v in value.values()), default=depth + 1)
-    if isinstance(value, list):
-        return max((_depth(v, depth + 1) for v in value), default=depth + 1)
-    return depth
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not JSON")
-
-
-async def read_json(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw:
-        raise InvalidInput("body", "a JSON body is required")
-    try:
-        value = json.loads(raw, parse_constant=_reject_constant)
-    except (ValueError, RecursionError) as exc:
-        raise InvalidInput("body", f"invalid JSON: {exc}") from None
-    if _depth(value) > JSON_DEPTH_MAX:
-        raise InvalidInput("body", f"nested deeper than {JSON_DEPTH_MAX} levels")
-    return value
-
-
-def query_flag(request: web.Request, name: str) -> bool:
-    value = request.query.get(name)
-    if value is None:
-        return False
-    if value not in ("true", "false"):
-        raise InvalidInput(name, "must be true or false")
-    return value == "true"
-
-
-def leader_redirect(request: web.Request) -> ApiError:
-    node = _node(request)
-    leader = node.leader_address()
-    if leader is None or leader.id == node.config.node.id:
-        return Unavailable("no leader is known yet; retry shortly", code="no_leader", retry_after_s=1)
+def _redirect(request: web.Request, error: LeaderElsewhere) -> Redirect:
+    leader = error.leader
     location = f"{leader.http_url}{request.path_qs}"
-    return Redirect(f"this node is a follower; the leader is {leader.id}", location=location, leader=leader.http_url)
-
-
-def require_leader(request: web.Request) -> None:
-    if not _node(request).log.is_leader():
-        raise leader_redirect(request)
-
-
-async def linearizable(request: web.Request) -> None:
-    """Before a read: local for ``?stale=true``, else a barrier on the leader."""
-    if query_flag(request, "stale"):
-        return
-    require_leader(request)
-    try:
-        await _node(request).log.read_barrier()
-    except NotLeader:
-        raise leader_redirect(request) from None
-    except (OutcomeUnknown, NotWritten) as exc:
-        raise Unavailable(f"the read barrier did not commit: {exc}", code="no_leader", retry_after_s=1) from None
-
-
-async def propose(request: web.Request, kind: str, body: Any) -> Any:
-    node = _node(request)
-    try:
-        result = await node.log.propose(Command(kind, body, at_ms=now_ms()))
-    except NotLeader:
-        raise leader_redirect(request) from None
-    except EntryTooLarge as exc:
-        raise TooLarge(str(exc)) from None
-    except QueueFull as exc:
-        raise Overloaded(str(exc), retry_after_s=1) from None
-    except NotWritten as exc:
-        raise Unavailable(f"not written: {exc}; safe to retry", code="not_written", retry_after_s=1) from None
-    except OutcomeUnknown as exc:
-        raise Unavailable(
-            f"outcome unknown: {exc}; retry the same request, it is idempotent", code="outcome_unknown", retry_after_s=1
-        ) from None
-    if isinstance(result, Rejected):
-        raise error_for_rejection(result.code, result.message)
-    return result.value
-
-
-# -- views -------------------------------------------------------------------------
-def _iso(ms: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
-
-
-def service_view(service: dict) -> dict:
-    return {
-        "name": service["name"],
-        "url": service["url"],
-        "grpc": service["grpc"],
-        "created_at": _iso(service["created_at_ms"]),
-        "updated_at": _iso(service["updated_at_ms"]),
-        "revision": service["revision"],
-    }
+    return Redirect(error.message, location=location, leader=leader.http_url)
 
 
 def _service_name(request: web.Request) -> str:
-    try:
-        return validate_service_name(request.match_info["name"])
-    except InvalidService as exc:
-        raise InvalidInput(exc.field, exc.message) from None
+    return operations.service_name(request.match_info["name"])
 
 
 # -- handlers ------------------------------------------------------------------------
@@ -242,39 +143,21 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def list_services(request: web.Request) -> web.Response:
-    await linearizable(request)
-    node = _node(request)
-    with node.log.reading():
-        services = [service_view(s) for s in node.state.registry.snapshot()]
-    return web.json_response({"services": services})
+    return web.json_response(await operations.list_services(_node(request), stale=request.query.get("stale")))
 
 
 async def get_service(request: web.Request) -> web.Response:
-    name = _service_name(request)
-    await linearizable(request)
-    node = _node(request)
-    with node.log.reading():
-        service = node.state.registry.get(name)
-        if service is None:
-            raise NotFound(f"no service {name!r}")
-        return web.json_response(service_view(service))
+    node, query = _node(request), request.query
+    return web.json_response(await operations.get_service(node, request.match_info["name"], stale=query.get("stale")))
 
 
 async def put_service(request: web.Request) -> web.Response:
     name = _service_name(request)
-    try:
-        target = validate_service_body(await read_json(request))
-    except InvalidService as exc:
-        raise InvalidInput(exc.field, exc.message) from None
-    require_leader(request)
-    body = {"name": name, "url": target["url"]} if target["url"] else {"name": name, "grpc": target["grpc"]}
-    return web.json_response(service_view(await propose(request, "service.put", body)))
+    return web.json_response(await operations.put_service(_node(request), name, await request.read()))
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    name = _service_name(request)
-    require_leader(request)
-    return web.json_response(service_view(await propose(request, "service.delete", {"name": name})))
+    return web.json_response(await operations.delete_service(_node(request), request.match_info["name"]))
 
 
 def build_app(node: "Node") -> web.Application:
@@ -293,7 +176,9 @@ def build_app(node: "Node") -> web.Application:
     app.router.add_delete("/v1/services/{name}", delete_service)
     from .http_sagas import add_saga_routes
     from .http_transactions import add_transaction_routes
+    from .openapi import OPENAPI_PATH, openapi_document
 
     add_saga_routes(app)
     add_transaction_routes(app)
+    app.router.add_get(OPENAPI_PATH, openapi_document)
     return app

@@ -55,6 +55,7 @@ class Node:
         self.leader_term: int | None = None  # set while this node leads, after its first barrier
         self.leader_fence_index = 0
         self._runner: web.AppRunner | None = None
+        self._grpc = None  # the gRPC API (cluster.grpc_api.GrpcApi) while started
         self.executor = Executor(self, config.cluster.executor)
         self._watchers: dict[str, list[asyncio.Future]] = {}
         self.log.add_leadership_listener(self._on_leadership)
@@ -137,10 +138,17 @@ class Node:
         await self._runner.setup()
         host, port = self.config.node.http.rsplit(":", 1)
         await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
-        log.info("%s: raft %s, http %s", self.config.node.id, self.config.node.raft, self.config.node.http_url)
+        from .grpc_api import GrpcApi
+
+        self._grpc = GrpcApi(self)
+        await self._grpc.start()
+        node = self.config.node
+        log.info("%s: raft %s, http %s, grpc %s", node.id, node.raft, node.http_url, node.grpc)
 
     async def stop(self) -> None:
         await self.executor.close()
+        if self._grpc is not None:
+            await self._grpc.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         await self.log.stop()

@@ -59,8 +59,8 @@ def _validate_url(url: object) -> str:
         raise InvalidService("url", "must not carry credentials")
     if parts.query or parts.fragment:
         raise InvalidService("url", "must not have a query or a fragment")
-    if any(c.isspace() for c in url):
-        raise InvalidService("url", "must not contain whitespace")
+    if any(c.isspace() or not c.isprintable() for c in url):
+        raise InvalidService("url", "must not contain whitespace or control characters")
     if port == 0:
         raise InvalidService("url", "port must be in 1-65535")
     return url.rstrip("/")

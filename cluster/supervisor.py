@@ -1,12 +1,17 @@
 """Start, signal and stop node processes by PID: ``coordinator up`` and the tests.
 
-Only processes this supervisor started are ever signalled. Children get
-``PR_SET_PDEATHSIG`` so they end with the supervisor even if it is killed.
+Only processes this supervisor started are ever signalled. A child asks the
+kernel for SIGTERM when its parent dies (``PR_SET_PDEATHSIG``, set by the
+node itself at start: see :func:`die_with_parent`), so nodes end with the
+supervisor even if it is killed. No ``preexec_fn``: the parent may use gRPC,
+which does not support fork, so children are spawned without running Python
+code between fork and exec.
 """
 
 from __future__ import annotations
 
 import ctypes
+import os
 import signal
 import subprocess
 import sys
@@ -21,11 +26,21 @@ STOP_GRACE_S = 5.0
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:  # runs in the child before exec
+PARENT_PID_ENV = "COORDINATOR_PARENT_PID"
+
+
+def die_with_parent() -> None:
+    """In a node started by a Supervisor: get SIGTERM when the supervisor dies,
+    and exit at once if it already has."""
+    parent = os.environ.get(PARENT_PID_ENV)
+    if not parent or not parent.isdigit():
+        return
     try:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
-        pass
+        return
+    if os.getppid() != int(parent):
+        os._exit(1)
 
 
 class Supervisor:
@@ -51,7 +66,7 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
             )
         self.processes[node_id] = process
         return process

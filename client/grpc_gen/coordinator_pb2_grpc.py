@@ -311,3 +311,791 @@ class Participant:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class CoordinatorStub:
+    """Coordinator: the client-facing API on every node's gRPC port, with the
+    operations of the HTTP API (CONTRACT.md sections 4 and 5,
+    transport="grpc" in the client). Objects travel as JSON text
+    (`object_json`), byte for byte what the HTTP API answers for the same
+    request; definitions as JSON text (`definition_json`), checked as the HTTP
+    API checks a body (same limit, same messages).
+
+    Writes go to the leader. Reads are linearizable (a read barrier on the
+    leader) unless `stale` asks for the node's own replica. A follower answers
+    FAILED_PRECONDITION with the trailing metadata `coordinator-error-code:
+    not_leader` and `coordinator-leader: HOST:PORT` (the leader's gRPC
+    address); the client retries there.
+
+    Errors: the status below, with the trailing metadata
+    `coordinator-error-code` (the HTTP API's error code), `retry-after`
+    (seconds, when the HTTP API sends Retry-After) and, for `invalid`,
+    `coordinator-error-field`.
+
+    code                                        status
+    invalid                                     INVALID_ARGUMENT
+    unauthorized                                UNAUTHENTICATED
+    not_found                                   NOT_FOUND
+    conflict                                    ALREADY_EXISTS
+    too_large, overloaded                       RESOURCE_EXHAUSTED
+    not_leader                                  FAILED_PRECONDITION
+    no_leader, suspended, not_written,
+    outcome_unknown                             UNAVAILABLE
+    internal                                    INTERNAL
+
+    With a token configured, every call needs the metadata
+    `authorization: Bearer TOKEN`, else UNAUTHENTICATED.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.Cluster = channel.unary_unary(
+                '/coordinator.v1.Coordinator/Cluster',
+                request_serializer=coordinator__pb2.ClusterRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.PutService = channel.unary_unary(
+                '/coordinator.v1.Coordinator/PutService',
+                request_serializer=coordinator__pb2.PutServiceRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.GetService = channel.unary_unary(
+                '/coordinator.v1.Coordinator/GetService',
+                request_serializer=coordinator__pb2.GetServiceRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.ListServices = channel.unary_unary(
+                '/coordinator.v1.Coordinator/ListServices',
+                request_serializer=coordinator__pb2.ListServicesRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.DeleteService = channel.unary_unary(
+                '/coordinator.v1.Coordinator/DeleteService',
+                request_serializer=coordinator__pb2.DeleteServiceRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.ServiceOutcomes = channel.unary_unary(
+                '/coordinator.v1.Coordinator/ServiceOutcomes',
+                request_serializer=coordinator__pb2.ServiceOutcomesRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.SubmitSaga = channel.unary_unary(
+                '/coordinator.v1.Coordinator/SubmitSaga',
+                request_serializer=coordinator__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.SubmitReply.FromString,
+                _registered_method=True)
+        self.GetSaga = channel.unary_unary(
+                '/coordinator.v1.Coordinator/GetSaga',
+                request_serializer=coordinator__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.ListSagas = channel.unary_unary(
+                '/coordinator.v1.Coordinator/ListSagas',
+                request_serializer=coordinator__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.SignalSaga = channel.unary_unary(
+                '/coordinator.v1.Coordinator/SignalSaga',
+                request_serializer=coordinator__pb2.SignalSagaRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.RedriveSaga = channel.unary_unary(
+                '/coordinator.v1.Coordinator/RedriveSaga',
+                request_serializer=coordinator__pb2.RedriveSagaRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.SubmitTransaction = channel.unary_unary(
+                '/coordinator.v1.Coordinator/SubmitTransaction',
+                request_serializer=coordinator__pb2.SubmitRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.SubmitReply.FromString,
+                _registered_method=True)
+        self.GetTransaction = channel.unary_unary(
+                '/coordinator.v1.Coordinator/GetTransaction',
+                request_serializer=coordinator__pb2.GetWorkflowRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.ListTransactions = channel.unary_unary(
+                '/coordinator.v1.Coordinator/ListTransactions',
+                request_serializer=coordinator__pb2.ListWorkflowsRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.Watch = channel.unary_stream(
+                '/coordinator.v1.Coordinator/Watch',
+                request_serializer=coordinator__pb2.WatchRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.WorkflowEvent.FromString,
+                _registered_method=True)
+
+
+class CoordinatorServicer:
+    """Coordinator: the client-facing API on every node's gRPC port, with the
+    operations of the HTTP API (CONTRACT.md sections 4 and 5,
+    transport="grpc" in the client). Objects travel as JSON text
+    (`object_json`), byte for byte what the HTTP API answers for the same
+    request; definitions as JSON text (`definition_json`), checked as the HTTP
+    API checks a body (same limit, same messages).
+
+    Writes go to the leader. Reads are linearizable (a read barrier on the
+    leader) unless `stale` asks for the node's own replica. A follower answers
+    FAILED_PRECONDITION with the trailing metadata `coordinator-error-code:
+    not_leader` and `coordinator-leader: HOST:PORT` (the leader's gRPC
+    address); the client retries there.
+
+    Errors: the status below, with the trailing metadata
+    `coordinator-error-code` (the HTTP API's error code), `retry-after`
+    (seconds, when the HTTP API sends Retry-After) and, for `invalid`,
+    `coordinator-error-field`.
+
+    code                                        status
+    invalid                                     INVALID_ARGUMENT
+    unauthorized                                UNAUTHENTICATED
+    not_found                                   NOT_FOUND
+    conflict                                    ALREADY_EXISTS
+    too_large, overloaded                       RESOURCE_EXHAUSTED
+    not_leader                                  FAILED_PRECONDITION
+    no_leader, suspended, not_written,
+    outcome_unknown                             UNAVAILABLE
+    internal                                    INTERNAL
+
+    With a token configured, every call needs the metadata
+    `authorization: Bearer TOKEN`, else UNAUTHENTICATED.
+    """
+
+    def Cluster(self, request, context):
+        """GET /v1/cluster: this node's view of the cluster.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutService(self, request, context):
+        """PUT /v1/services/{name}: register or replace a participant service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetService(self, request, context):
+        """GET /v1/services/{name}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListServices(self, request, context):
+        """GET /v1/services: {"services": [...]}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteService(self, request, context):
+        """DELETE /v1/services/{name}: the removed service.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ServiceOutcomes(self, request, context):
+        """GET /v1/services/{name}/outcomes: the step outcomes a service may reconcile.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitSaga(self, request, context):
+        """POST /v1/sagas: the saga; `created` is false for a resubmission.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetSaga(self, request, context):
+        """GET /v1/sagas/{id}[?wait&since].
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListSagas(self, request, context):
+        """GET /v1/sagas[?state&limit]: {"sagas": [...]}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SignalSaga(self, request, context):
+        """POST /v1/sagas/{id}/signals/{name}: {"id","signal","state","changed"}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RedriveSaga(self, request, context):
+        """POST /v1/sagas/{id}/redrive: {"id","state"}; a saga that is not stuck
+        is a conflict.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SubmitTransaction(self, request, context):
+        """POST /v1/transactions.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTransaction(self, request, context):
+        """GET /v1/transactions/{id}[?wait&since].
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListTransactions(self, request, context):
+        """GET /v1/transactions[?state&limit]: {"transactions": [...]}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Watch(self, request, context):
+        """A saga's or a transaction's object now and after each change, until it
+        is terminal (the last event has `terminal` set and the stream ends).
+        Without `stale` it runs on the leader (a follower answers not_leader)
+        and fails with not_leader or no_leader when that node stops leading:
+        open it again on the new leader; the first event repeats the current
+        object. With `stale` it follows the node's own replica, on any node.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_CoordinatorServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'Cluster': grpc.unary_unary_rpc_method_handler(
+                    servicer.Cluster,
+                    request_deserializer=coordinator__pb2.ClusterRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'PutService': grpc.unary_unary_rpc_method_handler(
+                    servicer.PutService,
+                    request_deserializer=coordinator__pb2.PutServiceRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'GetService': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetService,
+                    request_deserializer=coordinator__pb2.GetServiceRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'ListServices': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListServices,
+                    request_deserializer=coordinator__pb2.ListServicesRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'DeleteService': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteService,
+                    request_deserializer=coordinator__pb2.DeleteServiceRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'ServiceOutcomes': grpc.unary_unary_rpc_method_handler(
+                    servicer.ServiceOutcomes,
+                    request_deserializer=coordinator__pb2.ServiceOutcomesRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'SubmitSaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitSaga,
+                    request_deserializer=coordinator__pb2.SubmitRequest.FromString,
+                    response_serializer=coordinator__pb2.SubmitReply.SerializeToString,
+            ),
+            'GetSaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetSaga,
+                    request_deserializer=coordinator__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'ListSagas': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListSagas,
+                    request_deserializer=coordinator__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'SignalSaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignalSaga,
+                    request_deserializer=coordinator__pb2.SignalSagaRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'RedriveSaga': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveSaga,
+                    request_deserializer=coordinator__pb2.RedriveSagaRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'SubmitTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.SubmitTransaction,
+                    request_deserializer=coordinator__pb2.SubmitRequest.FromString,
+                    response_serializer=coordinator__pb2.SubmitReply.SerializeToString,
+            ),
+            'GetTransaction': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTransaction,
+                    request_deserializer=coordinator__pb2.GetWorkflowRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'ListTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListTransactions,
+                    request_deserializer=coordinator__pb2.ListWorkflowsRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'Watch': grpc.unary_stream_rpc_method_handler(
+                    servicer.Watch,
+                    request_deserializer=coordinator__pb2.WatchRequest.FromString,
+                    response_serializer=coordinator__pb2.WorkflowEvent.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'coordinator.v1.Coordinator', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('coordinator.v1.Coordinator', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class Coordinator:
+    """Coordinator: the client-facing API on every node's gRPC port, with the
+    operations of the HTTP API (CONTRACT.md sections 4 and 5,
+    transport="grpc" in the client). Objects travel as JSON text
+    (`object_json`), byte for byte what the HTTP API answers for the same
+    request; definitions as JSON text (`definition_json`), checked as the HTTP
+    API checks a body (same limit, same messages).
+
+    Writes go to the leader. Reads are linearizable (a read barrier on the
+    leader) unless `stale` asks for the node's own replica. A follower answers
+    FAILED_PRECONDITION with the trailing metadata `coordinator-error-code:
+    not_leader` and `coordinator-leader: HOST:PORT` (the leader's gRPC
+    address); the client retries there.
+
+    Errors: the status below, with the trailing metadata
+    `coordinator-error-code` (the HTTP API's error code), `retry-after`
+    (seconds, when the HTTP API sends Retry-After) and, for `invalid`,
+    `coordinator-error-field`.
+
+    code                                        status
+    invalid                                     INVALID_ARGUMENT
+    unauthorized                                UNAUTHENTICATED
+    not_found                                   NOT_FOUND
+    conflict                                    ALREADY_EXISTS
+    too_large, overloaded                       RESOURCE_EXHAUSTED
+    not_leader                                  FAILED_PRECONDITION
+    no_leader, suspended, not_written,
+    outcome_unknown                             UNAVAILABLE
+    internal                                    INTERNAL
+
+    With a token configured, every call needs the metadata
+    `authorization: Bearer TOKEN`, else UNAUTHENTICATED.
+    """
+
+    @staticmethod
+    def Cluster(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/Cluster',
+            coordinator__pb2.ClusterRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/PutService',
+            coordinator__pb2.PutServiceRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/GetService',
+            coordinator__pb2.GetServiceRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListServices(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/ListServices',
+            coordinator__pb2.ListServicesRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteService(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/DeleteService',
+            coordinator__pb2.DeleteServiceRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ServiceOutcomes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/ServiceOutcomes',
+            coordinator__pb2.ServiceOutcomesRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitSaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/SubmitSaga',
+            coordinator__pb2.SubmitRequest.SerializeToString,
+            coordinator__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetSaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/GetSaga',
+            coordinator__pb2.GetWorkflowRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListSagas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/ListSagas',
+            coordinator__pb2.ListWorkflowsRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignalSaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/SignalSaga',
+            coordinator__pb2.SignalSagaRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveSaga(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/RedriveSaga',
+            coordinator__pb2.RedriveSagaRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SubmitTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/SubmitTransaction',
+            coordinator__pb2.SubmitRequest.SerializeToString,
+            coordinator__pb2.SubmitReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTransaction(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/GetTransaction',
+            coordinator__pb2.GetWorkflowRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/ListTransactions',
+            coordinator__pb2.ListWorkflowsRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Watch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/Watch',
+            coordinator__pb2.WatchRequest.SerializeToString,
+            coordinator__pb2.WorkflowEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)

@@ -14,7 +14,6 @@ import copy
 import logging
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from client import Coordinator, Saga, Transaction
@@ -35,17 +34,14 @@ def say(text: str) -> None:
 async def _follow(client: Coordinator, saga_id: str, timeout_s: float = SCENARIO_TIMEOUT_S) -> Saga:
     """Print each history record of the saga as it is committed, until it ends."""
     printed = 0
-    deadline = time.monotonic() + timeout_s
-    while True:
-        saga = await client.get_saga(saga_id)
+    saga = None
+    async for saga in client.watch_saga(saga_id, timeout=timeout_s):
         for record in saga.history[printed:]:
             details = ", ".join(f"{k}={v}" for k, v in record.items() if k not in ("at", "event") and v is not None)
             say(f"    {record['at'][11:23]}  {saga_id}: {record['event']}" + (f" ({details})" if details else ""))
         printed = len(saga.history)
-        if saga.terminal or time.monotonic() > deadline:
-            return saga
-        remaining = max(0.0, min(5.0, deadline - time.monotonic()))
-        await client._request("GET", f"/v1/sagas/{saga_id}?wait={remaining:.2f}", timeout_s=remaining + 10)
+    assert saga is not None
+    return saga
 
 
 async def _scenario(title: str) -> None:

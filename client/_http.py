@@ -1,0 +1,144 @@
+"""The HTTP transport: the nodes' JSON API under ``/v1``, following ``307``
+to the leader. Endpoints are the nodes' URLs, ``http://host:port``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote, urlsplit
+
+import aiohttp
+
+from ._transport import REDIRECTS_MAX, Transport, is_terminal
+from .errors import NotLeader, Unavailable, error_from_http
+
+__all__ = ["HttpTransport", "WAIT_S_MAX"]
+
+# The longest long poll a node grants (GET ...?wait=S); longer waits are several polls.
+WAIT_S_MAX = 60.0
+# A long poll's request may take this much longer than its wait.
+WAIT_SLACK_S = 10.0
+_COLLECTIONS = {"saga": "sagas", "tx": "transactions"}
+
+
+def _base(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _route(operation: str, args: dict) -> tuple[str, str, Any]:
+    """(method, path, JSON body) of an operation."""
+    if operation == "cluster":
+        return "GET", "/v1/cluster", None
+    if operation == "put_service":
+        return "PUT", f"/v1/services/{args['name']}", args["body"]
+    if operation == "get_service":
+        return "GET", f"/v1/services/{args['name']}", None
+    if operation == "list_services":
+        return "GET", "/v1/services", None
+    if operation == "delete_service":
+        return "DELETE", f"/v1/services/{args['name']}", None
+    if operation == "service_outcomes":
+        return "GET", f"/v1/services/{args['name']}/outcomes?after={args['after']}", None
+    if operation == "signal_saga":
+        return "POST", f"/v1/sagas/{args['id']}/signals/{args['name']}", args["payload"]
+    if operation == "redrive_saga":
+        return "POST", f"/v1/sagas/{args['id']}/redrive", None
+    verb, kind = operation.split("_", 1)  # submit|get|list _ saga|tx
+    collection = _COLLECTIONS[kind]
+    if verb == "submit":
+        return "POST", f"/v1/{collection}", args["definition"]
+    if verb == "get":
+        query = ""
+        if args.get("wait_s") is not None:
+            query = f"?wait={args['wait_s']:.3f}"
+            if args.get("since") is not None:
+                query += f"&since={quote(args['since'])}"
+        return "GET", f"/v1/{collection}/{args['id']}{query}", None
+    if verb == "list":
+        return "GET", f"/v1/{collection}?limit={args['limit']}" + (f"&state={args['state']}" if args["state"] else ""), None
+    raise AssertionError(f"no route for {operation}")
+
+
+class HttpTransport(Transport):
+    """Over HTTP: :mod:`client._transport` says what a transport does."""
+
+    def __init__(self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None) -> None:
+        super().__init__(endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token)
+        self._timeout = aiohttp.ClientTimeout(total=timeout_s)
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self._session: aiohttp.ClientSession | None = None
+
+    @staticmethod
+    def normalise(endpoint: str) -> str:
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(f"endpoint {endpoint!r} is not an http(s) URL")
+        return f"{parts.scheme}://{parts.netloc}"
+
+    def _client(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def send(self, base: str, method: str, path: str, body: Any, timeout_s: float | None = None) -> tuple[int, Any, str]:
+        """One request to ``base``, following 307; (status, JSON, final URL)."""
+        url = base + path
+        timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
+        for _ in range(REDIRECTS_MAX + 1):
+            try:
+                async with self._client().request(method, url, json=body, allow_redirects=False, timeout=timeout) as response:
+                    text = await response.text()
+                    try:
+                        data = json.loads(text) if text else None
+                    except ValueError:
+                        data = None
+                    if response.status == 307 and "Location" in response.headers:
+                        url = response.headers["Location"]
+                        continue
+                    if response.status >= 400:
+                        raise error_from_http(response.status, data, response.headers.get("Retry-After"))
+                    return response.status, data, url
+            except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
+                # The request may have reached the node: for a write, outcome unknown.
+                raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+        raise NotLeader(f"{method} {path}: more than {REDIRECTS_MAX} redirects")
+
+    async def _send_once(self, endpoint: str, operation: str, args: dict, timeout_s: float | None) -> tuple[Any, str]:
+        method, path, body = _route(operation, args)
+        _, data, url = await self.send(endpoint, method, path, body, timeout_s)
+        return data, _base(url)
+
+    async def request_path(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> tuple[int, Any]:
+        """Any request of the HTTP API, with the retries of :meth:`request`."""
+
+        async def send(endpoint: str) -> tuple[tuple[int, Any], str]:
+            status, data, url = await self.send(endpoint, method, path, body, timeout_s)
+            return (status, data), _base(url)
+
+        return await self.with_retries(send, f"{method} {path}")
+
+    async def watch(self, kind: str, workflow_id: str, *, timeout_s: float | None, every_change: bool) -> AsyncIterator[dict]:
+        """Long polls: ``?wait`` until terminal, with ``&since`` for every change."""
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        last: dict | None = None
+        while True:
+            wait_s = WAIT_S_MAX if deadline is None else max(0.0, min(deadline - loop.time(), WAIT_S_MAX))
+            since = None
+            if every_change:  # the state now, then each one updated after it
+                wait_s, since = (0.0, None) if last is None else (wait_s, last["updated_at"])
+            args = {"id": workflow_id, "wait_s": wait_s, "since": since}
+            data = await self.request(f"get_{kind}", args, timeout_s=wait_s + WAIT_SLACK_S)
+            if data != last:
+                last = data
+                yield data
+            if is_terminal(kind, data) or (deadline is not None and loop.time() >= deadline):
+                return

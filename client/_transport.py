@@ -1,0 +1,140 @@
+"""What the client's transports share: the endpoint order, the leader they
+remember, and the retry policy. A transport turns an *operation* (a name
+from :data:`OPERATIONS` and its arguments) into one call to one node and
+answers the JSON object the cluster returned; the public class
+(:class:`client.Coordinator`) holds all method logic.
+
+A subclass implements:
+
+- ``normalise(endpoint)``: the endpoint's canonical form, or ValueError;
+- ``_send_once(endpoint, operation, args, timeout_s)``: one call to that
+  endpoint, following the leader it names at most REDIRECTS_MAX times,
+  answering ``(object, endpoint that answered)`` or raising a
+  :class:`~client.errors.CoordinatorError`;
+- ``watch(kind, workflow_id, timeout_s, every_change)``: the workflow's
+  objects, now and as they change, ending with a terminal one or when
+  ``timeout_s`` passes;
+- ``close()``.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
+
+from .errors import CoordinatorError, NoLeader, NotLeader, OutcomeUnknown, Timeout, Unavailable
+from .types import SAGA_TERMINAL_STATES, TRANSACTION_TERMINAL_STATES
+
+__all__ = ["OPERATIONS", "REDIRECTS_MAX", "RETRYABLE", "Transport", "backoff_s", "is_terminal"]
+
+REDIRECTS_MAX = 3
+# Errors after which the same request is sent again (it is idempotent).
+RETRYABLE = (NoLeader, NotLeader, OutcomeUnknown, Unavailable)
+BACKOFF_S_MULTIPLIER = 0.1
+BACKOFF_S_MAX = 2.0
+
+# operation -> its arguments (every transport maps each of them)
+OPERATIONS = {
+    "cluster": (),
+    "put_service": ("name", "body"),
+    "get_service": ("name",),
+    "list_services": (),
+    "delete_service": ("name",),
+    "service_outcomes": ("name", "after"),
+    "submit_saga": ("definition",),
+    "get_saga": ("id", "wait_s", "since"),
+    "list_saga": ("state", "limit"),
+    "signal_saga": ("id", "name", "payload"),
+    "redrive_saga": ("id",),
+    "submit_tx": ("definition",),
+    "get_tx": ("id", "wait_s", "since"),
+    "list_tx": ("state", "limit"),
+}
+
+
+def is_terminal(kind: str, workflow: dict) -> bool:
+    states = SAGA_TERMINAL_STATES if kind == "saga" else TRANSACTION_TERMINAL_STATES
+    return workflow.get("state") in states
+
+
+def backoff_s(failures: int) -> float:
+    """Random exponential backoff after ``failures`` failed tries (as tenacity's)."""
+    return random.uniform(0, min(BACKOFF_S_MAX, BACKOFF_S_MULTIPLIER * 2**failures))
+
+
+class Transport:
+    def __init__(self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None) -> None:
+        self.endpoints = [self.normalise(e) for e in endpoints]
+        if not self.endpoints:
+            raise ValueError("at least one endpoint is required")
+        self.timeout_s = timeout_s
+        self.attempts = attempts
+        self.retry_budget_s = retry_budget_s
+        self.token = token
+        self._leader: str | None = None
+
+    # -- for subclasses ----------------------------------------------------------------------
+    @staticmethod
+    def normalise(endpoint: str) -> str:
+        raise NotImplementedError
+
+    async def _send_once(self, endpoint: str, operation: str, args: dict, timeout_s: float | None) -> tuple[Any, str]:
+        raise NotImplementedError
+
+    def watch(self, kind: str, workflow_id: str, *, timeout_s: float | None, every_change: bool) -> AsyncIterator[dict]:
+        raise NotImplementedError
+
+    async def close(self) -> None:
+        raise NotImplementedError
+
+    # -- shared ----------------------------------------------------------------------------------
+    def order(self) -> list[str]:
+        """The endpoints to try, the remembered leader first."""
+        if self._leader is None:
+            return list(self.endpoints)
+        return [self._leader] + [e for e in self.endpoints if e != self._leader]
+
+    def remember(self, endpoint: str) -> None:
+        self._leader = endpoint
+
+    async def request_at(self, endpoint: str, operation: str, args: dict) -> Any:
+        """One call to ``endpoint`` (following the leader it names), no retries."""
+        data, _ = await self._send_once(self.normalise(endpoint), operation, args, None)
+        return data
+
+    async def request(self, operation: str, args: dict, *, timeout_s: float | None = None) -> Any:
+        """Call until a definite answer: every endpoint in order (the leader
+        first) while they answer a retryable error, then all again after a
+        backoff while attempts and budget last."""
+        assert operation in OPERATIONS and set(args) <= set(OPERATIONS[operation]), (operation, args)
+        return await self.with_retries(lambda endpoint: self._send_once(endpoint, operation, args, timeout_s), operation)
+
+    async def with_retries(self, send: Callable[[str], Awaitable[tuple[Any, str]]], what: str) -> Any:
+        """``send(endpoint)`` -> (answer, endpoint that answered), retried as :meth:`request` says."""
+
+        async def attempt() -> Any:
+            last: CoordinatorError | None = None
+            for endpoint in self.order():
+                try:
+                    data, answered_by = await send(endpoint)
+                except RETRYABLE as exc:  # another node may answer (every operation is idempotent)
+                    last = exc
+                    continue
+                self.remember(answered_by)
+                return data
+            assert last is not None
+            raise last
+
+        retrying = AsyncRetrying(
+            retry=retry_if_exception_type(RETRYABLE),
+            stop=stop_after_attempt(self.attempts) | stop_after_delay(self.retry_budget_s),
+            wait=wait_random_exponential(multiplier=BACKOFF_S_MULTIPLIER, max=BACKOFF_S_MAX),
+            reraise=True,
+        )
+        try:
+            return await retrying(attempt)
+        except TimeoutError as exc:
+            raise Timeout(f"{what}: timed out") from exc
