@@ -106,6 +106,10 @@ class Node:
     def leader_address(self) -> NodeAddress | None:
         return self.config.cluster.by_raft_address(self.log.status().leader)
 
+    def state_digest(self) -> dict:
+        with self.log.reading():
+            return {"state_digest": self.state.digest(), "state_applied_index": self.state.applied_index}
+
     def cluster_view(self) -> dict:
         status = self.log.status()
         leader = self.config.cluster.by_raft_address(status.leader)

@@ -208,8 +208,10 @@ def _view_schemas() -> dict:
                               "breakers": {"type": "object", "additionalProperties": breaker}}, "*"),
             "nodes": {"type": "array", "items": _obj(
                 {"id": _STRING, "raft": _STRING, "http": _STRING, "grpc": _STRING, "reachable": _BOOLEAN}, "*")},
+            "state_digest": _STRING,
+            "state_applied_index": _COUNT,
         },
-        "*",
+        ("node", "role", "leader", "term", "commit_index", "applied_index", "has_quorum", "executor", "nodes"),
     )
     saga_step = _obj({"name": _STRING, "state": _enum(saga.StepStatus), "attempts": _COUNT, "output": _ANY_JSON,
                       "error": _null_or(_STRING), "compensation_attempts": _COUNT,
@@ -309,6 +311,8 @@ def _parameters() -> dict:
         "SagaId": path("id", _pattern(saga_limits.SAGA_ID_PATTERN), "A saga id."),
         "TransactionId": path("id", _pattern(tx_limits.TX_ID_PATTERN), "A transaction id."),
         "SignalName": path("name", _pattern(saga_limits.SIGNAL_NAME_PATTERN), "The signal an await step waits for."),
+        "Digest": query("digest", {"type": "string", "enum": ["true", "false"], "default": "false"},
+                        "true: add a hash of this replica's applied state."),
         "Stale": query("stale", {"type": "string", "enum": ["true", "false"], "default": "false"},
                        "true: answer from this node's replica, without a read barrier or a redirect."),
         "Wait": query("wait", {"type": "number", "minimum": 0, "maximum": WAIT_S_MAX, "default": 0},
@@ -362,8 +366,9 @@ def _paths() -> dict:
         "/metrics": {"get": _op("metrics", "Prometheus text format.", {"200": {
             "description": "Metrics.", "content": {"text/plain": {"schema": _STRING}}}})},
         OPENAPI_PATH: {"get": _op("openapi", "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.1.")})},
-        "/v1/cluster": {"get": _op("cluster", "This node's view of the cluster (local, never redirected).",
-                                   ok("ClusterView"))},
+        "/v1/cluster": {"get": _op("cluster", "This node's view of the cluster (local, never redirected); "
+                                   "?digest=true adds state_digest and state_applied_index.",
+                                   ok("ClusterView"), "400", ("Digest",))},
         "/v1/services": {"get": _op("listServices", "Every registered service, by name.", ok("ServiceList"), read,
                                     ("Stale",))},
         "/v1/services/{name}": {
