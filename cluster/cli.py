@@ -290,6 +290,23 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return EXIT_OK if result["completed"] else EXIT_FAILED
 
 
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from chaos.nemesis import FAULTS
+    from chaos.run import ChaosSettings, run_chaos
+
+    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    unknown = sorted(set(faults) - set(FAULTS))
+    if unknown:
+        raise UsageError(f"coordinator chaos: --faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    settings = ChaosSettings(
+        nodes=args.nodes, duration_s=args.duration, faults=faults, seed=seed, rate_per_s=args.rate,
+        base_port=args.base_port, report=args.report,
+    )
+    passed, _ = asyncio.run(run_chaos(settings))
+    return EXIT_OK if passed else EXIT_FAILED
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from .demo.run import run_demo
 
@@ -370,6 +387,16 @@ def build_parser() -> argparse.ArgumentParser:
     remove.set_defaults(run=cmd_services_remove)
 
     commands.add_parser("demo", help="run the demo scenarios on a local three-node cluster").set_defaults(run=cmd_demo)
+
+    chaos = commands.add_parser("chaos", help="run a cluster under faults and check what clients and participants saw")
+    chaos.add_argument("--nodes", type=_positive_int, default=3)
+    chaos.add_argument("--duration", type=float, default=60.0)
+    chaos.add_argument("--faults", default="kill,pause,restart-all,partition")
+    chaos.add_argument("--seed", type=int)
+    chaos.add_argument("--rate", type=float, default=20.0, help="target client operations per second")
+    chaos.add_argument("--base-port", type=_positive_int)
+    chaos.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    chaos.set_defaults(run=cmd_chaos)
 
     bench = commands.add_parser("bench", help="measure workflow throughput and latency")
     bench.add_argument("--nodes", type=_positive_int, default=3)

@@ -42,10 +42,15 @@ def _ports_free(ports: list[int]) -> bool:
             s.close()
 
 
+# Below Linux's ephemeral range (32768-60999 by default): an outgoing
+# connection's local port can never take a port a node is about to bind.
+PORTS_LOW, PORTS_HIGH = 20000, 32700
+
+
 def free_base_port(nodes: int) -> int:
     rng = random.Random()
     for _ in range(200):
-        base = rng.randrange(20000, 60000 - 2100, 10)
+        base = rng.randrange(PORTS_LOW, PORTS_HIGH - 2000 - nodes, 10)
         if _ports_free([base + offset + i for offset in (0, 1000, 2000) for i in range(1, nodes + 1)]):
             return base
     raise RuntimeError("no free port range on loopback")
@@ -74,11 +79,17 @@ class LocalCluster:
         raft: RaftSettings | None = None,
         executor: ExecutorSettings | None = None,
         token: bool = False,
+        base_port: int | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.config: ClusterConfig = local_cluster(
-            nodes=nodes, host="127.0.0.1", base_port=free_base_port(nodes), data_dir=self.root, raft=raft, executor=executor
+            nodes=nodes,
+            host="127.0.0.1",
+            base_port=base_port if base_port is not None else free_base_port(nodes),
+            data_dir=self.root,
+            raft=raft,
+            executor=executor,
         )
         self.token: str | None = None
         if token:

@@ -8,7 +8,7 @@ async def _running(root):
     local = LocalCluster(root)
     local.start()
     try:
-        await local.wait_leader()
+        await local.wait_leader(timeout_s=40)
     except BaseException:
         await local.close()
         raise
