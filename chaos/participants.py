@@ -1,12 +1,7 @@
 """Recording participants: services that keep every effect they perform.
 
-Integration tests and chaos runs point the coordinator at these and judge
-what happened on the participants' side, not what the coordinator reports:
-
-    running = await start_recording_service("payments", Script(paths={"/charges": Flaky(2)}))
-    async with running:
-        ...  # register running.url, run sagas
-        assert duplicate_effects([running]) == []
+Tests and chaos runs judge what happened on the participants' side, not
+what the coordinator reports (``duplicate_effects([running]) == []``).
 
 A request to any path outside `/_` is a participant call through the kit
 (`saga_participant(MemoryStore())`): it needs an `Idempotency-Key`, a retry

@@ -57,6 +57,18 @@ class ClusterInfo:
         )
 
 
+def _common(raw: dict[str, Any]) -> dict[str, Any]:
+    """The fields every workflow object has."""
+    return {
+        "id": raw["id"],
+        "state": raw["state"],
+        "history": tuple(raw.get("history", ())),
+        "created_at": raw.get("created_at", ""),
+        "updated_at": raw.get("updated_at", ""),
+        "raw": raw,
+    }
+
+
 @dataclass(frozen=True, slots=True)
 class Saga:
     id: str
@@ -77,16 +89,7 @@ class Saga:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "Saga":
-        return cls(
-            id=raw["id"],
-            state=raw["state"],
-            steps=tuple(raw.get("steps", ())),
-            failure=raw.get("failure"),
-            history=tuple(raw.get("history", ())),
-            created_at=raw.get("created_at", ""),
-            updated_at=raw.get("updated_at", ""),
-            raw=raw,
-        )
+        return cls(steps=tuple(raw.get("steps", ())), failure=raw.get("failure"), **_common(raw))
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,13 +112,4 @@ class Transaction:
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> "Transaction":
-        return cls(
-            id=raw["id"],
-            state=raw["state"],
-            decision=raw.get("decision"),
-            participants=tuple(raw.get("participants", ())),
-            history=tuple(raw.get("history", ())),
-            created_at=raw.get("created_at", ""),
-            updated_at=raw.get("updated_at", ""),
-            raw=raw,
-        )
+        return cls(decision=raw.get("decision"), participants=tuple(raw.get("participants", ())), **_common(raw))
