@@ -59,7 +59,6 @@ __all__ = [
     "effects_by_key", "fetch_effects", "put_script", "start_recording_service",
 ]
 
-LOOPBACK_HOST = "127.0.0.1"
 SERVICE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 # Requests one service records (effects are a subset); beyond, calls get 503.
 RECORDS_MAX_DEFAULT = 100_000
@@ -444,15 +443,10 @@ async def start_recording_service(
 ) -> RunningService:
     """Serve a new RecordingService on 127.0.0.1 at a port the OS picks."""
     service = RecordingService(name, script, records_max=records_max)
-    runner = web.AppRunner(service.app(), shutdown_timeout=CLOSE_TIMEOUT_S, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, LOOPBACK_HOST, 0).start()
-        host, port = runner.addresses[0][:2]
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return RunningService(service, f"http://{host}:{port}", runner)
+    from cluster.local import serve_on_loopback
+
+    runner, url = await serve_on_loopback(service.app(), shutdown_timeout_s=CLOSE_TIMEOUT_S)
+    return RunningService(service, url, runner)
 
 
 EffectSource = RecordingService | RunningService | Iterable[Effect]

@@ -24,7 +24,7 @@ from aiohttp import web
 
 from client import Coordinator, CoordinatorError
 
-from .local import LocalCluster
+from .local import LocalCluster, serve_on_loopback
 
 __all__ = ["run_bench", "WORKLOADS"]
 
@@ -45,11 +45,8 @@ async def start_participants() -> tuple[list[web.AppRunner], dict[str, str]]:
     for name in PARTICIPANTS:
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", _participant)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        runner, urls[name] = await serve_on_loopback(app)
         runners.append(runner)
-        urls[name] = f"http://127.0.0.1:{runner.addresses[0][1]}"
     return runners, urls
 
 

@@ -175,5 +175,21 @@ class LocalCluster:
         return await self.request("PUT", via, f"/v1/services/{name}", {"url": url}, follow=True)
 
 
+async def serve_on_loopback(app: "web.Application", *, shutdown_timeout_s: float = 60.0) -> tuple["web.AppRunner", str]:
+    """Serve an aiohttp app on 127.0.0.1 at a port the OS picks: (runner, base URL).
+    The caller cleans the runner up."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout_s, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        host, port = runner.addresses[0][:2]
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, f"http://{host}:{port}"
+
+
 def fast_raft(**overrides: Any) -> RaftSettings:
     return replace(RaftSettings(), **overrides)

@@ -24,6 +24,8 @@ from aiohttp import web
 
 from client.participant import MemoryStore, add_twopc_routes
 
+from ..local import serve_on_loopback
+
 __all__ = ["Banks", "start_banks", "transfer"]
 
 OPENING_BALANCES = {"bank-a": {"alice": 100}, "bank-b": {"bob": 100}}
@@ -173,11 +175,8 @@ async def start_banks(on_event: Callable[[str, str], None], *, prefer_postgres: 
             for name, handler in handlers.items():
                 app = web.Application()
                 add_twopc_routes(app, "/tx", handler, MemoryStore())
-                runner = web.AppRunner(app, access_log=None)
-                await runner.setup()
-                await web.TCPSite(runner, "127.0.0.1", 0).start()
+                runner, urls[name] = await serve_on_loopback(app)
                 runners.append(runner)
-                urls[name] = f"http://127.0.0.1:{runner.addresses[0][1]}"
             yield Banks(kind, note, urls, handlers)
         finally:
             for runner in runners:

@@ -44,6 +44,8 @@ from client.participant import (
     CallbackHandler, MemoryStore, add_twopc_routes, participant_route, saga_participant,
 )
 
+from ..local import serve_on_loopback
+
 __all__ = [
     "INITIAL_STOCK", "DemoService", "demo_saga", "demo_transaction", "start_demo_services",
 ]
@@ -51,7 +53,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 EventSink = Callable[[str, str], None]
-LOOPBACK_HOST = "127.0.0.1"
 INITIAL_STOCK = {"W-1": 10, "W-2": 5}
 UNIT_PRICE = 25
 CHARGE_AMOUNT_MAX = 1000  # payments declines anything above
@@ -388,15 +389,8 @@ class DemoService:
 
 
 async def _serve(domain: _Service) -> DemoService:
-    runner = web.AppRunner(domain.app(), shutdown_timeout=CLOSE_TIMEOUT_S, access_log=None)
-    await runner.setup()
-    try:
-        await web.TCPSite(runner, LOOPBACK_HOST, 0).start()
-        host, port = runner.addresses[0][:2]
-    except BaseException:
-        await runner.cleanup()
-        raise
-    return DemoService(domain.name, f"http://{host}:{port}", domain, runner)
+    runner, url = await serve_on_loopback(domain.app(), shutdown_timeout_s=CLOSE_TIMEOUT_S)
+    return DemoService(domain.name, url, domain, runner)
 
 
 async def start_demo_services(
