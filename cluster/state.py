@@ -18,7 +18,7 @@ from .transactions import TransactionStore
 
 __all__ = ["ClusterState", "STATE_FORMAT_VERSION"]
 
-STATE_FORMAT_VERSION = 1
+STATE_FORMAT_VERSION = 2  # 2: the command sequence number
 
 
 class ClusterState:
@@ -27,6 +27,7 @@ class ClusterState:
         self.sagas = SagaStore(self.registry)
         self.transactions = TransactionStore(self.registry)
         self.applied_index = 0
+        self.sequence = 0  # commands applied without rejection
         self._handlers: dict[str, Callable[[int, Command], Any]] = {
             "service.put": lambda index, c: self.registry.put(index, c.at_ms, c.body),
             "service.delete": self._delete_service,
@@ -47,17 +48,27 @@ class ClusterState:
         return self.registry.delete(command.body)
 
     def apply(self, index: int, command: Command) -> Any:
-        assert index > self.applied_index, f"entry {index} applied after {self.applied_index}"
+        """Apply one command of the entry at ``index`` (a batch entry holds several).
+
+        Handlers get the command's sequence number - one more than the last
+        applied command's, counting only commands that changed the state - as
+        the revision of what they write (registry revisions, outcome indexes).
+        A rejection changes nothing, the sequence included."""
+        assert index >= self.applied_index, f"entry {index} applied after {self.applied_index}"
         handler = self._handlers.get(command.kind)
         self.applied_index = index
         if handler is None:
             raise Rejection("invalid", f"unknown command kind {command.kind!r}")
-        return handler(index, command)
+        sequence = self.sequence + 1
+        result = handler(sequence, command)
+        self.sequence = sequence
+        return result
 
     def snapshot(self) -> dict:
         return {
             "format": STATE_FORMAT_VERSION,
             "applied_index": self.applied_index,
+            "sequence": self.sequence,
             "registry": self.registry.snapshot(),
             "sagas": self.sagas.snapshot(),
             "transactions": self.transactions.snapshot(),
@@ -70,6 +81,7 @@ class ClusterState:
         self.sagas.restore(snapshot["sagas"])
         self.transactions.restore(snapshot["transactions"])
         self.applied_index = snapshot["applied_index"]
+        self.sequence = snapshot["sequence"]
 
     def digest(self) -> str:
         """A hash of the whole state: equal on every node that applied the same entries."""

@@ -13,13 +13,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import Any
 
+from .batching import BATCH_KIND
 from .codec import Command, decode_command
 from .errors import CodecError
 from .port import Applied, Rejected, Rejection, StateMachine
 from .stats import LogStats
 
-__all__ = ["Applier", "BARRIER_KIND"]
+__all__ = ["Applier", "BARRIER_KIND", "BATCH_KIND"]
 
 log = logging.getLogger(__name__)
 BARRIER_KIND = "raft.barrier"
@@ -31,14 +33,42 @@ class Applier:
         self._lock = lock
         self._stats = stats
 
-    def apply(self, index: int, data: bytes) -> tuple[Applied | Rejected, Command | None]:
+    def apply_entry(self, index: int, data: bytes) -> tuple[Any, list[tuple[Command, Applied | Rejected]]]:
+        """Apply one log entry, plain or a batch (:mod:`consensus.batching`).
+
+        Returns the entry's result (a list of results for a batch) and each
+        applied command with its result, in order."""
         try:
             command = decode_command(data)
         except CodecError as exc:
             self._stats.applied_rejections += 1
-            return Rejected(index, "invalid_command", str(exc)), None
+            return Rejected(index, "invalid_command", str(exc)), []
+        if command.kind != BATCH_KIND:
+            result = self._apply_command(index, command)
+            return result, [(command, result)]
+        items = command.body
+        if not isinstance(items, list) or not items or not all(isinstance(item, bytes) for item in items):
+            self._stats.applied_rejections += 1
+            return Rejected(index, "invalid_command", "a batch is a non-empty list of encoded commands"), []
+        results: list[Applied | Rejected] = []
+        applied: list[tuple[Command, Applied | Rejected]] = []
+        for item in items:
+            try:
+                inner = decode_command(item)
+                if inner.kind == BATCH_KIND:
+                    raise CodecError("a batch inside a batch")
+            except CodecError as exc:
+                self._stats.applied_rejections += 1
+                results.append(Rejected(index, "invalid_command", str(exc)))
+                continue
+            result = self._apply_command(index, inner)
+            results.append(result)
+            applied.append((inner, result))
+        return results, applied
+
+    def _apply_command(self, index: int, command: Command) -> Applied | Rejected:
         if command.kind == BARRIER_KIND:
-            return Applied(index, None), command
+            return Applied(index, None)
         started = time.perf_counter()
         with self._lock:
             try:
@@ -51,4 +81,4 @@ class Applier:
         self._stats.apply_seconds.observe(time.perf_counter() - started)
         if isinstance(result, Rejected):
             self._stats.applied_rejections += 1
-        return result, command
+        return result

@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator
 
 from .applier import BARRIER_KIND, Applier
 from .codec import Command
@@ -65,13 +65,19 @@ class LogBase:
     def add_leadership_listener(self, listener: LeadershipListener) -> None:
         self._leadership_listeners.append(listener)
 
-    def _apply_entry(self, index: int, data: bytes) -> Applied | Rejected:
-        """Runs where the log applies entries (PySyncObj's tick thread)."""
-        result, command = self._applier.apply(index, data)
-        if command is not None and command.kind != BARRIER_KIND and self._apply_listeners:
-            self._applied.append((index, command, result))
-            if len(self._applied) > APPLIED_BACKLOG_MAX:  # the loop is stuck; keep memory bounded
-                self._applied.popleft()
+    def _apply_entry(self, index: int, data: bytes) -> Any:
+        """Runs where the log applies entries (PySyncObj's tick thread).
+
+        The entry's result: one command's, or a list of them for a batch."""
+        result, applied = self._applier.apply_entry(index, data)
+        if not self._apply_listeners:
+            return result
+        for command, command_result in applied:
+            if command.kind != BARRIER_KIND:
+                self._applied.append((index, command, command_result))
+        while len(self._applied) > APPLIED_BACKLOG_MAX:  # the loop is stuck; keep memory bounded
+            self._applied.popleft()
+        if self._applied:
             if not self._drain_scheduled and self._loop is not None:
                 self._drain_scheduled = True
                 self._loop.call_soon_threadsafe(self._drain_applied)

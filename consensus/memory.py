@@ -45,7 +45,7 @@ class InMemoryLog(LogBase):
         future = asyncio.get_running_loop().create_future()
         future.set_result(self._apply_entry(self._index, data))
         for replica in self._replicas:
-            replica.apply(self._index, data)
+            replica.apply_entry(self._index, data)
         self._drain_applied()
         return await self._timed(future, timeout_s or 5.0)
 

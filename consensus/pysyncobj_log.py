@@ -25,9 +25,11 @@ from typing import Iterator
 
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
+from pysyncobj.node import TCPNode
 from pysyncobj.transport import TCPTransport
 
 from .base import LogBase
+from .batching import Batcher
 from .codec import Command, encode_command
 from .errors import NotLeader, error_for_fail_reason
 from .journal import MsgpackJournal
@@ -45,13 +47,13 @@ LEADERSHIP_CONFIRM_ATTEMPTS_MAX = 100
 
 
 @contextlib.contextmanager
-def _msgpack_journal(path: str, fsync: bool, created: list) -> Iterator[None]:
+def _msgpack_journal(path: str, fsync: bool, created: list, journal_class: type = MsgpackJournal) -> Iterator[None]:
     """Make PySyncObj create our journal for ``path`` while a node is built."""
     original = _syncobj_module.createJournal
 
     def create(journal_file=None):
         assert journal_file == path, "unexpected journal file"
-        journal = MsgpackJournal(path, fsync=fsync)
+        journal = journal_class(path, fsync=fsync)
         created.append(journal)
         return journal
 
@@ -62,11 +64,11 @@ def _msgpack_journal(path: str, fsync: bool, created: list) -> Iterator[None]:
         _syncobj_module.createJournal = original
 
 
-def _syncing_transport(journals: list) -> type:
+def _syncing_transport(journals: list, base: type = TCPTransport) -> type:
     """A transport that makes appended entries durable before a follower
     acknowledges them (PySyncObj's ``next_node_idx`` answer)."""
 
-    class SyncingTransport(TCPTransport):
+    class SyncingTransport(base):
         def send(self, node, message):
             if journals and message.get("type") == "next_node_idx":
                 journals[0].sync()
@@ -76,9 +78,19 @@ def _syncing_transport(journals: list) -> type:
 
 
 class _RaftNode(SyncObj):
-    def __init__(self, self_address: str, partners: list[str], conf: SyncObjConf, apply, journals: list) -> None:
+    def __init__(
+        self,
+        self_address: str,
+        partners: list[str],
+        conf: SyncObjConf,
+        apply,
+        journals: list,
+        transport_base: type = TCPTransport,
+        node_class: type = TCPNode,
+    ) -> None:
         self._coordinator_apply = apply
-        super().__init__(self_address, partners, conf, transportClass=_syncing_transport(journals))
+        transport = _syncing_transport(journals, transport_base)
+        super().__init__(self_address, partners, conf, nodeClass=node_class, transportClass=transport)
         # The leader counts its own copy toward a commit at the start of a
         # tick: what it appended during a tick is synced at the end of it.
         self.addOnTickCallback(journals[0].sync)
@@ -109,6 +121,9 @@ class PySyncObjLog(LogBase):
         self._settings = settings
         self._node: _RaftNode | None = None
         self._generation = 0
+        self._batcher = Batcher(
+            self._send_entry, self.is_leader, lambda: NotLeader(self._leader_address()), settings.pipeline_entries_max
+        )
         self._hooks = SnapshotHooks(state_machine.snapshot, state_machine.restore, self._lock, fsync=settings.fsync)
 
     # -- lifecycle -----------------------------------------------------------
@@ -136,13 +151,25 @@ class PySyncObjLog(LogBase):
             onStateChanged=self._on_state_changed,
         )
 
-    async def start(self) -> None:
+    async def start(
+        self,
+        *,
+        journal_class: type = MsgpackJournal,
+        transport_base: type = TCPTransport,
+        node_class: type = TCPNode,
+    ) -> None:
+        """Build the PySyncObj node. The keywords are seams for the
+        deterministic simulation (``chaos.sim``): a journal class whose
+        crash loses what was not synced, an in-process transport, and a node
+        class with a stable hash; a real node uses the defaults."""
         self._loop = asyncio.get_running_loop()
         os.makedirs(self._data_dir, exist_ok=True)
         conf = self._conf()
         journals: list[MsgpackJournal] = []
-        with _msgpack_journal(conf.journalFile, self._settings.fsync, journals):
-            self._node = _RaftNode(self._self_address, self._partners, conf, self._apply_entry, journals)
+        with _msgpack_journal(conf.journalFile, self._settings.fsync, journals, journal_class):
+            self._node = _RaftNode(
+                self._self_address, self._partners, conf, self._apply_entry, journals, transport_base, node_class
+            )
         self.journal = journals[0]
 
     async def stop(self) -> None:
@@ -161,22 +188,27 @@ class PySyncObjLog(LogBase):
         if node is None or not node._isLeader():
             self.stats.count_proposal("not_written")
             raise NotLeader(self._leader_address())
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = self._batcher.submit(data)
+        try:
+            return await self._timed(future, timeout_s or self._settings.proposal_timeout_s)
+        finally:
+            if not future.done():  # still queued: it will never be sent
+                future.cancel()
+
+    def _send_entry(self, data: bytes, on_done) -> None:
+        """Hand one entry (plain or batch) to PySyncObj; ``on_done`` runs on the loop."""
+        node = self._node
+        if node is None:
+            raise NotLeader(None)
+        loop = self._loop
 
         def settle(result, error) -> None:
-            if future.done():
-                return
-            if error == _SUCCESS:
-                future.set_result(result)
-            else:
-                future.set_exception(error_for_fail_reason(error, self._leader_address()))
+            on_done(result, None if error == _SUCCESS else error_for_fail_reason(error, self._leader_address()))
 
         def callback(result, error) -> None:  # PySyncObj's tick thread
             loop.call_soon_threadsafe(settle, result, error)
 
         node.apply_entry(data, callback=callback)
-        return await self._timed(future, timeout_s or self._settings.proposal_timeout_s)
 
     # -- leadership ------------------------------------------------------------
     def _on_state_changed(self, old: int, new: int) -> None:  # PySyncObj's tick thread
@@ -189,6 +221,7 @@ class PySyncObjLog(LogBase):
     def _on_role(self, old: int, new: int, term: int) -> None:
         self._generation += 1
         if old == _LEADER and new != _LEADER:
+            self._batcher.fail_queued(NotLeader(self._leader_address()))
             self._emit_leadership(LeadershipChange(False, term))
         if new == _LEADER:
             asyncio.ensure_future(self._confirm_leadership(self._generation, term))

@@ -21,6 +21,9 @@ class RaftSettings:
     compaction_min_time_s: float = 300.0
     fsync: bool = True
     proposal_timeout_s: float = 5.0
+    # Group commit (consensus/batching.py): entries in flight before new
+    # commands queue up and go out together as one entry.
+    pipeline_entries_max: int = 2
 
     def __post_init__(self) -> None:
         problems = []
@@ -36,5 +39,7 @@ class RaftSettings:
             problems.append("compaction_min_entries >= 10 and compaction_min_time_s > 0 are required")
         if not 0 < self.proposal_timeout_s <= 120:
             problems.append("proposal_timeout_s must be in (0, 120]")
+        if not 1 <= self.pipeline_entries_max <= 1024:
+            problems.append("pipeline_entries_max must be in 1..1024")
         if problems:
             raise ValueError("; ".join(problems))

@@ -54,7 +54,7 @@ async def test_through_the_log_rejections_are_recorded_results_and_replicas_agre
     log = InMemoryLog(state, replicas=(replica,))
     await log.start()
     ok = await log.propose(Command("service.put", {"name": "orders", "url": "http://127.0.0.1:9001"}, 10))
-    assert ok.value["url"] == "http://127.0.0.1:9001" and ok.value["revision"] == ok.index
+    assert ok.value["url"] == "http://127.0.0.1:9001" and ok.value["revision"] == 1
     bad = await log.propose(Command("service.put", {"name": "orders", "url": "file:///etc/passwd"}, 11))
     assert isinstance(bad, Rejected) and bad.code == "invalid" and "url" in bad.message
     gone = await log.propose(Command("service.delete", {"name": "missing"}, 12))
