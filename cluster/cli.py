@@ -70,10 +70,11 @@ def cmd_node(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
     )
+    from .event_loop import run
     from .node import serve
 
     try:
-        asyncio.run(serve(config))
+        run(serve(config))
     except OSError as exc:
         print(f"coordinator node {config.node.id}: {exc}", file=sys.stderr)
         return EXIT_FAILED
