@@ -281,11 +281,14 @@ def cmd_saga_redrive(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import dump, render, run_bench
+    from .bench import BenchOptions, dump, render, run
 
-    endpoints = [e.strip() for e in args.endpoints.split(",") if e.strip()] if args.endpoints else None
-    result = asyncio.run(run_bench(args.workload, args.concurrency, args.duration, args.warmup, args.nodes, endpoints))
-    print(file=sys.stderr)
+    endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip()) if args.endpoints else None
+    try:
+        options = BenchOptions(args.workload, args.concurrency, args.duration, args.warmup, args.nodes, endpoints, args.baseline, args.runs, args.profile)
+    except ValueError as exc:
+        raise UsageError(f"coordinator bench: {exc}") from None
+    result = asyncio.run(run(options))
     print(render(result))
     dump(result, args.json)
     return EXIT_OK if result["completed"] else EXIT_FAILED
@@ -401,12 +404,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     bench = commands.add_parser("bench", help="measure workflow throughput and latency")
     bench.add_argument("--nodes", type=_positive_int, default=3)
-    bench.add_argument("--workload", choices=["saga2", "saga4", "twopc3", "registry"], default="saga2")
+    bench.add_argument("--workload", choices=["saga2", "saga4", "twopc3", "registry", "failover"], default="saga2")
     bench.add_argument("--concurrency", type=_positive_int, default=16)
     bench.add_argument("--duration", type=float, default=10.0)
     bench.add_argument("--warmup", type=float, default=2.0)
     bench.add_argument("--json", metavar="FILE")
     bench.add_argument("--endpoints", help="use a running cluster instead of starting one")
+    bench.add_argument("--baseline", choices=["pysyncobj", "etcd"], help="also measure raw PySyncObj, or etcd (registry only), and print the ratio")
+    bench.add_argument("--runs", type=_positive_int, default=20, help="leader kills of --workload failover")
+    bench.add_argument("--profile", nargs="?", const="bench-profile.folded", metavar="FILE", help="py-spy the leader; folded stacks to FILE")
     bench.set_defaults(run=cmd_bench)
 
     sagas = commands.add_parser("saga", help="sagas")

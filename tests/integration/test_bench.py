@@ -1,0 +1,64 @@
+"""`coordinator bench` end to end, short: our cluster, then a baseline in the
+same invocation; the JSON has the issue's keys and the ratio is a number.
+No speed is asserted: the figures depend on the machine and its load."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cluster.bench_etcd import etcd_binary
+
+pytestmark = pytest.mark.integration
+
+KEYS = {"workload", "concurrency", "duration_s", "completed", "throughput_per_s", "latency_ms",
+        "entries_per_workflow", "nodes", "baseline", "ratio"}
+
+
+def bench(tmp_path, *args, timeout_s=120):
+    report = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "cluster", "bench", *args, "--json", str(report)],
+                            capture_output=True, text=True, timeout=timeout_s)
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return json.loads(report.read_text()), result.stdout
+
+
+def test_bench_with_the_pysyncobj_baseline_writes_the_issue_shape(tmp_path):
+    result, stdout = bench(tmp_path, "--workload", "saga2", "--concurrency", "4", "--duration", "3", "--warmup", "0.5",
+                           "--baseline", "pysyncobj")
+    assert KEYS <= set(result)
+    assert result["workload"] == "saga2" and result["concurrency"] == 4 and result["completed"] > 0
+    assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    assert [n["id"] for n in result["nodes"]] == ["n1", "n2", "n3"]
+    assert all(set(n) == {"id", "cpu_s", "rss_mb_max"} and n["rss_mb_max"] > 0 for n in result["nodes"])
+    baseline = result["baseline"]
+    assert baseline["name"] == "pysyncobj" and baseline["fsync"] is False
+    assert isinstance(baseline["throughput_per_s"], float) and baseline["throughput_per_s"] > 0
+    assert isinstance(result["ratio"], float) and result["ratio"] > 0
+    # commands/s when the nodes export coordinator_commands_applied_total, else Raft entries/s
+    ours = result["commands_per_s"] if result["commands_per_s"] is not None else result["log_entries_per_s"]
+    assert ours > 0
+    assert result["ratio"] == round(ours / baseline["throughput_per_s"], 3)
+    assert result["entry_ratio"] == round(result["log_entries_per_s"] / baseline["throughput_per_s"], 3)
+    assert "never fsyncs" in stdout and "ratio" in stdout
+
+
+@pytest.mark.skipif(etcd_binary() is None, reason="no etcd binary (Debian: apt-get install etcd-server)")
+def test_bench_registry_against_etcd(tmp_path):
+    result, _ = bench(tmp_path, "--workload", "registry", "--concurrency", "8", "--duration", "2", "--warmup", "0.5",
+                      "--baseline", "etcd")
+    assert result["baseline"]["name"] == "etcd" and result["baseline"]["throughput_per_s"] > 0
+    assert result["baseline"]["errors"] == {}
+    assert result["ratio"] == round(result["throughput_per_s"] / result["baseline"]["throughput_per_s"], 3)
+
+
+def test_bench_failover_kills_the_leader_and_reports_both_delays(tmp_path):
+    result, stdout = bench(tmp_path, "--workload", "failover", "--runs", "2", "--warmup", "1", timeout_s=180)
+    assert result["runs"] == 2
+    assert len(result["failover_ms"]) + result["missed"]["failover"] == 2
+    assert len(result["resume_ms"]) + result["missed"]["resume"] == 2
+    assert result["failover_ms"] and all(v > 0 for v in result["failover_ms"] + result["resume_ms"])
+    assert result["completed"] > 0
+    assert "kill -> next committed write" in stdout
