@@ -38,6 +38,7 @@ class Applier:
 
         Returns the entry's result (a list of results for a batch) and each
         applied command with its result, in order."""
+        self._stats.entries_applied += 1
         try:
             command = decode_command(data)
         except CodecError as exc:
@@ -67,6 +68,7 @@ class Applier:
         return results, applied
 
     def _apply_command(self, index: int, command: Command) -> Applied | Rejected:
+        self._stats.commands_applied += 1
         if command.kind == BARRIER_KIND:
             return Applied(index, None)
         started = time.perf_counter()

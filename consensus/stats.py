@@ -44,6 +44,8 @@ class LogStats:
     barriers: int = 0
     barrier_reads: int = 0
     applied_rejections: int = 0
+    entries_applied: int = 0  # log entries (a batch entry counts once)
+    commands_applied: int = 0  # commands in them, barriers included
 
     def count_proposal(self, outcome: str) -> None:
         self.proposals[outcome] = self.proposals.get(outcome, 0) + 1

@@ -111,7 +111,8 @@ async def test_a_batch_stays_within_the_entry_size_and_command_count_limits():
 
 def test_the_applier_applies_a_batch_in_order_and_returns_each_result():
     state = ClusterState()
-    applier = Applier(state, threading.RLock(), LogStats())
+    stats = LogStats()
+    applier = Applier(state, threading.RLock(), stats)
     items = [put(1), encode_command(Command("service.delete", {"name": "missing"}, 1)), put(2), b"\xc1junk"]
     result, applied = applier.apply_entry(7, encode_batch(items))
     assert [type(r) for r in result] == [Applied, Rejected, Applied, Rejected]
@@ -119,6 +120,7 @@ def test_the_applier_applies_a_batch_in_order_and_returns_each_result():
     assert [c.kind for c, _ in applied] == ["service.put", "service.delete", "service.put"]
     assert [state.registry.get(n)["revision"] for n in ("s1", "s2")] == [1, 2]
     assert state.applied_index == 7
+    assert (stats.entries_applied, stats.commands_applied) == (1, 3)
 
 
 def test_a_nested_or_empty_batch_is_rejected_and_changes_nothing():
