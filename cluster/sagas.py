@@ -103,8 +103,8 @@ class SagaStore(WorkflowStore):
 
     # -- snapshots ----------------------------------------------------------------------
     def snapshot(self) -> dict:
-        return {"sagas": [machine.state_to_dict(s) for s in self.items.values()], "outcomes": self.outcomes}
+        return {"sagas": self.packed_states(), "outcomes": self.outcomes}
 
     def restore(self, data: dict) -> None:
-        self.restore_states([machine.state_from_dict(raw) for raw in data["sagas"]])
+        self.restore_packed(data["sagas"])
         self.outcomes = {service: list(items) for service, items in data["outcomes"].items()}

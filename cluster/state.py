@@ -18,7 +18,7 @@ from .transactions import TransactionStore
 
 __all__ = ["ClusterState", "STATE_FORMAT_VERSION"]
 
-STATE_FORMAT_VERSION = 2  # 2: the command sequence number
+STATE_FORMAT_VERSION = 3  # 2: the command sequence number; 3: workflows as msgpack bytes
 
 
 class ClusterState:

@@ -69,7 +69,7 @@ class TransactionStore(WorkflowStore):
         return any(name in self.items[i].definition.services for i in self.active)
 
     def snapshot(self) -> dict:
-        return {"transactions": [machine.state_to_dict(s) for s in self.items.values()]}
+        return {"transactions": self.packed_states()}
 
     def restore(self, data: dict) -> None:
-        self.restore_states([machine.state_from_dict(raw) for raw in data["transactions"]])
+        self.restore_packed(data["transactions"])

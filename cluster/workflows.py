@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from consensus import Rejection
+from consensus import Rejection, pack, unpack
 
 from .registry import ServiceRegistry
 
@@ -28,6 +28,11 @@ class WorkflowStore:
         self.registry = registry
         self.items: dict[str, Any] = {}
         self.active: set[str] = set()  # ids of unfinished workflows
+        # id -> (terminal state, its msgpack form): a terminal state does not
+        # change, so a snapshot (Raft log compaction, on PySyncObj's tick
+        # thread, where a long stall costs heartbeats) reuses bytes packed once
+        # instead of re-encoding every kept workflow each time.
+        self._packed: dict[str, tuple[Any, bytes]] = {}
 
     @staticmethod
     def state_id(state: Any) -> str:
@@ -64,6 +69,7 @@ class WorkflowStore:
         pruned = [i for i in ids if isinstance(i, str) and i in self.items and i not in self.active]
         for workflow_id in pruned:
             del self.items[workflow_id]
+            self._packed.pop(workflow_id, None)
         if pruned:
             self.forget(set(pruned))
         return {"pruned": len(pruned)}
@@ -84,15 +90,33 @@ class WorkflowStore:
         self.items[workflow_id] = state
         if self.is_terminal(state):
             self.active.discard(workflow_id)
+            # Packed now, while applying, so that a snapshot never stalls the tick on it.
+            self._packed[workflow_id] = (state, pack(self.model.state_to_dict(state)))
         else:
+            self._packed.pop(workflow_id, None)
             self.active.add(workflow_id)
 
     def terminal_ages(self) -> list[tuple[int, str]]:
         """(updated_at_ms, id) of every terminal workflow, for retention."""
         return [(s.updated_at_ms, i) for i, s in self.items.items() if i not in self.active]
 
-    def restore_states(self, states: list) -> None:
+    # -- snapshots ------------------------------------------------------------------------
+    def packed_states(self) -> list[bytes]:
+        """Every kept state in msgpack form, in store order."""
+        out = []
+        for workflow_id, state in self.items.items():
+            cached = self._packed.get(workflow_id)
+            if cached is not None and cached[0] is state:
+                out.append(cached[1])
+                continue
+            out.append(pack(self.model.state_to_dict(state)))
+        return out
+
+    def restore_packed(self, packed: list) -> None:
         self.items = {}
         self.active = set()
-        for state in states:
-            self.store(state)
+        self._packed = {}
+        for data in packed:
+            if not isinstance(data, bytes):
+                raise ValueError("a kept workflow in a snapshot must be msgpack bytes")
+            self.store(self.model.state_from_dict(unpack(data)))

@@ -3,7 +3,7 @@
 from hypothesis import given, settings, strategies as st
 
 from cluster.state import ClusterState
-from consensus import Command, InMemoryLog, Rejected, Rejection
+from consensus import Command, InMemoryLog, Rejected, Rejection, pack, unpack
 
 names = st.sampled_from(["orders", "payments", "a", "Bad", "", "x" * 70, None, 5])
 urls = st.sampled_from(["http://127.0.0.1:9001", "https://pay.example:443/base", "ftp://x", "http://", 7, None])
@@ -68,3 +68,20 @@ def test_update_keeps_created_at_and_moves_updated_at():
     state.apply(2, Command("service.put", {"name": "s", "url": "http://h:1"}, 100))
     service = state.apply(3, Command("service.put", {"name": "s", "grpc": "h:2"}, 200))
     assert (service["created_at_ms"], service["updated_at_ms"], service["url"], service["grpc"]) == (100, 200, None, "h:2")
+
+
+def test_terminal_workflows_are_packed_once_and_a_snapshot_round_trips():
+    state = ClusterState()
+    state.apply(2, Command("service.put", {"name": "a", "url": "http://127.0.0.1:9001"}, 1))
+    steps = [{"name": "s0", "service": "a", "action": {"method": "POST", "path": "/do"}}]
+    for n, saga_id in enumerate(("done", "running")):
+        state.apply(3 + 2 * n, Command("saga.submit", {"definition": {"id": saga_id, "steps": steps}}, 5))
+    event = {"type": "action_succeeded", "step": 0, "output": {"ok": True}, "attempts": 1, "at_ms": 6}
+    state.apply(9, Command("saga.event", {"id": "done", "event": event}, 6))
+    first = state.sagas.packed_states()
+    assert state.sagas.packed_states()[0] is first[0], "a terminal saga must be packed once"
+    assert state.sagas.packed_states()[1] is not first[1], "an unfinished saga is packed afresh"
+    copy = ClusterState()
+    copy.restore(unpack(pack(state.snapshot())))
+    assert copy.digest() == state.digest()
+    assert copy.sagas.active == {"running"} and str(copy.sagas.items["done"].status) == str(state.sagas.items["done"].status)
