@@ -2,18 +2,27 @@
 
 uvloop makes socket IO and ``call_soon_threadsafe`` (every Raft callback
 crosses from PySyncObj's tick thread) cheaper. ``COORDINATOR_EVENT_LOOP=asyncio``
-picks the standard loop, e.g. to compare the two.
+picks the standard loop, e.g. to compare the two. It also sets the GIL
+switch interval (``COORDINATOR_SWITCH_INTERVAL_S``, see below).
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
+import sys
 from typing import Any, Coroutine
 
 __all__ = ["loop_name", "run"]
 
 ENV = "COORDINATOR_EVENT_LOOP"
+# Two threads hand work to each other all the time: PySyncObj's tick thread
+# (every Raft message, apply and callback) and the event loop (HTTP, calls,
+# proposals). With CPython's default 5 ms GIL switch interval each hand-off
+# can wait for the other thread's whole slice; 0.5 ms gave the saga2 bench
+# at concurrency 16 ~1.5x the throughput and two thirds of the latency.
+SWITCH_ENV = "COORDINATOR_SWITCH_INTERVAL_S"
+SWITCH_INTERVAL_S = "0.0005"
 
 
 def _uvloop():
@@ -31,6 +40,7 @@ def loop_name() -> str:
 
 
 def run(coroutine: Coroutine[Any, Any, Any]) -> Any:
+    sys.setswitchinterval(float(os.environ.get(SWITCH_ENV, SWITCH_INTERVAL_S)))
     uvloop = _uvloop()
     with asyncio.Runner(loop_factory=uvloop.new_event_loop if uvloop is not None else None) as runner:
         return runner.run(coroutine)
