@@ -9,8 +9,8 @@ __all__ = ["RaftSettings"]
 
 @dataclass(frozen=True, slots=True)
 class RaftSettings:
-    election_timeout_min_s: float = 0.4
-    election_timeout_max_s: float = 1.0
+    election_timeout_min_s: float = 0.2
+    election_timeout_max_s: float = 0.5
     heartbeat_s: float = 0.05
     # A leader that heard from no majority for this long steps down
     # (PySyncObj's leaderFallbackTimeout; its default is 30 s).
