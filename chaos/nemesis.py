@@ -1,9 +1,12 @@
 """Faults on a LocalCluster: SIGKILL and restart, SIGSTOP/SIGCONT, restart of
-every node. Each is aimed at the leader or at a random node (seeded).
+every node, and a network partition that cuts one node off from its peers
+while clients still reach it (needs the nodes in network namespaces:
+chaos.netns). Each is aimed at the leader or at a random node (seeded).
 
-A partition that isolates the leader from its peers while clients still
-reach it needs the nodes in network namespaces or a fault proxy; neither is
-built yet, so it is skipped and the run says so.
+Faults are picked at random (FAULT_WEIGHTS) and start one after the other,
+each a seeded ``interval_s`` after the previous one started (or when it
+ended, if it lasted longer): the spacing stays within the ``interval_s``
+upper bound unless a fault outlasts it.
 """
 
 from __future__ import annotations
@@ -11,15 +14,27 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from cluster.local import LocalCluster
 
-__all__ = ["FAULTS", "Nemesis", "UNSUPPORTED"]
+from .netns import Network
+
+__all__ = ["AIMS", "FAULTS", "FAULT_WEIGHTS", "NO_NETWORK", "Nemesis"]
 
 FAULTS = ("kill", "pause", "restart-all", "partition")
-UNSUPPORTED = {"partition": "needs network namespaces or a fault proxy, not built yet"}
-LEADER_AIM = 0.7  # how often a fault aims at the leader rather than a random node
+# How often each fault is picked, relative to the others: a restart of every
+# node costs the cluster several seconds (processes start, journals replay,
+# an election), so it comes less often than the single-node faults.
+FAULT_WEIGHTS = {"kill": 3, "pause": 3, "partition": 2, "restart-all": 1}
+# "mixed": the leader LEADER_AIM of the time, else a random node;
+# "leader": the leader whenever one is found within LEADER_WAIT_S.
+AIMS = ("mixed", "leader", "random")
+LEADER_AIM = 0.7
+LEADER_WAIT_S = 3.0
+VIEW_TIMEOUT_S = 1.0
+NO_NETWORK = "the nodes are not in network namespaces"
 
 
 @dataclass
@@ -31,45 +46,92 @@ class Nemesis:
     started_s: float = field(default_factory=time.monotonic)
     log: list[dict] = field(default_factory=list)
     killed_leader_at: list[float] = field(default_factory=list)
+    network: Network | None = None
+    aim: str = "mixed"
+    partition_s: tuple[float, float] = (2.0, 6.0)
+    # fault -> why this run cannot inject it
+    skipped: Mapping[str, str] = field(default_factory=dict)
+    _target_rng: random.Random = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if self.aim not in AIMS:
+            raise ValueError(f"aim: one of {', '.join(AIMS)}, got {self.aim!r}")
+        unknown = sorted(set(self.faults) - set(FAULTS))
+        if unknown:
+            raise ValueError(f"faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
+        if "partition" in self.faults and self.network is None and "partition" not in self.skipped:
+            self.skipped = {**self.skipped, "partition": NO_NETWORK}
+        # Targets draw from their own generator: whether a leader was found
+        # (timing) must not shift the seeded schedule of fault kinds.
+        self._target_rng = random.Random(self.rng.random())
 
     def usable(self) -> tuple[str, ...]:
-        return tuple(f for f in self.faults if f not in UNSUPPORTED)
+        return tuple(f for f in self.faults if f not in self.skipped)
 
     async def _target(self) -> tuple[str, bool]:
         alive = [i for i in self.cluster.ids if self.cluster.supervisor.alive(i)]
-        if self.rng.random() < LEADER_AIM:
-            try:
-                return await self.cluster.wait_leader(among=alive, timeout_s=5), True
-            except AssertionError:
-                pass
-        return self.rng.choice(alive), False
+        at_leader = self.aim == "leader" or (self.aim == "mixed" and self._target_rng.random() < LEADER_AIM)
+        if at_leader:
+            deadline = time.monotonic() + LEADER_WAIT_S
+            while time.monotonic() < deadline:
+                leader = await self.leader(alive)
+                if leader is not None:
+                    return leader, True
+                await asyncio.sleep(0.1)
+        return self._target_rng.choice(alive), False
 
-    def _record(self, kind: str, node: str | None, **details) -> None:
-        self.log.append({"at_s": round(time.monotonic() - self.started_s, 3), "kind": kind, "node": node, **details})
+    async def leader(self, among: list[str] | None = None) -> str | None:
+        """The node that says it leads at the highest term (a cut-off old
+        leader may still say so at a lower one), or None."""
+        async def view(node_id: str) -> dict | None:
+            try:
+                return await asyncio.wait_for(self.cluster.cluster_view(node_id), VIEW_TIMEOUT_S)
+            except asyncio.TimeoutError:  # a paused node
+                return None
+
+        views = await asyncio.gather(*(view(i) for i in among or self.cluster.ids))
+        leaders = [(v["term"], v["node"]) for v in views if v and v["role"] == "leader"]
+        return max(leaders)[1] if leaders else None
+
+    def _record(self, kind: str, node: str | None, **details) -> dict:
+        entry = {"at_s": self._now_s(), "kind": kind, "node": node, **details}
+        self.log.append(entry)
+        return entry
+
+    def _now_s(self) -> float:
+        return round(time.monotonic() - self.started_s, 3)
 
     async def run(self, until_s: float) -> None:
         usable = self.usable()
         if not usable:
             return
-        while time.monotonic() + self.interval_s[0] < until_s:
-            await asyncio.sleep(self.rng.uniform(*self.interval_s))
-            await self.inject(self.rng.choice(usable))
+        last_start = self.started_s
+        while True:
+            next_start = last_start + self.rng.uniform(*self.interval_s)
+            kind = self.rng.choices(usable, weights=[FAULT_WEIGHTS[f] for f in usable])[0]
+            if next_start >= until_s:
+                return
+            await asyncio.sleep(max(0.0, next_start - time.monotonic()))
+            last_start = await self.inject(kind)
 
-    async def inject(self, kind: str) -> None:
+    async def inject(self, kind: str) -> float:
+        """Inject one fault and undo it; when it started (monotonic s)."""
         supervisor = self.cluster.supervisor
         if kind == "restart-all":
+            started = time.monotonic()
             self._record(kind, None)
             for node_id in self.cluster.ids:
                 supervisor.kill(node_id)
             await asyncio.sleep(self.rng.uniform(0.2, 1.0))
             for node_id in self.cluster.ids:
                 supervisor.start(node_id)
-            return
+            return started
         node_id, leader = await self._target()
+        started = time.monotonic()
         if kind == "kill":
             self._record(kind, node_id, leader=leader)
             if leader:
-                self.killed_leader_at.append(time.monotonic())
+                self.killed_leader_at.append(started)
             supervisor.kill(node_id)
             await asyncio.sleep(self.rng.uniform(0.5, 2.0))
             supervisor.start(node_id)
@@ -79,9 +141,27 @@ class Nemesis:
             supervisor.pause(node_id)
             await asyncio.sleep(pause_s)
             supervisor.resume(node_id)
+        elif kind == "partition":
+            await self._partition(node_id, leader)
+        else:
+            raise ValueError(f"unknown fault {kind!r}")
+        return started
+
+    async def _partition(self, node_id: str, leader: bool) -> None:
+        assert self.network is not None, "partition needs the nodes in network namespaces"
+        partition_s = round(self.rng.uniform(*self.partition_s), 2)
+        entry = self._record("partition", node_id, leader=leader, partition_s=partition_s)
+        self.network.isolate(node_id)
+        try:
+            await asyncio.sleep(partition_s)
+        finally:
+            self.network.heal(node_id)
+            entry["healed_at_s"] = self._now_s()
 
     def heal(self) -> None:
-        """Every node running and resumed."""
+        """Every node running, resumed and connected."""
+        if self.network is not None:
+            self.network.heal_all()
         for node_id in self.cluster.ids:
             self.cluster.supervisor.resume(node_id)
             if not self.cluster.supervisor.alive(node_id):

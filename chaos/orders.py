@@ -11,9 +11,11 @@ SERVICES = ("orders", "inventory", "payments", "shipping")
 
 
 @contextlib.asynccontextmanager
-async def participants(cluster, scripts: dict | None = None):
+async def participants(cluster, scripts: dict | None = None, *, host: str = "127.0.0.1"):
+    """``host``: where the participants listen (a chaos run's bridge address
+    when the nodes run in network namespaces)."""
     scripts = scripts or {}
-    running = {name: await start_recording_service(name, scripts.get(name, Script())) for name in SERVICES}
+    running = {name: await start_recording_service(name, scripts.get(name, Script()), host=host) for name in SERVICES}
     try:
         leader = await cluster.wait_leader()
         for name, service in running.items():

@@ -439,13 +439,13 @@ class RunningService:
 
 
 async def start_recording_service(
-    name: str, script: Script | None = None, *, records_max: int = RECORDS_MAX_DEFAULT
+    name: str, script: Script | None = None, *, records_max: int = RECORDS_MAX_DEFAULT, host: str = "127.0.0.1"
 ) -> RunningService:
-    """Serve a new RecordingService on 127.0.0.1 at a port the OS picks."""
+    """Serve a new RecordingService on 127.0.0.1 (or ``host``) at a port the OS picks."""
     service = RecordingService(name, script, records_max=records_max)
     from cluster.local import serve_on_loopback
 
-    runner, url = await serve_on_loopback(service.app(), shutdown_timeout_s=CLOSE_TIMEOUT_S)
+    runner, url = await serve_on_loopback(service.app(), shutdown_timeout_s=CLOSE_TIMEOUT_S, host=host)
     return RunningService(service, url, runner)
 
 

@@ -2,6 +2,13 @@
 are injected, then every checker on what the clients and participants saw.
 
 The seed decides the fault schedule and the workload; it is printed first.
+When ``partition`` is among the faults and this process may create network
+namespaces (root), each node runs in its own (chaos.netns) and the
+participants listen on the run's bridge; otherwise everything stays on
+loopback and the run says that it skipped partitions, and why.
+
+``python -m chaos.run`` takes the flags of ``coordinator chaos`` plus the
+nemesis' own (``--aim``, ``--fault-interval``, ``--partition-s``).
 """
 
 from __future__ import annotations
@@ -10,6 +17,7 @@ import asyncio
 import contextlib
 import json
 import random
+import signal
 import sys
 import tempfile
 import time
@@ -21,16 +29,18 @@ import aiohttp
 from client import Coordinator, CoordinatorError
 from cluster.local import LocalCluster
 
+from . import netns
 from .checkers import render_table, report_json, run_all, run_passed
 from .history import History
-from .nemesis import UNSUPPORTED, Nemesis
+from .nemesis import AIMS, FAULTS, Nemesis
 from .orders import SERVICES
 from .participants import Chaos, Fail, Script, Vote, start_recording_service
 from .workload import Workload
 
-__all__ = ["ChaosSettings", "run_chaos"]
+__all__ = ["ChaosSettings", "build_parser", "main", "run_chaos", "seconds_range"]
 
 SETTLE_S_MAX = 90.0
+DIGEST_WAIT_S = 30.0
 LIST_LIMIT = 1000
 
 
@@ -46,6 +56,8 @@ class ChaosSettings:
     processes: int = 8
     fault_interval_s: tuple[float, float] = (4.0, 8.0)
     min_ok_operations: int = 20
+    aim: str = "mixed"  # see chaos.nemesis.AIMS
+    partition_s: tuple[float, float] = (2.0, 6.0)
 
 
 def _say(text: str, end: str = "\n") -> None:
@@ -63,9 +75,7 @@ async def _progress(history: History, nemesis: Nemesis, cluster: LocalCluster, s
     while time.monotonic() < until:
         await asyncio.sleep(1.0)
         counts = history.outcome_counts()
-        leader = "-"
-        with contextlib.suppress(AssertionError):
-            leader = await cluster.wait_leader(timeout_s=0.3)
+        leader = await nemesis.leader() or "-"
         _say(f"\r{time.monotonic() - started:5.1f}s  ops ok {counts.get('ok', 0)} fail {counts.get('fail', 0)} "
              f"unknown {counts.get('unknown', 0)}  faults {len(nemesis.log)}  leader {leader}   ", end="")
 
@@ -87,85 +97,91 @@ async def _failover_probe(client: Coordinator, nemesis: Nemesis, until: float, f
                     await asyncio.sleep(0.01)
 
 
-async def _settle(client: Coordinator, workload: Workload) -> None:
-    """Once faults stop: every workflow reaches a terminal state (bounded)."""
+async def _settle(client: Coordinator, workload: Workload, history: History) -> None:
+    """Once faults stop: every workflow reaches a terminal state (bounded),
+    recorded as it ends (the lists read afterwards stop at LIST_LIMIT)."""
     async def finish(kind: str, workflow_id: str) -> None:
         with contextlib.suppress(CoordinatorError):
             if kind == "saga":
-                await client.wait_saga(workflow_id, timeout=SETTLE_S_MAX)
+                workflow = await client.wait_saga(workflow_id, timeout=SETTLE_S_MAX)
             else:
-                await client.wait_transaction(workflow_id, timeout=SETTLE_S_MAX)
+                workflow = await client.wait_transaction(workflow_id, timeout=SETTLE_S_MAX)
+            history.record_workflow(workflow.raw)
 
     await asyncio.gather(*(finish("saga", i) for i in workload.sagas), *(finish("tx", i) for i in workload.transactions))
 
 
 async def _digests(cluster: LocalCluster, history: History) -> None:
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + DIGEST_WAIT_S
     while True:
-        views = {}
+        views: dict[str, dict | None] = {}
         for node_id in cluster.ids:
             try:
                 response = await cluster.request("GET", node_id, "/v1/cluster?digest=true")
-                views[node_id] = response.json.get("state_digest") if response.status == 200 else None
+                views[node_id] = response.json if response.status == 200 else None
             except (aiohttp.ClientError, asyncio.TimeoutError):
                 views[node_id] = None
-        if (None not in views.values() and len(set(views.values())) == 1) or time.monotonic() > deadline:
+        digests = {node_id: view and view.get("state_digest") for node_id, view in views.items()}
+        if (None not in digests.values() and len(set(digests.values())) == 1) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
-    for node_id, digest in views.items():
+    if len(set(digests.values())) != 1:
+        _say("chaos: the nodes' digests differ: " + ", ".join(
+            f"{node_id} {view.get('role')} term {view.get('term')} commit {view.get('commit_index')} applied {view.get('state_applied_index')} digest {str(view.get('state_digest'))[:12]}"
+            if view else f"{node_id} unreachable" for node_id, view in views.items()))
+    for node_id, digest in digests.items():
         history.record_digest(node_id, digest)
+
+
+def _network(settings: ChaosSettings) -> tuple[netns.Network | None, dict[str, str]]:
+    """Namespaces for the nodes when a partition is asked for and possible;
+    else None and why partitions are skipped."""
+    if "partition" not in settings.faults:
+        return None, {}
+    reason = netns.unavailable()
+    if reason is None:
+        try:
+            node_ids = [f"n{i}" for i in range(1, settings.nodes + 1)]
+            return netns.Network.create(node_ids), {}
+        except netns.NetnsError as error:
+            reason = f"network namespaces failed: {error}"
+    return None, {"partition": reason}
+
+
+@contextlib.contextmanager
+def _sigterm_cancels():
+    """SIGTERM cancels the run, so its finally blocks stop the nodes and
+    remove the namespaces; SIGTERM's default action would skip them."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        yield
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
 
 
 async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
     rng = random.Random(settings.seed)
-    _say(f"chaos: seed {settings.seed}, {settings.nodes} nodes, {settings.duration_s:g} s, faults {','.join(settings.faults)}")
-    for fault in settings.faults:
-        if fault in UNSUPPORTED:
-            _say(f"chaos: skipping {fault}: {UNSUPPORTED[fault]}")
+    _say(f"chaos: seed {settings.seed}, {settings.nodes} nodes, {settings.duration_s:g} s, faults {','.join(settings.faults)}, "
+         f"aim {settings.aim}")
+    network, skipped = _network(settings)
+    for fault, reason in skipped.items():
+        _say(f"chaos: skipping {fault}: {reason}")
+    if network is not None:
+        _say(f"chaos: nodes in network namespaces {', '.join(map(network.namespace, network.node_ids))}, "
+             f"bridge {network.bridge} {network.subnet}")
     history = History()
     failover_ms: list[float] = []
-    with tempfile.TemporaryDirectory(prefix="coordinator-chaos-") as root:
-        cluster = LocalCluster(Path(root) / "cluster", nodes=settings.nodes, base_port=settings.base_port)
-        services = {name: await start_recording_service(name, script) for name, script in _scripts(settings.seed).items()}
-        cluster.start()
-        try:
-            await cluster.wait_leader()
-            endpoints = [cluster.url(i) for i in cluster.ids]
-            async with Coordinator(endpoints, attempts=3, timeout_s=5, retry_budget_s=8) as client, \
-                    Coordinator(endpoints, attempts=30, timeout_s=10, retry_budget_s=120) as patient:
-                for name, service in services.items():
-                    await patient.put_service(name, service.url)
-                started = time.monotonic()
-                until = started + settings.duration_s
-                nemesis = Nemesis(cluster, random.Random(rng.random()), settings.faults, settings.fault_interval_s, started)
-                workload = Workload(client, history, random.Random(rng.random()), rate_per_s=settings.rate_per_s, processes=settings.processes)
-                await asyncio.gather(
-                    workload.run(until),
-                    nemesis.run(until),
-                    _progress(history, nemesis, cluster, started, until),
-                    _failover_probe(patient, nemesis, until, failover_ms),
-                )
-                _say("")
-                nemesis.heal()
-                await cluster.wait_leader(timeout_s=60)
-                _say("chaos: faults stopped; waiting for every workflow to finish")
-                await _settle(patient, workload)
-                for saga in await patient.list_sagas(limit=LIST_LIMIT):
-                    history.record_workflow(saga.raw)
-                for tx in await patient.list_transactions(limit=LIST_LIMIT):
-                    history.record_workflow(tx.raw)
-                history.add_effects(e for s in services.values() for e in s.service.effects)
-                await _digests(cluster, history)
-                for fault in nemesis.log:
-                    history.record_fault(fault["kind"], fault["node"], at_s=fault["at_s"])
-                elapsed = time.monotonic() - started
-        finally:
-            await cluster.close()
-            for service in services.values():
-                await service.close()
+    try:
+        with _sigterm_cancels():
+            elapsed = await _run(settings, rng, network, skipped, history, failover_ms)
+    finally:
+        if network is not None:
+            network.close()
     results = run_all(history, min_ok_operations=settings.min_ok_operations)
     passed = run_passed(results)
     report = report_json(history, results, settings.seed, round(elapsed, 1), failover_ms)
+    report["skipped_faults"] = skipped
     print(render_table(results))
     if failover_ms:
         print(f"leader kill -> next committed write (ms): {', '.join(f'{m:g}' for m in failover_ms)}")
@@ -176,3 +192,68 @@ async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
     if settings.report:
         Path(settings.report).write_text(json.dumps(report, indent=2) + "\n")
     return passed, report
+
+
+async def _run(settings: ChaosSettings, rng: random.Random, network: netns.Network | None, skipped: dict[str, str],
+               history: History, failover_ms: list[float]) -> float:
+    """Cluster, participants, workload and nemesis; the history filled; the
+    seconds from the start of the faults to the end of the checks' inputs."""
+    host = network.bridge_address if network is not None else "127.0.0.1"
+    with tempfile.TemporaryDirectory(prefix="coordinator-chaos-") as root:
+        cluster = LocalCluster(
+            Path(root) / "cluster", nodes=settings.nodes, base_port=settings.base_port,
+            hosts=network.hosts() if network else None, launch_prefixes=network.launch_prefixes() if network else None,
+        )
+        services = {}
+        try:
+            for name, script in _scripts(settings.seed).items():
+                services[name] = await start_recording_service(name, script, host=host)
+            cluster.start()
+            await cluster.wait_leader()
+            endpoints = [cluster.url(i) for i in cluster.ids]
+            async with Coordinator(endpoints, attempts=3, timeout_s=5, retry_budget_s=8) as client, \
+                    Coordinator(endpoints, attempts=30, timeout_s=10, retry_budget_s=120) as patient:
+                for name, service in services.items():
+                    await patient.put_service(name, service.url)
+                started = time.monotonic()
+                until = started + settings.duration_s
+                nemesis = Nemesis(cluster, random.Random(rng.random()), settings.faults, settings.fault_interval_s, started,
+                                  network=network, aim=settings.aim, partition_s=settings.partition_s, skipped=skipped)
+                workload = Workload(client, history, random.Random(rng.random()), rate_per_s=settings.rate_per_s, processes=settings.processes)
+                try:
+                    await asyncio.gather(
+                        workload.run(until),
+                        nemesis.run(until),
+                        _progress(history, nemesis, cluster, started, until),
+                        _failover_probe(patient, nemesis, until, failover_ms),
+                    )
+                finally:
+                    nemesis.heal()
+                _say("")
+                await cluster.wait_leader(timeout_s=60)
+                _say("chaos: faults stopped; waiting for every workflow to finish")
+                await _settle(patient, workload, history)
+                for saga in await patient.list_sagas(limit=LIST_LIMIT):
+                    history.record_workflow(saga.raw)
+                for tx in await patient.list_transactions(limit=LIST_LIMIT):
+                    history.record_workflow(tx.raw)
+                history.add_effects(e for s in services.values() for e in s.service.effects)
+                await _digests(cluster, history)
+                for fault in nemesis.log:
+                    history.record_fault(**fault)
+                return time.monotonic() - started
+        finally:
+            await cluster.close()
+            for service in services.values():
+                await service.close()
+
+
+def seconds_range(text: str) -> tuple[float, float]:
+    """``"LOW,HIGH"`` seconds, 0 < LOW <= HIGH (``--fault-interval``, ``--partition-s``)."""
+    try:
+        low, high = (float(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"expected LOW,HIGH seconds, got {text!r}") from None
+    if not 0 < low <= high:
+        raise ValueError(f"expected 0 < LOW <= HIGH seconds, got {text!r}")
+    return low, high

@@ -296,18 +296,27 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_chaos(args: argparse.Namespace) -> int:
     from chaos.nemesis import FAULTS
-    from chaos.run import ChaosSettings, run_chaos
+    from chaos.run import ChaosSettings, run_chaos, seconds_range
 
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
         raise UsageError(f"coordinator chaos: --faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
+    try:
+        fault_interval_s, partition_s = seconds_range(args.fault_interval), seconds_range(args.partition_s)
+    except ValueError as exc:
+        raise UsageError(f"coordinator chaos: {exc}") from None
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     settings = ChaosSettings(
         nodes=args.nodes, duration_s=args.duration, faults=faults, seed=seed, rate_per_s=args.rate,
-        base_port=args.base_port, report=args.report,
+        base_port=args.base_port, report=args.report, aim=args.aim, fault_interval_s=fault_interval_s,
+        partition_s=partition_s,
     )
-    passed, _ = asyncio.run(run_chaos(settings))
+    try:
+        passed, _ = asyncio.run(run_chaos(settings))
+    except (KeyboardInterrupt, asyncio.CancelledError):  # Ctrl-C or SIGTERM: nodes stopped, namespaces removed
+        print("\nchaos: stopped before the end", file=sys.stderr)
+        return EXIT_FAILED
     return EXIT_OK if passed else EXIT_FAILED
 
 
@@ -400,6 +409,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--rate", type=float, default=20.0, help="target client operations per second")
     chaos.add_argument("--base-port", type=_positive_int)
     chaos.add_argument("--report", metavar="FILE", help="write the JSON report here")
+    chaos.add_argument("--aim", choices=["mixed", "leader", "random"], default="mixed",
+                       help="aim faults at the leader, at a random node, or mixed (the leader 70%% of the time)")
+    chaos.add_argument("--fault-interval", default="4,8", metavar="LOW,HIGH", help="seconds from one fault's start to the next")
+    chaos.add_argument("--partition-s", default="2,6", metavar="LOW,HIGH", help="how long a partition lasts")
     chaos.set_defaults(run=cmd_chaos)
 
     bench = commands.add_parser("bench", help="measure workflow throughput and latency")

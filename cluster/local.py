@@ -4,6 +4,10 @@ Used by the tests, ``coordinator demo``, chaos and benchmarks: it picks free
 ports, writes its own cluster file and secret in a directory of its own,
 starts the nodes through the same Supervisor as ``coordinator up``, and
 stops (by PID) only what it started.
+
+A chaos run with partitions places each node elsewhere: ``hosts`` gives a
+node its own address (in its network namespace) and ``launch_prefixes`` the
+words that start it there (``ip netns exec NAMESPACE``); see chaos.netns.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ import json
 import random
 import socket
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,23 @@ def free_base_port(nodes: int) -> int:
     raise RuntimeError("no free port range on loopback")
 
 
+def _placed(config: ClusterConfig, hosts: Mapping[str, str]) -> ClusterConfig:
+    """The same ports, each node on its own host (node id -> address)."""
+    unknown = set(hosts) - {n.id for n in config.nodes}
+    if unknown:
+        raise ValueError(f"hosts: no node {sorted(unknown)[0]!r} in the cluster")
+
+    def move(address: str, host: str) -> str:
+        return f"{host}:{address.rsplit(':', 1)[1]}"
+
+    nodes = tuple(
+        replace(n, raft=move(n.raft, hosts[n.id]), http=move(n.http, hosts[n.id]), grpc=move(n.grpc, hosts[n.id]))
+        if n.id in hosts else n
+        for n in config.nodes
+    )
+    return replace(config, nodes=nodes)
+
+
 class Response:
     def __init__(self, status: int, headers: dict, text: str) -> None:
         self.status = status
@@ -80,6 +102,8 @@ class LocalCluster:
         executor: ExecutorSettings | None = None,
         token: bool = False,
         base_port: int | None = None,
+        hosts: Mapping[str, str] | None = None,
+        launch_prefixes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -91,6 +115,8 @@ class LocalCluster:
             raft=raft,
             executor=executor,
         )
+        if hosts:
+            self.config = _placed(self.config, hosts)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")
@@ -99,7 +125,7 @@ class LocalCluster:
         self.cluster_file = self.root / "cluster.toml"
         write_cluster_file(self.cluster_file, self.config)
         generate_secret(self.config.secret_file)
-        self.supervisor = Supervisor(self.cluster_file, self.config)
+        self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -175,15 +201,18 @@ class LocalCluster:
         return await self.request("PUT", via, f"/v1/services/{name}", {"url": url}, follow=True)
 
 
-async def serve_on_loopback(app: "web.Application", *, shutdown_timeout_s: float = 60.0) -> tuple["web.AppRunner", str]:
-    """Serve an aiohttp app on 127.0.0.1 at a port the OS picks: (runner, base URL).
+async def serve_on_loopback(
+    app: "web.Application", *, shutdown_timeout_s: float = 60.0, host: str = "127.0.0.1"
+) -> tuple["web.AppRunner", str]:
+    """Serve an aiohttp app on 127.0.0.1 (or ``host``, such as a chaos run's
+    bridge address) at a port the OS picks: (runner, base URL).
     The caller cleans the runner up."""
     from aiohttp import web
 
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout_s, access_log=None)
     await runner.setup()
     try:
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        await web.TCPSite(runner, host, 0).start()
         host, port = runner.addresses[0][:2]
     except BaseException:
         await runner.cleanup()

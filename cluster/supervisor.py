@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .config import ClusterConfig
@@ -44,10 +45,23 @@ def die_with_parent() -> None:
 
 
 class Supervisor:
-    def __init__(self, cluster_file: Path, config: ClusterConfig, *, python: str = sys.executable) -> None:
+    """``launch_prefixes``: per node, words put before the node's command, such
+    as ``ip netns exec NAMESPACE`` (which execs in place: the PID is the node's)."""
+
+    def __init__(
+        self,
+        cluster_file: Path,
+        config: ClusterConfig,
+        *,
+        python: str = sys.executable,
+        launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.cluster_file = Path(cluster_file)
         self.config = config
         self.python = python
+        self.launch_prefixes = {node_id: tuple(prefix) for node_id, prefix in (launch_prefixes or {}).items()}
+        for node_id in self.launch_prefixes:
+            config.node(node_id)
         self.processes: dict[str, subprocess.Popen] = {}
 
     def log_path(self, node_id: str) -> Path:
@@ -62,7 +76,7 @@ class Supervisor:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                [self.python, "-m", "cluster", "node", "--config", str(self.cluster_file), "--id", node_id],
+                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "cluster", "node", "--config", str(self.cluster_file), "--id", node_id],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
