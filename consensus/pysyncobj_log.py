@@ -64,11 +64,51 @@ def _msgpack_journal(path: str, fsync: bool, created: list, journal_class: type 
         _syncobj_module.createJournal = original
 
 
+def _stale_reset(raft: SyncObj, node, message) -> dict:
+    """Keep a stale "reset" answer from moving the leader's nextIndex up.
+
+    PySyncObj 0.3.17 sends a lagging follower several AppendEntries per tick
+    when its backlog is over ``appendEntriesBatchSizeBytes`` (64 KB). A
+    former leader with uncommitted entries answers the first (term mismatch)
+    with reset to ``prevLogIdx`` - right - and the later ones, whose previous
+    entry it lacks, with reset to its last index + 1; the leader applies both
+    in order, so nextIndex bounces between two values above the point where
+    the logs match and the node never catches up (found by the chaos
+    partitions; ``tests/integration/test_netns_partition.py``). A reset only
+    ever says "go back to at most here", so one above the current nextIndex
+    is stale: the leader keeps the lower value.
+    """
+    if message.get("type") != "next_node_idx" or not message.get("reset") or message.get("success"):
+        return message
+    current = getattr(raft, "_SyncObj__raftNextIndex", {}).get(node)
+    wanted = message.get("next_node_idx")
+    if isinstance(current, int) and isinstance(wanted, int) and wanted > current:
+        return {**message, "next_node_idx": current}
+    return message
+
+
 def _syncing_transport(journals: list, base: type = TCPTransport) -> type:
     """A transport that makes appended entries durable before a follower
-    acknowledges them (PySyncObj's ``next_node_idx`` answer)."""
+    acknowledges them (PySyncObj's ``next_node_idx`` answer), and drops the
+    effect of stale reset answers (:func:`_stale_reset`)."""
 
     class SyncingTransport(base):
+        def __init__(self, syncObj, selfNode, otherNodes):
+            self._coordinator_raft = syncObj
+            super().__init__(syncObj, selfNode, otherNodes)
+
+        def setOnMessageReceivedCallback(self, callback):
+            if callback is None:  # destroy()
+                return super().setOnMessageReceivedCallback(None)
+            raft = self._coordinator_raft
+
+            def received(node, message):
+                if isinstance(message, dict):
+                    message = _stale_reset(raft, node, message)
+                callback(node, message)
+
+            super().setOnMessageReceivedCallback(received)
+
         def send(self, node, message):
             if journals and message.get("type") == "next_node_idx":
                 journals[0].sync()
