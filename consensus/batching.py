@@ -16,7 +16,9 @@ gets its own command's result, or the entry's error.
 
 A command still queued when its proposer stopped waiting (timeout,
 cancellation) is dropped, never sent: it was not written. When this node
-stops leading, everything queued fails with :class:`NotLeader`.
+stops leading, everything queued fails with :class:`NotLeader` and every
+entry in flight with an outcome-unknown error at once (PySyncObj would hold
+them until the proposal timeout).
 """
 
 from __future__ import annotations
@@ -51,7 +53,7 @@ class Batcher:
         self._is_leader = is_leader
         self._not_leader = not_leader
         self._pipeline_max = pipeline_entries_max
-        self._inflight = 0
+        self._inflight: dict[int, list[tuple[bytes, asyncio.Future]]] = {}  # entry number -> its proposers
         self._queue: collections.deque[tuple[bytes, asyncio.Future]] = collections.deque()
         self.entries = 0
         self.commands = 0
@@ -60,7 +62,7 @@ class Batcher:
         """Queue one encoded command; the future gets its result or error."""
         future = asyncio.get_running_loop().create_future()
         self._queue.append((data, future))
-        if self._inflight < self._pipeline_max:
+        if len(self._inflight) < self._pipeline_max:
             self._flush()
         return future
 
@@ -69,6 +71,19 @@ class Batcher:
             _, future = self._queue.popleft()
             if not future.done():
                 future.set_exception(error)
+
+    def abandon(self, queued_error: BaseException, inflight_error: BaseException) -> None:
+        """This node stopped leading: what is queued was never sent
+        (``queued_error``); what was sent may still commit under the next
+        leader, and PySyncObj may hold it until its timeout - its proposers
+        learn ``inflight_error`` (outcome unknown) now. Late callbacks of the
+        abandoned entries are ignored."""
+        self.fail_queued(queued_error)
+        inflight, self._inflight = self._inflight, {}
+        for taken in inflight.values():
+            for _, future in taken:
+                if not future.done():
+                    future.set_exception(inflight_error)
 
     def _take(self) -> list[tuple[bytes, asyncio.Future]]:
         taken: list[tuple[bytes, asyncio.Future]] = []
@@ -86,7 +101,7 @@ class Batcher:
         return taken
 
     def _flush(self) -> None:
-        while self._queue and self._inflight < self._pipeline_max:
+        while self._queue and len(self._inflight) < self._pipeline_max:
             if not self._is_leader():
                 self.fail_queued(self._not_leader())
                 return
@@ -94,16 +109,19 @@ class Batcher:
             if not taken:
                 return
             data = taken[0][0] if len(taken) == 1 else encode_batch([d for d, _ in taken])
-            self._inflight += 1
             self.entries += 1
+            number = self.entries
+            self._inflight[number] = taken
             self.commands += len(taken)
             try:
-                self._send(data, lambda result, error, taken=taken: self._done(taken, result, error))
+                self._send(data, lambda result, error, number=number: self._done(number, result, error))
             except BaseException as exc:  # noqa: BLE001 - handed to every proposer of the entry
-                self._done(taken, None, exc)
+                self._done(number, None, exc)
 
-    def _done(self, taken: list[tuple[bytes, asyncio.Future]], result: Any, error: BaseException | None) -> None:
-        self._inflight -= 1
+    def _done(self, number: int, result: Any, error: BaseException | None) -> None:
+        taken = self._inflight.pop(number, None)
+        if taken is None:  # abandoned when this node stopped leading
+            return
         if len(taken) == 1:
             results = [result]
         elif error is None and (not isinstance(result, list) or len(result) != len(taken)):

@@ -31,7 +31,7 @@ from pysyncobj.transport import TCPTransport
 from .base import LogBase
 from .batching import Batcher
 from .codec import Command, encode_command
-from .errors import NotLeader, error_for_fail_reason
+from .errors import NotLeader, OutcomeUnknown, error_for_fail_reason
 from .journal import MsgpackJournal
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
 from .settings import RaftSettings
@@ -261,7 +261,7 @@ class PySyncObjLog(LogBase):
     def _on_role(self, old: int, new: int, term: int) -> None:
         self._generation += 1
         if old == _LEADER and new != _LEADER:
-            self._batcher.fail_queued(NotLeader(self._leader_address()))
+            self._batcher.abandon(NotLeader(self._leader_address()), OutcomeUnknown("this node stopped leading"))
             self._emit_leadership(LeadershipChange(False, term))
         if new == _LEADER:
             asyncio.ensure_future(self._confirm_leadership(self._generation, term))

@@ -152,3 +152,21 @@ async def test_through_a_real_event_loop_concurrent_proposers_share_entries():
     assert all(isinstance(r, Applied) for r in results)
     assert sorted(r.value["revision"] for r in results) == list(range(1, 101))
     assert batcher.entries < 10 and batcher.commands == 100
+
+
+async def test_stopping_to_lead_fails_sent_entries_as_unknown_and_queued_ones_as_not_written():
+    from consensus import OutcomeUnknown
+
+    log = FakeLog(pipeline=1)
+    sent = log.batcher.submit(put(0))
+    queued = log.batcher.submit(put(1))
+    log.batcher.abandon(NotLeader(None), OutcomeUnknown("stopped leading"))
+    with pytest.raises(OutcomeUnknown):
+        await sent
+    with pytest.raises(NotLeader):
+        await queued
+    log.sent[0][1]("late", None)  # PySyncObj's late callback is ignored
+    later = log.batcher.submit(put(2))
+    assert len(log.sent) == 2, "the pipeline is free again after abandoning"
+    log.sent[1][1]("r2", None)
+    assert await later == "r2"
