@@ -415,6 +415,10 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--partition-s", default="2,6", metavar="LOW,HIGH", help="how long a partition lasts")
     chaos.set_defaults(run=cmd_chaos)
 
+    from chaos.sim.cli import add_simulate_parser
+
+    add_simulate_parser(commands)
+
     bench = commands.add_parser("bench", help="measure workflow throughput and latency")
     bench.add_argument("--nodes", type=_positive_int, default=3)
     bench.add_argument("--workload", choices=["saga2", "saga4", "twopc3", "registry", "failover"], default="saga2")

@@ -1,0 +1,19 @@
+"""Deterministic simulation: the whole cluster in one process, driven by a seed.
+
+Real PySyncObj nodes (``autoTick=False``) with the real journal, snapshots,
+applier, state machine, executor and drivers, on a simulated network,
+clock, disk (power loss) and participants; the chaos workload and the
+chaos checkers; a trace digest that a replay of the seed reproduces.
+
+- ``chaos.sim.run``: :func:`simulate` (one seed, judged) and :class:`SimResult`;
+- ``chaos.sim.world``: :class:`World` (what a run owns) and :class:`SimSettings`;
+- ``chaos.sim.cluster``: nodes, ticks, crashes, stalls, partitions, invariants;
+- ``chaos.sim.network``, ``participants``, ``disk``, ``clock``: the simulated edges;
+- ``chaos.sim.client``, ``nemesis``: the workload and the faults;
+- ``chaos.sim.cli``: ``coordinator simulate --seed N``.
+"""
+
+from .run import SimResult, simulate
+from .world import PLANTED_BUGS, SimSettings, World
+
+__all__ = ["PLANTED_BUGS", "SimResult", "SimSettings", "World", "simulate"]

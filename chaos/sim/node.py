@@ -1,0 +1,135 @@
+"""One simulated node process: the real log, state machine and executor.
+
+:class:`SimNode` is a :class:`cluster.node.Node` without its HTTP and gRPC
+servers (clients call :mod:`cluster.operations` on it directly) whose
+parts are the production ones with their edges swapped:
+
+- :class:`SimLog` is :class:`consensus.PySyncObjLog` - a real PySyncObj
+  ``SyncObj`` with the real journal, snapshots, applier and leadership
+  barrier - started with ``autoTick=False`` (the simulation ticks it), no
+  password (no sockets to protect), the simulated transport, the
+  crashable journal and a stable node hash;
+- :class:`SimExecutor` is :class:`cluster.executor.Executor` whose
+  ``HttpCaller`` talks to a :class:`~chaos.sim.participants.SimSession`.
+
+Observers see every applied entry and role change, for the invariants.
+"""
+
+from __future__ import annotations
+
+import random
+from typing import Any, Protocol
+
+from pysyncobj import SyncObjConf
+
+from cluster.config import NodeConfig
+from cluster.executor import Executor, ExecutorSettings
+from cluster.node import Node, _TruncationCounter
+from cluster.participants import HttpCaller
+from cluster.state import ClusterState
+from consensus import PySyncObjLog
+
+from .network import SimNodeId
+from .participants import SimSession
+
+__all__ = ["Observer", "SimExecutor", "SimLog", "SimNode"]
+
+
+class Observer(Protocol):
+    def applied(self, node_id: str, index: int, data: bytes) -> None: ...
+
+    def role(self, node_id: str, old: int, new: int, term: int) -> None: ...
+
+    def fatal(self, node_id: str, message: str) -> None: ...
+
+
+class SnapshotFailed(RuntimeError):
+    """A snapshot could not be loaded: a real node would exit (status 70)."""
+
+
+class SimLog(PySyncObjLog):
+    def __init__(self, node_id: str, observer: Observer, journal_class: type, transport_base: type,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._sim_node_id = node_id
+        self._observer = observer
+        self._journal_class = journal_class
+        self._transport_base = transport_base
+        self._hooks._on_fatal = self._fatal
+
+    def _conf(self) -> SyncObjConf:
+        conf = super()._conf()
+        conf.autoTick = False  # the simulation calls doTick
+        conf.password = None  # no sockets; and deriving the key costs 100 ms a node
+        conf.bindAddress = None
+        conf.pollerType = "select"  # replaced by the transport's SimPoller; no file descriptor
+        return conf
+
+    async def start(self, **_: Any) -> None:
+        await super().start(journal_class=self._journal_class, transport_base=self._transport_base,
+                            node_class=SimNodeId)
+
+    def raft(self) -> Any:
+        """The PySyncObj node (None before start and after stop)."""
+        return self._node
+
+    def _apply_entry(self, index: int, data: bytes) -> Any:
+        self._observer.applied(self._sim_node_id, index, data)
+        return super()._apply_entry(index, data)
+
+    def _on_state_changed(self, old: int, new: int) -> None:
+        node = self._node
+        self._observer.role(self._sim_node_id, old, new, node.raftCurrentTerm if node is not None else -1)
+        super()._on_state_changed(old, new)
+
+    def _fatal(self, message: str) -> None:
+        self._observer.fatal(self._sim_node_id, message)
+        raise SnapshotFailed(message)
+
+
+class SimExecutor(Executor):
+    def __init__(self, node: Node, settings: ExecutorSettings, session: SimSession, rng: random.Random) -> None:
+        super().__init__(node, settings)
+        self.breakers.rng = rng  # the breakers' jitter: seeded, not from the OS
+        self._session = session  # type: ignore[assignment] - what HttpCaller uses of a ClientSession
+        self._http = HttpCaller(session, self.breakers)  # type: ignore[arg-type]
+
+
+class SimNode(Node):
+    """Node's wiring (see cluster/node.py) with the simulated log and executor."""
+
+    def __init__(self, config: NodeConfig, *, observer: Observer, journal_class: type, transport_base: type,
+                 session: SimSession, rng: random.Random) -> None:
+        self.config = config
+        self.state = ClusterState()
+        self.log = SimLog(
+            config.node.id,
+            observer,
+            journal_class,
+            transport_base,
+            self_address=config.node.raft,
+            partner_addresses=[peer.raft for peer in config.peers],
+            secret=config.secret,
+            data_dir=str(config.data_dir),
+            state_machine=self.state,
+            settings=config.cluster.raft,
+        )
+        self.http_responses = {}
+        self.truncations = _TruncationCounter()
+        self.leader_term = None
+        self.leader_fence_index = 0
+        self._runner = None
+        self._grpc = None
+        self.executor = SimExecutor(self, config.cluster.executor, session, rng)
+        self._watchers = {}
+        self.log.add_leadership_listener(self._on_leadership)
+        self.log.add_leadership_listener(self.executor.on_leadership)
+        self.log.add_apply_listener(self.executor.on_applied)
+        self.log.add_apply_listener(self._wake_watchers)
+
+    async def start(self) -> None:
+        await self.log.start()
+
+    async def stop(self) -> None:
+        await self.executor.close()
+        await self.log.stop()
