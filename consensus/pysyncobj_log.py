@@ -87,10 +87,26 @@ def _stale_reset(raft: SyncObj, node, message) -> dict:
     return message
 
 
+def _snapshot_commit(message: dict) -> dict:
+    """A snapshot-install message must not advance the follower's commit index.
+
+    PySyncObj 0.3.17 moves a follower's commit index to min(leader commit,
+    its own last index) on every ``append_entries`` - also on each chunk of a
+    snapshot install, which carries no ``prevLogIdx`` and so checks nothing
+    of the follower's log. A former leader holding entries of its old term
+    that never committed then applied them (found by the deterministic
+    simulation, ``tests/chaos/test_simulation_found_bugs.py``). The commit
+    index comes with the next regular AppendEntries, after its log check.
+    """
+    if message.get("type") == "append_entries" and "serialized" in message and "prevLogIdx" not in message:
+        return {**message, "commit_index": 0}
+    return message
+
+
 def _syncing_transport(journals: list, base: type = TCPTransport) -> type:
     """A transport that makes appended entries durable before a follower
-    acknowledges them (PySyncObj's ``next_node_idx`` answer), and drops the
-    effect of stale reset answers (:func:`_stale_reset`)."""
+    acknowledges them (PySyncObj's ``next_node_idx`` answer), and guards two
+    PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`)."""
 
     class SyncingTransport(base):
         def __init__(self, syncObj, selfNode, otherNodes):
@@ -104,7 +120,7 @@ def _syncing_transport(journals: list, base: type = TCPTransport) -> type:
 
             def received(node, message):
                 if isinstance(message, dict):
-                    message = _stale_reset(raft, node, message)
+                    message = _snapshot_commit(_stale_reset(raft, node, message))
                 callback(node, message)
 
             super().setOnMessageReceivedCallback(received)
