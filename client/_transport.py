@@ -25,7 +25,7 @@ from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
 
-from .errors import CoordinatorError, NoLeader, NotLeader, OutcomeUnknown, Timeout, Unavailable
+from .errors import CoordinatorError, NoLeader, NotFound, NotLeader, OutcomeUnknown, Timeout, Unavailable
 from .types import SAGA_TERMINAL_STATES, TRANSACTION_TERMINAL_STATES
 
 __all__ = ["OPERATIONS", "REDIRECTS_MAX", "RETRYABLE", "Transport", "backoff_s", "is_terminal"]
@@ -34,6 +34,7 @@ REDIRECTS_MAX = 3
 # Errors after which the same request is sent again (it is idempotent).
 RETRYABLE = (NoLeader, NotLeader, OutcomeUnknown, Unavailable)
 BACKOFF_S_MULTIPLIER = 0.1
+_DELETED_UNKNOWN = object()
 BACKOFF_S_MAX = 2.0
 
 # operation -> its arguments (every transport maps each of them)
@@ -115,14 +116,24 @@ class Transport:
     async def with_retries(self, send: Callable[[str], Awaitable[tuple[Any, str]]], what: str) -> Any:
         """``send(endpoint)`` -> (answer, endpoint that answered), retried as :meth:`request` says."""
 
+        uncertain = False  # an earlier try may have taken effect
+
         async def attempt() -> Any:
+            nonlocal uncertain
             last: CoordinatorError | None = None
             for endpoint in self.order():
                 try:
                     data, answered_by = await send(endpoint)
                 except RETRYABLE as exc:  # another node may answer (every operation is idempotent)
+                    uncertain = uncertain or isinstance(exc, OutcomeUnknown)
                     last = exc
                     continue
+                except NotFound:
+                    # A delete retried after an unknown outcome: the earlier try
+                    # may be what deleted it - not a definite "it was not there".
+                    if uncertain and what.lower().startswith("delete"):
+                        return _DELETED_UNKNOWN  # not retried: raised below
+                    raise
                 self.remember(answered_by)
                 return data
             assert last is not None
@@ -135,6 +146,9 @@ class Transport:
             reraise=True,
         )
         try:
-            return await retrying(attempt)
+            result = await retrying(attempt)
         except TimeoutError as exc:
             raise Timeout(f"{what}: timed out") from exc
+        if result is _DELETED_UNKNOWN:
+            raise OutcomeUnknown(f"{what}: not found now, but an earlier try may have deleted it")
+        return result
