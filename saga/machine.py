@@ -17,7 +17,7 @@ for a saga without any event.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import replace
+from saga.evolve import evolve as replace
 
 from saga import limits
 from saga.calls import (

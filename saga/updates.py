@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from saga.evolve import evolve as replace
 
 from saga import limits
 from saga.definition import ActionStep, SagaDefinition
