@@ -21,10 +21,12 @@ REGISTRY_KEYS = ("reg-a", "reg-b", "reg-c")
 REGISTRY_VALUES = 50
 
 
-class Workload:
-    def __init__(self, client: Coordinator, history: History, rng: random.Random, *, rate_per_s: float, processes: int) -> None:
-        self.client = client
-        self.history = history
+class WorkloadMix:
+    """The seeded mix both workloads draw from (this one over HTTP, the
+    simulation's in ``chaos.sim.client``): order sagas, some declined, some
+    awaiting a signal; 2PC transactions, some with a no vote."""
+
+    def __init__(self, rng: random.Random, *, rate_per_s: float, processes: int) -> None:
         self.rng = rng
         self.rate_per_s = rate_per_s
         self.processes = processes
@@ -36,6 +38,34 @@ class Workload:
     def _next_id(self, prefix: str) -> str:
         self._counter += 1
         return f"{prefix}-{self._counter}"
+
+    def saga(self) -> tuple[str, dict]:
+        saga_id = self._next_id("saga")
+        definition = order_saga(saga_id, timeout_s=2, attempts=4)
+        roll = self.rng.random()
+        if roll < 0.2:  # a definite failure: compensate the earlier steps
+            definition["steps"][2]["action"]["path"] = "/charges/declined"
+        elif roll < 0.3:  # waits for a signal, or times out and compensates
+            definition["steps"].insert(1, {"name": "approval", "await": "approved", "timeout_s": 4})
+            self.awaiting.append(saga_id)
+        return saga_id, definition
+
+    def transaction(self, no_vote: bool | None = None) -> tuple[str, dict]:
+        tx_id = self._next_id("tx")
+        no_vote = self.rng.random() < 0.2 if no_vote is None else no_vote
+        participants = [
+            {"service": s, "prepare": {"path": "/prepare-no" if (no_vote and s == "payments") else "/prepare"},
+             "commit": {"path": "/commit"}, "abort": {"path": "/abort"}}
+            for s in ("inventory", "payments", "shipping")
+        ]
+        return tx_id, {"id": tx_id, "participants": participants, "timeout_s": 5}
+
+
+class Workload(WorkloadMix):
+    def __init__(self, client: Coordinator, history: History, rng: random.Random, *, rate_per_s: float, processes: int) -> None:
+        super().__init__(rng, rate_per_s=rate_per_s, processes=processes)
+        self.client = client
+        self.history = history
 
     async def _record(self, process: int, kind: str, key: str, value: Any, call) -> Any:
         handle = self.history.invoke(process, kind, key, value)
@@ -56,36 +86,15 @@ class Workload:
         handle.ok(result)
         return result
 
-    def _saga(self) -> tuple[str, dict]:
-        saga_id = self._next_id("saga")
-        definition = order_saga(saga_id, timeout_s=2, attempts=4)
-        roll = self.rng.random()
-        if roll < 0.2:  # a definite failure: compensate the earlier steps
-            definition["steps"][2]["action"]["path"] = "/charges/declined"
-        elif roll < 0.3:  # waits for a signal, or times out and compensates
-            definition["steps"].insert(1, {"name": "approval", "await": "approved", "timeout_s": 4})
-            self.awaiting.append(saga_id)
-        return saga_id, definition
-
-    def _transaction(self) -> tuple[str, dict]:
-        tx_id = self._next_id("tx")
-        no_vote = self.rng.random() < 0.2
-        participants = [
-            {"service": s, "prepare": {"path": "/prepare-no" if (no_vote and s == "payments") else "/prepare"},
-             "commit": {"path": "/commit"}, "abort": {"path": "/abort"}}
-            for s in ("inventory", "payments", "shipping")
-        ]
-        return tx_id, {"id": tx_id, "participants": participants, "timeout_s": 5}
-
     async def _one(self, process: int) -> None:
         roll = self.rng.random()
         c = self.client
         if roll < 0.3:
-            saga_id, definition = self._saga()
+            saga_id, definition = self.saga()
             self.sagas.append(saga_id)
             await self._record(process, "submit_saga", saga_id, definition, lambda: _id(c.submit_saga(definition)))
         elif roll < 0.5:
-            tx_id, definition = self._transaction()
+            tx_id, definition = self.transaction()
             self.transactions.append(tx_id)
             await self._record(process, "submit_tx", tx_id, definition, lambda: _id(c.submit_transaction(definition)))
         elif roll < 0.55 and self.awaiting:

@@ -21,8 +21,7 @@ import json
 import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from chaos.orders import order_saga
-from chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES
+from chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES, WorkloadMix
 from cluster import operations
 from cluster.errors import ApiError
 
@@ -124,22 +123,12 @@ async def _submit(node: "SimNode", kind: str, definition: dict) -> str:
     return view["id"]
 
 
-class SimWorkload:
+class SimWorkload(WorkloadMix):
     def __init__(self, world: "World", client: SimClient, rng: random.Random, *, rate_per_s: float,
                  processes: int) -> None:
+        super().__init__(rng, rate_per_s=rate_per_s, processes=processes)
         self.world = world
         self.client = client
-        self.rng = rng
-        self.rate_per_s = rate_per_s
-        self.processes = processes
-        self.sagas: list[str] = []
-        self.transactions: list[str] = []
-        self.awaiting: list[str] = []
-        self._counter = 0
-
-    def _next_id(self, prefix: str) -> str:
-        self._counter += 1
-        return f"{prefix}-{self._counter}"
 
     async def record(self, process: int | str, kind: str, key: str | None, value: Any, operation: Operation,
                      *, absent_is_ok: bool = False) -> str:
@@ -156,27 +145,6 @@ class SimWorkload:
             handle.unknown(result)
         self.world.trace.event("op", process, kind, key, outcome, result)
         return outcome
-
-    def saga(self) -> tuple[str, dict]:
-        saga_id = self._next_id("saga")
-        definition = order_saga(saga_id, timeout_s=2, attempts=4)
-        roll = self.rng.random()
-        if roll < 0.2:  # a definite failure: compensate the earlier steps
-            definition["steps"][2]["action"]["path"] = "/charges/declined"
-        elif roll < 0.3:  # waits for a signal, or times out and compensates
-            definition["steps"].insert(1, {"name": "approval", "await": "approved", "timeout_s": 4})
-            self.awaiting.append(saga_id)
-        return saga_id, definition
-
-    def transaction(self, no_vote: bool | None = None) -> tuple[str, dict]:
-        tx_id = self._next_id("tx")
-        no_vote = self.rng.random() < 0.2 if no_vote is None else no_vote
-        participants = [
-            {"service": s, "prepare": {"path": "/prepare-no" if (no_vote and s == "payments") else "/prepare"},
-             "commit": {"path": "/commit"}, "abort": {"path": "/abort"}}
-            for s in ("inventory", "payments", "shipping")
-        ]
-        return tx_id, {"id": tx_id, "participants": participants, "timeout_s": 5}
 
     async def submit_saga(self, process: int | str, saga_id: str, definition: dict) -> str:
         self.sagas.append(saga_id)
