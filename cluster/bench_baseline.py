@@ -39,7 +39,7 @@ from pysyncobj import SyncObj, SyncObjConf, replicated
 
 from consensus import RaftSettings
 
-from .bench_stats import latency_summary_ms, proc_stats
+from .bench_stats import latency_summary_ms, proc_stats, stop_processes
 from .config import generate_secret, read_secret
 from .local import free_base_port
 from .supervisor import PARENT_PID_ENV, die_with_parent
@@ -53,7 +53,6 @@ LEADER_WAIT_S = 30.0
 SETTLE_S = 0.5
 # How long the parent waits for the result beyond warm-up and duration.
 RESULT_SLACK_S = 60.0
-STOP_GRACE_S = 5.0
 LATENCIES_MAX = 2_000_000
 NOTE = ("raw PySyncObj 0.3.17, three processes on loopback, load in the leader process; "
         "its journal never fsyncs, ours fsyncs before an entry counts")
@@ -188,7 +187,7 @@ async def run_pysyncobj_baseline(concurrency: int, duration_s: float, warmup_s: 
             figures = json.loads(result_file.read_text())
             nodes = [_node_figures(address, p.pid) for address, p in zip(addresses, processes)]
         finally:
-            _stop(processes)
+            stop_processes(processes)
     return {
         "name": "pysyncobj",
         "unit": "writes",
@@ -220,18 +219,6 @@ def _spawn(address: str, addresses: list[str], root: Path, secret_file: Path, re
 def _node_figures(address: str, pid: int) -> dict:
     cpu_s, rss_mb = proc_stats(pid)
     return {"id": address, "cpu_s_total": round(cpu_s, 2), "rss_mb_max": round(rss_mb, 1)}
-
-
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_GRACE_S)
 
 
 if __name__ == "__main__":

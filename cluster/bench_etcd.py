@@ -26,14 +26,13 @@ from pathlib import Path
 import aiohttp
 
 from .bench import clients, closed_loop, registry_write, summary
-from .bench_stats import proc_stats
+from .bench_stats import proc_stats, stop_processes
 from .local import free_base_port
 
 __all__ = ["etcd_binary", "etcd_command", "run_etcd_baseline"]
 
 MEMBERS = 3
 HEALTH_WAIT_S = 30.0
-STOP_GRACE_S = 5.0
 FALLBACK_PATHS = ("/usr/bin/etcd", "/usr/local/bin/etcd")
 MISSING = "baseline etcd: no etcd binary on PATH or in /usr/bin (Debian: apt-get install etcd-server); baseline null"
 NOTE = "etcd (Debian etcd-server) three members on loopback, driven through its JSON gateway by our registry's client; etcd fsyncs its WAL"
@@ -117,7 +116,7 @@ async def run_etcd_baseline(concurrency: int, duration_s: float, warmup_s: float
             nodes = [{"id": f"e{i + 1}", "cpu_s_total": round(proc_stats(p.pid)[0], 2), "rss_mb_max": round(proc_stats(p.pid)[1], 1)}
                      for i, p in enumerate(processes)]
         finally:
-            _stop(processes)
+            stop_processes(processes)
     figures = summary("etcd-put", concurrency, results, elapsed)
     return {"name": "etcd", "unit": "puts", "version": _version(binary), "note": NOTE, "nodes": nodes,
             **{k: figures[k] for k in ("concurrency", "duration_s", "completed", "errors", "throughput_per_s", "latency_ms")}}
@@ -131,13 +130,3 @@ def _version(binary: str) -> str:
     return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("etcd Version")), "unknown")
 
 
-def _stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=STOP_GRACE_S)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout=STOP_GRACE_S)

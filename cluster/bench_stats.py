@@ -5,6 +5,7 @@ except :func:`proc_stats`; tested in ``tests/cluster/test_bench.py``."""
 from __future__ import annotations
 
 import os
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -110,3 +111,19 @@ def top_functions(folded: str, limit: int = 15) -> tuple[int, list[dict]]:
         for f in ranked
     ]
     return samples, rows
+
+
+STOP_GRACE_S = 5.0
+
+
+def stop_processes(processes: list[subprocess.Popen]) -> None:
+    """SIGTERM the processes a baseline started (by their Popen), then SIGKILL what outlives the grace."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=STOP_GRACE_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=STOP_GRACE_S)
