@@ -1,12 +1,27 @@
 """Three real nodes on loopback: one leader, redirects, linearizable reads."""
 
+import asyncio
+
 import pytest
 
 pytestmark = pytest.mark.integration
 
 
+async def _views_once_every_peer_is_connected(cluster, timeout_s: float = 15.0) -> list[dict]:
+    """A leader needs only a majority, so the fixture can hand over a cluster
+    whose two followers have not connected to each other yet; wait (bounded)
+    for every link before asserting on the views."""
+    deadline = asyncio.get_running_loop().time() + timeout_s
+    while True:
+        views = [await cluster.cluster_view(i) for i in cluster.ids]
+        connected = all(v and all(n["reachable"] for n in v["nodes"]) for v in views)
+        if connected or asyncio.get_running_loop().time() > deadline:
+            return views
+        await asyncio.sleep(0.1)
+
+
 async def test_exactly_one_leader_and_every_node_agrees(cluster):
-    views = [await cluster.cluster_view(i) for i in cluster.ids]
+    views = await _views_once_every_peer_is_connected(cluster)
     roles = [v["role"] for v in views]
     assert roles.count("leader") == 1, roles
     leader = views[roles.index("leader")]["node"]
