@@ -33,7 +33,8 @@ __all__ = ["etcd_binary", "etcd_command", "run_etcd_baseline"]
 
 MEMBERS = 3
 HEALTH_WAIT_S = 30.0
-FALLBACK_PATHS = ("/usr/bin/etcd", "/usr/local/bin/etcd")
+# The last: where `make test` unpacks Debian's etcd-server into the venv.
+FALLBACK_PATHS = ("/usr/bin/etcd", "/usr/local/bin/etcd", os.path.join(sys.prefix, "etcd", "usr", "bin", "etcd"))
 MISSING = "baseline etcd: no etcd binary on PATH or in /usr/bin (Debian: apt-get install etcd-server); baseline null"
 NOTE = "etcd (Debian etcd-server) three members on loopback, driven through its JSON gateway by our registry's client; etcd fsyncs its WAL"
 
