@@ -80,7 +80,9 @@ def render_metrics(node: "Node") -> str:
     _simple(lines, "coordinator_services", "gauge", "Registered participant services.", [(n, services)])
     with node.log.reading():
         workflows = [("saga", len(node.state.sagas.active)), ("tx", len(node.state.transactions.active))]
+        kept = [("saga", len(node.state.sagas.items)), ("tx", len(node.state.transactions.items))]
     _simple(lines, "coordinator_workflows_in_flight", "gauge", "Unfinished workflows by kind.", [(f'{n},kind="{k}"', v) for k, v in workflows])
+    _simple(lines, "coordinator_workflows_kept", "gauge", "Workflows kept (in flight and terminal, until retention prunes them) by kind.", [(f'{n},kind="{k}"', v) for k, v in kept])
     executor = node.executor.view()
     _simple(lines, "coordinator_executor_calls_in_flight", "gauge", "Participant calls in flight on this node.", [(n, executor["calls_in_flight"])])
     breakers = executor["breakers"]

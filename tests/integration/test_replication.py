@@ -91,4 +91,5 @@ async def test_health_readiness_and_metrics(cluster):
     assert "coordinator_apply_seconds_bucket" in text
     assert "coordinator_raft_commit_index" in text and "coordinator_raft_term" in text
     assert 'coordinator_workflows_in_flight{node="%s",kind="saga"} 0' % leader in text
+    assert 'coordinator_workflows_kept{node="%s",kind="saga"} 0' % leader in text
     assert "coordinator_breaker_open" in text
