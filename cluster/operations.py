@@ -411,9 +411,7 @@ async def list_workflows(
     await linearizable(node, stale)
     store = kind.store(node)
     with node.log.reading():
-        chosen = [w for w in store.items.values() if state is None or w.status.value == state]
-        chosen.sort(key=lambda w: (w.created_at_ms, store.state_id(w)))
-        return {kind.plural: [store.model.to_api(w) for w in chosen[:limit]]}
+        return {kind.plural: [store.model.to_api(w) for w in store.items.listed(state, limit)]}
 
 
 async def watch_workflow(

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from consensus import Rejection, pack, unpack
+from consensus import Rejection, unpack
 
+from .kept import KeptWorkflows
 from .registry import ServiceRegistry
 
 __all__ = ["WorkflowStore", "WORKFLOWS_KEPT_MAX", "PRUNE_BATCH_MAX"]
@@ -26,13 +27,12 @@ class WorkflowStore:
 
     def __init__(self, registry: ServiceRegistry) -> None:
         self.registry = registry
-        self.items: dict[str, Any] = {}
+        # id -> state; terminal states kept packed (see kept.py): a snapshot
+        # (Raft log compaction, on PySyncObj's tick thread, where a long stall
+        # costs heartbeats) reuses their bytes, and the garbage collector
+        # never walks them.
+        self.items = KeptWorkflows(self.model, self.is_terminal)
         self.active: set[str] = set()  # ids of unfinished workflows
-        # id -> (terminal state, its msgpack form): a terminal state does not
-        # change, so a snapshot (Raft log compaction, on PySyncObj's tick
-        # thread, where a long stall costs heartbeats) reuses bytes packed once
-        # instead of re-encoding every kept workflow each time.
-        self._packed: dict[str, tuple[Any, bytes]] = {}
 
     @staticmethod
     def state_id(state: Any) -> str:
@@ -69,7 +69,6 @@ class WorkflowStore:
         pruned = [i for i in ids if isinstance(i, str) and i in self.items and i not in self.active]
         for workflow_id in pruned:
             del self.items[workflow_id]
-            self._packed.pop(workflow_id, None)
         if pruned:
             self.forget(set(pruned))
         return {"pruned": len(pruned)}
@@ -85,38 +84,26 @@ class WorkflowStore:
             raise Rejection("not_found", f"no {self.noun} {workflow_id!r}")
         return workflow_id, state
 
-    def store(self, state: Any) -> None:
+    def store(self, state: Any, packed: bytes | None = None) -> None:
         workflow_id = self.state_id(state)
-        self.items[workflow_id] = state
-        if self.is_terminal(state):
+        if self.items.put(workflow_id, state, packed):
             self.active.discard(workflow_id)
-            # Packed now, while applying, so that a snapshot never stalls the tick on it.
-            self._packed[workflow_id] = (state, pack(self.model.state_to_dict(state)))
         else:
-            self._packed.pop(workflow_id, None)
             self.active.add(workflow_id)
 
     def terminal_ages(self) -> list[tuple[int, str]]:
         """(updated_at_ms, id) of every terminal workflow, for retention."""
-        return [(s.updated_at_ms, i) for i, s in self.items.items() if i not in self.active]
+        return self.items.terminal_ages()
 
     # -- snapshots ------------------------------------------------------------------------
     def packed_states(self) -> list[bytes]:
         """Every kept state in msgpack form, in store order."""
-        out = []
-        for workflow_id, state in self.items.items():
-            cached = self._packed.get(workflow_id)
-            if cached is not None and cached[0] is state:
-                out.append(cached[1])
-                continue
-            out.append(pack(self.model.state_to_dict(state)))
-        return out
+        return self.items.packed()
 
     def restore_packed(self, packed: list) -> None:
-        self.items = {}
+        self.items = KeptWorkflows(self.model, self.is_terminal)
         self.active = set()
-        self._packed = {}
         for data in packed:
             if not isinstance(data, bytes):
                 raise ValueError("a kept workflow in a snapshot must be msgpack bytes")
-            self.store(self.model.state_from_dict(unpack(data)))
+            self.store(self.model.state_from_dict(unpack(data)), packed=data)
