@@ -29,9 +29,9 @@ class SagaDriver(Reconciler):
         return list(self.store.active)
 
     def plan(self, workflow_id: str) -> Plan:
-        state = self.store.sagas.get(workflow_id)
-        if state is None:
+        if workflow_id not in self.store.active:  # unknown, or terminal: nothing to do (and no decoding)
             return {}, None
+        state = self.store.sagas[workflow_id]
         registry = self.executor.node.state.registry
         calls = {}
         for effect in machine.pending_effects(state):
