@@ -1,6 +1,6 @@
 """The Raft edge: a replicated log of msgpack commands on PySyncObj."""
 
-from .codec import COMMAND_FORMAT_VERSION, ENTRY_BYTES_MAX, Command, decode_command, encode_command, pack, unpack
+from .codec import COMMAND_FORMAT_VERSION, ENTRY_BYTES_MAX, Command, decode_command, encode_command, pack, pack_to, unpack
 from .errors import (
     CodecError,
     ConsensusError,
@@ -40,5 +40,6 @@ __all__ = [
     "decode_command",
     "encode_command",
     "pack",
+    "pack_to",
     "unpack",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import msgpack
 
@@ -24,6 +24,7 @@ __all__ = [
     "encode_command",
     "decode_command",
     "pack",
+    "pack_to",
     "unpack",
 ]
 
@@ -50,6 +51,35 @@ class Command:
 def pack(value: Any) -> bytes:
     """msgpack with binary kept apart from text; the only encoder we use."""
     return msgpack.packb(value, use_bin_type=True)
+
+
+_STREAM_DEPTH = 3  # containers nearer the top than this are written part by part ...
+_STREAM_LENGTH = 256  # ... and so are long ones at any depth
+
+
+def pack_to(value: Any, write: Callable[[bytes], Any]) -> None:
+    """Write ``pack(value)`` - the very same bytes - through ``write`` in
+    pieces: the outer containers and every long one header first, then
+    element by element, so no buffer ever holds the whole (as one ``pack``,
+    a snapshot of 12,000 kept sagas took 30 MB of transient memory for a
+    14 MB file)."""
+    packer = msgpack.Packer(use_bin_type=True)
+
+    def emit(item: Any, depth: int) -> None:
+        is_map, is_array = isinstance(item, dict), isinstance(item, (list, tuple))
+        if not (is_map or is_array) or (depth >= _STREAM_DEPTH and len(item) < _STREAM_LENGTH):
+            write(packer.pack(item))
+        elif is_map:
+            write(packer.pack_map_header(len(item)))
+            for key, element in item.items():
+                write(packer.pack(key))
+                emit(element, depth + 1)
+        else:
+            write(packer.pack_array_header(len(item)))
+            for element in item:
+                emit(element, depth + 1)
+
+    emit(value, 0)
 
 
 def unpack(data: bytes, *, max_bytes: int = ENTRY_BYTES_MAX) -> Any:

@@ -17,7 +17,7 @@ import os
 import threading
 from typing import Any, Callable
 
-from .codec import pack, unpack
+from .codec import pack_to, unpack
 from .frames import entry_to_record, record_to_entry
 
 __all__ = ["SnapshotHooks", "SNAPSHOT_FORMAT_VERSION"]
@@ -53,16 +53,17 @@ class SnapshotHooks:
     def serialize(self, path: str, data: tuple) -> None:
         last, prev, _cluster = data
         with self._lock:
-            blob = pack(
-                {
-                    "format": SNAPSHOT_FORMAT_VERSION,
-                    "last": entry_to_record(last),
-                    "prev": entry_to_record(prev),
-                    "state": self._snapshot(),
-                }
-            )
-        with open(path, "wb") as f:
-            f.write(blob)
+            doc = {
+                "format": SNAPSHOT_FORMAT_VERSION,
+                "last": entry_to_record(last),
+                "prev": entry_to_record(prev),
+                "state": self._snapshot(),
+            }
+        # Streamed, not packed whole: no transient copy of the state. The
+        # document still refers to parts of the live state, which only this
+        # thread - PySyncObj's tick thread, which applies entries - changes.
+        with open(path, "wb", buffering=1024 * 1024) as f:
+            pack_to(doc, f.write)
             f.flush()
             if self._fsync:
                 os.fsync(f.fileno())
