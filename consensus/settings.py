@@ -15,6 +15,11 @@ class RaftSettings:
     # A leader that heard from no majority for this long steps down
     # (PySyncObj's leaderFallbackTimeout; its default is 30 s).
     leader_lease_s: float = 1.0
+    # When a follower's connection to the leader closes (a killed leader's
+    # kernel closes its sockets at once), it elects after this delay plus
+    # half the minimum election timeout per follower ranked before it,
+    # instead of after a full election timeout of silence. 0: never.
+    leader_loss_election_s: float = 0.1
     connection_timeout_s: float = 2.0
     connection_retry_s: float = 0.5
     compaction_min_entries: int = 5000
@@ -33,8 +38,12 @@ class RaftSettings:
             problems.append("election_timeout_min_s < election_timeout_max_s <= 30 is required")
         if not self.heartbeat_s * 4 <= self.leader_lease_s <= 4 * self.election_timeout_max_s:
             problems.append("leader_lease_s must be in [4 x heartbeat_s, 4 x election_timeout_max_s]")
+        if not 0 <= self.leader_loss_election_s <= self.election_timeout_min_s:
+            problems.append("leader_loss_election_s must be in [0, election_timeout_min_s] (0: off)")
         if self.connection_timeout_s <= 0 or self.connection_retry_s <= 0:
             problems.append("connection timeouts must be positive")
+        elif self.connection_timeout_s < self.election_timeout_max_s:  # PySyncObj asserts it at start
+            problems.append("connection_timeout_s must be at least election_timeout_max_s")
         if self.compaction_min_entries < 10 or self.compaction_min_time_s <= 0:
             problems.append("compaction_min_entries >= 10 and compaction_min_time_s > 0 are required")
         if not 0 < self.proposal_timeout_s <= 120:

@@ -71,14 +71,19 @@ def test_the_trace_does_not_depend_on_the_hash_seed(tmp_path):
 
 
 def test_a_participant_without_idempotency_is_caught():
-    settings = SimSettings(duration_s=10.0)
-    honest = simulate(3, settings)
-    assert honest.passed, _explain(honest, "--duration 10")
-    broken = simulate(3, SimSettings(duration_s=10.0, planted_bug="participant_without_idempotency"))
-    failed = {r.name for r in broken.failed()}
+    """A duplicate needs a retried call, which not every schedule has: the
+    first of a few seeds whose broken run retries must be caught, and the
+    honest run of every seed tried must pass."""
+    for seed in range(3, 11):
+        honest = simulate(seed, SimSettings(duration_s=10.0))
+        assert honest.passed, _explain(honest, "--duration 10")
+        broken = simulate(seed, SimSettings(duration_s=10.0, planted_bug="participant_without_idempotency"))
+        failed = {r.name for r in broken.failed()}
+        if failed:
+            break
     assert "effects_once" in failed, broken.summary()
     duplicates = [v for r in broken.failed() if r.name == "effects_once" for v in r.violations]
-    assert all(v["service"] == "payments" for v in duplicates)
+    assert duplicates and all(v["service"] == "payments" for v in duplicates)
 
 
 def test_a_journal_that_ignores_fsync_loses_acknowledged_writes():

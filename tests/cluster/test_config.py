@@ -24,6 +24,9 @@ def test_written_cluster_file_loads_back_equal(tmp_path):
         ("[cluster]\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "cluster.secret_file"),
         ("[cluster]\nsecret_file='s'\n[raft]\nheartbeat_s=5\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "heartbeat_s"),
         ("[cluster]\nsecret_file='s'\n[raft]\nnope=1\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "raft.nope"),
+        # PySyncObj asserts this at start (a traceback, not a config error, before).
+        ("[cluster]\nsecret_file='s'\n[raft]\nelection_timeout_max_s=3\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "connection_timeout_s"),
+        ("[cluster]\nsecret_file='s'\n[raft]\nleader_loss_election_s=0.3\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "leader_loss_election_s"),
         ("[cluster\n", "not valid TOML"),
         ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:1'\ngrpc='h:3'\n", "distinct"),
     ],

@@ -52,3 +52,33 @@ async def test_writes_in_flight_at_the_kill_are_acknowledged_or_reported_never_l
     listed = await cluster.request("GET", new, "/v1/services", follow=True)
     present = {s["name"] for s in listed.json["services"]}
     assert set(acknowledged) <= present, sorted(set(acknowledged) - present)
+
+
+@pytest.mark.parametrize("leader_loss_election_s", [0.1, 0.0])
+async def test_a_killed_leaders_closed_connections_start_the_election(tmp_path, leader_loss_election_s):
+    """With election timeouts of 3-4 s, only the closed connection of the
+    killed leader can explain a new leader well before 3 s; with the
+    feature off (0) the followers wait out their timeouts."""
+    from cluster.local import LocalCluster, fast_raft
+
+    raft = fast_raft(
+        election_timeout_min_s=3.0, election_timeout_max_s=4.0, heartbeat_s=0.05, leader_lease_s=4.0, connection_timeout_s=4.0,
+        leader_loss_election_s=leader_loss_election_s,
+    )
+    cluster = LocalCluster(tmp_path / "c", raft=raft)
+    cluster.start()
+    try:
+        old = await cluster.wait_leader(timeout_s=40)
+        survivors = [i for i in cluster.ids if i != old]
+        for node in survivors:  # every follower connected to the leader before the kill
+            await cluster.wait_applied(node, (await cluster.cluster_view(old))["commit_index"])
+        killed_at = time.monotonic()
+        cluster.supervisor.kill(old)
+        new = await cluster.wait_leader(among=survivors, exclude=old, timeout_s=30)
+        elected_s = time.monotonic() - killed_at
+        if leader_loss_election_s:
+            assert elected_s < 2.0, f"new leader {new} after {elected_s:.2f} s"
+        else:
+            assert elected_s >= 2.9, f"new leader {new} after {elected_s:.2f} s without the feature"
+    finally:
+        await cluster.close()
