@@ -32,7 +32,7 @@ etcd: $(STAMP)
 	@if ! command -v etcd >/dev/null && [ ! -x /usr/bin/etcd ] && [ ! -x $(ETCD) ]; then \
 	  deb=$$(ls /var/cache/apt/archives/etcd-server_*.deb 2>/dev/null | head -n 1); \
 	  if [ -z "$$deb" ]; then \
-	    (cd $(VENV) && apt-get download etcd-server >/dev/null 2>&1); \
+	    (cd $(VENV) && timeout 120 apt-get download etcd-server >/dev/null 2>&1); \
 	    deb=$$(ls $(VENV)/etcd-server_*.deb 2>/dev/null | head -n 1); \
 	  fi; \
 	  if [ -n "$$deb" ] && dpkg -x "$$deb" $(VENV)/etcd; then echo "etcd baseline: unpacked $$deb into $(VENV)/etcd"; \
