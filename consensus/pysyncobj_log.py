@@ -133,8 +133,11 @@ def _elect_soon_after_leader_loss(raft: SyncObj, node, first_s: float, stagger_s
 
 def _syncing_transport(journals: list, base: type = TCPTransport, settings: RaftSettings | None = None) -> type:
     """A transport that makes appended entries durable before a follower
-    acknowledges them (PySyncObj's ``next_node_idx`` answer), and guards two
-    PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`)."""
+    acknowledges them (PySyncObj's ``next_node_idx`` answer), guards two
+    PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`),
+    drops keepalives (:meth:`_RaftNode._keepalive`) before PySyncObj sees
+    them, and elects soon when the leader's connection closes
+    (:func:`_elect_soon_after_leader_loss`)."""
 
     class SyncingTransport(base):
         def __init__(self, syncObj, selfNode, otherNodes):
