@@ -30,25 +30,27 @@ class KeptWorkflows:
         self._model = model
         self._is_terminal = is_terminal
         self._kept: dict[str, Any] = {}  # id -> state object (unfinished) or bytes (terminal)
+        self.active: set[str] = set()  # ids of the unfinished ones
         # id of a terminal workflow -> (created_at_ms, updated_at_ms, status): for
         # retention and listing without decoding.
         self._summary: dict[str, tuple[int, int, str]] = {}
 
     # -- writes ------------------------------------------------------------------------
-    def put(self, workflow_id: str, state: Any, packed: bytes | None = None) -> bool:
-        """Keep ``state``; True if it is terminal (kept packed from now on).
+    def put(self, workflow_id: str, state: Any, packed: bytes | None = None) -> None:
+        """Keep ``state``, packed from now on if it is terminal.
         ``packed``: its msgpack form when the caller has it (a snapshot)."""
         if not self._is_terminal(state):
             self._kept[workflow_id] = state
-            self._summary.pop(workflow_id, None)
-            return False
+            self.active.add(workflow_id)
+            return
         self._kept[workflow_id] = packed if packed is not None else pack(self._model.state_to_dict(state))
         self._summary[workflow_id] = (state.created_at_ms, state.updated_at_ms, state.status.value)
-        return True
+        self.active.discard(workflow_id)
 
     def __delitem__(self, workflow_id: str) -> None:
         del self._kept[workflow_id]
         self._summary.pop(workflow_id, None)
+        self.active.discard(workflow_id)
 
     # -- reads -------------------------------------------------------------------------
     def get(self, workflow_id: str, default: Any = None) -> Any:

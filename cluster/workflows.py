@@ -32,7 +32,11 @@ class WorkflowStore:
         # costs heartbeats) reuses their bytes, and the garbage collector
         # never walks them.
         self.items = KeptWorkflows(self.model, self.is_terminal)
-        self.active: set[str] = set()  # ids of unfinished workflows
+
+    @property
+    def active(self) -> set[str]:
+        """Ids of the unfinished workflows (do not change the set)."""
+        return self.items.active
 
     @staticmethod
     def state_id(state: Any) -> str:
@@ -85,11 +89,7 @@ class WorkflowStore:
         return workflow_id, state
 
     def store(self, state: Any, packed: bytes | None = None) -> None:
-        workflow_id = self.state_id(state)
-        if self.items.put(workflow_id, state, packed):
-            self.active.discard(workflow_id)
-        else:
-            self.active.add(workflow_id)
+        self.items.put(self.state_id(state), state, packed)
 
     def terminal_ages(self) -> list[tuple[int, str]]:
         """(updated_at_ms, id) of every terminal workflow, for retention."""
@@ -102,7 +102,6 @@ class WorkflowStore:
 
     def restore_packed(self, packed: list) -> None:
         self.items = KeptWorkflows(self.model, self.is_terminal)
-        self.active = set()
         for data in packed:
             if not isinstance(data, bytes):
                 raise ValueError("a kept workflow in a snapshot must be msgpack bytes")

@@ -121,7 +121,7 @@ def _elect_soon_after_leader_loss(raft: SyncObj, node, first_s: float, stagger_s
     liveness timing changes; a leader that is alive and reconnects sends a
     heartbeat (every 50 ms) before the deadline and nothing happens. A
     partition closes nothing and keeps the usual timeouts."""
-    if getattr(raft, "_SyncObj__raftState", None) != _RAFT_STATE.FOLLOWER or raft._getLeader() != node:
+    if raft._SyncObj__raftState != _RAFT_STATE.FOLLOWER or raft._getLeader() != node:
         return
     me = raft._SyncObj__selfNode
     others = sorted(n.id for n in raft._SyncObj__otherNodes if n != node)
@@ -131,7 +131,7 @@ def _elect_soon_after_leader_loss(raft: SyncObj, node, first_s: float, stagger_s
         raft._SyncObj__raftElectionDeadline = deadline
 
 
-def _syncing_transport(journals: list, base: type = TCPTransport, settings: RaftSettings | None = None) -> type:
+def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPTransport) -> type:
     """A transport that makes appended entries durable before a follower
     acknowledges them (PySyncObj's ``next_node_idx`` answer), guards two
     PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`),
@@ -159,7 +159,7 @@ def _syncing_transport(journals: list, base: type = TCPTransport, settings: Raft
             super().setOnMessageReceivedCallback(received)
 
         def setOnNodeDisconnectedCallback(self, callback):
-            first_s = settings.leader_loss_election_s if settings is not None else 0
+            first_s = settings.leader_loss_election_s
             if callback is None or not first_s:
                 return super().setOnNodeDisconnectedCallback(callback)
             raft, stagger_s = self._coordinator_raft, settings.election_timeout_min_s / 2
@@ -186,17 +186,17 @@ class _RaftNode(SyncObj):
         conf: SyncObjConf,
         apply,
         journals: list,
+        settings: RaftSettings,
         transport_base: type = TCPTransport,
         node_class: type = TCPNode,
-        settings: RaftSettings | None = None,
     ) -> None:
         self._coordinator_apply = apply
-        transport = _syncing_transport(journals, transport_base, settings)
+        transport = _syncing_transport(journals, settings, transport_base)
         super().__init__(self_address, partners, conf, nodeClass=node_class, transportClass=transport)
         # The leader counts its own copy toward a commit at the start of a
         # tick: what it appended during a tick is synced at the end of it.
         self.addOnTickCallback(journals[0].sync)
-        self._keepalive_s = (settings or RaftSettings()).connection_timeout_s / 4
+        self._keepalive_s = settings.connection_timeout_s / 4
         self._keepalive_at = 0.0
         self.addOnTickCallback(self._keepalive)
 
@@ -292,7 +292,7 @@ class PySyncObjLog(LogBase):
         journals: list[MsgpackJournal] = []
         with _msgpack_journal(conf.journalFile, self._settings.fsync, journals, journal_class):
             self._node = _RaftNode(
-                self._self_address, self._partners, conf, self._apply_entry, journals, transport_base, node_class, self._settings
+                self._self_address, self._partners, conf, self._apply_entry, journals, self._settings, transport_base, node_class
             )
         self.journal = journals[0]
 
