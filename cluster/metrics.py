@@ -58,6 +58,7 @@ def render_metrics(node: "Node") -> str:
         [(f'{n},outcome="{k}"', v) for k, v in sorted(stats.proposals.items())] or [(f'{n},outcome="applied"', 0)],
     )
     _simple(lines, "coordinator_applied_rejections_total", "counter", "Entries applied as recorded rejections.", [(n, stats.applied_rejections)])
+    _simple(lines, "coordinator_stale_term_entries_total", "counter", "Entries refused because a later leader appended what an earlier one proposed.", [(n, stats.stale_term_entries)])
     _simple(lines, "coordinator_entries_applied_total", "counter", "Log entries applied here (a batch counts once).", [(n, stats.entries_applied)])
     _simple(lines, "coordinator_commands_applied_total", "counter", "Commands applied here (each command of a batch).", [(n, stats.commands_applied)])
     _simple(lines, "coordinator_read_barriers_total", "counter", "Barrier entries proposed for linearizable reads.", [(n, stats.barriers)])

@@ -65,11 +65,13 @@ class LogBase:
     def add_leadership_listener(self, listener: LeadershipListener) -> None:
         self._leadership_listeners.append(listener)
 
-    def _apply_entry(self, index: int, data: bytes) -> Any:
+    def _apply_entry(self, index: int, data: bytes, term: int | None = None) -> Any:
         """Runs where the log applies entries (PySyncObj's tick thread).
 
-        The entry's result: one command's, or a list of them for a batch."""
-        result, applied = self._applier.apply_entry(index, data)
+        ``term`` is the term of the entry at ``index`` (see
+        :meth:`consensus.applier.Applier.apply_entry`). The entry's result:
+        one command's, or a list of them for a batch."""
+        result, applied = self._applier.apply_entry(index, data, term)
         if not self._apply_listeners:
             return result
         for command, command_result in applied:

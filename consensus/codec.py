@@ -21,8 +21,11 @@ __all__ = [
     "COMMAND_FORMAT_VERSION",
     "ENTRY_BYTES_MAX",
     "Command",
+    "TERM_KIND",
     "encode_command",
+    "encode_in_term",
     "decode_command",
+    "decode_in_term",
     "pack",
     "pack_to",
     "unpack",
@@ -33,6 +36,8 @@ COMMAND_FORMAT_VERSION = 1
 ENTRY_BYTES_MAX = 2 * 1024 * 1024
 _KIND = re.compile(r"[a-z][a-z0-9_.]{0,63}\Z")
 _KEYS = frozenset({"v", "k", "at", "b"})
+# The envelope a leader wraps each entry in: the term it proposed it in.
+TERM_KIND = "raft.term"
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,3 +117,32 @@ def decode_command(data: bytes) -> Command:
     if raw["v"] != COMMAND_FORMAT_VERSION:
         raise CodecError(f"unsupported command version {raw['v']!r}")
     return Command(kind=raw["k"], body=raw["b"], at_ms=raw["at"])
+
+
+def encode_in_term(term: int, entry: bytes) -> bytes:
+    """Wrap one entry (a command or a batch) in the term its leader proposed it in.
+
+    The applier refuses an envelope whose term is not the term of the log
+    entry that holds it (:mod:`consensus.applier`): only the leader of that
+    term can have appended it there, so a command that outlived its
+    leadership - PySyncObj keeps it queued, then forwards it to a later
+    leader - can never take effect after its proposer was told the outcome
+    is unknown and the client retried."""
+    if isinstance(term, bool) or not isinstance(term, int) or term < 0:
+        raise CodecError(f"bad term {term!r}")
+    return pack({"v": COMMAND_FORMAT_VERSION, "k": TERM_KIND, "at": 0, "b": [term, entry]})
+
+
+def decode_in_term(command: Command) -> tuple[int, bytes]:
+    """The term and the wrapped entry of a :data:`TERM_KIND` command."""
+    body = command.body
+    if (
+        not isinstance(body, list)
+        or len(body) != 2
+        or isinstance(body[0], bool)
+        or not isinstance(body[0], int)
+        or body[0] < 0
+        or not isinstance(body[1], bytes)
+    ):
+        raise CodecError("a term envelope is [term, entry bytes]")
+    return body[0], body[1]

@@ -31,8 +31,9 @@ from pysyncobj.transport import TCPTransport
 
 from .base import LogBase
 from .batching import Batcher
-from .codec import Command, encode_command
-from .errors import NotLeader, OutcomeUnknown, error_for_fail_reason
+from .applier import STALE_TERM
+from .codec import Command, encode_command, encode_in_term
+from .errors import NotLeader, NotWritten, OutcomeUnknown, error_for_fail_reason
 from .journal import MsgpackJournal
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
 from .settings import RaftSettings
@@ -221,7 +222,21 @@ class _RaftNode(SyncObj):
 
     @replicated
     def apply_entry(self, data):
-        return self._coordinator_apply(self.raftLastApplied + 1, data)
+        index = self.raftLastApplied + 1
+        return self._coordinator_apply(index, data, self._entry_term(index))
+
+    def _entry_term(self, index: int) -> int | None:
+        """The term of the log entry at ``index``, being applied now.
+
+        PySyncObj does not hand it to the replicated method; it is read from
+        the log, where the entry being applied always is (only entries past
+        the snapshot are applied one by one). The term envelope check needs
+        it (:func:`consensus.codec.encode_in_term`)."""
+        entries = self._SyncObj__getEntries(index, 1)
+        if not entries or entries[0][1] != index:
+            log.critical("entry %d is being applied but is not in the log", index)
+            return None
+        return entries[0][2]
 
 
 class PySyncObjLog(LogBase):
@@ -320,19 +335,37 @@ class PySyncObjLog(LogBase):
                 future.cancel()
 
     def _send_entry(self, data: bytes, on_done) -> None:
-        """Hand one entry (plain or batch) to PySyncObj; ``on_done`` runs on the loop."""
+        """Hand one entry (plain or batch) to PySyncObj; ``on_done`` runs on the loop.
+
+        The entry goes in the envelope of the term this node leads in. It
+        may still sit in PySyncObj's command queue when this node stops
+        leading; PySyncObj then keeps it until it knows a leader and forwards
+        it there, to be appended long after its proposer was told "outcome
+        unknown" and the client retried - a put acknowledged, deleted, then
+        put again by the ghost (found by the simulation, seed 1016). The
+        envelope makes any later term apply it as a rejection instead. The
+        term is read before the leadership check and compared after it, so a
+        term change in between (the tick thread runs meanwhile) refuses it."""
         node = self._node
         if node is None:
             raise NotLeader(None)
+        term = node.raftCurrentTerm
+        if not node._isLeader() or node.raftCurrentTerm != term:
+            raise NotLeader(self._leader_address())
         loop = self._loop
 
         def settle(result, error) -> None:
-            on_done(result, None if error == _SUCCESS else error_for_fail_reason(error, self._leader_address()))
+            if error != _SUCCESS:
+                on_done(result, error_for_fail_reason(error, self._leader_address()))
+            elif isinstance(result, Rejected) and result.code == STALE_TERM:
+                on_done(None, NotWritten(f"not written: {result.message}"))
+            else:
+                on_done(result, None)
 
         def callback(result, error) -> None:  # PySyncObj's tick thread
             loop.call_soon_threadsafe(settle, result, error)
 
-        node.apply_entry(data, callback=callback)
+        node.apply_entry(encode_in_term(term, data), callback=callback)
 
     # -- leadership ------------------------------------------------------------
     def _on_state_changed(self, old: int, new: int) -> None:  # PySyncObj's tick thread

@@ -73,9 +73,9 @@ class SimLog(PySyncObjLog):
         """The PySyncObj node (None before start and after stop)."""
         return self._node
 
-    def _apply_entry(self, index: int, data: bytes) -> Any:
+    def _apply_entry(self, index: int, data: bytes, term: int | None = None) -> Any:
         self._observer.applied(self._sim_node_id, index, data)
-        return super()._apply_entry(index, data)
+        return super()._apply_entry(index, data, term)
 
     def _on_state_changed(self, old: int, new: int) -> None:
         node = self._node
