@@ -44,8 +44,9 @@ HTTP-like status, so one store may serve both transports):
    (`{saga}/{step}/action|compensation`) run one at a time.
 3. A key already answered -> the stored answer again, with the trailing
    metadata `idempotent-replayed: true`; the method is not called.
-4. Compensate whose action never reached the method (null compensation) ->
-   OK `{"compensated": false, "reason": "action never seen"}`, stored.
+4. Compensate whose action left no trace (null compensation: never
+   received, or its method raised, below) -> OK
+   `{"compensated": false, "reason": "action never seen"}`, stored.
    Execute after its compensation started (hanging action) ->
    FAILED_PRECONDITION `compensated`, stored.
 5. Otherwise the key is marked attempted and the method runs. Its return
@@ -55,6 +56,14 @@ HTTP-like status, so one store may serve both transports):
    retries see the same answer and the coordinator compensates the step.
    Any other exception is not stored: gRPC answers UNKNOWN, the coordinator
    retries, and the method runs again.
+
+As over HTTP (`saga.py`, "The rule"): an Execute whose method raised an
+exception other than BusinessFailure leaves no trace (the attempted mark it
+made is cleared), so a later Compensate is a null compensation and
+`compensate` is not called. `execute` must therefore make an exception mean
+"no effect" (e.g. one database transaction). A method that never came back
+(the call cancelled, `asyncio.CancelledError`, or the process crashed) keeps
+its mark: `compensate` is called and must tolerate "nothing to undo".
 
 Prepare / Commit / Abort go through `twopc.TwoPhaseParticipant` (its table:
 prepare -> Vote; commit/abort -> OK `{"state": ...}` or FAILED_PRECONDITION
@@ -279,11 +288,17 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
             early = _answer_without_handler(self.store, branch)
             if early is not None:
                 return self.store.put_if_absent(call.key, early), False
-        self.store.mark_attempted(call.key)
+        marked = self.store.mark_attempted(call.key)
         try:
             output = await _maybe_await(method(call.path, call.body))
         except BusinessFailure as failure:
             record = failure.record()
+        except Exception:
+            # No trace (module docstring); a BaseException (CancelledError:
+            # the call cancelled, the process dying) keeps the mark.
+            if marked:
+                self.store.clear_attempted(call.key)
+            raise
         else:
             record = _record_of_output(output)
         stored = self.store.put_if_absent(call.key, record)

@@ -61,6 +61,13 @@ not found is "already done" for both commit and abort, and only the store
 transaction) says which. Keep the store durable (`SQLiteStore`) and one per
 participant.
 
+Unlike a saga action (`saga.py`, "The rule"), a prepare that raised keeps
+its `preparing` state, so an abort still calls abort(): an exception from
+a broken connection leaves open whether PREPARE TRANSACTION took effect.
+That costs nothing here, since ROLLBACK PREPARED of a gid never prepared is
+a no-op; a prepare that failed with an SQL error on a live connection has
+rolled back and votes no, which leaves nothing to abort.
+
 The gid is `2pc/{name}/{tx_id}`: deterministic, at most 196 bytes (under
 PostgreSQL's 200-byte GIDSIZE), made of `[A-Za-z0-9._:/-]` only, and passed
 as a quoted literal. Gids are server-wide: `name` must be unique among the

@@ -30,21 +30,33 @@ For a request it handles, in this order:
    `overloaded`).
 3. A key already answered -> the stored answer (status, body, content type)
    again, with header `Idempotent-Replayed: true`; the handler is not called.
-4. `.../compensation` whose `.../action` never reached the handler (null
-   compensation) -> a tombstone is stored and answered: 200
+4. `.../compensation` whose `.../action` left no trace (null compensation:
+   never received, or its handler answered non-definitely or raised, below)
+   -> a tombstone is stored and answered: 200
    `{"compensated": false, "reason": "action never seen"}`.
    `.../action` after its compensation was answered or started (hanging
    action) -> 409 `compensated`, stored. The handler is not called.
 5. Otherwise the key is marked *attempted* and the handler runs. A 2xx or a
    4xx other than 408/429 is stored before it is sent; 408, 429, 3xx, 5xx
    and exceptions are not stored, so the coordinator's retry runs the
-   handler again.
+   handler again, and they clear the attempted mark this call made.
 
-"Never reached the handler" is deliberately stronger than "never answered":
-an action that ran and answered 5xx (or crashed the process) may have left
-effects, so its compensation is called; compensation handlers must
-therefore tolerate "nothing to undo". Handlers must return a `web.Response`
-(e.g. `web.json_response`) of at most BODY_BYTES_MAX bytes; a definite
+The rule: an action whose handler *returned* a non-definite answer (3xx,
+408, 429, 5xx) or raised an `Exception` leaves no trace, so a compensation
+arriving after it is a null compensation (the tombstone of step 4): the
+compensation handler is not called. Without this, a compensation would undo
+what never happened (refund a charge never made). Handlers must therefore
+make a 5xx or an exception mean "no effect", e.g. by doing their work in one
+database transaction that the error rolls back; a handler that cannot
+promise it must answer a definite error only after undoing its partial work.
+A handler that never came back (the process crashed mid-handler, or the
+request task was cancelled: `asyncio.CancelledError`, a BaseException) keeps
+its mark, as does an earlier such attempt when a later one fails: it may
+have had effects, so the compensation handler is called, and compensation
+handlers must still tolerate "nothing to undo".
+
+Handlers must return a `web.Response` (e.g. `web.json_response`) of at
+most BODY_BYTES_MAX bytes; a definite
 answer that cannot be replayed (bigger, or streamed) is replaced by a stored
 500 `not_replayable`, so retries neither re-run the handler nor see a
 different answer, and the coordinator ends up compensating the step.
@@ -185,9 +197,19 @@ async def _answer(
         early = _answer_without_handler(store, branch)
         if early is not None:
             return response_from_record(store.put_if_absent(key, early), replayed=False)
-    store.mark_attempted(key)
-    response = await _call(handler, request)
+    marked = store.mark_attempted(key)
+    try:
+        response = await _call(handler, request)
+    except Exception:
+        # A handler that raised made no change (module docstring); a
+        # BaseException (CancelledError: a cancel or a dying process) keeps
+        # the mark, since the handler may have been stopped half-way.
+        if marked:
+            store.clear_attempted(key)
+        raise
     if not is_definite(response.status):
+        if marked:
+            store.clear_attempted(key)
         return response
     record, replaced = _record_of(response)
     stored = store.put_if_absent(key, record)

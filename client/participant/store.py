@@ -10,8 +10,11 @@ What a store holds:
 
 - answers: `key -> Record` (status, body, content type), written once
   (`put_if_absent`) and replayed for every later request with that key;
-- attempt markers: keys whose handler has been *called* (answered or not),
-  so "the action never reached us" can be told from "it ran and failed";
+- attempt markers: keys whose handler has been *called* and may have had
+  effects, so "the action left no trace" can be told from "it ran". The
+  saga middleware and the gRPC servicer clear the marker again
+  (`clear_attempted`) when the handler returned a non-definite answer or
+  raised, and keep it when the handler never came back (crash, cancel);
 - the highest fence term seen (`observe_fence_term`);
 - 2PC transactions: `tx_id -> Transaction(state, updated_at_s)`.
 
@@ -127,8 +130,14 @@ class IdempotencyStore(Protocol):
         """Store `record` unless `key` has an answer; return the stored one."""
         ...
 
-    def mark_attempted(self, key: str) -> None:
-        """Note that the handler for `key` is about to be called."""
+    def mark_attempted(self, key: str) -> bool:
+        """Note that the handler for `key` is about to be called; True when
+        this call made the marker (False: an earlier attempt left it)."""
+        ...
+
+    def clear_attempted(self, key: str) -> None:
+        """Remove the marker of `key` (no-op without one): the attempt that
+        made it ended without effects."""
         ...
 
     def was_attempted(self, key: str) -> bool: ...
@@ -201,17 +210,23 @@ class MemoryStore:
             self._bytes += len(record.body)
             return record
 
-    def mark_attempted(self, key: str) -> None:
+    def mark_attempted(self, key: str) -> bool:
         check_key(key)
         with self._lock:
             self._check_open()
             if key in self._attempts:
-                return
+                return False
             if len(self._attempts) >= self._records_max:
                 raise StoreFullError(f"store holds records_max ({self._records_max}) attempts")
             if self._bytes >= self._bytes_max:
                 raise StoreFullError(f"store holds bytes_max ({self._bytes_max}) bytes")
             self._attempts.add(key)
+            return True
+
+    def clear_attempted(self, key: str) -> None:
+        with self._lock:
+            self._check_open()
+            self._attempts.discard(key)
 
     def was_attempted(self, key: str) -> bool:
         with self._lock:
@@ -350,16 +365,22 @@ class SQLiteStore:
             self._answers_count += 1
             return record
 
-    def mark_attempted(self, key: str) -> None:
+    def mark_attempted(self, key: str) -> bool:
         check_key(key)
         with self._lock:
             db = self._db()
             if db.execute("SELECT 1 FROM attempts WHERE key = ?", (key,)).fetchone():
-                return
+                return False
             if self._attempts_count >= self._records_max:
                 raise StoreFullError(f"store holds records_max ({self._records_max}) attempts")
             db.execute("INSERT INTO attempts (key) VALUES (?)", (key,))
             self._attempts_count += 1
+            return True
+
+    def clear_attempted(self, key: str) -> None:
+        with self._lock:
+            deleted = self._db().execute("DELETE FROM attempts WHERE key = ?", (key,)).rowcount
+            self._attempts_count -= deleted
 
     def was_attempted(self, key: str) -> bool:
         with self._lock:

@@ -17,12 +17,14 @@ from aiohttp.test_utils import TestClient, TestServer
 from psycopg import sql
 
 from client.participant import (
+    NULL_COMPENSATION_BODY,
     LimitExceededError,
     MemoryStore,
     SQLiteStore,
     Transaction,
     TransactionState,
     add_twopc_routes,
+    saga_participant,
 )
 from client.participant.pgtest import PostgresUnavailable, TemporaryPostgres
 from client.participant.postgres import (
@@ -419,3 +421,80 @@ async def test_money_moves_between_two_databases_and_the_total_is_constant(
 
     for dsn in dsns.values():
         assert prepared_gids(dsn) == []
+
+
+# -- a saga participant whose work is one PostgreSQL transaction ---------------------
+
+
+def charge_app(dsn: str, store: SQLiteStore, calls: dict[str, int], busy: list[str]) -> web.Application:
+    """Saga steps over the kit's middleware: the action debits alice in one
+    transaction (a failed CHECK raises and rolls it back; a key listed in
+    `busy` rolls back and answers 503 once); the compensation credits her."""
+
+    def debit(key: str, amount: int) -> int:
+        with psycopg.connect(dsn) as connection:  # commits on exit, rolls back on an exception
+            connection.execute(
+                "UPDATE accounts SET balance = balance - %s WHERE id = 'alice'", [amount]
+            )
+            if key in busy:
+                busy.remove(key)
+                connection.rollback()
+                return 503
+        return 201
+
+    def credit(amount: int) -> None:
+        with psycopg.connect(dsn) as connection:
+            connection.execute(
+                "UPDATE accounts SET balance = balance + %s WHERE id = 'alice'", [amount]
+            )
+
+    async def charge(request: web.Request) -> web.Response:
+        calls["charge"] += 1
+        amount = int((await request.json())["amount"])
+        status = debit(request.headers["Idempotency-Key"], amount)
+        return web.json_response({"charged": amount if status == 201 else 0}, status=status)
+
+    async def refund(request: web.Request) -> web.Response:
+        calls["refund"] += 1
+        credit(int((await request.json())["amount"]))
+        return web.json_response({"refunded": True})
+
+    app = web.Application(middlewares=[saga_participant(store, path_prefixes=["/charge", "/refund"])])
+    app.router.add_post("/charge", charge)
+    app.router.add_post("/refund", refund)
+    return app
+
+
+async def test_a_saga_action_that_failed_in_postgres_gets_a_null_compensation(
+    database: str, tmp_path: Path
+) -> None:
+    calls = {"charge": 0, "refund": 0}
+    busy = ["saga-2/pay/action"]
+    store = SQLiteStore(tmp_path / "saga.db")
+
+    async def step(client: TestClient, path: str, key: str, amount: int) -> tuple[int, Any]:
+        response = await client.post(path, json={"amount": amount}, headers={"Idempotency-Key": key})
+        text = await response.text()
+        return response.status, (await response.json()) if response.status != 500 else text
+
+    try:
+        async with TestClient(TestServer(charge_app(database, store, calls, busy))) as client:
+            # saga-1: the debit breaks the CHECK, raises and is rolled back ...
+            assert (await step(client, "/charge", "saga-1/pay/action", 1000))[0] == 500
+            # ... so nothing is refunded (no 1000 credited from nowhere).
+            null = await step(client, "/refund", "saga-1/pay/compensation", 1000)
+            assert null == (200, NULL_COMPENSATION_BODY)
+            assert balances(database) == OPENING_BALANCES
+            assert calls == {"charge": 1, "refund": 0}
+
+            # saga-2: 503 (rolled back), then the retry debits, then the
+            # compensation really credits it back.
+            assert (await step(client, "/charge", "saga-2/pay/action", 30))[0] == 503
+            assert (await step(client, "/charge", "saga-2/pay/action", 30))[0] == 201
+            assert balances(database)["alice"] == 70
+            undone = await step(client, "/refund", "saga-2/pay/compensation", 30)
+            assert undone == (200, {"refunded": True})
+    finally:
+        store.close()
+    assert balances(database) == OPENING_BALANCES
+    assert calls == {"charge": 3, "refund": 1}

@@ -51,10 +51,23 @@ def test_put_if_absent_keeps_the_first_answer(make_store) -> None:
 def test_attempt_markers(make_store) -> None:
     store = make_store()
     assert not store.was_attempted("k")
-    store.mark_attempted("k")
-    store.mark_attempted("k")
+    assert store.mark_attempted("k") is True
+    assert store.mark_attempted("k") is False  # made by an earlier attempt
     assert store.was_attempted("k")
     assert store.get("k") is None
+    store.clear_attempted("k")
+    store.clear_attempted("k")  # no marker: a no-op
+    assert not store.was_attempted("k")
+    assert store.mark_attempted("k") is True
+
+
+def test_a_cleared_attempt_frees_its_room(make_store) -> None:
+    store = make_store(records_max=1)
+    store.mark_attempted("x")
+    with pytest.raises(StoreFullError):
+        store.mark_attempted("y")
+    store.clear_attempted("x")
+    assert store.mark_attempted("y") is True
 
 
 def test_fence_term_only_grows(make_store) -> None:
