@@ -174,3 +174,18 @@ def test_ctrl_c_stops_the_workers_and_exits_non_zero():
     assert "stopped before the last seed: interrupted" in err and "Traceback" not in err, err
     assert "seeds run" in out and "of 200, stopped" in out, out
     assert _wait_for(lambda: not any(Path(f"/proc/{pid}").exists() for pid in workers), RUN_S_MAX), workers
+
+
+def test_a_worker_that_dies_stops_the_run_instead_of_hanging_it():
+    run = subprocess.Popen(
+        [sys.executable, "-m", "chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+    try:
+        assert _wait_for(lambda: len(_workers(run.pid)) == 2, RUN_S_MAX), "no worker processes started"
+        os.kill(_workers(run.pid)[0], signal.SIGKILL)
+        out, err = run.communicate(timeout=RUN_S_MAX)
+    finally:
+        run.kill()
+    assert run.returncode == cli.EXIT_FAILED, out + err
+    assert "a worker process died abruptly" in err and "Traceback" not in err, err
+    assert "of 200, stopped" in out, out
