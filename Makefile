@@ -1,11 +1,11 @@
-# The two commands of the README: `make run` and `make test`.
+# The commands of the README: `make run`, `make test` and `make soak`.
 # Both create .venv on first use and install the project into it.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test venv clean proto etcd
+.PHONY: run test soak venv clean proto etcd
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,39 @@ run: $(STAMP)
 
 test: $(STAMP) etcd
 	PATH="$(CURDIR)/$(VENV)/etcd/usr/bin:$$PATH" $(BIN)/python -m pytest
+
+# `make soak`: SOAK_SEEDS simulated seeds on every core (coordinator simulate
+# --jobs defaults to one worker per core), then SOAK_CHAOS_S seconds of
+# `coordinator chaos` with every fault (partitions need root), then a table:
+# part, what ran, failures, time, time per seed. Both parts always run; it
+# fails if either failed. Everything lands in $(SOAK_DIR)/ (the simulate
+# summary in $(SOAK_DIR)/simulate.txt, the table in $(SOAK_DIR)/soak.txt).
+SOAK_SEEDS ?= 0-9999
+SOAK_CHAOS_S ?= 600
+SOAK_DIR := .soak
+soak: $(STAMP)
+	@rm -rf $(SOAK_DIR); mkdir -p $(SOAK_DIR); \
+	started=$$(date +%s); \
+	$(BIN)/coordinator simulate --seeds $(SOAK_SEEDS) --summary $(SOAK_DIR)/simulate.txt; sim_rc=$$?; \
+	sim_s=$$(( $$(date +%s) - started )); \
+	faults=$$($(BIN)/python -c 'from chaos.nemesis import FAULTS; print(",".join(FAULTS))'); \
+	started=$$(date +%s); \
+	{ $(BIN)/coordinator chaos --duration $(SOAK_CHAOS_S) --faults $$faults --report $(SOAK_DIR)/chaos.json; \
+	  echo $$? > $(SOAK_DIR)/chaos.rc; } 2>&1 | tee $(SOAK_DIR)/chaos.txt; \
+	chaos_rc=$$(cat $(SOAK_DIR)/chaos.rc 2>/dev/null || echo 1); chaos_s=$$(( $$(date +%s) - started )); \
+	summary() { sed -n "s/^$$1   *//p" $(SOAK_DIR)/simulate.txt 2>/dev/null; }; \
+	sim_failures=$$(summary failed); [ $$sim_rc -le 1 ] || sim_failures="$${sim_failures:-?} (exit $$sim_rc)"; \
+	sim_ran="coordinator simulate --seeds $(SOAK_SEEDS)$$(summary 'seeds run' | sed -n 's/.*, \([0-9]* jobs\)$$/ (\1)/p')"; \
+	sim_per_seed=$$(summary 'per seed' | sed 's/ (mean real time of a run)/ real/; s/ of wall time/ wall/'); \
+	chaos_failures=$$(grep -cE '^[a-z_]+ +FAIL ' $(SOAK_DIR)/chaos.txt); \
+	[ $$chaos_rc -eq 0 ] || [ $$chaos_failures -gt 0 ] || chaos_failures="exit $$chaos_rc"; \
+	chaos_ran="coordinator chaos --duration $(SOAK_CHAOS_S) --faults $$faults (seed $$(sed -n 's/^chaos: seed \([0-9]*\),.*/\1/p' $(SOAK_DIR)/chaos.txt))"; \
+	width=$$(( $${#sim_ran} > $${#chaos_ran} ? $${#sim_ran} : $${#chaos_ran} )); \
+	row() { printf "%-8s  %-$${width}s  %-10s  %-6s  %s\n" "$$@"; }; \
+	{ echo; row part "what ran" failures time "time per seed"; \
+	  row simulate "$$sim_ran" "$$sim_failures" "$${sim_s} s" "$$sim_per_seed"; \
+	  row chaos "$$chaos_ran" "$$chaos_failures" "$${chaos_s} s" "-"; } | tee $(SOAK_DIR)/soak.txt; \
+	[ $$sim_rc -eq 0 ] && [ $$chaos_rc -eq 0 ]
 
 # The etcd baseline of `coordinator bench` (and its test) needs Debian's
 # etcd-server. Where it is not installed, unpack the package into the venv -

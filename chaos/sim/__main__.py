@@ -1,9 +1,9 @@
 """``python -m chaos.sim --seed N``: see :mod:`chaos.sim.cli`."""
 
-import logging
 import sys
 
-from .cli import main
+from .cli import configure_logging, main
 
-logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned worker process imports it
+    configure_logging()
+    sys.exit(main())

@@ -2,21 +2,32 @@
 
     coordinator simulate --seed 7                 # one run; prints the seed, the checkers, the trace digest
     coordinator simulate --seed 7 --replay        # twice: the trace digests must be equal
-    coordinator simulate --seeds 0-19 --duration 20
+    coordinator simulate --seeds 0-999 --duration 20          # in worker processes, one per core
+    coordinator simulate --seeds 0-19 --jobs 1                # in this process, one after the other
     coordinator simulate --seed 7 --trace t.txt --history h.json --report r.json
 
 A run that fails prints the command that replays it. The process runs with
-PYTHONHASHSEED=0 (it re-executes itself with it when needed), so a seed
-replays the same trace in any process on the same code.
+PYTHONHASHSEED=0 (it re-executes itself with it when needed), and so do its
+worker processes, so a seed replays the same trace in any process on the
+same code.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import logging
+import multiprocessing
 import os
+import signal
 import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator, NoReturn
 
 from chaos.checkers import report_json
 
@@ -24,30 +35,69 @@ from .nemesis import FAULTS
 from .run import SimResult, simulate
 from .world import PLANTED_BUGS, SNAPSHOTS_OFTEN, SimSettings
 
-__all__ = ["add_simulate_parser", "cmd_simulate", "main"]
+__all__ = ["SeedOutcome", "add_simulate_parser", "cmd_simulate", "main", "run_seeds"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl-C
 SEEDS_MAX = 100_000
+JOBS_MAX = 256
 HASH_SEED = "0"
+TRACE_LINES_KEPT = 2_000_000
+# A --seeds run prints a progress line at most this often (and after the last seed).
+PROGRESS_EVERY_S = 5.0
+# A worker told to stop (Ctrl-C) unwinds its run; after this long it is killed.
+STOP_WAIT_S = 10.0
+LOG_FORMAT = "%(levelname)s %(name)s: %(message)s"
+# What the replay command of one seed leaves out: the seed selection, the
+# parallelism and the summary file of the run it came from.
+_REPLAY_DROPS = ("--seed", "--seeds", "--jobs", "--summary")
+
+
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line on stderr and exit code 2 (argparse prints the usage too)."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"{self.prog}: {message}", file=sys.stderr)
+        sys.exit(EXIT_USAGE)
+
+
+def _seed_range(part: str) -> range:
+    low, dash, high = part.strip().partition("-")
+    if not low.isdigit() or (dash and not high.isdigit()):
+        raise argparse.ArgumentTypeError(f"expected N, A-B or N,M,... (seeds >= 0), got {part.strip()!r}")
+    first, last = int(low), int(high) if dash else int(low)
+    if last < first:
+        raise argparse.ArgumentTypeError(f"{part.strip()!r}: A-B needs A <= B")
+    if last - first + 1 > SEEDS_MAX:
+        raise argparse.ArgumentTypeError(f"at most {SEEDS_MAX} seeds, got {part.strip()!r}")
+    return range(first, last + 1)
 
 
 def _seeds(text: str) -> list[int]:
-    """``7``, ``0-19`` or ``1,5,9``."""
-    seeds: list[int] = []
+    """``7``, ``0-19`` or ``1,5,9`` (a seed listed twice runs once)."""
+    seeds: dict[int, None] = {}
     for part in text.split(","):
-        low, _, high = part.strip().partition("-")
-        if not low.isdigit() or (high and not high.isdigit()):
-            raise argparse.ArgumentTypeError(f"seeds: expected N, A-B or N,M,...; got {text!r}")
-        seeds.extend(range(int(low), int(high or low) + 1))
-    if not 1 <= len(seeds) <= SEEDS_MAX:
-        raise argparse.ArgumentTypeError(f"seeds: 1 to {SEEDS_MAX} seeds")
-    return seeds
+        seeds.update(dict.fromkeys(_seed_range(part)))
+        if len(seeds) > SEEDS_MAX:
+            raise argparse.ArgumentTypeError(f"at most {SEEDS_MAX} seeds")
+    return list(seeds)
+
+
+def _jobs(text: str) -> int:
+    if not text.strip().isdigit() or not 1 <= int(text) <= JOBS_MAX:
+        raise argparse.ArgumentTypeError(f"expected a whole number from 1 to {JOBS_MAX}, got {text!r}")
+    return int(text)
 
 
 def _arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--seed", type=int, help="the seed of one run (default: a random one, printed)")
-    which.add_argument("--seeds", type=_seeds, help="several runs: N, A-B or N,M,...")
+    which.add_argument("--seed", type=int, help="the seed of one run, in this process; prints its whole checker "
+                                                "table (default: a random seed, printed)")
+    which.add_argument("--seeds", type=_seeds, help="several runs: N, A-B or N,M,...; prints progress, each "
+                                                    "failing seed with its replay command, then a summary")
+    parser.add_argument("--jobs", type=_jobs, default=None,
+                        help=f"worker processes for --seeds, 1 to {JOBS_MAX} (default: os.cpu_count()); "
+                             "1 runs the seeds in this process")
     parser.add_argument("--duration", type=float, default=30.0, help="simulated seconds under faults")
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
@@ -56,15 +106,20 @@ def _arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
                         help="compact the log every 150 entries or 20 s (production: 5000 or 300 s)")
     parser.add_argument("--planted-bug", choices=PLANTED_BUGS, help="plant a bug the checkers must catch")
     parser.add_argument("--replay", action="store_true", help="run each seed twice and compare the trace digests")
-    parser.add_argument("--trace", metavar="FILE", help="write the trace of the (last) run here")
-    parser.add_argument("--history", metavar="FILE", help="write the history of the (last) run here")
-    parser.add_argument("--report", metavar="FILE", help="write the JSON report of the (last) run here")
+    parser.add_argument("--trace", metavar="FILE", help="write the trace of the run here (with --seeds: of the "
+                                                        "last seed listed, whichever process runs it)")
+    parser.add_argument("--history", metavar="FILE", help="write the history of the run here (with --seeds: of "
+                                                          "the last seed listed)")
+    parser.add_argument("--report", metavar="FILE", help="write the JSON report of the run here (with --seeds: "
+                                                         "of the last seed listed)")
+    parser.add_argument("--summary", metavar="FILE", help="with --seeds: write the summary here too")
     return parser
 
 
 def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
     """Register ``simulate`` on the ``coordinator`` command's subparsers."""
-    parser = commands.add_parser("simulate", help="the whole cluster in one process, simulated from a seed")
+    parser = commands.add_parser("simulate", help="the whole cluster in one process, simulated from a seed",
+                                 description=__doc__.split("\n")[0])
     _arguments(parser).set_defaults(run=cmd_simulate)
 
 
@@ -76,7 +131,7 @@ def _settings(args: argparse.Namespace) -> SimSettings:
     extra = {"raft": SNAPSHOTS_OFTEN} if args.snapshots_often else {}
     return SimSettings(nodes=args.nodes, duration_s=args.duration, faults=faults, rate_per_s=args.rate,
                        planted_bug=args.planted_bug,
-                       trace_lines=2_000_000 if args.trace else 0, **extra)
+                       trace_lines=TRACE_LINES_KEPT if args.trace else 0, **extra)
 
 
 def _replay_command(seed: int, argv: list[str]) -> str:
@@ -84,60 +139,312 @@ def _replay_command(seed: int, argv: list[str]) -> str:
     for arg in argv:
         if skip:
             skip = False
-        elif arg in ("--seed", "--seeds"):
+        elif arg in _REPLAY_DROPS:
             skip = True
-        elif not arg.startswith(("--seed=", "--seeds=")):
+        elif not arg.startswith(tuple(f"{option}=" for option in _REPLAY_DROPS)):
             kept.append(arg)
     return " ".join(["coordinator simulate", "--seed", str(seed), *kept])
 
 
-def _write(args: argparse.Namespace, result: SimResult) -> None:
-    if args.trace:
-        Path(args.trace).write_text("\n".join(result.trace_lines) + "\n")
-    if args.history:
-        result.history.dump(args.history)
-    if args.report:
+@dataclass(frozen=True)
+class Outputs:
+    """The files a run writes (None: not asked)."""
+
+    trace: str | None = None
+    history: str | None = None
+    report: str | None = None
+
+    def wanted(self) -> bool:
+        return any((self.trace, self.history, self.report))
+
+
+def _write(outputs: Outputs, result: SimResult) -> None:
+    if outputs.trace:
+        Path(outputs.trace).write_text("\n".join(result.trace_lines) + "\n")
+    if outputs.history:
+        result.history.dump(outputs.history)
+    if outputs.report:
         report = report_json(result.history, result.results, result.seed, round(result.virtual_s, 1), [])
         report["trace_digest"] = result.trace_digest
         report["stats"] = result.stats
-        Path(args.report).write_text(json.dumps(report, indent=2) + "\n")
+        Path(outputs.report).write_text(json.dumps(report, indent=2) + "\n")
+
+
+def _ensure_hash_seed(argv: list[str]) -> None:
+    """Re-execute as ``python -m chaos.sim`` with PYTHONHASHSEED=0 unless already so."""
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        os.environ["PYTHONHASHSEED"] = HASH_SEED
+        os.execv(sys.executable, [sys.executable, "-m", "chaos.sim", *argv])
 
 
 def cmd_simulate(args: argparse.Namespace, argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
-        os.environ["PYTHONHASHSEED"] = HASH_SEED
-        arguments = argv[1:] if argv and argv[0] == "simulate" else argv
-        os.execv(sys.executable, [sys.executable, "-m", "chaos.sim", *arguments])
+    argv = argv[1:] if argv and argv[0] == "simulate" else argv  # as `coordinator simulate ...`
+    _ensure_hash_seed(argv)
     try:
         settings = _settings(args)
     except ValueError as exc:
         print(f"coordinator simulate: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    seeds = args.seeds or [args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")]
-    failed: list[int] = []
-    for seed in seeds:
-        print(f"simulate: seed {seed}", flush=True)
-        result = simulate(seed, settings)
-        print(result.summary(), flush=True)
-        if args.replay:
-            again = simulate(seed, settings)
-            same = again.trace_digest == result.trace_digest
-            print(f"replay: trace {again.trace_digest} {'identical' if same else 'DIFFERENT'}", flush=True)
-            if not same:
-                failed.append(seed)
-        if not result.passed:
-            failed.append(seed)
-            print(f"replay with: {_replay_command(seed, argv)}", flush=True)
-        _write(args, result)
-    if len(seeds) > 1:
-        print(f"simulate: {len(seeds) - len(set(failed))}/{len(seeds)} seeds passed"
-              + (f"; failed: {sorted(set(failed))}" if failed else ""))
-    return EXIT_FAILED if failed else EXIT_OK
+    if args.summary and args.seeds is None:
+        print("coordinator simulate: --summary needs --seeds", file=sys.stderr)
+        return EXIT_USAGE
+    outputs = Outputs(args.trace, args.history, args.report)
+    if args.seeds is not None:
+        jobs = args.jobs if args.jobs is not None else default_jobs()
+        return _run_batch(args.seeds, settings, jobs, args.replay, outputs, argv, args.summary)
+    seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
+    return _run_single(seed, settings, args.replay, outputs, argv)
+
+
+def default_jobs() -> int:
+    return min(os.cpu_count() or 1, JOBS_MAX)
+
+
+# -- one seed: the whole table ---------------------------------------------------------
+
+
+def _run_single(seed: int, settings: SimSettings, replay: bool, outputs: Outputs, argv: list[str]) -> int:
+    print(f"simulate: seed {seed}", flush=True)
+    result = simulate(seed, settings)
+    print(result.summary(), flush=True)
+    passed = result.passed
+    if replay:
+        again = simulate(seed, settings)
+        same = again.trace_digest == result.trace_digest
+        print(f"replay: trace {again.trace_digest} {'identical' if same else 'DIFFERENT'}", flush=True)
+        passed = passed and same
+    if not passed:
+        print(f"replay with: {_replay_command(seed, argv)}", flush=True)
+    _write(outputs, result)
+    return EXIT_OK if passed else EXIT_FAILED
+
+
+# -- several seeds: in worker processes ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedJob:
+    """One seed for a worker: what to run and what to write."""
+
+    seed: int
+    settings: SimSettings
+    replay: bool = False
+    outputs: Outputs = Outputs()
+
+
+@dataclass(frozen=True)
+class SeedOutcome:
+    """What a worker sends back for one seed (small: no history, no trace)."""
+
+    seed: int
+    passed: bool
+    trace_digest: str
+    real_s: float
+    failure_lines: tuple[str, ...] = ()
+
+
+def _failure_lines(result: SimResult) -> list[str]:
+    """The first line of the summary, the failing checkers' rows and their violations."""
+    failing = {r.name for r in result.failed()}
+    head, header, *rest = result.summary().splitlines()
+    rows = [line for line in rest if line.split(" ", 1)[0] in failing]
+    violations = [line for line in rest if line.startswith("  ")]
+    return [head, header, *rows, *violations]
+
+
+def run_seed(job: SeedJob) -> SeedOutcome:
+    """Run one seed (twice with replay) and judge it; an exception fails the seed."""
+    started = time.perf_counter()
+    try:
+        result = simulate(job.seed, job.settings)
+        lines = [] if result.passed else _failure_lines(result)
+        if job.replay:
+            again = simulate(job.seed, job.settings)
+            if again.trace_digest != result.trace_digest:
+                lines.append(f"replay: trace {again.trace_digest} DIFFERENT from {result.trace_digest}")
+        if job.outputs.wanted():
+            _write(job.outputs, result)
+    except Exception as exc:  # noqa: BLE001 - a seed that raises is a failing seed, reported like one
+        return SeedOutcome(job.seed, False, "", time.perf_counter() - started,
+                           (f"simulation seed {job.seed}: ERROR {type(exc).__name__}: {exc}",))
+    return SeedOutcome(job.seed, not lines, result.trace_digest, time.perf_counter() - started, tuple(lines))
+
+
+def configure_logging() -> None:
+    logging.basicConfig(level=logging.ERROR, format=LOG_FORMAT)
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
+    raise SystemExit(128 + signum)  # unwinds the run, so its temporary directory is removed
+
+
+def _worker_init() -> None:
+    """In each worker: Ctrl-C is the parent's to handle, and its SIGTERM (the pool's
+    terminate) unwinds; log as ``python -m chaos.sim`` does."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        raise RuntimeError(f"simulate worker: PYTHONHASHSEED must be {HASH_SEED} so that seeds replay")
+    configure_logging()
+
+
+def _seed_jobs(seeds: list[int], settings: SimSettings, replay: bool, outputs: Outputs) -> list[SeedJob]:
+    """The last seed writes the files asked for; the others keep no trace lines."""
+    quiet = dataclasses.replace(settings, trace_lines=0)
+    jobs = [SeedJob(seed, quiet, replay) for seed in seeds[:-1]]
+    return [*jobs, SeedJob(seeds[-1], settings, replay, outputs)]
+
+
+class WorkerDied(RuntimeError):
+    """A worker process ended abruptly (killed, out of memory): the seeds it had are lost."""
+
+
+def run_seeds(jobs: list[SeedJob], workers: int) -> Iterator[SeedOutcome]:
+    """Each seed's outcome as it finishes: in this process (workers == 1) or in worker processes.
+
+    The workers (spawned with PYTHONHASHSEED=0) live for the whole run, so
+    each pays the imports once and then takes seed after seed; a seed is
+    one task, so a failure is reported as soon as it happens. Closing the
+    iterator early (Ctrl-C) stops the workers; a worker that dies raises
+    WorkerDied rather than waiting forever for its seed.
+    """
+    if workers == 1 or len(jobs) == 1:
+        yield from map(run_seed, jobs)
+        return
+    if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
+        raise RuntimeError(f"run_seeds: PYTHONHASHSEED must be {HASH_SEED} (the workers inherit it)")
+    executor = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_worker_init)
+    finished = False
+    try:
+        futures = [executor.submit(run_seed, job) for job in jobs]
+        for future in as_completed(futures):
+            try:
+                outcome = future.result()
+            except BrokenProcessPool as exc:
+                raise WorkerDied(f"a worker process died abruptly ({exc})") from None
+            yield outcome
+        finished = True
+    finally:
+        if finished:
+            executor.shutdown(wait=True)
+        else:
+            _stop(executor)
+
+
+def _stop(executor: ProcessPoolExecutor) -> None:
+    """Cancel the seeds not started and terminate the workers (each unwinds its run)."""
+    processes = list((executor._processes or {}).values())  # no public terminate before Python 3.14
+    executor.shutdown(wait=False, cancel_futures=True)
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        process.join(STOP_WAIT_S)
+        if process.is_alive():
+            process.kill()
+
+
+@dataclass
+class _Tally:
+    total: int
+    jobs: int
+    started: float
+    outcomes: list[SeedOutcome] = dataclasses.field(default_factory=list)
+    last_progress: float = 0.0
+
+    def failed(self) -> list[SeedOutcome]:
+        return sorted((o for o in self.outcomes if not o.passed), key=lambda o: o.seed)
+
+    def wall_s(self) -> float:
+        return time.monotonic() - self.started
+
+    def mean_real_s(self) -> float:
+        return sum(o.real_s for o in self.outcomes) / len(self.outcomes) if self.outcomes else 0.0
+
+
+def _progress_line(tally: _Tally) -> str:
+    done = len(tally.outcomes)
+    left_s = tally.wall_s() / done * (tally.total - done) if done else 0.0
+    return (f"simulate: {done}/{tally.total} done, {len(tally.failed())} failed, {tally.mean_real_s():.2f} s/seed, "
+            f"{tally.wall_s():.0f} s so far, about {left_s:.0f} s left")
+
+
+def _seeds_text(seeds: Iterable[int]) -> str:
+    """``0-99`` or ``1,5,9-12``: the seeds as ranges."""
+    spans: list[list[int]] = []
+    for seed in sorted(seeds):
+        if spans and seed == spans[-1][1] + 1:
+            spans[-1][1] = seed
+        else:
+            spans.append([seed, seed])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
+
+
+def _summary(tally: _Tally, argv: list[str], stopped: str | None) -> str:
+    failed = tally.failed()
+    done = len(tally.outcomes)
+    ran = f"{done} of {tally.total}, stopped" if stopped else str(done)
+    rows = [
+        ("seeds run", f"{ran} ({_seeds_text(o.seed for o in tally.outcomes) or 'none'}), {tally.jobs} jobs"),
+        ("passed", str(done - len(failed))),
+        ("failed", str(len(failed))),
+        ("wall time", f"{tally.wall_s():.1f} s"),
+        ("per seed", f"{tally.mean_real_s():.2f} s (mean real time of a run), "
+                     f"{tally.wall_s() / max(done, 1):.2f} s of wall time"),
+        ("failed seeds", _seeds_text(o.seed for o in failed) or "none"),
+    ]
+    rows += [(f"replay {o.seed}", _replay_command(o.seed, argv)) for o in failed]
+    width = max(len(name) for name, _ in rows)
+    return "\n".join(["simulate summary", *(f"{name:<{width}}  {value}" for name, value in rows)])
+
+
+def _report(outcome: SeedOutcome, tally: _Tally, argv: list[str]) -> None:
+    """A failing seed at once; a progress line at most every PROGRESS_EVERY_S and after the last."""
+    tally.outcomes.append(outcome)
+    if not outcome.passed:
+        print("\n".join(outcome.failure_lines), flush=True)
+        print(f"replay with: {_replay_command(outcome.seed, argv)}", flush=True)
+    now = time.monotonic()
+    if now - tally.last_progress >= PROGRESS_EVERY_S or len(tally.outcomes) == tally.total:
+        tally.last_progress = now
+        print(_progress_line(tally), flush=True)
+
+
+def _raise_interrupt(signum: int, frame: object) -> NoReturn:
+    raise KeyboardInterrupt
+
+
+def _run_batch(seeds: list[int], settings: SimSettings, jobs: int, replay: bool, outputs: Outputs,
+               argv: list[str], summary_path: str | None) -> int:
+    tally = _Tally(total=len(seeds), jobs=min(jobs, len(seeds)), started=time.monotonic())
+    tally.last_progress = tally.started
+    print(f"simulate: {len(seeds)} seeds ({_seeds_text(seeds)}) on {tally.jobs} jobs", flush=True)
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the workers too
+    stopped = None
+    outcomes = run_seeds(_seed_jobs(seeds, settings, replay, outputs), jobs)
+    try:
+        for outcome in outcomes:
+            _report(outcome, tally, argv)
+    except KeyboardInterrupt:
+        stopped = "interrupted"
+    except WorkerDied as exc:
+        stopped = str(exc)
+    finally:
+        outcomes.close()  # stops the workers, if any
+        signal.signal(signal.SIGTERM, previous)
+    summary = _summary(tally, argv, stopped)
+    print(summary, flush=True)
+    if summary_path:
+        Path(summary_path).write_text(summary + "\n")
+    if stopped:
+        print(f"simulate: stopped before the last seed: {stopped}", file=sys.stderr)
+        return EXIT_INTERRUPTED if stopped == "interrupted" else EXIT_FAILED
+    return EXIT_FAILED if tally.failed() else EXIT_OK
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    parser = _arguments(argparse.ArgumentParser(prog="coordinator simulate", description=__doc__.split("\n")[0]))
+    parser = _arguments(_Parser(prog="coordinator simulate", description=__doc__.split("\n")[0]))
     args = parser.parse_args(argv)
     return cmd_simulate(args, argv)
