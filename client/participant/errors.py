@@ -3,7 +3,8 @@
     ParticipantKitError         root of everything below
     ├── LimitExceededError      a key, body or other input is beyond a bound
     │                           of `limits.py`; answered 400 over HTTP
-    ├── StoreFullError          the store holds `records_max` keys already;
+    ├── StoreFullError          the store holds `records_max` keys already,
+    │                           even after pruning those past its retention;
     │                           answered 503 (the coordinator retries)
     └── StoreClosedError        the store was used after close()
 
