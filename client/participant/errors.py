@@ -6,7 +6,10 @@
     ├── StoreFullError          the store holds `records_max` keys already,
     │                           even after pruning those past its retention;
     │                           answered 503 (the coordinator retries)
-    └── StoreClosedError        the store was used after close()
+    ├── StoreClosedError        the store was used after close()
+    └── SignatureError          a call's Coordinator-Signature is missing,
+                                malformed, expired or wrong (signing.py);
+                                answered 401 / UNAUTHENTICATED
 
 Handler exceptions are not wrapped: they propagate to aiohttp (a 500, which
 the coordinator treats as an unknown outcome and retries). Anything else is
@@ -30,3 +33,7 @@ class StoreFullError(ParticipantKitError):
 
 class StoreClosedError(ParticipantKitError):
     """The store was used after close()."""
+
+
+class SignatureError(ParticipantKitError):
+    """A call that is not signed by a configured key; str() says why."""
