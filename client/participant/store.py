@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import enum
 import json
+import re
 import sqlite3
 import threading
 import time
@@ -78,6 +79,9 @@ __all__ = [
 ]
 
 
+_DIGEST_PATTERN = re.compile(r"(?:[0-9a-f]{64})?")
+
+
 def check_key(key: str) -> str:
     """Return `key` if it is 1..KEY_CHARS_MAX visible ASCII characters."""
     if not isinstance(key, str) or KEY_PATTERN.fullmatch(key) is None:
@@ -90,15 +94,19 @@ def check_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class Record:
-    """One answer as it is replayed: HTTP status, body bytes, content type."""
+    """One answer as it is replayed: HTTP status, body bytes, content type,
+    and the `signing.request_digest` of the request it answered ("" when
+    not bound: the kit binds answers when it verifies signatures)."""
 
     status: int
     body: bytes = b""
     content_type: str = "application/json"
+    request_digest: str = ""
 
     def __post_init__(self) -> None:
         assert isinstance(self.status, int) and 100 <= self.status <= 599, self.status
         assert isinstance(self.body, bytes), type(self.body)
+        assert _DIGEST_PATTERN.fullmatch(self.request_digest), self.request_digest
         if len(self.body) > BODY_BYTES_MAX:
             raise LimitExceededError(
                 f"body of {len(self.body)} bytes is over BODY_BYTES_MAX ({BODY_BYTES_MAX})"
@@ -402,7 +410,8 @@ CREATE TABLE IF NOT EXISTS answers (
     status INTEGER NOT NULL,
     content_type TEXT NOT NULL,
     body BLOB NOT NULL,
-    created_at_s REAL NOT NULL DEFAULT 0
+    created_at_s REAL NOT NULL DEFAULT 0,
+    request_digest TEXT NOT NULL DEFAULT ''
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS attempts (
     key TEXT PRIMARY KEY,
@@ -427,6 +436,7 @@ CREATE INDEX IF NOT EXISTS answers_by_age ON answers (created_at_s);
 CREATE INDEX IF NOT EXISTS attempts_by_age ON attempts (created_at_s);
 """
 _AGED_TABLES = ("answers", "attempts")
+_SELECT_ANSWER = "SELECT status, body, content_type, request_digest FROM answers WHERE key = ?"
 
 
 class SQLiteStore:
@@ -485,6 +495,10 @@ class SQLiteStore:
                         f"ALTER TABLE {table} ADD COLUMN created_at_s REAL NOT NULL DEFAULT 0"
                     )
                     connection.execute(f"UPDATE {table} SET created_at_s = ?", (now,))
+                if table == "answers" and "request_digest" not in columns:
+                    connection.execute(
+                        "ALTER TABLE answers ADD COLUMN request_digest TEXT NOT NULL DEFAULT ''"
+                    )
             for statement in _INDEXES.split(";"):
                 if statement.strip():
                     connection.execute(statement)
@@ -504,22 +518,16 @@ class SQLiteStore:
 
     def get(self, key: str) -> Record | None:
         with self._lock:
-            row = (
-                self._db()
-                .execute("SELECT status, body, content_type FROM answers WHERE key = ?", (key,))
-                .fetchone()
-            )
-        return None if row is None else Record(row[0], bytes(row[1]), row[2])
+            row = self._db().execute(_SELECT_ANSWER, (key,)).fetchone()
+        return None if row is None else Record(row[0], bytes(row[1]), row[2], row[3])
 
     def put_if_absent(self, key: str, record: Record) -> Record:
         check_key(key)
         with self._lock:
             db = self._db()
-            row = db.execute(
-                "SELECT status, body, content_type FROM answers WHERE key = ?", (key,)
-            ).fetchone()
+            row = db.execute(_SELECT_ANSWER, (key,)).fetchone()
             if row is not None:
-                return Record(row[0], bytes(row[1]), row[2])
+                return Record(row[0], bytes(row[1]), row[2], row[3])
             self._prune_if_due_locked()
             attempted = db.execute("SELECT 1 FROM attempts WHERE key = ?", (key,)).fetchone()
             if attempted is None and self._answers_count >= self._records_max:
@@ -527,9 +535,13 @@ class SQLiteStore:
                 if self._answers_count >= self._records_max:
                     raise StoreFullError(f"store holds records_max ({self._records_max}) answers")
             db.execute(
-                "INSERT INTO answers (key, status, content_type, body, created_at_s)"
-                " VALUES (?, ?, ?, ?, ?)",
-                (key, record.status, record.content_type, record.body, self._clock()),
+                "INSERT INTO answers"
+                " (key, status, content_type, body, created_at_s, request_digest)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    key, record.status, record.content_type, record.body, self._clock(),
+                    record.request_digest,
+                ),
             )
             self._answers_count += 1
             return record
