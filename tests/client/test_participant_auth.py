@@ -117,6 +117,23 @@ async def test_a_replay_with_another_path_or_body_does_not_get_the_stored_answer
     assert orders.calls["create"] == 1
 
 
+async def test_the_signed_path_is_the_request_target_with_its_query() -> None:
+    store, orders = MemoryStore(), Orders()
+    async with TestClient(TestServer(http_app(store, orders, keys={"old": OLD}))) as client:
+        assert (await post(client, path="/orders?source=a%20b"))[0] == 201
+        key, body = "s1/b/action", b'{"sku": "W-1"}'
+        signature = sign(
+            OLD, "old", method="POST", path="/orders", idempotency_key=key,
+            fence="", body=body, timestamp=int(NOW),
+        )
+        response = await client.post(
+            "/orders?source=other", data=body,
+            headers={"Idempotency-Key": key, SIGNATURE_HEADER: signature},
+        )
+        assert response.status == 401
+    assert orders.calls["create"] == 1
+
+
 async def test_require_fence_refuses_a_call_without_one() -> None:
     store, orders = MemoryStore(), Orders()
     app = http_app(store, orders, keys={"old": OLD}, require_fence=True)
