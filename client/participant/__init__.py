@@ -18,11 +18,15 @@ the coordinator's sagas and two-phase commits (CONTRACT.md section 4,
 - `TerminationResolver`: asks the coordinator for the decision of
   transactions left prepared too long, and applies it.
 - `MemoryStore` / `SQLiteStore`: the `IdempotencyStore` implementations.
+- `signing.sign` / `signing.verify`: the `Coordinator-Signature` HMAC both
+  sides share; pass `keys={key_id: secret}` to `saga_participant`,
+  `add_twopc_routes` or `ParticipantServicer` to refuse unsigned calls.
 """
 
 from client.participant.errors import (
     LimitExceededError,
     ParticipantKitError,
+    SignatureError,
     StoreClosedError,
     StoreFullError,
 )
@@ -60,6 +64,7 @@ __all__ = [
     "ParticipantKitError",
     "Record",
     "SQLiteStore",
+    "SignatureError",
     "StoreClosedError",
     "StoreFullError",
     "TerminationResolver",

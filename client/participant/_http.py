@@ -9,13 +9,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
 
-from client.participant.errors import LimitExceededError, StoreFullError
+from client.participant import signing
+from client.participant.errors import LimitExceededError, SignatureError, StoreFullError
 from client.participant.limits import (
     FENCE_INDEX_MAX,
     FENCE_PATTERN,
@@ -142,8 +144,9 @@ def is_definite(status: int) -> bool:
     return 200 <= status < 300 or (400 <= status < 500 and status not in (408, 429))
 
 
-async def read_json_body(request: web.Request, bytes_max: int) -> Any:
-    """The request's JSON body (None when empty), or RequestRefused(400)."""
+async def read_body(request: web.Request, bytes_max: int) -> bytes:
+    """The request's body bytes (read once; aiohttp keeps them for the
+    handler's read()/json()/text()), or RequestRefused(400)."""
     if request.content_length is not None and request.content_length > bytes_max:
         raise invalid(f"body is over BODY_BYTES_MAX ({bytes_max} bytes)")
     try:
@@ -154,6 +157,12 @@ async def read_json_body(request: web.Request, bytes_max: int) -> Any:
         ) from None
     if len(raw) > bytes_max:
         raise invalid(f"body is over BODY_BYTES_MAX ({bytes_max} bytes)")
+    return raw
+
+
+async def read_json_body(request: web.Request, bytes_max: int) -> Any:
+    """The request's JSON body (None when empty), or RequestRefused(400)."""
+    raw = await read_body(request, bytes_max)
     if not raw.strip():
         return None
     try:
@@ -210,3 +219,54 @@ class KeyedLocks:
 
 def limit_exceeded(error: LimitExceededError) -> web.Response:
     return error_response(400, "invalid", str(error))
+
+
+class RequestAuth:
+    """The checks a call passes before the kit stores or answers anything:
+    a required fence header, and a valid `signing` signature when keys are
+    configured. `check` returns the request digest the answer is bound to
+    ("" without keys: answers are not bound)."""
+
+    def __init__(
+        self,
+        keys: Mapping[str, bytes] | None,
+        *,
+        require_fence: bool,
+        window_s: float,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.keys = None if keys is None else signing.check_keys(keys)
+        self.require_fence = bool(require_fence)
+        self.window_s = signing.check_window(window_s)
+        self.clock = clock
+
+    async def check(self, request: web.Request, bytes_max: int) -> str:
+        fence = request.headers.get(FENCE_HEADER)
+        if fence is None and self.require_fence:
+            raise invalid(f"the {FENCE_HEADER} header is required on this route")
+        if self.keys is None:
+            return ""
+        body = await read_body(request, bytes_max)
+        try:
+            signing.verify(
+                request.headers.get(signing.SIGNATURE_HEADER),
+                self.keys,
+                method=request.method,
+                path=request.raw_path,
+                idempotency_key=request.headers.get(IDEMPOTENCY_KEY_HEADER, ""),
+                fence=fence or "",
+                body=body,
+                now=self.clock(),
+                window_s=self.window_s,
+            )
+        except SignatureError as error:
+            raise RequestRefused(error_response(401, "unauthorized", str(error))) from None
+        return signing.request_digest(request.method, request.raw_path, body)
+
+
+def key_reused(key: str) -> web.Response:
+    return error_response(
+        422,
+        "key_reused",
+        f"{key} was answered for another method, path or body; use a new key",
+    )

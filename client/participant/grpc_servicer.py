@@ -28,6 +28,14 @@ INVALID_ARGUMENT).
 
 Every call, in this order:
 
+0. With `keys=` (a dict key id -> secret), the metadata
+   `coordinator-signature` must be a valid `signing.py` signature (method:
+   the RPC name, path: the call's path, body: body_json), else
+   UNAUTHENTICATED `unauthorized`, before anything else is checked, stored
+   or answered; with `require_fence=True` a call without a fence is
+   INVALID_ARGUMENT. Without keys nothing is verified, as before. With
+   keys, Execute/Compensate answers are bound to the RPC, path and body:
+   the key replayed with another one is INVALID_ARGUMENT `key_reused`.
 1. The key is required (1..KEY_CHARS_MAX visible ASCII, and of the RPC's
    form: below), a non-empty body must be JSON of at most BODY_BYTES_MAX
    bytes and a fence must be TERM:INDEX, else INVALID_ARGUMENT.
@@ -77,10 +85,11 @@ which the coordinator retries.
 
 from __future__ import annotations
 
+import dataclasses
 import inspect
 import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,7 +97,13 @@ import grpc
 
 from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 from client.participant._http import KeyedLocks, LocksExhausted
-from client.participant.errors import LimitExceededError, ParticipantKitError, StoreFullError
+from client.participant import signing
+from client.participant.errors import (
+    LimitExceededError,
+    ParticipantKitError,
+    SignatureError,
+    StoreFullError,
+)
 from client.participant.limits import (
     BODY_BYTES_MAX,
     FENCE_INDEX_MAX,
@@ -99,7 +114,13 @@ from client.participant.limits import (
     LOCKS_MAX_DEFAULT,
     TX_ID_PATTERN,
 )
-from client.participant.saga import ACTION, COMPENSATION, _answer_without_handler, _Branch
+from client.participant.saga import (
+    ACTION,
+    COMPENSATION,
+    _answer_without_handler,
+    _Branch,
+    matches,
+)
 from client.participant.store import IdempotencyStore, Record, TransactionState
 from client.participant.twopc import TwoPhaseParticipant
 
@@ -215,8 +236,15 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
         *,
         clock: Callable[[], float] = time.time,
         locks_max: int = LOCKS_MAX_DEFAULT,
+        keys: Mapping[str, bytes] | None = None,
+        require_fence: bool = False,
+        signature_window_s: float = signing.SIGNATURE_WINDOW_S_DEFAULT,
     ) -> None:
         self.store = store
+        self._keys = None if keys is None else signing.check_keys(keys)
+        self._require_fence = bool(require_fence)
+        self._signature_window_s = signing.check_window(signature_window_s)
+        self._clock = clock
         self._locks = KeyedLocks(locks_max)
         # The 2PC state machine of the HTTP kit, with this servicer as its
         # handler; hand it to `TerminationResolver` to settle old prepares.
@@ -264,6 +292,7 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
         method = "execute" if phase == ACTION else "compensate"
 
         async def answer() -> _Answer:
+            digest = self._authenticate(method.capitalize(), request, context)
             self._check_implemented((method,))
             call = _read_call(request, context)
             branch = _Branch.of(call.key)
@@ -271,22 +300,29 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
                 raise _invalid(f"the key ends in /{branch.phase}; {method} takes keys ending in /{phase}")
             self._check_fence(call)
             async with self._locks.hold(call.key if branch is None else branch.prefix):
-                record, replayed = await self._saga_record(getattr(self, method), call, branch)
+                record, replayed = await self._saga_record(getattr(self, method), call, branch, digest)
             return _answer_of_record(record, replayed)
 
         return await _guarded(answer, context)
 
     async def _saga_record(
-        self, method: Callable[[str, Any], Any], call: _Call, branch: _Branch | None
+        self, method: Callable[[str, Any], Any], call: _Call, branch: _Branch | None, digest: str
     ) -> tuple[Record, bool]:
         """The stored answer for the call's key (computing it if due) and
         whether it was replayed."""
         stored = self.store.get(call.key)
         if stored is not None:
+            if not matches(stored, digest):
+                raise _Refused(
+                    grpc.StatusCode.INVALID_ARGUMENT,
+                    "key_reused",
+                    f"{call.key} was answered for another RPC, path or body; use a new key",
+                )
             return stored, True
         if branch is not None:
             early = _answer_without_handler(self.store, branch)
             if early is not None:
+                early = dataclasses.replace(early, request_digest=digest)
                 return self.store.put_if_absent(call.key, early), False
         marked = self.store.mark_attempted(call.key)
         try:
@@ -301,6 +337,7 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
             raise
         else:
             record = _record_of_output(output)
+        record = dataclasses.replace(record, request_digest=digest)
         stored = self.store.put_if_absent(call.key, record)
         assert stored is record, f"{call.key} answered twice under its lock"
         return record, False
@@ -310,6 +347,7 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
         assert phase in _PHASES_2PC
 
         async def answer() -> _Answer:
+            self._authenticate(phase.capitalize(), request, context)
             self._check_implemented(_PHASES_2PC)
             call = _read_call(request, context)
             tx_id = _transaction_id(call.key, phase)
@@ -332,6 +370,33 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
         return await _guarded(answer, context)
 
     # -- shared checks -------------------------------------------------------------------------
+    def _authenticate(self, rpc: str, request: Any, context: grpc.aio.ServicerContext) -> str:
+        """Check the fence is there if required and the signature if keys are
+        configured, before anything else; return the request digest the
+        answer is bound to ("" without keys)."""
+        metadata = _metadata(context)
+        fence = request.fence or metadata.get(FENCE_METADATA, "")
+        if self._require_fence and not fence:
+            raise _invalid(f"the fence is required (field fence or metadata {FENCE_METADATA})")
+        if self._keys is None:
+            return ""
+        body = request.body_json.encode("utf-8", "surrogatepass")
+        try:
+            signing.verify(
+                metadata.get(signing.SIGNATURE_METADATA),
+                self._keys,
+                method=rpc,
+                path=request.path,
+                idempotency_key=request.idempotency_key or metadata.get(KEY_METADATA, ""),
+                fence=fence,
+                body=body,
+                now=self._clock(),
+                window_s=self._signature_window_s,
+            )
+        except SignatureError as error:
+            raise _Refused(grpc.StatusCode.UNAUTHENTICATED, "unauthorized", str(error)) from None
+        return signing.request_digest(rpc, request.path, body)
+
     def _check_implemented(self, methods: Sequence[str]) -> None:
         missing = [name for name in methods if getattr(type(self), name) is getattr(ParticipantServicer, name)]
         if missing:
@@ -396,7 +461,7 @@ async def _guarded(answer: Callable[[], Awaitable[_Answer]], context: grpc.aio.S
 
 def _read_call(request: Any, context: grpc.aio.ServicerContext) -> _Call:
     """The call's key, fence term and body, checked for form."""
-    metadata = {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
+    metadata = _metadata(context)
     key = _field_or_metadata(request.idempotency_key, metadata.get(KEY_METADATA), "idempotency key")
     if not key:
         raise _invalid(f"the idempotency key is required (field idempotency_key or metadata {KEY_METADATA})")
@@ -405,6 +470,10 @@ def _read_call(request: Any, context: grpc.aio.ServicerContext) -> _Call:
     fence = _field_or_metadata(request.fence, metadata.get(FENCE_METADATA), "fence")
     term = _parse_fence_term(fence) if fence else None
     return _Call(key, term, request.path, _parse_body(request.body_json))
+
+
+def _metadata(context: grpc.aio.ServicerContext) -> dict[str, str]:
+    return {key: value for key, value in (context.invocation_metadata() or ()) if isinstance(value, str)}
 
 
 def _invalid(message: str) -> _Refused:

@@ -45,3 +45,15 @@ TX_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 ENDPOINTS_MAX = 16
 REDIRECTS_MAX = 5
 RESOLVE_BATCH_MAX = 100
+
+# Retention of what a store keeps (store.py): answers and attempt markers
+# older than this, and 2PC transactions finished (committed, aborted,
+# refused) longer ago, are pruned. It must outlast the longest time the
+# coordinator may retry one key: a key retried after its answer was pruned
+# runs its handler again.
+RETENTION_S_DEFAULT = 7 * 24 * 3600.0
+# Writes prune at most once per this interval (and always before refusing
+# a write for lack of room); one prune deletes at most PRUNE_BATCH_MAX
+# rows of each kind (answers, attempt markers, transactions).
+PRUNE_INTERVAL_S_DEFAULT = 60.0
+PRUNE_BATCH_MAX = 1000

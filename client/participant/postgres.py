@@ -25,9 +25,18 @@ The phases (each call opens its own connection, in a worker thread through
 on a lock a prepared transaction holds: it fails, and prepare votes no):
 
 - `prepare(tx_id, body)`: BEGIN; the work; `PREPARE TRANSACTION 'gid'`;
-  vote yes. The work is either the `work(conn, body)` callback (a plain
-  function; the transaction is open on `conn`, which it must neither commit
-  nor roll back; return False to vote no) or, without a callback, the body
+  vote yes. The work is the `work(conn, body)` callback (a plain function;
+  the transaction is open on `conn`, which it must neither commit nor roll
+  back; return False to vote no). `work` is required: the body is data for
+  it, never SQL the participant runs.
+
+  Raw SQL from requests is an explicit opt-in, `allow_request_sql=True`
+  (without `work`; off by default, and not used by cluster/demo/banks.py):
+  anyone who can reach the prepare route then runs any SELECT / INSERT /
+  UPDATE / DELETE / WITH statement on the participant's database role
+  (e.g. `WITH gone AS (DELETE FROM accounts RETURNING id) SELECT 1`, or
+  `SELECT pg_read_file(...)` for a superuser). Use it only for tests and
+  tools on a database and role that hold nothing else. The body is then
   `{"sql": [{"query": "...", "params": [...]}, ...]}`: at most
   STATEMENTS_MAX statements, each one SELECT / INSERT / UPDATE / DELETE /
   MERGE / WITH / VALUES statement of at most QUERY_CHARS_MAX characters
@@ -212,12 +221,20 @@ class PostgresParticipant:
         name: str,
         *,
         work: WorkCallback | None = None,
+        allow_request_sql: bool = False,
         connect_timeout_s: int = CONNECT_TIMEOUT_S_DEFAULT,
         statement_timeout_s: float = STATEMENT_TIMEOUT_S_DEFAULT,
         connections_max: int = CONNECTIONS_MAX_DEFAULT,
     ) -> None:
         if NAME_PATTERN.fullmatch(name) is None:
             raise ValueError(f"participant name must match {NAME_PATTERN.pattern}: {name!r}")
+        if work is None and allow_request_sql is not True:
+            raise TypeError(
+                "work is required: a plain function doing the prepare's work on the"
+                " connection (SQL from request bodies only with allow_request_sql=True)"
+            )
+        if work is not None and allow_request_sql:
+            raise TypeError("give work or allow_request_sql=True, not both")
         if work is not None and (inspect.iscoroutinefunction(work) or not callable(work)):
             raise TypeError("work must be a plain function: it runs in a worker thread")
         if connect_timeout_s < 1 or statement_timeout_s <= 0 or connections_max < 1:
@@ -243,6 +260,7 @@ class PostgresParticipant:
     async def prepare(self, tx_id: str, body: Any) -> bool:
         """Run the work and PREPARE TRANSACTION; True = vote yes."""
         gid = self.gid(tx_id)
+        # The body is SQL only with allow_request_sql=True (then work is None).
         statements = None if self._work is not None else parse_sql_body(body)
         return await self._in_thread(self._prepare, gid, body, statements)
 

@@ -15,11 +15,21 @@ Which requests the middleware handles:
   `@participant_route` (a function or a `web.View` class) or when the
   request path equals one of `path_prefixes` or lies below it
   (`"/orders"` covers `/orders` and `/orders/cancel`, not `/orders-x`);
-- any other request without the key passes through untouched, and so does
+- any other request without the key passes through untouched (and is not
+  verified even with `keys`: it is not a participant call), and so does
   every request that matches no route (404/405 are not stored).
 
 For a request it handles, in this order:
 
+0. With `keys` (a dict key id -> secret), the `Coordinator-Signature`
+   header must be valid (`signing.py`: HMAC-SHA256 over method, path,
+   key, fence, body and time, within `signature_window_s`), else 401
+   `unauthorized`, before anything is stored or answered. With
+   `require_fence=True` a request without `Coordinator-Fence` is 400
+   `invalid` (a call could otherwise skip the fence check). Without keys
+   nothing is verified, as before. With keys the middleware reads the body
+   first, so handlers read it through `request.read()`, `json()` or
+   `text()` (aiohttp keeps the bytes), not `request.content`.
 1. `Coordinator-Fence: TERM:INDEX` malformed -> 400 `invalid`; a TERM lower
    than the highest term seen -> 409 `stale_fence` (not stored: the new
    leader retrying the same key gets through); a higher TERM is recorded.
@@ -30,6 +40,9 @@ For a request it handles, in this order:
    `overloaded`).
 3. A key already answered -> the stored answer (status, body, content type)
    again, with header `Idempotent-Replayed: true`; the handler is not called.
+   With keys, answers are bound to the request's method, path and body
+   (`signing.request_digest`): the key replayed with another one is 422
+   `key_reused` (not stored), not the stored answer.
 4. `.../compensation` whose `.../action` left no trace (null compensation:
    never received, or its handler answered non-definitely or raised, below)
    -> a tombstone is stored and answered: 200
@@ -64,7 +77,9 @@ different answer, and the coordinator ends up compensating the step.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterable
+import dataclasses
+import time
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -77,17 +92,20 @@ from client.participant._http import (
     MARK_PARTICIPANT,
     KeyedLocks,
     LocksExhausted,
+    RequestAuth,
     RequestRefused,
     check_fence,
     error_response,
     is_definite,
+    key_reused,
     limit_exceeded,
     parse_key,
     response_from_record,
     store_full,
 )
 from client.participant.errors import LimitExceededError, StoreFullError
-from client.participant.limits import LOCKS_MAX_DEFAULT
+from client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFAULT
+from client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
 from client.participant.store import IdempotencyStore, Record
 
 __all__ = [
@@ -117,10 +135,15 @@ def saga_participant(
     *,
     path_prefixes: Iterable[str] = (),
     locks_max: int = LOCKS_MAX_DEFAULT,
+    keys: Mapping[str, bytes] | None = None,
+    require_fence: bool = False,
+    signature_window_s: float = SIGNATURE_WINDOW_S_DEFAULT,
+    clock: Callable[[], float] = time.time,
 ) -> Middleware:
     """The aiohttp middleware described in the module docstring."""
     prefixes = tuple(_normalise_prefix(prefix) for prefix in path_prefixes)
     locks = KeyedLocks(locks_max)
+    auth = RequestAuth(keys, require_fence=require_fence, window_s=signature_window_s, clock=clock)
 
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -133,11 +156,12 @@ def saga_participant(
         if raw_key is None and mark != MARK_PARTICIPANT and not _under(request.path, prefixes):
             return await handler(request)
         try:
+            digest = await auth.check(request, BODY_BYTES_MAX)
             key = parse_key(raw_key)
             check_fence(request, store)
             branch = _Branch.of(key)
             async with locks.hold(key if branch is None else branch.prefix):
-                return await _answer(request, handler, store, key, branch)
+                return await _answer(request, handler, store, key, branch, digest)
         except RequestRefused as refused:
             return refused.response
         except LimitExceededError as error:
@@ -189,13 +213,17 @@ async def _answer(
     store: IdempotencyStore,
     key: str,
     branch: _Branch | None,
+    digest: str,
 ) -> web.StreamResponse:
     stored = store.get(key)
     if stored is not None:
+        if not matches(stored, digest):
+            return key_reused(key)
         return response_from_record(stored, replayed=True)
     if branch is not None:
         early = _answer_without_handler(store, branch)
         if early is not None:
+            early = dataclasses.replace(early, request_digest=digest)
             return response_from_record(store.put_if_absent(key, early), replayed=False)
     marked = store.mark_attempted(key)
     try:
@@ -212,9 +240,16 @@ async def _answer(
             store.clear_attempted(key)
         return response
     record, replaced = _record_of(response)
+    record = dataclasses.replace(record, request_digest=digest)
     stored = store.put_if_absent(key, record)
     assert stored is record, f"{key} answered twice under its lock"
     return response_from_record(record, replayed=False) if replaced else response
+
+
+def matches(stored: Record, digest: str) -> bool:
+    """Whether a stored answer may be replayed for a request with `digest`
+    (an answer or a request that is not bound matches any)."""
+    return not stored.request_digest or not digest or stored.request_digest == digest
 
 
 def _answer_without_handler(store: IdempotencyStore, branch: _Branch) -> Record | None:

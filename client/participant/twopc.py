@@ -11,6 +11,10 @@ mounts `POST /ledger/prepare`, `/ledger/commit` and `/ledger/abort`. Each
 call must carry `Idempotency-Key: {tx_id}/{service}/{phase}` (the phase
 must match the route; otherwise 400) and may carry `Coordinator-Fence`
 (checked as in the saga middleware: a lower term -> 409 `stale_fence`).
+With `keys=` (and `require_fence=True`), calls are verified as in the saga
+middleware before anything is read into the state machine: a missing or
+bad `Coordinator-Signature` is 401 `unauthorized` (`signing.py`), a
+missing fence 400.
 `CallbackHandler(prepare=..., commit=..., abort=...)` takes plain functions
 instead of a subclass; sync and async callables both work.
 
@@ -47,7 +51,7 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
@@ -58,6 +62,7 @@ from client.participant._http import (
     MARK_EXEMPT,
     KeyedLocks,
     LocksExhausted,
+    RequestAuth,
     RequestRefused,
     check_fence,
     error_response,
@@ -69,6 +74,7 @@ from client.participant._http import (
 )
 from client.participant.errors import LimitExceededError, StoreFullError
 from client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFAULT, TX_ID_PATTERN
+from client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
 from client.participant.store import IdempotencyStore, Transaction, TransactionState
 
 __all__ = [
@@ -192,10 +198,14 @@ def add_twopc_routes(
     *,
     clock: Callable[[], float] = time.time,
     locks_max: int = LOCKS_MAX_DEFAULT,
+    keys: Mapping[str, bytes] | None = None,
+    require_fence: bool = False,
+    signature_window_s: float = SIGNATURE_WINDOW_S_DEFAULT,
 ) -> TwoPhaseParticipant:
     """Mount POST {resource_prefix}/prepare|commit|abort; return the participant."""
     if resource_prefix and not resource_prefix.startswith("/"):
         raise ValueError(f"resource prefix must start with '/': {resource_prefix!r}")
+    auth = RequestAuth(keys, require_fence=require_fence, window_s=signature_window_s, clock=clock)
     prefix = resource_prefix.rstrip("/")
     participant = TwoPhaseParticipant(handler, store, clock=clock, locks_max=locks_max)
 
@@ -222,7 +232,7 @@ def add_twopc_routes(
         return _conflict("committed", f"transaction {tx_id} was committed", state)
 
     for phase, route in (("prepare", prepare), ("commit", commit), ("abort", abort)):
-        guarded = _guarded(route)
+        guarded = _guarded(route, auth)
         setattr(guarded, MARK_ATTRIBUTE, MARK_EXEMPT)
         app.router.add_post(f"{prefix}/{phase}", guarded)
     return participant
@@ -247,10 +257,11 @@ def _conflict(code: str, message: str, state: TransactionState | None) -> web.Re
 
 
 def _guarded(
-    route: Callable[[web.Request], Awaitable[web.Response]],
+    route: Callable[[web.Request], Awaitable[web.Response]], auth: RequestAuth
 ) -> Callable[[web.Request], Awaitable[web.Response]]:
     async def guarded(request: web.Request) -> web.Response:
         try:
+            await auth.check(request, BODY_BYTES_MAX)
             return await route(request)
         except RequestRefused as refused:
             return refused.response

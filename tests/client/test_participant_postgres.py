@@ -101,6 +101,7 @@ def prepared_gids(dsn: str) -> list[str]:
 
 
 def transfer_sql(source: str, target: str, amount: int) -> dict[str, Any]:
+    """A prepare body in the SQL form (participants built with allow_request_sql=True)."""
     update = "UPDATE accounts SET balance = balance + %s WHERE id = %s"
     return {
         "sql": [
@@ -123,16 +124,16 @@ def apply_delta(connection: psycopg.Connection[Any], body: Any) -> bool:
 
 
 def test_gid_is_deterministic_bounded_and_quotable() -> None:
-    participant = PostgresParticipant("dbname=unused", "bank-a")
+    participant = PostgresParticipant("dbname=unused", "bank-a", work=apply_delta)
     assert participant.gid("tx-1") == "2pc/bank-a/tx-1" == participant.gid("tx-1")
-    longest = PostgresParticipant("dbname=unused", "b" * 63).gid("t" * 128)
+    longest = PostgresParticipant("dbname=unused", "b" * 63, work=apply_delta).gid("t" * 128)
     assert len(longest.encode()) <= GID_BYTES_MAX
     for tx_id in ("", "it's", "a/b", "t" * 129):
         with pytest.raises(LimitExceededError):
             participant.gid(tx_id)
     for name in ("", "Bank", "bank/a", "b" * 64):
         with pytest.raises(ValueError):
-            PostgresParticipant("dbname=unused", name)
+            PostgresParticipant("dbname=unused", name, work=apply_delta)
 
 
 def test_sql_bodies_are_bounded_and_hold_only_dml() -> None:
@@ -165,7 +166,9 @@ def test_missing_binaries_are_reported_as_unavailable(tmp_path: Path) -> None:
 
 async def test_a_malformed_sql_body_is_answered_400_before_any_connection() -> None:
     # Nothing listens on port 1: the body is refused before connecting.
-    bank = PostgresParticipant("host=127.0.0.1 port=1 dbname=none", "bank")
+    bank = PostgresParticipant(
+        "host=127.0.0.1 port=1 dbname=none", "bank", allow_request_sql=True
+    )
     app = web.Application()
     add_twopc_routes(app, "/bank", bank, MemoryStore())
     async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
@@ -184,7 +187,7 @@ async def test_a_malformed_sql_body_is_answered_400_before_any_connection() -> N
 async def test_prepare_votes_yes_and_holds_the_work_as_a_prepared_transaction(
     database: str,
 ) -> None:
-    bank = PostgresParticipant(database, "bank")
+    bank = PostgresParticipant(database, "bank", allow_request_sql=True)
     assert await bank.prepare("tx-1", transfer_sql("alice", "bob", 30)) is True
     assert prepared_gids(database) == ["2pc/bank/tx-1"]
     assert balances(database) == OPENING_BALANCES  # not visible before commit
@@ -199,7 +202,7 @@ async def test_prepare_votes_yes_and_holds_the_work_as_a_prepared_transaction(
 
 
 async def test_abort_rolls_back_and_is_idempotent(database: str) -> None:
-    bank = PostgresParticipant(database, "bank")
+    bank = PostgresParticipant(database, "bank", allow_request_sql=True)
     assert await bank.prepare("tx-2", transfer_sql("alice", "bob", 30)) is True
     await bank.abort("tx-2")
     assert prepared_gids(database) == []
@@ -211,7 +214,7 @@ async def test_abort_rolls_back_and_is_idempotent(database: str) -> None:
 
 
 async def test_an_sql_error_votes_no_and_prepares_nothing(database: str) -> None:
-    bank = PostgresParticipant(database, "bank")
+    bank = PostgresParticipant(database, "bank", allow_request_sql=True)
     # The second statement breaks the CHECK (balance >= 0) after the first ran.
     overdraft = transfer_sql("bob", "alice", 500)
     overdraft["sql"].reverse()
@@ -238,7 +241,7 @@ async def test_an_sql_error_votes_no_and_prepares_nothing(database: str) -> None
 async def test_a_retried_prepare_votes_yes_without_running_the_work_again(
     database: str,
 ) -> None:
-    bank = PostgresParticipant(database, "bank")
+    bank = PostgresParticipant(database, "bank", allow_request_sql=True)
     body = transfer_sql("alice", "bob", 10)
     assert await bank.prepare("tx-7", body) is True
     # The answer was lost; the kit runs prepare() again for a `preparing` state.
@@ -296,14 +299,14 @@ async def test_a_broken_connection_leaves_the_vote_unknown(database: str) -> Non
 
 
 async def test_a_restarted_participant_finds_its_in_doubt_transaction(database: str) -> None:
-    before = PostgresParticipant(database, "bank")
+    before = PostgresParticipant(database, "bank", allow_request_sql=True)
     assert await before.prepare("tx-13", transfer_sql("alice", "bob", 25)) is True
     del before  # the process dies; PostgreSQL keeps the prepared transaction
 
-    after = PostgresParticipant(database, "bank")
+    after = PostgresParticipant(database, "bank", allow_request_sql=True)
     in_doubt = await after.in_doubt()
     assert [(p.tx_id, p.gid) for p in in_doubt] == [("tx-13", "2pc/bank/tx-13")]
-    assert await PostgresParticipant(database, "bank-other").in_doubt() == []
+    assert await PostgresParticipant(database, "bank-other", work=apply_delta).in_doubt() == []
     await after.commit("tx-13")
     assert balances(database) == {"alice": 75, "bob": 125}
     assert await after.in_doubt() == []
@@ -326,7 +329,7 @@ async def test_recover_finishes_what_the_store_decided(database: str, tmp_path: 
             ("tx-p", TransactionState.PREPARED),
         ):
             store.put_transaction(Transaction(tx_id, state, 0.0))
-        recovery = await PostgresParticipant(database, "bank").recover(store)
+        recovery = await PostgresParticipant(database, "bank", work=apply_delta).recover(store)
     finally:
         store.close()
     assert recovery.committed == ("tx-c",)
@@ -498,3 +501,41 @@ async def test_a_saga_action_that_failed_in_postgres_gets_a_null_compensation(
         store.close()
     assert balances(database) == OPENING_BALANCES
     assert calls == {"charge": 3, "refund": 1}
+
+
+# -- SQL from a request is not run unless the service opted in -----------------------
+
+ATTACK = {
+    "sql": [{"query": "WITH gone AS (DELETE FROM accounts RETURNING id) SELECT count(*) FROM gone"}]
+}
+
+
+def test_a_participant_without_work_is_refused_unless_it_opts_in() -> None:
+    with pytest.raises(TypeError, match="work is required"):
+        PostgresParticipant("dbname=unused", "bank")
+    with pytest.raises(TypeError, match="not both"):
+        PostgresParticipant("dbname=unused", "bank", work=apply_delta, allow_request_sql=True)
+    PostgresParticipant("dbname=unused", "bank", allow_request_sql=True)
+
+
+async def test_sql_in_a_request_body_is_never_run_by_a_participant_with_work(
+    database: str, tmp_path: Path
+) -> None:
+    """On the old default (no `work`) this prepare emptied `accounts`."""
+    seen: list[Any] = []
+
+    def work(connection: psycopg.Connection[Any], body: Any) -> bool:
+        seen.append(body)
+        return apply_delta(connection, {"account": "alice", "delta": -1})
+
+    app = web.Application()
+    store = SQLiteStore(tmp_path / "bank.db")
+    add_twopc_routes(app, "/bank", PostgresParticipant(database, "bank", work=work), store)
+    try:
+        async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
+            assert await call(client, "tx-x", "bank", "prepare", ATTACK) == {"vote": "yes"}
+            assert await call(client, "tx-x", "bank", "commit", {}) == {"state": "committed"}
+    finally:
+        store.close()
+    assert seen == [ATTACK]  # handed to the work as data, never executed
+    assert balances(database) == {"alice": 99, "bob": 100}

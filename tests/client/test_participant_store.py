@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -154,3 +155,152 @@ def test_sqlite_store_survives_reopen(tmp_path: Path) -> None:
         assert journal_mode == "wal"
     finally:
         reopened.close()
+
+
+# -- retention: records older than retention_s are pruned --------------------------
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_full_store_accepts_new_keys_once_old_ones_expire(make_store) -> None:
+    clock = FakeClock()
+    store = make_store(records_max=2, retention_s=10.0, clock=clock)
+    store.put_if_absent("s/a/action", Record(201))
+    store.mark_attempted("s/b/action")
+    store.mark_attempted("s/c/action")
+    store.put_if_absent("s/d/action", Record(200))
+    clock.now += 5.0
+    with pytest.raises(StoreFullError):
+        store.put_if_absent("s/e/action", Record(200))
+    with pytest.raises(StoreFullError):
+        store.mark_attempted("s/f/action")
+    clock.now += 6.0  # 11 s after the first records: past retention
+    assert store.put_if_absent("s/e/action", Record(200)) == Record(200)
+    assert store.mark_attempted("s/f/action") is True
+    assert store.get("s/a/action") is None and store.get("s/d/action") is None
+    assert not store.was_attempted("s/b/action") and not store.was_attempted("s/c/action")
+    assert store.get("s/e/action") == Record(200) and store.was_attempted("s/f/action")
+
+
+def test_prune_removes_only_records_past_retention(make_store) -> None:
+    clock = FakeClock()
+    store = make_store(retention_s=10.0, clock=clock)
+    store.put_if_absent("old", Record(200))
+    store.mark_attempted("old")
+    clock.now += 8.0
+    store.put_if_absent("young", Record(200))
+    store.mark_attempted("young")
+    clock.now += 2.0  # "old" is exactly 10 s old: kept
+    assert store.prune() == 0
+    clock.now += 0.5
+    assert store.prune() == 2  # its answer and its mark
+    assert store.get("old") is None and not store.was_attempted("old")
+    assert store.get("young") == Record(200) and store.was_attempted("young")
+
+
+def test_prune_works_in_bounded_batches(make_store) -> None:
+    clock = FakeClock()
+    store = make_store(retention_s=1.0, clock=clock)
+    for index in range(5):
+        store.put_if_absent(f"k{index}", Record(200))
+    clock.now += 2.0
+    assert store.prune(limit=2) == 2
+    assert store.prune(limit=2) == 2
+    assert store.prune(limit=2) == 1
+    assert store.prune(limit=2) == 0
+    with pytest.raises(ValueError):
+        store.prune(limit=0)
+
+
+def test_writes_prune_expired_records_every_prune_interval(make_store) -> None:
+    clock = FakeClock()
+    store = make_store(retention_s=10.0, prune_interval_s=5.0, clock=clock)
+    start = clock.now
+    store.put_if_absent("old", Record(200))
+    clock.now = start + 3.0
+    store.put_if_absent("mid", Record(200))
+    clock.now = start + 11.0
+    store.put_if_absent("new", Record(200))  # due: "old" (11 s) goes, "mid" (8 s) stays
+    assert store.get("old") is None and store.get("mid") == Record(200)
+    clock.now = start + 14.0
+    store.mark_attempted("x")  # "mid" expired, but the last prune was 3 s ago
+    assert store.get("mid") == Record(200)
+    clock.now = start + 16.0
+    store.mark_attempted("y")
+    assert store.get("mid") is None
+    assert store.get("new") == Record(200) and store.was_attempted("x")
+
+
+def test_a_prepared_transaction_is_never_pruned(make_store) -> None:
+    clock = FakeClock()
+    store = make_store(records_max=5, retention_s=10.0, clock=clock)
+    for tx_id, state in (
+        ("t-preparing", TransactionState.PREPARING),
+        ("t-prepared", TransactionState.PREPARED),
+        ("t-committed", TransactionState.COMMITTED),
+        ("t-aborted", TransactionState.ABORTED),
+        ("t-refused", TransactionState.REFUSED),
+    ):
+        store.put_transaction(Transaction(tx_id, state, clock.now))
+    with pytest.raises(StoreFullError):
+        store.put_transaction(Transaction("t-new", TransactionState.PREPARING, clock.now))
+    clock.now += 1000.0
+    store.put_transaction(Transaction("t-new", TransactionState.PREPARING, clock.now))
+    assert store.get_transaction("t-preparing").state is TransactionState.PREPARING
+    assert store.get_transaction("t-prepared").state is TransactionState.PREPARED
+    for tx_id in ("t-committed", "t-aborted", "t-refused"):
+        assert store.get_transaction(tx_id) is None
+    assert store.get_transaction("t-new") is not None
+
+
+def test_retention_bounds_are_checked(make_store) -> None:
+    for options in ({"retention_s": 0}, {"retention_s": -1.0}, {"prune_interval_s": 0}):
+        with pytest.raises(ValueError):
+            make_store(**options)
+
+
+def test_sqlite_keeps_record_times_across_reopen(tmp_path: Path) -> None:
+    clock = FakeClock()
+    path = tmp_path / "participant.db"
+    store = SQLiteStore(path, retention_s=10.0, clock=clock)
+    store.put_if_absent("old", Record(200))
+    store.close()
+    clock.now += 11.0
+    reopened = SQLiteStore(path, records_max=1, retention_s=10.0, clock=clock)
+    try:
+        assert reopened.put_if_absent("new", Record(200)) == Record(200)
+        assert reopened.get("old") is None
+    finally:
+        reopened.close()
+
+
+def test_sqlite_file_from_before_retention_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    connection = sqlite3.connect(path)
+    connection.executescript(
+        "CREATE TABLE answers (key TEXT PRIMARY KEY, status INTEGER NOT NULL,"
+        " content_type TEXT NOT NULL, body BLOB NOT NULL) WITHOUT ROWID;"
+        "CREATE TABLE attempts (key TEXT PRIMARY KEY) WITHOUT ROWID;"
+        "INSERT INTO answers VALUES ('s/a/action', 201, 'application/json', X'7B7D');"
+        "INSERT INTO attempts VALUES ('s/a/action');"
+    )
+    connection.commit()
+    connection.close()
+    clock = FakeClock()
+    store = SQLiteStore(path, retention_s=10.0, clock=clock)
+    try:
+        # Old rows count as written at the migration, not at time 0.
+        assert store.prune() == 0
+        assert store.get("s/a/action") == Record(201, b"{}")
+        assert store.was_attempted("s/a/action")
+        clock.now += 11.0
+        assert store.prune() == 2
+        assert store.get("s/a/action") is None
+    finally:
+        store.close()
