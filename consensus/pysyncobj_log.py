@@ -259,6 +259,9 @@ class PySyncObjLog(LogBase):
         self._data_dir = data_dir
         self._settings = settings
         self._node: _RaftNode | None = None
+        # The term this node leads in, None while it does not: written on
+        # PySyncObj's tick thread in the same step as its role (see _send_entry).
+        self._leading_term: int | None = None
         self._generation = 0
         self._batcher = Batcher(
             self._send_entry, self.is_leader, lambda: NotLeader(self._leader_address()), settings.pipeline_entries_max
@@ -313,6 +316,7 @@ class PySyncObjLog(LogBase):
 
     async def stop(self) -> None:
         node, self._node = self._node, None
+        self._leading_term = None
         if node is None:
             return
         node.destroy()
@@ -343,14 +347,16 @@ class PySyncObjLog(LogBase):
         it there, to be appended long after its proposer was told "outcome
         unknown" and the client retried - a put acknowledged, deleted, then
         put again by the ghost (found by the simulation, seed 1016). The
-        envelope makes any later term apply it as a rejection instead. The
-        term is read before the leadership check and compared after it, so a
-        term change in between (the tick thread runs meanwhile) refuses it."""
+        envelope makes any later term apply it as a rejection instead.
+
+        The term stamped is the one this node became leader in, recorded
+        with the role change on the tick thread - not ``raftCurrentTerm``,
+        which PySyncObj raises to a newer leader's term a moment *before* it
+        steps down, so a command stamped in that moment would be accepted
+        when forwarded to the leader of that newer term."""
         node = self._node
-        if node is None:
-            raise NotLeader(None)
-        term = node.raftCurrentTerm
-        if not node._isLeader() or node.raftCurrentTerm != term:
+        term = self._leading_term
+        if node is None or term is None or not node._isLeader():
             raise NotLeader(self._leader_address())
         loop = self._loop
 
@@ -372,6 +378,7 @@ class PySyncObjLog(LogBase):
         loop = self._loop
         node = self._node
         term = node.raftCurrentTerm if node is not None else 0
+        self._leading_term = term if new == _LEADER and node is not None else None
         if loop is not None:
             loop.call_soon_threadsafe(self._on_role, old, new, term)
 

@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from cluster.state import ClusterState
-from consensus import CodecError, Command, encode_command, pack
+from consensus import CodecError, Command, NotLeader, encode_command, pack
 from consensus.applier import STALE_TERM, Applier
 from consensus.batching import encode_batch
 from consensus.codec import COMMAND_FORMAT_VERSION, TERM_KIND, encode_in_term
@@ -80,3 +80,47 @@ def test_envelopes_do_not_nest_and_stay_out_of_batches():
 def test_a_bad_term_is_refused_when_encoding(term):
     with pytest.raises(CodecError):
         encode_in_term(term, put(1))
+
+
+class _FakeRaft:
+    """What PySyncObjLog._send_entry and _on_state_changed use of a PySyncObj node."""
+
+    def __init__(self, term: int) -> None:
+        self.raftCurrentTerm = term
+        self.leader = False
+        self.sent: list[bytes] = []
+
+    def _isLeader(self) -> bool:
+        return self.leader
+
+    def _getLeader(self):
+        return None
+
+    def apply_entry(self, data, callback=None):
+        self.sent.append(data)
+
+
+async def test_the_stamp_is_the_term_led_in_not_a_newer_one_seen_before_stepping_down(tmp_path):
+    """PySyncObj raises its term to a newer leader's a moment before it steps
+    down; a command stamped in that moment with ``raftCurrentTerm`` would be
+    accepted by that newer leader when forwarded. The stamp is the term the
+    node became leader in."""
+    import asyncio
+
+    from consensus import PySyncObjLog
+    from consensus.codec import decode_command, decode_in_term
+
+    log = PySyncObjLog(self_address="127.0.0.1:1", partner_addresses=[], secret="s" * 32,
+                       data_dir=str(tmp_path), state_machine=ClusterState())
+    log._loop = asyncio.get_running_loop()
+    raft = log._node = _FakeRaft(term=5)
+    raft.leader = True
+    log._on_state_changed(0, 2)  # became leader in term 5
+    raft.raftCurrentTerm = 6  # a vote request of term 6 arrived; the role change follows
+    log._send_entry(put(1), lambda result, error: None)
+    assert decode_in_term(decode_command(raft.sent[0]))[0] == 5
+    log._on_state_changed(2, 0)  # now it stepped down
+    with pytest.raises(NotLeader):
+        log._send_entry(put(2), lambda result, error: None)
+    assert len(raft.sent) == 1
+    log._node = None
