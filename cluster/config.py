@@ -10,6 +10,18 @@
     [raft]                             # optional; see consensus.RaftSettings
     election_timeout_min_s = 0.4
 
+    [services]                         # optional: which participant addresses may be called
+    allowed_networks = ["10.20.0.0/16"]    # CIDRs
+    allowed_hosts = ["payments.internal"]  # host names, exact
+
+``[services]`` (cluster/netpolicy.py): without either list, participants
+may be on loopback and private networks only (127.0.0.0/8, ::1, 10/8,
+172.16/12, 192.168/16, fc00::/7); with a list, only what it lists.
+Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, their
+IPv4-mapped and NAT64 forms, fd00:ec2::254, ...) are refused in either case
+unless a listed network lies inside them (e.g. "169.254.169.254/32"). The
+check runs on what a name resolves to when it is called.
+
     [[nodes]]
     id = "n1"
     raft = "127.0.0.1:7101"
@@ -31,6 +43,7 @@ from pathlib import Path
 from consensus import RaftSettings
 
 from .executor import ExecutorSettings
+from .netpolicy import ServicePolicy
 
 __all__ = [
     "ConfigError",
@@ -88,6 +101,7 @@ class ClusterConfig:
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
+    services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nodes) <= NODES_MAX:
@@ -178,7 +192,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: no such cluster file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"cluster", "raft", "executor", "nodes"}
+    unknown = set(doc) - {"cluster", "raft", "executor", "services", "nodes"}
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
@@ -206,7 +220,24 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
+        services=_services(_table(doc, "services")),
     )
+
+
+def _services(raw: dict) -> ServicePolicy:
+    unknown = set(raw) - {"allowed_networks", "allowed_hosts"}
+    if unknown:
+        raise ConfigError(f"services.{sorted(unknown)[0]}: unknown setting")
+    lists = {}
+    for key in ("allowed_networks", "allowed_hosts"):
+        value = raw.get(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"services.{key}: must be a list of strings")
+        lists[key] = value
+    try:
+        return ServicePolicy.parse(lists["allowed_networks"], lists["allowed_hosts"])
+    except ValueError as exc:
+        raise ConfigError(f"services.{exc}") from None
 
 
 def _toml_value(value: object) -> str:
@@ -245,6 +276,14 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     lines += ["", "[executor]"]
     for f in dataclasses.fields(ExecutorSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
+    policy = config.services
+    if policy.configured:
+        lines += [
+            "",
+            "[services]",
+            "allowed_networks = [" + ", ".join(_toml_value(str(n)) for n in policy.allowed_networks) + "]",
+            "allowed_hosts = [" + ", ".join(_toml_value(h) for h in policy.allowed_hosts) + "]",
+        ]
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
     tmp = path.with_suffix(".tmp")

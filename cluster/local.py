@@ -26,6 +26,7 @@ import aiohttp
 
 from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from .executor import ExecutorSettings
+from .netpolicy import ServicePolicy
 from .supervisor import Supervisor
 from consensus import RaftSettings
 
@@ -104,6 +105,7 @@ class LocalCluster:
         base_port: int | None = None,
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+        services: ServicePolicy | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -117,6 +119,8 @@ class LocalCluster:
         )
         if hosts:
             self.config = _placed(self.config, hosts)
+        if services is not None:
+            self.config = replace(self.config, services=services)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")

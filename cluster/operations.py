@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import saga
 import twopc
@@ -35,6 +36,7 @@ from saga import limits as saga_limits
 
 from .config import NodeAddress
 from .errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
+from .netpolicy import literal_address
 from .registry import InvalidService, validate_service_body, validate_service_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -277,9 +279,23 @@ async def put_service(node: "Node", name: str, raw: bytes | str) -> dict:
         target = validate_service_body(parse_json(node, raw))
     except InvalidService as exc:
         raise InvalidInput(exc.field, exc.message) from None
+    _check_literal_address(node, target)
     require_leader(node)
     body = {"name": name, "url": target["url"]} if target["url"] else {"name": name, "grpc": target["grpc"]}
     return service_view(await propose(node, "service.put", body))
+
+
+def _check_literal_address(node: "Node", target: dict) -> None:
+    """Refuse a literal address the `[services]` policy refuses (a name is
+    judged when it is called: cluster/netpolicy.py)."""
+    if target["url"]:
+        field, host = "url", urlsplit(target["url"]).hostname or ""
+    else:
+        field, host = "grpc", target["grpc"].rpartition(":")[0]
+    if literal_address(host) is not None:
+        reason = node.config.cluster.services.refusal(host, host)
+        if reason is not None:
+            raise InvalidInput(field, f"{host} is {reason}")
 
 
 async def delete_service(node: "Node", name: str) -> dict:
