@@ -21,6 +21,10 @@ WAIT_S_MAX = 60.0
 # A long poll's request may take this much longer than its wait.
 WAIT_SLACK_S = 10.0
 _COLLECTIONS = {"saga": "sagas", "tx": "transactions"}
+# Writes say they are JSON even without a body: nodes refuse other writes
+# (what a browser page on another site could send; cluster/http_api.py).
+_WRITE_HEADERS = {"Content-Type": "application/json"}
+_WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 def _base(url: str) -> str:
@@ -94,7 +98,10 @@ class HttpTransport(Transport):
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         for _ in range(REDIRECTS_MAX + 1):
             try:
-                async with self._client().request(method, url, json=body, allow_redirects=False, timeout=timeout) as response:
+                headers = _WRITE_HEADERS if method in _WRITES else None
+                async with self._client().request(
+                    method, url, json=body, headers=headers, allow_redirects=False, timeout=timeout
+                ) as response:
                     text = await response.text()
                     try:
                         data = json.loads(text) if text else None

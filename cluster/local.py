@@ -129,7 +129,10 @@ class LocalCluster:
         self.cluster_file = self.root / "cluster.toml"
         write_cluster_file(self.cluster_file, self.config)
         generate_secret(self.config.secret_file)
-        self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes)
+        # Nodes placed on their own addresses (chaos network namespaces) run
+        # without a token unless one is asked for: private addresses the run made.
+        insecure = bool(hosts) and not token
+        self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes, insecure=insecure)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -156,6 +159,8 @@ class LocalCluster:
     async def request(self, method: str, node_id: str, path: str, body: Any = None, *, data: bytes | None = None, follow: bool = False) -> Response:
         url = self.url(node_id) + path
         kwargs: dict[str, Any] = {"allow_redirects": False}
+        if method in ("POST", "PUT", "DELETE", "PATCH"):  # the API refuses other writes (cluster/http_api.py)
+            kwargs["headers"] = {"Content-Type": "application/json"}
         if data is not None:
             kwargs["data"] = data
         elif body is not None:

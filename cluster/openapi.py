@@ -278,6 +278,8 @@ _ERRORS = {
     "401": ("Unauthorized", _error_schema(["unauthorized"]),
             "A token is configured and the request lacks 'Authorization: Bearer TOKEN'.",
             {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}}),
+    "403": ("Forbidden", _error_schema(["forbidden"]),
+            "The request has an Origin header that [api] allowed_origins does not list.", None),
     "404": ("NotFound", _error_schema(["not_found"]),
             "No such object; or no such route (a path parameter containing '{' or '}' matches none).", None),
     "405": ("MethodNotAllowed", _error_schema(["method_not_allowed"]),
@@ -286,6 +288,10 @@ _ERRORS = {
             "The id exists with another definition, or the object's state forbids the change.", None),
     "413": ("TooLarge", _error_schema(["too_large"]),
             f"The body is over the node's limit (default {HTTP_BODY_BYTES_DEFAULT} bytes) or a field's bound.", None),
+    "415": ("UnsupportedMediaType", _error_schema(["unsupported_media_type"]),
+            "A write whose body is not sent as Content-Type: application/json.", None),
+    "421": ("Misdirected", _error_schema(["misdirected_request"]),
+            "The Host header is not a name of this node, a loopback name or in [api] allowed_hosts.", None),
     "429": ("Overloaded", _error_schema(["overloaded"]), "The in-flight workflow or proposal limit is reached.", _RETRY_AFTER),
     "503": ("Unavailable", _error_schema(["no_leader", "suspended", "not_written", "outcome_unknown"],
                                          services={"type": "array", "items": _STRING}),
@@ -331,8 +337,9 @@ def _parameters() -> dict:
 def _op(op_id: str, summary: str, ok: dict, errors: str = "", params: tuple[str, ...] = (),
         body: dict | None = None, public: bool = False) -> dict:
     """One operation: ``ok`` maps success statuses to responses; ``errors``
-    lists error statuses ("307 400 ..."); 401 is added unless ``public``."""
-    statuses = errors.split() + ([] if public else ["401"])
+    lists error statuses ("307 400 ..."); 401, 403 and 421 are added unless
+    ``public``."""
+    statuses = errors.split() + ([] if public else ["401", "403", "421"])
     responses = {**ok, **{s: {"$ref": f"#/components/responses/{_ERRORS[s][0]}"} for s in sorted(statuses)}}
     operation: dict = {"operationId": op_id, "summary": summary, "responses": responses}
     if params:
@@ -349,7 +356,7 @@ def _body(schema: dict, description: str, required: bool = True) -> dict:
 
 
 def _paths() -> dict:
-    read, write = "307 400 503", "307 400 429 503"
+    read, write = "307 400 503", "307 400 415 429 503"
     ok = lambda name, text="OK", status="200": {status: _json(_ref(name), text)}  # noqa: E731
     saga_written = {"200": _json(_ref("Saga"), "The same id and definition exist: the existing saga."),
                     "201": _json(_ref("Saga"), "Created (committed on a majority).")}
