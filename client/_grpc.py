@@ -38,7 +38,8 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
     if operation == "cluster":
         return "Cluster", pb.ClusterRequest()
     if operation == "put_service":
-        return "PutService", pb.PutServiceRequest(name=args["name"], definition_json=json.dumps(args["body"]))
+        request = pb.PutServiceRequest(name=args["name"], definition_json=json.dumps(args["body"]), force=args.get("force", False))
+        return "PutService", request
     if operation == "get_service":
         return "GetService", pb.GetServiceRequest(name=args["name"])
     if operation == "list_services":

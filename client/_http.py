@@ -37,7 +37,7 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
     if operation == "cluster":
         return "GET", "/v1/cluster", None
     if operation == "put_service":
-        return "PUT", f"/v1/services/{args['name']}", args["body"]
+        return "PUT", f"/v1/services/{args['name']}" + ("?force=true" if args.get("force") else ""), args["body"]
     if operation == "get_service":
         return "GET", f"/v1/services/{args['name']}", None
     if operation == "list_services":

@@ -40,7 +40,7 @@ BACKOFF_S_MAX = 2.0
 # operation -> its arguments (every transport maps each of them)
 OPERATIONS = {
     "cluster": (),
-    "put_service": ("name", "body"),
+    "put_service": ("name", "body", "force"),
     "get_service": ("name",),
     "list_services": (),
     "delete_service": ("name",),

@@ -235,7 +235,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_services_add(args: argparse.Namespace) -> int:
     if (args.url is None) == (args.grpc is None):
         raise UsageError("coordinator services add: give a URL or --grpc TARGET, not both")
-    service = _run_client(args, lambda c: c.put_service(args.name, args.url, grpc=args.grpc))
+    service = _run_client(args, lambda c: c.put_service(args.name, args.url, grpc=args.grpc, force=args.force))
     print(f"{service.name} -> {service.url or 'grpc://' + str(service.grpc)}")
     return EXIT_OK
 
@@ -428,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("url", nargs="?")
     add.add_argument("--grpc", metavar="TARGET")
+    add.add_argument("--force", action="store_true", help="re-point a service that running workflows use (recorded)")
     add.set_defaults(run=cmd_services_add)
     with_endpoints(service_commands.add_parser("list", help="list services")).set_defaults(run=cmd_services_list)
     remove = with_endpoints(service_commands.add_parser("remove", help="remove a service"))

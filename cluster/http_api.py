@@ -222,7 +222,8 @@ async def get_service(request: web.Request) -> web.Response:
 
 async def put_service(request: web.Request) -> web.Response:
     name = _service_name(request)
-    return web.json_response(await operations.put_service(_node(request), name, await request.read()))
+    node, force = _node(request), request.query.get("force")
+    return web.json_response(await operations.put_service(node, name, await request.read(), force=force, remote=request.remote))
 
 
 async def delete_service(request: web.Request) -> web.Response:

@@ -194,8 +194,11 @@ def _service_put() -> dict:
 
 # -- response bodies ---------------------------------------------------------------------
 def _view_schemas() -> dict:
+    forced = _obj({"at": _TIME, "remote": _null_or(_STRING), "token": _BOOLEAN,
+                   "previous": _obj({"url": _null_or(_STRING), "grpc": _null_or(_STRING)}, "*")}, "*")
     service = _obj({"name": _STRING, "url": _null_or(_STRING), "grpc": _null_or(_STRING),
-                    "created_at": _TIME, "updated_at": _TIME, "revision": _COUNT}, "*")
+                    "created_at": _TIME, "updated_at": _TIME, "revision": _COUNT,
+                    "forced_repoint": _null_or(forced)}, "*")
     address = _obj({"id": _STRING, "http": _STRING, "grpc": _STRING}, "*")
     breaker = _obj({"open": _BOOLEAN, "consecutive_failures": _COUNT, "opened_total": _COUNT}, "*")
     cluster = _obj(
@@ -319,6 +322,8 @@ def _parameters() -> dict:
         "SignalName": path("name", _pattern(saga_limits.SIGNAL_NAME_PATTERN), "The signal an await step waits for."),
         "Digest": query("digest", {"type": "string", "enum": ["true", "false"], "default": "false"},
                         "true: add a hash of this replica's applied state."),
+        "Force": query("force", {"type": "string", "enum": ["true", "false"], "default": "false"},
+                       "true: re-point a service that running workflows use (who and when are recorded)."),
         "Stale": query("stale", {"type": "string", "enum": ["true", "false"], "default": "false"},
                        "true: answer from this node's replica, without a read barrier or a redirect."),
         "Wait": query("wait", {"type": "number", "minimum": 0, "maximum": WAIT_S_MAX, "default": 0},
@@ -381,7 +386,9 @@ def _paths() -> dict:
         "/v1/services/{name}": {
             "parameters": [{"$ref": "#/components/parameters/ServiceName"}],
             "get": _op("getService", "One service.", ok("Service"), read + " 404", ("Stale",)),
-            "put": _op("putService", "Register or replace a service.", ok("Service", "Registered."), write + " 404 409 413",
+            "put": _op("putService", "Register or replace a service; re-pointing one that running workflows use "
+                       "is a 409 unless ?force=true (recorded in forced_repoint).", ok("Service", "Registered."),
+                       write + " 404 409 413", ("Force",),
                        body=_body(_ref("ServicePut"), "Exactly one of url (HTTP participant) or grpc.")),
             "delete": _op("deleteService", "Remove a service no running workflow uses.", ok("Service", "Removed."),
                           write + " 404 409"),
