@@ -85,7 +85,8 @@ def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
 # -- request bodies ------------------------------------------------------------------
 _PATH_TEXT = (
     "A path on the registered service: starts with '/', not '//', no '://', no "
-    "whitespace or control characters."
+    "whitespace or control characters, no '?' or '#', no '.' or '..' segment (also "
+    "percent-encoded)."
 )
 
 
