@@ -2,12 +2,20 @@
 ids and names are escaped in URL paths, and a 307 is followed only to a
 node of the cluster, so the token never goes to another host."""
 
+import json
+
+import grpc
 import pytest
 from aiohttp import web
 
 from client import Coordinator
 from client._http import _route
 from client.errors import NotLeader
+from client.grpc_gen import coordinator_pb2 as pb
+from client.grpc_gen import coordinator_pb2_grpc
+from cluster.config import NodeAddress
+from cluster.grpc_api import abort_details
+from cluster.operations import LeaderElsewhere
 
 
 @pytest.mark.parametrize(
@@ -100,3 +108,51 @@ async def test_a_redirect_to_a_node_listed_by_v1_cluster_is_followed_with_the_to
     async with Coordinator([node_url], token="secret-token-secret-token", attempts=1) as c:
         assert (await c.get_service("x")).name == "x"
     assert leader.seen == [("/v1/services/x", "Bearer secret-token-secret-token")]
+
+
+class GrpcNode(coordinator_pb2_grpc.CoordinatorServicer):
+    """GetService answers not_leader naming `leader` (or the service when
+    `leader` is None); Cluster lists `nodes` as the cluster's gRPC addresses."""
+
+    def __init__(self, leader, nodes):
+        self.leader, self.nodes, self.seen = leader, nodes, []
+
+    async def GetService(self, request, context):
+        self.seen.append(dict(context.invocation_metadata() or ()).get("authorization"))
+        if self.leader is None:
+            service = {"name": "x", "url": None, "grpc": "h:1", "created_at": "t", "updated_at": "t", "revision": 1}
+            return pb.ObjectReply(object_json=json.dumps(service))
+        status, message, trailers = abort_details(LeaderElsewhere(NodeAddress("n9", "h:1", "h:2", self.leader)))
+        context.set_trailing_metadata(trailers)
+        await context.abort(status, message)
+
+    async def Cluster(self, request, context):
+        nodes = [{"id": "n", "http": "http://h:1", "grpc": address} for address in self.nodes]
+        return pb.ObjectReply(object_json=json.dumps({"nodes": nodes}))
+
+
+async def grpc_server(servicer):
+    server = grpc.aio.server()
+    coordinator_pb2_grpc.add_CoordinatorServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    return server, f"127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("listed", [False, True])
+async def test_grpc_follows_not_leader_only_to_cluster_nodes(listed):
+    target = GrpcNode(None, [])
+    target_server, target_address = await grpc_server(target)
+    follower = GrpcNode(target_address, [target_address] if listed else [])
+    follower_server, follower_address = await grpc_server(follower)
+    try:
+        async with Coordinator([follower_address], transport="grpc", token="secret-token-secret-token", attempts=1) as c:
+            if listed:
+                assert (await c.get_service("x")).name == "x"
+            else:
+                with pytest.raises(NotLeader, match="not a node of this cluster"):
+                    await c.get_service("x")
+    finally:
+        await follower_server.stop(None)
+        await target_server.stop(None)
+    assert target.seen == (["Bearer secret-token-secret-token"] if listed else [])
