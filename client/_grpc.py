@@ -38,7 +38,8 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
     if operation == "cluster":
         return "Cluster", pb.ClusterRequest()
     if operation == "put_service":
-        return "PutService", pb.PutServiceRequest(name=args["name"], definition_json=json.dumps(args["body"]))
+        request = pb.PutServiceRequest(name=args["name"], definition_json=json.dumps(args["body"]), force=args.get("force", False))
+        return "PutService", request
     if operation == "get_service":
         return "GetService", pb.GetServiceRequest(name=args["name"])
     if operation == "list_services":
@@ -71,6 +72,15 @@ class GrpcTransport(Transport):
         super().__init__(endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channels: OrderedDict[str, tuple[grpc.aio.Channel, coordinator_pb2_grpc.CoordinatorStub]] = OrderedDict()
+
+    NODE_FIELD = "grpc"
+
+    async def _cluster_view(self, target: str) -> Any:
+        try:
+            reply = await self._stub(target).Cluster(pb.ClusterRequest(), timeout=self.timeout_s, metadata=self._metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise error_from_grpc(exc) from None
+        return json.loads(reply.object_json)
 
     @staticmethod
     def normalise(endpoint: str) -> str:
@@ -107,6 +117,8 @@ class GrpcTransport(Transport):
             except grpc.aio.AioRpcError as exc:
                 error = error_from_grpc(exc)
                 if isinstance(error, NotLeader) and error.leader:
+                    if not await self.may_follow(target, error.leader):
+                        raise self.foreign_redirect(rpc, target, error.leader) from None
                     target = error.leader
                     continue
                 raise error from None
@@ -146,8 +158,10 @@ class GrpcTransport(Transport):
             finally:
                 call.cancel()
             if isinstance(error, NotLeader) and error.leader and redirects < REDIRECTS_MAX:
-                target, redirects = error.leader, redirects + 1
-                continue
+                if await self.may_follow(target, error.leader):
+                    target, redirects = error.leader, redirects + 1
+                    continue
+                error = self.foreign_redirect("Watch", target, error.leader)
             failures += 1
             if not isinstance(error, RETRYABLE) or failures >= self.attempts * len(self.endpoints):
                 raise error

@@ -21,6 +21,10 @@ WAIT_S_MAX = 60.0
 # A long poll's request may take this much longer than its wait.
 WAIT_SLACK_S = 10.0
 _COLLECTIONS = {"saga": "sagas", "tx": "transactions"}
+# Writes say they are JSON even without a body: nodes refuse other writes
+# (what a browser page on another site could send; cluster/http_api.py).
+_WRITE_HEADERS = {"Content-Type": "application/json"}
+_WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 
 
 def _base(url: str) -> str:
@@ -28,24 +32,31 @@ def _base(url: str) -> str:
     return f"{parts.scheme}://{parts.netloc}"
 
 
+def _part(value: object) -> str:
+    """One path segment or query value, escaped entirely: an id such as
+    '../redrive' must stay one segment of the route it was given to."""
+    return quote(str(value), safe="")
+
+
 def _route(operation: str, args: dict) -> tuple[str, str, Any]:
     """(method, path, JSON body) of an operation."""
     if operation == "cluster":
         return "GET", "/v1/cluster", None
-    if operation == "put_service":
-        return "PUT", f"/v1/services/{args['name']}", args["body"]
-    if operation == "get_service":
-        return "GET", f"/v1/services/{args['name']}", None
+    if operation in ("put_service", "get_service", "delete_service", "service_outcomes"):
+        service = f"/v1/services/{_part(args['name'])}"
+        if operation == "put_service":
+            return "PUT", service + ("?force=true" if args.get("force") else ""), args["body"]
+        if operation == "get_service":
+            return "GET", service, None
+        if operation == "delete_service":
+            return "DELETE", service, None
+        return "GET", f"{service}/outcomes?after={_part(args['after'])}", None
     if operation == "list_services":
         return "GET", "/v1/services", None
-    if operation == "delete_service":
-        return "DELETE", f"/v1/services/{args['name']}", None
-    if operation == "service_outcomes":
-        return "GET", f"/v1/services/{args['name']}/outcomes?after={args['after']}", None
     if operation == "signal_saga":
-        return "POST", f"/v1/sagas/{args['id']}/signals/{args['name']}", args["payload"]
+        return "POST", f"/v1/sagas/{_part(args['id'])}/signals/{_part(args['name'])}", args["payload"]
     if operation == "redrive_saga":
-        return "POST", f"/v1/sagas/{args['id']}/redrive", None
+        return "POST", f"/v1/sagas/{_part(args['id'])}/redrive", None
     verb, kind = operation.split("_", 1)  # submit|get|list _ saga|tx
     collection = _COLLECTIONS[kind]
     if verb == "submit":
@@ -55,10 +66,11 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
         if args.get("wait_s") is not None:
             query = f"?wait={args['wait_s']:.3f}"
             if args.get("since") is not None:
-                query += f"&since={quote(args['since'])}"
-        return "GET", f"/v1/{collection}/{args['id']}{query}", None
+                query += f"&since={_part(args['since'])}"
+        return "GET", f"/v1/{collection}/{_part(args['id'])}{query}", None
     if verb == "list":
-        return "GET", f"/v1/{collection}?limit={args['limit']}" + (f"&state={args['state']}" if args["state"] else ""), None
+        state = f"&state={_part(args['state'])}" if args["state"] else ""
+        return "GET", f"/v1/{collection}?limit={_part(args['limit'])}{state}", None
     raise AssertionError(f"no route for {operation}")
 
 
@@ -70,6 +82,18 @@ class HttpTransport(Transport):
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
+
+    NODE_FIELD = "http"
+
+    async def _cluster_view(self, target: str) -> Any:
+        timeout = aiohttp.ClientTimeout(total=self.timeout_s)
+        try:
+            async with self._client().get(target + "/v1/cluster", allow_redirects=False, timeout=timeout) as response:
+                if response.status != 200:
+                    raise Unavailable(f"{target}/v1/cluster answered {response.status}")
+                return await response.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+            raise Unavailable(f"{target}/v1/cluster: {exc.__class__.__name__}: {exc}") from exc
 
     @staticmethod
     def normalise(endpoint: str) -> str:
@@ -94,15 +118,23 @@ class HttpTransport(Transport):
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         for _ in range(REDIRECTS_MAX + 1):
             try:
-                async with self._client().request(method, url, json=body, allow_redirects=False, timeout=timeout) as response:
+                headers = _WRITE_HEADERS if method in _WRITES else None
+                async with self._client().request(
+                    method, url, json=body, headers=headers, allow_redirects=False, timeout=timeout
+                ) as response:
                     text = await response.text()
                     try:
                         data = json.loads(text) if text else None
                     except ValueError:
                         data = None
                     if response.status == 307 and "Location" in response.headers:
-                        url = response.headers["Location"]
+                        location = response.headers["Location"]
+                        if not await self.may_follow(_base(url), _base(location)):
+                            raise self.foreign_redirect(f"{method} {path}", _base(url), location)
+                        url = location
                         continue
+                    if response.status == 200 and path == "/v1/cluster":
+                        self.learn_nodes(data)
                     if response.status >= 400:
                         raise error_from_http(response.status, data, response.headers.get("Retry-After"))
                     return response.status, data, url

@@ -40,7 +40,7 @@ BACKOFF_S_MAX = 2.0
 # operation -> its arguments (every transport maps each of them)
 OPERATIONS = {
     "cluster": (),
-    "put_service": ("name", "body"),
+    "put_service": ("name", "body", "force"),
     "get_service": ("name",),
     "list_services": (),
     "delete_service": ("name",),
@@ -61,6 +61,9 @@ def is_terminal(kind: str, workflow: dict) -> bool:
     return workflow.get("state") in states
 
 
+NODES_KNOWN_MAX = 64  # nodes a client remembers as redirect targets (a cluster has at most 9)
+
+
 def backoff_s(failures: int) -> float:
     """Random exponential backoff after ``failures`` failed tries (as tenacity's)."""
     return random.uniform(0, min(BACKOFF_S_MAX, BACKOFF_S_MULTIPLIER * 2**failures))
@@ -76,10 +79,19 @@ class Transport:
         self.retry_budget_s = retry_budget_s
         self.token = token
         self._leader: str | None = None
+        # Where a redirect may lead (the token goes along): the endpoints,
+        # and the nodes a trusted node's /v1/cluster lists (learn_nodes).
+        self._nodes: set[str] = set(self.endpoints)
 
     # -- for subclasses ----------------------------------------------------------------------
+    NODE_FIELD = ""  # the field of /v1/cluster's nodes that holds this transport's address
+
     @staticmethod
     def normalise(endpoint: str) -> str:
+        raise NotImplementedError
+
+    async def _cluster_view(self, target: str) -> Any:
+        """``/v1/cluster`` as ``target`` sees it, one call without redirects."""
         raise NotImplementedError
 
     async def _send_once(self, endpoint: str, operation: str, args: dict, timeout_s: float | None) -> tuple[Any, str]:
@@ -100,6 +112,37 @@ class Transport:
 
     def remember(self, endpoint: str) -> None:
         self._leader = endpoint
+
+    def learn_nodes(self, view: Any) -> None:
+        """Add the nodes a cluster view lists (at most NODES_KNOWN_MAX in all)."""
+        nodes = view.get("nodes") if isinstance(view, dict) else None
+        for node in nodes if isinstance(nodes, list) else []:
+            address = node.get(self.NODE_FIELD) if isinstance(node, dict) else None
+            if isinstance(address, str) and len(self._nodes) < NODES_KNOWN_MAX:
+                try:
+                    self._nodes.add(self.normalise(address))
+                except ValueError:
+                    continue
+
+    async def may_follow(self, current: str, target: str) -> bool:
+        """Whether a redirect from the node ``current`` to ``target`` stays in
+        the cluster: ``target`` is an endpoint or a node that ``current``'s
+        /v1/cluster lists (asked when ``target`` is new). Else it is not
+        followed, so the token never reaches another host."""
+        try:
+            target = self.normalise(target)
+        except ValueError:
+            return False
+        if target not in self._nodes:
+            try:
+                self.learn_nodes(await self._cluster_view(current))
+            except CoordinatorError:
+                return False
+        return target in self._nodes
+
+    @staticmethod
+    def foreign_redirect(what: str, current: str, target: str) -> NotLeader:
+        return NotLeader(f"{what}: {current} redirected to {target[:200]!r}, which is not a node of this cluster; not followed")
 
     async def request_at(self, endpoint: str, operation: str, args: dict) -> Any:
         """One call to ``endpoint`` (following the leader it names), no retries."""

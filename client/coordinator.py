@@ -98,11 +98,15 @@ class Coordinator:
             return ClusterInfo.from_json(await self._transport.request_at(endpoint, "cluster", {}))
         return ClusterInfo.from_json(await self._transport.request("cluster", {}))
 
-    async def put_service(self, name: str, url: str | None = None, *, grpc: str | None = None) -> Service:
+    async def put_service(self, name: str, url: str | None = None, *, grpc: str | None = None, force: bool = False) -> Service:
+        """Register or update a service. A service that running workflows use
+        is re-pointed only with ``force=True`` (the node records who and when);
+        else Conflict."""
         body = {"url": url} if grpc is None else {"grpc": grpc}
         if (url is None) == (grpc is None):
             raise ValueError("give exactly one of url or grpc")
-        return Service.from_json(await self._transport.request("put_service", {"name": name, "body": body}))
+        args = {"name": name, "body": body, "force": force}
+        return Service.from_json(await self._transport.request("put_service", args))
 
     async def get_service(self, name: str) -> Service:
         return Service.from_json(await self._transport.request("get_service", {"name": name}))

@@ -22,7 +22,9 @@ from client import Coordinator, CoordinatorError
 from client.coordinator import endpoints_from_env
 
 from .config import (
+    ClusterConfig,
     ConfigError,
+    NodeAddress,
     NodeConfig,
     generate_secret,
     load_cluster_file,
@@ -30,6 +32,7 @@ from .config import (
     read_secret,
     write_cluster_file,
 )
+from .netpolicy import literal_address
 
 __all__ = ["main"]
 
@@ -59,11 +62,38 @@ def _table(rows: list[list[str]], header: list[str]) -> str:
 
 
 # -- node and up -----------------------------------------------------------------
+def _loopback_host(address: str) -> bool:
+    host = address.rsplit(":", 1)[0].strip("[]").lower()
+    parsed = literal_address(host)
+    return host == "localhost" if parsed is None else parsed.is_loopback
+
+
+def insecure_bind_warning(cluster: ClusterConfig, nodes: list[NodeAddress], insecure: bool) -> str | None:
+    """None when every node of `nodes` binds loopback or a token is set;
+    the warning to print when ``--insecure`` allows otherwise; UsageError
+    without it (an API reachable from the network with no token)."""
+    exposed = sorted({n.http.rsplit(":", 1)[0] for n in nodes if not (_loopback_host(n.http) and _loopback_host(n.grpc))})
+    if not exposed or cluster.token_file is not None:
+        return None
+    if not insecure:
+        raise UsageError(
+            f"the API would listen on {', '.join(exposed)} (not loopback) without a token: "
+            "add --token (up) or token_file (cluster file), or --insecure to run without one"
+        )
+    return (
+        f"WARNING: INSECURE: the HTTP and gRPC APIs listen on {', '.join(exposed)} with NO API token; "
+        "anyone who reaches them can run sagas and register services (--insecure)"
+    )
+
+
 def cmd_node(args: argparse.Namespace) -> int:
     from .supervisor import die_with_parent
 
     die_with_parent()
     cluster = load_cluster_file(args.config)
+    warning = insecure_bind_warning(cluster, [cluster.node(args.id)], args.insecure)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
     token = read_secret(cluster.token_file, "the API token") if cluster.token_file else None
     config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file), token=token)
     logging.basicConfig(
@@ -131,7 +161,10 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     cluster_file = _prepare_data_dir(args)
     config = load_cluster_file(cluster_file)
-    supervisor = Supervisor(cluster_file, config)
+    warning = insecure_bind_warning(config, list(config.nodes), args.insecure)
+    if warning:
+        print(warning, file=sys.stderr, flush=True)
+    supervisor = Supervisor(cluster_file, config, insecure=args.insecure)
     stopping = False
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -202,7 +235,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_services_add(args: argparse.Namespace) -> int:
     if (args.url is None) == (args.grpc is None):
         raise UsageError("coordinator services add: give a URL or --grpc TARGET, not both")
-    service = _run_client(args, lambda c: c.put_service(args.name, args.url, grpc=args.grpc))
+    service = _run_client(args, lambda c: c.put_service(args.name, args.url, grpc=args.grpc, force=args.force))
     print(f"{service.name} -> {service.url or 'grpc://' + str(service.grpc)}")
     return EXIT_OK
 
@@ -377,12 +410,14 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--base-port", type=_positive_int, default=7100)
     up.add_argument("--token", action="store_true", help="require an API token (generated in DATA_DIR/api.token)")
+    up.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --token (prints a warning)")
     up.set_defaults(run=cmd_up)
 
     node = commands.add_parser("node", help="run one node of a cluster file")
     node.add_argument("--config", required=True)
     node.add_argument("--id", required=True)
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    node.add_argument("--insecure", action="store_true", help="allow a non-loopback address without an API token (prints a warning)")
     node.set_defaults(run=cmd_node)
 
     with_endpoints(commands.add_parser("status", help="a table of every node")).set_defaults(run=cmd_status)
@@ -393,6 +428,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("url", nargs="?")
     add.add_argument("--grpc", metavar="TARGET")
+    add.add_argument("--force", action="store_true", help="re-point a service that running workflows use (recorded)")
     add.set_defaults(run=cmd_services_add)
     with_endpoints(service_commands.add_parser("list", help="list services")).set_defaults(run=cmd_services_list)
     remove = with_endpoints(service_commands.add_parser("remove", help="remove a service"))

@@ -10,6 +10,28 @@
     [raft]                             # optional; see consensus.RaftSettings
     election_timeout_min_s = 0.4
 
+    [services]                         # optional: which participant addresses may be called
+    allowed_networks = ["10.20.0.0/16"]    # CIDRs
+    allowed_hosts = ["payments.internal"]  # host names, exact
+
+    [api]                              # optional: who may talk to the HTTP API from a browser
+    allowed_origins = ["https://ops.example.com"]  # Origin headers accepted (default: none)
+    allowed_hosts = ["coordinator.internal"]       # Host names accepted besides the nodes' own
+
+``[api]`` (cluster/http_api.py): a request with an ``Origin`` header not
+listed is refused 403; a ``Host`` that is not a node's configured host, a
+loopback name (localhost, 127.0.0.0/8, ::1) or listed is refused 421 (DNS
+rebinding); a node bound to 0.0.0.0 or :: also accepts any IP address as
+Host (a rebinding page always sends a name).
+
+``[services]`` (cluster/netpolicy.py): without either list, participants
+may be on loopback and private networks only (127.0.0.0/8, ::1, 10/8,
+172.16/12, 192.168/16, fc00::/7); with a list, only what it lists.
+Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, their
+IPv4-mapped and NAT64 forms, fd00:ec2::254, ...) are refused in either case
+unless a listed network lies inside them (e.g. "169.254.169.254/32"). The
+check runs on what a name resolves to when it is called.
+
     [[nodes]]
     id = "n1"
     raft = "127.0.0.1:7101"
@@ -31,8 +53,10 @@ from pathlib import Path
 from consensus import RaftSettings
 
 from .executor import ExecutorSettings
+from .netpolicy import ServicePolicy, literal_address
 
 __all__ = [
+    "ApiSettings",
     "ConfigError",
     "NodeAddress",
     "ClusterConfig",
@@ -79,6 +103,43 @@ class NodeAddress:
         return f"http://{self.http}"
 
 
+API_LIST_MAX = 64
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]{1,253}(:[0-9]{1,5})?\Z|https?://\[[0-9a-f:.]{2,45}\](:[0-9]{1,5})?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """``[api]``: what the HTTP API accepts from browsers (cluster/http_api.py)."""
+
+    allowed_origins: tuple[str, ...] = ()  # lower case "scheme://host[:port]"
+    allowed_hosts: tuple[str, ...] = ()  # lower case host names or addresses, no port
+
+    def __post_init__(self) -> None:
+        if len(self.allowed_origins) > API_LIST_MAX or len(self.allowed_hosts) > API_LIST_MAX:
+            raise ConfigError(f"api: at most {API_LIST_MAX} origins and {API_LIST_MAX} hosts")
+
+
+def _api(raw: dict) -> ApiSettings:
+    unknown = set(raw) - {"allowed_origins", "allowed_hosts"}
+    if unknown:
+        raise ConfigError(f"api.{sorted(unknown)[0]}: unknown setting")
+    origins, hosts = raw.get("allowed_origins", []), raw.get("allowed_hosts", [])
+    for key, value in (("allowed_origins", origins), ("allowed_hosts", hosts)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"api.{key}: must be a list of strings")
+    for i, origin in enumerate(origins):
+        if not _ORIGIN.match(origin.lower()):
+            raise ConfigError(f"api.allowed_origins[{i}]: {origin!r} is not an origin like \"https://host:port\" (no path)")
+    for i, host in enumerate(hosts):
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not (_HOST.match(bare) or literal_address(bare) is not None):
+            raise ConfigError(f"api.allowed_hosts[{i}]: {host!r} is not a host name or address (no port)")
+    return ApiSettings(
+        allowed_origins=tuple(o.lower() for o in origins),
+        allowed_hosts=tuple((h[1:-1] if h.startswith("[") else h).lower().rstrip(".") for h in hosts),
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class ClusterConfig:
     nodes: tuple[NodeAddress, ...]
@@ -88,6 +149,8 @@ class ClusterConfig:
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
+    services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
+    api: ApiSettings = field(default_factory=ApiSettings)  # [api]: origins and Host names the HTTP API accepts
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nodes) <= NODES_MAX:
@@ -178,7 +241,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: no such cluster file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"cluster", "raft", "executor", "nodes"}
+    unknown = set(doc) - {"cluster", "raft", "executor", "services", "api", "nodes"}
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
@@ -206,7 +269,25 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
+        services=_services(_table(doc, "services")),
+        api=_api(_table(doc, "api")),
     )
+
+
+def _services(raw: dict) -> ServicePolicy:
+    unknown = set(raw) - {"allowed_networks", "allowed_hosts"}
+    if unknown:
+        raise ConfigError(f"services.{sorted(unknown)[0]}: unknown setting")
+    lists = {}
+    for key in ("allowed_networks", "allowed_hosts"):
+        value = raw.get(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"services.{key}: must be a list of strings")
+        lists[key] = value
+    try:
+        return ServicePolicy.parse(lists["allowed_networks"], lists["allowed_hosts"])
+    except ValueError as exc:
+        raise ConfigError(f"services.{exc}") from None
 
 
 def _toml_value(value: object) -> str:
@@ -245,6 +326,21 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     lines += ["", "[executor]"]
     for f in dataclasses.fields(ExecutorSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
+    policy = config.services
+    if policy.configured:
+        lines += [
+            "",
+            "[services]",
+            "allowed_networks = [" + ", ".join(_toml_value(str(n)) for n in policy.allowed_networks) + "]",
+            "allowed_hosts = [" + ", ".join(_toml_value(h) for h in policy.allowed_hosts) + "]",
+        ]
+    if config.api.allowed_origins or config.api.allowed_hosts:
+        lines += [
+            "",
+            "[api]",
+            "allowed_origins = [" + ", ".join(_toml_value(o) for o in config.api.allowed_origins) + "]",
+            "allowed_hosts = [" + ", ".join(_toml_value(h) for h in config.api.allowed_hosts) + "]",
+        ]
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
     tmp = path.with_suffix(".tmp")

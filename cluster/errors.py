@@ -2,9 +2,12 @@
 
     ApiError(status, code, message)
     ├── InvalidInput       400 invalid       (``field`` names the problem)
+    ├── Forbidden          403 forbidden     (an Origin not allowed)
     ├── NotFound           404 not_found
     ├── Conflict           409 conflict
     ├── TooLarge           413 too_large
+    ├── UnsupportedMediaType 415 unsupported_media_type
+    ├── Misdirected        421 misdirected_request (a Host the node does not have)
     ├── Overloaded         429 overloaded    (Retry-After)
     └── Unavailable        503 no_leader | suspended | outcome_unknown (Retry-After)
 
@@ -20,7 +23,10 @@ from typing import Any
 __all__ = [
     "ApiError",
     "InvalidInput",
+    "Forbidden",
+    "Misdirected",
     "NotFound",
+    "UnsupportedMediaType",
     "Conflict",
     "TooLarge",
     "Overloaded",
@@ -50,6 +56,18 @@ class InvalidInput(ApiError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", field=field)
+
+
+class Forbidden(ApiError):
+    status, code = 403, "forbidden"
+
+
+class UnsupportedMediaType(ApiError):
+    status, code = 415, "unsupported_media_type"
+
+
+class Misdirected(ApiError):
+    status, code = 421, "misdirected_request"
 
 
 class NotFound(ApiError):

@@ -25,7 +25,8 @@ import aiohttp
 from consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
 
 from .breaker import Breakers
-from .participants import CallOutcome, CallSpec, HttpCaller
+from .netpolicy import ServicePolicy
+from .participants import CallOutcome, CallSpec, HttpCaller, participant_session
 from .workflows import PRUNE_BATCH_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -171,6 +172,12 @@ class Executor:
         self._http: HttpCaller | None = None
         self._housekeeping: asyncio.Task | None = None
 
+    @property
+    def service_policy(self) -> ServicePolicy:
+        """Which participant addresses may be called: `[services]` of the cluster file."""
+        config = getattr(self.node, "config", None)
+        return config.cluster.services if config is not None else ServicePolicy()
+
     # -- leadership -----------------------------------------------------------------------------
     def on_leadership(self, change: LeadershipChange) -> None:
         if change.is_leader:
@@ -184,8 +191,8 @@ class Executor:
         self.generation += 1
         self.fence = f"{term}:{index}"
         if self._session is None:
-            self._session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CONNECTIONS_MAX))
-            self._http = HttpCaller(self._session, self.breakers)
+            self._session = participant_session(self.service_policy, connections_max=CONNECTIONS_MAX)
+            self._http = HttpCaller(self._session, self.breakers, self.service_policy)
         for driver in self.drivers.values():
             with self.node.log.reading():
                 active = sorted(driver.active_ids())

@@ -130,6 +130,17 @@ def _json(value: Any) -> str:
 Handler = Callable[["CoordinatorService", Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
 
+def _peer_address(context: Any) -> str | None:
+    """The caller's address of a gRPC peer ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"), without the port."""
+    peer = context.peer() if hasattr(context, "peer") else None
+    if not isinstance(peer, str):
+        return None
+    kind, _, rest = peer.partition(":")
+    if kind == "ipv6" and rest.startswith("["):
+        return rest[1 : rest.find("]")]
+    return rest.rsplit(":", 1)[0] if kind == "ipv4" else peer
+
+
 def _unary(method: Handler) -> Handler:
     """Authorize, run, and answer an ApiError (or a bug) as the table says."""
 
@@ -200,7 +211,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def PutService(self, request: pb.PutServiceRequest, context: Any) -> pb.ObjectReply:
-        return pb.ObjectReply(object_json=_json(await operations.put_service(self.node, request.name, request.definition_json)))
+        put = operations.put_service(
+            self.node, request.name, request.definition_json, force=request.force, remote=_peer_address(context)
+        )
+        return pb.ObjectReply(object_json=_json(await put))
 
     @_unary
     async def GetService(self, request: pb.GetServiceRequest, context: Any) -> pb.ObjectReply:

@@ -5,6 +5,13 @@ Reads are linearizable (a shared read barrier through the log) unless
 ``?stale=true`` asks for the local replica. Every error has the contract's
 shape, built in one place (:func:`_error_response`).
 
+Browsers are kept out (:func:`browser_guard_middleware`): a page on any
+site may send "simple" requests (text/plain or form POSTs) to a node, and a
+rebinding DNS name may make the node its own origin. So a write carrying a
+body needs ``Content-Type: application/json`` (415), an ``Origin`` header
+must be in ``[api] allowed_origins`` (403), and the ``Host`` must be a
+node's configured host, a loopback name or in ``[api] allowed_hosts`` (421).
+
 The handlers only decode requests and encode answers: what they do is in
 :mod:`cluster.operations`, which the gRPC API (:mod:`cluster.grpc_api`)
 serves too.
@@ -20,7 +27,8 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from . import operations
-from .errors import ApiError, NotFound, TooLarge, Unavailable
+from .errors import ApiError, Forbidden, Misdirected, NotFound, TooLarge, Unavailable, UnsupportedMediaType
+from .netpolicy import literal_address
 from .metrics import render_metrics
 from .operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
 
@@ -87,6 +95,60 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
 
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+WRITE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
+
+
+def host_name(header: str) -> str:
+    """The host of a Host header, without the port, brackets or a final dot, lower case."""
+    header = header.strip().lower()
+    if header.startswith("["):
+        return header[1 : header.find("]")] if "]" in header else header
+    if header.count(":") == 1:
+        header = header.split(":", 1)[0]
+    return header.rstrip(".")
+
+
+def _is_loopback(host: str) -> bool:
+    address = literal_address(host)
+    return host in LOOPBACK_NAMES if address is None else address.is_loopback
+
+
+def accepted_hosts(node: "Node") -> tuple[frozenset[str], bool]:
+    """The Host names the node answers to, and whether any IP address is
+    one of them too (a node bound to a wildcard address)."""
+    cluster = node.config.cluster
+    hosts = {host_name(n.http) for n in cluster.nodes} | set(cluster.api.allowed_hosts)
+    return frozenset(hosts), host_name(node.config.node.http) in WILDCARD_HOSTS
+
+
+def browser_guard_middleware(node: "Node"):
+    """Refuse what only a browser on another site would send; see the module docstring."""
+    hosts, any_address = accepted_hosts(node)
+    origins = frozenset(node.config.cluster.api.allowed_origins)
+
+    @web.middleware
+    async def guard(request: web.Request, handler) -> web.StreamResponse:
+        header = request.headers.get("Host")
+        if header is not None and request.path not in OPEN_PATHS:
+            host = host_name(header)
+            if not (host in hosts or _is_loopback(host) or (any_address and literal_address(host) is not None)):
+                raise Misdirected(
+                    f"Host {header[:100]!r} is not a name of this node; add it to [api] allowed_hosts in the cluster file"
+                )
+        origin = request.headers.get("Origin")
+        if origin is not None and origin.lower() not in origins:
+            raise Forbidden(f"Origin {origin[:100]!r} is not allowed; add it to [api] allowed_origins in the cluster file")
+        if request.method in WRITE_METHODS:
+            content_type = request.headers.get("Content-Type")
+            if content_type is None and request.body_exists:
+                raise UnsupportedMediaType("a request with a body needs Content-Type: application/json")
+            if content_type is not None and request.content_type != "application/json":
+                raise UnsupportedMediaType(f"Content-Type must be application/json, not {content_type[:100]!r}")
+        return await handler(request)
+
+    return guard
 
 
 def auth_middleware(token: str):
@@ -160,7 +222,8 @@ async def get_service(request: web.Request) -> web.Response:
 
 async def put_service(request: web.Request) -> web.Response:
     name = _service_name(request)
-    return web.json_response(await operations.put_service(_node(request), name, await request.read()))
+    node, force = _node(request), request.query.get("force")
+    return web.json_response(await operations.put_service(node, name, await request.read(), force=force, remote=request.remote))
 
 
 async def delete_service(request: web.Request) -> web.Response:
@@ -168,7 +231,7 @@ async def delete_service(request: web.Request) -> web.Response:
 
 
 def build_app(node: "Node") -> web.Application:
-    middlewares = [errors_middleware]
+    middlewares = [errors_middleware, browser_guard_middleware(node)]
     if node.config.token:
         middlewares.append(auth_middleware(node.config.token))
     app = web.Application(client_max_size=node.config.cluster.http_body_bytes_max, middlewares=middlewares)

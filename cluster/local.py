@@ -26,6 +26,7 @@ import aiohttp
 
 from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from .executor import ExecutorSettings
+from .netpolicy import ServicePolicy
 from .supervisor import Supervisor
 from consensus import RaftSettings
 
@@ -104,6 +105,7 @@ class LocalCluster:
         base_port: int | None = None,
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+        services: ServicePolicy | None = None,
     ) -> None:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
@@ -117,6 +119,8 @@ class LocalCluster:
         )
         if hosts:
             self.config = _placed(self.config, hosts)
+        if services is not None:
+            self.config = replace(self.config, services=services)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")
@@ -125,7 +129,10 @@ class LocalCluster:
         self.cluster_file = self.root / "cluster.toml"
         write_cluster_file(self.cluster_file, self.config)
         generate_secret(self.config.secret_file)
-        self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes)
+        # Nodes placed on their own addresses (chaos network namespaces) run
+        # without a token unless one is asked for: private addresses the run made.
+        insecure = bool(hosts) and not token
+        self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes, insecure=insecure)
         self._session: aiohttp.ClientSession | None = None
 
     @property
@@ -152,6 +159,8 @@ class LocalCluster:
     async def request(self, method: str, node_id: str, path: str, body: Any = None, *, data: bytes | None = None, follow: bool = False) -> Response:
         url = self.url(node_id) + path
         kwargs: dict[str, Any] = {"allow_redirects": False}
+        if method in ("POST", "PUT", "DELETE", "PATCH"):  # the API refuses other writes (cluster/http_api.py)
+            kwargs["headers"] = {"Content-Type": "application/json"}
         if data is not None:
             kwargs["data"] = data
         elif body is not None:

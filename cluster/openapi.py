@@ -85,7 +85,8 @@ def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
 # -- request bodies ------------------------------------------------------------------
 _PATH_TEXT = (
     "A path on the registered service: starts with '/', not '//', no '://', no "
-    "whitespace or control characters."
+    "whitespace or control characters, no '?' or '#', no '.' or '..' segment (also "
+    "percent-encoded)."
 )
 
 
@@ -194,8 +195,11 @@ def _service_put() -> dict:
 
 # -- response bodies ---------------------------------------------------------------------
 def _view_schemas() -> dict:
+    forced = _obj({"at": _TIME, "remote": _null_or(_STRING), "token": _BOOLEAN,
+                   "previous": _obj({"url": _null_or(_STRING), "grpc": _null_or(_STRING)}, "*")}, "*")
     service = _obj({"name": _STRING, "url": _null_or(_STRING), "grpc": _null_or(_STRING),
-                    "created_at": _TIME, "updated_at": _TIME, "revision": _COUNT}, "*")
+                    "created_at": _TIME, "updated_at": _TIME, "revision": _COUNT,
+                    "forced_repoint": _null_or(forced)}, "*")
     address = _obj({"id": _STRING, "http": _STRING, "grpc": _STRING}, "*")
     breaker = _obj({"open": _BOOLEAN, "consecutive_failures": _COUNT, "opened_total": _COUNT}, "*")
     cluster = _obj(
@@ -278,6 +282,8 @@ _ERRORS = {
     "401": ("Unauthorized", _error_schema(["unauthorized"]),
             "A token is configured and the request lacks 'Authorization: Bearer TOKEN'.",
             {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}}),
+    "403": ("Forbidden", _error_schema(["forbidden"]),
+            "The request has an Origin header that [api] allowed_origins does not list.", None),
     "404": ("NotFound", _error_schema(["not_found"]),
             "No such object; or no such route (a path parameter containing '{' or '}' matches none).", None),
     "405": ("MethodNotAllowed", _error_schema(["method_not_allowed"]),
@@ -286,6 +292,10 @@ _ERRORS = {
             "The id exists with another definition, or the object's state forbids the change.", None),
     "413": ("TooLarge", _error_schema(["too_large"]),
             f"The body is over the node's limit (default {HTTP_BODY_BYTES_DEFAULT} bytes) or a field's bound.", None),
+    "415": ("UnsupportedMediaType", _error_schema(["unsupported_media_type"]),
+            "A write whose body is not sent as Content-Type: application/json.", None),
+    "421": ("Misdirected", _error_schema(["misdirected_request"]),
+            "The Host header is not a name of this node, a loopback name or in [api] allowed_hosts.", None),
     "429": ("Overloaded", _error_schema(["overloaded"]), "The in-flight workflow or proposal limit is reached.", _RETRY_AFTER),
     "503": ("Unavailable", _error_schema(["no_leader", "suspended", "not_written", "outcome_unknown"],
                                          services={"type": "array", "items": _STRING}),
@@ -313,6 +323,8 @@ def _parameters() -> dict:
         "SignalName": path("name", _pattern(saga_limits.SIGNAL_NAME_PATTERN), "The signal an await step waits for."),
         "Digest": query("digest", {"type": "string", "enum": ["true", "false"], "default": "false"},
                         "true: add a hash of this replica's applied state."),
+        "Force": query("force", {"type": "string", "enum": ["true", "false"], "default": "false"},
+                       "true: re-point a service that running workflows use (who and when are recorded)."),
         "Stale": query("stale", {"type": "string", "enum": ["true", "false"], "default": "false"},
                        "true: answer from this node's replica, without a read barrier or a redirect."),
         "Wait": query("wait", {"type": "number", "minimum": 0, "maximum": WAIT_S_MAX, "default": 0},
@@ -331,8 +343,9 @@ def _parameters() -> dict:
 def _op(op_id: str, summary: str, ok: dict, errors: str = "", params: tuple[str, ...] = (),
         body: dict | None = None, public: bool = False) -> dict:
     """One operation: ``ok`` maps success statuses to responses; ``errors``
-    lists error statuses ("307 400 ..."); 401 is added unless ``public``."""
-    statuses = errors.split() + ([] if public else ["401"])
+    lists error statuses ("307 400 ..."); 401, 403 and 421 are added unless
+    ``public``."""
+    statuses = errors.split() + ([] if public else ["401", "403", "421"])
     responses = {**ok, **{s: {"$ref": f"#/components/responses/{_ERRORS[s][0]}"} for s in sorted(statuses)}}
     operation: dict = {"operationId": op_id, "summary": summary, "responses": responses}
     if params:
@@ -349,7 +362,7 @@ def _body(schema: dict, description: str, required: bool = True) -> dict:
 
 
 def _paths() -> dict:
-    read, write = "307 400 503", "307 400 429 503"
+    read, write = "307 400 503", "307 400 415 429 503"
     ok = lambda name, text="OK", status="200": {status: _json(_ref(name), text)}  # noqa: E731
     saga_written = {"200": _json(_ref("Saga"), "The same id and definition exist: the existing saga."),
                     "201": _json(_ref("Saga"), "Created (committed on a majority).")}
@@ -374,7 +387,9 @@ def _paths() -> dict:
         "/v1/services/{name}": {
             "parameters": [{"$ref": "#/components/parameters/ServiceName"}],
             "get": _op("getService", "One service.", ok("Service"), read + " 404", ("Stale",)),
-            "put": _op("putService", "Register or replace a service.", ok("Service", "Registered."), write + " 404 409 413",
+            "put": _op("putService", "Register or replace a service; re-pointing one that running workflows use "
+                       "is a 409 unless ?force=true (recorded in forced_repoint).", ok("Service", "Registered."),
+                       write + " 404 409 413", ("Force",),
                        body=_body(_ref("ServicePut"), "Exactly one of url (HTTP participant) or grpc.")),
             "delete": _op("deleteService", "Remove a service no running workflow uses.", ok("Service", "Removed."),
                           write + " 404 409"),

@@ -27,6 +27,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import saga
 import twopc
@@ -35,7 +36,8 @@ from saga import limits as saga_limits
 
 from .config import NodeAddress
 from .errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
-from .registry import InvalidService, validate_service_body, validate_service_name
+from .netpolicy import literal_address
+from .registry import REMOTE_CHARS_MAX, InvalidService, validate_service_body, validate_service_name
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
@@ -252,7 +254,15 @@ def service_view(service: dict) -> dict:
         "created_at": _iso(service["created_at_ms"]),
         "updated_at": _iso(service["updated_at_ms"]),
         "revision": service["revision"],
+        "forced_repoint": _forced_view(service.get("forced")),
     }
+
+
+def _forced_view(forced: dict | None) -> dict | None:
+    """The last re-point forced while workflows used the service (cluster/registry.py)."""
+    if forced is None:
+        return None
+    return {"at": _iso(forced["at_ms"]), "remote": forced["remote"], "token": forced["token"], "previous": forced["previous"]}
 
 
 async def list_services(node: "Node", *, stale: bool | str | None) -> dict:
@@ -271,15 +281,39 @@ async def get_service(node: "Node", name: str, *, stale: bool | str | None) -> d
         return service_view(service)
 
 
-async def put_service(node: "Node", name: str, raw: bytes | str) -> dict:
+async def put_service(
+    node: "Node", name: str, raw: bytes | str, *, force: bool | str | None = None, remote: str | None = None
+) -> dict:
+    """Register or update a service. Re-pointing one that running workflows
+    use is a 409 from the state machine unless `force`; a forced put
+    carries who asked (`remote`, the request's address, and whether a token
+    is configured - then the request had it) into the log entry."""
     name = service_name(name)
+    force = parse_flag("force", force)
     try:
         target = validate_service_body(parse_json(node, raw))
     except InvalidService as exc:
         raise InvalidInput(exc.field, exc.message) from None
+    _check_literal_address(node, target)
     require_leader(node)
-    body = {"name": name, "url": target["url"]} if target["url"] else {"name": name, "grpc": target["grpc"]}
+    body: dict = {"name": name, "url": target["url"]} if target["url"] else {"name": name, "grpc": target["grpc"]}
+    if force:
+        body["force"] = True
+        body["by"] = {"remote": remote[:REMOTE_CHARS_MAX] if remote else None, "token": bool(node.config.token)}
     return service_view(await propose(node, "service.put", body))
+
+
+def _check_literal_address(node: "Node", target: dict) -> None:
+    """Refuse a literal address the `[services]` policy refuses (a name is
+    judged when it is called: cluster/netpolicy.py)."""
+    if target["url"]:
+        field, host = "url", urlsplit(target["url"]).hostname or ""
+    else:
+        field, host = "grpc", target["grpc"].rpartition(":")[0]
+    if literal_address(host) is not None:
+        reason = node.config.cluster.services.refusal(host, host)
+        if reason is not None:
+            raise InvalidInput(field, f"{host} is {reason}")
 
 
 async def delete_service(node: "Node", name: str) -> dict:

@@ -10,6 +10,12 @@ interval. Over HTTP:
 | 2xx                                      | ok, the JSON body is the output |
 | 4xx but 408 and 429                      | failed (definite)               |
 | 408, 429, 5xx, timeout, refused          | retried; out of budget: unknown |
+| an address the [services] policy refuses | failed (definite), never sent   |
+
+The address check (`cluster/netpolicy.py`) runs at call time: a literal
+address here, a name in the session's resolver (`participant_session`),
+which aiohttp asks on every new connection and whose addresses are the
+only ones it connects to.
 """
 
 from __future__ import annotations
@@ -19,11 +25,14 @@ import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 import aiohttp
+from aiohttp.abc import AbstractResolver
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 
 from .breaker import Breakers
+from .netpolicy import AddressRefused, PolicyResolver, ServicePolicy, literal_address
 
 __all__ = [
     "ATTEMPTS_HARD_MAX",
@@ -36,6 +45,7 @@ __all__ = [
     "ParticipantCaller",
     "Retryable",
     "call_with_retries",
+    "participant_session",
 ]
 
 ATTEMPTS_HARD_MAX = 100_000  # attempts while a breaker is open do not spend the budget; this bounds them
@@ -117,12 +127,41 @@ async def call_with_retries(
     return CallOutcome("unknown", error=f"out of retries after {attempts} attempts: {last_error}", attempts=attempts)
 
 
+def participant_session(
+    policy: ServicePolicy, *, connections_max: int, resolver: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
+    """The session participant calls go through: every address a name
+    resolves to is checked against `policy` before aiohttp connects to it
+    (`resolver`, the system's by default, is asked first)."""
+    connector = aiohttp.TCPConnector(limit=connections_max, resolver=PolicyResolver(policy, resolver))
+    return aiohttp.ClientSession(connector=connector)
+
+
+def _refused(exc: AddressRefused) -> CallOutcome:
+    """A definite failure: the call never left, so there is no answer to show."""
+    return CallOutcome("failed", error=str(exc)[:ERROR_CHARS_MAX])
+
+
 class HttpCaller:
-    def __init__(self, session: aiohttp.ClientSession, breakers: Breakers) -> None:
+    """Checks literal addresses itself; names are checked by the session's
+    resolver, so give it a `participant_session` of the same policy."""
+
+    def __init__(self, session: aiohttp.ClientSession, breakers: Breakers, policy: ServicePolicy | None = None) -> None:
         self._session = session
         self._breakers = breakers
+        self._policy = policy if policy is not None else ServicePolicy()
 
     async def _once(self, spec: CallSpec) -> CallOutcome:
+        try:
+            host = urlsplit(spec.url).hostname or ""
+        except ValueError:
+            host = ""
+        literal = literal_address(host)
+        if literal is not None:
+            try:
+                self._policy.check(literal, host)
+            except AddressRefused as exc:
+                return _refused(exc)
         headers = {"Idempotency-Key": spec.idempotency_key, "Coordinator-Fence": spec.fence}
         data = None
         if spec.body is not None:
@@ -140,6 +179,8 @@ class HttpCaller:
             ) as response:
                 raw = await response.content.read(OUTPUT_BYTES_MAX + 1)
                 status = response.status
+        except AddressRefused as exc:  # from the session's resolver, before any connection
+            return _refused(exc)
         except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
             breaker.record_failure()
             raise Retryable(f"{exc.__class__.__name__}: {exc}"[:ERROR_CHARS_MAX]) from None

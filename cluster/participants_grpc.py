@@ -22,6 +22,13 @@ These mirror HTTP: the definite set are the statuses that map to a 4xx
 other than 408/429 (ABORTED is 409, UNIMPLEMENTED the missing route); the
 rest map to 408, 429, 5xx or a broken connection. One `grpc.aio` channel per
 target is cached (at most CHANNELS_MAX) and closed by `close()`.
+
+Before each attempt the target's host is resolved and every address checked
+against the `[services]` policy (`cluster/netpolicy.py`); a refused one is
+a definite failure that never reaches the network. The channel then
+connects to the checked address itself (``ipv4:``/``ipv6:`` target, the
+registered name as authority), so gRPC's own resolver cannot pick another.
+A name that does not resolve is retried like a refused connection.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ import grpc
 from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 
 from .breaker import Breakers
+from .netpolicy import AddressRefused, Resolve, ServicePolicy, system_resolve
 from .participants import (
     ERROR_CHARS_MAX,
     OPERATIONS,
@@ -96,11 +104,21 @@ assert tuple(_RPC_NAMES) == OPERATIONS
 class GrpcCaller:
     """The gRPC `ParticipantCaller`. Use it on one event loop; `close()` it."""
 
-    def __init__(self, breakers: Breakers, *, channels_max: int = CHANNELS_MAX) -> None:
+    def __init__(
+        self,
+        breakers: Breakers,
+        *,
+        channels_max: int = CHANNELS_MAX,
+        policy: ServicePolicy | None = None,
+        resolve: Resolve = system_resolve,
+    ) -> None:
         assert channels_max > 0
         self._breakers = breakers
         self._channels_max = channels_max
-        self._channels: OrderedDict[str, tuple[grpc.aio.Channel, coordinator_pb2_grpc.ParticipantStub]] = OrderedDict()
+        self._policy = policy if policy is not None else ServicePolicy()
+        self._resolve = resolve
+        # by (registered target, checked address)
+        self._channels: OrderedDict[tuple[str, str], tuple[grpc.aio.Channel, coordinator_pb2_grpc.ParticipantStub]] = OrderedDict()
         self._closing: dict[asyncio.Task, grpc.aio.Channel] = {}  # evicted channels
 
     async def call(self, spec: CallSpec, operation: str) -> CallOutcome:
@@ -118,10 +136,28 @@ class GrpcCaller:
             return CallOutcome("failed", error=f"cannot encode the call: {exc}"[:ERROR_CHARS_MAX])
         return await call_with_retries(spec, self._breakers, lambda: self._once(spec, operation, request))
 
+    async def _address(self, target: str) -> str:
+        """The checked address to connect to for `target` (host:port)."""
+        host, _, port = target.rpartition(":")
+        try:
+            addresses = await self._policy.resolve(host, int(port), self._resolve)
+        except AddressRefused:
+            raise
+        except (OSError, ValueError) as exc:
+            raise Retryable(f"cannot resolve {host}: {exc}"[:ERROR_CHARS_MAX]) from None
+        return addresses[0]
+
     async def _once(self, spec: CallSpec, operation: str, request: Any) -> CallOutcome:
-        rpc = getattr(self._stub(spec.url), _RPC_NAMES[operation])
-        metadata = ((KEY_METADATA, spec.idempotency_key), (FENCE_METADATA, spec.fence))
         breaker = self._breakers.of(spec.service)
+        try:
+            address = await self._address(spec.url)
+        except AddressRefused as exc:  # never sent: no answer to show
+            return CallOutcome("failed", error=str(exc)[:ERROR_CHARS_MAX])
+        except Retryable:
+            breaker.record_failure()
+            raise
+        rpc = getattr(self._stub(spec.url, address), _RPC_NAMES[operation])
+        metadata = ((KEY_METADATA, spec.idempotency_key), (FENCE_METADATA, spec.fence))
         try:
             response = await rpc(request, timeout=spec.timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
@@ -137,30 +173,34 @@ class GrpcCaller:
             return CallOutcome("ok", {"vote": "yes" if response.yes else "no"})
         return CallOutcome("ok", _output(response.output_json))
 
-    def _stub(self, target: str) -> coordinator_pb2_grpc.ParticipantStub:
-        entry = self._channels.get(target)
+    def _stub(self, target: str, address: str) -> coordinator_pb2_grpc.ParticipantStub:
+        key = (target, address)
+        entry = self._channels.get(key)
         if entry is not None:
-            self._channels.move_to_end(target)
+            self._channels.move_to_end(key)
             return entry[1]
         if len(self._channels) >= self._channels_max:
             _, (oldest, _) = self._channels.popitem(last=False)
             task = asyncio.ensure_future(oldest.close(grace=CHANNEL_CLOSE_GRACE_S))
             self._closing[task] = oldest
             task.add_done_callback(lambda done: self._closing.pop(done, None))
+        port = target.rpartition(":")[2]
+        pinned = f"ipv6:[{address}]:{port}" if ":" in address else f"ipv4:{address}:{port}"
         channel = grpc.aio.insecure_channel(
-            target,
+            pinned,
             options=[
                 ("grpc.max_receive_message_length", RECEIVE_BYTES_MAX),
                 ("grpc.enable_retries", 0),  # retries are ours: one key, one budget
+                ("grpc.default_authority", target),
             ],
         )
         stub = coordinator_pb2_grpc.ParticipantStub(channel)
-        self._channels[target] = (channel, stub)
+        self._channels[key] = (channel, stub)
         return stub
 
     def targets(self) -> list[str]:
         """The targets with an open channel, least recently used first."""
-        return list(self._channels)
+        return list(dict.fromkeys(target for target, _ in self._channels))
 
     async def close(self) -> None:
         """Close every channel; calls still running on them are cancelled."""
@@ -178,12 +218,12 @@ _CALLERS: weakref.WeakKeyDictionary[Any, GrpcCaller] = weakref.WeakKeyDictionary
 
 
 def grpc_caller(owner: Any) -> GrpcCaller:
-    """The GrpcCaller of `owner` (anything with a `breakers: Breakers`, e.g.
-    the executor), made on first use so that HTTP-only clusters open no
+    """The GrpcCaller of `owner` (anything with a `breakers: Breakers` and
+    optionally a `service_policy: ServicePolicy`, e.g. the executor), made on first use so that HTTP-only clusters open no
     channel. Close it with `close_grpc_caller(owner)`."""
     caller = _CALLERS.get(owner)
     if caller is None:
-        caller = _CALLERS[owner] = GrpcCaller(owner.breakers)
+        caller = _CALLERS[owner] = GrpcCaller(owner.breakers, policy=getattr(owner, "service_policy", None))
     return caller
 
 

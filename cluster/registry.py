@@ -8,6 +8,7 @@ truth, not the edge).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -25,6 +26,7 @@ __all__ = [
 SERVICE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
 SERVICES_MAX = 1024
 URL_CHARS_MAX = 2048
+REMOTE_CHARS_MAX = 256  # the recorded address of whoever forced a re-point
 _GRPC_TARGET = re.compile(r"[A-Za-z0-9.-]{1,253}:[0-9]{1,5}\Z")
 
 
@@ -86,19 +88,51 @@ def validate_service_body(body: Any) -> dict:
     return {"url": None, "grpc": _validate_grpc(body["grpc"])}
 
 
+def _forced_by(body: dict) -> tuple[bool, dict | None]:
+    """``force`` and ``by`` ({"remote": str | None, "token": bool}) of a put."""
+    force = body.get("force", False)
+    if not isinstance(force, bool):
+        raise InvalidService("force", "must be true or false")
+    by = body.get("by")
+    if not force:
+        return False, None
+    if not isinstance(by, dict) or set(by) != {"remote", "token"}:
+        raise InvalidService("by", "a forced put names who forced it: {remote, token}")
+    remote = by["remote"]
+    if not (remote is None or (isinstance(remote, str) and len(remote) <= REMOTE_CHARS_MAX)) or not isinstance(by["token"], bool):
+        raise InvalidService("by", "remote is an address or null, token true or false")
+    return True, by
+
+
 class ServiceRegistry:
     def __init__(self) -> None:
         self.services: dict[str, dict] = {}
 
-    def put(self, index: int, at_ms: int, body: Any) -> dict:
+    def put(self, index: int, at_ms: int, body: Any, in_use: Callable[[str], bool] = lambda name: False) -> dict:
+        """Register or update a service. Re-pointing one that running
+        workflows use (`in_use`) is a conflict unless the body says
+        ``force``; a forced re-point is recorded in the service as
+        ``forced`` (when, from which address, with a token or not, and the
+        previous target) until the next one."""
         try:
             name = validate_service_name(body.get("name") if isinstance(body, dict) else None)
-            target = validate_service_body({k: v for k, v in body.items() if k != "name"})
+            force, by = _forced_by(body)
+            target = validate_service_body({k: v for k, v in body.items() if k not in ("name", "force", "by")})
         except InvalidService as exc:
             raise Rejection("invalid", str(exc)) from None
         existing = self.services.get(name)
         if existing is None and len(self.services) >= SERVICES_MAX:
             raise Rejection("conflict", f"the registry is full ({SERVICES_MAX} services)")
+        forced = existing.get("forced") if existing else None
+        previous = {"url": existing["url"], "grpc": existing["grpc"]} if existing else None
+        if previous is not None and previous != target and in_use(name):
+            if not force:
+                raise Rejection(
+                    "conflict",
+                    f"service {name!r} is used by workflows that are still running; "
+                    "re-point it with ?force=true (recorded) or wait for them to end",
+                )
+            forced = {"at_ms": at_ms, "remote": by["remote"], "token": by["token"], "previous": previous}
         service = {
             "name": name,
             **target,
@@ -106,6 +140,8 @@ class ServiceRegistry:
             "updated_at_ms": at_ms,
             "revision": index,
         }
+        if forced is not None:
+            service["forced"] = forced
         self.services[name] = service
         return service
 

@@ -29,7 +29,7 @@ class ClusterState:
         self.applied_index = 0
         self.sequence = 0  # commands applied without rejection
         self._handlers: dict[str, Callable[[int, Command], Any]] = {
-            "service.put": lambda index, c: self.registry.put(index, c.at_ms, c.body),
+            "service.put": lambda index, c: self.registry.put(index, c.at_ms, c.body, self.service_in_use),
             "service.delete": self._delete_service,
             "saga.submit": lambda index, c: self.sagas.submit(index, c.at_ms, c.body),
             "saga.event": lambda index, c: self.sagas.event(index, c.at_ms, c.body),
@@ -41,9 +41,14 @@ class ClusterState:
             "tx.prune": lambda index, c: self.transactions.prune(index, c.at_ms, c.body),
         }
 
+    def service_in_use(self, name: str) -> bool:
+        """Whether a running (non-terminal) saga or transaction calls `name`:
+        such a service is neither deleted nor re-pointed without force."""
+        return self.sagas.uses_service(name) or self.transactions.uses_service(name)
+
     def _delete_service(self, index: int, command: Command) -> Any:
         name = command.body.get("name") if isinstance(command.body, dict) else None
-        if isinstance(name, str) and (self.sagas.uses_service(name) or self.transactions.uses_service(name)):
+        if isinstance(name, str) and self.service_in_use(name):
             raise Rejection("conflict", f"service {name!r} is used by workflows that are still running")
         return self.registry.delete(command.body)
 

@@ -46,7 +46,9 @@ def die_with_parent() -> None:
 
 class Supervisor:
     """``launch_prefixes``: per node, words put before the node's command, such
-    as ``ip netns exec NAMESPACE`` (which execs in place: the PID is the node's)."""
+    as ``ip netns exec NAMESPACE`` (which execs in place: the PID is the node's).
+    ``insecure``: start nodes with ``--insecure`` (a non-loopback address
+    without an API token; see ``insecure_bind_warning`` in cluster/cli.py)."""
 
     def __init__(
         self,
@@ -55,8 +57,10 @@ class Supervisor:
         *,
         python: str = sys.executable,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+        insecure: bool = False,
     ) -> None:
         self.cluster_file = Path(cluster_file)
+        self.insecure = insecure
         self.config = config
         self.python = python
         self.launch_prefixes = {node_id: tuple(prefix) for node_id, prefix in (launch_prefixes or {}).items()}
@@ -76,7 +80,8 @@ class Supervisor:
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as log_file:
             process = subprocess.Popen(
-                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "cluster", "node", "--config", str(self.cluster_file), "--id", node_id],
+                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "cluster", "node", "--config", str(self.cluster_file), "--id", node_id,
+                 *(["--insecure"] if self.insecure else [])],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -121,11 +121,13 @@ class SagaDefinition:
 
 
 def parse_definition(
-    raw: object, known_services: frozenset[str] | None = None
+    raw: object, known_services: frozenset[str] | None = None, *, stored: bool = False
 ) -> SagaDefinition:
     """Validate a user's definition; raise DefinitionError naming the field.
 
     With `known_services`, every action step's service must be one of them.
+    `stored`: a definition accepted earlier (`definition_from_dict`), which
+    must load even if rules added since (`_check_plain_paths`) refuse it.
     """
     obj = fields.expect_object(raw, fields.ROOT)
     fields.reject_unknown_fields(obj, _ROOT_FIELDS, "")
@@ -141,7 +143,18 @@ def parse_definition(
         timeout_s = fields.seconds(
             obj["timeout_s"], "timeout_s", 0, limits.SAGA_TIMEOUT_S_MAX
         )
-    return SagaDefinition(saga_id, steps, timeout_s)
+    definition = SagaDefinition(saga_id, steps, timeout_s)
+    if not stored:
+        _check_plain_paths(definition)
+    return definition
+
+
+def _check_plain_paths(definition: SagaDefinition) -> None:
+    for index, step in enumerate(definition.steps):
+        if isinstance(step, ActionStep):
+            fields.plain_path(step.action.path, f"steps[{index}].action.path")
+            if step.compensation is not None:
+                fields.plain_path(step.compensation.path, f"steps[{index}].compensation.path")
 
 
 def with_id(definition: SagaDefinition, saga_id: str) -> SagaDefinition:
@@ -172,7 +185,7 @@ def definition_to_dict(definition: SagaDefinition) -> dict:
 def definition_from_dict(raw: object) -> SagaDefinition:
     """Inverse of `definition_to_dict` (validates again, without the
     service registry: a stored saga keeps the services it was accepted with)."""
-    return parse_definition(raw)
+    return parse_definition(raw, stored=True)
 
 
 def _step_to_dict(step: Step) -> dict:

@@ -93,6 +93,28 @@ def integer(raw: object, where: str, default: int, minimum: int, maximum: int) -
     return raw
 
 
+_ENCODED = re.compile(r"%(2[eEfF]|5[cC]|25)")
+_DECODED = {"2e": ".", "2f": "/", "5c": "\\", "25": "%"}
+
+
+def _dot_segment_problem(raw: str) -> str | None:
+    """Why `raw` could leave the service's base path (yarl and servers
+    resolve '.' and '..' segments, some after percent-decoding, some on
+    '\\'), or None."""
+    if "?" in raw or "#" in raw:
+        return "must not contain '?' or '#': a path is plain, with no query or fragment"
+    text = raw
+    for _ in range(limits.PATH_DECODE_ROUNDS_MAX):
+        segments = re.split(r"[/\\]", text)
+        if any(segment in (".", "..") for segment in segments):
+            return "must not contain '.' or '..' segments (also percent-encoded): they leave the service's base path"
+        decoded = _ENCODED.sub(lambda m: _DECODED[m.group(1).lower()], text)
+        if decoded == text:
+            return None
+        text = decoded
+    return "is percent-encoded too many times"
+
+
 def path(raw: object, where: str) -> str:
     """A request path on a registered service: never a URL of its own."""
     if not isinstance(raw, str):
@@ -111,6 +133,15 @@ def path(raw: object, where: str) -> str:
     if any(char.isspace() or not char.isprintable() for char in raw):
         raise DefinitionError(where, "must not contain whitespace or control characters")
     return raw
+
+
+def plain_path(raw: str, where: str) -> None:
+    """A new definition's path must stay under the service's base path:
+    no dot segments, no query or fragment (`parse_definition` checks it
+    for new definitions, not for stored ones)."""
+    problem = _dot_segment_problem(raw)
+    if problem is not None:
+        raise DefinitionError(where, problem)
 
 
 def body_json(raw: object, where: str) -> str | None:

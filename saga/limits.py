@@ -18,6 +18,9 @@ METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 SAGA_STEPS_MAX = 64
 PATH_CHARS_MAX = 1024
+# A path is percent-decoded this many times when looking for dot segments
+# ("%252e" -> "%2e" -> "."): more layers than any server decodes.
+PATH_DECODE_ROUNDS_MAX = 4
 
 # Bodies, outputs and signal payloads are measured as compact JSON (UTF-8),
 # the form the executor sends and the state stores.

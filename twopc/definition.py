@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import dataclass, replace
 
 from twopc import limits
@@ -75,18 +76,31 @@ class TransactionDefinition:
 
 
 def parse_definition(
-    raw: object, known_services: frozenset[str] | None = None
+    raw: object, known_services: frozenset[str] | None = None, *, stored: bool = False
 ) -> TransactionDefinition:
     """Validate a user's definition; raise DefinitionError naming the field.
 
     With `known_services`, every participant must be one of them.
+    `stored`: a definition accepted earlier (`definition_from_dict`), which
+    must load even if rules added since (`_check_plain_paths`) refuse it.
     """
     obj = _expect_object(raw, _ROOT)
     _reject_unknown_fields(obj, _ROOT_FIELDS, "")
     tx_id = _parse_id(obj.get("id"))
     participants = _parse_participants(obj, known_services)
     timeout_s = _parse_timeout(obj.get("timeout_s"))
+    if not stored:
+        _check_plain_paths(participants)
     return TransactionDefinition(tx_id, participants, timeout_s)
+
+
+def _check_plain_paths(participants: tuple) -> None:
+    """A new definition's paths stay under the service's base path."""
+    for index, participant in enumerate(participants):
+        for phase in _PHASES:
+            problem = _dot_segment_problem(getattr(participant, phase).path)
+            if problem is not None:
+                raise DefinitionError(_field(f"participants[{index}].{phase}", "path"), problem)
 
 
 def with_id(definition: TransactionDefinition, tx_id: str) -> TransactionDefinition:
@@ -111,7 +125,7 @@ def definition_to_dict(definition: TransactionDefinition) -> dict:
 
 def definition_from_dict(raw: object) -> TransactionDefinition:
     """Inverse of `definition_to_dict`: `from_dict(to_dict(d)) == d`."""
-    return parse_definition(raw)
+    return parse_definition(raw, stored=True)
 
 
 def same_definition(a: TransactionDefinition, b: TransactionDefinition) -> bool:
@@ -271,6 +285,28 @@ def _parse_call(raw: object, prefix: str) -> ParticipantCall:
     if body is None:
         return ParticipantCall(path, _EMPTY_BODY_JSON)
     return ParticipantCall(path, _encode_body(body, _field(prefix, "body")))
+
+
+_ENCODED = re.compile(r"%(2[eEfF]|5[cC]|25)")
+_DECODED = {"2e": ".", "2f": "/", "5c": "\\", "25": "%"}
+
+
+def _dot_segment_problem(raw: str) -> str | None:
+    """Why `raw` could leave the service's base path (yarl and servers
+    resolve '.' and '..' segments, some after percent-decoding, some on
+    '\\'), or None."""
+    if "?" in raw or "#" in raw:
+        return "must not contain '?' or '#': a path is plain, with no query or fragment"
+    text = raw
+    for _ in range(limits.PATH_DECODE_ROUNDS_MAX):
+        segments = re.split(r"[/\\]", text)
+        if any(segment in (".", "..") for segment in segments):
+            return "must not contain '.' or '..' segments (also percent-encoded): they leave the service's base path"
+        decoded = _ENCODED.sub(lambda m: _DECODED[m.group(1).lower()], text)
+        if decoded == text:
+            return None
+        text = decoded
+    return "is percent-encoded too many times"
 
 
 def _parse_path(raw: object, field: str) -> str:

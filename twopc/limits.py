@@ -16,6 +16,9 @@ PARTICIPANTS_MIN = 1
 PARTICIPANTS_MAX = 16
 
 PATH_CHARS_MAX = 1024
+# A path is percent-decoded this many times when looking for dot segments
+# ("%252e" -> "%2e" -> "."): more layers than any server decodes.
+PATH_DECODE_ROUNDS_MAX = 4
 # A body is measured as compact JSON (UTF-8), as the executor sends it.
 BODY_BYTES_MAX = 65536
 # Nesting of arrays and objects inside one body.

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oordinator.proto\x12\x0e\x63oordinator.v1\"Z\n\x0fParticipantCall\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\r\n\x05\x66\x65nce\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x11\n\tbody_json\x18\x04 \x01(\t\"!\n\nCallResult\x12\x13\n\x0boutput_json\x18\x01 \x01(\t\"\x13\n\x04Vote\x12\x0b\n\x03yes\x18\x01 \x01(\x08\"\x10\n\x0e\x43lusterRequest\":\n\x11PutServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x02 \x01(\t\"0\n\x11GetServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05stale\x18\x02 \x01(\x08\"$\n\x13ListServicesRequest\x12\r\n\x05stale\x18\x01 \x01(\x08\"$\n\x14\x44\x65leteServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x16ServiceOutcomesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05stale\x18\x04 \x01(\x08\"(\n\rSubmitRequest\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x01 \x01(\t\"3\n\x0bSubmitReply\x12\x13\n\x0bobject_json\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"N\n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05stale\x18\x02 \x01(\x08\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x12\r\n\x05since\x18\x04 \x01(\t\"C\n\x14ListWorkflowsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\r\n\x05stale\x18\x03 \x01(\x08\"C\n\x11SignalSagaRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cpayload_json\x18\x03 \x01(\t\" \n\x12RedriveSagaRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05stale\x18\x03 \x01(\x08\"6\n\rWorkflowEvent\x12\x13\n\x0bobject_json\x18\x01 \x01(\t\x12\x10\n\x08terminal\x18\x02 \x01(\x08\"\"\n\x0bObjectReply\x12\x13\n\x0bobject_json\x18\x01 \x01(\t2\xef\x02\n\x0bParticipant\x12\x46\n\x07\x45xecute\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult\x12I\n\nCompensate\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult\x12@\n\x07Prepare\x12\x1f.coordinator.v1.ParticipantCall\x1a\x14.coordinator.v1.Vote\x12\x45\n\x06\x43ommit\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult\x12\x44\n\x05\x41\x62ort\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult2\xb6\t\n\x0b\x43oordinator\x12\x46\n\x07\x43luster\x12\x1e.coordinator.v1.ClusterRequest\x1a\x1b.coordinator.v1.ObjectReply\x12L\n\nPutService\x12!.coordinator.v1.PutServiceRequest\x1a\x1b.coordinator.v1.ObjectReply\x12L\n\nGetService\x12!.coordinator.v1.GetServiceRequest\x1a\x1b.coordinator.v1.ObjectReply\x12P\n\x0cListServices\x12#.coordinator.v1.ListServicesRequest\x1a\x1b.coordinator.v1.ObjectReply\x12R\n\rDeleteService\x12$.coordinator.v1.DeleteServiceRequest\x1a\x1b.coordinator.v1.ObjectReply\x12V\n\x0fServiceOutcomes\x12&.coordinator.v1.ServiceOutcomesRequest\x1a\x1b.coordinator.v1.ObjectReply\x12H\n\nSubmitSaga\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1b.coordinator.v1.SubmitReply\x12J\n\x07GetSaga\x12\".coordinator.v1.GetWorkflowRequest\x1a\x1b.coordinator.v1.ObjectReply\x12N\n\tListSagas\x12$.coordinator.v1.ListWorkflowsRequest\x1a\x1b.coordinator.v1.ObjectReply\x12L\n\nSignalSaga\x12!.coordinator.v1.SignalSagaRequest\x1a\x1b.coordinator.v1.ObjectReply\x12N\n\x0bRedriveSaga\x12\".coordinator.v1.RedriveSagaRequest\x1a\x1b.coordinator.v1.ObjectReply\x12O\n\x11SubmitTransaction\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1b.coordinator.v1.SubmitReply\x12Q\n\x0eGetTransaction\x12\".coordinator.v1.GetWorkflowRequest\x1a\x1b.coordinator.v1.ObjectReply\x12U\n\x10ListTransactions\x12$.coordinator.v1.ListWorkflowsRequest\x1a\x1b.coordinator.v1.ObjectReply\x12\x46\n\x05Watch\x12\x1c.coordinator.v1.WatchRequest\x1a\x1d.coordinator.v1.WorkflowEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x11\x63oordinator.proto\x12\x0e\x63oordinator.v1\"Z\n\x0fParticipantCall\x12\x17\n\x0fidempotency_key\x18\x01 \x01(\t\x12\r\n\x05\x66\x65nce\x18\x02 \x01(\t\x12\x0c\n\x04path\x18\x03 \x01(\t\x12\x11\n\tbody_json\x18\x04 \x01(\t\"!\n\nCallResult\x12\x13\n\x0boutput_json\x18\x01 \x01(\t\"\x13\n\x04Vote\x12\x0b\n\x03yes\x18\x01 \x01(\x08\"\x10\n\x0e\x43lusterRequest\"I\n\x11PutServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x02 \x01(\t\x12\r\n\x05\x66orce\x18\x03 \x01(\x08\"0\n\x11GetServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05stale\x18\x02 \x01(\x08\"$\n\x13ListServicesRequest\x12\r\n\x05stale\x18\x01 \x01(\x08\"$\n\x14\x44\x65leteServiceRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"S\n\x16ServiceOutcomesRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61\x66ter\x18\x02 \x01(\x04\x12\r\n\x05limit\x18\x03 \x01(\r\x12\r\n\x05stale\x18\x04 \x01(\x08\"(\n\rSubmitRequest\x12\x17\n\x0f\x64\x65\x66inition_json\x18\x01 \x01(\t\"3\n\x0bSubmitReply\x12\x13\n\x0bobject_json\x18\x01 \x01(\t\x12\x0f\n\x07\x63reated\x18\x02 \x01(\x08\"N\n\x12GetWorkflowRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\r\n\x05stale\x18\x02 \x01(\x08\x12\x0e\n\x06wait_s\x18\x03 \x01(\x01\x12\r\n\x05since\x18\x04 \x01(\t\"C\n\x14ListWorkflowsRequest\x12\r\n\x05state\x18\x01 \x01(\t\x12\r\n\x05limit\x18\x02 \x01(\r\x12\r\n\x05stale\x18\x03 \x01(\x08\"C\n\x11SignalSagaRequest\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x14\n\x0cpayload_json\x18\x03 \x01(\t\" \n\x12RedriveSagaRequest\x12\n\n\x02id\x18\x01 \x01(\t\"7\n\x0cWatchRequest\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\n\n\x02id\x18\x02 \x01(\t\x12\r\n\x05stale\x18\x03 \x01(\x08\"6\n\rWorkflowEvent\x12\x13\n\x0bobject_json\x18\x01 \x01(\t\x12\x10\n\x08terminal\x18\x02 \x01(\x08\"\"\n\x0bObjectReply\x12\x13\n\x0bobject_json\x18\x01 \x01(\t2\xef\x02\n\x0bParticipant\x12\x46\n\x07\x45xecute\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult\x12I\n\nCompensate\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult\x12@\n\x07Prepare\x12\x1f.coordinator.v1.ParticipantCall\x1a\x14.coordinator.v1.Vote\x12\x45\n\x06\x43ommit\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult\x12\x44\n\x05\x41\x62ort\x12\x1f.coordinator.v1.ParticipantCall\x1a\x1a.coordinator.v1.CallResult2\xb6\t\n\x0b\x43oordinator\x12\x46\n\x07\x43luster\x12\x1e.coordinator.v1.ClusterRequest\x1a\x1b.coordinator.v1.ObjectReply\x12L\n\nPutService\x12!.coordinator.v1.PutServiceRequest\x1a\x1b.coordinator.v1.ObjectReply\x12L\n\nGetService\x12!.coordinator.v1.GetServiceRequest\x1a\x1b.coordinator.v1.ObjectReply\x12P\n\x0cListServices\x12#.coordinator.v1.ListServicesRequest\x1a\x1b.coordinator.v1.ObjectReply\x12R\n\rDeleteService\x12$.coordinator.v1.DeleteServiceRequest\x1a\x1b.coordinator.v1.ObjectReply\x12V\n\x0fServiceOutcomes\x12&.coordinator.v1.ServiceOutcomesRequest\x1a\x1b.coordinator.v1.ObjectReply\x12H\n\nSubmitSaga\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1b.coordinator.v1.SubmitReply\x12J\n\x07GetSaga\x12\".coordinator.v1.GetWorkflowRequest\x1a\x1b.coordinator.v1.ObjectReply\x12N\n\tListSagas\x12$.coordinator.v1.ListWorkflowsRequest\x1a\x1b.coordinator.v1.ObjectReply\x12L\n\nSignalSaga\x12!.coordinator.v1.SignalSagaRequest\x1a\x1b.coordinator.v1.ObjectReply\x12N\n\x0bRedriveSaga\x12\".coordinator.v1.RedriveSagaRequest\x1a\x1b.coordinator.v1.ObjectReply\x12O\n\x11SubmitTransaction\x12\x1d.coordinator.v1.SubmitRequest\x1a\x1b.coordinator.v1.SubmitReply\x12Q\n\x0eGetTransaction\x12\".coordinator.v1.GetWorkflowRequest\x1a\x1b.coordinator.v1.ObjectReply\x12U\n\x10ListTransactions\x12$.coordinator.v1.ListWorkflowsRequest\x1a\x1b.coordinator.v1.ObjectReply\x12\x46\n\x05Watch\x12\x1c.coordinator.v1.WatchRequest\x1a\x1d.coordinator.v1.WorkflowEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -40,35 +40,35 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CLUSTERREQUEST']._serialized_start=185
   _globals['_CLUSTERREQUEST']._serialized_end=201
   _globals['_PUTSERVICEREQUEST']._serialized_start=203
-  _globals['_PUTSERVICEREQUEST']._serialized_end=261
-  _globals['_GETSERVICEREQUEST']._serialized_start=263
-  _globals['_GETSERVICEREQUEST']._serialized_end=311
-  _globals['_LISTSERVICESREQUEST']._serialized_start=313
-  _globals['_LISTSERVICESREQUEST']._serialized_end=349
-  _globals['_DELETESERVICEREQUEST']._serialized_start=351
-  _globals['_DELETESERVICEREQUEST']._serialized_end=387
-  _globals['_SERVICEOUTCOMESREQUEST']._serialized_start=389
-  _globals['_SERVICEOUTCOMESREQUEST']._serialized_end=472
-  _globals['_SUBMITREQUEST']._serialized_start=474
-  _globals['_SUBMITREQUEST']._serialized_end=514
-  _globals['_SUBMITREPLY']._serialized_start=516
-  _globals['_SUBMITREPLY']._serialized_end=567
-  _globals['_GETWORKFLOWREQUEST']._serialized_start=569
-  _globals['_GETWORKFLOWREQUEST']._serialized_end=647
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=649
-  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=716
-  _globals['_SIGNALSAGAREQUEST']._serialized_start=718
-  _globals['_SIGNALSAGAREQUEST']._serialized_end=785
-  _globals['_REDRIVESAGAREQUEST']._serialized_start=787
-  _globals['_REDRIVESAGAREQUEST']._serialized_end=819
-  _globals['_WATCHREQUEST']._serialized_start=821
-  _globals['_WATCHREQUEST']._serialized_end=876
-  _globals['_WORKFLOWEVENT']._serialized_start=878
-  _globals['_WORKFLOWEVENT']._serialized_end=932
-  _globals['_OBJECTREPLY']._serialized_start=934
-  _globals['_OBJECTREPLY']._serialized_end=968
-  _globals['_PARTICIPANT']._serialized_start=971
-  _globals['_PARTICIPANT']._serialized_end=1338
-  _globals['_COORDINATOR']._serialized_start=1341
-  _globals['_COORDINATOR']._serialized_end=2547
+  _globals['_PUTSERVICEREQUEST']._serialized_end=276
+  _globals['_GETSERVICEREQUEST']._serialized_start=278
+  _globals['_GETSERVICEREQUEST']._serialized_end=326
+  _globals['_LISTSERVICESREQUEST']._serialized_start=328
+  _globals['_LISTSERVICESREQUEST']._serialized_end=364
+  _globals['_DELETESERVICEREQUEST']._serialized_start=366
+  _globals['_DELETESERVICEREQUEST']._serialized_end=402
+  _globals['_SERVICEOUTCOMESREQUEST']._serialized_start=404
+  _globals['_SERVICEOUTCOMESREQUEST']._serialized_end=487
+  _globals['_SUBMITREQUEST']._serialized_start=489
+  _globals['_SUBMITREQUEST']._serialized_end=529
+  _globals['_SUBMITREPLY']._serialized_start=531
+  _globals['_SUBMITREPLY']._serialized_end=582
+  _globals['_GETWORKFLOWREQUEST']._serialized_start=584
+  _globals['_GETWORKFLOWREQUEST']._serialized_end=662
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_start=664
+  _globals['_LISTWORKFLOWSREQUEST']._serialized_end=731
+  _globals['_SIGNALSAGAREQUEST']._serialized_start=733
+  _globals['_SIGNALSAGAREQUEST']._serialized_end=800
+  _globals['_REDRIVESAGAREQUEST']._serialized_start=802
+  _globals['_REDRIVESAGAREQUEST']._serialized_end=834
+  _globals['_WATCHREQUEST']._serialized_start=836
+  _globals['_WATCHREQUEST']._serialized_end=891
+  _globals['_WORKFLOWEVENT']._serialized_start=893
+  _globals['_WORKFLOWEVENT']._serialized_end=947
+  _globals['_OBJECTREPLY']._serialized_start=949
+  _globals['_OBJECTREPLY']._serialized_end=983
+  _globals['_PARTICIPANT']._serialized_start=986
+  _globals['_PARTICIPANT']._serialized_end=1353
+  _globals['_COORDINATOR']._serialized_start=1356
+  _globals['_COORDINATOR']._serialized_end=2562
 # @@protoc_insertion_point(module_scope)

@@ -10,12 +10,15 @@ coordinator `GET {endpoint}/v1/transactions/{tx_id}`:
 - 200 with `"decision": "commit"` or `"abort"` -> the participant applies it
   itself (commit()/abort() through the same state machine as the routes);
 - 200 with `"decision": null` or 404 (never decided) -> nothing yet;
-- 307 -> followed to the leader (at most REDIRECTS_MAX hops);
+- 307 -> followed to the leader (at most REDIRECTS_MAX hops), only when it
+  is a node of the cluster: one of the endpoints, or a node that the
+  redirecting node's `/v1/cluster` lists; a decision is never taken from
+  another host, and the token (`token=`) is sent to cluster nodes only;
 - anything else (5xx, refused connection, timeout, bad JSON) -> the next
   endpoint; when all fail, the next round tries again.
 
     participant = add_twopc_routes(app, "/ledger", Ledger(), store)
-    resolver = TerminationResolver(endpoints, store, participant, after_s=30)
+    resolver = TerminationResolver(endpoints, store, participant, after_s=30, token=api_token)
     app.cleanup_ctx.append(resolver.cleanup_ctx)
 
 Pass the `TwoPhaseParticipant` that `add_twopc_routes` returned as
@@ -30,7 +33,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 import aiohttp
 from aiohttp import web
@@ -44,6 +47,7 @@ __all__ = ["TerminationResolver"]
 log = logging.getLogger(__name__)
 
 DECISIONS = ("commit", "abort")
+NODES_KNOWN_MAX = 64  # redirect targets remembered (the endpoints and the nodes /v1/cluster lists)
 POLL_INTERVAL_S_MIN = 0.05
 POLL_INTERVAL_S_MAX = 60.0
 
@@ -61,8 +65,11 @@ class TerminationResolver:
         poll_interval_s: float | None = None,
         request_timeout_s: float = 5.0,
         headers: Mapping[str, str] | None = None,
+        token: str | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
+        """`token`: the coordinator's API token, sent as ``Authorization:
+        Bearer`` to the cluster's nodes only."""
         endpoints = tuple(endpoint.rstrip("/") for endpoint in coordinator_endpoints)
         if not 1 <= len(endpoints) <= ENDPOINTS_MAX:
             raise ValueError(f"give 1..{ENDPOINTS_MAX} coordinator endpoints (ENDPOINTS_MAX)")
@@ -76,7 +83,11 @@ class TerminationResolver:
             self._participant = handler
         else:
             self._participant = TwoPhaseParticipant(handler, store, clock=clock)
+        if token is not None and (not token or any(c.isspace() or not c.isprintable() for c in token)):
+            raise ValueError("token must be a non-empty printable string without spaces")
         self._endpoints = endpoints
+        self._nodes = {_base(endpoint) for endpoint in endpoints}
+        self._auth = {"Authorization": f"Bearer {token}"} if token else {}
         self._store = store
         self._after_s = after_s
         if poll_interval_s is None:
@@ -160,20 +171,45 @@ class TerminationResolver:
                 log.info("transaction %s: applied decision %s", transaction.tx_id, decision)
         return resolved
 
+    async def _get(self, session: aiohttp.ClientSession, url: str) -> tuple[int, Any]:
+        """GET `url` on a cluster node, following 307 to cluster nodes only."""
+        for _ in range(REDIRECTS_MAX + 1):
+            async with session.get(url, allow_redirects=False, headers=self._auth) as response:
+                location = response.headers.get("Location")
+                if response.status != 307 or location is None:
+                    body = await response.json(content_type=None) if response.status == 200 else None
+                    return response.status, body
+            if _base(location) not in self._nodes:
+                await self._learn_nodes(session, _base(url))
+            if _base(location) not in self._nodes:
+                raise ValueError(f"{_base(url)} redirected to {location[:200]!r}, not a node of the cluster; not followed")
+            url = location
+        raise ValueError(f"more than {REDIRECTS_MAX} redirects")
+
+    async def _learn_nodes(self, session: aiohttp.ClientSession, node: str) -> None:
+        """Remember the nodes that `node` (a cluster node) lists in /v1/cluster."""
+        try:
+            async with session.get(node + "/v1/cluster", allow_redirects=False, headers=self._auth) as response:
+                view = await response.json(content_type=None) if response.status == 200 else None
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return
+        nodes = view.get("nodes") if isinstance(view, dict) else None
+        for entry in nodes if isinstance(nodes, list) else []:
+            address = entry.get("http") if isinstance(entry, dict) else None
+            if isinstance(address, str) and address.startswith(("http://", "https://")) and len(self._nodes) < NODES_KNOWN_MAX:
+                self._nodes.add(_base(address))
+
     async def _decision(self, session: aiohttp.ClientSession, tx_id: str) -> str | None:
         """The coordinator's decision, or None when undecided or unreachable."""
         path = f"/v1/transactions/{quote(tx_id, safe='')}"
         for endpoint in self._endpoints:
             try:
-                async with session.get(
-                    endpoint + path, allow_redirects=True, max_redirects=REDIRECTS_MAX
-                ) as response:
-                    if response.status == 404:
-                        return None
-                    if response.status != 200:
-                        log.warning("%s%s answered %d", endpoint, path, response.status)
-                        continue
-                    body: Any = await response.json(content_type=None)
+                status, body = await self._get(session, endpoint + path)
+                if status == 404:
+                    return None
+                if status != 200:
+                    log.warning("%s%s answered %d", endpoint, path, status)
+                    continue
             except (aiohttp.ClientError, TimeoutError, ValueError) as error:
                 log.warning("%s%s failed: %r", endpoint, path, error)
                 continue
@@ -182,3 +218,9 @@ class TerminationResolver:
                 return decision if decision in DECISIONS else None
             log.warning("%s%s answered an unexpected body", endpoint, path)
         return None
+
+
+def _base(url: str) -> str:
+    """scheme://host:port of `url`, lower case: what a redirect is compared by."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}".lower()

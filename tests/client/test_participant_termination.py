@@ -74,8 +74,13 @@ class FakeCoordinator:
         )
 
 
-def follower_app(leader: TestServer, hits: list[str]) -> web.Application:
-    """A follower: redirects reads to the leader with 307."""
+def follower_app(leader: TestServer, hits: list[str], *, listed: bool = True) -> web.Application:
+    """A follower: redirects reads to the leader with 307; its /v1/cluster
+    lists the leader (`listed`) or not (a redirect to a foreign host)."""
+
+    async def cluster(request: web.Request) -> web.Response:
+        nodes = [{"id": "n2", "http": str(leader.make_url("")).rstrip("/"), "grpc": "127.0.0.1:1"}] if listed else []
+        return web.json_response({"nodes": nodes})
 
     async def redirect(request: web.Request) -> web.Response:
         hits.append(request.path)
@@ -88,6 +93,7 @@ def follower_app(leader: TestServer, hits: list[str]) -> web.Application:
 
     app = web.Application()
     app.router.add_get("/v1/transactions/{tx_id}", redirect)
+    app.router.add_get("/v1/cluster", cluster)
     return app
 
 
@@ -212,3 +218,43 @@ async def test_background_task_commits_a_transaction_prepared_over_http(tmp_path
     finally:
         store.close()
     assert ledger.calls == Counter({"commit": 1})
+
+
+async def test_a_redirect_to_a_host_outside_the_cluster_is_not_followed() -> None:
+    ledger, store, clock = Ledger(), MemoryStore(), Clock(1000.0)
+    participant = await prepared(ledger, store, clock, "tx-f")
+    foreign = FakeCoordinator({"tx-f": "commit"})  # would decide, and would see the token
+    seen: list[str | None] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> Any:
+        seen.append(request.headers.get("Authorization"))
+        return await handler(request)
+
+    foreign.app.middlewares.append(record)
+    hits: list[str] = []
+    async with serve(foreign.app) as evil, serve(follower_app(evil, hits, listed=False)) as follower:
+        resolver = TerminationResolver([endpoint(follower)], store, participant, after_s=0.0, token="t0ken-t0ken-t0ken")
+        assert await resolver.resolve_once() == 0
+    assert foreign.requests == [] and seen == []
+    assert participant.state("tx-f") is TransactionState.PREPARED
+
+
+async def test_the_token_goes_to_the_cluster_nodes() -> None:
+    ledger, store, clock = Ledger(), MemoryStore(), Clock(1000.0)
+    participant = await prepared(ledger, store, clock, "tx-t")
+    coordinator = FakeCoordinator({"tx-t": "commit"})
+    seen: list[str | None] = []
+
+    @web.middleware
+    async def record(request: web.Request, handler: Any) -> Any:
+        seen.append(request.headers.get("Authorization"))
+        return await handler(request)
+
+    coordinator.app.middlewares.append(record)
+    hits: list[str] = []
+    async with serve(coordinator.app) as leader, serve(follower_app(leader, hits)) as follower:
+        resolver = TerminationResolver([endpoint(follower)], store, participant, after_s=0.0, token="t0ken-t0ken-t0ken")
+        assert await resolver.resolve_once() == 1
+    assert seen == ["Bearer t0ken-t0ken-t0ken"] and hits == ["/v1/transactions/tx-t"]
+    assert participant.state("tx-t") is TransactionState.COMMITTED

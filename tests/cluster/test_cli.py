@@ -44,3 +44,31 @@ def test_an_operation_that_fails_is_one_line_and_exit_1(tmp_path):
 def test_services_add_needs_a_url_or_grpc():
     result = run("services", "add", "orders", "--endpoints", "http://127.0.0.1:1")
     assert result.returncode == 2 and "URL or --grpc" in result.stderr
+
+
+def test_a_non_loopback_bind_without_a_token_is_refused_unless_insecure(tmp_path):
+    result = run("up", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), "--base-port", "23100")
+    assert result.returncode == 2, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "--insecure" in result.stderr and "0.0.0.0" in result.stderr
+    cluster_file = tmp_path / "d" / "cluster.toml"
+    result = run("node", "--config", str(cluster_file), "--id", "n1")
+    assert result.returncode == 2 and "without a token" in result.stderr, result.stderr
+
+
+def test_insecure_warns_loudly_and_loopback_or_a_token_need_nothing(tmp_path):
+    import dataclasses
+
+    from cluster.cli import UsageError, insecure_bind_warning
+    from cluster.config import local_cluster
+
+    exposed = local_cluster(nodes=3, host="0.0.0.0", base_port=23200, data_dir=tmp_path)
+    with pytest.raises(UsageError):
+        insecure_bind_warning(exposed, list(exposed.nodes), False)
+    warning = insecure_bind_warning(exposed, list(exposed.nodes), True)
+    assert warning.startswith("WARNING: INSECURE") and "NO API token" in warning
+    with_token = dataclasses.replace(exposed, token_file=tmp_path / "api.token")
+    assert insecure_bind_warning(with_token, list(with_token.nodes), False) is None
+    loopback = local_cluster(nodes=3, host="127.0.0.1", base_port=23200, data_dir=tmp_path)
+    assert insecure_bind_warning(loopback, list(loopback.nodes), False) is None
+    named = local_cluster(nodes=1, host="localhost", base_port=23200, data_dir=tmp_path)
+    assert insecure_bind_warning(named, list(named.nodes), False) is None

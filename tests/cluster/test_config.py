@@ -16,6 +16,19 @@ def test_written_cluster_file_loads_back_equal(tmp_path):
     assert load_cluster_file(tmp_path / "cluster.toml") == with_token
 
 
+def test_the_services_policy_is_read_and_written_back(tmp_path):
+    from cluster.netpolicy import ServicePolicy
+
+    config = local_cluster(nodes=1, host="127.0.0.1", base_port=7100, data_dir=tmp_path)
+    assert not config.services.configured  # the default: loopback and private networks
+    policy = ServicePolicy.parse(["10.20.0.0/16", "fd00:20::/32", "169.254.169.254/32"], ["Payments.Internal"])
+    with_policy = dataclasses.replace(config, services=policy)
+    write_cluster_file(tmp_path / "cluster.toml", with_policy)
+    loaded = load_cluster_file(tmp_path / "cluster.toml")
+    assert loaded == with_policy and loaded.services.allowed_hosts == ("payments.internal",)
+    assert loaded.services.refusal("10.20.1.1") is None and loaded.services.refusal("127.0.0.1") is not None
+
+
 @pytest.mark.parametrize(
     "text, problem",
     [
@@ -29,6 +42,10 @@ def test_written_cluster_file_loads_back_equal(tmp_path):
         ("[cluster]\nsecret_file='s'\n[raft]\nleader_loss_election_s=0.3\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "leader_loss_election_s"),
         ("[cluster\n", "not valid TOML"),
         ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:1'\ngrpc='h:3'\n", "distinct"),
+        ("[cluster]\nsecret_file='s'\n[services]\nallowed_networks=['10.0.0.1/8']\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allowed_networks[0]"),
+        ("[cluster]\nsecret_file='s'\n[services]\nallowed_networks='10.0.0.0/8'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allowed_networks: must be a list"),
+        ("[cluster]\nsecret_file='s'\n[services]\nallowed_hosts=['a b']\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allowed_hosts[0]"),
+        ("[cluster]\nsecret_file='s'\n[services]\nallow=[]\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allow"),
     ],
 )
 def test_bad_cluster_files_name_the_problem(tmp_path, text, problem):

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 import saga
 import twopc
 from cluster import http_sagas, registry
+from cluster.config import ApiSettings
 from cluster.http_api import build_app
 from cluster.openapi import OPENAPI_PATH, build_document, document_json
 from saga import fields as saga_fields
@@ -26,7 +27,11 @@ PUBLIC = {"/healthz", "/readyz"}
 def stub_node(token=None):
     """Enough of a Node for build_app and the routes that never touch the log."""
     return SimpleNamespace(
-        config=SimpleNamespace(cluster=SimpleNamespace(http_body_bytes_max=1 << 20), token=token, node=SimpleNamespace(id="n1")),
+        config=SimpleNamespace(
+            cluster=SimpleNamespace(http_body_bytes_max=1 << 20, nodes=(), api=ApiSettings()),
+            token=token,
+            node=SimpleNamespace(id="n1", http="127.0.0.1:8101"),
+        ),
         http_responses={},
     )
 

@@ -100,3 +100,15 @@ async def test_an_open_breaker_keeps_retrying_slowly_without_spending_the_budget
     assert outcome.kind == "ok" and outcome.attempts == 7
     assert not breakers.is_open("svc")  # the first success closed it
     assert breakers.view()["svc"]["opened_total"] == 1
+
+
+async def test_a_guarded_literal_address_is_never_called_and_its_answer_never_shown(serve):
+    # 0.0.0.0 reaches this host like 169.254.169.254 reaches a cloud's
+    # metadata service: a saga would get the answer back in its output.
+    target, url = await serve([(200, {"secret": "instance-credentials"})])
+    port = url.rsplit(":", 1)[1]
+    outcome = await call(f"http://0.0.0.0:{port}")
+    assert (outcome.kind, outcome.attempts) == ("failed", 1)
+    assert "refused by the [services] address policy" in outcome.error
+    assert "instance-credentials" not in outcome.error and outcome.output is None
+    assert target.seen == []

@@ -297,3 +297,13 @@ async def test_an_owner_gets_one_caller_sharing_its_breakers_until_closed(serve:
     assert first.targets() == [] and grpc_caller(owner) is not first
     await close_grpc_caller(owner)
     await close_grpc_caller(owner)  # nothing left to close
+
+
+async def test_a_guarded_literal_address_is_never_called_and_its_answer_never_shown(serve: Serve, caller: Any) -> None:
+    # 0.0.0.0 reaches this host as 169.254.169.254 reaches a cloud's metadata service.
+    target, address = await serve([("ok", '{"secret": "instance-credentials"}')])
+    port = address.rsplit(":", 1)[1]
+    outcome = await caller().call(spec(f"0.0.0.0:{port}"), "execute")
+    assert (outcome.kind, outcome.attempts) == ("failed", 1)
+    assert "refused by the [services] address policy" in outcome.error
+    assert target.seen == []

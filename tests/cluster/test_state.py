@@ -85,3 +85,44 @@ def test_terminal_workflows_are_packed_once_and_a_snapshot_round_trips():
     copy.restore(unpack(pack(state.snapshot())))
     assert copy.digest() == state.digest()
     assert copy.sagas.active == {"running"} and str(copy.sagas.items["done"].status) == str(state.sagas.items["done"].status)
+
+
+def _running_saga_on(state, service="pay", index=3):
+    steps = [{"name": "s0", "service": service, "action": {"method": "POST", "path": "/do"}}]
+    state.apply(index, Command("saga.submit", {"definition": {"id": "live", "steps": steps}}, 5))
+
+
+def test_re_pointing_a_service_in_use_is_a_conflict_in_the_state_machine():
+    state = ClusterState()
+    state.apply(2, Command("service.put", {"name": "pay", "url": "http://10.0.0.1:9001"}, 1))
+    _running_saga_on(state)
+    before = state.digest()
+    for target in ({"url": "http://10.6.6.6:80"}, {"grpc": "10.0.0.1:9001"}):
+        try:
+            state.apply(4, Command("service.put", {"name": "pay", **target}, 6))
+        except Rejection as rejection:
+            assert rejection.code == "conflict" and "force" in str(rejection)
+        else:
+            raise AssertionError("a service in use was re-pointed without force")
+    assert state.digest() == before and state.registry.get("pay")["url"] == "http://10.0.0.1:9001"
+    same = state.apply(4, Command("service.put", {"name": "pay", "url": "http://10.0.0.1:9001"}, 7))
+    assert same["url"] == "http://10.0.0.1:9001"  # the same target again is no re-point
+
+
+def test_a_forced_re_point_is_recorded_with_who_and_when():
+    state = ClusterState()
+    state.apply(2, Command("service.put", {"name": "pay", "url": "http://10.0.0.1:9001"}, 1))
+    _running_saga_on(state)
+    by = {"remote": "10.1.2.3", "token": True}
+    service = state.apply(4, Command("service.put", {"name": "pay", "url": "http://10.0.0.2:9001", "force": True, "by": by}, 77))
+    assert service["url"] == "http://10.0.0.2:9001"
+    assert service["forced"] == {"at_ms": 77, "remote": "10.1.2.3", "token": True, "previous": {"url": "http://10.0.0.1:9001", "grpc": None}}
+    later = state.apply(5, Command("service.put", {"name": "pay", "url": "http://10.0.0.2:9001"}, 80))
+    assert later["forced"]["at_ms"] == 77  # kept until the next forced re-point
+    for bad in ({"force": "yes"}, {"force": True, "by": "me"}, {"force": True, "by": {"remote": 5, "token": True}}):
+        try:
+            state.apply(6, Command("service.put", {"name": "pay", "url": "http://10.0.0.3:1", **bad}, 81))
+        except Rejection as rejection:
+            assert rejection.code == "invalid"
+        else:
+            raise AssertionError(f"accepted {bad}")

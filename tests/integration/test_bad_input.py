@@ -111,3 +111,15 @@ async def test_garbage_and_pickles_sent_to_the_raft_port_are_ignored(cluster, tm
     assert (await cluster.request("DELETE", leader, "/v1/services/still-ok")).status == 200
     for node_id in cluster.ids:
         assert (await cluster.request("GET", node_id, "/healthz")).status == 200
+
+
+async def test_paths_that_leave_the_service_base_path_get_400_naming_the_field(cluster):
+    leader = await cluster.wait_leader()
+    await cluster.request("PUT", leader, "/v1/services/orders", {"url": "http://127.0.0.1:9/api"}, follow=True)
+    saga = {"steps": [{"name": "a", "service": "orders", "action": {"method": "GET", "path": "/../admin"}}]}
+    response = await cluster.request("POST", leader, "/v1/sagas", saga, follow=True)
+    assert response.status == 400 and response.json["error"]["field"] == "steps[0].action.path", response
+    call = {"path": "/%2e%2e/admin"}
+    tx = {"participants": [{"service": "orders", "prepare": call, "commit": {"path": "/c"}, "abort": {"path": "/a?x=1"}}]}
+    response = await cluster.request("POST", leader, "/v1/transactions", tx, follow=True)
+    assert response.status == 400 and response.json["error"]["field"] == "participants[0].prepare.path", response

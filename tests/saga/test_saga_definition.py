@@ -102,9 +102,25 @@ def test_a_partial_retry_keeps_the_other_defaults():
     assert step.retry == RetryPolicy(5, 10.0, 10.0)
 
 
-def test_a_query_string_is_part_of_the_path():
-    definition = parse_definition(changed("steps.0.action.path", "/orders?fast=1"))
-    assert definition.steps[0].action.path == "/orders?fast=1"
+ESCAPING_PATHS = [
+    "/..", "/../admin", "/a/../../b", "/a/./b", "/.", "/a/..",
+    "/%2e%2e/admin", "/%2E%2E", "/.%2e/x", "/%2e./x", "/a/%2e/b",
+    "/%252e%252e/x",  # encoded twice
+    "/a/..%2f..%2fadmin", "/a\\..\\b",
+    "/orders?fast=1", "/orders#frag", "/a?", "/#",
+]
+
+
+@pytest.mark.parametrize("path", ESCAPING_PATHS)
+def test_a_path_cannot_leave_the_service_base_path_or_carry_a_query(path):
+    # yarl resolves dot segments: base http://h/api + /../admin called http://h/admin.
+    rejects(changed("steps.0.action.path", path), "steps[0].action.path")
+    rejects(changed("steps.0.compensation.path", path), "steps[0].compensation.path")
+
+
+@pytest.mark.parametrize("path", ["/a..b", "/...", "/.well-known/x", "/a/b.", "/v1.2/orders", "/%41"])
+def test_dots_inside_a_segment_are_fine(path):
+    assert parse_definition(changed("steps.0.action.path", path)).steps[0].action.path == path
 
 
 # -- one test per kind of error, each naming the field ----------------------------
@@ -332,3 +348,10 @@ def test_any_input_is_parsed_or_rejected_with_a_definition_error(noise, data):
         assert error.field and error.message
     else:
         assert definition_from_dict(definition_to_dict(definition)) == definition
+
+
+def test_a_stored_definition_from_before_the_rule_still_loads():
+    from saga.definition import definition_from_dict
+
+    raw = changed("steps.0.action.path", "/orders?fast=1")
+    assert definition_from_dict(raw).steps[0].action.path == "/orders?fast=1"  # accepted once: must load

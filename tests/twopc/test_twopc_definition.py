@@ -358,3 +358,25 @@ def test_to_dict_makes_defaults_explicit() -> None:
         ],
         "timeout_s": 10,
     }
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/..", "/a/../../b", "/a/./b", "/%2e%2e/admin", "/.%2E/x", "/%252e%252e/x", "/a/..%2f..%2fb", "/a\\..\\b", "/p?x=1", "/p#f"],
+)
+@pytest.mark.parametrize("phase", ["prepare", "commit", "abort"])
+def test_a_path_cannot_leave_the_service_base_path_or_carry_a_query(path: str, phase: str) -> None:
+    error = error_for(definition(participant(), participant("b", **{phase: {"path": path}})))
+    assert error.field == f"participants[1].{phase}.path"
+
+
+@pytest.mark.parametrize("path", ["/a..b", "/.well-known/x", "/v1.2/p"])
+def test_dots_inside_a_segment_are_fine(path: str) -> None:
+    assert parse_definition(definition(participant(prepare={"path": path}))).participants[0].prepare.path == path
+
+
+def test_a_stored_definition_from_before_the_rule_still_loads() -> None:
+    from twopc import definition_from_dict
+
+    raw = definition(participant(prepare={"path": "/p?x=1"}))
+    assert definition_from_dict(raw).participants[0].prepare.path == "/p?x=1"
