@@ -26,7 +26,7 @@ from consensus import Applied, Command, ConsensusError, LeadershipChange, NotLea
 
 from .breaker import Breakers
 from .netpolicy import ServicePolicy
-from .participants import CallOutcome, CallSpec, HttpCaller, participant_session
+from .participants import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
 from .workflows import PRUNE_BATCH_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -173,6 +173,12 @@ class Executor:
         self._housekeeping: asyncio.Task | None = None
 
     @property
+    def signer(self) -> Signer | None:
+        """Signs participant calls when the cluster file names a participant key."""
+        config = getattr(self.node, "config", None)
+        return getattr(config, "participant_signer", None)
+
+    @property
     def service_policy(self) -> ServicePolicy:
         """Which participant addresses may be called: `[services]` of the cluster file."""
         config = getattr(self.node, "config", None)
@@ -192,7 +198,7 @@ class Executor:
         self.fence = f"{term}:{index}"
         if self._session is None:
             self._session = participant_session(self.service_policy, connections_max=CONNECTIONS_MAX)
-            self._http = HttpCaller(self._session, self.breakers, self.service_policy)
+            self._http = HttpCaller(self._session, self.breakers, self.service_policy, self.signer)
         for driver in self.drivers.values():
             with self.node.log.reading():
                 active = sorted(driver.active_ids())

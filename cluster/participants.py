@@ -22,14 +22,18 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+from yarl import URL
+
+from client.participant.signing import SIGNATURE_HEADER, check_keys, sign
 
 from .breaker import Breakers
 from .netpolicy import AddressRefused, PolicyResolver, ServicePolicy, literal_address
@@ -44,6 +48,7 @@ __all__ = [
     "HttpCaller",
     "ParticipantCaller",
     "Retryable",
+    "Signer",
     "call_with_retries",
     "participant_session",
 ]
@@ -83,6 +88,27 @@ class CallSpec:
     max_attempts: int
     backoff_s: float
     max_backoff_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """Signs each participant call (`Coordinator-Signature`, the scheme of
+    client/participant/signing.py): HMAC-SHA256 over the method (gRPC: the
+    RPC name), the path as sent, the idempotency key, the fence, a digest
+    of the body and the time, under the key the participants are configured
+    with (`[cluster] participant_key_file` and `participant_key_id`). Every
+    attempt is signed anew, so a retry carries a fresh time."""
+
+    key_id: str
+    secret: bytes = field(repr=False)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        check_keys({self.key_id: self.secret})
+
+    def header(self, *, method: str, path: str, idempotency_key: str, fence: str, body: bytes) -> str:
+        return sign(self.secret, self.key_id, method=method, path=path, idempotency_key=idempotency_key,
+                    fence=fence, body=body, timestamp=int(self.clock()))
 
 
 class ParticipantCaller(Protocol):
@@ -146,10 +172,17 @@ class HttpCaller:
     """Checks literal addresses itself; names are checked by the session's
     resolver, so give it a `participant_session` of the same policy."""
 
-    def __init__(self, session: aiohttp.ClientSession, breakers: Breakers, policy: ServicePolicy | None = None) -> None:
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        breakers: Breakers,
+        policy: ServicePolicy | None = None,
+        signer: Signer | None = None,
+    ) -> None:
         self._session = session
         self._breakers = breakers
         self._policy = policy if policy is not None else ServicePolicy()
+        self._signer = signer
 
     async def _once(self, spec: CallSpec) -> CallOutcome:
         try:
@@ -167,11 +200,19 @@ class HttpCaller:
         if spec.body is not None:
             data = json.dumps(spec.body).encode()
             headers["Content-Type"] = "application/json"
+        try:
+            url = URL(spec.url + spec.path)
+        except ValueError as exc:  # never sent, so it never ran
+            return CallOutcome("failed", error=f"not a URL: {exc}"[:ERROR_CHARS_MAX])
+        if self._signer is not None:
+            headers[SIGNATURE_HEADER] = self._signer.header(
+                method=spec.method, path=url.raw_path_qs, idempotency_key=spec.idempotency_key,
+                fence=spec.fence, body=data or b"")
         breaker = self._breakers.of(spec.service)
         try:
             async with self._session.request(
                 spec.method,
-                spec.url + spec.path,
+                url,
                 data=data,
                 headers=headers,
                 timeout=aiohttp.ClientTimeout(total=spec.timeout_s),

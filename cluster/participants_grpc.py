@@ -42,6 +42,7 @@ from typing import Any
 import grpc
 
 from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from client.participant.signing import SIGNATURE_METADATA
 
 from .breaker import Breakers
 from .netpolicy import AddressRefused, Resolve, ServicePolicy, system_resolve
@@ -52,6 +53,7 @@ from .participants import (
     CallOutcome,
     CallSpec,
     Retryable,
+    Signer,
     call_with_retries,
 )
 
@@ -111,12 +113,14 @@ class GrpcCaller:
         channels_max: int = CHANNELS_MAX,
         policy: ServicePolicy | None = None,
         resolve: Resolve = system_resolve,
+        signer: Signer | None = None,
     ) -> None:
         assert channels_max > 0
         self._breakers = breakers
         self._channels_max = channels_max
         self._policy = policy if policy is not None else ServicePolicy()
         self._resolve = resolve
+        self._signer = signer
         # by (registered target, checked address)
         self._channels: OrderedDict[tuple[str, str], tuple[grpc.aio.Channel, coordinator_pb2_grpc.ParticipantStub]] = OrderedDict()
         self._closing: dict[asyncio.Task, grpc.aio.Channel] = {}  # evicted channels
@@ -157,7 +161,12 @@ class GrpcCaller:
             breaker.record_failure()
             raise
         rpc = getattr(self._stub(spec.url, address), _RPC_NAMES[operation])
-        metadata = ((KEY_METADATA, spec.idempotency_key), (FENCE_METADATA, spec.fence))
+        metadata: tuple[tuple[str, str], ...] = ((KEY_METADATA, spec.idempotency_key), (FENCE_METADATA, spec.fence))
+        if self._signer is not None:
+            signature = self._signer.header(
+                method=_RPC_NAMES[operation], path=request.path, idempotency_key=spec.idempotency_key,
+                fence=spec.fence, body=request.body_json.encode())
+            metadata += ((SIGNATURE_METADATA, signature),)
         try:
             response = await rpc(request, timeout=spec.timeout_s, metadata=metadata)
         except grpc.aio.AioRpcError as exc:
@@ -223,7 +232,8 @@ def grpc_caller(owner: Any) -> GrpcCaller:
     channel. Close it with `close_grpc_caller(owner)`."""
     caller = _CALLERS.get(owner)
     if caller is None:
-        caller = _CALLERS[owner] = GrpcCaller(owner.breakers, policy=getattr(owner, "service_policy", None))
+        caller = _CALLERS[owner] = GrpcCaller(
+            owner.breakers, policy=getattr(owner, "service_policy", None), signer=getattr(owner, "signer", None))
     return caller
 
 
