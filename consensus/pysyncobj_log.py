@@ -34,6 +34,7 @@ from .batching import Batcher
 from .codec import Command, encode_command
 from .errors import NotLeader, OutcomeUnknown, error_for_fail_reason
 from .journal import MsgpackJournal
+from .raft_guard import guarded_tcp_transport
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
 from .settings import RaftSettings
 from .snapshot import SnapshotHooks
@@ -137,9 +138,10 @@ def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPT
     PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`),
     drops keepalives (:meth:`_RaftNode._keepalive`) before PySyncObj sees
     them, and elects soon when the leader's connection closes
-    (:func:`_elect_soon_after_leader_loss`)."""
+    (:func:`_elect_soon_after_leader_loss`). A TCP transport is also
+    bounded before its password check (:mod:`consensus.raft_guard`)."""
 
-    class SyncingTransport(base):
+    class SyncingTransport(guarded_tcp_transport(base)):
         def __init__(self, syncObj, selfNode, otherNodes):
             self._coordinator_raft = syncObj
             super().__init__(syncObj, selfNode, otherNodes)
