@@ -31,6 +31,7 @@ from pathlib import Path
 from consensus import RaftSettings
 
 from .executor import ExecutorSettings
+from .files import PRIVATE_FILE_MODE
 
 __all__ = [
     "ConfigError",
@@ -248,7 +249,10 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
     tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
+    os.fchmod(fd, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write("\n".join(lines) + "\n")
     os.replace(tmp, path)
 
 
@@ -288,7 +292,7 @@ def local_cluster(
 
 def generate_secret(path: Path) -> None:
     """Write a new random secret (the cluster secret, an API token), readable by the owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_urlsafe(32) + "\n")
 

@@ -26,6 +26,7 @@ import aiohttp
 
 from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from .executor import ExecutorSettings
+from .files import private_dir
 from .supervisor import Supervisor
 from consensus import RaftSettings
 
@@ -106,7 +107,7 @@ class LocalCluster:
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self.config: ClusterConfig = local_cluster(
             nodes=nodes,
             host="127.0.0.1",

@@ -12,6 +12,7 @@ from consensus import LeadershipChange, PySyncObjLog
 
 from .config import NodeAddress, NodeConfig
 from .executor import Executor
+from .files import private_dir
 from .http_api import build_app
 from .state import ClusterState
 
@@ -136,7 +137,7 @@ class Node:
         }
 
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.data_dir)
         await self.log.start()
         self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
         await self._runner.setup()
