@@ -19,11 +19,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import os
 import re
 import secrets
 import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +54,8 @@ NODES_MAX = 9
 HTTP_BODY_BYTES_DEFAULT = 1024 * 1024
 HTTP_BODY_BYTES_MAX = 16 * 1024 * 1024
 SECRET_CHARS_MIN = 16
+# A secret or token is one line; a bigger file is not one.
+SECRET_FILE_BYTES_MAX = 4096
 _NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}\Z")
 
@@ -248,12 +253,18 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
         lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, PRIVATE_FILE_MODE)
-    os.fchmod(fd, PRIVATE_FILE_MODE)
-    with os.fdopen(fd, "w") as f:
-        f.write("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    # A fresh name made with O_EXCL (never a file or link already there),
+    # owner-only, renamed over the cluster file when complete.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
 
 
 def local_cluster(
@@ -298,13 +309,34 @@ def generate_secret(path: Path) -> None:
 
 
 def read_secret(path: Path, what: str = "the cluster secret") -> str:
+    """The secret in ``path``: a regular file owned by this user and by no
+    one else readable, not a symbolic link. Every check is made on the
+    opened file (no race between checking and reading)."""
     try:
-        info = os.stat(path)
-        text = Path(path).read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} file does not exist") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: {what} is a symbolic link; name the file itself") from None
+        raise ConfigError(f"{path}: cannot open {what}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: {what} is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise ConfigError(f"{path}: {what} is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
+        if info.st_size > SECRET_FILE_BYTES_MAX:
+            raise ConfigError(f"{path}: {what} file is over {SECRET_FILE_BYTES_MAX} bytes")
+        data = os.read(fd, SECRET_FILE_BYTES_MAX + 1)
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text") from None
     if len(text) < SECRET_CHARS_MIN:
         raise ConfigError(f"{path}: {what} must have at least {SECRET_CHARS_MIN} characters")
     return text
