@@ -10,6 +10,9 @@
     [raft]                             # optional; see consensus.RaftSettings
     election_timeout_min_s = 0.4
 
+    [limits]                           # optional; see cluster.limits.StateLimits
+    state_bytes_max = 268435456
+
     [[nodes]]
     id = "n1"
     raft = "127.0.0.1:7101"
@@ -35,6 +38,7 @@ from consensus import RaftSettings
 
 from .executor import ExecutorSettings
 from .files import PRIVATE_FILE_MODE
+from .limits import StateLimits
 
 __all__ = [
     "ConfigError",
@@ -94,6 +98,7 @@ class ClusterConfig:
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
+    limits: StateLimits = field(default_factory=StateLimits)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nodes) <= NODES_MAX:
@@ -184,7 +189,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: no such cluster file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"cluster", "raft", "executor", "nodes"}
+    unknown = set(doc) - {"cluster", "raft", "executor", "limits", "nodes"}
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
@@ -210,6 +215,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         data_dir=(base / str(cluster.get("data_dir", "."))).resolve(),
         raft=_settings(RaftSettings, _table(doc, "raft"), "raft"),
         executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
+        limits=_settings(StateLimits, _table(doc, "limits"), "limits"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
     )
@@ -251,6 +257,9 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     lines += ["", "[executor]"]
     for f in dataclasses.fields(ExecutorSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
+    lines += ["", "[limits]"]
+    for f in dataclasses.fields(StateLimits):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.limits, f.name))}")
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
     # A fresh name made with O_EXCL (never a file or link already there),

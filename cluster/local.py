@@ -27,6 +27,7 @@ import aiohttp
 from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from .executor import ExecutorSettings
 from .files import private_dir
+from .limits import StateLimits
 from .supervisor import Supervisor
 from consensus import RaftSettings
 
@@ -105,6 +106,7 @@ class LocalCluster:
         base_port: int | None = None,
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+        limits: StateLimits | None = None,
     ) -> None:
         self.root = Path(root)
         private_dir(self.root)
@@ -118,6 +120,8 @@ class LocalCluster:
         )
         if hosts:
             self.config = _placed(self.config, hosts)
+        if limits is not None:
+            self.config = replace(self.config, limits=limits)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")

@@ -30,11 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 import saga
 import twopc
-from consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected
+from consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected, Rejection
 from saga import limits as saga_limits
 
 from .config import NodeAddress
 from .errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
+from .limits import StateLimits, check_admission
 from .registry import InvalidService, validate_service_body, validate_service_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -371,9 +372,21 @@ async def submit_workflow(node: "Node", kind_name: str, raw: bytes | str) -> tup
                 raise Conflict(f"id: {store.noun} {workflow_id!r} exists with another definition")
             return model.to_api(existing), False
     node.executor.admission(kind.services(definition))
-    value = await propose(node, kind.submit_command, {"definition": {**body, "id": workflow_id}})
+    limits = node.config.cluster.limits
+    _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
+    value = await propose(node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command()})
     view, _ = _view(node, kind, workflow_id)
     return view, bool(value["created"])
+
+
+def _check_state_budget(node: "Node", store: WorkflowStore, definition: Any, limits: StateLimits) -> None:
+    """Refuse early what the state machine would refuse (cluster/limits.py);
+    it checks again at apply time, where the log decides."""
+    with node.log.reading():
+        try:
+            check_admission(limits.to_command(), store.noun, store.items.charge_of_new(definition), node.state.charged_bytes())
+        except Rejection as rejection:
+            raise error_for_rejection(rejection.code, rejection.message) from None
 
 
 async def get_workflow(
