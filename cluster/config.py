@@ -10,7 +10,7 @@
     [raft]                             # optional; see consensus.RaftSettings
     election_timeout_min_s = 0.4
 
-    [limits]                           # optional; see cluster.limits.StateLimits
+    [limits]                           # optional; see cluster.limits.Limits
     state_bytes_max = 268435456
 
     [[nodes]]
@@ -38,7 +38,7 @@ from consensus import RaftSettings
 
 from .executor import ExecutorSettings
 from .files import PRIVATE_FILE_MODE
-from .limits import StateLimits
+from .limits import Limits
 
 __all__ = [
     "ConfigError",
@@ -98,7 +98,7 @@ class ClusterConfig:
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
-    limits: StateLimits = field(default_factory=StateLimits)
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nodes) <= NODES_MAX:
@@ -215,7 +215,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         data_dir=(base / str(cluster.get("data_dir", "."))).resolve(),
         raft=_settings(RaftSettings, _table(doc, "raft"), "raft"),
         executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
-        limits=_settings(StateLimits, _table(doc, "limits"), "limits"),
+        limits=_settings(Limits, _table(doc, "limits"), "limits"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
     )
@@ -258,7 +258,7 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     for f in dataclasses.fields(ExecutorSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
     lines += ["", "[limits]"]
-    for f in dataclasses.fields(StateLimits):
+    for f in dataclasses.fields(Limits):
         lines.append(f"{f.name} = {_toml_value(getattr(config.limits, f.name))}")
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]

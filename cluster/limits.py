@@ -1,4 +1,5 @@
-"""The byte budget of the kept state: ``[limits]`` in the cluster file.
+"""``[limits]`` in the cluster file: the byte budget of the kept state, and
+what one client may hold open on a node.
 
 Workflows were bounded by count only (``WORKFLOWS_KEPT_MAX``): about 1,100
 sagas of 1 MiB made a snapshot over 1 GiB (``SNAPSHOT_BYTES_MAX`` in
@@ -12,6 +13,13 @@ The leader puts the limits it runs with into each submit command, and the
 state machine checks the command's limits at apply time - a refusal is a
 recorded rejection - so every replica decides the same even if cluster
 files differ, and entries written before this check replay as they applied.
+
+Per client (remote address), a node holds at most ``long_polls_per_client_max``
+long polls (``GET ...?wait=``, gRPC ``wait_s``) and ``watches_per_client_max``
+gRPC Watch streams (cluster/client_slots.py); more answer 429 / RESOURCE_EXHAUSTED
+``overloaded``. A Watch ends after ``watch_life_s`` with UNAVAILABLE
+``watch_expired`` and the client reopens it (client/_grpc.py). An idle HTTP
+keep-alive or gRPC connection is closed after ``idle_connection_s``.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from consensus import ENTRY_BYTES_MAX, Rejection
 from consensus.snapshot import SNAPSHOT_BYTES_MAX
 
 __all__ = [
-    "StateLimits",
+    "Limits",
     "STATE_BYTES_MAX_DEFAULT",
     "WORKFLOW_BYTES_MAX_DEFAULT",
     "OVERLOADED_RETRY_AFTER_S",
@@ -38,18 +46,34 @@ WORKFLOW_BYTES_MAX_DEFAULT = ENTRY_BYTES_MAX
 STATE_BYTES_MAX_MAX = SNAPSHOT_BYTES_MAX // 2
 # Retention (cluster/executor.py, retention_check_s) frees terminal workflows.
 OVERLOADED_RETRY_AFTER_S = 5
+# Well above the load generator's closed-loop clients on one host
+# (BENCHMARKS.md: concurrency 64), well below the node's own caps
+# (Node.WATCHERS_MAX long polls, grpc_api.WATCH_STREAMS_MAX watches).
+LONG_POLLS_PER_CLIENT_DEFAULT = 256
+WATCHES_PER_CLIENT_DEFAULT = 100
+WATCH_LIFE_S_DEFAULT = 600.0
+# aiohttp's own default is 3630 s.
+IDLE_CONNECTION_S_DEFAULT = 75.0
 
 
 @dataclass(frozen=True, slots=True)
-class StateLimits:
+class Limits:
     state_bytes_max: int = STATE_BYTES_MAX_DEFAULT
     workflow_bytes_max: int = WORKFLOW_BYTES_MAX_DEFAULT
+    long_polls_per_client_max: int = LONG_POLLS_PER_CLIENT_DEFAULT
+    watches_per_client_max: int = WATCHES_PER_CLIENT_DEFAULT
+    watch_life_s: float = WATCH_LIFE_S_DEFAULT
+    idle_connection_s: float = IDLE_CONNECTION_S_DEFAULT
 
     def __post_init__(self) -> None:
         if not 1 <= self.state_bytes_max <= STATE_BYTES_MAX_MAX:
             raise ValueError(f"state_bytes_max must be in 1..{STATE_BYTES_MAX_MAX}")
         if not 1 <= self.workflow_bytes_max <= self.state_bytes_max:
             raise ValueError("workflow_bytes_max must be in 1..state_bytes_max")
+        if not 1 <= self.long_polls_per_client_max <= 100_000 or not 1 <= self.watches_per_client_max <= 100_000:
+            raise ValueError("long_polls_per_client_max and watches_per_client_max must be in 1..100000")
+        if not 0 < self.watch_life_s <= 24 * 3600 or not 0 < self.idle_connection_s <= 24 * 3600:
+            raise ValueError("watch_life_s and idle_connection_s must be in (0, 86400]")
 
     def to_command(self) -> dict:
         """As the leader writes them into a submit command."""

@@ -27,7 +27,7 @@ import aiohttp
 from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from .executor import ExecutorSettings
 from .files import private_dir
-from .limits import StateLimits
+from .limits import Limits
 from .supervisor import Supervisor
 from consensus import RaftSettings
 
@@ -106,7 +106,7 @@ class LocalCluster:
         base_port: int | None = None,
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
-        limits: StateLimits | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.root = Path(root)
         private_dir(self.root)

@@ -4,7 +4,7 @@ the budget is a recorded rejection that changes nothing."""
 
 import pytest
 
-from cluster.limits import StateLimits
+from cluster.limits import Limits
 from cluster.state import ClusterState
 from consensus import Command, Rejection, pack
 
@@ -36,7 +36,7 @@ def _state() -> ClusterState:
 
 
 def test_submissions_over_the_budget_are_refused_and_change_nothing():
-    limits = StateLimits(state_bytes_max=1024 * 1024, workflow_bytes_max=300_000).to_command()
+    limits = Limits(state_bytes_max=1024 * 1024, workflow_bytes_max=300_000).to_command()
     state = _state()
     accepted = 0
     with pytest.raises(Rejection) as refused:
@@ -62,7 +62,7 @@ def test_entries_without_limits_apply_as_they_did():
 
 def test_charged_bytes_survive_a_snapshot_and_follow_completion_and_pruning():
     state = _state()
-    limits = StateLimits(state_bytes_max=10 * 1024 * 1024).to_command()
+    limits = Limits(state_bytes_max=10 * 1024 * 1024).to_command()
     for n in range(3):
         _submit(state, 2 + n, f"s{n}", limits)
     unfinished = state.charged_bytes()

@@ -6,7 +6,7 @@ still counts it."""
 
 import pytest
 
-from cluster.limits import StateLimits
+from cluster.limits import Limits
 from cluster.local import LocalCluster, fast_raft
 
 pytestmark = pytest.mark.integration
@@ -28,7 +28,7 @@ def _saga(saga_id: str, steps: int = 4) -> dict:
 
 
 async def test_the_state_budget_refuses_and_survives_a_whole_cluster_restart(tmp_path):
-    limits = StateLimits(state_bytes_max=BUDGET, workflow_bytes_max=300_000)
+    limits = Limits(state_bytes_max=BUDGET, workflow_bytes_max=300_000)
     harness = LocalCluster(tmp_path / "c", raft=fast_raft(compaction_min_entries=10), limits=limits)
     harness.start()
     try:
