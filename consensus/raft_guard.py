@@ -96,17 +96,22 @@ _LOG_EVERY_S = 10.0
 
 
 def _frames_verdict(buffer: bytes, limit: int) -> bool | None:
-    """None: a length prefix in ``buffer`` is over ``limit`` (or negative);
-    True: a whole frame is in it; False: not yet."""
-    offset, whole = 0, False
-    while offset + 4 <= len(buffer):
-        (length,) = _LENGTH.unpack_from(buffer, offset)
-        if length < 0 or length > limit:
-            return None
-        if offset + 4 + length > len(buffer):
-            break
-        offset, whole = offset + 4 + length, True
-    return whole
+    """None: the length prefix of the first frame in ``buffer`` is over
+    ``limit`` (or negative); True: that frame is whole; False: not yet.
+
+    Only the first frame counts: a read starts with no whole frame buffered
+    (PySyncObj parses them all after each round of reads) and stops as soon
+    as one is whole, so what follows it is less than one read, and its
+    prefix is checked when it comes first - by then against the limit of
+    that moment: a peer's hello and its first AppendEntries can arrive in
+    one read, the AppendEntries to be judged after the hello authenticated.
+    """
+    if len(buffer) < 4:
+        return False
+    (length,) = _LENGTH.unpack_from(buffer, 0)
+    if length < 0 or length > limit:
+        return None
+    return len(buffer) >= 4 + length
 
 
 def _bound_reads(conn, limit) -> None:

@@ -44,6 +44,73 @@ def test_verdicts_on_prefixes():
     assert _frames_verdict(b"", 10) is False
     assert _frames_verdict(ok[:5], 10) is False
     assert _frames_verdict(ok, 10) is True
-    assert _frames_verdict(ok + struct.pack("i", 11), 10) is None  # the second frame's prefix is over
+    assert _frames_verdict(struct.pack("i", 11) + b"x" * 11, 10) is None
+    assert _frames_verdict(struct.pack("i", 11), 10) is None  # refused at its prefix, before its bytes
+    # A hello and the first AppendEntries in one read: the second frame is
+    # judged when it comes first, after the hello authenticated.
+    assert _frames_verdict(ok + struct.pack("i", RAFT_HELLO_FRAME_BYTES_MAX + 1), 10) is True
     assert _frames_verdict(struct.pack("i", -1), 10) is None
     assert _frames_verdict(struct.pack("i", 2**31 - 1), RAFT_FRAME_BYTES_MAX) is None
+
+
+class _Conn:
+    """What _bound_reads uses of PySyncObj's TcpConnection."""
+
+    def __init__(self, sock):
+        self._TcpConnection__socket = sock
+        self._TcpConnection__recvBufferSize = 2**16
+        self._TcpConnection__readBuffer = b""
+        self.closed = False
+
+    def disconnect(self):
+        self.closed = True
+
+
+def _reads(conn):
+    """PySyncObj's read loop (TcpConnection.__tryReadBuffer)."""
+    while conn._TcpConnection__processRead():
+        pass
+
+
+def test_a_hello_and_a_big_frame_in_one_read_keep_the_connection():
+    import socket
+
+    from consensus.raft_guard import _bound_reads
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        conn = _Conn(ours)
+        authenticated = []
+        _bound_reads(conn, lambda: RAFT_FRAME_BYTES_MAX if authenticated else RAFT_HELLO_FRAME_BYTES_MAX)
+        hello = struct.pack("i", 5) + b"hello"
+        big = struct.pack("i", 100_000) + b"y" * 1000  # an AppendEntries, its first KB
+        theirs.sendall(hello + big)
+        _reads(conn)
+        assert not conn.closed and conn._TcpConnection__readBuffer.startswith(hello)
+        conn._TcpConnection__readBuffer = conn._TcpConnection__readBuffer[len(hello):]  # parsed: it authenticated
+        authenticated.append(True)
+        theirs.sendall(b"y" * 99_000)
+        _reads(conn)
+        assert not conn.closed and len(conn._TcpConnection__readBuffer) == 4 + 100_000
+    finally:
+        ours.close()
+        theirs.close()
+
+
+def test_an_unauthenticated_big_prefix_closes_at_once():
+    import socket
+
+    from consensus.raft_guard import _bound_reads
+
+    ours, theirs = socket.socketpair()
+    ours.setblocking(False)
+    try:
+        conn = _Conn(ours)
+        _bound_reads(conn, lambda: RAFT_HELLO_FRAME_BYTES_MAX)
+        theirs.sendall(struct.pack("i", 2**31 - 1) + b"z" * 1000)
+        _reads(conn)
+        assert conn.closed and conn._TcpConnection__readBuffer == b""
+    finally:
+        ours.close()
+        theirs.close()
