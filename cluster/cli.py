@@ -21,6 +21,7 @@ from typing import Any, Callable
 from client import Coordinator, CoordinatorError
 from client.coordinator import endpoints_from_env
 
+from .files import owner_only_umask, private_dir
 from .config import (
     ClusterConfig,
     ConfigError,
@@ -90,6 +91,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     from .supervisor import die_with_parent
 
     die_with_parent()
+    owner_only_umask()
     cluster = load_cluster_file(args.config)
     warning = insecure_bind_warning(cluster, [cluster.node(args.id)], args.insecure)
     if warning:
@@ -112,8 +114,7 @@ def cmd_node(args: argparse.Namespace) -> int:
 
 
 def _prepare_data_dir(args: argparse.Namespace) -> Path:
-    data_dir = Path(args.data_dir).resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
+    data_dir = private_dir(Path(args.data_dir).resolve())
     cluster_file = data_dir / "cluster.toml"
     wanted = local_cluster(nodes=args.nodes, host=args.host, base_port=args.base_port, data_dir=data_dir)
     if args.token:
@@ -159,6 +160,7 @@ def _wait_ready(endpoints: list[str], timeout_s: float, token: str | None = None
 def cmd_up(args: argparse.Namespace) -> int:
     from .supervisor import Supervisor
 
+    owner_only_umask()
     cluster_file = _prepare_data_dir(args)
     config = load_cluster_file(cluster_file)
     warning = insecure_bind_warning(config, list(config.nodes), args.insecure)

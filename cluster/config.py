@@ -18,6 +18,15 @@
     allowed_origins = ["https://ops.example.com"]  # Origin headers accepted (default: none)
     allowed_hosts = ["coordinator.internal"]       # Host names accepted besides the nodes' own
 
+    [limits]                           # optional; see cluster.limits.Limits
+    state_bytes_max = 268435456
+
+    [[nodes]]
+    id = "n1"
+    raft = "127.0.0.1:7101"
+    http = "127.0.0.1:8101"
+    grpc = "127.0.0.1:9101"
+
 ``[api]`` (cluster/http_api.py): a request with an ``Origin`` header not
 listed is refused 403; a ``Host`` that is not a node's configured host, a
 loopback name (localhost, 127.0.0.0/8, ::1) or listed is refused 421 (DNS
@@ -31,21 +40,18 @@ Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, their
 IPv4-mapped and NAT64 forms, fd00:ec2::254, ...) are refused in either case
 unless a listed network lies inside them (e.g. "169.254.169.254/32"). The
 check runs on what a name resolves to when it is called.
-
-    [[nodes]]
-    id = "n1"
-    raft = "127.0.0.1:7101"
-    http = "127.0.0.1:8101"
-    grpc = "127.0.0.1:9101"
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import errno
 import os
 import re
 import secrets
 import stat
+import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +60,8 @@ from consensus import RaftSettings
 
 from .executor import ExecutorSettings
 from .netpolicy import ServicePolicy, literal_address
+from .files import PRIVATE_FILE_MODE
+from .limits import Limits
 
 __all__ = [
     "ApiSettings",
@@ -74,6 +82,8 @@ NODES_MAX = 9
 HTTP_BODY_BYTES_DEFAULT = 1024 * 1024
 HTTP_BODY_BYTES_MAX = 16 * 1024 * 1024
 SECRET_CHARS_MIN = 16
+# A secret or token is one line; a bigger file is not one.
+SECRET_FILE_BYTES_MAX = 4096
 _NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}\Z")
 
@@ -151,6 +161,7 @@ class ClusterConfig:
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
     services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
     api: ApiSettings = field(default_factory=ApiSettings)  # [api]: origins and Host names the HTTP API accepts
+    limits: Limits = field(default_factory=Limits)
 
     def __post_init__(self) -> None:
         if not 1 <= len(self.nodes) <= NODES_MAX:
@@ -241,7 +252,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: no such cluster file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"cluster", "raft", "executor", "services", "api", "nodes"}
+    unknown = set(doc) - {"cluster", "raft", "executor", "services", "api", "limits", "nodes"}
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
@@ -267,6 +278,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         data_dir=(base / str(cluster.get("data_dir", "."))).resolve(),
         raft=_settings(RaftSettings, _table(doc, "raft"), "raft"),
         executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
+        limits=_settings(Limits, _table(doc, "limits"), "limits"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
         services=_services(_table(doc, "services")),
@@ -341,11 +353,23 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
             "allowed_origins = [" + ", ".join(_toml_value(o) for o in config.api.allowed_origins) + "]",
             "allowed_hosts = [" + ", ".join(_toml_value(h) for h in config.api.allowed_hosts) + "]",
         ]
+    lines += ["", "[limits]"]
+    for f in dataclasses.fields(Limits):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.limits, f.name))}")
     for node in config.nodes:
         lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
+    # A fresh name made with O_EXCL (never a file or link already there),
+    # owner-only, renamed over the cluster file when complete.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
 
 
 def local_cluster(
@@ -384,19 +408,40 @@ def local_cluster(
 
 def generate_secret(path: Path) -> None:
     """Write a new random secret (the cluster secret, an API token), readable by the owner only."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
     with os.fdopen(fd, "w") as f:
         f.write(secrets.token_urlsafe(32) + "\n")
 
 
 def read_secret(path: Path, what: str = "the cluster secret") -> str:
+    """The secret in ``path``: a regular file owned by this user and by no
+    one else readable, not a symbolic link. Every check is made on the
+    opened file (no race between checking and reading)."""
     try:
-        info = os.stat(path)
-        text = Path(path).read_text().strip()
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
         raise ConfigError(f"{path}: {what} file does not exist") from None
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: {what} is a symbolic link; name the file itself") from None
+        raise ConfigError(f"{path}: cannot open {what}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: {what} is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise ConfigError(f"{path}: {what} is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
+        if info.st_size > SECRET_FILE_BYTES_MAX:
+            raise ConfigError(f"{path}: {what} file is over {SECRET_FILE_BYTES_MAX} bytes")
+        data = os.read(fd, SECRET_FILE_BYTES_MAX + 1)
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text") from None
     if len(text) < SECRET_CHARS_MIN:
         raise ConfigError(f"{path}: {what} must have at least {SECRET_CHARS_MIN} characters")
     return text

@@ -21,6 +21,7 @@ API's code), ``coordinator-leader`` (not_leader: the leader's gRPC address),
 | overloaded                                       | RESOURCE_EXHAUSTED   | 429     |
 | not_leader                                       | FAILED_PRECONDITION  | 307     |
 | no_leader, suspended, not_written, outcome_unknown | UNAVAILABLE        | 503     |
+| watch_expired (a Watch reached ``watch_life_s``)  | UNAVAILABLE          | 503     |
 | internal                                         | INTERNAL             | 500     |
 
 Choices: conflict is ALREADY_EXISTS, the status google.rpc pairs with 409
@@ -50,6 +51,7 @@ from client.grpc_gen import coordinator_pb2 as pb
 from client.grpc_gen import coordinator_pb2_grpc
 
 from . import operations
+from .client_slots import ClientSlots, grpc_peer_host
 from .errors import ApiError, Overloaded
 from .operations import LeaderElsewhere
 
@@ -88,6 +90,7 @@ STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "suspended": grpc.StatusCode.UNAVAILABLE,
     "not_written": grpc.StatusCode.UNAVAILABLE,
     "outcome_unknown": grpc.StatusCode.UNAVAILABLE,
+    "watch_expired": grpc.StatusCode.UNAVAILABLE,
     "internal": grpc.StatusCode.INTERNAL,
 }
 STATUS_BY_HTTP: dict[int, grpc.StatusCode] = {
@@ -108,6 +111,11 @@ WATCH_STREAMS_MAX = 1000
 ENVELOPE_BYTES = 64 * 1024
 # On stop, calls in progress (watches) get this long before they are cancelled.
 STOP_GRACE_S = 1.0
+# Concurrent calls on one HTTP/2 connection (gRPC's default is unlimited).
+STREAMS_PER_CONNECTION_MAX = 256
+# Pings on an idle connection find a client that went away.
+KEEPALIVE_TIME_S = 60.0
+KEEPALIVE_TIMEOUT_S = 20.0
 
 
 def abort_details(error: ApiError) -> tuple[grpc.StatusCode, str, tuple[tuple[str, str], ...]]:
@@ -191,6 +199,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         token = node.config.token
         self._expected = f"Bearer {token}".encode() if token else None
         self.watches = 0
+        limits = node.config.cluster.limits
+        self.watch_slots = ClientSlots("watches", limits.watches_per_client_max)
+        self.watch_life_s = limits.watch_life_s
 
     def authorize(self, context: grpc.aio.ServicerContext) -> None:
         """With a token configured: metadata ``authorization: Bearer TOKEN``
@@ -240,9 +251,10 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         view, created = await operations.submit_workflow(self.node, kind, request.definition_json)
         return pb.SubmitReply(object_json=_json(view), created=created)
 
-    async def _get(self, kind: str, request: pb.GetWorkflowRequest) -> pb.ObjectReply:
+    async def _get(self, kind: str, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:
         view = await operations.get_workflow(
-            self.node, kind, request.id, wait_s=request.wait_s, since=request.since or None, stale=request.stale
+            self.node, kind, request.id, wait_s=request.wait_s, since=request.since or None, stale=request.stale,
+            client=grpc_peer_host(context.peer()),
         )
         return pb.ObjectReply(object_json=_json(view))
 
@@ -258,7 +270,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def GetSaga(self, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:
-        return await self._get("saga", request)
+        return await self._get("saga", request, context)
 
     @_unary
     async def ListSagas(self, request: pb.ListWorkflowsRequest, context: Any) -> pb.ObjectReply:
@@ -279,7 +291,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def GetTransaction(self, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:
-        return await self._get("tx", request)
+        return await self._get("tx", request, context)
 
     @_unary
     async def ListTransactions(self, request: pb.ListWorkflowsRequest, context: Any) -> pb.ObjectReply:
@@ -289,12 +301,16 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     async def Watch(self, request: pb.WatchRequest, context: Any) -> AsyncIterator[pb.WorkflowEvent]:
         if self.watches >= WATCH_STREAMS_MAX:
             raise Overloaded(f"{WATCH_STREAMS_MAX} watches are open on this node", retry_after_s=1)
-        self.watches += 1
-        try:
-            async for view, terminal in operations.watch_workflow(self.node, request.kind, request.id, stale=request.stale):
-                yield pb.WorkflowEvent(object_json=_json(view), terminal=terminal)
-        finally:
-            self.watches -= 1
+        with self.watch_slots.hold(grpc_peer_host(context.peer())):
+            self.watches += 1
+            try:
+                watch = operations.watch_workflow(
+                    self.node, request.kind, request.id, stale=request.stale, life_s=self.watch_life_s
+                )
+                async for view, terminal in watch:
+                    yield pb.WorkflowEvent(object_json=_json(view), terminal=terminal)
+            finally:
+                self.watches -= 1
 
 
 class GrpcApi:
@@ -310,6 +326,10 @@ class GrpcApi:
             options=[
                 ("grpc.max_receive_message_length", self.node.config.cluster.http_body_bytes_max + ENVELOPE_BYTES),
                 ("grpc.so_reuseport", 0),  # a taken port is an error, never a shared one
+                ("grpc.max_connection_idle_ms", int(self.node.config.cluster.limits.idle_connection_s * 1000)),
+                ("grpc.max_concurrent_streams", STREAMS_PER_CONNECTION_MAX),
+                ("grpc.keepalive_time_ms", int(KEEPALIVE_TIME_S * 1000)),
+                ("grpc.keepalive_timeout_ms", int(KEEPALIVE_TIMEOUT_S * 1000)),
             ]
         )
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(self.node), server)

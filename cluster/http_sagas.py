@@ -28,7 +28,8 @@ async def get_saga(request: web.Request) -> web.Response:
     one, or when S runs out). ``?stale=true`` reads the local replica."""
     query = request.query
     view = await operations.get_workflow(
-        _node(request), "saga", request.match_info["id"], wait_s=query.get("wait"), since=query.get("since"), stale=query.get("stale")
+        _node(request), "saga", request.match_info["id"], wait_s=query.get("wait"), since=query.get("since"), stale=query.get("stale"),
+        client=request.remote,
     )
     return web.json_response(view)
 

@@ -14,6 +14,14 @@ atomic values are not tracked by the collector, and a saga takes about
 The map keeps one insertion order for both forms (a value replaced in place
 keeps its position), so every replica - and a replica restored from a
 snapshot - lists and snapshots workflows in the same order.
+
+It also charges each workflow its size for the state budget
+(cluster/limits.py), as a function of the state alone - so a replica that
+applied every entry and one restored from a snapshot charge the same: a
+terminal workflow its packed bytes (packed anyway), an unfinished one its
+encoded definition (packed once per id) plus :data:`WORKFLOW_OVERHEAD_BYTES`.
+An unfinished workflow's outputs and signals count once it ends; the model's
+limits bound them meanwhile (saga/limits.py).
 """
 
 from __future__ import annotations
@@ -22,7 +30,11 @@ from typing import Any, Callable, Iterator
 
 from consensus import pack, unpack
 
-__all__ = ["KeptWorkflows"]
+__all__ = ["KeptWorkflows", "WORKFLOW_OVERHEAD_BYTES"]
+
+# History, step records and bookkeeping of an unfinished workflow, beyond
+# its definition.
+WORKFLOW_OVERHEAD_BYTES = 1024
 
 
 class KeptWorkflows:
@@ -34,6 +46,17 @@ class KeptWorkflows:
         # id of a terminal workflow -> (created_at_ms, updated_at_ms, status): for
         # retention and listing without decoding.
         self._summary: dict[str, tuple[int, int, str]] = {}
+        self.bytes = 0  # charged for the state budget, all kept workflows
+        self._charged: dict[str, int] = {}
+        self._definition_bytes: dict[str, int] = {}  # of the unfinished ones
+
+    def charge_of_new(self, definition: Any) -> int:
+        """What an unfinished workflow with this definition is charged."""
+        return len(pack(self._model.definition_to_dict(definition))) + WORKFLOW_OVERHEAD_BYTES
+
+    def _charge(self, workflow_id: str, charge: int) -> None:
+        self.bytes += charge - self._charged.get(workflow_id, 0)
+        self._charged[workflow_id] = charge
 
     # -- writes ------------------------------------------------------------------------
     def put(self, workflow_id: str, state: Any, packed: bytes | None = None) -> None:
@@ -42,13 +65,20 @@ class KeptWorkflows:
         if not self._is_terminal(state):
             self._kept[workflow_id] = state
             self.active.add(workflow_id)
+            if workflow_id not in self._definition_bytes:
+                self._definition_bytes[workflow_id] = self.charge_of_new(state.definition)
+            self._charge(workflow_id, self._definition_bytes[workflow_id])
             return
-        self._kept[workflow_id] = packed if packed is not None else pack(self._model.state_to_dict(state))
+        self._kept[workflow_id] = value = packed if packed is not None else pack(self._model.state_to_dict(state))
+        self._charge(workflow_id, len(value))
+        self._definition_bytes.pop(workflow_id, None)
         self._summary[workflow_id] = (state.created_at_ms, state.updated_at_ms, state.status.value)
         self.active.discard(workflow_id)
 
     def __delitem__(self, workflow_id: str) -> None:
         del self._kept[workflow_id]
+        self.bytes -= self._charged.pop(workflow_id)
+        self._definition_bytes.pop(workflow_id, None)
         self._summary.pop(workflow_id, None)
         self.active.discard(workflow_id)
 

@@ -27,6 +27,8 @@ import aiohttp
 from .config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from .executor import ExecutorSettings
 from .netpolicy import ServicePolicy
+from .files import private_dir
+from .limits import Limits
 from .supervisor import Supervisor
 from consensus import RaftSettings
 
@@ -106,9 +108,10 @@ class LocalCluster:
         hosts: Mapping[str, str] | None = None,
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
         services: ServicePolicy | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        private_dir(self.root)
         self.config: ClusterConfig = local_cluster(
             nodes=nodes,
             host="127.0.0.1",
@@ -121,6 +124,8 @@ class LocalCluster:
             self.config = _placed(self.config, hosts)
         if services is not None:
             self.config = replace(self.config, services=services)
+        if limits is not None:
+            self.config = replace(self.config, limits=limits)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")

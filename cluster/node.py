@@ -12,6 +12,8 @@ from consensus import LeadershipChange, PySyncObjLog
 
 from .config import NodeAddress, NodeConfig
 from .executor import Executor
+from .client_slots import ClientSlots
+from .files import private_dir
 from .http_api import build_app
 from .state import ClusterState
 
@@ -58,6 +60,8 @@ class Node:
         self._grpc = None  # the gRPC API (cluster.grpc_api.GrpcApi) while started
         self.executor = Executor(self, config.cluster.executor)
         self._watchers: dict[str, list[asyncio.Future]] = {}
+        # Long polls (HTTP ?wait=, gRPC wait_s) one client may hold (cluster/limits.py).
+        self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
         self.log.add_leadership_listener(self._on_leadership)
         self.log.add_leadership_listener(self.executor.on_leadership)
         self.log.add_apply_listener(self.executor.on_applied)
@@ -136,9 +140,11 @@ class Node:
         }
 
     async def start(self) -> None:
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.data_dir)
         await self.log.start()
-        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            build_app(self), access_log=None, handle_signals=False, keepalive_timeout=self.config.cluster.limits.idle_connection_s
+        )
         await self._runner.setup()
         host, port = self.config.node.http.rsplit(":", 1)
         await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()

@@ -296,7 +296,7 @@ _ERRORS = {
             "A write whose body is not sent as Content-Type: application/json.", None),
     "421": ("Misdirected", _error_schema(["misdirected_request"]),
             "The Host header is not a name of this node, a loopback name or in [api] allowed_hosts.", None),
-    "429": ("Overloaded", _error_schema(["overloaded"]), "The in-flight workflow or proposal limit is reached.", _RETRY_AFTER),
+    "429": ("Overloaded", _error_schema(["overloaded"]), "The in-flight workflow or proposal limit, the state's byte budget ([limits] state_bytes_max) or this client's long polls ([limits] long_polls_per_client_max) are reached.", _RETRY_AFTER),
     "503": ("Unavailable", _error_schema(["no_leader", "suspended", "not_written", "outcome_unknown"],
                                          services={"type": "array", "items": _STRING}),
             "No leader yet, the write's outcome is unknown or it was not written (retry), or intake is suspended "
@@ -406,7 +406,7 @@ def _paths() -> dict:
         },
         "/v1/sagas/{id}": {
             "parameters": [{"$ref": "#/components/parameters/SagaId"}],
-            "get": _op("getSaga", "One saga.", ok("Saga"), read + " 404", ("Wait", "Since", "Stale")),
+            "get": _op("getSaga", "One saga.", ok("Saga"), read + " 404 429", ("Wait", "Since", "Stale")),
         },
         "/v1/sagas/{id}/signals/{name}": {
             "parameters": [{"$ref": "#/components/parameters/SagaId"}, {"$ref": "#/components/parameters/SignalName"}],
@@ -429,7 +429,7 @@ def _paths() -> dict:
         "/v1/transactions/{id}": {
             "parameters": [{"$ref": "#/components/parameters/TransactionId"}],
             "get": _op("getTransaction", "One transaction (also how a prepared participant learns the decision).",
-                       ok("Transaction"), read + " 404", ("Wait", "Since", "Stale")),
+                       ok("Transaction"), read + " 404 429", ("Wait", "Since", "Stale")),
         },
     }
 

@@ -31,12 +31,13 @@ from urllib.parse import urlsplit
 
 import saga
 import twopc
-from consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected
+from consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected, Rejection
 from saga import limits as saga_limits
 
 from .config import NodeAddress
 from .errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
 from .netpolicy import literal_address
+from .limits import Limits, check_admission
 from .registry import REMOTE_CHARS_MAX, InvalidService, validate_service_body, validate_service_name
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -405,9 +406,21 @@ async def submit_workflow(node: "Node", kind_name: str, raw: bytes | str) -> tup
                 raise Conflict(f"id: {store.noun} {workflow_id!r} exists with another definition")
             return model.to_api(existing), False
     node.executor.admission(kind.services(definition))
-    value = await propose(node, kind.submit_command, {"definition": {**body, "id": workflow_id}})
+    limits = node.config.cluster.limits
+    _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
+    value = await propose(node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command()})
     view, _ = _view(node, kind, workflow_id)
     return view, bool(value["created"])
+
+
+def _check_state_budget(node: "Node", store: WorkflowStore, definition: Any, limits: Limits) -> None:
+    """Refuse early what the state machine would refuse (cluster/limits.py);
+    it checks again at apply time, where the log decides."""
+    with node.log.reading():
+        try:
+            check_admission(limits.to_command(), store.noun, store.items.charge_of_new(definition), node.state.charged_bytes())
+        except Rejection as rejection:
+            raise error_for_rejection(rejection.code, rejection.message) from None
 
 
 async def get_workflow(
@@ -418,13 +431,22 @@ async def get_workflow(
     wait_s: float | str | None = None,
     since: str | None = None,
     stale: bool | str | None = None,
+    client: str | None = None,
 ) -> dict:
     """One workflow. With ``wait_s``, while this node leads, wait up to that
     long for a terminal state, or with ``since`` (an ``updated_at``) for any
-    state updated after it."""
+    state updated after it; such a long poll holds one of the slots of
+    ``client`` (its remote address, ``node.long_polls``)."""
     kind = _kind(kind_name)
     workflow_id = check_workflow_id(workflow_id)
     wait_s = parse_number("wait", wait_s, 0.0, 0.0, WAIT_S_MAX)
+    if wait_s > 0:
+        with node.long_polls.hold(client):
+            return await _long_poll(node, kind, workflow_id, wait_s, since, stale)
+    return await _long_poll(node, kind, workflow_id, 0.0, since, stale)
+
+
+async def _long_poll(node: "Node", kind: _Kind, workflow_id: str, wait_s: float, since: str | None, stale: bool | str | None) -> dict:
     await linearizable(node, stale)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
@@ -449,18 +471,21 @@ async def list_workflows(
 
 
 async def watch_workflow(
-    node: "Node", kind_name: str, workflow_id: str, *, stale: bool | str | None = None
+    node: "Node", kind_name: str, workflow_id: str, *, stale: bool | str | None = None, life_s: float | None = None
 ) -> AsyncIterator[tuple[dict, bool]]:
     """(object, terminal) now and after each change, until terminal.
 
     Linearizable unless ``stale``: the first read follows a barrier, and the
     watch ends with ``not_leader`` / ``no_leader`` when this node stops
     leading (the caller resumes on the new leader). With ``stale`` it follows
-    this node's replica, on any node."""
+    this node's replica, on any node. After ``life_s`` it ends with
+    ``watch_expired`` (503): the caller opens it again."""
     kind = _kind(kind_name)
     workflow_id = check_workflow_id(workflow_id)
     stale = parse_flag("stale", stale)
     await linearizable(node, stale)
+    loop = asyncio.get_running_loop()
+    end = None if life_s is None else loop.time() + life_s
     last = None
     while True:
         view, terminal = _view(node, kind, workflow_id)
@@ -471,7 +496,9 @@ async def watch_workflow(
             return
         if not stale:
             require_leader(node)
-        await node.wait_change(workflow_id, WATCH_POLL_S)
+        if end is not None and loop.time() >= end:
+            raise Unavailable(f"the watch reached its life of {life_s:g} s; open it again to resume", code="watch_expired")
+        await node.wait_change(workflow_id, WATCH_POLL_S if end is None else max(0.0, min(WATCH_POLL_S, end - loop.time())))
 
 
 # -- saga only -----------------------------------------------------------------------------------

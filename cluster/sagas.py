@@ -12,13 +12,20 @@ from __future__ import annotations
 from typing import Any
 
 import saga as machine
-from consensus import Rejection
+from consensus import Rejection, pack
 
 from .workflows import WorkflowStore
 
 __all__ = ["SagaStore", "OUTCOMES_PER_SERVICE_MAX"]
 
 OUTCOMES_PER_SERVICE_MAX = 200_000
+# The index, ids and kind of a recorded outcome, beyond its output.
+OUTCOME_OVERHEAD_BYTES = 128
+
+
+def outcome_bytes(outcome: dict) -> int:
+    """What a recorded outcome is charged for the state budget (cluster/limits.py)."""
+    return len(pack(outcome["output"])) + OUTCOME_OVERHEAD_BYTES
 
 
 class SagaStore(WorkflowStore):
@@ -28,6 +35,7 @@ class SagaStore(WorkflowStore):
     def __init__(self, registry) -> None:
         super().__init__(registry)
         self.outcomes: dict[str, list[dict]] = {}  # service -> outcomes in log order
+        self.outcome_bytes = 0  # charged for the state budget
 
     @property
     def sagas(self) -> dict[str, machine.SagaState]:
@@ -68,7 +76,13 @@ class SagaStore(WorkflowStore):
 
     def forget(self, pruned: set[str]) -> None:
         for service, outcomes in self.outcomes.items():
-            self.outcomes[service] = [o for o in outcomes if o["saga"] not in pruned]
+            kept = []
+            for o in outcomes:
+                if o["saga"] in pruned:
+                    self.outcome_bytes -= outcome_bytes(o)
+                else:
+                    kept.append(o)
+            self.outcomes[service] = kept
 
     # -- helpers ---------------------------------------------------------------------
     def _step(self, index: int, saga_id: str, state: machine.SagaState, event: machine.Event) -> dict:
@@ -91,8 +105,10 @@ class SagaStore(WorkflowStore):
             return
         outcomes = self.outcomes.setdefault(step.service, [])
         if len(outcomes) >= OUTCOMES_PER_SERVICE_MAX:
-            del outcomes[0]  # bounded: the oldest outcome goes; retention normally prunes first
-        outcomes.append({"index": index, "saga": state.id, "step": step.name, "kind": kind, "output": output})
+            self.outcome_bytes -= outcome_bytes(outcomes.pop(0))  # bounded: the oldest goes; retention normally prunes first
+        outcome = {"index": index, "saga": state.id, "step": step.name, "kind": kind, "output": output}
+        outcomes.append(outcome)
+        self.outcome_bytes += outcome_bytes(outcome)
 
     # -- reads ---------------------------------------------------------------------------
     def uses_service(self, name: str) -> bool:
@@ -108,3 +124,4 @@ class SagaStore(WorkflowStore):
     def restore(self, data: dict) -> None:
         self.restore_packed(data["sagas"])
         self.outcomes = {service: list(items) for service, items in data["outcomes"].items()}
+        self.outcome_bytes = sum(outcome_bytes(o) for items in self.outcomes.values() for o in items)

@@ -26,6 +26,7 @@ class ClusterState:
         self.registry = ServiceRegistry()
         self.sagas = SagaStore(self.registry)
         self.transactions = TransactionStore(self.registry)
+        self.sagas.charged_bytes = self.transactions.charged_bytes = self.charged_bytes
         self.applied_index = 0
         self.sequence = 0  # commands applied without rejection
         self._handlers: dict[str, Callable[[int, Command], Any]] = {
@@ -45,6 +46,10 @@ class ClusterState:
         """Whether a running (non-terminal) saga or transaction calls `name`:
         such a service is neither deleted nor re-pointed without force."""
         return self.sagas.uses_service(name) or self.transactions.uses_service(name)
+    def charged_bytes(self) -> int:
+        """The bytes the state budget counts (cluster/limits.py): every kept
+        workflow and recorded outcome."""
+        return self.sagas.items.bytes + self.sagas.outcome_bytes + self.transactions.items.bytes
 
     def _delete_service(self, index: int, command: Command) -> Any:
         name = command.body.get("name") if isinstance(command.body, dict) else None

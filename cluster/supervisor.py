@@ -20,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from .config import ClusterConfig
+from .files import PRIVATE_FILE_MODE, private_dir
 
 __all__ = ["Supervisor"]
 
@@ -77,8 +78,10 @@ class Supervisor:
         if current is not None and current.poll() is None:
             raise RuntimeError(f"{node_id} is already running (pid {current.pid})")
         log_path = self.log_path(node_id)
-        log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(log_path, "ab") as log_file:
+        private_dir(log_path.parent)
+        fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
+        os.fchmod(fd, PRIVATE_FILE_MODE)  # a log written before files were owner-only
+        with os.fdopen(fd, "ab") as log_file:
             process = subprocess.Popen(
                 [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "cluster", "node", "--config", str(self.cluster_file), "--id", node_id,
                  *(["--insecure"] if self.insecure else [])],

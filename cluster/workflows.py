@@ -8,11 +8,12 @@ state's id and whether it is terminal.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from consensus import Rejection, unpack
 
 from .kept import KeptWorkflows
+from .limits import check_admission
 from .registry import ServiceRegistry
 
 __all__ = ["WorkflowStore", "WORKFLOWS_KEPT_MAX", "PRUNE_BATCH_MAX"]
@@ -32,6 +33,9 @@ class WorkflowStore:
         # costs heartbeats) reuses their bytes, and the garbage collector
         # never walks them.
         self.items = KeptWorkflows(self.model, self.is_terminal)
+        # The bytes charged to the whole state (cluster/limits.py); the
+        # cluster state sets it to count every store.
+        self.charged_bytes: Callable[[], int] = lambda: self.items.bytes
 
     @property
     def active(self) -> set[str]:
@@ -63,6 +67,7 @@ class WorkflowStore:
         if len(self.items) >= WORKFLOWS_KEPT_MAX:
             raise Rejection("overloaded", f"{WORKFLOWS_KEPT_MAX} {self.noun}s are kept; wait for retention to prune terminal ones")
         state, _effects = self.model.start(definition, at_ms)
+        check_admission(body.get("limits"), self.noun, self.items.charge_of_new(state.definition), self.charged_bytes())
         self.store(state)
         return {"id": definition.id, "created": True}
 

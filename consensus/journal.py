@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 MAGIC = b"COORDJ01"
 _HEADER = struct.Struct("<II")
 JOURNAL_RECORD_BYTES_MAX = 64 * 1024 * 1024
+# The journal holds every body and output: the owner's alone.
+JOURNAL_FILE_MODE = 0o600
 
 
 def fsync_directory(path: str) -> None:
@@ -69,6 +71,7 @@ class MsgpackJournal(Journal):
         else:
             self._rewrite()
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        os.fchmod(self._fd, JOURNAL_FILE_MODE)  # one written before journals were owner-only
 
     # -- loading ------------------------------------------------------------
     def _load(self) -> None:
@@ -132,7 +135,9 @@ class MsgpackJournal(Journal):
         tmp = self._path + ".tmp"
         parts = [MAGIC, self._frame(["m", self._term, self._voted_for]), self._frame(["c", self._commit_index])]
         parts.extend(self._frame(["a", *entry_to_record(entry)]) for entry in self._entries)
-        with open(tmp, "wb") as f:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, JOURNAL_FILE_MODE)
+        os.fchmod(fd, JOURNAL_FILE_MODE)
+        with os.fdopen(fd, "wb") as f:
             f.write(b"".join(parts))
             f.flush()
             if self._fsync:

@@ -35,6 +35,7 @@ from .applier import STALE_TERM
 from .codec import Command, encode_command, encode_in_term
 from .errors import NotLeader, NotWritten, OutcomeUnknown, error_for_fail_reason
 from .journal import MsgpackJournal
+from .raft_guard import guarded_tcp_transport
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
 from .settings import RaftSettings
 from .snapshot import SnapshotHooks
@@ -138,9 +139,10 @@ def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPT
     PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`),
     drops keepalives (:meth:`_RaftNode._keepalive`) before PySyncObj sees
     them, and elects soon when the leader's connection closes
-    (:func:`_elect_soon_after_leader_loss`)."""
+    (:func:`_elect_soon_after_leader_loss`). A TCP transport is also
+    bounded before its password check (:mod:`consensus.raft_guard`)."""
 
-    class SyncingTransport(base):
+    class SyncingTransport(guarded_tcp_transport(base)):
         def __init__(self, syncObj, selfNode, otherNodes):
             self._coordinator_raft = syncObj
             super().__init__(syncObj, selfNode, otherNodes)

@@ -25,6 +25,7 @@ __all__ = ["SnapshotHooks", "SNAPSHOT_FORMAT_VERSION"]
 log = logging.getLogger(__name__)
 SNAPSHOT_FORMAT_VERSION = 1
 SNAPSHOT_BYTES_MAX = 1024 * 1024 * 1024
+SNAPSHOT_FILE_MODE = 0o600
 
 
 def _fatal(message: str) -> None:  # pragma: no cover - exits the process
@@ -62,7 +63,9 @@ class SnapshotHooks:
         # Streamed, not packed whole: no transient copy of the state. The
         # document still refers to parts of the live state, which only this
         # thread - PySyncObj's tick thread, which applies entries - changes.
-        with open(path, "wb", buffering=1024 * 1024) as f:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, SNAPSHOT_FILE_MODE)
+        os.fchmod(fd, SNAPSHOT_FILE_MODE)  # the whole state: the owner's alone
+        with os.fdopen(fd, "wb", buffering=1024 * 1024) as f:
             pack_to(doc, f.write)
             f.flush()
             if self._fsync:

@@ -63,3 +63,48 @@ def test_secret_is_owner_only_and_others_readable_is_refused(tmp_path):
     os.chmod(path, 0o644)
     with pytest.raises(ConfigError, match="chmod 600"):
         read_secret(path)
+
+
+def test_a_symlinked_secret_is_refused(tmp_path):
+    real = tmp_path / "real"
+    generate_secret(real)
+    link = tmp_path / "secret"
+    link.symlink_to(real)
+    with pytest.raises(ConfigError, match="symbolic link"):
+        read_secret(link)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="chown to another user needs root")
+def test_a_secret_owned_by_another_user_is_refused(tmp_path):
+    path = tmp_path / "secret"
+    generate_secret(path)
+    os.chown(path, 65534, 65534)
+    with pytest.raises(ConfigError, match="owned by uid 65534"):
+        read_secret(path)
+
+
+def test_a_group_readable_secret_is_refused(tmp_path):
+    path = tmp_path / "secret"
+    generate_secret(path)
+    os.chmod(path, 0o640)
+    with pytest.raises(ConfigError, match="chmod 600"):
+        read_secret(path)
+
+
+def test_a_secret_that_is_not_a_regular_file_is_refused(tmp_path):
+    path = tmp_path / "secret"
+    os.mkfifo(path, 0o600)  # opening it for reading would block: it is never opened blocking
+    with pytest.raises(ConfigError, match="not a regular file"):
+        read_secret(path)
+
+
+def test_a_symlink_planted_at_the_cluster_files_temporary_path_is_not_followed(tmp_path):
+    config = local_cluster(nodes=3, host="127.0.0.1", base_port=24000, data_dir=tmp_path)
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    path = tmp_path / "cluster.toml"
+    path.with_suffix(".tmp").symlink_to(victim)
+    write_cluster_file(path, config)
+    assert victim.read_text() == "precious\n"
+    assert not path.is_symlink() and load_cluster_file(path).nodes == config.nodes
+    assert os.stat(path).st_mode & 0o777 == 0o600

@@ -123,3 +123,82 @@ async def test_paths_that_leave_the_service_base_path_get_400_naming_the_field(c
     tx = {"participants": [{"service": "orders", "prepare": call, "commit": {"path": "/c"}, "abort": {"path": "/a?x=1"}}]}
     response = await cluster.request("POST", leader, "/v1/transactions", tx, follow=True)
     assert response.status == 400 and response.json["error"]["field"] == "participants[0].prepare.path", response
+def _rss_kb(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def _closed_by_peer(s: socket.socket, within_s: float) -> bool:
+    """True when the other end closes ``s`` (EOF or reset) within the time."""
+    s.settimeout(within_s)
+    try:
+        return s.recv(1) == b""
+    except ConnectionError:
+        return True
+    except socket.timeout:
+        return False
+
+
+def _send_huge_frame(port: int, garbage_bytes: int) -> bool:
+    """A length prefix announcing 2 GiB, then garbage: was the connection closed?"""
+    import struct
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        chunk = b"\xa5" * (1024 * 1024)
+        try:
+            s.sendall(struct.pack("i", 2**31 - 1))
+            for _ in range(garbage_bytes // len(chunk)):
+                s.sendall(chunk)
+        except (ConnectionError, socket.timeout):
+            return True
+        return _closed_by_peer(s, 3)
+
+
+def _idle_connections(port: int, count: int, source: str) -> list[socket.socket]:
+    sockets = []
+    for _ in range(count):
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.bind((source, 0))
+        s.settimeout(5)
+        try:
+            s.connect(("127.0.0.1", port))
+        except OSError:
+            s.close()
+            continue
+        sockets.append(s)
+    return sockets
+
+
+async def test_the_raft_port_closes_huge_frames_and_idle_connections_before_the_password(cluster):
+    """Issue 12 item 4: a 2 GiB length prefix and 24 MiB of garbage are not
+    buffered, idle connections are dropped, and the leader keeps its term."""
+    from consensus.raft_guard import RAFT_AUTH_TIMEOUT_S, RAFT_FOREIGN_PER_ADDRESS_MAX
+
+    leader = await cluster.wait_leader()
+    before = await cluster.cluster_view(leader)
+    pid = cluster.supervisor.pid(leader)
+    port = int(cluster.config.node(leader).raft.rsplit(":", 1)[1])
+    rss_before = _rss_kb(pid)
+
+    assert await asyncio.to_thread(_send_huge_frame, port, 24 * 1024 * 1024), "a 2 GiB frame was not refused"
+    local = await asyncio.to_thread(_idle_connections, port, 64, "127.0.0.1")  # a peer's address
+    foreign = await asyncio.to_thread(_idle_connections, port, 8, "127.0.0.2")  # not a peer's
+    try:
+        assert len(local) == 64 and len(foreign) == 8
+        closed_at_once = [await asyncio.to_thread(_closed_by_peer, s, 0.5) for s in foreign]
+        assert sum(closed_at_once) >= len(foreign) - RAFT_FOREIGN_PER_ADDRESS_MAX, closed_at_once
+        for s in local + foreign:
+            assert await asyncio.to_thread(_closed_by_peer, s, RAFT_AUTH_TIMEOUT_S + 2), "an idle connection stayed open"
+    finally:
+        for s in local + foreign:
+            s.close()
+
+    grown_kb = _rss_kb(pid) - rss_before
+    assert grown_kb < 8 * 1024, f"the leader's RSS grew by {grown_kb} KiB"
+    after = await cluster.cluster_view(leader)
+    assert after["role"] == "leader" and after["term"] == before["term"], (before, after)
+    assert (await cluster.put_service(leader, "after-flood", "http://127.0.0.1:9001")).status == 200
+    assert (await cluster.request("DELETE", leader, "/v1/services/after-flood")).status == 200
