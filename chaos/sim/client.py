@@ -133,6 +133,8 @@ class SimWorkload(WorkloadMix):
     async def record(self, process: int | str, kind: str, key: str | None, value: Any, operation: Operation,
                      *, absent_is_ok: bool = False) -> str:
         handle = self.world.history.invoke(process, kind, key, value)
+        watch = self.world.register_watch
+        watch.invoked(handle.id, kind, key, value)
         outcome, result = await self.client.call(operation)
         if outcome == "ok":
             handle.ok(result)
@@ -143,6 +145,7 @@ class SimWorkload(WorkloadMix):
             handle.fail(result)
         else:
             handle.unknown(result)
+        watch.completed(handle.id, outcome, result)
         self.world.trace.event("op", process, kind, key, outcome, result)
         return outcome
 
@@ -176,8 +179,11 @@ class SimWorkload(WorkloadMix):
             await self.record(process, "registry_put", key, url,
                               lambda n: _url(operations.put_service(n, key, body)))
         elif op < 0.9:
+            # The planted bug stale_reads: served from the local replica, without
+            # the leader check and its barrier (any node answers what it applied).
+            stale = True if self.world.settings.planted_bug == "stale_reads" else None
             await self.record(process, "registry_get", key, None,
-                              lambda n: _url(operations.get_service(n, key, stale=None)), absent_is_ok=True)
+                              lambda n: _url(operations.get_service(n, key, stale=stale)), absent_is_ok=True)
         else:
             await self.record(process, "registry_delete", key, None, lambda n: _url(operations.delete_service(n, key)))
 

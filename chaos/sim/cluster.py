@@ -247,7 +247,8 @@ class SimCluster:
     def _violation(self, kind: str, message: str, **details: Any) -> None:
         self.world.trace.event("VIOLATION", kind, message)
         if len(self.violations) < VIOLATIONS_MAX:
-            self.violations.append({"kind": kind, "message": message, "at_s": self.world.clock.now_s, **details})
+            self.violations.append({"kind": kind, "message": message, "at_s": self.world.clock.now_s, **details,
+                                    **self.world.trace.around()})
 
     def _error(self, message: str) -> None:
         self.world.trace.event("ERROR", message)

@@ -32,6 +32,7 @@ from consensus import RaftSettings
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
 from .cluster import SimCluster
 from .disk import journal_class
+from .invariants import RegisterWatch
 from .network import LinkFaults, Network
 from .participants import ParticipantFaults, ParticipantLinks, SimParticipant
 from .trace import Trace
@@ -41,7 +42,16 @@ __all__ = ["PLANTED_BUGS", "SNAPSHOTS_OFTEN", "SimSettings", "World"]
 # Bugs the checkers must catch (the simulation's self-test):
 #   participant_without_idempotency  payments runs every delivery of a call again
 #   journal_ignores_sync             the journal's fsync makes nothing durable
-PLANTED_BUGS = ("participant_without_idempotency", "journal_ignores_sync")
+#   stale_reads                      registry GETs served from the local replica, without the
+#                                    leader check and barrier (a follower, a deposed leader)
+#   participant_forgets_on_crash     a crashed participant restarts with an empty idempotency store
+#   election_on_every_reset          a node stands for election at once on every connection reset
+#   sync_returns_early               under a disk stall the journal's sync returns (and the node
+#                                    acknowledges) before the data is durable
+#   skew_beyond_bound                clock-skew jumps up to 4x the declared bound
+PLANTED_BUGS = ("participant_without_idempotency", "journal_ignores_sync", "stale_reads",
+                "participant_forgets_on_crash", "election_on_every_reset", "sync_returns_early",
+                "skew_beyond_bound")
 NODES_MAX = 7
 CLOSE_ROUNDS_MAX = 10
 
@@ -116,6 +126,7 @@ class World:
         self.journal_class = journal_class(sync_is_a_lie=settings.planted_bug == "journal_ignores_sync")
         ids = [f"n{i}" for i in range(1, settings.nodes + 1)]
         self.cluster = SimCluster(self, ids, data_dir)
+        self.register_watch = RegisterWatch(self.clock.monotonic, self.cluster._violation)
         self.network = Network(self.loop, self.rng_network, self.trace, settings.link_faults,
                                [self.cluster.slots[i].address for i in ids], self.cluster.wake_address)
         self.history = History(clock=self.clock.monotonic)
