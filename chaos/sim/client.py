@@ -4,7 +4,9 @@ A request goes to a node after a seeded delay and runs there as
 :mod:`cluster.operations` (what the HTTP and gRPC servers call) inside that
 node's process; the answer comes back after another delay. A dead node
 refuses, a node that dies mid-request resets the connection, and a slow
-one times out - each an unknown outcome for that attempt. Like the real
+one times out - each an unknown outcome for that attempt. While the
+nemesis restricts the clients to some nodes (``world.client_reach``), a
+request to another node is unreachable (never sent). Like the real
 client, :class:`SimClient` follows ``not_leader`` to the leader, retries
 ``no_leader`` / ``not_written`` / ``outcome_unknown`` and lost answers
 (every write is idempotent), and gives up after a bounded number of
@@ -53,6 +55,9 @@ class SimClient:
     async def _send(self, node_id: str, operation: Operation) -> Any:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(self.rng.uniform(*self.delay_s))
+        reach = self.world.client_reach
+        if reach is not None and node_id not in reach:
+            raise _NoAnswer("unreachable")  # no route to it: the request never left
         slot = self.world.cluster.slots[node_id]
         node, process = slot.node, slot.process
         if node is None or process is None:
@@ -103,7 +108,7 @@ class SimClient:
                 maybe_done = maybe_done or error.code == "outcome_unknown"
             except _NoAnswer as no_answer:
                 last = str(no_answer)
-                maybe_done = maybe_done or last != "refused"
+                maybe_done = maybe_done or last not in ("refused", "unreachable")
             else:
                 self.hint = node_id
                 return "ok", value

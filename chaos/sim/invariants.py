@@ -19,6 +19,18 @@ returns anything else is a violation at that moment, recorded with the
 trace lines around it. This is a necessary condition of linearizability
 (``registry_linearizable`` checks the whole history after the run); it
 catches a stale read where it happens, with its context.
+
+:func:`deadline_violations` - clock skew makes a deadline fire at most the
+declared skew bound early (see :mod:`chaos.sim.clock`): every saga or
+await step that timed out, and every transaction aborted on its deadline,
+must have run at least its timeout minus the bound on the true clock,
+from the moment its start was stamped to the moment the deadline's event
+was stamped. Stamps are mapped to the true time at which a node proposed
+them (the earliest proposal of the start stamp, the latest of the deadline
+stamp: only a deadline surely too early is reported).
+
+:func:`flap_violations` - link flaps do not become an election storm: see
+the comment above ``FLAP_ELECTIONS_SLACK_ROUNDS``.
 """
 
 from __future__ import annotations
@@ -28,7 +40,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-__all__ = ["RegisterWatch"]
+__all__ = ["FLAP_ELECTIONS_SLACK_ROUNDS", "FLAP_SETTLE_S", "RegisterWatch", "deadline_violations", "flap_violations"]
 
 PUT, GET, DELETE = "registry_put", "registry_get", "registry_delete"
 WRITES_PER_KEY_MAX = 100_000
@@ -102,3 +114,103 @@ class RegisterWatch:
         bound = {"op": last.op_id, "value": json.loads(last.value), "invoke_s": last.invoke_s,
                  "complete_s": last.complete_s}
         return possible, bound
+
+
+MS_ROUNDING_S = 0.002
+
+
+def deadline_violations(state: Any, stamps: dict[int, tuple[float, float]], bound_s: float) -> tuple[int, list[dict]]:
+    """(deadlines checked, violations) over the final state of a node (see the module docstring)."""
+    import saga as saga_machine
+
+    checked, found = 0, []
+
+    def judge(kind: str, workflow_id: str, what: str, start_ms: int, fired_ms: int, timeout_s: float) -> None:
+        nonlocal checked
+        start, fired = stamps.get(start_ms), stamps.get(fired_ms)
+        if start is None or fired is None:
+            return  # not stamped by a proposal seen here (cannot be timed)
+        checked += 1
+        took_s = fired[1] - start[0]
+        if took_s < timeout_s - bound_s - MS_ROUNDING_S:
+            found.append({"kind": "deadline_too_early", "message": f"{kind} {workflow_id!r}: {what} timed out "
+                          f"{took_s:.3f} s after it started on the true clock; its timeout is {timeout_s:g} s and "
+                          f"clocks differ by at most {bound_s:g} s", "workflow": workflow_id, "took_s": took_s,
+                          "timeout_s": timeout_s})
+
+    sagas, transactions = state.sagas.sagas, state.transactions.transactions
+    for saga_id in list(sagas):
+        saga = sagas[saga_id]
+        failure = saga.failure
+        if failure is None or failure.reason is not saga_machine.FailureReason.TIMED_OUT:
+            continue
+        fired = [r.at_ms for r in saga.history if r.event is saga_machine.HistoryEvent.TIMED_OUT]
+        if not fired:
+            continue
+        if failure.error.startswith("saga deadline") and saga.definition.timeout_s is not None:
+            judge("saga", saga_id, "the saga", saga.created_at_ms, fired[0], saga.definition.timeout_s)
+            continue
+        names = [step.name for step in saga.definition.steps]
+        if failure.step in names:
+            index = names.index(failure.step)
+            started = saga.steps[index].started_at_ms
+            if started is not None:
+                judge("saga", saga_id, f"step {failure.step!r}", started, fired[0],
+                      saga.definition.steps[index].timeout_s)
+    for tx_id in list(transactions):
+        tx = transactions[tx_id]
+        fired = [r.at_ms for r in tx.history if r.event == "timed_out"]
+        if fired:
+            judge("transaction", tx_id, "the transaction", tx.created_at_ms, fired[0], tx.definition.timeout_s)
+    return checked, found
+
+
+# Link flaps and elections. A flap episode resets every connection of one
+# node (the leader when it begins) a few times; the simulated connections
+# come back 10-500 ms later. A follower that loses its leader's connection
+# stands soon after (consensus.pysyncobj_log._elect_soon_after_leader_loss,
+# ranked by address), and PySyncObj has no pre-vote: a candidate whose log
+# is behind cannot win, yet bumps the term of the others, so a peer with a
+# longer log stands next and the leader, seeing the higher term, steps down
+# and may stand too. In that cascade each node stands about once per reset,
+# so an episode of r resets in a cluster of n nodes should see at most
+# n * r candidacies, plus two rounds of every node (2 n) for split votes
+# and background connection resets in the same window. Measured with
+# link-flap alone (seeds 1-20, 20 s): at most 4.5 per reset in a 2-reset
+# episode (9 <= 3*2 + 6) and 20 in a 5-reset one (<= 21). A node that
+# stands on every reset, without waiting for its rank, splits the vote with
+# the others and they stand again round after round: up to 32 in 5 resets.
+FLAP_ELECTIONS_SLACK_ROUNDS = 2  # times the number of nodes
+# After its last reset an episode's window stays open this long: the
+# elections it caused happen within a connection retry and an election timeout.
+FLAP_SETTLE_S = 1.5
+# Another fault within this long before an episode (or during it) would
+# cause elections of its own: such an episode is not judged.
+FLAP_QUIET_BEFORE_S = 3.0
+
+
+def flap_violations(episodes: list[dict], candidacies: list[tuple[float, str, int]],
+                    other_faults: list[tuple[float, float]], nodes: int) -> tuple[dict[str, Any], list[dict]]:
+    """(stats, violations): candidacies per flap episode against ``nodes * (resets + FLAP_ELECTIONS_SLACK_ROUNDS)``.
+
+    ``episodes``: {"start_s", "end_s", "node", "resets"}; ``other_faults``: (start, end) of every other fault."""
+    found: list[dict] = []
+    judged = window_s = in_flaps = 0
+    for episode in episodes:
+        start, end = episode["start_s"], episode["end_s"] + FLAP_SETTLE_S
+        window_s += end - start
+        count = sum(1 for at, _, _ in candidacies if start <= at <= end)
+        in_flaps += count
+        episode["candidacies"] = count
+        if any(b >= start - FLAP_QUIET_BEFORE_S and a <= end for a, b in other_faults):
+            continue  # another fault overlaps: its elections are not the flaps'
+        judged += 1
+        bound = nodes * (episode["resets"] + FLAP_ELECTIONS_SLACK_ROUNDS)
+        if count > bound:
+            found.append({"kind": "election_storm", "message": f"{episode['resets']} resets of {episode['node']}'s "
+                          f"links from {start:.3f} s to {episode['end_s']:.3f} s: {count} candidacies (at most "
+                          f"{bound} expected)", **episode})
+    stats = {"flap_episodes": len(episodes), "flap_episodes_judged": judged,
+             "elections_under_flaps": in_flaps,
+             "elections_per_min_under_flaps": round(in_flaps * 60 / window_s, 1) if window_s else None}
+    return stats, found
