@@ -63,7 +63,7 @@ class SimDisk:
         stall_s = math.exp(self.rng.uniform(math.log(STALL_S[0]), math.log(STALL_S[1])))
         self.stalls += 1
         self.stalled_s += stall_s
-        done = max(now, self.busy_until) + stall_s
+        done = max(self.busy_until, now + stall_s)  # the device queues: syncs issued together overlap
         if not self.returns_early:
             self.busy_until = done
             self.on_busy(done)
