@@ -2,6 +2,11 @@
 every node, and a network partition that cuts one node off from its peers
 while clients still reach it (needs the nodes in network namespaces:
 chaos.netns). Each is aimed at the leader or at a random node (seeded).
+Two more, not in the default set: ``participant-crash`` stops one
+recording participant as a killed process (handlers cancelled, connections
+dropped) and serves it again 0.3-3 s later on the same address and store;
+``link-flap`` resets every Raft connection of one node 2-5 times, 0.2-1 s
+apart, while the process lives (``ss -K`` in its namespace).
 
 Faults are picked at random (FAULT_WEIGHTS) and start one after the other,
 each a seeded ``interval_s`` after the previous one started (or when it
@@ -16,18 +21,19 @@ import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from cluster.local import LocalCluster
 
 from .netns import Network
 
-__all__ = ["AIMS", "FAULTS", "FAULT_WEIGHTS", "NO_NETWORK", "Nemesis"]
+__all__ = ["AIMS", "FAULTS", "FAULT_WEIGHTS", "NO_NETWORK", "NO_PARTICIPANTS", "Nemesis"]
 
-FAULTS = ("kill", "pause", "restart-all", "partition")
+FAULTS = ("kill", "pause", "restart-all", "partition", "participant-crash", "link-flap")
 # How often each fault is picked, relative to the others: a restart of every
 # node costs the cluster several seconds (processes start, journals replay,
 # an election), so it comes less often than the single-node faults.
-FAULT_WEIGHTS = {"kill": 3, "pause": 3, "partition": 2, "restart-all": 1}
+FAULT_WEIGHTS = {"kill": 3, "pause": 3, "partition": 2, "restart-all": 1, "participant-crash": 2, "link-flap": 2}
 # "mixed": the leader LEADER_AIM of the time, else a random node;
 # "leader": the leader whenever one is found within LEADER_WAIT_S.
 AIMS = ("mixed", "leader", "random")
@@ -35,6 +41,7 @@ LEADER_AIM = 0.7
 LEADER_WAIT_S = 3.0
 VIEW_TIMEOUT_S = 1.0
 NO_NETWORK = "the nodes are not in network namespaces"
+NO_PARTICIPANTS = "no participants to crash were given"
 
 
 @dataclass
@@ -51,6 +58,7 @@ class Nemesis:
     partition_s: tuple[float, float] = (2.0, 6.0)
     # fault -> why this run cannot inject it
     skipped: Mapping[str, str] = field(default_factory=dict)
+    services: Mapping[str, Any] = field(default_factory=dict)  # name -> chaos.participants.RunningService
     _target_rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -59,8 +67,11 @@ class Nemesis:
         unknown = sorted(set(self.faults) - set(FAULTS))
         if unknown:
             raise ValueError(f"faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
-        if "partition" in self.faults and self.network is None and "partition" not in self.skipped:
-            self.skipped = {**self.skipped, "partition": NO_NETWORK}
+        for kind in ("partition", "link-flap"):
+            if kind in self.faults and self.network is None and kind not in self.skipped:
+                self.skipped = {**self.skipped, kind: NO_NETWORK}
+        if "participant-crash" in self.faults and not self.services and "participant-crash" not in self.skipped:
+            self.skipped = {**self.skipped, "participant-crash": NO_PARTICIPANTS}
         # Targets draw from their own generator: whether a leader was found
         # (timing) must not shift the seeded schedule of fault kinds.
         self._target_rng = random.Random(self.rng.random())
@@ -126,6 +137,18 @@ class Nemesis:
             for node_id in self.cluster.ids:
                 supervisor.start(node_id)
             return started
+        if kind == "participant-crash":
+            started = time.monotonic()
+            name = self.rng.choice(sorted(self.services))
+            down_s = round(self.rng.uniform(0.3, 3.0), 2)
+            entry = self._record(kind, None, service=name, down_s=down_s)
+            await self.services[name].crash()
+            try:
+                await asyncio.sleep(down_s)
+            finally:
+                await self.services[name].restart()
+                entry["restarted_at_s"] = self._now_s()
+            return started
         node_id, leader = await self._target()
         started = time.monotonic()
         if kind == "kill":
@@ -143,6 +166,8 @@ class Nemesis:
             supervisor.resume(node_id)
         elif kind == "partition":
             await self._partition(node_id, leader)
+        elif kind == "link-flap":
+            await self._flap(node_id, leader)
         else:
             raise ValueError(f"unknown fault {kind!r}")
         return started
@@ -157,6 +182,18 @@ class Nemesis:
         finally:
             self.network.heal(node_id)
             entry["healed_at_s"] = self._now_s()
+
+    async def _flap(self, node_id: str, leader: bool) -> None:
+        assert self.network is not None, "link-flap needs the nodes in network namespaces"
+        resets = self.rng.randint(2, 5)
+        gaps = [round(self.rng.uniform(0.2, 1.0), 2) for _ in range(resets - 1)]
+        entry = self._record("link-flap", node_id, leader=leader, resets=resets)
+        ports = [int(n.raft.rsplit(":", 1)[1]) for n in self.cluster.config.nodes]
+        for n in range(resets):
+            if n:
+                await asyncio.sleep(gaps[n - 1])
+            self.network.reset_links(node_id, ports)
+        entry["ended_at_s"] = self._now_s()
 
     def heal(self) -> None:
         """Every node running, resumed and connected."""

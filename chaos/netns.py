@@ -270,6 +270,13 @@ class Network:
             raise
         return peers
 
+    def reset_links(self, node_id: str, ports: Sequence[int]) -> None:
+        """Reset every established TCP connection of ``node_id`` to or from one
+        of ``ports`` (its Raft links): both ends see the connection drop, the
+        process lives (``ss -K`` in its namespace)."""
+        terms = " or ".join(f"sport = :{p} or dport = :{p}" for p in ports)
+        _run(["ip", "netns", "exec", self.namespace(node_id), "ss", "-K", "state", "established", f"( {terms} )"])
+
     def heal(self, node_id: str) -> None:
         """Remove ``node_id``'s partition (a no-op if there is none); raises
         :class:`NetnsError` if a drop qdisc is still there afterwards."""

@@ -50,6 +50,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from client.participant import MemoryStore, participant_route, saga_participant
 
@@ -419,17 +420,49 @@ class RecordingService:
 
 
 class RunningService:
-    """A RecordingService listening on loopback; `async with` closes it."""
+    """A RecordingService listening on loopback; `async with` closes it.
+
+    `crash()` stops it as a killed process would: the port closes, every
+    handler still running is cancelled at once and its caller's connection
+    drops; `restart()` serves it again on the same address with what the
+    service keeps (its idempotency store, its effects and requests)."""
 
     def __init__(self, service: RecordingService, url: str, runner: web.AppRunner) -> None:
         self.service = service
         self.url = url
         self._runner: web.AppRunner | None = runner
+        self.crashes = 0
 
     async def close(self) -> None:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    async def crash(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            self.crashes += 1
+            for connection in runner.server.connections if runner.server is not None else ():
+                task = connection._task_handler  # runs the handler of the request in progress
+                if task is not None:
+                    task.cancel()
+                if connection.transport is not None:
+                    connection.transport.abort()  # the caller sees the connection drop
+            runner._shutdown_timeout = 0.0
+            await runner.cleanup()
+
+    async def restart(self) -> None:
+        if self._runner is not None:
+            return
+        url = URL(self.url)
+        runner = web.AppRunner(self.service.app(), shutdown_timeout=CLOSE_TIMEOUT_S, access_log=None)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, url.host, url.port).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
 
     async def __aenter__(self) -> RunningService:
         return self

@@ -134,9 +134,10 @@ async def _digests(cluster: LocalCluster, history: History) -> None:
 
 
 def _network(settings: ChaosSettings) -> tuple[netns.Network | None, dict[str, str]]:
-    """Namespaces for the nodes when a partition is asked for and possible;
-    else None and why partitions are skipped."""
-    if "partition" not in settings.faults:
+    """Namespaces for the nodes when a partition or a link flap is asked for
+    and possible; else None and why they are skipped."""
+    wanted = [f for f in ("partition", "link-flap") if f in settings.faults]
+    if not wanted:
         return None, {}
     reason = netns.unavailable()
     if reason is None:
@@ -145,7 +146,7 @@ def _network(settings: ChaosSettings) -> tuple[netns.Network | None, dict[str, s
             return netns.Network.create(node_ids), {}
         except netns.NetnsError as error:
             reason = f"network namespaces failed: {error}"
-    return None, {"partition": reason}
+    return None, {kind: reason for kind in wanted}
 
 
 @contextlib.contextmanager
@@ -218,7 +219,8 @@ async def _run(settings: ChaosSettings, rng: random.Random, network: netns.Netwo
                 started = time.monotonic()
                 until = started + settings.duration_s
                 nemesis = Nemesis(cluster, random.Random(rng.random()), settings.faults, settings.fault_interval_s, started,
-                                  network=network, aim=settings.aim, partition_s=settings.partition_s, skipped=skipped)
+                                  network=network, aim=settings.aim, partition_s=settings.partition_s, skipped=skipped,
+                                  services=services)
                 workload = Workload(client, history, random.Random(rng.random()), rate_per_s=settings.rate_per_s, processes=settings.processes)
                 try:
                     await asyncio.gather(

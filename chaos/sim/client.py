@@ -4,7 +4,9 @@ A request goes to a node after a seeded delay and runs there as
 :mod:`cluster.operations` (what the HTTP and gRPC servers call) inside that
 node's process; the answer comes back after another delay. A dead node
 refuses, a node that dies mid-request resets the connection, and a slow
-one times out - each an unknown outcome for that attempt. Like the real
+one times out - each an unknown outcome for that attempt. While the
+nemesis restricts the clients to some nodes (``world.client_reach``), a
+request to another node is unreachable (never sent). Like the real
 client, :class:`SimClient` follows ``not_leader`` to the leader, retries
 ``no_leader`` / ``not_written`` / ``outcome_unknown`` and lost answers
 (every write is idempotent), and gives up after a bounded number of
@@ -53,6 +55,9 @@ class SimClient:
     async def _send(self, node_id: str, operation: Operation) -> Any:
         loop = asyncio.get_running_loop()
         await asyncio.sleep(self.rng.uniform(*self.delay_s))
+        reach = self.world.client_reach
+        if reach is not None and node_id not in reach:
+            raise _NoAnswer("unreachable")  # no route to it: the request never left
         slot = self.world.cluster.slots[node_id]
         node, process = slot.node, slot.process
         if node is None or process is None:
@@ -103,7 +108,7 @@ class SimClient:
                 maybe_done = maybe_done or error.code == "outcome_unknown"
             except _NoAnswer as no_answer:
                 last = str(no_answer)
-                maybe_done = maybe_done or last != "refused"
+                maybe_done = maybe_done or last not in ("refused", "unreachable")
             else:
                 self.hint = node_id
                 return "ok", value
@@ -133,6 +138,8 @@ class SimWorkload(WorkloadMix):
     async def record(self, process: int | str, kind: str, key: str | None, value: Any, operation: Operation,
                      *, absent_is_ok: bool = False) -> str:
         handle = self.world.history.invoke(process, kind, key, value)
+        watch = self.world.register_watch
+        watch.invoked(handle.id, kind, key, value)
         outcome, result = await self.client.call(operation)
         if outcome == "ok":
             handle.ok(result)
@@ -143,6 +150,7 @@ class SimWorkload(WorkloadMix):
             handle.fail(result)
         else:
             handle.unknown(result)
+        watch.completed(handle.id, outcome, result)
         self.world.trace.event("op", process, kind, key, outcome, result)
         return outcome
 
@@ -176,8 +184,11 @@ class SimWorkload(WorkloadMix):
             await self.record(process, "registry_put", key, url,
                               lambda n: _url(operations.put_service(n, key, body)))
         elif op < 0.9:
+            # The planted bug stale_reads: served from the local replica, without
+            # the leader check and its barrier (any node answers what it applied).
+            stale = True if self.world.settings.planted_bug == "stale_reads" else None
             await self.record(process, "registry_get", key, None,
-                              lambda n: _url(operations.get_service(n, key, stale=None)), absent_is_ok=True)
+                              lambda n: _url(operations.get_service(n, key, stale=stale)), absent_is_ok=True)
         else:
             await self.record(process, "registry_delete", key, None, lambda n: _url(operations.delete_service(n, key)))
 

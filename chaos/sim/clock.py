@@ -19,6 +19,22 @@
   the recording participants' ``at_s``), PySyncObj's ``monotonicTime`` and
   pipe notifier, the global ``random`` state (PySyncObj's election timeouts,
   the executor's backoff), and ``time.sleep``, which must never be called.
+
+Clock skew: ``VirtualClock.offsets`` holds a wall-clock offset per node
+(set and changed by the nemesis: a step is a jump). ``time.time`` called
+inside a node's process reads that node's wall clock - what the leader
+stamps into each command (``at_ms``) and reads its deadlines and retention
+against; the monotonic clock (timers, timeouts) and everything outside a
+node (clients, participants) keep the true time.
+
+What skew can do: deadlines are a leader's stamp of when a workflow or
+step started plus its timeout, and fire when a leader's wall clock (maybe
+another leader's, after a failover, or the same one after a jump) passes
+them. With every node's offset within +-``bound/2`` of true time, two
+stamps differ from true time by at most ``bound`` relative to each other,
+so a deadline fires at most ``bound`` early on the true clock (and may fire
+late by as much) - nothing worse. ``chaos.sim.invariants.deadline_violations``
+checks it.
 """
 
 from __future__ import annotations
@@ -50,11 +66,19 @@ class RealSleep(RuntimeError):
 class VirtualClock:
     def __init__(self) -> None:
         self.now_s = 0.0
+        self.offsets: dict[str, float] = {}  # node id -> its wall clock's offset from true time
 
     def monotonic(self) -> float:
         return self.now_s
 
     def wall(self) -> float:
+        if self.offsets:
+            process = PROCESS.get()
+            if process is not None:
+                return EPOCH_S + self.now_s + self.offsets.get(process.node, 0.0)
+        return EPOCH_S + self.now_s
+
+    def true_wall(self) -> float:
         return EPOCH_S + self.now_s
 
     def advance(self, delta_s: float) -> None:
@@ -70,6 +94,7 @@ class Process:
 
     def __init__(self, name: str) -> None:
         self.name = name
+        self.node = name.partition("#")[0]  # "n2#3": node n2, its third process
         self.alive = True
         self.context = contextvars.copy_context()
         self.context.run(PROCESS.set, self)

@@ -12,8 +12,15 @@ inbox or a proposal wakes it, and every ``TICK_PERIOD_S`` otherwise (what
 PySyncObj's own tick thread does with ``autoTickPeriod``).
 
 Invariants checked as the run goes (``violations``): at most one leader
-per term, and one entry per log index across every node and every restart
-(what was applied at an index never changes).
+per term, one entry per log index across every node and every restart
+(what was applied at an index never changes), and a power loss never
+takes an entry the node had acknowledged to its leader (the last
+acknowledgement that left it, if that entry is still in its log, must be
+in what it synced). Each node has a :class:`~chaos.sim.disk.SimDisk`; a
+node inside a slow sync is not ticked before the sync completes.
+
+Elections: every term a node stands in (``candidacies``), for the
+election-storm invariant under link flaps (:mod:`chaos.sim.invariants`).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 from cluster.config import ClusterConfig, NodeAddress, NodeConfig
 
 from .clock import Process
+from .disk import SimDisk
 from .node import SimNode
 from .participants import SimSession
 
@@ -40,7 +48,7 @@ __all__ = ["SimCluster", "TICK_PERIOD_S"]
 log = logging.getLogger(__name__)
 TICK_PERIOD_S = 0.05
 VIOLATIONS_MAX = 100
-_LEADER = 2
+_CANDIDATE, _LEADER = 1, 2
 
 
 @dataclass
@@ -54,6 +62,8 @@ class _Slot:
     tick_handle: asyncio.TimerHandle | None = None
     tick_at: float = 0.0
     lost_bytes: list[int] = field(default_factory=list)
+    disk: SimDisk | None = None
+    stood_in: int = -1  # the last term this node stood in
 
     @property
     def address(self) -> str:
@@ -75,6 +85,12 @@ class SimCluster:
         self.applied_count = 0
         self.violations: list[dict[str, Any]] = []
         self.errors: list[str] = []
+        self.candidacies: list[tuple[float, str, int]] = []  # (virtual time, node, term)
+        self.stamps: dict[int, tuple[float, float]] = {}  # at_ms proposed -> (first, last) virtual time
+        for slot in self.slots.values():
+            slot.disk = SimDisk(random.Random(world.rng_disks.getrandbits(64)), world.clock.monotonic,
+                                lambda until, s=slot: self._busy(s, until),
+                                returns_early=settings.planted_bug == "sync_returns_early")
 
     # -- lifecycle -------------------------------------------------------------
     async def start_all(self) -> None:
@@ -96,6 +112,9 @@ class SimCluster:
         slot.process, slot.node, slot.stalled = process, node, False
         world.trace.event("start", node_id, slot.incarnation)
         await self.world.loop.create_task(node.start(), context=process.context)
+        journal = getattr(node.log, "journal", None)
+        if journal is not None and hasattr(journal, "disk"):
+            journal.disk, journal.loop = slot.disk, world.loop
         self._schedule_tick(slot, 0.0)
 
     async def crash(self, node_id: str, *, power_loss: bool = True) -> None:
@@ -106,16 +125,35 @@ class SimCluster:
             return
         process.kill()
         slot.process, slot.node, slot.tick_handle = None, None, None
+        if slot.disk is not None:
+            slot.disk.busy_until = 0.0  # the sync in progress dies with the process
         journal = getattr(node.log, "journal", None)
         lost = 0
         if journal is not None and power_loss:
+            held = {(e[1], e[2]) for e in journal._entries}
             lost = journal.power_loss(self.world.rng_faults)
+            self._check_acknowledged_kept(node_id, held, journal)
         elif journal is not None:
             journal._destroy()  # a killed process: what it wrote is in the page cache, and stays
         slot.lost_bytes.append(lost)
         self.world.network.set_stalled(slot.address, False)
         await node.log.stop()  # detaches the transport; the journal is already closed
         self.world.trace.event("crash", node_id, slot.incarnation, "power-loss" if power_loss else "kill", lost)
+
+    def _check_acknowledged_kept(self, node_id: str, held: set[tuple[int, int]], journal: Any) -> None:
+        ack = self.world.network.last_ack(self.slots[node_id].address)
+        if ack is None or ack not in held:
+            return  # nothing acknowledged, or the entry left the log since (truncated, compacted)
+        kept = journal.durable_entries()
+        if ack not in kept and (not kept or kept[-1][0] < ack[0] or ack[0] >= kept[0][0]):
+            self._violation("acknowledged_entry_lost", f"{node_id} acknowledged entry {ack[0]} (term {ack[1]}) "
+                            f"and lost it in a power loss (it kept up to {kept[-1] if kept else None})",
+                            node=node_id, index=ack[0], term=ack[1])
+
+    def _busy(self, slot: _Slot, until: float) -> None:
+        """The node is inside a slow sync until ``until``: its tick and sends wait."""
+        self.world.network.busy_until[slot.address] = until
+        self.world.trace.event("disk-stall", slot.id, f"{until:.6f}")
 
     def stall(self, node_id: str) -> None:
         """The node's Raft tick stops (GIL starvation, a long GC); its event loop runs on."""
@@ -172,7 +210,7 @@ class SimCluster:
         if process is None or slot.stalled:
             return
         loop = self.world.loop
-        at = loop.time() + delay_s
+        at = max(loop.time() + delay_s, slot.disk.busy_until if slot.disk is not None else 0.0)
         if slot.tick_handle is not None and not slot.tick_handle.cancelled() and slot.tick_at <= at:
             return
         if slot.tick_handle is not None:
@@ -193,6 +231,9 @@ class SimCluster:
         except Exception as exc:  # noqa: BLE001 - PySyncObj's tick thread logs and goes on; here it is a finding
             self._error(f"{slot.id}: tick failed: {exc!r}")
             log.exception("%s: tick failed", slot.id)
+        if raft._SyncObj__raftState == _CANDIDATE and raft.raftCurrentTerm != slot.stood_in:
+            slot.stood_in = raft.raftCurrentTerm
+            self.candidacies.append((self.world.clock.now_s, slot.id, slot.stood_in))
         if process is slot.process:
             self._schedule_tick(slot, TICK_PERIOD_S)
 
@@ -241,13 +282,19 @@ class SimCluster:
             self._violation("two_leaders", f"{other} and {node_id} both led term {term}", term=term,
                             nodes=[other, node_id])
 
+    def stamped(self, at_ms: int) -> None:
+        now = self.world.clock.now_s
+        first, _ = self.stamps.get(at_ms, (now, now))
+        self.stamps[at_ms] = (first, now)
+
     def fatal(self, node_id: str, message: str) -> None:
         self._error(f"{node_id}: fatal: {message}")
 
     def _violation(self, kind: str, message: str, **details: Any) -> None:
         self.world.trace.event("VIOLATION", kind, message)
         if len(self.violations) < VIOLATIONS_MAX:
-            self.violations.append({"kind": kind, "message": message, "at_s": self.world.clock.now_s, **details})
+            self.violations.append({"kind": kind, "message": message, "at_s": self.world.clock.now_s, **details,
+                                    **self.world.trace.around()})
 
     def _error(self, message: str) -> None:
         self.world.trace.event("ERROR", message)

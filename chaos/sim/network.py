@@ -16,6 +16,11 @@ connection breaks first. What the seed decides:
 - crashes (a dead end is noticed within ``crash_detect_s``) and stalls (a
   node whose Raft tick is stalled reads nothing; its peers time out).
 
+A node busy in a slow fsync (:mod:`chaos.sim.disk`) sends what it sends
+after the sync once the sync completes (``busy_until``); if it dies first,
+those messages never leave. Every acknowledgement of appended entries that
+left a node is noted (``last_ack``), for the durability invariant.
+
 ``LinkFaults(fifo=False, duplicate_probability=...)`` drops the TCP promises
 (reordering and duplicates inside a connection) for exploring; PySyncObj
 was written for TCP and does not claim to survive that.
@@ -140,6 +145,11 @@ class Network:
         self._root = contextvars.Context()  # deliveries belong to no process
         self.sent = self.lost = self.delivered = 0
         self.quiet = False  # after the faults: no resets, no slow messages, no duplicates
+        self.busy_until: dict[str, float] = {}  # a node in a slow fsync sends nothing before
+        self._departing: dict[str, list[tuple[float, int]]] = {}  # held until busy_until: (departure, id)
+        self._cancelled: set[int] = set()  # ids of held messages whose sender died first
+        self.acks: dict[str, list[tuple[float, int, int]]] = {}  # (departure, index, term) acknowledged
+        self.elect_on_every_reset = False  # the planted bug election_on_every_reset
 
     def transport_class(self) -> type:
         """The transport of one node process, bound to this network."""
@@ -160,7 +170,26 @@ class Network:
     def detach(self, endpoint: "SimTransport") -> None:
         if self.endpoints.get(endpoint.address) is endpoint:
             del self.endpoints[endpoint.address]
+            now = self.loop.time()
+            for departure, message_id in self._departing.pop(endpoint.address, ()):
+                if departure > now:
+                    self._cancelled.add(message_id)  # held for a sync that never completed
+            self.busy_until.pop(endpoint.address, None)
             self.refresh()
+
+    def last_ack(self, address: str) -> tuple[int, int] | None:
+        """(index, term) of the last entry ``address`` acknowledged, of what left it by now."""
+        now = self.loop.time()
+        gone = [a for a in self.acks.get(address, ()) if a[0] <= now]
+        return gone[-1][1:] if gone else None
+
+    def note_ack(self, address: str, index: int, term: int) -> None:
+        departure = max(self.loop.time(), self.busy_until.get(address, 0.0))
+        acks = self.acks.setdefault(address, [])
+        acks.append((departure, index, term))
+        now = self.loop.time()
+        while len(acks) > 1 and acks[1][0] <= now:
+            acks.pop(0)  # only the latest that left, and those still to leave, matter
 
     def partition(self, groups: list[list[str]]) -> None:
         """Block every direction between two different groups (nodes in no group are cut from all)."""
@@ -227,6 +256,16 @@ class Network:
             if endpoint is not None:
                 endpoint.enqueue((kind, peer, pair.epoch, None))
 
+    def reset_node(self, address: str) -> int:
+        """Break every connection of ``address`` (its links flap; the process lives). How many."""
+        count = 0
+        for peer in self.addresses:
+            if peer != address and self.is_up(address, peer):
+                self.trace.event("reset", address, peer, "flap")
+                self.reset(address, peer)
+                count += 1
+        return count
+
     def reset(self, a: str, b: str) -> None:
         """Break the connection between a and b: what is in flight is lost; they reconnect."""
         key = (a, b) if (a, b) in self._pairs else (b, a)
@@ -266,7 +305,12 @@ class Network:
         delay_s = rng.uniform(*faults.delay_s)
         if not self.quiet and rng.random() < faults.slow_probability:
             delay_s += rng.uniform(*faults.slow_delay_s)
-        arrival = self.loop.time() + delay_s
+        now = self.loop.time()
+        departure = self.busy_until.get(source, 0.0)
+        if departure > now:
+            self._departing.setdefault(source, []).append((departure, id(message)))
+            self._departing[source] = [d for d in self._departing[source] if d[0] > now]
+        arrival = max(now, departure) + delay_s
         if faults.fifo:
             arrival = max(arrival, self._last_arrival.get((source, target), 0.0)) + size_bytes(message) / faults.bytes_per_s
             self._last_arrival[(source, target)] = arrival
@@ -280,6 +324,10 @@ class Network:
 
     def _arrive(self, source: str, target: str, epoch: int, message: dict) -> None:
         endpoint = self.endpoints.get(target)
+        if self._cancelled and id(message) in self._cancelled:
+            self._cancelled.discard(id(message))
+            self.lost += 1
+            return
         if endpoint is None or self.epoch(source, target) != epoch:
             self.lost += 1
             return
@@ -313,6 +361,7 @@ class SimTransport(Transport):
 
     def __init__(self, syncObj: Any, selfNode: Any, otherNodes: Any) -> None:
         super().__init__(syncObj, selfNode, otherNodes)
+        self._raft = syncObj
         self.address: str = selfNode.id
         self._peers = {node.id: node for node in otherNodes}
         self._inbox: collections.deque = collections.deque()
@@ -341,9 +390,16 @@ class SimTransport(Transport):
                 self._onNodeConnected(node)
             else:
                 self._onNodeDisconnected(node)
+                if network.elect_on_every_reset:  # the planted bug: stand at once, whoever closed
+                    self._raft._SyncObj__raftElectionDeadline = 0.0
 
     def send(self, node: Any, message: dict) -> bool:
-        return self.network.send(self.address, node.id, message)
+        sent = self.network.send(self.address, node.id, message)
+        if sent and message.get("type") == "next_node_idx" and message.get("success"):
+            journal = getattr(self._raft, "_SyncObj__raftLog", None)
+            if journal is not None and len(journal) and journal[-1][1] == message["next_node_idx"] - 1:
+                self.network.note_ack(self.address, journal[-1][1], journal[-1][2])
+        return sent
 
     def destroy(self) -> None:
         self.network.detach(self)

@@ -42,6 +42,8 @@ class Observer(Protocol):
 
     def fatal(self, node_id: str, message: str) -> None: ...
 
+    def stamped(self, at_ms: int) -> None: ...
+
 
 class SnapshotFailed(RuntimeError):
     """A snapshot could not be loaded: a real node would exit (status 70)."""
@@ -68,6 +70,11 @@ class SimLog(PySyncObjLog):
     async def start(self, **_: Any) -> None:
         await super().start(journal_class=self._journal_class, transport_base=self._transport_base,
                             node_class=SimNodeId)
+
+    async def propose(self, command: Any, timeout_s: float | None = None) -> Any:
+        if command.at_ms:
+            self._observer.stamped(command.at_ms)  # when, on the true clock, this stamp was taken
+        return await super().propose(command, timeout_s)
 
     def raft(self) -> Any:
         """The PySyncObj node (None before start and after stop)."""

@@ -16,6 +16,13 @@ times out; nothing happened), an answer lost (the caller times out; the
 effect happened), a request delivered twice (a retrying proxy), and
 outages (connection refused). A handler keeps running when its caller
 gives up or dies, as a real server's would.
+
+A participant can also crash and restart (:meth:`SimParticipant.crash`,
+:meth:`SimParticipant.restart`): every handler running is cancelled
+mid-way, every request in flight to it is lost with its connection (the
+caller sees the connection reset; no answer ever arrives), new connections
+are refused until it restarts; its idempotency store survives (a durable
+store), its in-memory locks do not.
 """
 
 from __future__ import annotations
@@ -35,6 +42,7 @@ from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from chaos.participants import RecordingService, Script
+from client.participant import MemoryStore, saga_participant
 
 from .trace import Trace
 
@@ -103,13 +111,42 @@ class _Writer:
 
 
 class SimParticipant:
-    def __init__(self, name: str, script: Script, service: RecordingService | None = None) -> None:
+    def __init__(self, name: str, script: Script, service: RecordingService | None = None,
+                 store: Any = None) -> None:
         self.name = name
         self.url = f"http://{name}.sim:80"
         self.service = service if service is not None else RecordingService(name, script)
+        self.store = store if store is not None else MemoryStore()
+        self.service._kit = saga_participant(self.store)
         self.app = self.service.app()
         self.app.freeze()
-        self.down = False
+        self.down = False  # an outage: connections refused, the process runs on
+        self.crashed = False
+        self.incarnation = 1
+        self.crashes = 0
+        self._running: dict[asyncio.Task, asyncio.Future | None] = {}
+
+    def crash(self) -> int:
+        """The process dies: handlers cancelled, requests in flight lost. How many were running."""
+        self.crashed = True
+        self.incarnation += 1
+        self.crashes += 1
+        running = list(self._running.items())
+        self._running.clear()
+        for task, handled in running:
+            if handled is not None and not handled.done():
+                handled.set_exception(aiohttp.ServerDisconnectedError("the participant crashed"))
+            task.cancel()
+        return len(running)
+
+    def restart(self, *, forget: bool = False) -> None:
+        """A new process on the same store (``forget``: on an empty one - a planted bug)."""
+        if not self.crashed:
+            return
+        if forget:
+            self.store = MemoryStore()
+        self.service._kit = saga_participant(self.store)  # new locks, the store it had
+        self.crashed = False
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:
         """One HTTP request through the service's real application."""
@@ -165,20 +202,22 @@ class ParticipantLinks:
         participant = self.by_host.get(target.host)
         self.calls += 1
         key = headers.get("Idempotency-Key")
-        if participant is None or participant.down:
+        if participant is None or participant.down or participant.crashed:
             await asyncio.sleep(self.rng.uniform(*self.faults.delay_s))
             self.trace.event("call", caller, target.host, key, "refused")
             raise aiohttp.ClientConnectionError(f"connection refused by {target.host}")
         body = data or b""
         request_delay_s, lost, answer_lost = self._delay(), self._chance(self.faults.request_loss_probability), False
         handled: asyncio.Future = loop.create_future()
+        handled.add_done_callback(_retrieve)
+        incarnation = participant.incarnation
         if not lost:
             answer_lost = self._chance(self.faults.answer_loss_probability)
-            loop.call_later(request_delay_s, self._deliver, participant, method, target.path, headers, body, handled,
-                            context=self._root)
+            loop.call_later(request_delay_s, self._deliver, participant, incarnation, method, target.path, headers,
+                            body, handled, context=self._root)
             if self._chance(self.faults.duplicate_probability):
-                loop.call_later(request_delay_s + self._delay(), self._deliver, participant, method, target.path,
-                                headers, body, None, context=self._root)
+                loop.call_later(request_delay_s + self._delay(), self._deliver, participant, incarnation, method,
+                                target.path, headers, body, None, context=self._root)
         try:
             async with asyncio.timeout_at(deadline):
                 if lost or answer_lost:
@@ -188,21 +227,39 @@ class ParticipantLinks:
         except TimeoutError:
             self.trace.event("call", caller, participant.name, key, "timeout", "lost" if lost else "answer-lost" if answer_lost else "late")
             raise asyncio.TimeoutError() from None
+        except aiohttp.ClientError:
+            self.trace.event("call", caller, participant.name, key, "reset")
+            raise
         self.trace.event("call", caller, participant.name, key, status)
         return status, answer
 
-    def _deliver(self, participant: SimParticipant, method: str, path: str, headers: dict[str, str], body: bytes,
-                 handled: asyncio.Future | None) -> None:
+    def _deliver(self, participant: SimParticipant, incarnation: int, method: str, path: str,
+                 headers: dict[str, str], body: bytes, handled: asyncio.Future | None) -> None:
+        if participant.crashed or participant.incarnation != incarnation:  # lost with its connection
+            self.trace.event("handled", participant.name, headers.get("Idempotency-Key"), "lost-in-crash")
+            if handled is not None and not handled.done():
+                handled.set_exception(aiohttp.ServerDisconnectedError("the participant crashed"))
+            return
         task = asyncio.ensure_future(participant.handle(method, path, headers, body))
+        participant._running[task] = handled
 
         def done(t: asyncio.Task) -> None:
-            result = (500, b"") if t.cancelled() or t.exception() is not None else t.result()
+            participant._running.pop(t, None)
+            if t.cancelled():
+                self.trace.event("handled", participant.name, headers.get("Idempotency-Key"), "cancelled-in-crash")
+                return
+            result = (500, b"") if t.exception() is not None else t.result()
             self.trace.event("handled", participant.name, headers.get("Idempotency-Key"), result[0],
                              "duplicate" if handled is None else "")
             if handled is not None and not handled.done():
                 handled.set_result(result)
 
         task.add_done_callback(done)
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    if not future.cancelled():
+        future.exception()  # an answer nobody waits for any more is not an error
 
 
 class _Content:

@@ -32,7 +32,8 @@ from chaos.history import History
 from cluster import operations
 
 from .client import SimClient, SimWorkload
-from .nemesis import SimNemesis
+from .invariants import deadline_violations, flap_violations
+from .nemesis import SKEW_BOUND_S, SimNemesis
 from .world import SimSettings, World
 
 __all__ = ["SimResult", "finish", "judge", "simulate", "simulation_results", "start"]
@@ -203,6 +204,30 @@ async def finish(world: World, workload: SimWorkload) -> None:
     await _read_back(world, _patient(world))
     await _digests(world)
     world.history.add_effects(e for p in world.participants.values() for e in p.service.effects)
+    _check_deadlines(world)
+    _check_flaps(world)
+
+
+def _check_deadlines(world: World) -> None:
+    """Against the final state of the leader (else any node): no deadline fired too early."""
+    cluster = world.cluster
+    node_id = cluster.leader() or next(iter(cluster.running()), None)
+    node = cluster.node(node_id) if node_id else None
+    if node is None:
+        return
+    with node.log.reading():
+        checked, violations = deadline_violations(node.state, cluster.stamps, SKEW_BOUND_S)
+    world.deadlines_checked = checked
+    for violation in violations:
+        cluster._violation(violation.pop("kind"), violation.pop("message"), **violation)
+
+
+def _check_flaps(world: World) -> None:
+    stats, violations = flap_violations(world.flap_episodes, world.cluster.candidacies,
+                                        [(a, b) for a, b in world.fault_windows], len(world.cluster.ids))
+    world.flap_stats = stats
+    for violation in violations:
+        world.cluster._violation(violation.pop("kind"), violation.pop("message"), **violation)
 
 
 def judge(world: World) -> list[CheckResult]:
@@ -264,4 +289,11 @@ def world_stats(world: World) -> dict[str, Any]:
         "lost_journal_bytes": sum(sum(s.lost_bytes) for s in cluster.slots.values()),
         "reapplied_truncations": world.truncations.count,
         "trace_events": world.trace.events,
+        "elections": len(cluster.candidacies),
+        "elections_per_min": round(len(cluster.candidacies) * 60 / world.clock.now_s, 1) if world.clock.now_s else 0,
+        **getattr(world, "flap_stats", {}),
+        "participant_crashes": sum(p.crashes for p in world.participants.values()),
+        "disk_stalls": sum(s.disk.stalls for s in cluster.slots.values()),
+        "deadlines_checked": getattr(world, "deadlines_checked", 0),
+        "stale_reads_checked": world.register_watch.reads_checked,
     }

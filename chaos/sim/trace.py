@@ -15,6 +15,8 @@ from typing import Callable
 __all__ = ["Trace", "first_difference"]
 
 TRACE_LINES_MAX = 2_000_000
+# The last lines kept in any case, for a violation to show what led to it.
+TAIL_LINES = 30
 
 
 class Trace:
@@ -25,6 +27,8 @@ class Trace:
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines_max or 1)
         self._keep = keep_lines_max > 0
         self.events = 0
+        self.tail: collections.deque[str] = collections.deque(maxlen=TAIL_LINES)
+        self._following: list[tuple[list[str], int]] = []  # (lines to fill, how many more)
 
     def event(self, *parts: object) -> None:
         line = f"{self._now():.6f} " + " ".join(str(part) for part in parts)
@@ -32,6 +36,18 @@ class Trace:
         self.events += 1
         if self._keep:
             self.lines.append(line)
+        self.tail.append(line)
+        if self._following:
+            for lines, _ in self._following:
+                lines.append(line)
+            self._following = [(lines, left - 1) for lines, left in self._following if left > 1]
+
+    def around(self, after: int = TAIL_LINES // 2) -> dict[str, list[str]]:
+        """The lines up to now, and a list the next ``after`` lines will fill."""
+        following: list[str] = []
+        if after > 0:
+            self._following.append((following, after))
+        return {"trace_before": list(self.tail), "trace_after": following}
 
     def digest(self) -> str:
         return self._hash.hexdigest()

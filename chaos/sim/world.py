@@ -32,6 +32,8 @@ from consensus import RaftSettings
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
 from .cluster import SimCluster
 from .disk import journal_class
+from .invariants import RegisterWatch
+from .nemesis import FAULTS
 from .network import LinkFaults, Network
 from .participants import ParticipantFaults, ParticipantLinks, SimParticipant
 from .trace import Trace
@@ -41,7 +43,16 @@ __all__ = ["PLANTED_BUGS", "SNAPSHOTS_OFTEN", "SimSettings", "World"]
 # Bugs the checkers must catch (the simulation's self-test):
 #   participant_without_idempotency  payments runs every delivery of a call again
 #   journal_ignores_sync             the journal's fsync makes nothing durable
-PLANTED_BUGS = ("participant_without_idempotency", "journal_ignores_sync")
+#   stale_reads                      registry GETs served from the local replica, without the
+#                                    leader check and barrier (a follower, a deposed leader)
+#   participant_forgets_on_crash     a crashed participant restarts with an empty idempotency store
+#   election_on_every_reset          a node stands for election at once on every connection reset
+#   sync_returns_early               under a disk stall the journal's sync returns (and the node
+#                                    acknowledges) before the data is durable
+#   skew_beyond_bound                clock-skew jumps up to 4x the declared bound
+PLANTED_BUGS = ("participant_without_idempotency", "journal_ignores_sync", "stale_reads",
+                "participant_forgets_on_crash", "election_on_every_reset", "sync_returns_early",
+                "skew_beyond_bound")
 NODES_MAX = 7
 CLOSE_ROUNDS_MAX = 10
 
@@ -64,7 +75,7 @@ class SimSettings:
     settle_s_max: float = 120.0  # after healing: until every workflow is terminal
     rate_per_s: float = 6.0
     processes: int = 4
-    faults: tuple[str, ...] = ("crash", "power-loss-all", "stall", "partition", "partition-leader", "participant-outage")
+    faults: tuple[str, ...] = FAULTS
     fault_interval_s: tuple[float, float] = (1.5, 4.0)
     link_faults: LinkFaults = field(default_factory=LinkFaults)
     participant_faults: ParticipantFaults = field(default_factory=ParticipantFaults)
@@ -109,30 +120,34 @@ class World:
         (self.rng_network, self.rng_participants, self.rng_faults, self.rng_workload, self.rng_clients,
          self.rng_nodes) = (random.Random(root.getrandbits(64)) for _ in range(6))
         self._runtime: dict[str, Any] = {"random": random.Random(root.getrandbits(64)).getstate()}
+        # Streams added later come after: the ones above draw as they did.
+        self.rng_disks, self.rng_skew = (random.Random(root.getrandbits(64)) for _ in range(2))
         self.trace = Trace(self.clock.monotonic, keep_lines_max=settings.trace_lines)
-        self.participants = {name: SimParticipant(name, script, self._service(name, script))
+        self.participants = {name: SimParticipant(name, script, RecordingService(name, script), self._store(name))
                              for name, script in participant_scripts(seed).items()}
         self.links = ParticipantLinks(self.participants, self.rng_participants, self.trace, settings.participant_faults)
         self.journal_class = journal_class(sync_is_a_lie=settings.planted_bug == "journal_ignores_sync")
         ids = [f"n{i}" for i in range(1, settings.nodes + 1)]
         self.cluster = SimCluster(self, ids, data_dir)
+        self.register_watch = RegisterWatch(self.clock.monotonic, self.cluster._violation)
         self.network = Network(self.loop, self.rng_network, self.trace, settings.link_faults,
                                [self.cluster.slots[i].address for i in ids], self.cluster.wake_address)
+        self.network.elect_on_every_reset = settings.planted_bug == "election_on_every_reset"
         self.history = History(clock=self.clock.monotonic)
         self.closed = False
+        self.client_reach: set[str] | None = None  # the nodes clients can reach (None: all)
+        self.fault_windows: list[list[float]] = []  # [start, end] of faults that start elections
+        self.flap_episodes: list[dict[str, Any]] = []
         # PySyncObj logs CRITICAL when a follower re-receives entries it applied
         # (as cluster.node counts them); the run counts them too.
         self.truncations = _TruncationCounter()
         logging.getLogger("pysyncobj.syncobj").addFilter(self.truncations)
         self.threads_at_start = threading.active_count()
 
-    def _service(self, name: str, script: Script) -> RecordingService:
-        service = RecordingService(name, script)
+    def _store(self, name: str) -> MemoryStore:
         if self.settings.planted_bug == "participant_without_idempotency" and name == "payments":
-            from client.participant import saga_participant
-
-            service._kit = saga_participant(_ForgetfulStore())
-        return service
+            return _ForgetfulStore()
+        return MemoryStore()
 
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run the virtual loop until ``awaitable`` is done; its result."""

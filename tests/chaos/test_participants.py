@@ -264,3 +264,23 @@ def test_script_json_round_trip() -> None:
         },
     )
     assert Script.from_json(script.to_json()) == script
+
+
+async def test_a_crash_cancels_handlers_and_a_restart_keeps_the_stored_answers(session, running) -> None:
+    """coordinator chaos's participant-crash: a call in flight loses its
+    connection and leaves no effect; after the restart, on the same address,
+    an answered key is replayed, not run again."""
+    running.service.set_script(Script(paths={"/slow": Slow(delay_s=30)}))
+    first = await call(session, running, "/orders", "saga-1/a/action", {"n": 1})
+    in_flight = asyncio.ensure_future(call(session, running, "/slow", "saga-2/a/action"))
+    await asyncio.sleep(0.2)
+    await running.crash()
+    with pytest.raises(aiohttp.ClientError):
+        await in_flight
+    with pytest.raises(aiohttp.ClientError):
+        await call(session, running, "/orders", "saga-3/a/action", timeout_s=1)
+    await running.restart()
+    again = await call(session, running, "/orders", "saga-1/a/action", {"n": 1})
+    assert again == (200, first[1], True)
+    assert [e.idempotency_key for e in running.service.effects] == ["saga-1/a/action"]
+    assert running.crashes == 1

@@ -2,9 +2,11 @@
 
 Rules submit sagas and transactions, read and write the registry, crash
 (with power loss), restart, stall and resume nodes, isolate one node or
-heal, and let simulated time pass. After every step: at most one leader
-per term, no applied entry ever replaced, no error in a tick or an API
-call. At teardown the faults stop, every workflow finishes and every
+heal, crash and restart participants, flap a node's links, slow a node's
+disk, skew its clock, restrict the clients to some nodes, and let
+simulated time pass. After every step: at most one leader per term, no
+applied entry ever replaced, no acknowledged entry lost in a power loss,
+no stale registry read, no error in a tick or an API call. At teardown the faults stop, every workflow finishes and every
 chaos checker must pass on the recorded history.
 
 A failing example prints its steps (the world's seed is the first) and a
@@ -23,7 +25,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from chaos.checkers import render_table, run_passed
+from chaos.orders import SERVICES
 from chaos.sim import SimSettings, World
+from chaos.sim.nemesis import SKEW_BOUND_S
 from chaos.sim.run import finish, judge, start
 
 NODES = ("n1", "n2", "n3")
@@ -106,13 +110,44 @@ class SimulatedCluster(RuleBasedStateMachine):
         self.world.cluster.heal()
         self._step()
 
+    @rule(service=st.sampled_from(SERVICES))
+    def crash_participant(self, service: str) -> None:
+        self.world.participants[service].crash()
+        self._step()
+
+    @rule(service=st.sampled_from(SERVICES))
+    def restart_participant(self, service: str) -> None:
+        self.world.participants[service].restart()
+        self._step()
+
+    @rule(node=st.sampled_from(NODES))
+    def flap_links(self, node: str) -> None:
+        self.world.network.reset_node(self.world.cluster.slots[node].address)
+        self._step()
+
+    @rule(node=st.sampled_from(NODES), seconds=st.floats(0.5, 6.0))
+    def slow_disk(self, node: str, seconds: float) -> None:
+        disk = self.world.cluster.slots[node].disk
+        disk.slow_until = max(disk.slow_until, self.world.clock.now_s + seconds)
+        self._step()
+
+    @rule(node=st.sampled_from(NODES), offset_s=st.floats(-SKEW_BOUND_S / 2, SKEW_BOUND_S / 2))
+    def skew_clock(self, node: str, offset_s: float) -> None:
+        self.world.clock.offsets[node] = offset_s
+        self._step()
+
+    @rule(reach=st.sets(st.sampled_from(NODES), min_size=1, max_size=2) | st.none())
+    def clients_reach(self, reach) -> None:  # type: ignore[no-untyped-def]
+        self.world.client_reach = reach
+        self._step()
+
     @rule(seconds=st.floats(0.1, 6.0))
     def let_time_pass(self, seconds: float) -> None:
         self._step(seconds)
 
     # -- what must hold after every step ---------------------------------------------------
     @invariant()
-    def one_leader_per_term_and_applied_entries_never_change(self) -> None:
+    def one_leader_per_term_applied_entries_never_change_no_stale_read(self) -> None:
         if self.world is not None:
             assert self.world.cluster.violations == [], self.world.cluster.violations
 
@@ -126,6 +161,12 @@ class SimulatedCluster(RuleBasedStateMachine):
         try:
             if world is None:
                 return
+            world.client_reach = None
+            world.clock.offsets.clear()
+            for participant in world.participants.values():
+                participant.restart()
+            for slot in world.cluster.slots.values():
+                slot.disk.slow_until = 0.0
             if self.ops:
                 world.run(asyncio.wait(self.ops, timeout=BACKGROUND_WAIT_S))
             world.run(finish(world, self.workload))

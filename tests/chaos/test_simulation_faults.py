@@ -1,0 +1,227 @@
+"""The simulation's wider fault model: each fault with the planted bug its
+checker or invariant must catch, on seeds that show it, and the same seeds
+passing without the bug; the online stale-read invariant; clients that
+reach only some nodes.
+
+Every failure prints the seed and the settings that replay it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from chaos.sim import SimSettings, World, simulate
+from chaos.sim.invariants import RegisterWatch
+from chaos.sim.run import start
+from cluster import operations
+
+DURATION_S = 10.0
+DENSE = (0.5, 1.5)  # faults every 0.5-1.5 s: the combinations a bug needs come sooner
+
+
+def _explain(result) -> str:  # type: ignore[no-untyped-def]
+    return f"{result.summary()}\nreplay: .venv/bin/python -m chaos.sim --seed {result.seed} ..."
+
+
+def _kinds(result) -> set[str]:  # type: ignore[no-untyped-def]
+    return {v.get("kind") for r in result.failed() for v in r.violations}
+
+
+def _honest_and_broken(seed: int, bug: str, **settings):  # type: ignore[no-untyped-def]
+    honest = simulate(seed, SimSettings(duration_s=DURATION_S, **settings))
+    assert honest.passed, _explain(honest)
+    broken = simulate(seed, SimSettings(duration_s=DURATION_S, planted_bug=bug, **settings))
+    return honest, broken
+
+
+# -- a. participants crash and restart ------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_a_participant_that_forgets_its_answers_in_a_crash_is_caught(seed):
+    honest, broken = _honest_and_broken(seed, "participant_forgets_on_crash", faults=("participant-crash",))
+    assert honest.stats["participant_crashes"] >= 1
+    assert "effects_once" in {r.name for r in broken.failed()}, _explain(broken)
+    assert "duplicate_effect" in _kinds(broken)
+
+
+# -- b. a live leader's links flap ------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [5, 8])
+def test_a_node_that_stands_on_every_reset_is_an_election_storm(seed):
+    honest, broken = _honest_and_broken(seed, "election_on_every_reset", faults=("link-flap",))
+    stats = honest.stats
+    assert stats["flap_episodes_judged"] >= 1 and stats["elections_per_min_under_flaps"] is not None, stats
+    assert "election_storm" in _kinds(broken), _explain(broken)
+    assert broken.stats["elections_under_flaps"] > stats["elections_under_flaps"]
+
+
+# -- c. a slow disk -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [4, 8])
+def test_a_sync_that_returns_before_the_stall_ends_loses_acknowledged_entries(seed):
+    honest, broken = _honest_and_broken(seed, "sync_returns_early", faults=("slow-disk", "crash"),
+                                        fault_interval_s=DENSE)
+    assert honest.stats["disk_stalls"] >= 1
+    # The invariant sees the loss at the power loss; the checkers, when it
+    # costs a committed entry (seed 4: an acknowledged saga is gone).
+    lost = {"acknowledged_entry_lost", "applied_entry_changed", "lost_acknowledgement"}
+    assert _kinds(broken) & lost, _explain(broken)
+
+
+# -- d. clock skew ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("seed", [6, 13])
+def test_a_skew_beyond_the_bound_fires_deadlines_too_early(seed):
+    honest, broken = _honest_and_broken(seed, "skew_beyond_bound", faults=("clock-skew", "partition-leader"),
+                                        fault_interval_s=DENSE)
+    assert honest.stats["deadlines_checked"] >= 1
+    assert "deadline_too_early" in _kinds(broken), _explain(broken)
+
+
+# -- 6. the online stale-read invariant -------------------------------------------------------
+
+
+def test_the_register_watch_allows_what_may_be_current_and_nothing_older():
+    now = [0.0]
+    found: list[tuple[str, dict]] = []
+    watch = RegisterWatch(lambda: now[0], lambda kind, message, **details: found.append((kind, details)))
+
+    def op(op_id: int, kind: str, value, outcome: str, result=None, *, at: float) -> None:  # type: ignore[no-untyped-def]
+        now[0] = at
+        watch.invoked(op_id, kind, "k", value)
+        now[0] = at + 0.5
+        watch.completed(op_id, outcome, result)
+
+    op(1, "registry_get", None, "ok", None, at=0.0)  # the initial value: absent
+    op(2, "registry_put", "a", "ok", "a", at=1.0)
+    op(3, "registry_put", "b", "ok", "b", at=2.0)
+    op(4, "registry_put", "c", "fail", "invalid", at=3.0)  # never happened
+    op(5, "registry_put", "d", "unknown", "timeout", at=4.0)  # may happen at any time
+    op(6, "registry_get", None, "ok", "b", at=5.0)
+    op(7, "registry_get", None, "ok", "d", at=6.0)
+    assert found == []
+    op(8, "registry_get", None, "ok", "a", at=7.0)  # overwritten by b, acknowledged before
+    op(9, "registry_get", None, "ok", "c", at=8.0)  # a failed write
+    op(10, "registry_get", None, "ok", None, at=9.0)  # absent, long after a was acknowledged
+    assert [kind for kind, _ in found] == ["stale_read"] * 3
+    assert [details["op"] for _, details in found] == [8, 9, 10]
+    assert found[0][1]["acknowledged"]["op"] == 3
+
+
+def _world(seed: int, **settings) -> tuple[World, Path]:  # type: ignore[no-untyped-def]
+    data_dir = Path(tempfile.mkdtemp(prefix="coordinator-sim-faults-"))
+    world = World(seed, SimSettings(faults=(), min_ok_operations=0, trace_lines=100_000, **settings), data_dir)
+    world.quiet()
+    return world, data_dir
+
+
+def _until(world: World, condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
+    async def wait() -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        while loop.time() < deadline:
+            if condition():
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    if not world.run(wait()):
+        pytest.fail(f"scenario: {what} did not happen within {timeout_s:g} simulated s")
+
+
+def _put(workload, key: str, url: str) -> str:  # type: ignore[no-untyped-def]
+    body = json.dumps({"url": url})
+    return workload.world.run(workload.record("t", "registry_put", key, url,
+                                              lambda n: _url(operations.put_service(n, key, body))))
+
+
+async def _url(call):  # type: ignore[no-untyped-def]
+    return (await call)["url"]
+
+
+def _stale_follower_read(bug: str | None) -> tuple[World, str]:
+    """Write a key, stall a follower (it stops applying), overwrite the key
+    through the leader, then read it with the clients reaching only that
+    follower. Returns the world and the read's outcome."""
+    world, data_dir = _world(3, planted_bug=bug)
+    try:
+        workload = world.run(start(world))
+        cluster = world.cluster
+        _until(world, lambda: cluster.leader() is not None, 10, "a leader")
+        assert _put(workload, "reg-a", "http://127.0.0.1:20001") == "ok"
+        world.run_for(1.0)
+        follower = next(i for i in cluster.ids if i != cluster.leader())
+        cluster.stall(follower)
+        assert _put(workload, "reg-a", "http://127.0.0.1:20002") == "ok"
+        world.run_for(0.1)  # acknowledged before the read is invoked, not at the same instant
+        world.client_reach = {follower}
+        workload.client.hint = None
+        outcome = world.run(workload.record("t", "registry_get", "reg-a", None,
+                                            lambda n: _url(operations.get_service(
+                                                n, "reg-a", stale=True if bug == "stale_reads" else None)),
+                                            absent_is_ok=True))
+        return world, outcome
+    finally:
+        world.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_a_stale_read_is_caught_the_moment_it_returns():
+    world, outcome = _stale_follower_read("stale_reads")
+    assert outcome == "ok"
+    stale = [v for v in world.cluster.violations if v["kind"] == "stale_read"]
+    assert len(stale) == 1, world.cluster.violations
+    assert stale[0]["returned"] == "http://127.0.0.1:20001"
+    assert stale[0]["acknowledged"]["value"] == "http://127.0.0.1:20002"
+    assert any("registry_put" in line for line in stale[0]["trace_before"]), stale[0]["trace_before"]
+
+
+def test_a_linearizable_read_from_a_follower_alone_never_answers_ok():
+    """e. The clients reach only a follower: it sends them to the leader,
+    which they cannot reach - the read ends unknown, not with a stale ok."""
+    world, outcome = _stale_follower_read(None)
+    assert outcome == "unknown"
+    assert world.cluster.violations == []
+    reads = [op for op in world.history.operations if op.kind == "registry_get"]
+    assert reads[-1].outcome == "unknown" and reads[-1].result in ("unreachable", "not_leader")
+
+
+def test_clients_that_reach_only_a_deposed_leader_get_no_ok():
+    """e. The leader is cut off, the others elect; the clients reach only
+    the old leader: writes and reads end unknown or failed, never ok."""
+    world, data_dir = _world(4)
+    try:
+        workload = world.run(start(world))
+        cluster = world.cluster
+        _until(world, lambda: cluster.leader() is not None, 10, "a leader")
+        old = cluster.leader()
+        cluster.partition([[old], [i for i in cluster.ids if i != old]])
+        _until(world, lambda: cluster.leader() not in (None, old), 15, "a new leader")
+        world.client_reach = {old}
+        workload.client.hint = None
+        assert _put(workload, "reg-b", "http://127.0.0.1:20003") in ("unknown", "fail")
+        read = world.run(workload.record("t", "registry_get", "reg-b", None,
+                                         lambda n: _url(operations.get_service(n, "reg-b", stale=None)),
+                                         absent_is_ok=True))
+        assert read in ("unknown", "fail")
+        assert world.cluster.violations == []
+    finally:
+        world.close()
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
+def test_every_new_fault_runs_in_the_default_set():
+    result = simulate(1, SimSettings(duration_s=15.0, fault_interval_s=DENSE))
+    assert result.passed, _explain(result)
+    kinds = {f["kind"] for f in result.history.faults}
+    assert kinds >= {"participant-crash", "link-flap", "slow-disk", "clock-skew", "client-reach"}, kinds
