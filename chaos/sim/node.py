@@ -24,6 +24,7 @@ from pysyncobj import SyncObjConf
 
 from cluster.config import NodeConfig
 from cluster.executor import Executor, ExecutorSettings
+from cluster.client_slots import ClientSlots
 from cluster.node import Node, _TruncationCounter
 from cluster.participants import HttpCaller
 from cluster.state import ClusterState
@@ -122,6 +123,7 @@ class SimNode(Node):
             settings=config.cluster.raft,
         )
         self.http_responses = {}
+        self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
         self.truncations = _TruncationCounter()
         self.leader_term = None
         self.leader_fence_index = 0
