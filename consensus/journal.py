@@ -17,6 +17,23 @@ File: ``MAGIC`` then records ``[u32 length][u32 crc32][msgpack]``:
 A torn or corrupt tail (a crash mid-write) is cut off on load. Clearing or
 compacting the front of the log rewrites the file atomically.
 
+Truncation only where the logs conflict (Raft's rule): PySyncObj 0.3.17
+answers every AppendEntries that finds the follower's log longer than
+``prevLogIdx`` by deleting everything after it and appending the message's
+entries again - also when they are the very entries the follower already
+holds and acknowledged. The ``d`` record then reached the disk before the
+re-appended entries were synced, and a power loss in between lost entries
+this node had acknowledged (found by the simulation's slow disks and power
+losses); a shorter resend even dropped acknowledged entries past its end
+until the next message. Here ``deleteEntriesFrom`` only marks where a
+truncation *may* start; the ``add`` calls that follow skip every entry
+already held with the same index and term, and the log is cut (``d``
+record) at the first entry whose term differs. Entries past the message
+stay until a later message conflicts with them; the transport caps the
+commit index a message may set at its last entry
+(``consensus.pysyncobj_log._commit_cap``), as Raft does, so a follower
+never commits such an entry on the leader's word alone.
+
 Group commit: appended entries are written at once but made durable by
 :meth:`MsgpackJournal.sync`, which the node calls before a follower
 acknowledges entries and at the end of every tick (before the leader can
@@ -66,6 +83,9 @@ class MsgpackJournal(Journal):
         self._voted_for: str | None = None
         self._dirty = False
         self.syncs = 0
+        # Position from which PySyncObj asked to delete; cut lazily (module docstring).
+        self._truncate_from: int | None = None
+        self.truncations_avoided = 0  # entries PySyncObj would have deleted and appended again
         if os.path.exists(path):
             self._load()
         else:
@@ -154,22 +174,42 @@ class MsgpackJournal(Journal):
 
     # -- the PySyncObj Journal interface ------------------------------------
     def add(self, command, idx, term):
+        position = self._truncate_from
+        if position is not None and position < len(self._entries):
+            held = self._entries[position]
+            if held[1] == idx and held[2] == term:  # the same entry (Raft's log matching)
+                self._truncate_from = position + 1
+                self.truncations_avoided += 1
+                return
+            self._cut(position)
+        self._truncate_from = None
         entry = (bytes(command), idx, term)
         self._write(["a", *entry_to_record(entry)], durable=True)
         self._entries.append(entry)
 
+    def _cut(self, position: int) -> None:
+        """Delete the entries from ``position`` on: they conflict with the leader's."""
+        self._write(["d", self._entries[position][1]], durable=True)
+        del self._entries[position:]
+        self._truncate_from = None
+
+    def end_of_message(self) -> None:
+        """PySyncObj has handled one message: forget a truncation mark it left
+        (the entries past the message's are kept, see the module docstring)."""
+        self._truncate_from = None
+
     def clear(self):
+        self._truncate_from = None
         self._entries = []
         self._reopen_after_rewrite()
 
     def deleteEntriesFrom(self, entryFrom):
-        if entryFrom >= len(self._entries):
-            return
-        index = self._entries[entryFrom][1]
-        self._write(["d", index], durable=True)
-        del self._entries[entryFrom:]
+        """Mark; the cut happens in :meth:`add` at the first conflicting entry."""
+        if entryFrom < len(self._entries):
+            self._truncate_from = entryFrom
 
     def deleteEntriesTo(self, entryTo):
+        self._truncate_from = None
         self._entries = self._entries[entryTo:]
         self._reopen_after_rewrite()
 

@@ -109,6 +109,32 @@ def _snapshot_commit(message: dict) -> dict:
     return message
 
 
+def _commit_cap(message: dict) -> dict:
+    """An AppendEntries may commit no further than its own last entry.
+
+    Raft sets a follower's commit index to min(leaderCommit, index of the
+    last new entry); PySyncObj 0.3.17 uses its whole log's last index, which
+    was the same thing only because it deleted every entry past the message.
+    Our journal keeps entries that do not conflict (consensus/journal.py),
+    so the cap is needed: an entry past the message might be one of an old
+    term that the leader's log does not hold. Chunks of a snapshot sent in
+    pieces ("start", "process") return before the commit index is read."""
+    if message.get("type") != "append_entries" or "prevLogIdx" not in message:
+        return message
+    transmission = message.get("transmission")
+    if transmission in ("start", "process"):
+        return message
+    entries = message.get("entries") or []
+    if transmission == "finish":
+        last = message["prevLogIdx"] + 1
+    else:
+        last = entries[-1][1] if entries else message["prevLogIdx"]
+    commit = message.get("commit_index")
+    if isinstance(commit, int) and isinstance(last, int) and commit > last:
+        return {**message, "commit_index": last}
+    return message
+
+
 def _elect_soon_after_leader_loss(raft: SyncObj, node, first_s: float, stagger_s: float) -> None:
     """The connection to ``node`` closed: if it was our leader, elect soon.
 
@@ -136,7 +162,8 @@ def _elect_soon_after_leader_loss(raft: SyncObj, node, first_s: float, stagger_s
 def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPTransport) -> type:
     """A transport that makes appended entries durable before a follower
     acknowledges them (PySyncObj's ``next_node_idx`` answer), guards two
-    PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`),
+    PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`,
+    :func:`_commit_cap` with the journal's truncation only where logs conflict),
     drops keepalives (:meth:`_RaftNode._keepalive`) before PySyncObj sees
     them, and elects soon when the leader's connection closes
     (:func:`_elect_soon_after_leader_loss`). A TCP transport is also
@@ -156,8 +183,12 @@ def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPT
                 if isinstance(message, dict):
                     if message.get("type") == KEEPALIVE:
                         return  # it did its work on arrival: the connection read something
-                    message = _snapshot_commit(_stale_reset(raft, node, message))
-                callback(node, message)
+                    message = _commit_cap(_snapshot_commit(_stale_reset(raft, node, message)))
+                try:
+                    callback(node, message)
+                finally:
+                    if journals:
+                        journals[0].end_of_message()
 
             super().setOnMessageReceivedCallback(received)
 
