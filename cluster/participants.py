@@ -168,6 +168,23 @@ def _refused(exc: AddressRefused) -> CallOutcome:
     return CallOutcome("failed", error=str(exc)[:ERROR_CHARS_MAX])
 
 
+STALE_FENCE = "stale_fence"
+
+
+def _stale_fence(text: str) -> bool:
+    """Whether a 409 is the participant kit's `stale_fence`: it saw a newer
+    leader's fence, so this call came from a deposed one. That is no business
+    answer: recorded as a definite failure, the step would not be compensated
+    while the new leader's own call (or a delayed copy of this one) may run
+    the action (found by the simulation). It is retried like an unknown
+    outcome, until this node learns it no longer leads and stops calling."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") == STALE_FENCE
+
+
 class HttpCaller:
     """Checks literal addresses itself; names are checked by the session's
     resolver, so give it a `participant_session` of the same policy."""
@@ -234,6 +251,8 @@ class HttpCaller:
                 return CallOutcome("ok", json.loads(text) if text.strip() else None)
             except ValueError:
                 return CallOutcome("ok", {"text": text[:ERROR_CHARS_MAX]})
+        if status == 409 and _stale_fence(text):
+            raise Retryable(f"HTTP 409 stale_fence: {text}"[:ERROR_CHARS_MAX])
         if 400 <= status < 500 and status not in (408, 429):
             breaker.record_success()  # the service answered: healthy, the business said no
             return CallOutcome("failed", error=f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])

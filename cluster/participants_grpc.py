@@ -52,6 +52,7 @@ from .participants import (
     OUTPUT_BYTES_MAX,
     CallOutcome,
     CallSpec,
+    STALE_FENCE,
     Retryable,
     Signer,
     call_with_retries,
@@ -172,10 +173,12 @@ class GrpcCaller:
         except grpc.aio.AioRpcError as exc:
             code = exc.code()
             error = f"gRPC {code.name}: {exc.details() or ''}"[:ERROR_CHARS_MAX]
-            if code in DEFINITE_STATUSES:
+            stale_fence = code == grpc.StatusCode.FAILED_PRECONDITION and (exc.details() or "").startswith(STALE_FENCE)
+            if code in DEFINITE_STATUSES and not stale_fence:  # a stale fence is retried, as over HTTP
                 breaker.record_success()  # the service answered: healthy, the business said no
                 return CallOutcome("failed", error=error)
-            breaker.record_failure()
+            if not stale_fence:  # the service is healthy; this node is the stale one
+                breaker.record_failure()
             raise Retryable(error) from None
         breaker.record_success()
         if operation == "prepare":

@@ -76,6 +76,22 @@ async def test_408_429_and_5xx_are_retried_with_the_same_key(serve, status):
     assert {key for key, _, _ in target.seen} == {"s1/step/action"}
 
 
+async def test_a_stale_fence_is_retried_as_unknown_not_a_business_failure(serve):
+    """The participant saw a newer leader's fence: this call came from a
+    deposed leader. Recorded as a definite failure, the step would not be
+    compensated while a delayed copy of the call could still run the action
+    (found by the simulation); it is retried, and out of retries unknown."""
+    stale = {"error": {"code": "stale_fence", "message": "fence term 2 is lower than term 3 already seen"}}
+    target, url = await serve([(409, stale)])
+    breakers = Breakers(2, 0.05)
+    outcome = await call(url, breakers, attempts=3)
+    assert (outcome.kind, outcome.attempts) == ("unknown", 3) and "stale_fence" in outcome.error
+    assert len(target.seen) == 3 and not breakers.is_open("svc")  # the service is healthy
+    conflict = {"error": {"code": "compensated", "message": "already compensated"}}
+    target, url = await serve([(409, conflict)])
+    assert (await call(url)).kind == "failed"  # any other 409 is the business saying no
+
+
 async def test_out_of_retries_is_unknown(serve):
     _, url = await serve([(503, {})])
     outcome = await call(url, attempts=3)

@@ -263,7 +263,8 @@ async def test_the_kit_servicer_replays_retries_and_fences(caller: Any) -> None:
         refused = await grpc_caller.call(big, "execute")
         assert (refused.kind, refused.attempts) == ("failed", 1) and "over_limit: too many" in refused.error
         stale = await grpc_caller.call(spec(address, key="s3/step/action", fence="1:99"), "execute")
-        assert stale.kind == "failed" and "stale_fence" in stale.error
+        # A deposed leader's call: retried like an unknown outcome, never a business failure.
+        assert stale.kind == "unknown" and stale.attempts > 1 and "stale_fence" in stale.error
         null = await grpc_caller.call(spec(address, key="s4/step/compensation"), "compensate")
         assert null.output == {"compensated": False, "reason": "action never seen"}
         assert (await grpc_caller.call(spec(address), "prepare")).error.startswith("gRPC UNIMPLEMENTED")
