@@ -277,6 +277,10 @@ class RecordingService:
         self.requests: list[RequestRecord] = []
         self._records_max = records_max
         self._failures_by_key: Counter[str] = Counter()
+        # Keys whose 2xx effect is recorded, and action keys whose handler was
+        # stopped half-way (a crash): see _nothing_to_undo.
+        self._effect_keys: set[str] = set()
+        self.interrupted: set[str] = set()
         self._random_by_path: dict[str | None, random.Random] = {}
         self._kit = saga_participant(MemoryStore())
 
@@ -289,6 +293,8 @@ class RecordingService:
         self.effects.clear()
         self.requests.clear()
         self._failures_by_key.clear()
+        self._effect_keys.clear()
+        self.interrupted.clear()
         self._random_by_path.clear()
         self._kit = saga_participant(MemoryStore())
 
@@ -344,9 +350,16 @@ class RecordingService:
         except ValueError:
             return web.json_response(_error_body("invalid", "body is not valid JSON"), status=400)
         path = request.path
+        if self._nothing_to_undo(key):
+            return web.json_response({"compensated": False, "reason": "nothing to undo"})
         rule = self.script.rule_for(path)
-        status, output = await self._perform(rule, path if path in self.script.paths else None, key)
+        try:
+            status, output = await self._perform(rule, path if path in self.script.paths else None, key)
+        except asyncio.CancelledError:  # the process died (or was killed) mid-handler
+            self.interrupted.add(key)
+            raise
         if 200 <= status < 300:
+            self._effect_keys.add(key)
             self.effects.append(
                 Effect(
                     time.monotonic(), self.name, request.method, path, key,
@@ -354,6 +367,21 @@ class RecordingService:
                 )
             )
         return web.json_response(output, status=status)
+
+    def _nothing_to_undo(self, key: str) -> bool:
+        """A compensation whose action was stopped half-way and left no effect.
+
+        The kit keeps the attempt mark of a handler that never came back (it
+        may have had effects) and so calls the compensation handler, which
+        must then tolerate "nothing to undo": it answers without a business
+        effect, as a real one checking its own records would. Any other
+        compensation without an action effect is still recorded, so the
+        checkers see it (``compensation_without_action``)."""
+        prefix, _, kind = key.rpartition("/")
+        if kind != "compensation":
+            return False
+        action = f"{prefix}/action"
+        return action in self.interrupted and action not in self._effect_keys
 
     async def _perform(self, rule: Rule, slot: str | None, key: str) -> tuple[int, dict[str, Any]]:
         """The scripted answer: status and JSON body."""

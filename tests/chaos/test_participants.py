@@ -284,3 +284,46 @@ async def test_a_crash_cancels_handlers_and_a_restart_keeps_the_stored_answers(s
     assert again == (200, first[1], True)
     assert [e.idempotency_key for e in running.service.effects] == ["saga-1/a/action"]
     assert running.crashes == 1
+
+
+async def test_a_compensation_after_a_crash_mid_action_undoes_nothing(session, running) -> None:
+    """The kit keeps the attempt mark of an action stopped by a crash (it may
+    have had effects) and calls the compensation handler; the recording
+    service then has nothing to undo and, like a correct handler, records no
+    business effect (found by the simulation's participant crashes). An
+    action that ran after the crash is compensated for real."""
+    running.service.set_script(Script(paths={"/slow": Slow(delay_s=30)}))
+    in_flight = asyncio.ensure_future(call(session, running, "/slow", "saga-1/a/action"))
+    await asyncio.sleep(0.2)
+    await running.crash()
+    with pytest.raises(aiohttp.ClientError):
+        await in_flight
+    await running.restart()
+    assert running.service.interrupted == {"saga-1/a/action"}
+    status, answer, _ = await call(session, running, "/slow/cancel", "saga-1/a/compensation")
+    assert (status, answer) == (200, {"compensated": False, "reason": "nothing to undo"})
+    assert running.service.effects == []
+
+    running.service.set_script(Script(paths={"/slow": Slow(delay_s=30)}))
+    in_flight = asyncio.ensure_future(call(session, running, "/slow", "saga-2/a/action"))
+    await asyncio.sleep(0.2)
+    await running.crash()
+    with pytest.raises(aiohttp.ClientError):
+        await in_flight
+    await running.restart()
+    running.service.set_script(Script())
+    assert (await call(session, running, "/slow", "saga-2/a/action"))[0] == 200  # the retry runs it
+    assert (await call(session, running, "/slow/cancel", "saga-2/a/compensation"))[0] == 200
+    assert [e.idempotency_key for e in running.service.effects] == ["saga-2/a/action", "saga-2/a/compensation"]
+
+
+def test_only_a_compensation_of_an_interrupted_action_is_a_no_op() -> None:
+    """Any other compensation without an action effect is recorded, so the
+    checkers still see it (compensation_without_action)."""
+    from chaos.participants import RecordingService
+
+    service = RecordingService("orders")
+    service.interrupted.add("saga-1/a/action")
+    assert service._nothing_to_undo("saga-1/a/compensation")
+    assert not service._nothing_to_undo("saga-2/a/compensation")  # its action was never interrupted
+    assert not service._nothing_to_undo("saga-1/a/action")
