@@ -80,12 +80,24 @@ def test_a_sync_that_returns_before_the_stall_ends_loses_acknowledged_entries(se
 # -- d. clock skew ------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [6, 13])
-def test_a_skew_beyond_the_bound_fires_deadlines_too_early(seed):
-    honest, broken = _honest_and_broken(seed, "skew_beyond_bound", faults=("clock-skew", "partition-leader"),
-                                        fault_interval_s=DENSE)
-    assert honest.stats["deadlines_checked"] >= 1
-    assert "deadline_too_early" in _kinds(broken), _explain(broken)
+SKEW_SEEDS = range(1, 31)  # the bug showed on seeds 6, 7, 10 and 12 of 1-15
+
+
+def test_a_skew_beyond_the_bound_fires_deadlines_too_early():
+    """Caught on the first two seeds of a window where it shows, rather than on
+    two pinned seeds: any change of schedule (a fix elsewhere) moves which
+    seeds show it, and the check must not pass quietly then."""
+    settings = dict(duration_s=DURATION_S, faults=("clock-skew", "partition-leader"), fault_interval_s=DENSE)
+    caught = []
+    for seed in SKEW_SEEDS:
+        broken = simulate(seed, SimSettings(planted_bug="skew_beyond_bound", **settings))
+        if "deadline_too_early" in _kinds(broken):
+            caught.append(seed)
+            honest = simulate(seed, SimSettings(**settings))
+            assert honest.passed, _explain(honest)
+            if len(caught) == 2:
+                return
+    pytest.fail(f"skew_beyond_bound was caught on {caught} only, of seeds {SKEW_SEEDS}")
 
 
 # -- 6. the online stale-read invariant -------------------------------------------------------
