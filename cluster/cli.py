@@ -38,6 +38,8 @@ from .netpolicy import literal_address
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# What `coordinator up` signs participant calls with (DATA_DIR/participant.key).
+PARTICIPANT_KEY_FILE = "participant.key"
 
 
 class UsageError(Exception):
@@ -97,7 +99,10 @@ def cmd_node(args: argparse.Namespace) -> int:
     if warning:
         print(warning, file=sys.stderr, flush=True)
     token = read_secret(cluster.token_file, "the API token") if cluster.token_file else None
-    config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file), token=token)
+    key_file = cluster.participant_key_file
+    participant_key = read_secret(key_file, "the participant signing key").encode() if key_file else None
+    config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file),
+                        token=token, participant_key=participant_key)
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
@@ -117,6 +122,7 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
     data_dir = private_dir(Path(args.data_dir).resolve())
     cluster_file = data_dir / "cluster.toml"
     wanted = local_cluster(nodes=args.nodes, host=args.host, base_port=args.base_port, data_dir=data_dir)
+    wanted = dataclasses.replace(wanted, participant_key_file=data_dir / PARTICIPANT_KEY_FILE)
     if args.token:
         wanted = dataclasses.replace(wanted, token_file=data_dir / "api.token")
     if cluster_file.exists():
@@ -136,6 +142,8 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
     config = load_cluster_file(cluster_file)
     if config.token_file is not None and not config.token_file.exists():
         generate_secret(config.token_file)
+    if config.participant_key_file is not None and not config.participant_key_file.exists():
+        generate_secret(config.participant_key_file)
     return cluster_file
 
 
@@ -183,6 +191,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         token = read_secret(config.token_file, "the API token") if config.token_file else None
         if token:
             print(f"API token: {config.token_file} (clients: COORDINATOR_TOKEN=$(cat {config.token_file}))")
+        if config.participant_key_file is not None:
+            print(f"participant calls are signed with {config.participant_key_file} (key id "
+                  f"{config.participant_key_id}): give participants keys={{{config.participant_key_id!r}: key}}")
         leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0, token=token)
         print(f"leader: {leader}" if leader else "no leader yet (see the node logs)", flush=True)
         print("Ctrl-C stops every node.", flush=True)

@@ -6,6 +6,8 @@
     secret_file = "cluster.secret"     # relative paths are relative to this file
     data_dir = "."                     # node n1 keeps its state in DATA_DIR/n1
     http_body_bytes_max = 1048576
+    participant_key_file = "participant.key"  # optional: sign every participant call with it
+    participant_key_id = "k1"
 
     [raft]                             # optional; see consensus.RaftSettings
     election_timeout_min_s = 0.4
@@ -26,6 +28,13 @@
     raft = "127.0.0.1:7101"
     http = "127.0.0.1:8101"
     grpc = "127.0.0.1:9101"
+
+``participant_key_file`` (cluster/participants.py, ``Signer``): when set, the
+leader signs every participant call (``Coordinator-Signature``, HMAC-SHA256
+under this key, named ``participant_key_id``) and participants built on the
+kit verify it (``keys={"k1": key}``). To rotate: give the participants the
+new key beside the old one, point the cluster file at the new file and id,
+restart the nodes one at a time, then drop the old key from the participants.
 
 ``[api]`` (cluster/http_api.py): a request with an ``Origin`` header not
 listed is refused 403; a ``Host`` that is not a node's configured host, a
@@ -56,12 +65,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from client.participant.signing import KEY_ID_PATTERN
 from consensus import RaftSettings
 
 from .executor import ExecutorSettings
 from .netpolicy import ServicePolicy, literal_address
 from .files import PRIVATE_FILE_MODE
 from .limits import Limits
+from .participants import Signer
 
 __all__ = [
     "ApiSettings",
@@ -79,6 +90,7 @@ __all__ = [
 ]
 
 NODES_MAX = 9
+PARTICIPANT_KEY_ID_DEFAULT = "k1"
 HTTP_BODY_BYTES_DEFAULT = 1024 * 1024
 HTTP_BODY_BYTES_MAX = 16 * 1024 * 1024
 SECRET_CHARS_MIN = 16
@@ -159,6 +171,8 @@ class ClusterConfig:
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
+    participant_key_file: Path | None = None  # when set, every participant call is signed with it
+    participant_key_id: str = PARTICIPANT_KEY_ID_DEFAULT
     services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
     api: ApiSettings = field(default_factory=ApiSettings)  # [api]: origins and Host names the HTTP API accepts
     limits: Limits = field(default_factory=Limits)
@@ -174,6 +188,8 @@ class ClusterConfig:
             raise ConfigError("nodes: every raft, http and grpc address must be distinct")
         if not 0 < self.http_body_bytes_max <= HTTP_BODY_BYTES_MAX:
             raise ConfigError(f"cluster.http_body_bytes_max: must be in 1..{HTTP_BODY_BYTES_MAX}")
+        if not isinstance(self.participant_key_id, str) or not KEY_ID_PATTERN.fullmatch(self.participant_key_id):
+            raise ConfigError("cluster.participant_key_id: 1 to 64 of A-Z a-z 0-9 . _ -")
 
     def node(self, node_id: str) -> NodeAddress:
         for node in self.nodes:
@@ -191,6 +207,14 @@ class NodeConfig:
     node: NodeAddress
     secret: str = field(repr=False)
     token: str | None = field(default=None, repr=False)
+    participant_key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def participant_signer(self) -> Signer | None:
+        """What signs participant calls, when the cluster file names a key."""
+        if self.participant_key is None:
+            return None
+        return Signer(self.cluster.participant_key_id, self.participant_key)
 
     @property
     def data_dir(self) -> Path:
@@ -256,7 +280,9 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
-    unknown = set(cluster) - {"secret_file", "data_dir", "http_body_bytes_max", "token_file"}
+    unknown = set(cluster) - {
+        "secret_file", "data_dir", "http_body_bytes_max", "token_file", "participant_key_file", "participant_key_id"
+    }
     if unknown:
         raise ConfigError(f"cluster.{sorted(unknown)[0]}: unknown field")
     nodes = doc.get("nodes")
@@ -269,6 +295,10 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
     token_file = cluster.get("token_file")
     if token_file is not None and (not isinstance(token_file, str) or not token_file):
         raise ConfigError("cluster.token_file: must be a file name")
+    key_file = cluster.get("participant_key_file")
+    if key_file is not None and (not isinstance(key_file, str) or not key_file):
+        raise ConfigError("cluster.participant_key_file: must be a file name")
+    key_id = cluster.get("participant_key_id", PARTICIPANT_KEY_ID_DEFAULT)
     body_max = cluster.get("http_body_bytes_max", HTTP_BODY_BYTES_DEFAULT)
     if isinstance(body_max, bool) or not isinstance(body_max, int):
         raise ConfigError("cluster.http_body_bytes_max: must be an integer")
@@ -281,6 +311,8 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         limits=_settings(Limits, _table(doc, "limits"), "limits"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
+        participant_key_file=(base / key_file).resolve() if key_file else None,
+        participant_key_id=key_id,
         services=_services(_table(doc, "services")),
         api=_api(_table(doc, "api")),
     )
@@ -329,6 +361,9 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     ]
     if config.token_file is not None:
         lines.append(f"token_file = {_toml_value(rel(config.token_file))}")
+    if config.participant_key_file is not None:
+        lines.append(f"participant_key_file = {_toml_value(rel(config.participant_key_file))}")
+        lines.append(f"participant_key_id = {_toml_value(config.participant_key_id)}")
     lines += [
         "",
         "[raft]",

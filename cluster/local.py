@@ -131,6 +131,10 @@ class LocalCluster:
             self.config = replace(self.config, token_file=self.root / "api.token")
             generate_secret(self.config.token_file)
             self.token = self.config.token_file.read_text().strip()
+        # Participant calls are signed; participants check them with `participant_keys`.
+        self.config = replace(self.config, participant_key_file=self.root / "participant.key")
+        generate_secret(self.config.participant_key_file)
+        self.participant_keys = {self.config.participant_key_id: self.config.participant_key_file.read_text().strip().encode()}
         self.cluster_file = self.root / "cluster.toml"
         write_cluster_file(self.cluster_file, self.config)
         generate_secret(self.config.secret_file)

@@ -18,6 +18,7 @@ import sqlite3
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Callable
 
 from aiohttp import web
@@ -148,7 +149,8 @@ class Banks:
 
 
 @contextlib.asynccontextmanager
-async def start_banks(on_event: Callable[[str, str], None], *, prefer_postgres: bool = True):
+async def start_banks(on_event: Callable[[str, str], None], *, prefer_postgres: bool = True,
+                      keys: Mapping[str, bytes] | None = None):
     """Yield :class:`Banks` serving on loopback; stops everything after."""
     with contextlib.ExitStack() as stack:
         handlers, kind, note = None, "sqlite", ""
@@ -174,7 +176,7 @@ async def start_banks(on_event: Callable[[str, str], None], *, prefer_postgres: 
         try:
             for name, handler in handlers.items():
                 app = web.Application()
-                add_twopc_routes(app, "/tx", handler, MemoryStore())
+                add_twopc_routes(app, "/tx", handler, MemoryStore(), keys=keys)
                 runner, urls[name] = await serve_on_loopback(app)
                 runners.append(runner)
             yield Banks(kind, note, urls, handlers)

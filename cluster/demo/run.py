@@ -56,7 +56,8 @@ async def run_demo() -> int:
         cluster = LocalCluster(Path(root) / "cluster")
         say(f"starting a three-node cluster in {root}")
         cluster.start()
-        services = await start_demo_services(lambda service, text: say(f"      | {text}"), action_delay_s=0.05)
+        services = await start_demo_services(lambda service, text: say(f"      | {text}"), action_delay_s=0.05,
+                                             keys=cluster.participant_keys)
         try:
             leader = await cluster.wait_leader()
             say(f"leader: {leader}; nodes: " + ", ".join(f"{n.id} {n.http_url}" for n in cluster.config.nodes))
@@ -67,7 +68,7 @@ async def run_demo() -> int:
                 await _happy_path(client, failures)
                 await _declined(client, failures)
                 await _two_phase_commit(client, failures)
-                await _bank_transfer(client, failures)
+                await _bank_transfer(client, failures, cluster.participant_keys)
                 await _leader_killed(client, cluster, failures)
         finally:
             for service in services.values():
@@ -124,9 +125,9 @@ async def _two_phase_commit(client: Coordinator, failures: list[str]) -> None:
         failures.append(f"tx-2 ended {tx.state}, expected aborted")
 
 
-async def _bank_transfer(client: Coordinator, failures: list[str]) -> None:
+async def _bank_transfer(client: Coordinator, failures: list[str], keys: dict[str, bytes]) -> None:
     await _scenario("3b. a transfer between two databases: alice at bank-a pays bob at bank-b")
-    async with start_banks(lambda service, text: say(f"      | {text}")) as banks:
+    async with start_banks(lambda service, text: say(f"      | {text}"), keys=keys) as banks:
         if banks.kind == "postgresql":
             say("    two PostgreSQL 15 databases on a temporary server (PREPARE TRANSACTION / COMMIT PREPARED)")
         else:

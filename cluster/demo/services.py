@@ -34,7 +34,7 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -136,6 +136,8 @@ class _Service:
         self._on_event = on_event
         self._action_delay_s = action_delay_s
         self.store = MemoryStore()
+        # The keys participant calls must be signed with (None: not checked).
+        self.keys: Mapping[str, bytes] | None = None
         # What the actions created (id -> fields, with "undone") and what
         # prepared transactions hold (tx_id -> value).
         self.objects: dict[str, dict[str, Any]] = {}
@@ -151,7 +153,7 @@ class _Service:
             log.exception("on_event failed for %s", self.name)
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[saga_participant(self.store)])
+        app = web.Application(middlewares=[saga_participant(self.store, keys=self.keys)])
         self.add_routes(app)
         return app
 
@@ -160,7 +162,7 @@ class _Service:
 
     def add_twopc_routes(self, app: web.Application) -> None:
         handler = CallbackHandler(prepare=self.prepare, commit=self.commit, abort=self.abort)
-        add_twopc_routes(app, "/tx", handler, self.store)
+        add_twopc_routes(app, "/tx", handler, self.store, keys=self.keys)
 
     async def begin_action(self) -> None:
         """Before an action changes anything: wait `action_delay_s` (so the
@@ -394,15 +396,18 @@ async def _serve(domain: _Service) -> DemoService:
 
 
 async def start_demo_services(
-    on_event: EventSink, *, action_delay_s: float = 0.0
+    on_event: EventSink, *, action_delay_s: float = 0.0, keys: Mapping[str, bytes] | None = None
 ) -> dict[str, DemoService]:
     """Start orders, inventory, payments and shipping on 127.0.0.1 (OS-picked
     ports); close each (`await s.close()`) when done. Every action first
-    waits `action_delay_s`."""
+    waits `action_delay_s`. With `keys`, every call must carry the
+    coordinator's signature under one of them."""
     started: dict[str, DemoService] = {}
     try:
         for cls in SERVICE_CLASSES:
-            started[cls.name] = await _serve(cls(on_event, action_delay_s))
+            service = cls(on_event, action_delay_s)
+            service.keys = keys
+            started[cls.name] = await _serve(service)
     except BaseException:
         for service in started.values():
             await service.close()
