@@ -242,6 +242,7 @@ class SeedOutcome:
     trace_digest: str
     real_s: float
     failure_lines: tuple[str, ...] = ()
+    fault_kinds: tuple[str, ...] = ()  # the kinds of fault the run injected, each once
 
 
 def _failure_lines(result: SimResult) -> list[str]:
@@ -268,7 +269,8 @@ def run_seed(job: SeedJob) -> SeedOutcome:
     except Exception as exc:  # noqa: BLE001 - a seed that raises is a failing seed, reported like one
         return SeedOutcome(job.seed, False, "", time.perf_counter() - started,
                            (f"simulation seed {job.seed}: ERROR {type(exc).__name__}: {exc}",))
-    return SeedOutcome(job.seed, not lines, result.trace_digest, time.perf_counter() - started, tuple(lines))
+    kinds = tuple(sorted({fault["kind"] for fault in result.history.faults}))
+    return SeedOutcome(job.seed, not lines, result.trace_digest, time.perf_counter() - started, tuple(lines), kinds)
 
 
 def configure_logging() -> None:
@@ -381,6 +383,15 @@ def _seeds_text(seeds: Iterable[int]) -> str:
     return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in spans)
 
 
+def _fault_counts(outcomes: Iterable[SeedOutcome]) -> str:
+    """How many seeds injected each kind of fault: ``crash 812, partition 790``."""
+    counts: dict[str, int] = {}
+    for outcome in outcomes:
+        for kind in outcome.fault_kinds:
+            counts[kind] = counts.get(kind, 0) + 1
+    return ", ".join(f"{kind} {n}" for kind, n in sorted(counts.items())) or "none"
+
+
 def _summary(tally: _Tally, argv: list[str], stopped: str | None) -> str:
     failed = tally.failed()
     done = len(tally.outcomes)
@@ -393,6 +404,7 @@ def _summary(tally: _Tally, argv: list[str], stopped: str | None) -> str:
         ("per seed", f"{tally.mean_real_s():.2f} s (mean real time of a run), "
                      f"{tally.wall_s() / max(done, 1):.2f} s of wall time"),
         ("failed seeds", _seeds_text(o.seed for o in failed) or "none"),
+        ("seeds by fault", _fault_counts(tally.outcomes)),
     ]
     rows += [(f"replay {o.seed}", _replay_command(o.seed, argv)) for o in failed]
     width = max(len(name) for name, _ in rows)
