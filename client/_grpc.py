@@ -110,10 +110,13 @@ class GrpcTransport(Transport):
 
     async def _send_once(self, endpoint: str, operation: str, args: dict, timeout_s: float | None) -> tuple[Any, str]:
         rpc, message = _message(operation, args)
+        metadata = self._metadata
+        if args.get("request") is not None:  # a registry write's id, the same on every retry
+            metadata = (*metadata, ("idempotency-key", args["request"]))
         target = endpoint
         for _ in range(REDIRECTS_MAX + 1):
             try:
-                reply = await getattr(self._stub(target), rpc)(message, timeout=timeout_s or self.timeout_s, metadata=self._metadata)
+                reply = await getattr(self._stub(target), rpc)(message, timeout=timeout_s or self.timeout_s, metadata=metadata)
             except grpc.aio.AioRpcError as exc:
                 error = error_from_grpc(exc)
                 if isinstance(error, NotLeader) and error.leader:

@@ -112,13 +112,18 @@ class HttpTransport(Transport):
             await self._session.close()
             self._session = None
 
-    async def send(self, base: str, method: str, path: str, body: Any, timeout_s: float | None = None) -> tuple[int, Any, str]:
-        """One request to ``base``, following 307; (status, JSON, final URL)."""
+    async def send(
+        self, base: str, method: str, path: str, body: Any, timeout_s: float | None = None, request_id: str | None = None
+    ) -> tuple[int, Any, str]:
+        """One request to ``base``, following 307; (status, JSON, final URL).
+        ``request_id`` goes as ``Idempotency-Key`` (registry writes)."""
         url = base + path
         timeout = aiohttp.ClientTimeout(total=timeout_s) if timeout_s else None
         for _ in range(REDIRECTS_MAX + 1):
             try:
                 headers = _WRITE_HEADERS if method in _WRITES else None
+                if request_id is not None:
+                    headers = {**(headers or {}), "Idempotency-Key": request_id}
                 async with self._client().request(
                     method, url, json=body, headers=headers, allow_redirects=False, timeout=timeout
                 ) as response:
@@ -145,7 +150,7 @@ class HttpTransport(Transport):
 
     async def _send_once(self, endpoint: str, operation: str, args: dict, timeout_s: float | None) -> tuple[Any, str]:
         method, path, body = _route(operation, args)
-        _, data, url = await self.send(endpoint, method, path, body, timeout_s)
+        _, data, url = await self.send(endpoint, method, path, body, timeout_s, args.get("request"))
         return data, _base(url)
 
     async def request_path(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> tuple[int, Any]:

@@ -40,10 +40,10 @@ BACKOFF_S_MAX = 2.0
 # operation -> its arguments (every transport maps each of them)
 OPERATIONS = {
     "cluster": (),
-    "put_service": ("name", "body", "force"),
+    "put_service": ("name", "body", "force", "request"),
     "get_service": ("name",),
     "list_services": (),
-    "delete_service": ("name",),
+    "delete_service": ("name", "request"),
     "service_outcomes": ("name", "after"),
     "submit_saga": ("definition",),
     "get_saga": ("id", "wait_s", "since"),

@@ -105,7 +105,9 @@ class Coordinator:
         body = {"url": url} if grpc is None else {"grpc": grpc}
         if (url is None) == (grpc is None):
             raise ValueError("give exactly one of url or grpc")
-        args = {"name": name, "body": body, "force": force}
+        # One request id for every retry of this call: a retry of a write
+        # that took effect is answered, not applied again after another write.
+        args = {"name": name, "body": body, "force": force, "request": uuid.uuid4().hex}
         return Service.from_json(await self._transport.request("put_service", args))
 
     async def get_service(self, name: str) -> Service:
@@ -116,7 +118,8 @@ class Coordinator:
         return [Service.from_json(s) for s in data["services"]]
 
     async def delete_service(self, name: str) -> Service:
-        return Service.from_json(await self._transport.request("delete_service", {"name": name}))
+        args = {"name": name, "request": uuid.uuid4().hex}
+        return Service.from_json(await self._transport.request("delete_service", args))
 
     async def service_outcomes(self, name: str, after: int = 0) -> dict:
         return await self._transport.request("service_outcomes", {"name": name, "after": after})

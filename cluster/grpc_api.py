@@ -77,6 +77,8 @@ CODE_METADATA = "coordinator-error-code"
 LEADER_METADATA = "coordinator-leader"
 FIELD_METADATA = "coordinator-error-field"
 RETRY_AFTER_METADATA = "retry-after"
+# A registry write's request id, the same on every retry (cluster/requests.py).
+IDEMPOTENCY_METADATA = "idempotency-key"
 
 STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "invalid": grpc.StatusCode.INVALID_ARGUMENT,
@@ -191,6 +193,11 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
     return handler
 
 
+def _metadata(context: Any, key: str) -> str | None:
+    """The first value of invocation metadata ``key``, or None."""
+    return next((value for name, value in context.invocation_metadata() or () if name == key), None)
+
+
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     """The RPCs: decode, call :mod:`cluster.operations`, encode."""
 
@@ -223,7 +230,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     @_unary
     async def PutService(self, request: pb.PutServiceRequest, context: Any) -> pb.ObjectReply:
         put = operations.put_service(
-            self.node, request.name, request.definition_json, force=request.force, remote=_peer_address(context)
+            self.node, request.name, request.definition_json, force=request.force, remote=_peer_address(context),
+            request_id=_metadata(context, IDEMPOTENCY_METADATA),
         )
         return pb.ObjectReply(object_json=_json(await put))
 
@@ -237,7 +245,8 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def DeleteService(self, request: pb.DeleteServiceRequest, context: Any) -> pb.ObjectReply:
-        return pb.ObjectReply(object_json=_json(await operations.delete_service(self.node, request.name)))
+        deleted = operations.delete_service(self.node, request.name, request_id=_metadata(context, IDEMPOTENCY_METADATA))
+        return pb.ObjectReply(object_json=_json(await deleted))
 
     @_unary
     async def ServiceOutcomes(self, request: pb.ServiceOutcomesRequest, context: Any) -> pb.ObjectReply:

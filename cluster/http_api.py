@@ -95,6 +95,8 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
 
 
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+# A registry write's request id, the same on every retry (cluster/requests.py).
+IDEMPOTENCY_KEY = "Idempotency-Key"
 WRITE_METHODS = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
 WILDCARD_HOSTS = frozenset({"0.0.0.0", "::"})
@@ -223,11 +225,14 @@ async def get_service(request: web.Request) -> web.Response:
 async def put_service(request: web.Request) -> web.Response:
     name = _service_name(request)
     node, force = _node(request), request.query.get("force")
-    return web.json_response(await operations.put_service(node, name, await request.read(), force=force, remote=request.remote))
+    return web.json_response(await operations.put_service(
+        node, name, await request.read(), force=force, remote=request.remote,
+        request_id=request.headers.get(IDEMPOTENCY_KEY)))
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    return web.json_response(await operations.delete_service(_node(request), request.match_info["name"]))
+    return web.json_response(await operations.delete_service(
+        _node(request), request.match_info["name"], request_id=request.headers.get(IDEMPOTENCY_KEY)))
 
 
 def build_app(node: "Node") -> web.Application:

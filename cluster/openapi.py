@@ -29,6 +29,7 @@ from .config import HTTP_BODY_BYTES_DEFAULT
 from .http_api import JSON_DEPTH_MAX
 from .http_sagas import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
 from .registry import URL_CHARS_MAX
+from .requests import REQUEST_ID_PATTERN
 
 __all__ = ["OPENAPI_PATH", "build_document", "document_json", "openapi_document"]
 
@@ -335,6 +336,10 @@ def _parameters() -> dict:
                        "Only outcomes at a log index above this (a fraction is truncated)."),
         "Since": query("since", _STRING, "With wait: answer as soon as updated_at differs from this value (a "
                        "long poll for any change, not only a terminal state)."),
+        "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": False,
+                           "schema": _pattern(REQUEST_ID_PATTERN),
+                           "description": "One id for every retry of this write: a retry of a write that took "
+                                          "effect gets its first answer and is not applied again."},
         "SagaState": query("state", _enum(saga.SagaStatus), "Only sagas in this state."),
         "TransactionState": query("state", _enum(twopc.TxStatus), "Only transactions in this state."),
     }
@@ -389,10 +394,10 @@ def _paths() -> dict:
             "get": _op("getService", "One service.", ok("Service"), read + " 404", ("Stale",)),
             "put": _op("putService", "Register or replace a service; re-pointing one that running workflows use "
                        "is a 409 unless ?force=true (recorded in forced_repoint).", ok("Service", "Registered."),
-                       write + " 404 409 413", ("Force",),
+                       write + " 404 409 413", ("Force", "IdempotencyKey"),
                        body=_body(_ref("ServicePut"), "Exactly one of url (HTTP participant) or grpc.")),
             "delete": _op("deleteService", "Remove a service no running workflow uses.", ok("Service", "Removed."),
-                          write + " 404 409"),
+                          write + " 404 409", ("IdempotencyKey",)),
         },
         "/v1/services/{name}/outcomes": {
             "parameters": [{"$ref": "#/components/parameters/ServiceName"}],

@@ -39,6 +39,7 @@ from .errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooL
 from .netpolicy import literal_address
 from .limits import Limits, check_admission
 from .registry import REMOTE_CHARS_MAX, InvalidService, validate_service_body, validate_service_name
+from .requests import valid_request_id
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import Node
@@ -282,8 +283,23 @@ async def get_service(node: "Node", name: str, *, stale: bool | str | None) -> d
         return service_view(service)
 
 
+def _request_id(request_id: str | None) -> str | None:
+    """The write's request id (``Idempotency-Key``), checked; see cluster/requests.py."""
+    if request_id is None or request_id == "":
+        return None
+    if not valid_request_id(request_id):
+        raise InvalidInput("Idempotency-Key", "1 to 64 of A-Z a-z 0-9 . _ : -")
+    return request_id
+
+
 async def put_service(
-    node: "Node", name: str, raw: bytes | str, *, force: bool | str | None = None, remote: str | None = None
+    node: "Node",
+    name: str,
+    raw: bytes | str,
+    *,
+    force: bool | str | None = None,
+    remote: str | None = None,
+    request_id: str | None = None,
 ) -> dict:
     """Register or update a service. Re-pointing one that running workflows
     use is a 409 from the state machine unless `force`; a forced put
@@ -291,6 +307,7 @@ async def put_service(
     is configured - then the request had it) into the log entry."""
     name = service_name(name)
     force = parse_flag("force", force)
+    request_id = _request_id(request_id)
     try:
         target = validate_service_body(parse_json(node, raw))
     except InvalidService as exc:
@@ -301,6 +318,8 @@ async def put_service(
     if force:
         body["force"] = True
         body["by"] = {"remote": remote[:REMOTE_CHARS_MAX] if remote else None, "token": bool(node.config.token)}
+    if request_id is not None:
+        body["request"] = request_id
     return service_view(await propose(node, "service.put", body))
 
 
@@ -317,10 +336,12 @@ def _check_literal_address(node: "Node", target: dict) -> None:
             raise InvalidInput(field, f"{host} is {reason}")
 
 
-async def delete_service(node: "Node", name: str) -> dict:
+async def delete_service(node: "Node", name: str, *, request_id: str | None = None) -> dict:
     name = service_name(name)
+    request_id = _request_id(request_id)
     require_leader(node)
-    return service_view(await propose(node, "service.delete", {"name": name}))
+    body = {"name": name} if request_id is None else {"name": name, "request": request_id}
+    return service_view(await propose(node, "service.delete", body))
 
 
 async def service_outcomes(

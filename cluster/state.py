@@ -13,17 +13,23 @@ from typing import Any, Callable
 from consensus import Command, Rejection, pack
 
 from .registry import ServiceRegistry
+from .requests import RequestLog, valid_request_id
 from .sagas import SagaStore
 from .transactions import TransactionStore
 
 __all__ = ["ClusterState", "STATE_FORMAT_VERSION"]
 
-STATE_FORMAT_VERSION = 3  # 2: the command sequence number; 3: workflows as msgpack bytes
+# 2: the command sequence number; 3: workflows as msgpack bytes; 4: the request log
+STATE_FORMAT_VERSION = 4
+STATE_FORMATS_READ = (3, 4)
+# Commands that may carry a request id, answered once per id (cluster/requests.py).
+ONCE_PER_REQUEST = frozenset({"service.put", "service.delete"})
 
 
 class ClusterState:
     def __init__(self) -> None:
         self.registry = ServiceRegistry()
+        self.requests = RequestLog()
         self.sagas = SagaStore(self.registry)
         self.transactions = TransactionStore(self.registry)
         self.sagas.charged_bytes = self.transactions.charged_bytes = self.charged_bytes
@@ -69,9 +75,20 @@ class ClusterState:
         self.applied_index = index
         if handler is None:
             raise Rejection("invalid", f"unknown command kind {command.kind!r}")
+        request_id = None
+        if command.kind in ONCE_PER_REQUEST and isinstance(command.body, dict) and "request" in command.body:
+            request_id = command.body["request"]
+            if not valid_request_id(request_id):
+                raise Rejection("invalid", "request: 1 to 64 of A-Z a-z 0-9 . _ : -")
+            seen, answer = self.requests.answer(request_id, command.at_ms)
+            if seen:
+                return answer  # applied before: the first answer, nothing changes
+            command = Command(command.kind, {k: v for k, v in command.body.items() if k != "request"}, command.at_ms)
         sequence = self.sequence + 1
         result = handler(sequence, command)
         self.sequence = sequence
+        if request_id is not None:
+            self.requests.record(request_id, command.at_ms, dict(result) if isinstance(result, dict) else result)
         return result
 
     def snapshot(self) -> dict:
@@ -80,14 +97,16 @@ class ClusterState:
             "applied_index": self.applied_index,
             "sequence": self.sequence,
             "registry": self.registry.snapshot(),
+            "requests": self.requests.snapshot(),
             "sagas": self.sagas.snapshot(),
             "transactions": self.transactions.snapshot(),
         }
 
     def restore(self, snapshot: dict) -> None:
-        if snapshot.get("format") != STATE_FORMAT_VERSION:
+        if snapshot.get("format") not in STATE_FORMATS_READ:
             raise ValueError(f"unsupported state format {snapshot.get('format')!r}")
         self.registry.restore(snapshot["registry"])
+        self.requests.restore(snapshot.get("requests", []))  # format 3 had none
         self.sagas.restore(snapshot["sagas"])
         self.transactions.restore(snapshot["transactions"])
         self.applied_index = snapshot["applied_index"]

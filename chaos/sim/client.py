@@ -176,21 +176,22 @@ class SimWorkload(WorkloadMix):
             await self.registry(process)
 
     async def registry(self, process: int | str) -> None:
+        """A registry read or write. A write carries one request id for all its
+        attempts, as the client library's do (cluster/requests.py)."""
         key = self.rng.choice(REGISTRY_KEYS)
         op = self.rng.random()
+        request_id = f"{process}-{self.rng.getrandbits(48):012x}"
         if op < 0.45:
             url = f"http://127.0.0.1:{20000 + self.rng.randrange(REGISTRY_VALUES)}"
             body = json.dumps({"url": url})
             await self.record(process, "registry_put", key, url,
-                              lambda n: _url(operations.put_service(n, key, body)))
+                              lambda n: _url(operations.put_service(n, key, body, request_id=request_id)))
         elif op < 0.9:
-            # The planted bug stale_reads: served from the local replica, without
-            # the leader check and its barrier (any node answers what it applied).
-            stale = True if self.world.settings.planted_bug == "stale_reads" else None
             await self.record(process, "registry_get", key, None,
-                              lambda n: _url(operations.get_service(n, key, stale=stale)), absent_is_ok=True)
+                              lambda n: _url(operations.get_service(n, key, stale=None)), absent_is_ok=True)
         else:
-            await self.record(process, "registry_delete", key, None, lambda n: _url(operations.delete_service(n, key)))
+            await self.record(process, "registry_delete", key, None,
+                              lambda n: _url(operations.delete_service(n, key, request_id=request_id)))
 
     async def run(self, until_s: float) -> None:
         loop = asyncio.get_running_loop()
