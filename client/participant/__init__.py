@@ -1,6 +1,6 @@
 """The participant kit: what a Python/aiohttp service needs to take part in
-the coordinator's sagas and two-phase commits (CONTRACT.md section 4,
-"Participant protocol" and "Two-phase commit").
+the coordinator's sagas and two-phase commits (README.md, "How a workflow
+survives its leader", and the participant protocol it describes).
 
     from client.participant import SQLiteStore, saga_participant, participant_route
 
@@ -31,7 +31,12 @@ from client.participant.errors import (
     StoreFullError,
 )
 from client.participant.limits import BODY_BYTES_MAX, KEY_CHARS_MAX
-from client.participant.saga import NULL_COMPENSATION_BODY, participant_route, saga_participant
+from client.participant.saga import (
+    NULL_COMPENSATION_BODY,
+    NULL_COMPENSATION_REFUSED_BODY,
+    participant_route,
+    saga_participant,
+)
 from client.participant.store import (
     IdempotencyStore,
     MemoryStore,
@@ -57,6 +62,7 @@ __all__ = [
     "serve_participant",
     "KEY_CHARS_MAX",
     "NULL_COMPENSATION_BODY",
+    "NULL_COMPENSATION_REFUSED_BODY",
     "CallbackHandler",
     "IdempotencyStore",
     "LimitExceededError",

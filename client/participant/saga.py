@@ -46,7 +46,10 @@ For a request it handles, in this order:
 4. `.../compensation` whose `.../action` left no trace (null compensation:
    never received, or its handler answered non-definitely or raised, below)
    -> a tombstone is stored and answered: 200
-   `{"compensated": false, "reason": "action never seen"}`.
+   `{"compensated": false, "reason": "action never seen"}`; one whose action
+   answered a definite failure (a stored 4xx: it did nothing) -> 200
+   `{"compensated": false, "reason": "action was refused"}`. The coordinator
+   sends these when the action's answer was lost and the step ended unknown.
    `.../action` after its compensation was answered or started (hanging
    action) -> 409 `compensated`, stored. The handler is not called.
 5. Otherwise the key is marked *attempted* and the handler runs. A 2xx or a
@@ -110,6 +113,7 @@ from client.participant.store import IdempotencyStore, Record
 
 __all__ = [
     "NULL_COMPENSATION_BODY",
+    "NULL_COMPENSATION_REFUSED_BODY",
     "participant_route",
     "saga_participant",
 ]
@@ -117,6 +121,12 @@ __all__ = [
 ACTION = "action"
 COMPENSATION = "compensation"
 NULL_COMPENSATION_BODY = {"compensated": False, "reason": "action never seen"}
+NULL_COMPENSATION_REFUSED_BODY = {"compensated": False, "reason": "action was refused"}
+
+
+def is_refusal(status: int) -> bool:
+    """A definite failure the kit stores: 4xx but 408 and 429 (the business said no)."""
+    return 400 <= status < 500 and status not in (408, 429)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -255,9 +265,13 @@ def matches(stored: Record, digest: str) -> bool:
 def _answer_without_handler(store: IdempotencyStore, branch: _Branch) -> Record | None:
     """The null-compensation tombstone or the hanging-action refusal, if due."""
     if branch.phase == COMPENSATION:
-        action_seen = store.get(branch.action_key) is not None or store.was_attempted(
-            branch.action_key
-        )
+        answered = store.get(branch.action_key)
+        if answered is not None and is_refusal(answered.status):
+            # The action answered a definite failure: it did nothing, so there is
+            # nothing to undo (the coordinator compensates it when that answer
+            # was lost on the way and the step ended unknown).
+            return Record.from_json(200, NULL_COMPENSATION_REFUSED_BODY)
+        action_seen = answered is not None or store.was_attempted(branch.action_key)
         return None if action_seen else Record.from_json(200, NULL_COMPENSATION_BODY)
     compensation_seen = store.get(branch.compensation_key) is not None or store.was_attempted(
         branch.compensation_key

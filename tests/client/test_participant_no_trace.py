@@ -26,6 +26,7 @@ from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 from client.participant import (
     NULL_COMPENSATION_BODY,
+    NULL_COMPENSATION_REFUSED_BODY,
     IdempotencyStore,
     MemoryStore,
     SQLiteStore,
@@ -129,6 +130,24 @@ async def test_http_action_without_a_definite_answer_gets_a_null_compensation(
         late = await post(client, "/charge", ACTION_KEY)
     assert compensation == (200, NULL_COMPENSATION_BODY)
     assert late[0] == 409 and late[1]["error"]["code"] == "compensated"
+    assert payments.calls == Counter({"charge": 1})
+    assert payments.charged == 0
+
+
+@pytest.mark.parametrize("status", [402, 409, 422])
+async def test_http_action_refused_definitely_gets_a_null_compensation(new_store: StoreFactory, status: int) -> None:
+    """A stored 4xx is an action that did nothing. The coordinator still sends
+    its compensation when that answer was lost and the step ended unknown
+    (found by the simulation, seed 542); the compensation handler must not
+    run (it would refund a charge never made)."""
+    payments = Payments()
+    payments.outcomes = [status]
+    store = new_store()
+    async with serve_http(payments.app(store)) as client:
+        refused = await post(client, "/charge", ACTION_KEY)
+        compensation = await post(client, "/refund", COMPENSATION_KEY)
+    assert refused[0] == status
+    assert compensation == (200, NULL_COMPENSATION_REFUSED_BODY)
     assert payments.calls == Counter({"charge": 1})
     assert payments.charged == 0
 
