@@ -19,7 +19,7 @@ import random
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable
+from typing import Any, Awaitable, Callable
 
 from chaos.history import History
 from chaos.orders import SERVICES
@@ -156,6 +156,21 @@ class World:
 
     def run_for(self, seconds: float) -> None:
         self.run(asyncio.sleep(seconds))
+
+    def run_until(self, condition: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> bool:
+        """Let simulated time pass until ``condition()`` holds (True) or
+        ``timeout_s`` simulated seconds went by (False): how a scenario waits."""
+
+        async def wait() -> bool:
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout_s
+            while loop.time() < deadline:
+                if condition():
+                    return True
+                await asyncio.sleep(poll_s)
+            return condition()
+
+        return self.run(wait())
 
     def quiet(self) -> None:
         """No more message faults: what is sent arrives, promptly."""

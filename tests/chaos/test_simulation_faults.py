@@ -8,7 +8,6 @@ Every failure prints the seed and the settings that replay it.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import tempfile
@@ -33,71 +32,70 @@ def _kinds(result) -> set[str]:  # type: ignore[no-untyped-def]
     return {v.get("kind") for r in result.failed() for v in r.violations}
 
 
-def _honest_and_broken(seed: int, bug: str, **settings):  # type: ignore[no-untyped-def]
-    honest = simulate(seed, SimSettings(duration_s=DURATION_S, **settings))
-    assert honest.passed, _explain(honest)
-    broken = simulate(seed, SimSettings(duration_s=DURATION_S, planted_bug=bug, **settings))
-    return honest, broken
+# Each planted bug must be caught. Which seeds show a bug moves with every
+# change of schedule (a fix elsewhere, one more random draw in the workload),
+# so each test runs a window of seeds until two show it, and checks that each
+# of those seeds passes without the bug; pinned seeds would pass quietly (or
+# fail for nothing) after such a change.
+SEED_WINDOW = range(1, 41)
+
+
+def _caught_on_two(bug: str, kinds: set[str], **settings):  # type: ignore[no-untyped-def]
+    """The honest runs of the first two seeds of SEED_WINDOW whose run with
+    ``bug`` shows one of ``kinds``; fails if fewer than two do."""
+    honest_runs, caught = [], []
+    for seed in SEED_WINDOW:
+        broken = simulate(seed, SimSettings(duration_s=DURATION_S, planted_bug=bug, **settings))
+        if not _kinds(broken) & kinds:
+            continue
+        honest = simulate(seed, SimSettings(duration_s=DURATION_S, **settings))
+        assert honest.passed, _explain(honest)
+        honest_runs.append((honest, broken))
+        caught.append(seed)
+        if len(caught) == 2:
+            return honest_runs
+    pytest.fail(f"{bug} showed {sorted(kinds)} on seeds {caught} only, of {SEED_WINDOW}")
 
 
 # -- a. participants crash and restart ------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [1, 2])
-def test_a_participant_that_forgets_its_answers_in_a_crash_is_caught(seed):
-    honest, broken = _honest_and_broken(seed, "participant_forgets_on_crash", faults=("participant-crash",))
-    assert honest.stats["participant_crashes"] >= 1
-    assert "effects_once" in {r.name for r in broken.failed()}, _explain(broken)
-    assert "duplicate_effect" in _kinds(broken)
+def test_a_participant_that_forgets_its_answers_in_a_crash_is_caught():
+    # A forgotten answer runs a handler again: a second effect for one key, or
+    # a compensation the forgetful store no longer ties to its action.
+    for honest, _ in _caught_on_two("participant_forgets_on_crash",
+                                    {"duplicate_effect", "action_not_compensated", "compensation_without_action"},
+                                    faults=("participant-crash",)):
+        assert honest.stats["participant_crashes"] >= 1
 
 
 # -- b. a live leader's links flap ------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [5, 8])
-def test_a_node_that_stands_on_every_reset_is_an_election_storm(seed):
-    honest, broken = _honest_and_broken(seed, "election_on_every_reset", faults=("link-flap",))
-    stats = honest.stats
-    assert stats["flap_episodes_judged"] >= 1 and stats["elections_per_min_under_flaps"] is not None, stats
-    assert "election_storm" in _kinds(broken), _explain(broken)
-    assert broken.stats["elections_under_flaps"] > stats["elections_under_flaps"]
+def test_a_node_that_stands_on_every_reset_is_an_election_storm():
+    for honest, broken in _caught_on_two("election_on_every_reset", {"election_storm"}, faults=("link-flap",)):
+        stats = honest.stats
+        assert stats["flap_episodes_judged"] >= 1 and stats["elections_per_min_under_flaps"] is not None, stats
+        assert broken.stats["elections_under_flaps"] > stats["elections_under_flaps"]
 
 
 # -- c. a slow disk -------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed", [4, 8])
-def test_a_sync_that_returns_before_the_stall_ends_loses_acknowledged_entries(seed):
-    honest, broken = _honest_and_broken(seed, "sync_returns_early", faults=("slow-disk", "crash"),
-                                        fault_interval_s=DENSE)
-    assert honest.stats["disk_stalls"] >= 1
+def test_a_sync_that_returns_before_the_stall_ends_loses_acknowledged_entries():
     # The invariant sees the loss at the power loss; the checkers, when it
-    # costs a committed entry (seed 4: an acknowledged saga is gone).
+    # costs a committed entry.
     lost = {"acknowledged_entry_lost", "applied_entry_changed", "lost_acknowledgement"}
-    assert _kinds(broken) & lost, _explain(broken)
+    for honest, _ in _caught_on_two("sync_returns_early", lost, faults=("slow-disk", "crash"), fault_interval_s=DENSE):
+        assert honest.stats["disk_stalls"] >= 1
 
 
 # -- d. clock skew ------------------------------------------------------------------------
 
 
-SKEW_SEEDS = range(1, 31)  # the bug showed on seeds 6, 7, 10 and 12 of 1-15
-
-
 def test_a_skew_beyond_the_bound_fires_deadlines_too_early():
-    """Caught on the first two seeds of a window where it shows, rather than on
-    two pinned seeds: any change of schedule (a fix elsewhere) moves which
-    seeds show it, and the check must not pass quietly then."""
-    settings = dict(duration_s=DURATION_S, faults=("clock-skew", "partition-leader"), fault_interval_s=DENSE)
-    caught = []
-    for seed in SKEW_SEEDS:
-        broken = simulate(seed, SimSettings(planted_bug="skew_beyond_bound", **settings))
-        if "deadline_too_early" in _kinds(broken):
-            caught.append(seed)
-            honest = simulate(seed, SimSettings(**settings))
-            assert honest.passed, _explain(honest)
-            if len(caught) == 2:
-                return
-    pytest.fail(f"skew_beyond_bound was caught on {caught} only, of seeds {SKEW_SEEDS}")
+    _caught_on_two("skew_beyond_bound", {"deadline_too_early"},
+                   faults=("clock-skew", "partition-leader"), fault_interval_s=DENSE)
 
 
 # -- 6. the online stale-read invariant -------------------------------------------------------
@@ -138,16 +136,7 @@ def _world(seed: int, **settings) -> tuple[World, Path]:  # type: ignore[no-unty
 
 
 def _until(world: World, condition, timeout_s: float, what: str) -> None:  # type: ignore[no-untyped-def]
-    async def wait() -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            if condition():
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    if not world.run(wait()):
+    if not world.run_until(condition, timeout_s):
         pytest.fail(f"scenario: {what} did not happen within {timeout_s:g} simulated s")
 
 

@@ -39,16 +39,7 @@ def _world(seed: int, **settings) -> tuple[World, Path]:
 
 
 def _until(world: World, condition, timeout_s: float, what: str) -> None:
-    async def wait() -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            if condition():
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    if not world.run(wait()):
+    if not world.run_until(condition, timeout_s):
         pytest.fail(f"scenario: {what} did not happen within {timeout_s:g} simulated s")
 
 

@@ -25,7 +25,6 @@ the hazard is real: PySyncObj forwards it and it is applied.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shutil
 import tempfile
@@ -46,16 +45,7 @@ OLD_URL, NEW_URL = "http://127.0.0.1:20004", "http://127.0.0.1:20039"
 
 
 def _until(world: World, condition, timeout_s: float, what: str) -> None:
-    async def wait() -> bool:
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout_s
-        while loop.time() < deadline:
-            if condition():
-                return True
-            await asyncio.sleep(0.05)
-        return False
-
-    if not world.run(wait()):
+    if not world.run_until(condition, timeout_s):
         pytest.fail(f"scenario: {what} did not happen within {timeout_s:g} simulated s")
 
 
