@@ -336,8 +336,9 @@ def _parameters() -> dict:
                        "Only outcomes at a log index above this (a fraction is truncated)."),
         "Since": query("since", _STRING, "With wait: answer as soon as updated_at differs from this value (a "
                        "long poll for any change, not only a terminal state)."),
+        # HTTP drops spaces and tabs around a header value before any handler sees it.
         "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": False,
-                           "schema": _pattern(REQUEST_ID_PATTERN),
+                           "schema": {"type": "string", "pattern": f"^[ \\t]*{REQUEST_ID_PATTERN.pattern}[ \\t]*$"},
                            "description": "One id for every retry of this write: a retry of a write that took "
                                           "effect gets its first answer and is not applied again."},
         "SagaState": query("state", _enum(saga.SagaStatus), "Only sagas in this state."),

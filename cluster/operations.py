@@ -285,7 +285,7 @@ async def get_service(node: "Node", name: str, *, stale: bool | str | None) -> d
 
 def _request_id(request_id: str | None) -> str | None:
     """The write's request id (``Idempotency-Key``), checked; see cluster/requests.py."""
-    if request_id is None or request_id == "":
+    if request_id is None:
         return None
     if not valid_request_id(request_id):
         raise InvalidInput("Idempotency-Key", "1 to 64 of A-Z a-z 0-9 . _ : -")
