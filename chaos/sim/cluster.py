@@ -129,6 +129,9 @@ class SimCluster:
             slot.disk.busy_until = 0.0  # the sync in progress dies with the process
         journal = getattr(node.log, "journal", None)
         lost = 0
+        # Acknowledgements held behind a slow sync die with the process: they never
+        # left, so a later incarnation is not held to them (found on seed 4531).
+        self.world.network.drop_unsent_acks(slot.address)
         if journal is not None and power_loss:
             held = {(e[1], e[2]) for e in journal._entries}
             lost = journal.power_loss(self.world.rng_faults)

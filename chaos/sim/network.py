@@ -183,6 +183,14 @@ class Network:
         gone = [a for a in self.acks.get(address, ()) if a[0] <= now]
         return gone[-1][1:] if gone else None
 
+    def drop_unsent_acks(self, address: str) -> None:
+        """``address`` died: its acknowledgements still held behind a slow sync
+        never leave, so they acknowledged nothing."""
+        now = self.loop.time()
+        acks = self.acks.get(address)
+        if acks:
+            acks[:] = [a for a in acks if a[0] <= now]
+
     def note_ack(self, address: str, index: int, term: int) -> None:
         departure = max(self.loop.time(), self.busy_until.get(address, 0.0))
         acks = self.acks.setdefault(address, [])
