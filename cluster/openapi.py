@@ -440,7 +440,7 @@ def _paths() -> dict:
     }
 
 
-_DESCRIPTION = f"""The coordinator's HTTP API (CONTRACT.md, section 4). JSON in and out.
+_DESCRIPTION = f"""The coordinator's HTTP API (README.md, "HTTP API"). JSON in and out.
 
 - Errors: `{{"error": {{"code", "message", ...}}}}`; a 400 names the field first in its message.
 - Writes, and reads without `?stale=true`, go to the leader: a follower answers 307 with `Location` on the leader.

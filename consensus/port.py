@@ -1,6 +1,6 @@
 """The port between the coordinator and its replicated log.
 
-Two questions stay apart (STYLE.md section 2): did the log accept the entry
+Two questions stay apart: did the log accept the entry
 (``propose`` raises a :mod:`consensus.errors` error when it did not or may
 not have), and what did the state machine return (:class:`Applied` or
 :class:`Rejected`).

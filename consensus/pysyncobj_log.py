@@ -1,4 +1,4 @@
-"""The ReplicatedLog on PySyncObj 0.3.17 (see shared/PYSYNCOBJ.md).
+"""The ReplicatedLog on PySyncObj 0.3.17 (its hazards are listed in README.md and below).
 
 - One replicated entry point, ``apply_entry(bytes)``: method ids stay stable.
 - Always a journal (:mod:`consensus.journal`, msgpack, group-committed fsync) and a full dump

@@ -1,6 +1,6 @@
 """Saga definitions: parse, validate, encode.
 
-A definition as a user sends it (CONTRACT.md, section 4)::
+A definition as a user sends it (README.md, "Sagas and transactions from the CLI")::
 
     {"id": "order-42",                                   # optional
      "steps": [

@@ -2,7 +2,7 @@
 
 `state_to_dict` / `state_from_dict` round-trip exactly through plain types
 (dict, list, str, int, float, bool, None) for Raft snapshots; `to_api` gives
-the contract's saga object (CONTRACT.md, section 4, "Saga object").
+the contract's saga object (README.md, "HTTP API").
 """
 
 from __future__ import annotations

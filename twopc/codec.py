@@ -2,7 +2,7 @@
 
 - `state_to_dict` / `state_from_dict`: an exact round trip through plain
   types (str, int, None, list, dict) that msgpack and JSON both carry.
-- `to_api`: the transaction object of CONTRACT.md section 4, times as
+- `to_api`: the transaction object of the HTTP API (README.md), times as
   ISO-8601 UTC strings ("2024-05-01T12:00:00.000Z").
 """
 
