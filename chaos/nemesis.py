@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.local import LocalCluster
+from cluster.launcher.local import LocalCluster
 
 from .netns import Network
 

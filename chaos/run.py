@@ -27,7 +27,7 @@ from pathlib import Path
 import aiohttp
 
 from client import Coordinator, CoordinatorError
-from cluster.local import LocalCluster
+from cluster.launcher.local import LocalCluster
 
 from . import netns
 from .checkers import render_table, report_json, run_all, run_passed

@@ -22,7 +22,7 @@ WAIT_S_MAX = 60.0
 WAIT_SLACK_S = 10.0
 _COLLECTIONS = {"saga": "sagas", "tx": "transactions"}
 # Writes say they are JSON even without a body: nodes refuse other writes
-# (what a browser page on another site could send; cluster/http_api.py).
+# (what a browser page on another site could send; cluster/api/http_api.py).
 _WRITE_HEADERS = {"Content-Type": "application/json"}
 _WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
 

@@ -21,8 +21,8 @@ from typing import Any, Callable
 from client import Coordinator, CoordinatorError
 from client.coordinator import endpoints_from_env
 
-from .files import owner_only_umask, private_dir
-from .config import (
+from cluster.core.files import owner_only_umask, private_dir
+from cluster.core.config import (
     ClusterConfig,
     ConfigError,
     NodeAddress,
@@ -33,7 +33,7 @@ from .config import (
     read_secret,
     write_cluster_file,
 )
-from .netpolicy import literal_address
+from cluster.core.netpolicy import literal_address
 
 __all__ = ["main"]
 
@@ -90,7 +90,7 @@ def insecure_bind_warning(cluster: ClusterConfig, nodes: list[NodeAddress], inse
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from .supervisor import die_with_parent
+    from cluster.launcher.supervisor import die_with_parent
 
     die_with_parent()
     owner_only_umask()
@@ -107,8 +107,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
     )
-    from .event_loop import run
-    from .node import serve
+    from cluster.launcher.event_loop import run
+    from cluster.core.node import serve
 
     try:
         run(serve(config))
@@ -166,7 +166,7 @@ def _wait_ready(endpoints: list[str], timeout_s: float, token: str | None = None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from .supervisor import Supervisor
+    from cluster.launcher.supervisor import Supervisor
 
     owner_only_umask()
     cluster_file = _prepare_data_dir(args)
@@ -327,7 +327,7 @@ def cmd_saga_redrive(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from .bench import BenchOptions, dump, render, run
+    from cluster.bench.run import BenchOptions, dump, render, run
 
     endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip()) if args.endpoints else None
     try:
@@ -367,7 +367,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo.run import run_demo
+    from cluster.demo.run import run_demo
 
     return asyncio.run(run_demo())
 

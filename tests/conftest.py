@@ -1,7 +1,7 @@
 import pytest
 import pytest_asyncio
 
-from cluster.local import LocalCluster
+from cluster.launcher.local import LocalCluster
 
 
 async def _running(root):

@@ -1,7 +1,7 @@
 """Simulated clients: requests to the nodes' API operations, and the workload.
 
 A request goes to a node after a seeded delay and runs there as
-:mod:`cluster.operations` (what the HTTP and gRPC servers call) inside that
+:mod:`cluster.api.operations` (what the HTTP and gRPC servers call) inside that
 node's process; the answer comes back after another delay. A dead node
 refuses, a node that dies mid-request resets the connection, and a slow
 one times out - each an unknown outcome for that attempt. While the
@@ -24,8 +24,8 @@ import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 from chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES, WorkloadMix
-from cluster import operations
-from cluster.errors import ApiError
+from cluster.api import operations
+from cluster.api.errors import ApiError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import SimNode
@@ -177,7 +177,7 @@ class SimWorkload(WorkloadMix):
 
     async def registry(self, process: int | str) -> None:
         """A registry read or write. A write carries one request id for all its
-        attempts, as the client library's do (cluster/requests.py)."""
+        attempts, as the client library's do (cluster/stores/requests.py)."""
         key = self.rng.choice(REGISTRY_KEYS)
         op = self.rng.random()
         request_id = f"{process}-{self.rng.getrandbits(48):012x}"

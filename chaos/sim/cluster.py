@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.config import ClusterConfig, NodeAddress, NodeConfig
+from cluster.core.config import ClusterConfig, NodeAddress, NodeConfig
 
 from .clock import Process
 from .disk import SimDisk

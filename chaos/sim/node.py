@@ -1,7 +1,7 @@
 """One simulated node process: the real log, state machine and executor.
 
-:class:`SimNode` is a :class:`cluster.node.Node` without its HTTP and gRPC
-servers (clients call :mod:`cluster.operations` on it directly) whose
+:class:`SimNode` is a :class:`cluster.core.node.Node` without its HTTP and gRPC
+servers (clients call :mod:`cluster.api.operations` on it directly) whose
 parts are the production ones with their edges swapped:
 
 - :class:`SimLog` is :class:`consensus.PySyncObjLog` - a real PySyncObj
@@ -9,7 +9,7 @@ parts are the production ones with their edges swapped:
   barrier - started with ``autoTick=False`` (the simulation ticks it), no
   password (no sockets to protect), the simulated transport, the
   crashable journal and a stable node hash;
-- :class:`SimExecutor` is :class:`cluster.executor.Executor` whose
+- :class:`SimExecutor` is :class:`cluster.executor.executor.Executor` whose
   ``HttpCaller`` talks to a :class:`~chaos.sim.participants.SimSession`.
 
 Observers see every applied entry and role change, for the invariants.
@@ -22,12 +22,12 @@ from typing import Any, Protocol
 
 from pysyncobj import SyncObjConf
 
-from cluster.config import NodeConfig
-from cluster.executor import Executor, ExecutorSettings
-from cluster.client_slots import ClientSlots
-from cluster.node import Node, _TruncationCounter
-from cluster.participants import HttpCaller
-from cluster.state import ClusterState
+from cluster.core.config import NodeConfig
+from cluster.executor.executor import Executor, ExecutorSettings
+from cluster.api.client_slots import ClientSlots
+from cluster.core.node import Node, _TruncationCounter
+from cluster.executor.http_caller import HttpCaller
+from cluster.core.state import ClusterState
 from consensus import PySyncObjLog
 
 from .network import SimNodeId
@@ -104,7 +104,7 @@ class SimExecutor(Executor):
 
 
 class SimNode(Node):
-    """Node's wiring (see cluster/node.py) with the simulated log and executor."""
+    """Node's wiring (see cluster/core/node.py) with the simulated log and executor."""
 
     def __init__(self, config: NodeConfig, *, observer: Observer, journal_class: type, transport_base: type,
                  session: SimSession, rng: random.Random) -> None:

@@ -8,7 +8,7 @@ from a socket. Its effects carry the virtual clock (``time.monotonic`` is
 patched during a run).
 
 The executor reaches them through :class:`SimSession`, which stands in for
-the ``aiohttp.ClientSession`` under the real :class:`cluster.participants.HttpCaller`,
+the ``aiohttp.ClientSession`` under the real :class:`cluster.executor.http_caller.HttpCaller`,
 so the executor's retries, timeouts, answer classification and circuit
 breakers are the real ones. Between the two, :class:`ParticipantLinks`
 decides from the seed: the delay each way, a request lost (the caller

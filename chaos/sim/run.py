@@ -29,7 +29,7 @@ from typing import Any
 
 from chaos.checkers import FAIL, PASS, CheckResult, render_table, run_all, run_passed
 from chaos.history import History
-from cluster import operations
+from cluster.api import operations
 
 from .client import SimClient, SimWorkload
 from .invariants import deadline_violations, flap_violations

@@ -25,8 +25,8 @@ from chaos.history import History
 from chaos.orders import SERVICES
 from chaos.participants import Chaos, Fail, RecordingService, Script, Vote
 from client.participant import MemoryStore
-from cluster.executor import ExecutorSettings
-from cluster.node import _TruncationCounter
+from cluster.executor.executor import ExecutorSettings
+from cluster.core.node import _TruncationCounter
 from consensus import RaftSettings
 
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
@@ -139,7 +139,7 @@ class World:
         self.fault_windows: list[list[float]] = []  # [start, end] of faults that start elections
         self.flap_episodes: list[dict[str, Any]] = []
         # PySyncObj logs CRITICAL when a follower re-receives entries it applied
-        # (as cluster.node counts them); the run counts them too.
+        # (as cluster.core.node counts them); the run counts them too.
         self.truncations = _TruncationCounter()
         logging.getLogger("pysyncobj.syncobj").addFilter(self.truncations)
         self.threads_at_start = threading.active_count()

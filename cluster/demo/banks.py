@@ -25,7 +25,7 @@ from aiohttp import web
 
 from client.participant import MemoryStore, add_twopc_routes
 
-from ..local import serve_on_loopback
+from cluster.launcher.local import serve_on_loopback
 
 __all__ = ["Banks", "start_banks", "transfer"]
 

@@ -18,9 +18,9 @@ from pathlib import Path
 
 from client import Coordinator, Saga, Transaction
 
-from ..local import LocalCluster
-from .banks import start_banks, transfer
-from .services import demo_saga, demo_transaction, start_demo_services
+from cluster.launcher.local import LocalCluster
+from cluster.demo.banks import start_banks, transfer
+from cluster.demo.services import demo_saga, demo_transaction, start_demo_services
 
 __all__ = ["run_demo"]
 

@@ -44,7 +44,7 @@ from client.participant import (
     CallbackHandler, MemoryStore, add_twopc_routes, participant_route, saga_participant,
 )
 
-from ..local import serve_on_loopback
+from cluster.launcher.local import serve_on_loopback
 
 __all__ = [
     "INITIAL_STOCK", "DemoService", "demo_saga", "demo_transaction", "start_demo_services",

@@ -18,7 +18,7 @@ import pytest
 from chaos.sim import SimSettings, World, simulate
 from chaos.sim.invariants import RegisterWatch
 from chaos.sim.run import start
-from cluster import operations
+from cluster.api import operations
 
 DURATION_S = 10.0
 DENSE = (0.5, 1.5)  # faults every 0.5-1.5 s: the combinations a bug needs come sooner

@@ -19,7 +19,7 @@ import pytest
 
 from chaos.sim import SimSettings, World
 from chaos.sim.run import start
-from cluster import operations
+from cluster.api import operations
 from consensus import RaftSettings
 
 NODES = ("n1", "n2", "n3")

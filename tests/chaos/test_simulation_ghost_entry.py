@@ -34,8 +34,8 @@ import pytest
 
 from chaos.sim import SimSettings, World
 from chaos.sim.run import start
-from cluster import operations
-from cluster.errors import NotFound
+from cluster.api import operations
+from cluster.api.errors import NotFound
 from consensus import Command, encode_command
 from consensus.codec import encode_in_term
 

@@ -33,7 +33,7 @@ from chaos.orders import order_saga
 from chaos.participants import Flaky, Script
 from chaos.sim import SimSettings, World
 from chaos.sim.run import finish, start
-from cluster import operations
+from cluster.api import operations
 
 SAGA = "saga-no-trace"
 TERMINAL = ("completed", "compensated")

@@ -13,9 +13,9 @@ from client._http import _route
 from client.errors import NotLeader
 from client.grpc_gen import coordinator_pb2 as pb
 from client.grpc_gen import coordinator_pb2_grpc
-from cluster.config import NodeAddress
-from cluster.grpc_api import abort_details
-from cluster.operations import LeaderElsewhere
+from cluster.core.config import NodeAddress
+from cluster.api.grpc_api import abort_details
+from cluster.api.operations import LeaderElsewhere
 
 
 @pytest.mark.parametrize(

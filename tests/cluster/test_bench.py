@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from cluster import bench_etcd
-from cluster.bench import BenchOptions, attach_baseline
-from cluster.bench_chart import main as chart_main
-from cluster.bench_chart import series
-from cluster.bench_etcd import etcd_binary, etcd_command, run_etcd_baseline
-from cluster.bench_failover import Observations, fence_term
-from cluster.bench_stats import commands_committed, distribution_ms, latency_summary_ms, percentile, ratio, top_functions
+from cluster.bench import etcd as bench_etcd
+from cluster.bench.run import BenchOptions, attach_baseline
+from cluster.bench.chart import main as chart_main
+from cluster.bench.chart import series
+from cluster.bench.etcd import etcd_binary, etcd_command, run_etcd_baseline
+from cluster.bench.failover import Observations, fence_term
+from cluster.bench.stats import commands_committed, distribution_ms, latency_summary_ms, percentile, ratio, top_functions
 
 
 # -- percentiles and ratios ---------------------------------------------------------------

@@ -59,7 +59,7 @@ def test_insecure_warns_loudly_and_loopback_or_a_token_need_nothing(tmp_path):
     import dataclasses
 
     from cluster.cli import UsageError, insecure_bind_warning
-    from cluster.config import local_cluster
+    from cluster.core.config import local_cluster
 
     exposed = local_cluster(nodes=3, host="0.0.0.0", base_port=23200, data_dir=tmp_path)
     with pytest.raises(UsageError):

@@ -1,18 +1,18 @@
 """The gRPC error mapping: every error the node answers gets the status of
-the table in cluster/grpc_api.py, and the client raises for it the class it
+the table in cluster/api/grpc_api.py, and the client raises for it the class it
 raises for the same error over HTTP."""
 
 import grpc
 import pytest
 
 from client.errors import NotLeader, Overloaded, TooLarge, Unavailable, error_from_grpc, error_from_http
-from cluster.config import NodeAddress
-from cluster.errors import ApiError, Conflict, InvalidInput, NotFound, error_for_rejection
-from cluster.errors import Overloaded as ServerOverloaded
-from cluster.errors import TooLarge as ServerTooLarge
-from cluster.errors import Unavailable as ServerUnavailable
-from cluster.grpc_api import abort_details
-from cluster.operations import LeaderElsewhere
+from cluster.core.config import NodeAddress
+from cluster.api.errors import ApiError, Conflict, InvalidInput, NotFound, error_for_rejection
+from cluster.api.errors import Overloaded as ServerOverloaded
+from cluster.api.errors import TooLarge as ServerTooLarge
+from cluster.api.errors import Unavailable as ServerUnavailable
+from cluster.api.grpc_api import abort_details
+from cluster.api.operations import LeaderElsewhere
 
 LEADER = NodeAddress(id="n2", raft="127.0.0.1:7102", http="127.0.0.1:8102", grpc="127.0.0.1:9102")
 

@@ -1,4 +1,4 @@
-"""The HTTP API's browser guard (cluster/http_api.py): Content-Type of
+"""The HTTP API's browser guard (cluster/api/http_api.py): Content-Type of
 writes, Origin and Host, with the [api] settings of the cluster file."""
 
 from types import SimpleNamespace
@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cluster.config import ApiSettings, ConfigError, NodeAddress, _api
-from cluster.http_api import build_app, host_name
-from cluster.openapi import OPENAPI_PATH
+from cluster.core.config import ApiSettings, ConfigError, NodeAddress, _api
+from cluster.api.http_api import build_app, host_name
+from cluster.api.openapi import OPENAPI_PATH
 
 
 def stub_node(api=ApiSettings(), http="127.0.0.1:8101"):

@@ -3,7 +3,7 @@ digest on every replica, and nothing for the garbage collector to walk."""
 
 import gc
 
-from cluster.state import ClusterState
+from cluster.core.state import ClusterState
 from consensus import Command
 
 SERVICES = ("p1", "p2")

@@ -1,9 +1,9 @@
-"""The [services] address policy (cluster/netpolicy.py): which participant
+"""The [services] address policy (cluster/core/netpolicy.py): which participant
 addresses may be called, judged on what a name resolves to at call time."""
 
 import pytest
 
-from cluster.netpolicy import AddressRefused, ServicePolicy
+from cluster.core.netpolicy import AddressRefused, ServicePolicy
 
 DEFAULT = ServicePolicy()
 TEN = ServicePolicy.parse(["10.0.0.0/8"], [])

@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 import saga
 import twopc
-from cluster import http_sagas, registry
-from cluster.config import ApiSettings
-from cluster.http_api import build_app
-from cluster.openapi import OPENAPI_PATH, build_document, document_json
+from cluster.api import http_saga
+from cluster.stores import registry
+from cluster.core.config import ApiSettings
+from cluster.api.http_api import build_app
+from cluster.api.openapi import OPENAPI_PATH, build_document, document_json
 from saga import fields as saga_fields
 from twopc import definition as tx_definition
 
@@ -113,17 +114,17 @@ def test_structure_refs_parameters_and_responses():
 
 def test_limits_are_the_handlers_own():
     params = build_document()["components"]["parameters"]
-    assert params["Wait"]["schema"]["maximum"] == http_sagas.WAIT_S_MAX
-    assert params["Limit"]["schema"]["maximum"] == http_sagas.LIST_LIMIT_MAX
-    assert params["Limit"]["schema"]["default"] == http_sagas.LIST_LIMIT_DEFAULT
-    assert params["OutcomesLimit"]["schema"]["maximum"] == http_sagas.OUTCOMES_LIMIT_MAX
+    assert params["Wait"]["schema"]["maximum"] == http_saga.WAIT_S_MAX
+    assert params["Limit"]["schema"]["maximum"] == http_saga.LIST_LIMIT_MAX
+    assert params["Limit"]["schema"]["default"] == http_saga.LIST_LIMIT_DEFAULT
+    assert params["OutcomesLimit"]["schema"]["maximum"] == http_saga.OUTCOMES_LIMIT_MAX
 
 
 HANDLER_PATTERNS = {
     "ServiceName": registry.SERVICE_NAME_PATTERN,
-    "SagaId": http_sagas._SAGA_ID,
-    "TransactionId": http_sagas._SAGA_ID,
-    "SignalName": http_sagas._SIGNAL,
+    "SagaId": http_saga._SAGA_ID,
+    "TransactionId": http_saga._SAGA_ID,
+    "SignalName": http_saga._SIGNAL,
 }
 
 

@@ -1,6 +1,6 @@
 """The [services] policy at call time, for both transports: a registered
-name that resolves to a refused address is never called (cluster/netpolicy.py,
-cluster/participants.py, cluster/participants_grpc.py)."""
+name that resolves to a refused address is never called (cluster/core/netpolicy.py,
+cluster/executor/http_caller.py, cluster/executor/grpc_caller.py)."""
 
 import socket
 
@@ -10,10 +10,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from cluster.breaker import Breakers
-from cluster.netpolicy import ServicePolicy
-from cluster.participants import CallSpec, HttpCaller, participant_session
-from cluster.participants_grpc import GrpcCaller
+from cluster.executor.breaker import Breakers
+from cluster.core.netpolicy import ServicePolicy
+from cluster.executor.http_caller import CallSpec, HttpCaller, participant_session
+from cluster.executor.grpc_caller import GrpcCaller
 
 TEN_ONLY = ServicePolicy.parse(["10.0.0.0/8"], [])
 

@@ -1,4 +1,4 @@
-"""Registry writes answered once per request id (cluster/requests.py).
+"""Registry writes answered once per request id (cluster/stores/requests.py).
 
 Found by the simulation (seed 413): a PUT whose answer was lost was sent
 again; the first attempt had committed, another client's PUT came between,
@@ -8,8 +8,8 @@ answered a value that no linearization allows.
 
 import pytest
 
-from cluster.requests import REQUEST_AGE_MS_MAX, REQUEST_IDS_MAX, RequestLog
-from cluster.state import ClusterState
+from cluster.stores.requests import REQUEST_AGE_MS_MAX, REQUEST_IDS_MAX, RequestLog
+from cluster.core.state import ClusterState
 from consensus import Command, Rejection
 
 

@@ -1,7 +1,7 @@
 """Retention prunes everything past it at each check, not one batch."""
 
-from cluster.executor import Executor, ExecutorSettings
-from cluster.workflows import PRUNE_BATCH_MAX
+from cluster.executor.executor import Executor, ExecutorSettings
+from cluster.stores.workflows import PRUNE_BATCH_MAX
 
 
 class _Driver:

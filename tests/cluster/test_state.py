@@ -2,7 +2,7 @@
 
 from hypothesis import given, settings, strategies as st
 
-from cluster.state import ClusterState
+from cluster.core.state import ClusterState
 from consensus import Command, InMemoryLog, Rejected, Rejection, pack, unpack
 
 names = st.sampled_from(["orders", "payments", "a", "Bad", "", "x" * 70, None, 5])

@@ -1,11 +1,11 @@
-"""The state budget (cluster/limits.py): charged bytes are a function of the
+"""The state budget (cluster/core/limits.py): charged bytes are a function of the
 state - equal on a replica restored from a snapshot - and a submission over
 the budget is a recorded rejection that changes nothing."""
 
 import pytest
 
-from cluster.limits import Limits
-from cluster.state import ClusterState
+from cluster.core.limits import Limits
+from cluster.core.state import ClusterState
 from consensus import Command, Rejection, pack
 
 PAD = 50_000

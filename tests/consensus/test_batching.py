@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-from cluster.state import ClusterState
+from cluster.core.state import ClusterState
 from consensus import Command, NotLeader, encode_command
 from consensus.applier import Applier
 from consensus.batching import BATCH_COMMANDS_MAX, Batcher, encode_batch

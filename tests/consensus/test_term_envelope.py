@@ -8,7 +8,7 @@ import threading
 
 import pytest
 
-from cluster.state import ClusterState
+from cluster.core.state import ClusterState
 from consensus import CodecError, Command, NotLeader, encode_command, pack
 from consensus.applier import STALE_TERM, Applier
 from consensus.batching import encode_batch

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cluster.bench_etcd import etcd_binary
+from cluster.bench.etcd import etcd_binary
 
 pytestmark = pytest.mark.integration
 

@@ -1,6 +1,6 @@
 """What one client may hold open on a node (issue 12, item 10): long polls
 and gRPC Watch streams per remote address, a Watch's life, and the idle
-time of a keep-alive connection (``[limits]``, cluster/limits.py)."""
+time of a keep-alive connection (``[limits]``, cluster/core/limits.py)."""
 
 import asyncio
 import socket
@@ -13,8 +13,8 @@ import pytest
 from client import Coordinator
 from client.grpc_gen import coordinator_pb2 as pb
 from client.grpc_gen import coordinator_pb2_grpc
-from cluster.limits import Limits
-from cluster.local import LocalCluster
+from cluster.core.limits import Limits
+from cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

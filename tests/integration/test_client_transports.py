@@ -16,7 +16,7 @@ from chaos.participants import Script, Vote
 from client import Conflict, Coordinator, InvalidRequest, NotFound, Saga, Service, SyncCoordinator, Timeout, Transaction, Unauthorized
 from client.grpc_gen import coordinator_pb2 as pb
 from client.grpc_gen import coordinator_pb2_grpc
-from cluster.local import LocalCluster
+from cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

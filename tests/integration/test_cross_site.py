@@ -1,5 +1,5 @@
 """Cross-site and DNS-rebinding requests from a browser page are refused
-(cluster/http_api.py): a text/plain or form POST (a "simple" request a page
+(cluster/api/http_api.py): a text/plain or form POST (a "simple" request a page
 may send anywhere without a preflight), a request whose Origin is not
 allowed, and a request whose Host is a name the node does not have."""
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from cluster.local import LocalCluster, fast_raft
+from cluster.launcher.local import LocalCluster, fast_raft
 
 pytestmark = pytest.mark.integration
 

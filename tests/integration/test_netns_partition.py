@@ -14,7 +14,7 @@ import pytest
 
 from chaos import netns
 from chaos.nemesis import Nemesis
-from cluster.local import LocalCluster
+from cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

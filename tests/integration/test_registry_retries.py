@@ -4,7 +4,7 @@ The essence of simulation seed 413 on a real cluster, over HTTP and gRPC:
 client A's PUT commits but A never hears back; client B's PUT of another
 value commits; A sends its PUT again with the same request id. The retry is
 answered with A's first answer and the service keeps B's value - applied
-again, it would have put A's older value back over B's (cluster/requests.py).
+again, it would have put A's older value back over B's (cluster/stores/requests.py).
 """
 
 from __future__ import annotations

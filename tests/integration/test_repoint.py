@@ -1,6 +1,6 @@
 """Re-pointing a service that running workflows use is a 409 unless forced,
 over HTTP and gRPC; a forced re-point is recorded in the service (who, when,
-from what) - the check is the state machine's (cluster/registry.py)."""
+from what) - the check is the state machine's (cluster/stores/registry.py)."""
 
 import pytest
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cluster.local import LocalCluster, fast_raft
+from cluster.launcher.local import LocalCluster, fast_raft
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,8 @@ import pytest
 from chaos.orders import order_saga, participants
 from chaos.participants import Flaky, Script, Slow
 from client import Coordinator, NotFound, Overloaded, Suspended
-from cluster.executor import ExecutorSettings
-from cluster.local import LocalCluster
+from cluster.executor.executor import ExecutorSettings
+from cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -13,7 +13,7 @@ from aiohttp import web
 
 from client import Coordinator
 from client.participant import MemoryStore, participant_route, saga_participant
-from cluster.local import serve_on_loopback
+from cluster.launcher.local import serve_on_loopback
 
 pytestmark = pytest.mark.integration
 

@@ -1,14 +1,14 @@
 """SSRF: a service whose address the [services] policy refuses is never
 called, and a literal refused address cannot even be registered
-(cluster/netpolicy.py)."""
+(cluster/core/netpolicy.py)."""
 
 import aiohttp
 import pytest
 from aiohttp import web
 
 from client import Coordinator
-from cluster.local import LocalCluster
-from cluster.netpolicy import ServicePolicy
+from cluster.launcher.local import LocalCluster
+from cluster.core.netpolicy import ServicePolicy
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ still counts it."""
 
 import pytest
 
-from cluster.limits import Limits
-from cluster.local import LocalCluster, fast_raft
+from cluster.core.limits import Limits
+from cluster.launcher.local import LocalCluster, fast_raft
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ import aiohttp
 import pytest
 
 from client import Coordinator, Unauthorized
-from cluster.local import LocalCluster
+from cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

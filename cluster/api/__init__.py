@@ -1,0 +1,1 @@
+"""The node's API: operations, HTTP, gRPC, OpenAPI, metrics and the error tree."""

@@ -1,0 +1,71 @@
+"""The saga endpoints of the HTTP API (contract section 4); what they do is
+in :mod:`cluster.api.operations`."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cluster.api import operations
+from cluster.api.http_api import _node
+from cluster.api.operations import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
+from cluster.api.operations import SIGNAL_NAME as _SIGNAL  # noqa: F401 - the handlers' patterns, for the OpenAPI tests
+from cluster.api.operations import WORKFLOW_ID as _SAGA_ID  # noqa: F401
+
+__all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_LIMIT_MAX", "WAIT_S_MAX"]
+
+
+async def submit_saga(request: web.Request) -> web.Response:
+    view, created = await operations.submit_workflow(_node(request), "saga", await request.read())
+    return web.json_response(view, status=201 if created else 200)
+
+
+async def get_saga(request: web.Request) -> web.Response:
+    """The saga. ``?wait=S`` (at most WAIT_S_MAX): while this node leads, wait
+    up to S seconds for a terminal state. With ``&since=UPDATED_AT`` (the
+    ``updated_at`` of a state the caller has), answer as soon as the saga's
+    ``updated_at`` differs from it instead: a long poll for every change (a
+    change within the same millisecond as ``since`` is answered with the next
+    one, or when S runs out). ``?stale=true`` reads the local replica."""
+    query = request.query
+    view = await operations.get_workflow(
+        _node(request), "saga", request.match_info["id"], wait_s=query.get("wait"), since=query.get("since"), stale=query.get("stale"),
+        client=request.remote,
+    )
+    return web.json_response(view)
+
+
+async def list_sagas(request: web.Request) -> web.Response:
+    query = request.query
+    views = await operations.list_workflows(
+        _node(request), "saga", state=query.get("state"), limit=query.get("limit"), stale=query.get("stale")
+    )
+    return web.json_response(views)
+
+
+async def signal_saga(request: web.Request) -> web.Response:
+    """Deliver the signal ``name`` with the JSON body as its payload (none: null)."""
+    match = request.match_info
+    operations.check_signal(match["id"], match["name"])  # before the body is read
+    answer = await operations.signal_saga(_node(request), match["id"], match["name"], await request.read())
+    return web.json_response(answer, status=202)
+
+
+async def redrive_saga(request: web.Request) -> web.Response:
+    return web.json_response(await operations.redrive_saga(_node(request), request.match_info["id"]), status=202)
+
+
+async def service_outcomes(request: web.Request) -> web.Response:
+    query = request.query
+    answer = await operations.service_outcomes(
+        _node(request), request.match_info["name"], after=query.get("after"), limit=query.get("limit"), stale=query.get("stale")
+    )
+    return web.json_response(answer)
+
+
+def add_saga_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/sagas", submit_saga)
+    app.router.add_get("/v1/sagas", list_sagas)
+    app.router.add_get("/v1/sagas/{id}", get_saga)
+    app.router.add_post("/v1/sagas/{id}/signals/{name}", signal_saga)
+    app.router.add_post("/v1/sagas/{id}/redrive", redrive_saga)
+    app.router.add_get("/v1/services/{name}/outcomes", service_outcomes)

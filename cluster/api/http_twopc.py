@@ -1,0 +1,46 @@
+"""The two-phase commit endpoints of the HTTP API (contract section 4); what
+they do is in :mod:`cluster.api.operations`.
+
+``GET /v1/transactions/{id}`` is also how a participant left prepared learns
+the decision (cooperative termination): any node answers it, a follower by
+redirecting to the leader.
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from cluster.api import operations
+from cluster.api.http_api import _node
+
+__all__ = ["add_transaction_routes"]
+
+
+async def submit_transaction(request: web.Request) -> web.Response:
+    view, created = await operations.submit_workflow(_node(request), "tx", await request.read())
+    return web.json_response(view, status=201 if created else 200)
+
+
+async def get_transaction(request: web.Request) -> web.Response:
+    """The transaction; ``?wait``, ``&since`` and ``?stale`` as for a saga
+    (``http_sagas.get_saga``)."""
+    query = request.query
+    view = await operations.get_workflow(
+        _node(request), "tx", request.match_info["id"], wait_s=query.get("wait"), since=query.get("since"), stale=query.get("stale"),
+        client=request.remote,
+    )
+    return web.json_response(view)
+
+
+async def list_transactions(request: web.Request) -> web.Response:
+    query = request.query
+    views = await operations.list_workflows(
+        _node(request), "tx", state=query.get("state"), limit=query.get("limit"), stale=query.get("stale")
+    )
+    return web.json_response(views)
+
+
+def add_transaction_routes(app: web.Application) -> None:
+    app.router.add_post("/v1/transactions", submit_transaction)
+    app.router.add_get("/v1/transactions", list_transactions)
+    app.router.add_get("/v1/transactions/{id}", get_transaction)

@@ -1,0 +1,548 @@
+"""The node's API operations, free of any transport: what HTTP and gRPC both serve.
+
+Each function takes the :class:`~cluster.core.node.Node` and plain values, and
+returns the contract's JSON-ready objects or raises a
+:class:`~cluster.api.errors.ApiError`. The transports only decode a request into
+these arguments and encode the answer (``http_api``, ``http_sagas``,
+``http_transactions``, ``grpc_api``), so both answer the same objects with
+the same errors.
+
+Arguments that HTTP carries in the query string (``wait``, ``limit``,
+``stale``, ...) are accepted as that text or as typed values (gRPC), and
+checked here, in the order the HTTP API always checked them.
+
+A follower raises :class:`LeaderElsewhere` (code ``not_leader``) with the
+leader's :class:`~cluster.core.config.NodeAddress`: HTTP answers it with ``307``
+to the leader's URL, gRPC with the leader's gRPC address.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import re
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import saga
+import twopc
+from consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected, Rejection
+from saga import limits as saga_limits
+
+from cluster.core.config import NodeAddress
+from cluster.api.errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
+from cluster.core.netpolicy import literal_address
+from cluster.core.limits import Limits, check_admission
+from cluster.stores.registry import REMOTE_CHARS_MAX, InvalidService, validate_service_body, validate_service_name
+from cluster.stores.requests import valid_request_id
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cluster.core.node import Node
+    from cluster.stores.workflows import WorkflowStore
+
+__all__ = [
+    "JSON_DEPTH_MAX",
+    "LIST_LIMIT_DEFAULT",
+    "LIST_LIMIT_MAX",
+    "OUTCOMES_LIMIT_MAX",
+    "SIGNAL_NAME",
+    "WAIT_S_MAX",
+    "WATCH_POLL_S",
+    "WORKFLOW_ID",
+    "WORKFLOW_KINDS",
+    "LeaderElsewhere",
+    "check_signal",
+    "check_workflow_id",
+    "delete_service",
+    "get_service",
+    "get_workflow",
+    "linearizable",
+    "list_services",
+    "list_workflows",
+    "parse_flag",
+    "parse_json",
+    "parse_number",
+    "propose",
+    "put_service",
+    "redrive_saga",
+    "require_leader",
+    "service_name",
+    "service_outcomes",
+    "service_view",
+    "signal_saga",
+    "submit_workflow",
+    "watch_workflow",
+]
+
+JSON_DEPTH_MAX = 64
+WAIT_S_MAX = 60.0
+LIST_LIMIT_DEFAULT = 100
+LIST_LIMIT_MAX = 1000
+OUTCOMES_LIMIT_MAX = 1000
+# A watch re-reads its workflow at least this often, and notices then that
+# this node no longer leads (a change whose entry does not name the workflow
+# is seen here at the latest).
+WATCH_POLL_S = 5.0
+WORKFLOW_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}\Z")
+SIGNAL_NAME = re.compile(r"[A-Za-z0-9._-]{1,64}\Z")
+
+
+class LeaderElsewhere(ApiError):
+    """This node follows ``leader``: each transport points the caller there."""
+
+    status, code = 307, "not_leader"
+
+    def __init__(self, leader: NodeAddress) -> None:
+        super().__init__(f"this node is a follower; the leader is {leader.id}")
+        self.leader = leader
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# -- input ------------------------------------------------------------------------
+# What the log stores (msgpack) of a JSON number: integers of 64 bits at most.
+JSON_INT_MIN, JSON_INT_MAX = -(2**63), 2**64 - 1
+
+
+def _reject_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _unstorable(value: Any, depth: int = 0) -> str | None:
+    """Why the log cannot hold this JSON value as the API returns it, or None:
+    nesting, an integer past 64 bits, a non-finite number, a lone surrogate."""
+    if depth + isinstance(value, (dict, list)) > JSON_DEPTH_MAX:  # a container counts a level
+        return f"nested deeper than {JSON_DEPTH_MAX} levels"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            problem = _unstorable(key, depth + 1) or _unstorable(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, list):
+        for item in value:
+            problem = _unstorable(item, depth + 1)
+            if problem:
+                return problem
+    elif isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            return "invalid JSON: a string holds a lone surrogate, not Unicode text"
+    elif isinstance(value, bool) or value is None:
+        return None
+    elif isinstance(value, int) and not JSON_INT_MIN <= value <= JSON_INT_MAX:
+        return "invalid JSON: an integer beyond 64 bits"
+    elif isinstance(value, float) and not math.isfinite(value):
+        return "invalid JSON: a number beyond the range of a double"
+    return None
+
+
+def parse_json(node: "Node", raw: bytes | str) -> Any:
+    """A request body (JSON text) as a value; ``body`` names it in errors."""
+    limit = node.config.cluster.http_body_bytes_max
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+    if size > limit:
+        raise TooLarge(f"body: larger than the limit of {limit} bytes")
+    if not raw:
+        raise InvalidInput("body", "a JSON body is required")
+    try:
+        value = json.loads(raw, parse_constant=_reject_constant)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidInput("body", f"invalid JSON: {exc}") from None
+    problem = _unstorable(value)
+    if problem:
+        raise InvalidInput("body", problem)
+    return value
+
+
+def parse_flag(name: str, raw: bool | str | None) -> bool:
+    """A boolean option: ``true``/``false`` as text, or a bool."""
+    if raw is None or isinstance(raw, bool):
+        return bool(raw)
+    if raw not in ("true", "false"):
+        raise InvalidInput(name, "must be true or false")
+    return raw == "true"
+
+
+def parse_number(name: str, raw: float | str | None, default: float, low: float, high: float) -> float:
+    """A number option within [low, high]: as text, or a number; None is ``default``."""
+    if raw is None:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise InvalidInput(name, f"must be a number from {low:g} to {high:g}") from None
+    if not low <= value <= high:
+        raise InvalidInput(name, f"must be a number from {low:g} to {high:g}")
+    return value
+
+
+def check_workflow_id(workflow_id: str) -> str:
+    if not WORKFLOW_ID.match(workflow_id):
+        raise InvalidInput("id", "must match [A-Za-z0-9._:-]{1,128}")
+    return workflow_id
+
+
+def service_name(name: str) -> str:
+    try:
+        return validate_service_name(name)
+    except InvalidService as exc:
+        raise InvalidInput(exc.field, exc.message) from None
+
+
+# -- the log ------------------------------------------------------------------------
+def _not_leader(node: "Node") -> ApiError:
+    leader = node.leader_address()
+    if leader is None or leader.id == node.config.node.id:
+        return Unavailable("no leader is known yet; retry shortly", code="no_leader", retry_after_s=1)
+    return LeaderElsewhere(leader)
+
+
+def require_leader(node: "Node") -> None:
+    if not node.log.is_leader():
+        raise _not_leader(node)
+
+
+async def linearizable(node: "Node", stale: bool | str | None) -> None:
+    """Before a read: local when ``stale``, else a barrier on the leader."""
+    if parse_flag("stale", stale):
+        return
+    require_leader(node)
+    try:
+        await node.log.read_barrier()
+    except NotLeader:
+        raise _not_leader(node) from None
+    except (OutcomeUnknown, NotWritten) as exc:
+        raise Unavailable(f"the read barrier did not commit: {exc}", code="no_leader", retry_after_s=1) from None
+
+
+async def propose(node: "Node", kind: str, body: Any) -> Any:
+    try:
+        result = await node.log.propose(Command(kind, body, at_ms=now_ms()))
+    except NotLeader:
+        raise _not_leader(node) from None
+    except EntryTooLarge as exc:
+        raise TooLarge(str(exc)) from None
+    except QueueFull as exc:
+        raise Overloaded(str(exc), retry_after_s=1) from None
+    except NotWritten as exc:
+        raise Unavailable(f"not written: {exc}; safe to retry", code="not_written", retry_after_s=1) from None
+    except OutcomeUnknown as exc:
+        raise Unavailable(
+            f"outcome unknown: {exc}; retry the same request, it is idempotent", code="outcome_unknown", retry_after_s=1
+        ) from None
+    if isinstance(result, Rejected):
+        raise error_for_rejection(result.code, result.message)
+    return result.value
+
+
+# -- services ---------------------------------------------------------------------------
+def _iso(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
+
+
+def service_view(service: dict) -> dict:
+    return {
+        "name": service["name"],
+        "url": service["url"],
+        "grpc": service["grpc"],
+        "created_at": _iso(service["created_at_ms"]),
+        "updated_at": _iso(service["updated_at_ms"]),
+        "revision": service["revision"],
+        "forced_repoint": _forced_view(service.get("forced")),
+    }
+
+
+def _forced_view(forced: dict | None) -> dict | None:
+    """The last re-point forced while workflows used the service (cluster/stores/registry.py)."""
+    if forced is None:
+        return None
+    return {"at": _iso(forced["at_ms"]), "remote": forced["remote"], "token": forced["token"], "previous": forced["previous"]}
+
+
+async def list_services(node: "Node", *, stale: bool | str | None) -> dict:
+    await linearizable(node, stale)
+    with node.log.reading():
+        return {"services": [service_view(s) for s in node.state.registry.snapshot()]}
+
+
+async def get_service(node: "Node", name: str, *, stale: bool | str | None) -> dict:
+    name = service_name(name)
+    await linearizable(node, stale)
+    with node.log.reading():
+        service = node.state.registry.get(name)
+        if service is None:
+            raise NotFound(f"no service {name!r}")
+        return service_view(service)
+
+
+def _request_id(request_id: str | None) -> str | None:
+    """The write's request id (``Idempotency-Key``), checked; see cluster/stores/requests.py."""
+    if request_id is None:
+        return None
+    if not valid_request_id(request_id):
+        raise InvalidInput("Idempotency-Key", "1 to 64 of A-Z a-z 0-9 . _ : -")
+    return request_id
+
+
+async def put_service(
+    node: "Node",
+    name: str,
+    raw: bytes | str,
+    *,
+    force: bool | str | None = None,
+    remote: str | None = None,
+    request_id: str | None = None,
+) -> dict:
+    """Register or update a service. Re-pointing one that running workflows
+    use is a 409 from the state machine unless `force`; a forced put
+    carries who asked (`remote`, the request's address, and whether a token
+    is configured - then the request had it) into the log entry."""
+    name = service_name(name)
+    force = parse_flag("force", force)
+    request_id = _request_id(request_id)
+    try:
+        target = validate_service_body(parse_json(node, raw))
+    except InvalidService as exc:
+        raise InvalidInput(exc.field, exc.message) from None
+    _check_literal_address(node, target)
+    require_leader(node)
+    body: dict = {"name": name, "url": target["url"]} if target["url"] else {"name": name, "grpc": target["grpc"]}
+    if force:
+        body["force"] = True
+        body["by"] = {"remote": remote[:REMOTE_CHARS_MAX] if remote else None, "token": bool(node.config.token)}
+    if request_id is not None:
+        body["request"] = request_id
+    return service_view(await propose(node, "service.put", body))
+
+
+def _check_literal_address(node: "Node", target: dict) -> None:
+    """Refuse a literal address the `[services]` policy refuses (a name is
+    judged when it is called: cluster/core/netpolicy.py)."""
+    if target["url"]:
+        field, host = "url", urlsplit(target["url"]).hostname or ""
+    else:
+        field, host = "grpc", target["grpc"].rpartition(":")[0]
+    if literal_address(host) is not None:
+        reason = node.config.cluster.services.refusal(host, host)
+        if reason is not None:
+            raise InvalidInput(field, f"{host} is {reason}")
+
+
+async def delete_service(node: "Node", name: str, *, request_id: str | None = None) -> dict:
+    name = service_name(name)
+    request_id = _request_id(request_id)
+    require_leader(node)
+    body = {"name": name} if request_id is None else {"name": name, "request": request_id}
+    return service_view(await propose(node, "service.delete", body))
+
+
+async def service_outcomes(
+    node: "Node", name: str, *, after: int | str | None, limit: int | str | None, stale: bool | str | None
+) -> dict:
+    name = service_name(name)
+    after = int(parse_number("after", after, 0, 0, 2**62))
+    limit = int(parse_number("limit", limit, OUTCOMES_LIMIT_MAX, 1, OUTCOMES_LIMIT_MAX))
+    await linearizable(node, stale)
+    with node.log.reading():
+        if node.state.registry.get(name) is None:
+            raise NotFound(f"no service {name!r}")
+        outcomes = node.state.sagas.outcomes_after(name, after, limit)
+    return {"service": name, "outcomes": outcomes, "next_after": outcomes[-1]["index"] if outcomes else after}
+
+
+# -- workflows: sagas and transactions -------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class _Kind:
+    """What differs between sagas and transactions beyond their stores
+    (``cluster.stores.workflows.WorkflowStore``: noun, pure model, items)."""
+
+    plural: str  # the list answer's key
+    submit_command: str
+    store: Callable[["Node"], WorkflowStore]
+    states: frozenset[str]
+    services: Callable[[Any], set[str]]  # of a parsed definition
+
+
+WORKFLOW_KINDS: dict[str, _Kind] = {
+    "saga": _Kind(
+        plural="sagas",
+        submit_command="saga.submit",
+        store=lambda node: node.state.sagas,
+        states=frozenset(s.value for s in saga.SagaStatus),
+        services=lambda definition: {s.service for s in definition.steps if isinstance(s, saga.ActionStep)},
+    ),
+    "tx": _Kind(
+        plural="transactions",
+        submit_command="tx.submit",
+        store=lambda node: node.state.transactions,
+        states=frozenset(s.value for s in twopc.TxStatus),
+        services=lambda definition: set(definition.services),
+    ),
+}
+
+
+def _kind(kind: str) -> _Kind:
+    try:
+        return WORKFLOW_KINDS[kind]
+    except KeyError:
+        raise InvalidInput("kind", f"must be one of {', '.join(sorted(WORKFLOW_KINDS))}") from None
+
+
+def _view(node: "Node", kind: _Kind, workflow_id: str) -> tuple[dict, bool]:
+    store = kind.store(node)
+    with node.log.reading():
+        state = store.items.get(workflow_id)
+        if state is None:
+            raise NotFound(f"no {store.noun} {workflow_id!r}")
+        return store.model.to_api(state), store.is_terminal(state)
+
+
+async def submit_workflow(node: "Node", kind_name: str, raw: bytes | str) -> tuple[dict, bool]:
+    """Submit a saga or a transaction: (its object, whether this call created it).
+
+    The same id with the same definition again answers the existing one;
+    with another definition, Conflict."""
+    kind = _kind(kind_name)
+    store = kind.store(node)
+    model = store.model
+    body = parse_json(node, raw)
+    try:
+        definition = model.parse_definition(body)
+    except model.DefinitionError as error:
+        raise InvalidInput(error.field, error.message) from None
+    require_leader(node)
+    workflow_id = definition.id or uuid.uuid4().hex
+    with node.log.reading():
+        existing = store.items.get(workflow_id)
+        if existing is not None:
+            if not model.same_definition(existing.definition, model.with_id(definition, workflow_id)):
+                raise Conflict(f"id: {store.noun} {workflow_id!r} exists with another definition")
+            return model.to_api(existing), False
+    node.executor.admission(kind.services(definition))
+    limits = node.config.cluster.limits
+    _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
+    value = await propose(node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command()})
+    view, _ = _view(node, kind, workflow_id)
+    return view, bool(value["created"])
+
+
+def _check_state_budget(node: "Node", store: WorkflowStore, definition: Any, limits: Limits) -> None:
+    """Refuse early what the state machine would refuse (cluster/core/limits.py);
+    it checks again at apply time, where the log decides."""
+    with node.log.reading():
+        try:
+            check_admission(limits.to_command(), store.noun, store.items.charge_of_new(definition), node.state.charged_bytes())
+        except Rejection as rejection:
+            raise error_for_rejection(rejection.code, rejection.message) from None
+
+
+async def get_workflow(
+    node: "Node",
+    kind_name: str,
+    workflow_id: str,
+    *,
+    wait_s: float | str | None = None,
+    since: str | None = None,
+    stale: bool | str | None = None,
+    client: str | None = None,
+) -> dict:
+    """One workflow. With ``wait_s``, while this node leads, wait up to that
+    long for a terminal state, or with ``since`` (an ``updated_at``) for any
+    state updated after it; such a long poll holds one of the slots of
+    ``client`` (its remote address, ``node.long_polls``)."""
+    kind = _kind(kind_name)
+    workflow_id = check_workflow_id(workflow_id)
+    wait_s = parse_number("wait", wait_s, 0.0, 0.0, WAIT_S_MAX)
+    if wait_s > 0:
+        with node.long_polls.hold(client):
+            return await _long_poll(node, kind, workflow_id, wait_s, since, stale)
+    return await _long_poll(node, kind, workflow_id, 0.0, since, stale)
+
+
+async def _long_poll(node: "Node", kind: _Kind, workflow_id: str, wait_s: float, since: str | None, stale: bool | str | None) -> dict:
+    await linearizable(node, stale)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + wait_s
+    view, terminal = _view(node, kind, workflow_id)
+    while not terminal and (since is None or view["updated_at"] == since) and loop.time() < deadline and node.log.is_leader():
+        await node.wait_change(workflow_id, deadline - loop.time())
+        view, terminal = _view(node, kind, workflow_id)
+    return view
+
+
+async def list_workflows(
+    node: "Node", kind_name: str, *, state: str | None = None, limit: int | str | None = None, stale: bool | str | None = None
+) -> dict:
+    kind = _kind(kind_name)
+    if state is not None and state not in kind.states:
+        raise InvalidInput("state", f"must be one of {', '.join(sorted(kind.states))}")
+    limit = int(parse_number("limit", limit, LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX))
+    await linearizable(node, stale)
+    store = kind.store(node)
+    with node.log.reading():
+        return {kind.plural: [store.model.to_api(w) for w in store.items.listed(state, limit)]}
+
+
+async def watch_workflow(
+    node: "Node", kind_name: str, workflow_id: str, *, stale: bool | str | None = None, life_s: float | None = None
+) -> AsyncIterator[tuple[dict, bool]]:
+    """(object, terminal) now and after each change, until terminal.
+
+    Linearizable unless ``stale``: the first read follows a barrier, and the
+    watch ends with ``not_leader`` / ``no_leader`` when this node stops
+    leading (the caller resumes on the new leader). With ``stale`` it follows
+    this node's replica, on any node. After ``life_s`` it ends with
+    ``watch_expired`` (503): the caller opens it again."""
+    kind = _kind(kind_name)
+    workflow_id = check_workflow_id(workflow_id)
+    stale = parse_flag("stale", stale)
+    await linearizable(node, stale)
+    loop = asyncio.get_running_loop()
+    end = None if life_s is None else loop.time() + life_s
+    last = None
+    while True:
+        view, terminal = _view(node, kind, workflow_id)
+        if view != last:
+            yield view, terminal
+            last = view
+        if terminal:
+            return
+        if not stale:
+            require_leader(node)
+        if end is not None and loop.time() >= end:
+            raise Unavailable(f"the watch reached its life of {life_s:g} s; open it again to resume", code="watch_expired")
+        await node.wait_change(workflow_id, WATCH_POLL_S if end is None else max(0.0, min(WATCH_POLL_S, end - loop.time())))
+
+
+# -- saga only -----------------------------------------------------------------------------------
+def check_signal(saga_id: str, name: str) -> None:
+    check_workflow_id(saga_id)
+    if not SIGNAL_NAME.match(name):
+        raise InvalidInput("name", "must match [A-Za-z0-9._-]{1,64}")
+
+
+async def signal_saga(node: "Node", saga_id: str, name: str, raw: bytes | str) -> dict:
+    """Deliver a signal; ``raw`` is the JSON payload (empty: null)."""
+    check_signal(saga_id, name)
+    size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
+    if size > saga_limits.SIGNAL_PAYLOAD_BYTES_MAX:
+        raise TooLarge(f"body: a signal payload is at most {saga_limits.SIGNAL_PAYLOAD_BYTES_MAX} bytes")
+    payload = parse_json(node, raw) if raw else None
+    require_leader(node)
+    value = await propose(node, "saga.signal", {"id": saga_id, "name": name, "payload": payload})
+    return {"id": saga_id, "signal": name, "state": value["state"], "changed": value["changed"]}
+
+
+async def redrive_saga(node: "Node", saga_id: str) -> dict:
+    saga_id = check_workflow_id(saga_id)
+    require_leader(node)
+    value = await propose(node, "saga.redrive", {"id": saga_id})
+    return {"id": saga_id, "state": value["state"]}

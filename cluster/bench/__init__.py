@@ -1,0 +1,1 @@
+"""``coordinator bench``: workloads, baselines, statistics, profiles and charts."""

@@ -1,0 +1,411 @@
+"""``coordinator bench``: throughput and latency of whole workflows.
+
+Starts a local cluster (or uses ``--endpoints``) and fast local participants,
+warms up, then runs ``--concurrency`` closed-loop clients for ``--duration``
+seconds: each submits a workflow and long-polls it to its terminal state.
+Reports workflows per second, submit-to-terminal latency, log entries per
+workflow and per second, and each node's CPU time and peak RSS. Figures,
+never assertions.
+
+In the same invocation, one after the other:
+
+- ``--baseline pysyncobj``: a raw three-process PySyncObj cluster
+  (:mod:`cluster.bench.baseline`); ``ratio`` = our log entries/s over its writes/s;
+- ``--baseline etcd``: a three-member etcd driven through its JSON gateway by
+  the same client code path (:mod:`cluster.bench.etcd`); ``ratio`` = our
+  registry writes/s over its puts/s;
+- ``--profile FILE``: py-spy samples the leader during the measured run
+  (:mod:`cluster.bench.profile`).
+
+``--workload failover`` is :mod:`cluster.bench.failover`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from client import Coordinator, CoordinatorError
+
+from cluster.bench.stats import commands_committed, latency_summary_ms, proc_stats, ratio
+from cluster.launcher.local import LocalCluster, serve_on_loopback
+
+__all__ = ["BASELINES", "BenchOptions", "WORKLOADS", "dump", "render", "run", "run_bench"]
+
+WORKLOADS = ("saga2", "saga4", "twopc3", "registry")
+BASELINES = ("pysyncobj", "etcd")
+PARTICIPANTS = ("p1", "p2", "p3", "p4")
+LATENCIES_MAX = 2_000_000
+REGISTRY_NAMES = 100
+CONCURRENCY_MAX = 10_000
+DURATION_S_MAX = 24 * 3600.0
+FAILOVER_RUNS_MAX = 1_000
+# aiohttp keeps at most 100 connections per session and does not serve the
+# requests waiting for one in order: with more workers than connections a
+# few of them starved for a whole run (p99 = the run's duration). Every
+# WORKERS_PER_CLIENT workers share one client, so one session.
+WORKERS_PER_CLIENT = 50
+
+
+@dataclass(frozen=True)
+class BenchOptions:
+    workload: str = "saga2"
+    concurrency: int = 16
+    duration_s: float = 10.0
+    warmup_s: float = 2.0
+    nodes: int = 3
+    endpoints: tuple[str, ...] | None = None
+    baseline: str | None = None
+    runs: int = 20  # failover only
+    profile: str | None = None  # folded-stacks file for py-spy
+
+    def __post_init__(self) -> None:
+        if self.workload not in WORKLOADS + ("failover",):
+            raise ValueError(f"--workload: one of {', '.join(WORKLOADS + ('failover',))}")
+        if not 1 <= self.concurrency <= CONCURRENCY_MAX:
+            raise ValueError(f"--concurrency: 1 to {CONCURRENCY_MAX}")
+        if not 0 < self.duration_s <= DURATION_S_MAX or not 0 <= self.warmup_s <= DURATION_S_MAX:
+            raise ValueError("--duration must be positive and --warmup not negative")
+        if not 1 <= self.runs <= FAILOVER_RUNS_MAX:
+            raise ValueError(f"--runs: 1 to {FAILOVER_RUNS_MAX}")
+        if self.baseline is not None and self.baseline not in BASELINES:
+            raise ValueError(f"--baseline: one of {', '.join(BASELINES)}")
+        if self.baseline == "etcd" and self.workload != "registry":
+            raise ValueError("--baseline etcd compares registry writes with etcd puts: use --workload registry")
+        if self.workload == "failover" and (self.baseline or self.profile or self.endpoints):
+            raise ValueError("--workload failover starts its own cluster and takes no --baseline, --profile or --endpoints")
+        if self.workload == "failover" and self.nodes < 3:
+            raise ValueError("--workload failover needs --nodes 3 or more: a leader is killed")
+
+
+# -- the participants and the workloads ------------------------------------------------
+async def _participant(request: web.Request) -> web.Response:
+    if request.path.endswith("/prepare"):
+        return web.json_response({"vote": "yes"})
+    return web.json_response({"ok": True, "id": request.headers.get("Idempotency-Key", "")[-12:]})
+
+
+async def start_participants() -> tuple[list[web.AppRunner], dict[str, str]]:
+    runners, urls = [], {}
+    for name in PARTICIPANTS:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", _participant)
+        runner, urls[name] = await serve_on_loopback(app)
+        runners.append(runner)
+    return runners, urls
+
+
+def workflow(workload: str) -> tuple[str, dict]:
+    workflow_id = uuid.uuid4().hex
+    if workload.startswith("saga"):
+        steps = [
+            {
+                "name": f"s{i}",
+                "service": PARTICIPANTS[i],
+                "action": {"method": "POST", "path": "/do", "body": {"n": i}},
+                "compensation": {"method": "POST", "path": "/undo"},
+            }
+            for i in range(int(workload[-1]))
+        ]
+        return "saga", {"id": workflow_id, "steps": steps}
+    participants = [
+        {"service": p, "prepare": {"path": "/prepare"}, "commit": {"path": "/commit"}, "abort": {"path": "/abort"}}
+        for p in PARTICIPANTS[:3]
+    ]
+    return "tx", {"id": workflow_id, "participants": participants}
+
+
+def registry_write() -> tuple[str, str]:
+    """(name, url) of one registry write: a bounded set of names (the
+    registry keeps at most SERVICES_MAX services). The etcd baseline puts
+    the same pairs."""
+    return f"bench-{uuid.uuid4().int % REGISTRY_NAMES}", f"http://127.0.0.1:{1 + uuid.uuid4().int % 60000}"
+
+
+async def one_workflow(client: Coordinator, workload: str) -> None:
+    if workload == "registry":
+        await client.put_service(*registry_write())
+        return
+    kind, definition = workflow(workload)
+    if kind == "saga":
+        await client.submit_saga(definition)
+        saga = await client.wait_saga(definition["id"], timeout=60)
+        if saga.state != "completed":
+            raise RuntimeError(f"saga ended {saga.state}")
+    else:
+        await client.submit_transaction(definition)
+        tx = await client.wait_transaction(definition["id"], timeout=60)
+        if tx.state != "committed":
+            raise RuntimeError(f"transaction ended {tx.state}")
+
+
+# -- the closed loop ------------------------------------------------------------------------
+@dataclass
+class Results:
+    latencies_s: list[float] = field(default_factory=list)
+    errors: dict[str, int] = field(default_factory=dict)
+
+    def record_error(self, error: Exception) -> None:
+        name = getattr(error, "code", None) or error.__class__.__name__
+        self.errors[name] = self.errors.get(name, 0) + 1
+
+
+async def worker(one: Callable[[], Awaitable[None]], until: float, results: Results | None) -> None:
+    """One closed-loop client: ``one()`` again and again until ``until`` (monotonic)."""
+    while time.monotonic() < until:
+        started = time.perf_counter()
+        try:
+            await one()
+        except (CoordinatorError, RuntimeError) as error:
+            if results is not None:
+                results.record_error(error)
+            continue
+        if results is not None and len(results.latencies_s) < LATENCIES_MAX:
+            results.latencies_s.append(time.perf_counter() - started)
+
+
+@contextlib.asynccontextmanager
+async def clients(endpoints: list[str], concurrency: int) -> AsyncIterator[list[Coordinator]]:
+    """One :class:`Coordinator` per WORKERS_PER_CLIENT workers; worker n uses ``made[n % len(made)]``."""
+    made = [Coordinator(endpoints, attempts=10, timeout_s=30) for _ in range(max(1, math.ceil(concurrency / WORKERS_PER_CLIENT)))]
+    try:
+        yield made
+    finally:
+        for client in made:
+            await client.close()
+
+
+async def closed_loop(one: Callable[[int], Awaitable[None]], concurrency: int, warmup_s: float, duration_s: float,
+                      on_measure: Callable[[], Awaitable[None]] | None = None) -> tuple[Results, float]:
+    """Warm up, then measure ``concurrency`` workers for ``duration_s``: (results, elapsed s).
+    Worker n calls ``one(n)``. ``on_measure`` runs once, between the warm-up and the measured window."""
+    if warmup_s:
+        print(f"warming up for {warmup_s:g} s ...", file=sys.stderr, flush=True)
+        until = time.monotonic() + warmup_s
+        await asyncio.gather(*(worker(lambda n=n: one(n), until, None) for n in range(concurrency)))
+    if on_measure is not None:
+        await on_measure()
+    results = Results()
+    started = time.monotonic()
+    progress = asyncio.ensure_future(_progress(results, started, duration_s))
+    try:
+        await asyncio.gather(*(worker(lambda n=n: one(n), started + duration_s, results) for n in range(concurrency)))
+    finally:
+        progress.cancel()
+        print(file=sys.stderr)
+    return results, time.monotonic() - started
+
+
+async def _progress(results: Results, started: float, duration_s: float) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        elapsed = time.monotonic() - started
+        done = len(results.latencies_s)
+        print(f"\r{elapsed:5.1f}/{duration_s:g} s  {done} done  {done / elapsed:7.1f}/s  errors {sum(results.errors.values())}",
+              end="", file=sys.stderr, flush=True)
+
+
+def summary(workload: str, concurrency: int, results: Results, elapsed_s: float) -> dict[str, Any]:
+    completed = len(results.latencies_s)
+    return {
+        "workload": workload,
+        "concurrency": concurrency,
+        "duration_s": round(elapsed_s, 2),
+        "completed": completed,
+        "errors": results.errors,
+        "throughput_per_s": round(completed / elapsed_s, 1) if elapsed_s else 0.0,
+        "latency_ms": latency_summary_ms(results.latencies_s),
+    }
+
+
+# -- our run --------------------------------------------------------------------------------
+async def run_bench(options: BenchOptions) -> dict:
+    """Our cluster under ``options.workload``: the result without baseline."""
+    from cluster.bench.profile import Profiler
+
+    runners, urls = await start_participants()
+    cluster: LocalCluster | None = None
+    tmp = tempfile.TemporaryDirectory(prefix="coordinator-bench-")
+    profiler = Profiler(options.profile)
+    endpoints = list(options.endpoints) if options.endpoints else None
+    try:
+        if endpoints is None:
+            cluster = LocalCluster(Path(tmp.name) / "cluster", nodes=options.nodes)
+            cluster.start()
+            await cluster.wait_leader()
+            endpoints = [cluster.url(i) for i in cluster.ids]
+        marks: dict[str, Any] = {}
+        async with clients(endpoints, options.concurrency) as pool:
+            client = pool[0]
+            for name, url in urls.items():
+                await client.put_service(name, url)
+
+            async def mark_start() -> None:
+                info = await client.cluster()
+                marks["commit_index"], marks["client_cpu_s"] = info.commit_index, time.process_time()
+                marks["commands"] = await commands_on(endpoints)
+                if cluster is not None:
+                    marks["cpu_s"] = {n: proc_stats(cluster.supervisor.pid(n))[0] for n in cluster.ids}
+                    leader = info.leader["id"] if info.leader else None
+                    profiler.start(cluster.supervisor.pid(leader) if leader else None, options.duration_s)
+
+            results, elapsed = await closed_loop(
+                lambda n: one_workflow(pool[n % len(pool)], options.workload), options.concurrency, options.warmup_s, options.duration_s, mark_start)
+            client_cpu_s = time.process_time() - marks["client_cpu_s"]
+            entries = (await client.cluster()).commit_index - marks["commit_index"]
+            commands_after = await commands_on(endpoints)
+        commands = None if commands_after is None or marks["commands"] is None else commands_after - marks["commands"]
+        result = summary(options.workload, options.concurrency, results, elapsed)
+        result.update(_per_workflow_and_second(result["completed"], elapsed, entries, commands))
+        result["nodes"] = _node_stats(cluster, marks.get("cpu_s", {}))
+        result["client_cpu_s"] = round(client_cpu_s, 2)
+        result["baseline"], result["ratio"] = None, None
+        result["profile"] = await profiler.finish()
+        return result
+    finally:
+        await profiler.stop()
+        if cluster is not None:
+            await cluster.close()
+        for runner in runners:
+            await runner.cleanup()
+        tmp.cleanup()
+
+
+def _per_workflow_and_second(completed: int, elapsed_s: float, entries: int, commands: int | None) -> dict:
+    """Raft entries (what the commit index moved by) and commands (the nodes'
+    applied-commands counter, None if they export none; group commit puts
+    several commands in one entry), per workflow and per second."""
+
+    def per(count: int | None, by: float) -> float | None:
+        return round(count / by, 2) if count is not None and by else None
+
+    return {
+        "entries_per_workflow": per(entries, completed),
+        "log_entries_per_s": per(entries, elapsed_s),
+        "commands_per_workflow": per(commands, completed),
+        "commands_per_s": per(commands, elapsed_s),
+    }
+
+
+async def commands_on(endpoints: list[str]) -> int | None:
+    """Commands applied so far by the most advanced node (each node applies
+    them all), from ``/metrics``; None if no node exports the counter."""
+    token = os.environ.get("COORDINATOR_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    counts = []
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as session:
+        for endpoint in endpoints:
+            try:
+                async with session.get(endpoint.rstrip("/") + "/metrics") as response:
+                    count = commands_committed(await response.text()) if response.status == 200 else None
+            except (aiohttp.ClientError, asyncio.TimeoutError):
+                count = None
+            if count is not None:
+                counts.append(count)
+    return max(counts, default=None)
+
+
+def _node_stats(cluster: LocalCluster | None, cpu_before: dict[str, float]) -> list[dict]:
+    stats = []
+    for node_id in cluster.ids if cluster is not None else []:
+        cpu_s, rss_mb = proc_stats(cluster.supervisor.pid(node_id))
+        stats.append({"id": node_id, "cpu_s": round(cpu_s - cpu_before.get(node_id, 0.0), 2), "rss_mb_max": round(rss_mb, 1)})
+    return stats
+
+
+def attach_baseline(result: dict, baseline: dict | None) -> dict:
+    """Put ``baseline`` into ``result`` with its ratios. Against PySyncObj:
+    ``ratio`` is our committed commands/s (log entries as the state machine
+    sees them; the commit index delta when the nodes' counters are missing)
+    over its writes/s (one command each), ``entry_ratio`` our Raft entries/s
+    (several commands share one under group commit) and ``workflow_ratio``
+    our workflows/s over the same. Against etcd: our registry writes/s over
+    its puts/s."""
+    result["baseline"] = baseline
+    if baseline is None:
+        result["ratio"] = None
+        return result
+    theirs = baseline["throughput_per_s"]
+    if baseline["name"] == "pysyncobj":
+        ours = result.get("commands_per_s")
+        result["ratio_basis"] = "commands" if ours is not None else "raft entries"
+        result["ratio"] = ratio(ours if ours is not None else result.get("log_entries_per_s"), theirs)
+        result["entry_ratio"] = ratio(result.get("log_entries_per_s"), theirs)
+        result["workflow_ratio"] = ratio(result["throughput_per_s"], theirs)
+    else:
+        result["ratio"] = ratio(result["throughput_per_s"], theirs)
+    return result
+
+
+async def run(options: BenchOptions) -> dict:
+    """The whole invocation: our run, then the baseline's, one after the other."""
+    if options.workload == "failover":
+        from cluster.bench.failover import run_failover
+
+        return await run_failover(options)
+    result = await run_bench(options)
+    baseline = None
+    if options.baseline == "pysyncobj":
+        from cluster.bench.baseline import run_pysyncobj_baseline
+
+        baseline = await run_pysyncobj_baseline(options.concurrency, options.duration_s, options.warmup_s)
+    elif options.baseline == "etcd":
+        from cluster.bench.etcd import run_etcd_baseline
+
+        baseline = await run_etcd_baseline(options.concurrency, options.duration_s, options.warmup_s)
+    return attach_baseline(result, baseline)
+
+
+# -- output -----------------------------------------------------------------------------------
+def render(result: dict) -> str:
+    if result["workload"] == "failover":
+        from cluster.bench.failover import render_failover
+
+        return render_failover(result)
+    latency = result["latency_ms"]
+    lines = [
+        f"workload {result['workload']}  concurrency {result['concurrency']}  duration {result['duration_s']} s",
+        f"completed {result['completed']}  throughput {result['throughput_per_s']}/s  errors {result['errors'] or 0}",
+        f"latency ms  p50 {latency['p50']}  p90 {latency['p90']}  p99 {latency['p99']}  max {latency['max']}",
+        f"per workflow: raft entries {result['entries_per_workflow']}, commands {result.get('commands_per_workflow')}; "
+        f"per second: raft entries {result.get('log_entries_per_s')}, commands {result.get('commands_per_s')}",
+    ]
+    lines += [f"node {n['id']}: cpu {n['cpu_s']} s, peak rss {n['rss_mb_max']} MB" for n in result["nodes"]]
+    lines.append(f"bench client: cpu {result.get('client_cpu_s')} s")
+    lines += _render_baseline(result)
+    return "\n".join(lines)
+
+
+def _render_baseline(result: dict) -> list[str]:
+    baseline = result.get("baseline")
+    if baseline is None:
+        return []
+    latency = baseline["latency_ms"]
+    lines = [f"baseline {baseline['name']}: {baseline['throughput_per_s']} {baseline['unit']}/s  "
+             f"p50 {latency['p50']} ms  p99 {latency['p99']} ms  errors {baseline['errors'] or 0}"]
+    if baseline["name"] == "pysyncobj":
+        lines.append(f"ratio over its writes/s: our {result['ratio_basis']}/s {result['ratio']}; raft entries/s {result['entry_ratio']}; "
+                     f"{result['workload']} workflows/s {result['workflow_ratio']}")
+    else:
+        lines.append(f"ratio: our registry writes/s over etcd puts/s {result['ratio']}")
+    lines.append(f"note: {baseline['note']}")
+    return lines
+
+
+def dump(result: dict, path: str | None) -> None:
+    if path:
+        Path(path).write_text(json.dumps(result, indent=2) + "\n")

@@ -1,0 +1,482 @@
+"""The cluster file and the one frozen config a node process runs with.
+
+``cluster.toml`` (written by ``coordinator up``, or by hand for several hosts)::
+
+    [cluster]
+    secret_file = "cluster.secret"     # relative paths are relative to this file
+    data_dir = "."                     # node n1 keeps its state in DATA_DIR/n1
+    http_body_bytes_max = 1048576
+    participant_key_file = "participant.key"  # optional: sign every participant call with it
+    participant_key_id = "k1"
+
+    [raft]                             # optional; see consensus.RaftSettings
+    election_timeout_min_s = 0.4
+
+    [services]                         # optional: which participant addresses may be called
+    allowed_networks = ["10.20.0.0/16"]    # CIDRs
+    allowed_hosts = ["payments.internal"]  # host names, exact
+
+    [api]                              # optional: who may talk to the HTTP API from a browser
+    allowed_origins = ["https://ops.example.com"]  # Origin headers accepted (default: none)
+    allowed_hosts = ["coordinator.internal"]       # Host names accepted besides the nodes' own
+
+    [limits]                           # optional; see cluster.core.limits.Limits
+    state_bytes_max = 268435456
+
+    [[nodes]]
+    id = "n1"
+    raft = "127.0.0.1:7101"
+    http = "127.0.0.1:8101"
+    grpc = "127.0.0.1:9101"
+
+``participant_key_file`` (cluster/executor/http_caller.py, ``Signer``): when set, the
+leader signs every participant call (``Coordinator-Signature``, HMAC-SHA256
+under this key, named ``participant_key_id``) and participants built on the
+kit verify it (``keys={"k1": key}``). To rotate: give the participants the
+new key beside the old one, point the cluster file at the new file and id,
+restart the nodes one at a time, then drop the old key from the participants.
+
+``[api]`` (cluster/api/http_api.py): a request with an ``Origin`` header not
+listed is refused 403; a ``Host`` that is not a node's configured host, a
+loopback name (localhost, 127.0.0.0/8, ::1) or listed is refused 421 (DNS
+rebinding); a node bound to 0.0.0.0 or :: also accepts any IP address as
+Host (a rebinding page always sends a name).
+
+``[services]`` (cluster/core/netpolicy.py): without either list, participants
+may be on loopback and private networks only (127.0.0.0/8, ::1, 10/8,
+172.16/12, 192.168/16, fc00::/7); with a list, only what it lists.
+Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, their
+IPv4-mapped and NAT64 forms, fd00:ec2::254, ...) are refused in either case
+unless a listed network lies inside them (e.g. "169.254.169.254/32"). The
+check runs on what a name resolves to when it is called.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import errno
+import os
+import re
+import secrets
+import stat
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from client.participant.signing import KEY_ID_PATTERN
+from consensus import RaftSettings
+
+from cluster.executor.executor import ExecutorSettings
+from cluster.core.netpolicy import ServicePolicy, literal_address
+from cluster.core.files import PRIVATE_FILE_MODE
+from cluster.core.limits import Limits
+from cluster.executor.http_caller import Signer
+
+__all__ = [
+    "ApiSettings",
+    "ConfigError",
+    "NodeAddress",
+    "ClusterConfig",
+    "NodeConfig",
+    "load_cluster_file",
+    "write_cluster_file",
+    "local_cluster",
+    "generate_secret",
+    "read_secret",
+    "NODES_MAX",
+    "HTTP_BODY_BYTES_DEFAULT",
+]
+
+NODES_MAX = 9
+PARTICIPANT_KEY_ID_DEFAULT = "k1"
+HTTP_BODY_BYTES_DEFAULT = 1024 * 1024
+HTTP_BODY_BYTES_MAX = 16 * 1024 * 1024
+SECRET_CHARS_MIN = 16
+# A secret or token is one line; a bigger file is not one.
+SECRET_FILE_BYTES_MAX = 4096
+_NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
+_HOST = re.compile(r"[A-Za-z0-9.-]{1,253}\Z")
+
+
+class ConfigError(ValueError):
+    """A cluster file or flag that cannot be used; the message says which and why."""
+
+
+def parse_address(value: object, where: str) -> str:
+    if not isinstance(value, str) or value.count(":") != 1:
+        raise ConfigError(f"{where}: expected HOST:PORT, got {value!r}")
+    host, port = value.split(":")
+    if not _HOST.match(host) or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{where}: expected HOST:PORT with a port in 1-65535, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True, slots=True)
+class NodeAddress:
+    id: str
+    raft: str
+    http: str
+    grpc: str
+
+    @property
+    def http_url(self) -> str:
+        return f"http://{self.http}"
+
+
+API_LIST_MAX = 64
+_ORIGIN = re.compile(r"https?://[a-z0-9.-]{1,253}(:[0-9]{1,5})?\Z|https?://\[[0-9a-f:.]{2,45}\](:[0-9]{1,5})?\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSettings:
+    """``[api]``: what the HTTP API accepts from browsers (cluster/api/http_api.py)."""
+
+    allowed_origins: tuple[str, ...] = ()  # lower case "scheme://host[:port]"
+    allowed_hosts: tuple[str, ...] = ()  # lower case host names or addresses, no port
+
+    def __post_init__(self) -> None:
+        if len(self.allowed_origins) > API_LIST_MAX or len(self.allowed_hosts) > API_LIST_MAX:
+            raise ConfigError(f"api: at most {API_LIST_MAX} origins and {API_LIST_MAX} hosts")
+
+
+def _api(raw: dict) -> ApiSettings:
+    unknown = set(raw) - {"allowed_origins", "allowed_hosts"}
+    if unknown:
+        raise ConfigError(f"api.{sorted(unknown)[0]}: unknown setting")
+    origins, hosts = raw.get("allowed_origins", []), raw.get("allowed_hosts", [])
+    for key, value in (("allowed_origins", origins), ("allowed_hosts", hosts)):
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"api.{key}: must be a list of strings")
+    for i, origin in enumerate(origins):
+        if not _ORIGIN.match(origin.lower()):
+            raise ConfigError(f"api.allowed_origins[{i}]: {origin!r} is not an origin like \"https://host:port\" (no path)")
+    for i, host in enumerate(hosts):
+        bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
+        if not (_HOST.match(bare) or literal_address(bare) is not None):
+            raise ConfigError(f"api.allowed_hosts[{i}]: {host!r} is not a host name or address (no port)")
+    return ApiSettings(
+        allowed_origins=tuple(o.lower() for o in origins),
+        allowed_hosts=tuple((h[1:-1] if h.startswith("[") else h).lower().rstrip(".") for h in hosts),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterConfig:
+    nodes: tuple[NodeAddress, ...]
+    secret_file: Path
+    data_dir: Path
+    raft: RaftSettings = field(default_factory=RaftSettings)
+    http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
+    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
+    participant_key_file: Path | None = None  # when set, every participant call is signed with it
+    participant_key_id: str = PARTICIPANT_KEY_ID_DEFAULT
+    services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
+    api: ApiSettings = field(default_factory=ApiSettings)  # [api]: origins and Host names the HTTP API accepts
+    limits: Limits = field(default_factory=Limits)
+
+    def __post_init__(self) -> None:
+        if not 1 <= len(self.nodes) <= NODES_MAX:
+            raise ConfigError(f"nodes: a cluster has 1 to {NODES_MAX} nodes, got {len(self.nodes)}")
+        ids = [n.id for n in self.nodes]
+        if len(set(ids)) != len(ids):
+            raise ConfigError("nodes: node ids must be unique")
+        addresses = [a for n in self.nodes for a in (n.raft, n.http, n.grpc)]
+        if len(set(addresses)) != len(addresses):
+            raise ConfigError("nodes: every raft, http and grpc address must be distinct")
+        if not 0 < self.http_body_bytes_max <= HTTP_BODY_BYTES_MAX:
+            raise ConfigError(f"cluster.http_body_bytes_max: must be in 1..{HTTP_BODY_BYTES_MAX}")
+        if not isinstance(self.participant_key_id, str) or not KEY_ID_PATTERN.fullmatch(self.participant_key_id):
+            raise ConfigError("cluster.participant_key_id: 1 to 64 of A-Z a-z 0-9 . _ -")
+
+    def node(self, node_id: str) -> NodeAddress:
+        for node in self.nodes:
+            if node.id == node_id:
+                return node
+        raise ConfigError(f"--id: no node {node_id!r} in the cluster file (have: {', '.join(n.id for n in self.nodes)})")
+
+    def by_raft_address(self, raft: str | None) -> NodeAddress | None:
+        return next((n for n in self.nodes if n.raft == raft), None)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    cluster: ClusterConfig
+    node: NodeAddress
+    secret: str = field(repr=False)
+    token: str | None = field(default=None, repr=False)
+    participant_key: bytes | None = field(default=None, repr=False)
+
+    @property
+    def participant_signer(self) -> Signer | None:
+        """What signs participant calls, when the cluster file names a key."""
+        if self.participant_key is None:
+            return None
+        return Signer(self.cluster.participant_key_id, self.participant_key)
+
+    @property
+    def data_dir(self) -> Path:
+        return self.cluster.data_dir / self.node.id
+
+    @property
+    def peers(self) -> tuple[NodeAddress, ...]:
+        return tuple(n for n in self.cluster.nodes if n.id != self.node.id)
+
+
+def _table(doc: dict, key: str) -> dict:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise ConfigError(f"[{key}] must be a table")
+    return value
+
+
+def _node(raw: object, i: int) -> NodeAddress:
+    where = f"nodes[{i}]"
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(raw) - {"id", "raft", "http", "grpc"}
+    if unknown:
+        raise ConfigError(f"{where}.{sorted(unknown)[0]}: unknown field")
+    node_id = raw.get("id")
+    if not isinstance(node_id, str) or not _NODE_ID.match(node_id):
+        raise ConfigError(f"{where}.id: must match [a-z0-9][a-z0-9-]{{0,31}}")
+    return NodeAddress(
+        id=node_id,
+        raft=parse_address(raw.get("raft"), f"{where}.raft"),
+        http=parse_address(raw.get("http"), f"{where}.http"),
+        grpc=parse_address(raw.get("grpc"), f"{where}.grpc"),
+    )
+
+
+def _settings(cls: type, raw: dict, section: str):
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    values = {}
+    for key, value in raw.items():
+        if key not in known:
+            raise ConfigError(f"{section}.{key}: unknown setting")
+        expected = known[key].type
+        if expected == "bool" and not isinstance(value, bool):
+            raise ConfigError(f"{section}.{key}: must be true or false")
+        if expected in ("float", "int") and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            raise ConfigError(f"{section}.{key}: must be a number")
+        values[key] = int(value) if expected == "int" else value
+    try:
+        return cls(**values)
+    except ValueError as exc:
+        raise ConfigError(f"{section}: {exc}") from None
+
+
+def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such cluster file") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    unknown = set(doc) - {"cluster", "raft", "executor", "services", "api", "limits", "nodes"}
+    if unknown:
+        raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
+    cluster = _table(doc, "cluster")
+    unknown = set(cluster) - {
+        "secret_file", "data_dir", "http_body_bytes_max", "token_file", "participant_key_file", "participant_key_id"
+    }
+    if unknown:
+        raise ConfigError(f"cluster.{sorted(unknown)[0]}: unknown field")
+    nodes = doc.get("nodes")
+    if not isinstance(nodes, list):
+        raise ConfigError(f"{path}: needs [[nodes]] entries")
+    base = path.parent
+    secret_file = cluster.get("secret_file")
+    if not isinstance(secret_file, str) or not secret_file:
+        raise ConfigError("cluster.secret_file: required (the Raft port always runs with the cluster secret)")
+    token_file = cluster.get("token_file")
+    if token_file is not None and (not isinstance(token_file, str) or not token_file):
+        raise ConfigError("cluster.token_file: must be a file name")
+    key_file = cluster.get("participant_key_file")
+    if key_file is not None and (not isinstance(key_file, str) or not key_file):
+        raise ConfigError("cluster.participant_key_file: must be a file name")
+    key_id = cluster.get("participant_key_id", PARTICIPANT_KEY_ID_DEFAULT)
+    body_max = cluster.get("http_body_bytes_max", HTTP_BODY_BYTES_DEFAULT)
+    if isinstance(body_max, bool) or not isinstance(body_max, int):
+        raise ConfigError("cluster.http_body_bytes_max: must be an integer")
+    return ClusterConfig(
+        nodes=tuple(_node(raw, i) for i, raw in enumerate(nodes)),
+        secret_file=(base / secret_file).resolve(),
+        data_dir=(base / str(cluster.get("data_dir", "."))).resolve(),
+        raft=_settings(RaftSettings, _table(doc, "raft"), "raft"),
+        executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
+        limits=_settings(Limits, _table(doc, "limits"), "limits"),
+        http_body_bytes_max=body_max,
+        token_file=(base / token_file).resolve() if token_file else None,
+        participant_key_file=(base / key_file).resolve() if key_file else None,
+        participant_key_id=key_id,
+        services=_services(_table(doc, "services")),
+        api=_api(_table(doc, "api")),
+    )
+
+
+def _services(raw: dict) -> ServicePolicy:
+    unknown = set(raw) - {"allowed_networks", "allowed_hosts"}
+    if unknown:
+        raise ConfigError(f"services.{sorted(unknown)[0]}: unknown setting")
+    lists = {}
+    for key in ("allowed_networks", "allowed_hosts"):
+        value = raw.get(key, [])
+        if not isinstance(value, list):
+            raise ConfigError(f"services.{key}: must be a list of strings")
+        lists[key] = value
+    try:
+        return ServicePolicy.parse(lists["allowed_networks"], lists["allowed_hosts"])
+    except ValueError as exc:
+        raise ConfigError(f"services.{exc}") from None
+
+
+def _toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    text = str(value)
+    if any(c in text for c in '"\\\n'):
+        raise ConfigError(f"cannot write {text!r} to the cluster file")
+    return f'"{text}"'
+
+
+def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
+    path = Path(path)
+    base = path.parent.resolve()
+
+    def rel(p: Path) -> str:
+        return os.path.relpath(p, base)
+
+    lines = [
+        "# Written by `coordinator up`. One [[nodes]] entry per node.",
+        "[cluster]",
+        f"secret_file = {_toml_value(rel(config.secret_file))}",
+        f"data_dir = {_toml_value(rel(config.data_dir))}",
+        f"http_body_bytes_max = {config.http_body_bytes_max}",
+    ]
+    if config.token_file is not None:
+        lines.append(f"token_file = {_toml_value(rel(config.token_file))}")
+    if config.participant_key_file is not None:
+        lines.append(f"participant_key_file = {_toml_value(rel(config.participant_key_file))}")
+        lines.append(f"participant_key_id = {_toml_value(config.participant_key_id)}")
+    lines += [
+        "",
+        "[raft]",
+    ]
+    for f in dataclasses.fields(RaftSettings):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.raft, f.name))}")
+    lines += ["", "[executor]"]
+    for f in dataclasses.fields(ExecutorSettings):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
+    policy = config.services
+    if policy.configured:
+        lines += [
+            "",
+            "[services]",
+            "allowed_networks = [" + ", ".join(_toml_value(str(n)) for n in policy.allowed_networks) + "]",
+            "allowed_hosts = [" + ", ".join(_toml_value(h) for h in policy.allowed_hosts) + "]",
+        ]
+    if config.api.allowed_origins or config.api.allowed_hosts:
+        lines += [
+            "",
+            "[api]",
+            "allowed_origins = [" + ", ".join(_toml_value(o) for o in config.api.allowed_origins) + "]",
+            "allowed_hosts = [" + ", ".join(_toml_value(h) for h in config.api.allowed_hosts) + "]",
+        ]
+    lines += ["", "[limits]"]
+    for f in dataclasses.fields(Limits):
+        lines.append(f"{f.name} = {_toml_value(getattr(config.limits, f.name))}")
+    for node in config.nodes:
+        lines += ["", "[[nodes]]"] + [f"{k} = {_toml_value(getattr(node, k))}" for k in ("id", "raft", "http", "grpc")]
+    # A fresh name made with O_EXCL (never a file or link already there),
+    # owner-only, renamed over the cluster file when complete.
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, PRIVATE_FILE_MODE)
+        with os.fdopen(fd, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        os.replace(tmp_name, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+        raise
+
+
+def local_cluster(
+    *,
+    nodes: int,
+    host: str,
+    base_port: int,
+    data_dir: Path,
+    raft: RaftSettings | None = None,
+    executor: ExecutorSettings | None = None,
+) -> ClusterConfig:
+    """The contract's local layout: node i is n{i}, Raft base+i, HTTP base+1000+i, gRPC base+2000+i."""
+    if not 1 <= nodes <= NODES_MAX:
+        raise ConfigError(f"--nodes: must be 1 to {NODES_MAX}")
+    if not (1 <= base_port and base_port + 2000 + nodes < 65536):
+        raise ConfigError("--base-port: base+2000+nodes must stay below 65536")
+    if not _HOST.match(host):
+        raise ConfigError(f"--host: {host!r} is not a host name or IPv4 address")
+    data_dir = Path(data_dir).resolve()
+    return ClusterConfig(
+        nodes=tuple(
+            NodeAddress(
+                id=f"n{i}",
+                raft=f"{host}:{base_port + i}",
+                http=f"{host}:{base_port + 1000 + i}",
+                grpc=f"{host}:{base_port + 2000 + i}",
+            )
+            for i in range(1, nodes + 1)
+        ),
+        secret_file=data_dir / "cluster.secret",
+        data_dir=data_dir,
+        raft=raft or RaftSettings(),
+        executor=executor or ExecutorSettings(),
+    )
+
+
+def generate_secret(path: Path) -> None:
+    """Write a new random secret (the cluster secret, an API token), readable by the owner only."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(32) + "\n")
+
+
+def read_secret(path: Path, what: str = "the cluster secret") -> str:
+    """The secret in ``path``: a regular file owned by this user and by no
+    one else readable, not a symbolic link. Every check is made on the
+    opened file (no race between checking and reading)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: {what} file does not exist") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ConfigError(f"{path}: {what} is a symbolic link; name the file itself") from None
+        raise ConfigError(f"{path}: cannot open {what}: {exc.strerror}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{path}: {what} is not a regular file")
+        if info.st_uid != os.geteuid():
+            raise ConfigError(f"{path}: {what} is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})")
+        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
+        if info.st_size > SECRET_FILE_BYTES_MAX:
+            raise ConfigError(f"{path}: {what} file is over {SECRET_FILE_BYTES_MAX} bytes")
+        data = os.read(fd, SECRET_FILE_BYTES_MAX + 1)
+    finally:
+        os.close(fd)
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: {what} is not UTF-8 text") from None
+    if len(text) < SECRET_CHARS_MIN:
+        raise ConfigError(f"{path}: {what} must have at least {SECRET_CHARS_MIN} characters")
+    return text

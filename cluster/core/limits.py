@@ -1,0 +1,106 @@
+"""``[limits]`` in the cluster file: the byte budget of the kept state, and
+what one client may hold open on a node.
+
+Workflows were bounded by count only (``WORKFLOWS_KEPT_MAX``): about 1,100
+sagas of 1 MiB made a snapshot over 1 GiB (``SNAPSHOT_BYTES_MAX`` in
+consensus/snapshot.py), and a node could not load it again. Now every kept
+workflow is charged its encoded size (cluster/stores/kept.py) and every recorded
+outcome its output's (cluster/stores/saga.py); a submission that would push the
+charged total over ``state_bytes_max`` is refused (429 ``overloaded``), and
+one whose own charge is over ``workflow_bytes_max`` too (413 ``too_large``).
+
+The leader puts the limits it runs with into each submit command, and the
+state machine checks the command's limits at apply time - a refusal is a
+recorded rejection - so every replica decides the same even if cluster
+files differ, and entries written before this check replay as they applied.
+
+Per client (remote address), a node holds at most ``long_polls_per_client_max``
+long polls (``GET ...?wait=``, gRPC ``wait_s``) and ``watches_per_client_max``
+gRPC Watch streams (cluster/api/client_slots.py); more answer 429 / RESOURCE_EXHAUSTED
+``overloaded``. A Watch ends after ``watch_life_s`` with UNAVAILABLE
+``watch_expired`` and the client reopens it (client/_grpc.py). An idle HTTP
+keep-alive or gRPC connection is closed after ``idle_connection_s``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from consensus import ENTRY_BYTES_MAX, Rejection
+from consensus.snapshot import SNAPSHOT_BYTES_MAX
+
+__all__ = [
+    "Limits",
+    "STATE_BYTES_MAX_DEFAULT",
+    "WORKFLOW_BYTES_MAX_DEFAULT",
+    "OVERLOADED_RETRY_AFTER_S",
+    "check_admission",
+]
+
+STATE_BYTES_MAX_DEFAULT = 256 * 1024 * 1024
+# Any definition that fits in a log entry, by default.
+WORKFLOW_BYTES_MAX_DEFAULT = ENTRY_BYTES_MAX
+# The budget is charged by encoded size; a snapshot holds more (the registry,
+# an active workflow's outputs until it ends): keep well below the load cap.
+STATE_BYTES_MAX_MAX = SNAPSHOT_BYTES_MAX // 2
+# Retention (cluster/executor/executor.py, retention_check_s) frees terminal workflows.
+OVERLOADED_RETRY_AFTER_S = 5
+# Well above the load generator's closed-loop clients on one host
+# (BENCHMARKS.md: concurrency 64), well below the node's own caps
+# (Node.WATCHERS_MAX long polls, grpc_api.WATCH_STREAMS_MAX watches).
+LONG_POLLS_PER_CLIENT_DEFAULT = 256
+WATCHES_PER_CLIENT_DEFAULT = 100
+WATCH_LIFE_S_DEFAULT = 600.0
+# aiohttp's own default is 3630 s.
+IDLE_CONNECTION_S_DEFAULT = 75.0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    state_bytes_max: int = STATE_BYTES_MAX_DEFAULT
+    workflow_bytes_max: int = WORKFLOW_BYTES_MAX_DEFAULT
+    long_polls_per_client_max: int = LONG_POLLS_PER_CLIENT_DEFAULT
+    watches_per_client_max: int = WATCHES_PER_CLIENT_DEFAULT
+    watch_life_s: float = WATCH_LIFE_S_DEFAULT
+    idle_connection_s: float = IDLE_CONNECTION_S_DEFAULT
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.state_bytes_max <= STATE_BYTES_MAX_MAX:
+            raise ValueError(f"state_bytes_max must be in 1..{STATE_BYTES_MAX_MAX}")
+        if not 1 <= self.workflow_bytes_max <= self.state_bytes_max:
+            raise ValueError("workflow_bytes_max must be in 1..state_bytes_max")
+        if not 1 <= self.long_polls_per_client_max <= 100_000 or not 1 <= self.watches_per_client_max <= 100_000:
+            raise ValueError("long_polls_per_client_max and watches_per_client_max must be in 1..100000")
+        if not 0 < self.watch_life_s <= 24 * 3600 or not 0 < self.idle_connection_s <= 24 * 3600:
+            raise ValueError("watch_life_s and idle_connection_s must be in (0, 86400]")
+
+    def to_command(self) -> dict:
+        """As the leader writes them into a submit command."""
+        return {"state_bytes_max": self.state_bytes_max, "workflow_bytes_max": self.workflow_bytes_max}
+
+
+def _limit(raw: dict, key: str) -> int:
+    value = raw.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise Rejection("invalid", f"limits.{key}: must be a positive integer")
+    return value
+
+
+def check_admission(raw_limits: Any, noun: str, charge: int, charged: int) -> None:
+    """Refuse (as a recorded rejection) a new workflow charged ``charge``
+    bytes when ``charged`` bytes are kept. No limits in the command (an
+    entry written before the budget existed): admitted, as it was then."""
+    if raw_limits is None:
+        return
+    if not isinstance(raw_limits, dict):
+        raise Rejection("invalid", "limits: must be an object")
+    state_max, workflow_max = _limit(raw_limits, "state_bytes_max"), _limit(raw_limits, "workflow_bytes_max")
+    if charge > workflow_max:
+        raise Rejection("too_large", f"definition: {charge} bytes encoded, over the limit of {workflow_max} bytes per {noun}")
+    if charged + charge > state_max:
+        raise Rejection(
+            "overloaded",
+            f"state: {charged} bytes are kept and this {noun} needs {charge} more, over the budget of "
+            f"{state_max} bytes; retry when retention has pruned finished workflows",
+        )

@@ -1,0 +1,323 @@
+"""The leader's executor: turns committed workflow state into participant
+calls, and their answers back into log entries.
+
+It never decides anything that is not first in the log. On gaining
+leadership (after the first barrier of its term, so every committed entry
+is applied) each driver (sagas, transactions) loads its unfinished
+workflows and issues what the pure machine's ``pending_effects`` says; after
+each applied entry about a workflow it does the same for that workflow; on
+losing leadership every call is cancelled at once. An outcome is proposed
+until it commits (the machines ignore duplicates), so a new leader repeats
+at most a call with the same Idempotency-Key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Awaitable, Callable
+
+import aiohttp
+
+from consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
+
+from cluster.executor.breaker import Breakers
+from cluster.core.netpolicy import ServicePolicy
+from cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
+from cluster.stores.workflows import PRUNE_BATCH_MAX
+
+if TYPE_CHECKING:  # pragma: no cover
+    from cluster.core.node import Node
+
+__all__ = ["Executor", "ExecutorSettings", "Reconciler", "now_ms"]
+
+log = logging.getLogger(__name__)
+PROPOSE_BACKOFF_S = 0.05
+PROPOSE_BACKOFF_MAX_S = 1.0
+CONNECTIONS_MAX = 256
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    inflight_workflows_max: int = 10_000
+    breaker_failures_to_open: int = 5
+    breaker_slow_interval_s: float = 2.0
+    retention_s: float = 24 * 3600.0
+    retention_count: int = 10_000
+    retention_check_s: float = 5.0
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.inflight_workflows_max <= 1_000_000:
+            raise ValueError("inflight_workflows_max must be in 1..1000000")
+        if self.breaker_failures_to_open < 1 or self.breaker_slow_interval_s <= 0:
+            raise ValueError("breaker_failures_to_open >= 1 and breaker_slow_interval_s > 0 are required")
+        if self.retention_s < 0 or self.retention_count < 0 or self.retention_check_s <= 0:
+            raise ValueError("retention_s, retention_count >= 0 and retention_check_s > 0 are required")
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+# What a driver plans for one workflow: the calls that must be in flight
+# (by a stable key, each a factory of the outcome event to propose, or None
+# for nothing to propose) and the next deadline (at_ms, event body).
+Plan = tuple[dict[tuple, Callable[[], Awaitable[dict | None]]], tuple[int, dict] | None]
+
+
+class Reconciler:
+    """Keeps the calls in flight and the deadline timer of each workflow of
+    one kind equal to what its committed state asks for."""
+
+    kind = ""  # command prefix: "saga" or "tx"
+
+    def __init__(self, executor: "Executor") -> None:
+        self.executor = executor
+        self._calls: dict[str, dict[tuple, asyncio.Task]] = {}
+        self._deadlines: dict[str, tuple[int, asyncio.TimerHandle]] = {}
+
+    # -- what each kind provides --------------------------------------------------------------
+    def active_ids(self) -> list[str]:
+        raise NotImplementedError
+
+    def plan(self, workflow_id: str) -> Plan:
+        raise NotImplementedError
+
+    def prunable(self, at_ms: int) -> list[str]:
+        raise NotImplementedError
+
+    # -- the machinery --------------------------------------------------------------------------
+    def reconcile(self, workflow_id: str) -> None:
+        executor = self.executor
+        if not executor.leading:
+            return
+        with executor.node.log.reading():
+            wanted, deadline = self.plan(workflow_id)
+        calls = self._calls.setdefault(workflow_id, {})
+        for key in list(calls):
+            if key not in wanted:
+                calls.pop(key).cancel()
+        for key, factory in wanted.items():
+            if key not in calls:
+                task = asyncio.ensure_future(self._run(workflow_id, factory, executor.generation))
+                calls[key] = task
+                task.add_done_callback(lambda t, w=workflow_id, k=key: self._forget(w, k, t))
+        if not calls:
+            self._calls.pop(workflow_id, None)
+        self._schedule_deadline(workflow_id, deadline)
+
+    async def _run(self, workflow_id: str, factory: Callable[[], Awaitable[dict | None]], generation: int) -> None:
+        event = await factory()
+        if event is not None:
+            await self.executor.propose(Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms()), generation)
+
+    def _forget(self, workflow_id: str, key: tuple, task: asyncio.Task) -> None:
+        calls = self._calls.get(workflow_id)
+        if calls is not None and calls.get(key) is task:
+            del calls[key]
+            if not calls:
+                del self._calls[workflow_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("executor: %s %s call failed: %r", self.kind, workflow_id, task.exception())
+
+    def _schedule_deadline(self, workflow_id: str, deadline: tuple[int, dict] | None) -> None:
+        current = self._deadlines.get(workflow_id)
+        if current is not None and (deadline is None or current[0] != deadline[0]):
+            current[1].cancel()
+            del self._deadlines[workflow_id]
+            current = None
+        if deadline is None or current is not None:
+            return
+        at_ms, event = deadline
+        delay_s = max(0.0, (at_ms - now_ms()) / 1000) + 0.001
+        handle = asyncio.get_running_loop().call_later(delay_s, self._deadline_passed, workflow_id, event, self.executor.generation)
+        self._deadlines[workflow_id] = (at_ms, handle)
+
+    def _deadline_passed(self, workflow_id: str, event: dict, generation: int) -> None:
+        self._deadlines.pop(workflow_id, None)
+        command = Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms())
+        asyncio.ensure_future(self.executor.propose(command, generation))
+
+    def stop(self) -> None:
+        for calls in self._calls.values():
+            for task in calls.values():
+                task.cancel()
+        self._calls.clear()
+        for _, handle in self._deadlines.values():
+            handle.cancel()
+        self._deadlines.clear()
+
+    def calls_in_flight(self) -> int:
+        return sum(len(c) for c in self._calls.values())
+
+
+class Executor:
+    def __init__(self, node: "Node", settings: ExecutorSettings) -> None:
+        from cluster.executor.saga import SagaDriver
+        from cluster.executor.twopc import TransactionDriver
+
+        self.node = node
+        self.settings = settings
+        self.breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s)
+        self.leading = False
+        self.fence = ""
+        self.generation = 0
+        self.sagas = SagaDriver(self)
+        self.transactions = TransactionDriver(self)
+        self.drivers: dict[str, Reconciler] = {"saga": self.sagas, "tx": self.transactions}
+        self._session: aiohttp.ClientSession | None = None
+        self._http: HttpCaller | None = None
+        self._housekeeping: asyncio.Task | None = None
+
+    @property
+    def signer(self) -> Signer | None:
+        """Signs participant calls when the cluster file names a participant key."""
+        config = getattr(self.node, "config", None)
+        return getattr(config, "participant_signer", None)
+
+    @property
+    def service_policy(self) -> ServicePolicy:
+        """Which participant addresses may be called: `[services]` of the cluster file."""
+        config = getattr(self.node, "config", None)
+        return config.cluster.services if config is not None else ServicePolicy()
+
+    # -- leadership -----------------------------------------------------------------------------
+    def on_leadership(self, change: LeadershipChange) -> None:
+        if change.is_leader:
+            self._start(change.term, change.index)
+        else:
+            self._stop()
+
+    def _start(self, term: int, index: int) -> None:
+        self._stop()
+        self.leading = True
+        self.generation += 1
+        self.fence = f"{term}:{index}"
+        if self._session is None:
+            self._session = participant_session(self.service_policy, connections_max=CONNECTIONS_MAX)
+            self._http = HttpCaller(self._session, self.breakers, self.service_policy, self.signer)
+        for driver in self.drivers.values():
+            with self.node.log.reading():
+                active = sorted(driver.active_ids())
+            log.info("executor: leading at fence %s, resuming %d %s workflows", self.fence, len(active), driver.kind)
+            for workflow_id in active:
+                driver.reconcile(workflow_id)
+        self._housekeeping = asyncio.ensure_future(self._retention_loop(self.generation))
+
+    def _stop(self) -> None:
+        if not self.leading:
+            return
+        self.leading = False
+        self.generation += 1
+        for driver in self.drivers.values():
+            driver.stop()
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            self._housekeeping = None
+        log.info("executor: stopped issuing calls")
+
+    async def close(self) -> None:
+        from cluster.executor.grpc_caller import close_grpc_caller
+
+        self._stop()
+        await close_grpc_caller(self)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def on_applied(self, index: int, command: Command, result: Any) -> None:
+        if not self.leading or not isinstance(result, Applied):
+            return
+        driver = self.drivers.get(command.kind.split(".", 1)[0])
+        value = result.value
+        if driver is not None and isinstance(value, dict) and isinstance(value.get("id"), str):
+            driver.reconcile(value["id"])
+
+    # -- calls and proposals ------------------------------------------------------------------------
+    async def call(self, service: dict | None, spec: CallSpec, operation: str) -> CallOutcome:
+        """Call a registered participant over its transport."""
+        if service is None:
+            return CallOutcome("unknown", error=f"service {spec.service!r} is not registered")
+        if service.get("grpc"):
+            from cluster.executor.grpc_caller import grpc_caller
+
+            return await grpc_caller(self).call(spec, operation)
+        assert self._http is not None
+        return await self._http.call(spec)
+
+    async def propose(self, command: Command, generation: int) -> None:
+        """Propose until the entry commits or this node stops leading."""
+        backoff_s = PROPOSE_BACKOFF_S
+        while generation == self.generation:
+            try:
+                await self.node.log.propose(command)
+                return
+            except NotLeader:
+                return
+            except ConsensusError as exc:
+                log.info("executor: %s not committed (%s); retrying", command.kind, exc)
+            await asyncio.sleep(backoff_s * random.uniform(0.5, 1.5))
+            backoff_s = min(PROPOSE_BACKOFF_MAX_S, backoff_s * 2)
+
+    # -- retention --------------------------------------------------------------------------------
+    async def _retention_loop(self, generation: int) -> None:
+        while generation == self.generation:
+            await asyncio.sleep(self.settings.retention_check_s)
+            await self.prune_retained(generation)
+
+    async def prune_retained(self, generation: int) -> int:
+        """Propose prunes of every terminal workflow past retention, in
+        commands of at most PRUNE_BATCH_MAX ids; the number of ids proposed.
+
+        Everything past retention goes at each check: one batch per check
+        capped pruning at 200 workflows/s, below what a leader completes, so
+        the kept workflows - and every node's memory and snapshot - grew
+        without bound under sustained load."""
+        proposed = 0
+        for driver in self.drivers.values():
+            ids = driver.prunable(now_ms())
+            for start in range(0, len(ids), PRUNE_BATCH_MAX):
+                if generation != self.generation:
+                    return proposed
+                batch = ids[start : start + PRUNE_BATCH_MAX]
+                await self.propose(Command(f"{driver.kind}.prune", {"ids": batch}, now_ms()), generation)
+                proposed += len(batch)
+        return proposed
+
+    def retained(self, terminal: list[tuple[int, str]], at_ms: int) -> list[str]:
+        """Of (updated_at_ms, id) pairs of terminal workflows, those past retention."""
+        terminal.sort()
+        cutoff_ms = at_ms - int(self.settings.retention_s * 1000)
+        excess = max(0, len(terminal) - self.settings.retention_count)
+        return [workflow_id for n, (updated, workflow_id) in enumerate(terminal) if n < excess or updated < cutoff_ms]
+
+    # -- admission and views ------------------------------------------------------------------------
+    def inflight(self) -> int:
+        state = self.node.state
+        return len(state.sagas.active) + len(state.transactions.active)
+
+    def admission(self, services: set[str]) -> None:
+        """Raise the API error that refuses a new workflow, if any."""
+        from cluster.api.errors import Overloaded, Unavailable
+
+        if self.inflight() >= self.settings.inflight_workflows_max:
+            raise Overloaded(f"{self.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)
+        suspended = sorted(services & set(self.breakers.open_services()))
+        if suspended:
+            raise Unavailable(
+                f"intake suspended: the circuit of {', '.join(suspended)} is open",
+                code="suspended",
+                retry_after_s=self.settings.breaker_slow_interval_s,
+                services=suspended,
+            )
+
+    def view(self) -> dict:
+        return {
+            "leading": self.leading,
+            "fence": self.fence if self.leading else None,
+            "calls_in_flight": sum(d.calls_in_flight() for d in self.drivers.values()),
+            "breakers": self.breakers.view(),
+        }

@@ -1,0 +1,266 @@
+"""Calling participant services: the contract's headers, per-call timeouts,
+answer classification and retries (tenacity), shared by both transports.
+
+`HttpCaller` (here) and `GrpcCaller` (`participants_grpc`) implement
+`ParticipantCaller`; each makes one attempt and classifies its answer,
+`call_with_retries` owns the loop, the budget and the breaker's slow
+interval. Over HTTP:
+
+| answer                                   | outcome                        |
+| 2xx                                      | ok, the JSON body is the output |
+| 4xx but 408 and 429                      | failed (definite)               |
+| 408, 429, 5xx, timeout, refused          | retried; out of budget: unknown |
+| an address the [services] policy refuses | failed (definite), never sent   |
+
+The address check (`cluster/core/netpolicy.py`) runs at call time: a literal
+address here, a name in the session's resolver (`participant_session`),
+which aiohttp asks on every new connection and whose addresses are the
+only ones it connects to.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+from yarl import URL
+
+from client.participant.signing import SIGNATURE_HEADER, check_keys, sign
+
+from cluster.executor.breaker import Breakers
+from cluster.core.netpolicy import AddressRefused, PolicyResolver, ServicePolicy, literal_address
+
+__all__ = [
+    "ATTEMPTS_HARD_MAX",
+    "ERROR_CHARS_MAX",
+    "OPERATIONS",
+    "OUTPUT_BYTES_MAX",
+    "CallOutcome",
+    "CallSpec",
+    "HttpCaller",
+    "ParticipantCaller",
+    "Retryable",
+    "Signer",
+    "call_with_retries",
+    "participant_session",
+]
+
+ATTEMPTS_HARD_MAX = 100_000  # attempts while a breaker is open do not spend the budget; this bounds them
+ERROR_CHARS_MAX = 500
+OUTPUT_BYTES_MAX = 64 * 1024
+
+# What a call does at the participant: a saga step's action or compensation,
+# or a 2PC phase. HTTP says it with the spec's method and path; gRPC picks
+# the RPC by it.
+OPERATIONS = ("execute", "compensate", "prepare", "commit", "abort")
+
+
+@dataclass(frozen=True, slots=True)
+class CallOutcome:
+    kind: str  # "ok" | "failed" | "unknown"
+    output: Any = None
+    error: str = ""
+    attempts: int = 0
+
+
+class Retryable(Exception):
+    """One attempt ended with its outcome unknown; str() says how."""
+
+
+@dataclass(frozen=True, slots=True)
+class CallSpec:
+    service: str
+    url: str  # HTTP: the registered base URL; gRPC: the registered target host:port
+    method: str  # HTTP only
+    path: str
+    body: Any
+    idempotency_key: str
+    fence: str
+    timeout_s: float
+    max_attempts: int
+    backoff_s: float
+    max_backoff_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class Signer:
+    """Signs each participant call (`Coordinator-Signature`, the scheme of
+    client/participant/signing.py): HMAC-SHA256 over the method (gRPC: the
+    RPC name), the path as sent, the idempotency key, the fence, a digest
+    of the body and the time, under the key the participants are configured
+    with (`[cluster] participant_key_file` and `participant_key_id`). Every
+    attempt is signed anew, so a retry carries a fresh time."""
+
+    key_id: str
+    secret: bytes = field(repr=False)
+    clock: Callable[[], float] = time.time
+
+    def __post_init__(self) -> None:
+        check_keys({self.key_id: self.secret})
+
+    def header(self, *, method: str, path: str, idempotency_key: str, fence: str, body: bytes) -> str:
+        return sign(self.secret, self.key_id, method=method, path=path, idempotency_key=idempotency_key,
+                    fence=fence, body=body, timestamp=int(self.clock()))
+
+
+class ParticipantCaller(Protocol):
+    """A participant transport: call until a definite answer or the budget is spent."""
+
+    async def call(self, spec: CallSpec, operation: str) -> CallOutcome: ...
+
+
+async def call_with_retries(
+    spec: CallSpec, breakers: Breakers, attempt: Callable[[], Awaitable[CallOutcome]]
+) -> CallOutcome:
+    """Run `attempt` until it returns (a definite answer) or the budget is spent.
+
+    `attempt` raises Retryable for an unknown outcome and records the answer
+    on the service's breaker. Attempts made while that breaker is open wait
+    the slow interval and do not spend the budget (bounded by
+    ATTEMPTS_HARD_MAX)."""
+    spent = 0
+    attempts = 0
+    last_error = ""
+    fast_wait = wait_random_exponential(multiplier=spec.backoff_s, max=spec.max_backoff_s)
+
+    def stop(state: RetryCallState) -> bool:
+        return spent >= spec.max_attempts or attempts >= ATTEMPTS_HARD_MAX
+
+    def wait(state: RetryCallState) -> float:
+        if breakers.is_open(spec.service):
+            return breakers.slow_wait_s()
+        return fast_wait(state)
+
+    retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception_type(Retryable), reraise=True)
+    try:
+        async for tenacity_attempt in retrying:
+            with tenacity_attempt:
+                attempts += 1
+                if not breakers.is_open(spec.service):
+                    spent += 1
+                outcome = await attempt()
+                return CallOutcome(outcome.kind, outcome.output, outcome.error, attempts)
+    except Retryable as exc:
+        last_error = str(exc)
+    return CallOutcome("unknown", error=f"out of retries after {attempts} attempts: {last_error}", attempts=attempts)
+
+
+def participant_session(
+    policy: ServicePolicy, *, connections_max: int, resolver: AbstractResolver | None = None
+) -> aiohttp.ClientSession:
+    """The session participant calls go through: every address a name
+    resolves to is checked against `policy` before aiohttp connects to it
+    (`resolver`, the system's by default, is asked first)."""
+    connector = aiohttp.TCPConnector(limit=connections_max, resolver=PolicyResolver(policy, resolver))
+    return aiohttp.ClientSession(connector=connector)
+
+
+def _refused(exc: AddressRefused) -> CallOutcome:
+    """A definite failure: the call never left, so there is no answer to show."""
+    return CallOutcome("failed", error=str(exc)[:ERROR_CHARS_MAX])
+
+
+STALE_FENCE = "stale_fence"
+
+
+def _stale_fence(text: str) -> bool:
+    """Whether a 409 is the participant kit's `stale_fence`: it saw a newer
+    leader's fence, so this call came from a deposed one. That is no business
+    answer: recorded as a definite failure, the step would not be compensated
+    while the new leader's own call (or a delayed copy of this one) may run
+    the action (found by the simulation). It is retried like an unknown
+    outcome, until this node learns it no longer leads and stops calling."""
+    try:
+        error = json.loads(text).get("error")
+    except (ValueError, AttributeError):
+        return False
+    return isinstance(error, dict) and error.get("code") == STALE_FENCE
+
+
+class HttpCaller:
+    """Checks literal addresses itself; names are checked by the session's
+    resolver, so give it a `participant_session` of the same policy."""
+
+    def __init__(
+        self,
+        session: aiohttp.ClientSession,
+        breakers: Breakers,
+        policy: ServicePolicy | None = None,
+        signer: Signer | None = None,
+    ) -> None:
+        self._session = session
+        self._breakers = breakers
+        self._policy = policy if policy is not None else ServicePolicy()
+        self._signer = signer
+
+    async def _once(self, spec: CallSpec) -> CallOutcome:
+        try:
+            host = urlsplit(spec.url).hostname or ""
+        except ValueError:
+            host = ""
+        literal = literal_address(host)
+        if literal is not None:
+            try:
+                self._policy.check(literal, host)
+            except AddressRefused as exc:
+                return _refused(exc)
+        headers = {"Idempotency-Key": spec.idempotency_key, "Coordinator-Fence": spec.fence}
+        data = None
+        if spec.body is not None:
+            data = json.dumps(spec.body).encode()
+            headers["Content-Type"] = "application/json"
+        try:
+            url = URL(spec.url + spec.path)
+        except ValueError as exc:  # never sent, so it never ran
+            return CallOutcome("failed", error=f"not a URL: {exc}"[:ERROR_CHARS_MAX])
+        if self._signer is not None:
+            headers[SIGNATURE_HEADER] = self._signer.header(
+                method=spec.method, path=url.raw_path_qs, idempotency_key=spec.idempotency_key,
+                fence=spec.fence, body=data or b"")
+        breaker = self._breakers.of(spec.service)
+        try:
+            async with self._session.request(
+                spec.method,
+                url,
+                data=data,
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=spec.timeout_s),
+                allow_redirects=False,
+            ) as response:
+                raw = await response.content.read(OUTPUT_BYTES_MAX + 1)
+                status = response.status
+        except AddressRefused as exc:  # from the session's resolver, before any connection
+            return _refused(exc)
+        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+            breaker.record_failure()
+            raise Retryable(f"{exc.__class__.__name__}: {exc}"[:ERROR_CHARS_MAX]) from None
+        text = raw.decode("utf-8", "replace")
+        if 200 <= status < 300:
+            breaker.record_success()
+            if len(raw) > OUTPUT_BYTES_MAX:
+                return CallOutcome("ok", {"_truncated": True})
+            try:
+                return CallOutcome("ok", json.loads(text) if text.strip() else None)
+            except ValueError:
+                return CallOutcome("ok", {"text": text[:ERROR_CHARS_MAX]})
+        if status == 409 and _stale_fence(text):
+            raise Retryable(f"HTTP 409 stale_fence: {text}"[:ERROR_CHARS_MAX])
+        if 400 <= status < 500 and status not in (408, 429):
+            breaker.record_success()  # the service answered: healthy, the business said no
+            return CallOutcome("failed", error=f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])
+        breaker.record_failure()
+        raise Retryable(f"HTTP {status}: {text}"[:ERROR_CHARS_MAX])
+
+    async def call(self, spec: CallSpec, operation: str = "") -> CallOutcome:
+        """Call `spec.method {spec.url}{spec.path}` until a definite answer or
+        the budget is spent (`call_with_retries`). `operation` is not used:
+        over HTTP the method and path say what the call does."""
+        return await call_with_retries(spec, self._breakers, lambda: self._once(spec))

@@ -1,0 +1,1 @@
+"""Starting nodes: the local cluster of real processes, the supervisor and the event loop."""

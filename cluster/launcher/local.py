@@ -1,0 +1,242 @@
+"""A local cluster of real node processes on free loopback ports.
+
+Used by the tests, ``coordinator demo``, chaos and benchmarks: it picks free
+ports, writes its own cluster file and secret in a directory of its own,
+starts the nodes through the same Supervisor as ``coordinator up``, and
+stops (by PID) only what it started.
+
+A chaos run with partitions places each node elsewhere: ``hosts`` gives a
+node its own address (in its network namespace) and ``launch_prefixes`` the
+words that start it there (``ip netns exec NAMESPACE``); see chaos.netns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
+from cluster.executor.executor import ExecutorSettings
+from cluster.core.netpolicy import ServicePolicy
+from cluster.core.files import private_dir
+from cluster.core.limits import Limits
+from cluster.launcher.supervisor import Supervisor
+from consensus import RaftSettings
+
+WAIT_S = 20.0
+
+
+def _ports_free(ports: list[int]) -> bool:
+    sockets = []
+    try:
+        for port in ports:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sockets.append(s)
+            s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        for s in sockets:
+            s.close()
+
+
+# Below Linux's ephemeral range (32768-60999 by default): an outgoing
+# connection's local port can never take a port a node is about to bind.
+PORTS_LOW, PORTS_HIGH = 20000, 32700
+
+
+def free_base_port(nodes: int) -> int:
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(PORTS_LOW, PORTS_HIGH - 2000 - nodes, 10)
+        if _ports_free([base + offset + i for offset in (0, 1000, 2000) for i in range(1, nodes + 1)]):
+            return base
+    raise RuntimeError("no free port range on loopback")
+
+
+def _placed(config: ClusterConfig, hosts: Mapping[str, str]) -> ClusterConfig:
+    """The same ports, each node on its own host (node id -> address)."""
+    unknown = set(hosts) - {n.id for n in config.nodes}
+    if unknown:
+        raise ValueError(f"hosts: no node {sorted(unknown)[0]!r} in the cluster")
+
+    def move(address: str, host: str) -> str:
+        return f"{host}:{address.rsplit(':', 1)[1]}"
+
+    nodes = tuple(
+        replace(n, raft=move(n.raft, hosts[n.id]), http=move(n.http, hosts[n.id]), grpc=move(n.grpc, hosts[n.id]))
+        if n.id in hosts else n
+        for n in config.nodes
+    )
+    return replace(config, nodes=nodes)
+
+
+class Response:
+    def __init__(self, status: int, headers: dict, text: str) -> None:
+        self.status = status
+        self.headers = headers
+        self.text = text
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.text) if self.text else None
+
+    def __repr__(self) -> str:
+        return f"<{self.status} {self.text[:200]}>"
+
+
+class LocalCluster:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        nodes: int = 3,
+        raft: RaftSettings | None = None,
+        executor: ExecutorSettings | None = None,
+        token: bool = False,
+        base_port: int | None = None,
+        hosts: Mapping[str, str] | None = None,
+        launch_prefixes: Mapping[str, Sequence[str]] | None = None,
+        services: ServicePolicy | None = None,
+        limits: Limits | None = None,
+    ) -> None:
+        self.root = Path(root)
+        private_dir(self.root)
+        self.config: ClusterConfig = local_cluster(
+            nodes=nodes,
+            host="127.0.0.1",
+            base_port=base_port if base_port is not None else free_base_port(nodes),
+            data_dir=self.root,
+            raft=raft,
+            executor=executor,
+        )
+        if hosts:
+            self.config = _placed(self.config, hosts)
+        if services is not None:
+            self.config = replace(self.config, services=services)
+        if limits is not None:
+            self.config = replace(self.config, limits=limits)
+        self.token: str | None = None
+        if token:
+            self.config = replace(self.config, token_file=self.root / "api.token")
+            generate_secret(self.config.token_file)
+            self.token = self.config.token_file.read_text().strip()
+        # Participant calls are signed; participants check them with `participant_keys`.
+        self.config = replace(self.config, participant_key_file=self.root / "participant.key")
+        generate_secret(self.config.participant_key_file)
+        self.participant_keys = {self.config.participant_key_id: self.config.participant_key_file.read_text().strip().encode()}
+        self.cluster_file = self.root / "cluster.toml"
+        write_cluster_file(self.cluster_file, self.config)
+        generate_secret(self.config.secret_file)
+        # Nodes placed on their own addresses (chaos network namespaces) run
+        # without a token unless one is asked for: private addresses the run made.
+        insecure = bool(hosts) and not token
+        self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes, insecure=insecure)
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def ids(self) -> list[str]:
+        return [n.id for n in self.config.nodes]
+
+    def url(self, node_id: str) -> str:
+        return self.config.node(node_id).http_url
+
+    def start(self) -> None:
+        self.supervisor.start_all()
+
+    async def close(self) -> None:
+        self.supervisor.stop_all()
+        if self._session is not None:
+            await self._session.close()
+
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=headers)
+        return self._session
+
+    async def request(self, method: str, node_id: str, path: str, body: Any = None, *, data: bytes | None = None, follow: bool = False) -> Response:
+        url = self.url(node_id) + path
+        kwargs: dict[str, Any] = {"allow_redirects": False}
+        if method in ("POST", "PUT", "DELETE", "PATCH"):  # the API refuses other writes (cluster/api/http_api.py)
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        if data is not None:
+            kwargs["data"] = data
+        elif body is not None:
+            kwargs["json"] = body
+        for _ in range(4):
+            async with self.session().request(method, url, **kwargs) as r:
+                response = Response(r.status, dict(r.headers), await r.text())
+            if follow and response.status == 307:
+                url = response.headers["Location"]
+                continue
+            return response
+        raise AssertionError(f"too many redirects for {method} {path}")
+
+    async def cluster_view(self, node_id: str) -> dict | None:
+        try:
+            response = await self.request("GET", node_id, "/v1/cluster")
+        except (aiohttp.ClientError, asyncio.TimeoutError):
+            return None
+        return response.json if response.status == 200 else None
+
+    async def wait_leader(self, among: list[str] | None = None, timeout_s: float = WAIT_S, exclude: str | None = None) -> str:
+        """Wait until the given nodes agree on one leader that says it leads."""
+        among = among or [i for i in self.ids if self.supervisor.alive(i)]
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            views = [await self.cluster_view(i) for i in among]
+            leaders = {v["leader"]["id"] if v and v["leader"] else None for v in views}
+            if len(leaders) == 1 and None not in leaders:
+                leader = leaders.pop()
+                if leader != exclude and leader in among:
+                    view = await self.cluster_view(leader)
+                    if view and view["role"] == "leader":
+                        return leader
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"no agreed leader among {among} within {timeout_s} s")
+
+    async def wait_applied(self, node_id: str, index: int, timeout_s: float = WAIT_S) -> dict:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            view = await self.cluster_view(node_id)
+            if view and view["applied_index"] >= index:
+                return view
+            await asyncio.sleep(0.1)
+        raise AssertionError(f"{node_id} did not apply index {index} within {timeout_s} s")
+
+    async def put_service(self, via: str, name: str, url: str) -> Response:
+        return await self.request("PUT", via, f"/v1/services/{name}", {"url": url}, follow=True)
+
+
+async def serve_on_loopback(
+    app: "web.Application", *, shutdown_timeout_s: float = 60.0, host: str = "127.0.0.1"
+) -> tuple["web.AppRunner", str]:
+    """Serve an aiohttp app on 127.0.0.1 (or ``host``, such as a chaos run's
+    bridge address) at a port the OS picks: (runner, base URL).
+    The caller cleans the runner up."""
+    from aiohttp import web
+
+    runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout_s, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, host, 0).start()
+        host, port = runner.addresses[0][:2]
+    except BaseException:
+        await runner.cleanup()
+        raise
+    return runner, f"http://{host}:{port}"
+
+
+def fast_raft(**overrides: Any) -> RaftSettings:
+    return replace(RaftSettings(), **overrides)

@@ -1,0 +1,113 @@
+"""What the replicated saga and transaction stores share: submission with
+idempotent resubmission, the set of unfinished workflows, lookup and pruning.
+
+A subclass names its pure model (``saga`` or ``twopc``: each has
+``parse_definition``, ``same_definition`` and ``start``) and how to read a
+state's id and whether it is terminal.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from consensus import Rejection, unpack
+
+from cluster.stores.kept import KeptWorkflows
+from cluster.core.limits import check_admission
+from cluster.stores.registry import ServiceRegistry
+
+__all__ = ["WorkflowStore", "WORKFLOWS_KEPT_MAX", "PRUNE_BATCH_MAX"]
+
+WORKFLOWS_KEPT_MAX = 200_000  # per kind, terminal or not; retention prunes terminal ones
+PRUNE_BATCH_MAX = 1_000
+
+
+class WorkflowStore:
+    noun = "workflow"
+    model: Any = None  # the pure package
+
+    def __init__(self, registry: ServiceRegistry) -> None:
+        self.registry = registry
+        # id -> state; terminal states kept packed (see kept.py): a snapshot
+        # (Raft log compaction, on PySyncObj's tick thread, where a long stall
+        # costs heartbeats) reuses their bytes, and the garbage collector
+        # never walks them.
+        self.items = KeptWorkflows(self.model, self.is_terminal)
+        # The bytes charged to the whole state (cluster/core/limits.py); the
+        # cluster state sets it to count every store.
+        self.charged_bytes: Callable[[], int] = lambda: self.items.bytes
+
+    @property
+    def active(self) -> set[str]:
+        """Ids of the unfinished workflows (do not change the set)."""
+        return self.items.active
+
+    @staticmethod
+    def state_id(state: Any) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def is_terminal(state: Any) -> bool:
+        raise NotImplementedError
+
+    # -- commands ---------------------------------------------------------------------
+    def submit(self, index: int, at_ms: int, body: Any) -> dict:
+        raw = body.get("definition") if isinstance(body, dict) else None
+        try:
+            definition = self.model.parse_definition(raw, known_services=self.registry.names())
+        except self.model.DefinitionError as error:
+            raise Rejection("invalid", str(error)) from None
+        if definition.id is None:
+            raise Rejection("invalid", "id: required in a replicated submission")
+        existing = self.items.get(definition.id)
+        if existing is not None:
+            if self.model.same_definition(existing.definition, definition):
+                return {"id": definition.id, "created": False}
+            raise Rejection("conflict", f"id: {self.noun} {definition.id!r} exists with another definition")
+        if len(self.items) >= WORKFLOWS_KEPT_MAX:
+            raise Rejection("overloaded", f"{WORKFLOWS_KEPT_MAX} {self.noun}s are kept; wait for retention to prune terminal ones")
+        state, _effects = self.model.start(definition, at_ms)
+        check_admission(body.get("limits"), self.noun, self.items.charge_of_new(state.definition), self.charged_bytes())
+        self.store(state)
+        return {"id": definition.id, "created": True}
+
+    def prune(self, index: int, at_ms: int, body: Any) -> dict:
+        ids = body.get("ids") if isinstance(body, dict) else None
+        if not isinstance(ids, list) or len(ids) > PRUNE_BATCH_MAX:
+            raise Rejection("invalid", f"ids: a list of at most {PRUNE_BATCH_MAX} {self.noun} ids")
+        pruned = [i for i in ids if isinstance(i, str) and i in self.items and i not in self.active]
+        for workflow_id in pruned:
+            del self.items[workflow_id]
+        if pruned:
+            self.forget(set(pruned))
+        return {"pruned": len(pruned)}
+
+    def forget(self, pruned: set[str]) -> None:
+        """Drop what else the subclass keeps about pruned workflows."""
+
+    # -- helpers ------------------------------------------------------------------------
+    def lookup(self, body: Any) -> tuple[str, Any]:
+        workflow_id = body.get("id") if isinstance(body, dict) else None
+        state = self.items.get(workflow_id) if isinstance(workflow_id, str) else None
+        if state is None:
+            raise Rejection("not_found", f"no {self.noun} {workflow_id!r}")
+        return workflow_id, state
+
+    def store(self, state: Any, packed: bytes | None = None) -> None:
+        self.items.put(self.state_id(state), state, packed)
+
+    def terminal_ages(self) -> list[tuple[int, str]]:
+        """(updated_at_ms, id) of every terminal workflow, for retention."""
+        return self.items.terminal_ages()
+
+    # -- snapshots ------------------------------------------------------------------------
+    def packed_states(self) -> list[bytes]:
+        """Every kept state in msgpack form, in store order."""
+        return self.items.packed()
+
+    def restore_packed(self, packed: list) -> None:
+        self.items = KeptWorkflows(self.model, self.is_terminal)
+        for data in packed:
+            if not isinstance(data, bytes):
+                raise ValueError("a kept workflow in a snapshot must be msgpack bytes")
+            self.store(self.model.state_from_dict(unpack(data)), packed=data)
