@@ -37,7 +37,7 @@ soak: $(STAMP)
 	started=$$(date +%s); \
 	$(BIN)/coordinator simulate --seeds $(SOAK_SEEDS) --summary $(SOAK_DIR)/simulate.txt; sim_rc=$$?; \
 	sim_s=$$(( $$(date +%s) - started )); \
-	faults=$$($(BIN)/python -c 'from chaos.nemesis import FAULTS; print(",".join(FAULTS))'); \
+	faults=$$($(BIN)/python -c 'from coordinator.chaos.nemesis import FAULTS; print(",".join(FAULTS))'); \
 	started=$$(date +%s); \
 	{ $(BIN)/coordinator chaos --duration $(SOAK_CHAOS_S) --faults $$faults --report $(SOAK_DIR)/chaos.json; \
 	  echo $$? > $(SOAK_DIR)/chaos.rc; } 2>&1 | tee $(SOAK_DIR)/chaos.txt; \
@@ -74,7 +74,7 @@ etcd: $(STAMP)
 
 # Regenerate client/grpc_gen from proto/coordinator.proto (a test checks it is current).
 proto: $(STAMP)
-	$(BIN)/python -m client.grpc_gen.regen
+	$(BIN)/python -m coordinator.client.grpc_gen.regen
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

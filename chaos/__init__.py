@@ -1,11 +1,11 @@
 """Chaos: faults, a recorded workload and checkers, as ``coordinator chaos``.
 
-- ``chaos.nemesis``: SIGKILL and restart, SIGSTOP/SIGCONT, restart-all, and
-  a partition of one node (``chaos.netns``: nodes in network namespaces; root only);
-- ``chaos.workload``: concurrent clients, every operation recorded;
-- ``chaos.participants``: participants that record every effect;
-- ``chaos.history`` and ``chaos.checkers`` (with ``chaos.linearizability``);
-- ``chaos.run``: the whole run and its report.
+- ``coordinator.chaos.nemesis``: SIGKILL and restart, SIGSTOP/SIGCONT, restart-all, and
+  a partition of one node (``coordinator.chaos.netns``: nodes in network namespaces; root only);
+- ``coordinator.chaos.workload``: concurrent clients, every operation recorded;
+- ``coordinator.chaos.participants``: participants that record every effect;
+- ``coordinator.chaos.history`` and ``coordinator.chaos.checkers`` (with ``coordinator.chaos.linearizability``);
+- ``coordinator.chaos.run``: the whole run and its report.
 """
 
 __all__: list[str] = []

@@ -25,8 +25,8 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.history import Effect, History, Operation
-from chaos.linearizability import (
+from coordinator.chaos.history import Effect, History, Operation
+from coordinator.chaos.linearizability import (
     FAIL, PASS, UNKNOWN, check_register, combined_verdict, register_operations,
 )
 

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from chaos.participants import Effect
+from coordinator.chaos.participants import Effect
 
 __all__ = [
     "OUTCOMES", "Effect", "History", "NodeDigest", "Operation", "OperationHandle",

@@ -57,7 +57,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chaos.history import Operation
+from coordinator.chaos.history import Operation
 
 __all__ = [
     "CACHE_ENTRIES_MAX", "FAIL", "PASS", "REGISTER_KINDS", "UNKNOWN", "KeyVerdict",

@@ -1,7 +1,7 @@
 """Faults on a LocalCluster: SIGKILL and restart, SIGSTOP/SIGCONT, restart of
 every node, and a network partition that cuts one node off from its peers
 while clients still reach it (needs the nodes in network namespaces:
-chaos.netns). Each is aimed at the leader or at a random node (seeded).
+coordinator.chaos.netns). Each is aimed at the leader or at a random node (seeded).
 Two more, not in the default set: ``participant-crash`` stops one
 recording participant as a killed process (handlers cancelled, connections
 dropped) and serves it again 0.3-3 s later on the same address and store;
@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from cluster.launcher.local import LocalCluster
+from coordinator.cluster.launcher.local import LocalCluster
 
 from .netns import Network
 
@@ -58,7 +58,7 @@ class Nemesis:
     partition_s: tuple[float, float] = (2.0, 6.0)
     # fault -> why this run cannot inject it
     skipped: Mapping[str, str] = field(default_factory=dict)
-    services: Mapping[str, Any] = field(default_factory=dict)  # name -> chaos.participants.RunningService
+    services: Mapping[str, Any] = field(default_factory=dict)  # name -> coordinator.chaos.participants.RunningService
     _target_rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:

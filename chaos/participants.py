@@ -52,7 +52,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from client.participant import MemoryStore, participant_route, saga_participant
+from coordinator.client.participant import MemoryStore, participant_route, saga_participant
 
 __all__ = [
     "Chaos", "Effect", "Fail", "Flaky", "Ok", "RecordingService", "RequestRecord", "Rule",
@@ -504,7 +504,7 @@ async def start_recording_service(
 ) -> RunningService:
     """Serve a new RecordingService on 127.0.0.1 (or ``host``) at a port the OS picks."""
     service = RecordingService(name, script, records_max=records_max)
-    from cluster.launcher.local import serve_on_loopback
+    from coordinator.cluster.launcher.local import serve_on_loopback
 
     runner, url = await serve_on_loopback(service.app(), shutdown_timeout_s=CLOSE_TIMEOUT_S, host=host)
     return RunningService(service, url, runner)

@@ -3,11 +3,11 @@ are injected, then every checker on what the clients and participants saw.
 
 The seed decides the fault schedule and the workload; it is printed first.
 When ``partition`` is among the faults and this process may create network
-namespaces (root), each node runs in its own (chaos.netns) and the
+namespaces (root), each node runs in its own (coordinator.chaos.netns) and the
 participants listen on the run's bridge; otherwise everything stays on
 loopback and the run says that it skipped partitions, and why.
 
-``python -m chaos.run`` takes the flags of ``coordinator chaos`` plus the
+``python -m coordinator.chaos.run`` takes the flags of ``coordinator chaos`` plus the
 nemesis' own (``--aim``, ``--fault-interval``, ``--partition-s``).
 """
 
@@ -26,8 +26,8 @@ from pathlib import Path
 
 import aiohttp
 
-from client import Coordinator, CoordinatorError
-from cluster.launcher.local import LocalCluster
+from coordinator.client import Coordinator, CoordinatorError
+from coordinator.cluster.launcher.local import LocalCluster
 
 from . import netns
 from .checkers import render_table, report_json, run_all, run_passed
@@ -56,7 +56,7 @@ class ChaosSettings:
     processes: int = 8
     fault_interval_s: tuple[float, float] = (4.0, 8.0)
     min_ok_operations: int = 20
-    aim: str = "mixed"  # see chaos.nemesis.AIMS
+    aim: str = "mixed"  # see coordinator.chaos.nemesis.AIMS
     partition_s: tuple[float, float] = (2.0, 6.0)
 
 

@@ -10,7 +10,7 @@ import random
 import time
 from typing import Any
 
-from client import Coordinator, CoordinatorError, NotFound, Rejected
+from coordinator.client import Coordinator, CoordinatorError, NotFound, Rejected
 
 from .history import History
 from .orders import order_saga
@@ -23,7 +23,7 @@ REGISTRY_VALUES = 50
 
 class WorkloadMix:
     """The seeded mix both workloads draw from (this one over HTTP, the
-    simulation's in ``chaos.sim.client``): order sagas, some declined, some
+    simulation's in ``coordinator.chaos.sim.client``): order sagas, some declined, some
     awaiting a signal; 2PC transactions, some with a no vote."""
 
     def __init__(self, rng: random.Random, *, rate_per_s: float, processes: int) -> None:

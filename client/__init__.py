@@ -1,5 +1,5 @@
 """What applications import: the coordinator client (and, in
-``client.participant``, the kit for participant services)."""
+``coordinator.client.participant``, the kit for participant services)."""
 
 from .coordinator import DEFAULT_ENDPOINTS, DEFAULT_GRPC_ENDPOINTS, Coordinator
 from .errors import (

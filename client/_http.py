@@ -75,7 +75,7 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
 
 
 class HttpTransport(Transport):
-    """Over HTTP: :mod:`client._transport` says what a transport does."""
+    """Over HTTP: :mod:`coordinator.client._transport` says what a transport does."""
 
     def __init__(self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None) -> None:
         super().__init__(endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token)

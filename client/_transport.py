@@ -2,7 +2,7 @@
 remember, and the retry policy. A transport turns an *operation* (a name
 from :data:`OPERATIONS` and its arguments) into one call to one node and
 answers the JSON object the cluster returned; the public class
-(:class:`client.Coordinator`) holds all method logic.
+(:class:`coordinator.client.Coordinator`) holds all method logic.
 
 A subclass implements:
 
@@ -10,7 +10,7 @@ A subclass implements:
 - ``_send_once(endpoint, operation, args, timeout_s)``: one call to that
   endpoint, following the leader it names at most REDIRECTS_MAX times,
   answering ``(object, endpoint that answered)`` or raising a
-  :class:`~client.errors.CoordinatorError`;
+  :class:`~coordinator.client.errors.CoordinatorError`;
 - ``watch(kind, workflow_id, timeout_s, every_change)``: the workflow's
   objects, now and as they change, ending with a terminal one or when
   ``timeout_s`` passes;

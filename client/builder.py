@@ -14,7 +14,7 @@
         "bank-a", prepare=("/tx/prepare", {"delta": -30}), commit="/tx/commit", abort="/tx/abort")
 
 ``build()`` checks the definition with the same pure validation the cluster
-applies and raises :class:`client.InvalidRequest` naming the field.
+applies and raises :class:`coordinator.client.InvalidRequest` naming the field.
 """
 
 from __future__ import annotations
@@ -23,9 +23,8 @@ import copy
 from dataclasses import dataclass
 from typing import Any
 
-import saga as saga_model
-import twopc as twopc_model
-
+from coordinator import saga as saga_model
+from coordinator import twopc as twopc_model
 from .errors import InvalidRequest
 
 __all__ = ["SagaBuilder", "TransactionBuilder", "Retry", "output"]

@@ -5,7 +5,7 @@ carry their id), so a retry after an unknown outcome cannot do a thing twice.
 Definite rejections (4xx; their gRPC statuses) are never retried.
 
 The methods are written once, here; a transport object carries them to the
-nodes (``client._http``: ``transport="http"``, the default; ``client._grpc``:
+nodes (``coordinator.client._http``: ``transport="http"``, the default; ``coordinator.client._grpc``:
 ``transport="grpc"``) and answers the same JSON objects, so both transports
 give the same results and raise the same errors.
 """

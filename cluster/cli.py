@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from client import Coordinator, CoordinatorError
-from client.coordinator import endpoints_from_env
+from coordinator.client import Coordinator, CoordinatorError
+from coordinator.client.coordinator import endpoints_from_env
 
-from cluster.core.files import owner_only_umask, private_dir
-from cluster.core.config import (
+from coordinator.cluster.core.files import owner_only_umask, private_dir
+from coordinator.cluster.core.config import (
     ClusterConfig,
     ConfigError,
     NodeAddress,
@@ -33,7 +33,7 @@ from cluster.core.config import (
     read_secret,
     write_cluster_file,
 )
-from cluster.core.netpolicy import literal_address
+from coordinator.cluster.core.netpolicy import literal_address
 
 __all__ = ["main"]
 
@@ -90,7 +90,7 @@ def insecure_bind_warning(cluster: ClusterConfig, nodes: list[NodeAddress], inse
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from cluster.launcher.supervisor import die_with_parent
+    from coordinator.cluster.launcher.supervisor import die_with_parent
 
     die_with_parent()
     owner_only_umask()
@@ -107,8 +107,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
     )
-    from cluster.launcher.event_loop import run
-    from cluster.core.node import serve
+    from coordinator.cluster.launcher.event_loop import run
+    from coordinator.cluster.core.node import serve
 
     try:
         run(serve(config))
@@ -166,7 +166,7 @@ def _wait_ready(endpoints: list[str], timeout_s: float, token: str | None = None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from cluster.launcher.supervisor import Supervisor
+    from coordinator.cluster.launcher.supervisor import Supervisor
 
     owner_only_umask()
     cluster_file = _prepare_data_dir(args)
@@ -327,7 +327,7 @@ def cmd_saga_redrive(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from cluster.bench.run import BenchOptions, dump, render, run
+    from coordinator.cluster.bench.run import BenchOptions, dump, render, run
 
     endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip()) if args.endpoints else None
     try:
@@ -341,8 +341,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from chaos.nemesis import FAULTS
-    from chaos.run import ChaosSettings, run_chaos, seconds_range
+    from coordinator.chaos.nemesis import FAULTS
+    from coordinator.chaos.run import ChaosSettings, run_chaos, seconds_range
 
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = sorted(set(faults) - set(FAULTS))
@@ -367,7 +367,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from cluster.demo.run import run_demo
+    from coordinator.cluster.demo.run import run_demo
 
     return asyncio.run(run_demo())
 
@@ -464,7 +464,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--partition-s", default="2,6", metavar="LOW,HIGH", help="how long a partition lasts")
     chaos.set_defaults(run=cmd_chaos)
 
-    from chaos.sim.cli import add_simulate_parser
+    from coordinator.chaos.sim.cli import add_simulate_parser
 
     add_simulate_parser(commands)
 

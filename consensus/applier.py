@@ -26,7 +26,7 @@ __all__ = ["Applier", "BARRIER_KIND", "BATCH_KIND", "STALE_TERM"]
 log = logging.getLogger(__name__)
 BARRIER_KIND = "raft.barrier"
 # The rejection of an entry proposed in another term than the one it was
-# appended in (see consensus.codec.encode_in_term): nothing of it applied.
+# appended in (see coordinator.consensus.codec.encode_in_term): nothing of it applied.
 STALE_TERM = "stale_term"
 
 
@@ -39,8 +39,8 @@ class Applier:
     def apply_entry(
         self, index: int, data: bytes, term: int | None = None
     ) -> tuple[Any, list[tuple[Command, Applied | Rejected]]]:
-        """Apply one log entry, plain or a batch (:mod:`consensus.batching`),
-        possibly in a term envelope (:func:`consensus.codec.encode_in_term`).
+        """Apply one log entry, plain or a batch (:mod:`coordinator.consensus.batching`),
+        possibly in a term envelope (:func:`coordinator.consensus.codec.encode_in_term`).
 
         ``term`` is the term of the log entry at ``index``. An envelope whose
         term differs was proposed by a leader of an earlier term and appended

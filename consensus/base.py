@@ -69,7 +69,7 @@ class LogBase:
         """Runs where the log applies entries (PySyncObj's tick thread).
 
         ``term`` is the term of the entry at ``index`` (see
-        :meth:`consensus.applier.Applier.apply_entry`). The entry's result:
+        :meth:`coordinator.consensus.applier.Applier.apply_entry`). The entry's result:
         one command's, or a list of them for a batch."""
         result, applied = self._applier.apply_entry(index, data, term)
         if not self._apply_listeners:

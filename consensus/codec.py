@@ -123,7 +123,7 @@ def encode_in_term(term: int, entry: bytes) -> bytes:
     """Wrap one entry (a command or a batch) in the term its leader proposed it in.
 
     The applier refuses an envelope whose term is not the term of the log
-    entry that holds it (:mod:`consensus.applier`): only the leader of that
+    entry that holds it (:mod:`coordinator.consensus.applier`): only the leader of that
     term can have appended it there, so a command that outlived its
     leadership - PySyncObj keeps it queued, then forwards it to a later
     leader - can never take effect after its proposer was told the outcome

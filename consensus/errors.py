@@ -14,7 +14,7 @@ written to the log or not?
 PySyncObj's ``FAIL_REASON`` codes are mapped to these in one place,
 :func:`error_for_fail_reason`. A command the state machine *rejects* is not an
 error here: it is applied as a recorded rejection and returned as
-:class:`consensus.Rejected`.
+:class:`coordinator.consensus.Rejected`.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ already held with the same index and term, and the log is cut (``d``
 record) at the first entry whose term differs. Entries past the message
 stay until a later message conflicts with them; the transport caps the
 commit index a message may set at its last entry
-(``consensus.pysyncobj_log._commit_cap``), as Raft does, so a follower
+(``coordinator.consensus.pysyncobj_log._commit_cap``), as Raft does, so a follower
 never commits such an entry on the leader's word alone.
 
 Group commit: appended entries are written at once but made durable by

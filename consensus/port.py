@@ -1,7 +1,7 @@
 """The port between the coordinator and its replicated log.
 
 Two questions stay apart: did the log accept the entry
-(``propose`` raises a :mod:`consensus.errors` error when it did not or may
+(``propose`` raises a :mod:`coordinator.consensus.errors` error when it did not or may
 not have), and what did the state machine return (:class:`Applied` or
 :class:`Rejected`).
 """

@@ -1,8 +1,8 @@
 """The ReplicatedLog on PySyncObj 0.3.17 (its hazards are listed in README.md and below).
 
 - One replicated entry point, ``apply_entry(bytes)``: method ids stay stable.
-- Always a journal (:mod:`consensus.journal`, msgpack, group-committed fsync) and a full dump
-  file written through msgpack hooks (:mod:`consensus.snapshot`): no pickle
+- Always a journal (:mod:`coordinator.consensus.journal`, msgpack, group-committed fsync) and a full dump
+  file written through msgpack hooks (:mod:`coordinator.consensus.snapshot`): no pickle
   in any file, no fork.
 - ``password`` is always the cluster secret and the Raft port binds only the
   configured address: without both, anyone reaching the port runs code.
@@ -167,7 +167,7 @@ def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPT
     drops keepalives (:meth:`_RaftNode._keepalive`) before PySyncObj sees
     them, and elects soon when the leader's connection closes
     (:func:`_elect_soon_after_leader_loss`). A TCP transport is also
-    bounded before its password check (:mod:`consensus.raft_guard`)."""
+    bounded before its password check (:mod:`coordinator.consensus.raft_guard`)."""
 
     class SyncingTransport(guarded_tcp_transport(base)):
         def __init__(self, syncObj, selfNode, otherNodes):
@@ -264,7 +264,7 @@ class _RaftNode(SyncObj):
         PySyncObj does not hand it to the replicated method; it is read from
         the log, where the entry being applied always is (only entries past
         the snapshot are applied one by one). The term envelope check needs
-        it (:func:`consensus.codec.encode_in_term`)."""
+        it (:func:`coordinator.consensus.codec.encode_in_term`)."""
         entries = self._SyncObj__getEntries(index, 1)
         if not entries or entries[0][1] != index:
             log.critical("entry %d is being applied but is not in the log", index)
@@ -334,7 +334,7 @@ class PySyncObjLog(LogBase):
         node_class: type = TCPNode,
     ) -> None:
         """Build the PySyncObj node. The keywords are seams for the
-        deterministic simulation (``chaos.sim``): a journal class whose
+        deterministic simulation (``coordinator.chaos.sim``): a journal class whose
         crash loses what was not synced, an in-process transport, and a node
         class with a stable hash; a real node uses the defaults."""
         self._loop = asyncio.get_running_loop()

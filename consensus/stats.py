@@ -46,7 +46,7 @@ class LogStats:
     applied_rejections: int = 0
     entries_applied: int = 0  # log entries (a batch entry counts once)
     commands_applied: int = 0  # commands in them, barriers included
-    stale_term_entries: int = 0  # entries refused: proposed in another term (see consensus.applier)
+    stale_term_entries: int = 0  # entries refused: proposed in another term (see coordinator.consensus.applier)
 
     def count_proposal(self, outcome: str) -> None:
         self.proposals[outcome] = self.proposals.get(outcome, 0) + 1

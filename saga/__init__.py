@@ -12,7 +12,7 @@ events through the Raft log.
                                                  attempts=1, at_ms=...))
 """
 
-from saga.definition import (
+from .definition import (
     ActionStep,
     AwaitStep,
     Compensation,
@@ -26,8 +26,8 @@ from saga.definition import (
     same_definition,
     with_id,
 )
-from saga.errors import DefinitionError, SubstitutionError
-from saga.events import (
+from .errors import DefinitionError, SubstitutionError
+from .events import (
     ActionFailed,
     ActionSucceeded,
     ActionUnknown,
@@ -45,8 +45,8 @@ from saga.events import (
     event_from_dict,
     event_to_dict,
 )
-from saga.machine import next_deadline, pending_effects, start, step
-from saga.state import (
+from .machine import next_deadline, pending_effects, start, step
+from .state import (
     TERMINAL_STATES,
     Failure,
     FailureReason,
@@ -60,7 +60,7 @@ from saga.state import (
     state_to_dict,
     to_api,
 )
-from saga.substitution import substitute
+from .substitution import substitute
 
 __all__ = [
     "ActionFailed",

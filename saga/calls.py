@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 
-from saga.definition import ActionStep, AwaitStep
-from saga.events import AwaitSignal, CallAction, CallCompensation
-from saga.jsonvalue import decode_json
-from saga.state import SagaState
-from saga.substitution import substitute
+from coordinator.saga.definition import ActionStep, AwaitStep
+from coordinator.saga.events import AwaitSignal, CallAction, CallCompensation
+from coordinator.saga.jsonvalue import decode_json
+from coordinator.saga.state import SagaState
+from coordinator.saga.substitution import substitute
 
 
 class Outputs(Mapping[str, object]):

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from saga.definition import RetryPolicy
-from saga.state import SagaStatus
+from coordinator.saga.definition import RetryPolicy
+from coordinator.saga.state import SagaStatus
 
 # -- events -------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 import re
 
-from saga import limits
-from saga.errors import DefinitionError
-from saga.jsonvalue import encode_bounded
+from coordinator.saga import limits
+from coordinator.saga.errors import DefinitionError
+from coordinator.saga.jsonvalue import encode_bounded
 
 ROOT = "definition"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from saga import limits
-from saga.events import AwaitSignal, CallAction, Effect
-from saga.state import (
+from coordinator.saga import limits
+from coordinator.saga.events import AwaitSignal, CallAction, Effect
+from coordinator.saga.state import (
     BACKWARD_STATES, FORWARD_STATES, SagaState, SagaStatus, StepStatus,
 )
 

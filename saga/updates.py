@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from saga.evolve import evolve as replace
+from coordinator.saga.evolve import evolve as replace
 
-from saga import limits
-from saga.definition import ActionStep, SagaDefinition
-from saga.state import (
+from coordinator.saga import limits
+from coordinator.saga.definition import ActionStep, SagaDefinition
+from coordinator.saga.state import (
     FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus,
     StepState, StepStatus,
 )

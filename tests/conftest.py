@@ -1,7 +1,7 @@
 import pytest
 import pytest_asyncio
 
-from cluster.launcher.local import LocalCluster
+from coordinator.cluster.launcher.local import LocalCluster
 
 
 async def _running(root):

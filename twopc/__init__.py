@@ -9,8 +9,8 @@
 Time and ids enter only inside events and definitions, stamped by the leader.
 """
 
-from twopc.codec import format_ms, state_from_dict, state_to_dict, to_api
-from twopc.definition import (
+from coordinator.twopc.codec import format_ms, state_from_dict, state_to_dict, to_api
+from coordinator.twopc.definition import (
     ParticipantCall,
     ParticipantDefinition,
     TransactionDefinition,
@@ -20,9 +20,9 @@ from twopc.definition import (
     same_definition,
     with_id,
 )
-from twopc.errors import DefinitionError
-from twopc.machine import next_deadline, pending_effects, start, step
-from twopc.model import (
+from coordinator.twopc.errors import DefinitionError
+from coordinator.twopc.machine import next_deadline, pending_effects, start, step
+from coordinator.twopc.model import (
     Acknowledged,
     Call,
     CallAbort,
@@ -40,7 +40,7 @@ from twopc.model import (
     TxStatus,
     VoteReceived,
 )
-from twopc.tally import Tally, Vote, tally
+from coordinator.twopc.tally import Tally, Vote, tally
 
 __all__ = [
     # definitions

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from twopc.definition import definition_from_dict, definition_to_dict
-from twopc.model import (
+from coordinator.twopc.definition import definition_from_dict, definition_to_dict
+from coordinator.twopc.model import (
     Decision,
     HistoryRecord,
     ParticipantState,
@@ -20,7 +20,7 @@ from twopc.model import (
     TxStatus,
     check_invariants,
 )
-from twopc.tally import Vote
+from coordinator.twopc.tally import Vote
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RECORD_KEYS = ("at_ms", "event")

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from twopc import limits
+from coordinator.twopc import limits
 
 # The codec has its own module; re-exported here beside the machine.
-from twopc.codec import state_from_dict, state_to_dict, to_api
-from twopc.definition import TransactionDefinition
-from twopc.model import (
+from coordinator.twopc.codec import state_from_dict, state_to_dict, to_api
+from coordinator.twopc.definition import TransactionDefinition
+from coordinator.twopc.model import (
     ACKNOWLEDGED_STATUS,
     DECIDED_STATUS,
     FINAL_STATUS,
@@ -48,7 +48,7 @@ from twopc.model import (
     check_invariants,
     idempotency_key,
 )
-from twopc.tally import Tally, Vote, tally
+from coordinator.twopc.tally import Tally, Vote, tally
 
 __all__ = [
     "start", "step", "pending_effects", "next_deadline",

@@ -16,9 +16,9 @@ import enum
 import json
 from dataclasses import dataclass
 
-from twopc import limits
-from twopc.definition import TransactionDefinition
-from twopc.tally import Tally, Vote, tally
+from coordinator.twopc import limits
+from coordinator.twopc.definition import TransactionDefinition
+from coordinator.twopc.tally import Tally, Vote, tally
 
 
 class TxStatus(enum.StrEnum):

@@ -5,12 +5,12 @@ applier, state machine, executor and drivers, on a simulated network,
 clock, disk (power loss) and participants; the chaos workload and the
 chaos checkers; a trace digest that a replay of the seed reproduces.
 
-- ``chaos.sim.run``: :func:`simulate` (one seed, judged) and :class:`SimResult`;
-- ``chaos.sim.world``: :class:`World` (what a run owns) and :class:`SimSettings`;
-- ``chaos.sim.cluster``: nodes, ticks, crashes, stalls, partitions, invariants;
-- ``chaos.sim.network``, ``participants``, ``disk``, ``clock``: the simulated edges;
-- ``chaos.sim.client``, ``nemesis``: the workload and the faults;
-- ``chaos.sim.cli``: ``coordinator simulate --seed N``.
+- ``coordinator.chaos.sim.run``: :func:`simulate` (one seed, judged) and :class:`SimResult`;
+- ``coordinator.chaos.sim.world``: :class:`World` (what a run owns) and :class:`SimSettings`;
+- ``coordinator.chaos.sim.cluster``: nodes, ticks, crashes, stalls, partitions, invariants;
+- ``coordinator.chaos.sim.network``, ``participants``, ``disk``, ``clock``: the simulated edges;
+- ``coordinator.chaos.sim.client``, ``nemesis``: the workload and the faults;
+- ``coordinator.chaos.sim.cli``: ``coordinator simulate --seed N``.
 """
 
 from .run import SimResult, simulate

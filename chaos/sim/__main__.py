@@ -1,4 +1,4 @@
-"""``python -m chaos.sim --seed N``: see :mod:`chaos.sim.cli`."""
+"""``python -m coordinator.chaos.sim --seed N``: see :mod:`coordinator.chaos.sim.cli`."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""``coordinator simulate`` (or ``python -m chaos.sim``): simulated runs from seeds.
+"""``coordinator simulate`` (or ``python -m coordinator.chaos.sim``): simulated runs from seeds.
 
     coordinator simulate --seed 7                 # one run; prints the seed, the checkers, the trace digest
     coordinator simulate --seed 7 --replay        # twice: the trace digests must be equal
@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, NoReturn
 
-from chaos.checkers import report_json
+from coordinator.chaos.checkers import report_json
 
 from .nemesis import FAULTS
 from .run import SimResult, simulate
@@ -171,10 +171,10 @@ def _write(outputs: Outputs, result: SimResult) -> None:
 
 
 def _ensure_hash_seed(argv: list[str]) -> None:
-    """Re-execute as ``python -m chaos.sim`` with PYTHONHASHSEED=0 unless already so."""
+    """Re-execute as ``python -m coordinator.chaos.sim`` with PYTHONHASHSEED=0 unless already so."""
     if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
         os.environ["PYTHONHASHSEED"] = HASH_SEED
-        os.execv(sys.executable, [sys.executable, "-m", "chaos.sim", *argv])
+        os.execv(sys.executable, [sys.executable, "-m", "coordinator.chaos.sim", *argv])
 
 
 def cmd_simulate(args: argparse.Namespace, argv: list[str] | None = None) -> int:
@@ -283,7 +283,7 @@ def _exit_on_sigterm(signum: int, frame: object) -> NoReturn:
 
 def _worker_init() -> None:
     """In each worker: Ctrl-C is the parent's to handle, and its SIGTERM (the pool's
-    terminate) unwinds; log as ``python -m chaos.sim`` does."""
+    terminate) unwinds; log as ``python -m coordinator.chaos.sim`` does."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
     if os.environ.get("PYTHONHASHSEED") != HASH_SEED:

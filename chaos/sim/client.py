@@ -1,7 +1,7 @@
 """Simulated clients: requests to the nodes' API operations, and the workload.
 
 A request goes to a node after a seeded delay and runs there as
-:mod:`cluster.api.operations` (what the HTTP and gRPC servers call) inside that
+:mod:`coordinator.cluster.api.operations` (what the HTTP and gRPC servers call) inside that
 node's process; the answer comes back after another delay. A dead node
 refuses, a node that dies mid-request resets the connection, and a slow
 one times out - each an unknown outcome for that attempt. While the
@@ -10,7 +10,7 @@ request to another node is unreachable (never sent). Like the real
 client, :class:`SimClient` follows ``not_leader`` to the leader, retries
 ``no_leader`` / ``not_written`` / ``outcome_unknown`` and lost answers
 (every write is idempotent), and gives up after a bounded number of
-attempts or seconds. :class:`SimWorkload` is ``chaos.workload`` on it:
+attempts or seconds. :class:`SimWorkload` is ``coordinator.chaos.workload`` on it:
 the same mix of sagas (some declined, some awaiting a signal), 2PC
 transactions (some with a no vote), signals and registry reads and
 writes, every operation recorded in the History.
@@ -23,9 +23,9 @@ import json
 import random
 from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
-from chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES, WorkloadMix
-from cluster.api import operations
-from cluster.api.errors import ApiError
+from coordinator.chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES, WorkloadMix
+from coordinator.cluster.api import operations
+from coordinator.cluster.api.errors import ApiError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import SimNode

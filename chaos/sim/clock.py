@@ -33,7 +33,7 @@ another leader's, after a failover, or the same one after a jump) passes
 them. With every node's offset within +-``bound/2`` of true time, two
 stamps differ from true time by at most ``bound`` relative to each other,
 so a deadline fires at most ``bound`` early on the true clock (and may fire
-late by as much) - nothing worse. ``chaos.sim.invariants.deadline_violations``
+late by as much) - nothing worse. ``coordinator.chaos.sim.invariants.deadline_violations``
 checks it.
 """
 

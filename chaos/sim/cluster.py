@@ -16,11 +16,11 @@ per term, one entry per log index across every node and every restart
 (what was applied at an index never changes), and a power loss never
 takes an entry the node had acknowledged to its leader (the last
 acknowledgement that left it, if that entry is still in its log, must be
-in what it synced). Each node has a :class:`~chaos.sim.disk.SimDisk`; a
+in what it synced). Each node has a :class:`~coordinator.chaos.sim.disk.SimDisk`; a
 node inside a slow sync is not ticked before the sync completes.
 
 Elections: every term a node stands in (``candidacies``), for the
-election-storm invariant under link flaps (:mod:`chaos.sim.invariants`).
+election-storm invariant under link flaps (:mod:`coordinator.chaos.sim.invariants`).
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cluster.core.config import ClusterConfig, NodeAddress, NodeConfig
+from coordinator.cluster.core.config import ClusterConfig, NodeAddress, NodeConfig
 
 from .clock import Process
 from .disk import SimDisk

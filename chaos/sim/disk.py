@@ -1,7 +1,7 @@
 """The simulated disk: the real journal, and a power loss that keeps only
 what it synced.
 
-:class:`CrashableJournal` is :class:`consensus.journal.MsgpackJournal`
+:class:`CrashableJournal` is :class:`coordinator.consensus.journal.MsgpackJournal`
 unchanged (its records, its sync points, its torn-tail recovery), on a
 per-run scratch directory, with the real fsync replaced by a note of how
 many bytes a sync would have made durable. :meth:`CrashableJournal.power_loss`
@@ -34,7 +34,7 @@ import os
 import random
 from typing import Callable
 
-from consensus.journal import MsgpackJournal
+from coordinator.consensus.journal import MsgpackJournal
 
 __all__ = ["CrashableJournal", "SimDisk", "journal_class", "STALL_S"]
 

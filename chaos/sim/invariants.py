@@ -21,7 +21,7 @@ trace lines around it. This is a necessary condition of linearizability
 catches a stale read where it happens, with its context.
 
 :func:`deadline_violations` - clock skew makes a deadline fire at most the
-declared skew bound early (see :mod:`chaos.sim.clock`): every saga or
+declared skew bound early (see :mod:`coordinator.chaos.sim.clock`): every saga or
 await step that timed out, and every transaction aborted on its deadline,
 must have run at least its timeout minus the bound on the true clock,
 from the moment its start was stamped to the moment the deadline's event
@@ -121,8 +121,7 @@ MS_ROUNDING_S = 0.002
 
 def deadline_violations(state: Any, stamps: dict[int, tuple[float, float]], bound_s: float) -> tuple[int, list[dict]]:
     """(deadlines checked, violations) over the final state of a node (see the module docstring)."""
-    import saga as saga_machine
-
+    from coordinator import saga as saga_machine
     checked, found = 0, []
 
     def judge(kind: str, workflow_id: str, what: str, start_ms: int, fired_ms: int, timeout_s: float) -> None:
@@ -168,7 +167,7 @@ def deadline_violations(state: Any, stamps: dict[int, tuple[float, float]], boun
 # Link flaps and elections. A flap episode resets every connection of one
 # node (the leader when it begins) a few times; the simulated connections
 # come back 10-500 ms later. A follower that loses its leader's connection
-# stands soon after (consensus.pysyncobj_log._elect_soon_after_leader_loss,
+# stands soon after (coordinator.consensus.pysyncobj_log._elect_soon_after_leader_loss,
 # ranked by address), and PySyncObj has no pre-vote: a candidate whose log
 # is behind cannot win, yet bumps the term of the others, so a peer with a
 # longer log stands next and the leader, seeing the higher term, steps down

@@ -16,7 +16,7 @@ connection breaks first. What the seed decides:
 - crashes (a dead end is noticed within ``crash_detect_s``) and stalls (a
   node whose Raft tick is stalled reads nothing; its peers time out).
 
-A node busy in a slow fsync (:mod:`chaos.sim.disk`) sends what it sends
+A node busy in a slow fsync (:mod:`coordinator.chaos.sim.disk`) sends what it sends
 after the sync once the sync completes (``busy_until``); if it dies first,
 those messages never leave. Every acknowledgement of appended entries that
 left a node is noted (``last_ack``), for the durability invariant.

@@ -1,16 +1,16 @@
 """One simulated node process: the real log, state machine and executor.
 
-:class:`SimNode` is a :class:`cluster.core.node.Node` without its HTTP and gRPC
-servers (clients call :mod:`cluster.api.operations` on it directly) whose
+:class:`SimNode` is a :class:`coordinator.cluster.core.node.Node` without its HTTP and gRPC
+servers (clients call :mod:`coordinator.cluster.api.operations` on it directly) whose
 parts are the production ones with their edges swapped:
 
-- :class:`SimLog` is :class:`consensus.PySyncObjLog` - a real PySyncObj
+- :class:`SimLog` is :class:`coordinator.consensus.PySyncObjLog` - a real PySyncObj
   ``SyncObj`` with the real journal, snapshots, applier and leadership
   barrier - started with ``autoTick=False`` (the simulation ticks it), no
   password (no sockets to protect), the simulated transport, the
   crashable journal and a stable node hash;
-- :class:`SimExecutor` is :class:`cluster.executor.executor.Executor` whose
-  ``HttpCaller`` talks to a :class:`~chaos.sim.participants.SimSession`.
+- :class:`SimExecutor` is :class:`coordinator.cluster.executor.executor.Executor` whose
+  ``HttpCaller`` talks to a :class:`~coordinator.chaos.sim.participants.SimSession`.
 
 Observers see every applied entry and role change, for the invariants.
 """
@@ -22,13 +22,13 @@ from typing import Any, Protocol
 
 from pysyncobj import SyncObjConf
 
-from cluster.core.config import NodeConfig
-from cluster.executor.executor import Executor, ExecutorSettings
-from cluster.api.client_slots import ClientSlots
-from cluster.core.node import Node, _TruncationCounter
-from cluster.executor.http_caller import HttpCaller
-from cluster.core.state import ClusterState
-from consensus import PySyncObjLog
+from coordinator.cluster.core.config import NodeConfig
+from coordinator.cluster.executor.executor import Executor, ExecutorSettings
+from coordinator.cluster.api.client_slots import ClientSlots
+from coordinator.cluster.core.node import Node, _TruncationCounter
+from coordinator.cluster.executor.http_caller import HttpCaller
+from coordinator.cluster.core.state import ClusterState
+from coordinator.consensus import PySyncObjLog
 
 from .network import SimNodeId
 from .participants import SimSession

@@ -1,6 +1,6 @@
 """Simulated participants: the chaos recording services, served in process.
 
-Each participant is a :class:`chaos.participants.RecordingService` - its
+Each participant is a :class:`coordinator.chaos.participants.RecordingService` - its
 real aiohttp application with the participant kit (idempotency keys,
 fences, null compensations, hanging actions) and its script - that gets
 each request as an ``aiohttp.web.Request`` built in memory instead of read
@@ -8,7 +8,7 @@ from a socket. Its effects carry the virtual clock (``time.monotonic`` is
 patched during a run).
 
 The executor reaches them through :class:`SimSession`, which stands in for
-the ``aiohttp.ClientSession`` under the real :class:`cluster.executor.http_caller.HttpCaller`,
+the ``aiohttp.ClientSession`` under the real :class:`coordinator.cluster.executor.http_caller.HttpCaller`,
 so the executor's retries, timeouts, answer classification and circuit
 breakers are the real ones. Between the two, :class:`ParticipantLinks`
 decides from the seed: the delay each way, a request lost (the caller
@@ -41,8 +41,8 @@ from aiohttp.streams import StreamReader
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
-from chaos.participants import RecordingService, Script
-from client.participant import MemoryStore, saga_participant
+from coordinator.chaos.participants import RecordingService, Script
+from coordinator.client.participant import MemoryStore, saga_participant
 
 from .trace import Trace
 

@@ -9,7 +9,7 @@ under the nemesis for ``duration_s`` simulated seconds, heal everything
 (every node running, the network whole, no more message faults), wait
 until every workflow is terminal, read them back on the leader, wait for
 every node to apply the same entries and read their digests; then every
-checker of :mod:`chaos.checkers` runs on the History unchanged, next to
+checker of :mod:`coordinator.chaos.checkers` runs on the History unchanged, next to
 the simulation's own invariants (one leader per term, applied entries never
 change) and errors (a tick or an API call that raised, a snapshot that
 could not be loaded).
@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from chaos.checkers import FAIL, PASS, CheckResult, render_table, run_all, run_passed
-from chaos.history import History
-from cluster.api import operations
+from coordinator.chaos.checkers import FAIL, PASS, CheckResult, render_table, run_all, run_passed
+from coordinator.chaos.history import History
+from coordinator.cluster.api import operations
 
 from .client import SimClient, SimWorkload
 from .invariants import deadline_violations, flap_violations
@@ -74,7 +74,7 @@ class SimResult:
 
 
 def _result(name: str, checked: int, violations: list[dict[str, Any]]) -> CheckResult:
-    from chaos.checkers import VIOLATIONS_MAX
+    from coordinator.chaos.checkers import VIOLATIONS_MAX
 
     verdict = FAIL if violations else PASS
     return CheckResult(name, verdict == PASS, checked, violations[:VIOLATIONS_MAX], verdict, len(violations))

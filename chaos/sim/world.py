@@ -21,13 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Awaitable, Callable
 
-from chaos.history import History
-from chaos.orders import SERVICES
-from chaos.participants import Chaos, Fail, RecordingService, Script, Vote
-from client.participant import MemoryStore
-from cluster.executor.executor import ExecutorSettings
-from cluster.core.node import _TruncationCounter
-from consensus import RaftSettings
+from coordinator.chaos.history import History
+from coordinator.chaos.orders import SERVICES
+from coordinator.chaos.participants import Chaos, Fail, RecordingService, Script, Vote
+from coordinator.client.participant import MemoryStore
+from coordinator.cluster.executor.executor import ExecutorSettings
+from coordinator.cluster.core.node import _TruncationCounter
+from coordinator.consensus import RaftSettings
 
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
 from .cluster import SimCluster
@@ -64,7 +64,7 @@ def _raft_settings() -> RaftSettings:
 # Log compaction every 150 entries or 20 s: snapshots are taken, loaded on
 # restart and sent to lagging followers within a short run. (Production
 # compacts every 5000 entries or 300 s.) It exposed the PySyncObj bug that
-# consensus.pysyncobj_log._snapshot_commit guards against.
+# coordinator.consensus.pysyncobj_log._snapshot_commit guards against.
 SNAPSHOTS_OFTEN = RaftSettings(fsync=False, compaction_min_entries=150, compaction_min_time_s=20.0)
 
 
@@ -139,7 +139,7 @@ class World:
         self.fault_windows: list[list[float]] = []  # [start, end] of faults that start elections
         self.flap_episodes: list[dict[str, Any]] = []
         # PySyncObj logs CRITICAL when a follower re-receives entries it applied
-        # (as cluster.core.node counts them); the run counts them too.
+        # (as coordinator.cluster.core.node counts them); the run counts them too.
         self.truncations = _TruncationCounter()
         logging.getLogger("pysyncobj.syncobj").addFilter(self.truncations)
         self.threads_at_start = threading.active_count()

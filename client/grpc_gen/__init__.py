@@ -2,7 +2,7 @@
 `coordinator.v1`) by `grpc_tools.protoc`. Do not edit the generated modules:
 change the proto and run
 
-    .venv/bin/python -m client.grpc_gen.regen
+    .venv/bin/python -m coordinator.client.grpc_gen.regen
 
 then commit the result (tests/client/test_grpc_gen_current.py checks that
 it is current).

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from client.grpc_gen import coordinator_pb2 as coordinator__pb2
+from coordinator.client.grpc_gen import coordinator_pb2 as coordinator__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__

@@ -1,11 +1,11 @@
 """Regenerate the gRPC code of `proto/` into a directory.
 
-    python -m client.grpc_gen.regen [--proto-dir DIR] [--out-dir DIR]
+    python -m coordinator.client.grpc_gen.regen [--proto-dir DIR] [--out-dir DIR]
 
 Defaults: this checkout's `proto/` into this package's folder. Runs
 `grpc_tools.protoc` in process (no subprocess, no fork), then rewrites the
 bare `import coordinator_pb2` that protoc emits in `*_pb2_grpc.py` into
-`from client.grpc_gen import coordinator_pb2`, so the modules import as part
+`from coordinator.client.grpc_gen import coordinator_pb2`, so the modules import as part
 of the package. The output depends only on the proto files and the
 grpcio-tools version (pinned by the `test` extra), so regenerating the
 committed code gives the same bytes.
@@ -22,7 +22,7 @@ from pathlib import Path
 
 __all__ = ["GENERATED_FILES", "PACKAGE", "PROTO_FILES", "GenerationError", "generate", "grpc_tools_version", "main"]
 
-PACKAGE = "client.grpc_gen"
+PACKAGE = "coordinator.client.grpc_gen"
 PROTO_FILES = ("coordinator.proto",)
 GENERATED_FILES = ("coordinator_pb2.py", "coordinator_pb2_grpc.py")
 
@@ -90,7 +90,7 @@ def _package_imports(source: str, name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m client.grpc_gen.regen", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m coordinator.client.grpc_gen.regen", description=__doc__.split("\n\n")[0])
     parser.add_argument("--proto-dir", type=Path, default=DEFAULT_PROTO_DIR)
     parser.add_argument("--out-dir", type=Path, default=PACKAGE_DIR)
     options = parser.parse_args(argv)

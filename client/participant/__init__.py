@@ -2,7 +2,7 @@
 the coordinator's sagas and two-phase commits (README.md, "How a workflow
 survives its leader", and the participant protocol it describes).
 
-    from client.participant import SQLiteStore, saga_participant, participant_route
+    from coordinator.client.participant import SQLiteStore, saga_participant, participant_route
 
     store = SQLiteStore("orders.db")
     app = web.Application(middlewares=[saga_participant(store)])
@@ -23,21 +23,21 @@ survives its leader", and the participant protocol it describes).
   `add_twopc_routes` or `ParticipantServicer` to refuse unsigned calls.
 """
 
-from client.participant.errors import (
+from coordinator.client.participant.errors import (
     LimitExceededError,
     ParticipantKitError,
     SignatureError,
     StoreClosedError,
     StoreFullError,
 )
-from client.participant.limits import BODY_BYTES_MAX, KEY_CHARS_MAX
-from client.participant.saga import (
+from coordinator.client.participant.limits import BODY_BYTES_MAX, KEY_CHARS_MAX
+from coordinator.client.participant.saga import (
     NULL_COMPENSATION_BODY,
     NULL_COMPENSATION_REFUSED_BODY,
     participant_route,
     saga_participant,
 )
-from client.participant.store import (
+from coordinator.client.participant.store import (
     IdempotencyStore,
     MemoryStore,
     Record,
@@ -45,8 +45,8 @@ from client.participant.store import (
     Transaction,
     TransactionState,
 )
-from client.participant.termination import TerminationResolver
-from client.participant.twopc import (
+from coordinator.client.participant.termination import TerminationResolver
+from coordinator.client.participant.twopc import (
     CallbackHandler,
     TwoPhaseHandler,
     TwoPhaseParticipant,

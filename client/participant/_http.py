@@ -16,16 +16,16 @@ from typing import Any
 
 from aiohttp import web
 
-from client.participant import signing
-from client.participant.errors import LimitExceededError, SignatureError, StoreFullError
-from client.participant.limits import (
+from coordinator.client.participant import signing
+from coordinator.client.participant.errors import LimitExceededError, SignatureError, StoreFullError
+from coordinator.client.participant.limits import (
     FENCE_INDEX_MAX,
     FENCE_PATTERN,
     FENCE_TERM_MAX,
     KEY_CHARS_MAX,
     KEY_PATTERN,
 )
-from client.participant.store import IdempotencyStore, Record
+from coordinator.client.participant.store import IdempotencyStore, Record
 
 IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
 FENCE_HEADER = "Coordinator-Fence"

@@ -73,7 +73,7 @@ made is cleared), so a later Compensate is a null compensation and
 (the call cancelled, `asyncio.CancelledError`, or the process crashed) keeps
 its mark: `compensate` is called and must tolerate "nothing to undo".
 
-Prepare / Commit / Abort go through `twopc.TwoPhaseParticipant` (its table:
+Prepare / Commit / Abort go through `coordinator.twopc.TwoPhaseParticipant` (its table:
 prepare -> Vote; commit/abort -> OK `{"state": ...}` or FAILED_PRECONDITION
 `not_prepared` / `aborted` / `committed`); the key must be
 `{tx_id}/{service}/{phase}` with the RPC's phase. The path is not passed to
@@ -95,16 +95,16 @@ from typing import Any
 
 import grpc
 
-from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from client.participant._http import KeyedLocks, LocksExhausted
-from client.participant import signing
-from client.participant.errors import (
+from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from coordinator.client.participant._http import KeyedLocks, LocksExhausted
+from coordinator.client.participant import signing
+from coordinator.client.participant.errors import (
     LimitExceededError,
     ParticipantKitError,
     SignatureError,
     StoreFullError,
 )
-from client.participant.limits import (
+from coordinator.client.participant.limits import (
     BODY_BYTES_MAX,
     FENCE_INDEX_MAX,
     FENCE_PATTERN,
@@ -114,15 +114,15 @@ from client.participant.limits import (
     LOCKS_MAX_DEFAULT,
     TX_ID_PATTERN,
 )
-from client.participant.saga import (
+from coordinator.client.participant.saga import (
     ACTION,
     COMPENSATION,
     _answer_without_handler,
     _Branch,
     matches,
 )
-from client.participant.store import IdempotencyStore, Record, TransactionState
-from client.participant.twopc import TwoPhaseParticipant
+from coordinator.client.participant.store import IdempotencyStore, Record, TransactionState
+from coordinator.client.participant.twopc import TwoPhaseParticipant
 
 __all__ = [
     "BUSINESS_STATUSES",

@@ -1,7 +1,7 @@
 """A 2PC participant whose prepared work is a PostgreSQL prepared transaction.
 
-    from client.participant import SQLiteStore, add_twopc_routes
-    from client.participant.postgres import PostgresParticipant
+    from coordinator.client.participant import SQLiteStore, add_twopc_routes
+    from coordinator.client.participant.postgres import PostgresParticipant
 
     def debit(conn, body):                      # runs in a worker thread
         row = conn.execute(
@@ -100,12 +100,12 @@ try:
     from psycopg.pq import TransactionStatus
 except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError(
-        "client.participant.postgres needs psycopg 3: pip install 'coordinator[postgres]'"
+        "coordinator.client.participant.postgres needs psycopg 3: pip install 'coordinator[postgres]'"
     ) from error
 
-from client.participant.errors import LimitExceededError
-from client.participant.limits import TX_ID_PATTERN
-from client.participant.store import IdempotencyStore, TransactionState
+from coordinator.client.participant.errors import LimitExceededError
+from coordinator.client.participant.limits import TX_ID_PATTERN
+from coordinator.client.participant.store import IdempotencyStore, TransactionState
 
 __all__ = [
     "GID_BYTES_MAX",

@@ -88,7 +88,7 @@ from typing import Any, TypeVar
 
 from aiohttp import hdrs, web
 
-from client.participant._http import (
+from coordinator.client.participant._http import (
     IDEMPOTENCY_KEY_HEADER,
     MARK_ATTRIBUTE,
     MARK_EXEMPT,
@@ -106,10 +106,10 @@ from client.participant._http import (
     response_from_record,
     store_full,
 )
-from client.participant.errors import LimitExceededError, StoreFullError
-from client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFAULT
-from client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
-from client.participant.store import IdempotencyStore, Record
+from coordinator.client.participant.errors import LimitExceededError, StoreFullError
+from coordinator.client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFAULT
+from coordinator.client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
+from coordinator.client.participant.store import IdempotencyStore, Record
 
 __all__ = [
     "NULL_COMPENSATION_BODY",

@@ -51,7 +51,7 @@ import math
 import re
 from collections.abc import Mapping
 
-from client.participant.errors import SignatureError
+from coordinator.client.participant.errors import SignatureError
 
 __all__ = [
     "KEY_ID_CHARS_MAX",

@@ -54,8 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from client.participant.errors import LimitExceededError, StoreClosedError, StoreFullError
-from client.participant.limits import (
+from coordinator.client.participant.errors import LimitExceededError, StoreClosedError, StoreFullError
+from coordinator.client.participant.limits import (
     BODY_BYTES_MAX,
     CONTENT_TYPE_CHARS_MAX,
     FENCE_TERM_MAX,

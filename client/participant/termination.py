@@ -38,9 +38,9 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 from aiohttp import web
 
-from client.participant.limits import ENDPOINTS_MAX, REDIRECTS_MAX, RESOLVE_BATCH_MAX
-from client.participant.store import IdempotencyStore, TransactionState
-from client.participant.twopc import TwoPhaseHandler, TwoPhaseParticipant
+from coordinator.client.participant.limits import ENDPOINTS_MAX, REDIRECTS_MAX, RESOLVE_BATCH_MAX
+from coordinator.client.participant.store import IdempotencyStore, TransactionState
+from coordinator.client.participant.twopc import TwoPhaseHandler, TwoPhaseParticipant
 
 __all__ = ["TerminationResolver"]
 

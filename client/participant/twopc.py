@@ -56,7 +56,7 @@ from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
-from client.participant._http import (
+from coordinator.client.participant._http import (
     IDEMPOTENCY_KEY_HEADER,
     MARK_ATTRIBUTE,
     MARK_EXEMPT,
@@ -72,10 +72,10 @@ from client.participant._http import (
     read_json_body,
     store_full,
 )
-from client.participant.errors import LimitExceededError, StoreFullError
-from client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFAULT, TX_ID_PATTERN
-from client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
-from client.participant.store import IdempotencyStore, Transaction, TransactionState
+from coordinator.client.participant.errors import LimitExceededError, StoreFullError
+from coordinator.client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFAULT, TX_ID_PATTERN
+from coordinator.client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
+from coordinator.client.participant.store import IdempotencyStore, Transaction, TransactionState
 
 __all__ = [
     "CallbackHandler",

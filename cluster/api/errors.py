@@ -103,7 +103,7 @@ _STATUS_BY_CODE = {
 
 def error_for_rejection(code: str, message: str) -> ApiError:
     """A command the state machine refused, as the API answers it."""
-    from cluster.core.limits import OVERLOADED_RETRY_AFTER_S
+    from coordinator.cluster.core.limits import OVERLOADED_RETRY_AFTER_S
 
     error = ApiError(message, code=code, retry_after_s=OVERLOADED_RETRY_AFTER_S if code == "overloaded" else None)
     error.status = _STATUS_BY_CODE.get(code, 409)

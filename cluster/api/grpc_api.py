@@ -1,6 +1,6 @@
 """The node's gRPC API: the `Coordinator` service of `proto/coordinator.proto`.
 
-Every RPC decodes its message, calls the function of :mod:`cluster.api.operations`
+Every RPC decodes its message, calls the function of :mod:`coordinator.cluster.api.operations`
 that the HTTP handler calls, and answers the object as JSON text written as
 aiohttp's ``json_response`` writes it (``json.dumps``), so both transports
 answer the same bytes. The server listens on the node's configured gRPC
@@ -47,16 +47,16 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from client.grpc_gen import coordinator_pb2 as pb
-from client.grpc_gen import coordinator_pb2_grpc
+from coordinator.client.grpc_gen import coordinator_pb2 as pb
+from coordinator.client.grpc_gen import coordinator_pb2_grpc
 
-from cluster.api import operations
-from cluster.api.client_slots import ClientSlots, grpc_peer_host
-from cluster.api.errors import ApiError, Overloaded
-from cluster.api.operations import LeaderElsewhere
+from coordinator.cluster.api import operations
+from coordinator.cluster.api.client_slots import ClientSlots, grpc_peer_host
+from coordinator.cluster.api.errors import ApiError, Overloaded
+from coordinator.cluster.api.operations import LeaderElsewhere
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cluster.core.node import Node
+    from coordinator.cluster.core.node import Node
 
 __all__ = [
     "CODE_METADATA",
@@ -199,7 +199,7 @@ def _metadata(context: Any, key: str) -> str | None:
 
 
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
-    """The RPCs: decode, call :mod:`cluster.api.operations`, encode."""
+    """The RPCs: decode, call :mod:`coordinator.cluster.api.operations`, encode."""
 
     def __init__(self, node: "Node") -> None:
         self.node = node

@@ -13,7 +13,7 @@ must be in ``[api] allowed_origins`` (403), and the ``Host`` must be a
 node's configured host, a loopback name or in ``[api] allowed_hosts`` (421).
 
 The handlers only decode requests and encode answers: what they do is in
-:mod:`cluster.api.operations`, which the gRPC API (:mod:`cluster.api.grpc_api`)
+:mod:`coordinator.cluster.api.operations`, which the gRPC API (:mod:`coordinator.cluster.api.grpc_api`)
 serves too.
 """
 
@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING
 
 from aiohttp import web
 
-from cluster.api import operations
-from cluster.api.errors import ApiError, Forbidden, Misdirected, NotFound, TooLarge, Unavailable, UnsupportedMediaType
-from cluster.core.netpolicy import literal_address
-from cluster.api.metrics import render_metrics
-from cluster.api.operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
+from coordinator.cluster.api import operations
+from coordinator.cluster.api.errors import ApiError, Forbidden, Misdirected, NotFound, TooLarge, Unavailable, UnsupportedMediaType
+from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.api.metrics import render_metrics
+from coordinator.cluster.api.operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cluster.core.node import Node
+    from coordinator.cluster.core.node import Node
 
 __all__ = ["build_app"]
 
@@ -249,9 +249,9 @@ def build_app(node: "Node") -> web.Application:
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_put("/v1/services/{name}", put_service)
     app.router.add_delete("/v1/services/{name}", delete_service)
-    from cluster.api.http_saga import add_saga_routes
-    from cluster.api.http_twopc import add_transaction_routes
-    from cluster.api.openapi import OPENAPI_PATH, openapi_document
+    from coordinator.cluster.api.http_saga import add_saga_routes
+    from coordinator.cluster.api.http_twopc import add_transaction_routes
+    from coordinator.cluster.api.openapi import OPENAPI_PATH, openapi_document
 
     add_saga_routes(app)
     add_transaction_routes(app)

@@ -1,5 +1,5 @@
 """The two-phase commit endpoints of the HTTP API (contract section 4); what
-they do is in :mod:`cluster.api.operations`.
+they do is in :mod:`coordinator.cluster.api.operations`.
 
 ``GET /v1/transactions/{id}`` is also how a participant left prepared learns
 the decision (cooperative termination): any node answers it, a follower by
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from cluster.api import operations
-from cluster.api.http_api import _node
+from coordinator.cluster.api import operations
+from coordinator.cluster.api.http_api import _node
 
 __all__ = ["add_transaction_routes"]
 

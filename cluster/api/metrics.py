@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from consensus.stats import Histogram
+from coordinator.consensus.stats import Histogram
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cluster.core.node import Node
+    from coordinator.cluster.core.node import Node
 
 __all__ = ["render_metrics"]
 

@@ -1,7 +1,7 @@
 """The HTTP API as an OpenAPI 3.1 document, served at ``GET /v1/openapi.json``.
 
 The document describes what the handlers do, not what we wish they did:
-every route of :func:`cluster.api.http_api.build_app`, every parameter with the
+every route of :func:`coordinator.cluster.api.http_api.build_app`, every parameter with the
 pattern or range its handler checks, every status a route can answer, and
 the exact shape of every body (``additionalProperties: false`` on what the
 API answers). Bounds come from the modules that enforce them, so a changed
@@ -20,16 +20,16 @@ import re
 
 from aiohttp import web
 
-import saga
-import twopc
-from saga import limits as saga_limits
-from twopc import limits as tx_limits
+from coordinator import saga
+from coordinator import twopc
+from coordinator.saga import limits as saga_limits
+from coordinator.twopc import limits as tx_limits
 
-from cluster.core.config import HTTP_BODY_BYTES_DEFAULT
-from cluster.api.http_api import JSON_DEPTH_MAX
-from cluster.api.http_saga import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
-from cluster.stores.registry import URL_CHARS_MAX
-from cluster.stores.requests import REQUEST_ID_PATTERN
+from coordinator.cluster.core.config import HTTP_BODY_BYTES_DEFAULT
+from coordinator.cluster.api.http_api import JSON_DEPTH_MAX
+from coordinator.cluster.api.http_saga import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
+from coordinator.cluster.stores.registry import URL_CHARS_MAX
+from coordinator.cluster.stores.requests import REQUEST_ID_PATTERN
 
 __all__ = ["OPENAPI_PATH", "build_document", "document_json", "openapi_document"]
 

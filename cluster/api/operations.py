@@ -1,8 +1,8 @@
 """The node's API operations, free of any transport: what HTTP and gRPC both serve.
 
-Each function takes the :class:`~cluster.core.node.Node` and plain values, and
+Each function takes the :class:`~coordinator.cluster.core.node.Node` and plain values, and
 returns the contract's JSON-ready objects or raises a
-:class:`~cluster.api.errors.ApiError`. The transports only decode a request into
+:class:`~coordinator.cluster.api.errors.ApiError`. The transports only decode a request into
 these arguments and encode the answer (``http_api``, ``http_sagas``,
 ``http_transactions``, ``grpc_api``), so both answer the same objects with
 the same errors.
@@ -12,7 +12,7 @@ Arguments that HTTP carries in the query string (``wait``, ``limit``,
 checked here, in the order the HTTP API always checked them.
 
 A follower raises :class:`LeaderElsewhere` (code ``not_leader``) with the
-leader's :class:`~cluster.core.config.NodeAddress`: HTTP answers it with ``307``
+leader's :class:`~coordinator.cluster.core.config.NodeAddress`: HTTP answers it with ``307``
 to the leader's URL, gRPC with the leader's gRPC address.
 """
 
@@ -29,21 +29,21 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-import saga
-import twopc
-from consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected, Rejection
-from saga import limits as saga_limits
+from coordinator import saga
+from coordinator import twopc
+from coordinator.consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected, Rejection
+from coordinator.saga import limits as saga_limits
 
-from cluster.core.config import NodeAddress
-from cluster.api.errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
-from cluster.core.netpolicy import literal_address
-from cluster.core.limits import Limits, check_admission
-from cluster.stores.registry import REMOTE_CHARS_MAX, InvalidService, validate_service_body, validate_service_name
-from cluster.stores.requests import valid_request_id
+from coordinator.cluster.core.config import NodeAddress
+from coordinator.cluster.api.errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
+from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.core.limits import Limits, check_admission
+from coordinator.cluster.stores.registry import REMOTE_CHARS_MAX, InvalidService, validate_service_body, validate_service_name
+from coordinator.cluster.stores.requests import valid_request_id
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cluster.core.node import Node
-    from cluster.stores.workflows import WorkflowStore
+    from coordinator.cluster.core.node import Node
+    from coordinator.cluster.stores.workflows import WorkflowStore
 
 __all__ = [
     "JSON_DEPTH_MAX",
@@ -362,7 +362,7 @@ async def service_outcomes(
 @dataclass(frozen=True, slots=True)
 class _Kind:
     """What differs between sagas and transactions beyond their stores
-    (``cluster.stores.workflows.WorkflowStore``: noun, pure model, items)."""
+    (``coordinator.cluster.stores.workflows.WorkflowStore``: noun, pure model, items)."""
 
     plural: str  # the list answer's key
     submit_command: str

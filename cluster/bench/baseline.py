@@ -4,11 +4,11 @@ Three processes on loopback, each a plain ``SyncObj`` with one
 ``@replicated`` method that counts a small ``bytes`` command: PySyncObj as
 shipped, with the ``SyncObjConf`` choices we make (``password``, bind on
 127.0.0.1, ``appendEntriesUseBatch`` off, no fork, the timeouts of the
-default :class:`~consensus.RaftSettings`, a journal and a full-dump file in
+default :class:`~coordinator.consensus.RaftSettings`, a journal and a full-dump file in
 a temporary directory).
 
 Not the same durability: PySyncObj's own journal is an mmap and never
-fsyncs; ours (:mod:`consensus.journal`) fsyncs before an entry counts. The
+fsyncs; ours (:mod:`coordinator.consensus.journal`) fsyncs before an entry counts. The
 baseline is the faster of the two on that account.
 
 The load runs inside the leader process: ``concurrency`` closed-loop
@@ -17,7 +17,7 @@ next call). No HTTP, no client process: the ceiling the library reaches
 on this machine, which our whole stack (HTTP, state machine, fsync) is
 compared against.
 
-Run as ``python -m cluster.bench.baseline --self HOST:PORT --partner ...``
+Run as ``python -m coordinator.cluster.bench.baseline --self HOST:PORT --partner ...``
 (one node; the one that leads runs the load and writes ``--result``);
 :func:`run_pysyncobj_baseline` starts and stops (by PID) all three.
 """
@@ -37,12 +37,12 @@ from pathlib import Path
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from consensus import RaftSettings
+from coordinator.consensus import RaftSettings
 
-from cluster.bench.stats import latency_summary_ms, proc_stats, stop_processes
-from cluster.core.config import generate_secret, read_secret
-from cluster.launcher.local import free_base_port
-from cluster.launcher.supervisor import PARENT_PID_ENV, die_with_parent
+from coordinator.cluster.bench.stats import latency_summary_ms, proc_stats, stop_processes
+from coordinator.cluster.core.config import generate_secret, read_secret
+from coordinator.cluster.launcher.local import free_base_port
+from coordinator.cluster.launcher.supervisor import PARENT_PID_ENV, die_with_parent
 
 __all__ = ["COMMAND_BYTES", "run_pysyncobj_baseline"]
 
@@ -70,7 +70,7 @@ class BaselineNode(SyncObj):
 
 
 def baseline_conf(secret: str, self_address: str, data_dir: Path, settings: RaftSettings = RaftSettings()) -> SyncObjConf:
-    """Our SyncObjConf choices (consensus.pysyncobj_log) minus our journal and hooks."""
+    """Our SyncObjConf choices (coordinator.consensus.pysyncobj_log) minus our journal and hooks."""
     return SyncObjConf(
         password=secret,
         bindAddress=self_address,
@@ -132,7 +132,7 @@ def drive(node: BaselineNode, concurrency: int, warmup_s: float, duration_s: flo
 
 
 def node_main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.bench.baseline")
+    parser = argparse.ArgumentParser(prog="python -m coordinator.cluster.bench.baseline")
     parser.add_argument("--self", dest="self_address", required=True)
     parser.add_argument("--partner", action="append", default=[])
     parser.add_argument("--dir", required=True)
@@ -206,7 +206,7 @@ def _spawn(address: str, addresses: list[str], root: Path, secret_file: Path, re
            concurrency: int, warmup_s: float, duration_s: float) -> subprocess.Popen:
     partners = [a for a in addresses if a != address]
     name = address.rsplit(":", 1)[1]
-    command = [sys.executable, "-m", "cluster.bench.baseline", "--self", address, "--dir", str(root / name),
+    command = [sys.executable, "-m", "coordinator.cluster.bench.baseline", "--self", address, "--dir", str(root / name),
                "--secret-file", str(secret_file), "--concurrency", str(concurrency), "--warmup", str(warmup_s),
                "--duration", str(duration_s), "--result", str(result_file)]
     for partner in partners:

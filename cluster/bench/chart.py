@@ -2,7 +2,7 @@
 against concurrency, one line per workload (and one per baseline measured
 in those runs).
 
-    python -m cluster.bench.chart results/*.json -o docs/bench.png
+    python -m coordinator.cluster.bench.chart results/*.json -o docs/bench.png
 
 Needs matplotlib (``pip install -e '.[bench]'``). Failover results are skipped.
 """
@@ -85,7 +85,7 @@ def plot(lines: dict[str, list[tuple[int, float, float]]], output: Path, title: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m cluster.bench.chart", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m coordinator.cluster.bench.chart", description=__doc__.splitlines()[0])
     parser.add_argument("results", nargs="+", help="JSON files written by coordinator bench --json")
     parser.add_argument("-o", "--output", default="docs/bench.png")
     parser.add_argument("--title", default="coordinator bench: three nodes on one 2-core machine")

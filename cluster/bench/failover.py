@@ -33,10 +33,10 @@ from pathlib import Path
 
 from aiohttp import web
 
-from client import Coordinator, CoordinatorError
+from coordinator.client import Coordinator, CoordinatorError
 
-from cluster.bench.stats import distribution_ms, latency_summary_ms, proc_stats
-from cluster.launcher.local import LocalCluster, serve_on_loopback
+from coordinator.cluster.bench.stats import distribution_ms, latency_summary_ms, proc_stats
+from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
 __all__ = ["Observations", "render_failover", "run_failover"]
 
@@ -166,7 +166,7 @@ async def _one_kill(cluster: LocalCluster, seen: Observations, run: int) -> tupl
 
 
 async def run_failover(options) -> dict:
-    """``options`` is a :class:`cluster.bench.run.BenchOptions` with workload "failover"."""
+    """``options`` is a :class:`coordinator.cluster.bench.run.BenchOptions` with workload "failover"."""
     seen = Observations()
     runners, urls = [], {}
     for name in SERVICES:

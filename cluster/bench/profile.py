@@ -17,7 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from cluster.bench.stats import top_functions
+from coordinator.cluster.bench.stats import top_functions
 
 __all__ = ["Profiler", "py_spy_binary"]
 

@@ -10,14 +10,14 @@ never assertions.
 In the same invocation, one after the other:
 
 - ``--baseline pysyncobj``: a raw three-process PySyncObj cluster
-  (:mod:`cluster.bench.baseline`); ``ratio`` = our log entries/s over its writes/s;
+  (:mod:`coordinator.cluster.bench.baseline`); ``ratio`` = our log entries/s over its writes/s;
 - ``--baseline etcd``: a three-member etcd driven through its JSON gateway by
-  the same client code path (:mod:`cluster.bench.etcd`); ``ratio`` = our
+  the same client code path (:mod:`coordinator.cluster.bench.etcd`); ``ratio`` = our
   registry writes/s over its puts/s;
 - ``--profile FILE``: py-spy samples the leader during the measured run
-  (:mod:`cluster.bench.profile`).
+  (:mod:`coordinator.cluster.bench.profile`).
 
-``--workload failover`` is :mod:`cluster.bench.failover`.
+``--workload failover`` is :mod:`coordinator.cluster.bench.failover`.
 """
 
 from __future__ import annotations
@@ -39,10 +39,10 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from client import Coordinator, CoordinatorError
+from coordinator.client import Coordinator, CoordinatorError
 
-from cluster.bench.stats import commands_committed, latency_summary_ms, proc_stats, ratio
-from cluster.launcher.local import LocalCluster, serve_on_loopback
+from coordinator.cluster.bench.stats import commands_committed, latency_summary_ms, proc_stats, ratio
+from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
 __all__ = ["BASELINES", "BenchOptions", "WORKLOADS", "dump", "render", "run", "run_bench"]
 
@@ -235,7 +235,7 @@ def summary(workload: str, concurrency: int, results: Results, elapsed_s: float)
 # -- our run --------------------------------------------------------------------------------
 async def run_bench(options: BenchOptions) -> dict:
     """Our cluster under ``options.workload``: the result without baseline."""
-    from cluster.bench.profile import Profiler
+    from coordinator.cluster.bench.profile import Profiler
 
     runners, urls = await start_participants()
     cluster: LocalCluster | None = None
@@ -354,17 +354,17 @@ def attach_baseline(result: dict, baseline: dict | None) -> dict:
 async def run(options: BenchOptions) -> dict:
     """The whole invocation: our run, then the baseline's, one after the other."""
     if options.workload == "failover":
-        from cluster.bench.failover import run_failover
+        from coordinator.cluster.bench.failover import run_failover
 
         return await run_failover(options)
     result = await run_bench(options)
     baseline = None
     if options.baseline == "pysyncobj":
-        from cluster.bench.baseline import run_pysyncobj_baseline
+        from coordinator.cluster.bench.baseline import run_pysyncobj_baseline
 
         baseline = await run_pysyncobj_baseline(options.concurrency, options.duration_s, options.warmup_s)
     elif options.baseline == "etcd":
-        from cluster.bench.etcd import run_etcd_baseline
+        from coordinator.cluster.bench.etcd import run_etcd_baseline
 
         baseline = await run_etcd_baseline(options.concurrency, options.duration_s, options.warmup_s)
     return attach_baseline(result, baseline)
@@ -373,7 +373,7 @@ async def run(options: BenchOptions) -> dict:
 # -- output -----------------------------------------------------------------------------------
 def render(result: dict) -> str:
     if result["workload"] == "failover":
-        from cluster.bench.failover import render_failover
+        from coordinator.cluster.bench.failover import render_failover
 
         return render_failover(result)
     latency = result["latency_ms"]

@@ -20,7 +20,7 @@
     allowed_origins = ["https://ops.example.com"]  # Origin headers accepted (default: none)
     allowed_hosts = ["coordinator.internal"]       # Host names accepted besides the nodes' own
 
-    [limits]                           # optional; see cluster.core.limits.Limits
+    [limits]                           # optional; see coordinator.cluster.core.limits.Limits
     state_bytes_max = 268435456
 
     [[nodes]]
@@ -65,14 +65,14 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from client.participant.signing import KEY_ID_PATTERN
-from consensus import RaftSettings
+from coordinator.client.participant.signing import KEY_ID_PATTERN
+from coordinator.consensus import RaftSettings
 
-from cluster.executor.executor import ExecutorSettings
-from cluster.core.netpolicy import ServicePolicy, literal_address
-from cluster.core.files import PRIVATE_FILE_MODE
-from cluster.core.limits import Limits
-from cluster.executor.http_caller import Signer
+from coordinator.cluster.executor.executor import ExecutorSettings
+from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
+from coordinator.cluster.core.files import PRIVATE_FILE_MODE
+from coordinator.cluster.core.limits import Limits
+from coordinator.cluster.executor.http_caller import Signer
 
 __all__ = [
     "ApiSettings",

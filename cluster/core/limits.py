@@ -27,8 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from consensus import ENTRY_BYTES_MAX, Rejection
-from consensus.snapshot import SNAPSHOT_BYTES_MAX
+from coordinator.consensus import ENTRY_BYTES_MAX, Rejection
+from coordinator.consensus.snapshot import SNAPSHOT_BYTES_MAX
 
 __all__ = [
     "Limits",

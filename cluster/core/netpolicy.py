@@ -4,7 +4,7 @@ A saga chooses the method, path and body of its calls and gets the answer
 back (in its output, in ``/v1/services/{name}/outcomes``, in error text),
 so a service registered at an internal address would turn the coordinator
 into a proxy. The policy is ``[services]`` in ``cluster.toml``
-(:mod:`cluster.core.config`)::
+(:mod:`coordinator.cluster.core.config`)::
 
     [services]
     allowed_networks = ["10.20.0.0/16", "fd00:20::/32"]   # CIDRs
@@ -25,8 +25,8 @@ into a proxy. The policy is ``[services]`` in ``cluster.toml``
   judged as their IPv4 address.
 
 The check runs on every address a name resolves to, at call time
-(:class:`PolicyResolver` for HTTP in :mod:`cluster.executor.http_caller`,
-:meth:`ServicePolicy.resolve` for gRPC in :mod:`cluster.executor.grpc_caller`):
+(:class:`PolicyResolver` for HTTP in :mod:`coordinator.cluster.executor.http_caller`,
+:meth:`ServicePolicy.resolve` for gRPC in :mod:`coordinator.cluster.executor.grpc_caller`):
 DNS may change after registration. Registration (``PUT /v1/services``)
 refuses literal addresses early (:meth:`ServicePolicy.refusal`).
 """

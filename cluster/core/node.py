@@ -8,14 +8,14 @@ import signal
 
 from aiohttp import web
 
-from consensus import LeadershipChange, PySyncObjLog
+from coordinator.consensus import LeadershipChange, PySyncObjLog
 
-from cluster.core.config import NodeAddress, NodeConfig
-from cluster.executor.executor import Executor
-from cluster.api.client_slots import ClientSlots
-from cluster.core.files import private_dir
-from cluster.api.http_api import build_app
-from cluster.core.state import ClusterState
+from coordinator.cluster.core.config import NodeAddress, NodeConfig
+from coordinator.cluster.executor.executor import Executor
+from coordinator.cluster.api.client_slots import ClientSlots
+from coordinator.cluster.core.files import private_dir
+from coordinator.cluster.api.http_api import build_app
+from coordinator.cluster.core.state import ClusterState
 
 __all__ = ["Node", "serve"]
 
@@ -57,7 +57,7 @@ class Node:
         self.leader_term: int | None = None  # set while this node leads, after its first barrier
         self.leader_fence_index = 0
         self._runner: web.AppRunner | None = None
-        self._grpc = None  # the gRPC API (cluster.api.grpc_api.GrpcApi) while started
+        self._grpc = None  # the gRPC API (coordinator.cluster.api.grpc_api.GrpcApi) while started
         self.executor = Executor(self, config.cluster.executor)
         self._watchers: dict[str, list[asyncio.Future]] = {}
         # Long polls (HTTP ?wait=, gRPC wait_s) one client may hold (cluster/core/limits.py).
@@ -148,7 +148,7 @@ class Node:
         await self._runner.setup()
         host, port = self.config.node.http.rsplit(":", 1)
         await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
-        from cluster.api.grpc_api import GrpcApi
+        from coordinator.cluster.api.grpc_api import GrpcApi
 
         self._grpc = GrpcApi(self)
         await self._grpc.start()

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Callable
 
-from consensus import Command, Rejection, pack
+from coordinator.consensus import Command, Rejection, pack
 
-from cluster.stores.registry import ServiceRegistry
-from cluster.stores.requests import RequestLog, valid_request_id
-from cluster.stores.saga import SagaStore
-from cluster.stores.twopc import TransactionStore
+from coordinator.cluster.stores.registry import ServiceRegistry
+from coordinator.cluster.stores.requests import RequestLog, valid_request_id
+from coordinator.cluster.stores.saga import SagaStore
+from coordinator.cluster.stores.twopc import TransactionStore
 
 __all__ = ["ClusterState", "STATE_FORMAT_VERSION"]
 

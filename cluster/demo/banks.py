@@ -1,6 +1,6 @@
 """Two banks for the 2PC transfer of ``coordinator demo`` and its tests.
 
-Each bank is an aiohttp participant (``client.participant.add_twopc_routes``)
+Each bank is an aiohttp participant (``coordinator.client.participant.add_twopc_routes``)
 over its own database. With PostgreSQL 15 on the machine each bank is a real
 PostgreSQL database (``PostgresParticipant``: the update runs at prepare,
 then ``PREPARE TRANSACTION`` / ``COMMIT PREPARED``); without it, each bank
@@ -23,9 +23,9 @@ from typing import Any, Callable
 
 from aiohttp import web
 
-from client.participant import MemoryStore, add_twopc_routes
+from coordinator.client.participant import MemoryStore, add_twopc_routes
 
-from cluster.launcher.local import serve_on_loopback
+from coordinator.cluster.launcher.local import serve_on_loopback
 
 __all__ = ["Banks", "start_banks", "transfer"]
 
@@ -93,7 +93,7 @@ class PostgresBank:
     def __init__(self, dsn: str, name: str, on_event: Callable[[str, str], None]) -> None:
         import psycopg
 
-        from client.participant.postgres import PostgresParticipant
+        from coordinator.client.participant.postgres import PostgresParticipant
 
         self.name = name
         self._dsn = dsn
@@ -158,7 +158,7 @@ async def start_banks(on_event: Callable[[str, str], None], *, prefer_postgres: 
             try:
                 import psycopg  # noqa: F401
 
-                from client.participant.pgtest import PostgresUnavailable, TemporaryPostgres
+                from coordinator.client.participant.pgtest import PostgresUnavailable, TemporaryPostgres
             except ImportError as error:
                 note = f"PostgreSQL participants need psycopg ({error})"
             else:

@@ -16,11 +16,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-from client import Coordinator, Saga, Transaction
+from coordinator.client import Coordinator, Saga, Transaction
 
-from cluster.launcher.local import LocalCluster
-from cluster.demo.banks import start_banks, transfer
-from cluster.demo.services import demo_saga, demo_transaction, start_demo_services
+from coordinator.cluster.launcher.local import LocalCluster
+from coordinator.cluster.demo.banks import start_banks, transfer
+from coordinator.cluster.demo.services import demo_saga, demo_transaction, start_demo_services
 
 __all__ = ["run_demo"]
 

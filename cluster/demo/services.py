@@ -40,11 +40,11 @@ from typing import Any
 
 from aiohttp import web
 
-from client.participant import (
+from coordinator.client.participant import (
     CallbackHandler, MemoryStore, add_twopc_routes, participant_route, saga_participant,
 )
 
-from cluster.launcher.local import serve_on_loopback
+from coordinator.cluster.launcher.local import serve_on_loopback
 
 __all__ = [
     "INITIAL_STOCK", "DemoService", "demo_saga", "demo_transaction", "start_demo_services",

@@ -22,15 +22,15 @@ from typing import TYPE_CHECKING, Any, Awaitable, Callable
 
 import aiohttp
 
-from consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
+from coordinator.consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
 
-from cluster.executor.breaker import Breakers
-from cluster.core.netpolicy import ServicePolicy
-from cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
-from cluster.stores.workflows import PRUNE_BATCH_MAX
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
+from coordinator.cluster.stores.workflows import PRUNE_BATCH_MAX
 
 if TYPE_CHECKING:  # pragma: no cover
-    from cluster.core.node import Node
+    from coordinator.cluster.core.node import Node
 
 __all__ = ["Executor", "ExecutorSettings", "Reconciler", "now_ms"]
 
@@ -156,8 +156,8 @@ class Reconciler:
 
 class Executor:
     def __init__(self, node: "Node", settings: ExecutorSettings) -> None:
-        from cluster.executor.saga import SagaDriver
-        from cluster.executor.twopc import TransactionDriver
+        from coordinator.cluster.executor.saga import SagaDriver
+        from coordinator.cluster.executor.twopc import TransactionDriver
 
         self.node = node
         self.settings = settings
@@ -220,7 +220,7 @@ class Executor:
         log.info("executor: stopped issuing calls")
 
     async def close(self) -> None:
-        from cluster.executor.grpc_caller import close_grpc_caller
+        from coordinator.cluster.executor.grpc_caller import close_grpc_caller
 
         self._stop()
         await close_grpc_caller(self)
@@ -242,7 +242,7 @@ class Executor:
         if service is None:
             return CallOutcome("unknown", error=f"service {spec.service!r} is not registered")
         if service.get("grpc"):
-            from cluster.executor.grpc_caller import grpc_caller
+            from coordinator.cluster.executor.grpc_caller import grpc_caller
 
             return await grpc_caller(self).call(spec, operation)
         assert self._http is not None
@@ -301,7 +301,7 @@ class Executor:
 
     def admission(self, services: set[str]) -> None:
         """Raise the API error that refuses a new workflow, if any."""
-        from cluster.api.errors import Overloaded, Unavailable
+        from coordinator.cluster.api.errors import Overloaded, Unavailable
 
         if self.inflight() >= self.settings.inflight_workflows_max:
             raise Overloaded(f"{self.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)

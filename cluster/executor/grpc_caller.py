@@ -41,12 +41,12 @@ from typing import Any
 
 import grpc
 
-from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from client.participant.signing import SIGNATURE_METADATA
+from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from coordinator.client.participant.signing import SIGNATURE_METADATA
 
-from cluster.executor.breaker import Breakers
-from cluster.core.netpolicy import AddressRefused, Resolve, ServicePolicy, system_resolve
-from cluster.executor.http_caller import (
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.core.netpolicy import AddressRefused, Resolve, ServicePolicy, system_resolve
+from coordinator.cluster.executor.http_caller import (
     ERROR_CHARS_MAX,
     OPERATIONS,
     OUTPUT_BYTES_MAX,

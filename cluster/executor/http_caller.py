@@ -33,10 +33,10 @@ from aiohttp.abc import AbstractResolver
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
 from yarl import URL
 
-from client.participant.signing import SIGNATURE_HEADER, check_keys, sign
+from coordinator.client.participant.signing import SIGNATURE_HEADER, check_keys, sign
 
-from cluster.executor.breaker import Breakers
-from cluster.core.netpolicy import AddressRefused, PolicyResolver, ServicePolicy, literal_address
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.core.netpolicy import AddressRefused, PolicyResolver, ServicePolicy, literal_address
 
 __all__ = [
     "ATTEMPTS_HARD_MAX",

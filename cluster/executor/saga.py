@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import saga as machine
-
-from cluster.executor.executor import Plan, Reconciler
-from cluster.executor.http_caller import CallSpec
+from coordinator import saga as machine
+from coordinator.cluster.executor.executor import Plan, Reconciler
+from coordinator.cluster.executor.http_caller import CallSpec
 
 __all__ = ["SagaDriver"]
 

@@ -14,10 +14,9 @@ import asyncio
 import random
 from typing import Any
 
-import twopc as machine
-
-from cluster.executor.executor import Plan, Reconciler
-from cluster.executor.http_caller import ATTEMPTS_HARD_MAX, CallSpec
+from coordinator import twopc as machine
+from coordinator.cluster.executor.executor import Plan, Reconciler
+from coordinator.cluster.executor.http_caller import ATTEMPTS_HARD_MAX, CallSpec
 
 __all__ = ["TransactionDriver", "TX_CALL_TIMEOUT_S"]
 

@@ -7,7 +7,7 @@ stops (by PID) only what it started.
 
 A chaos run with partitions places each node elsewhere: ``hosts`` gives a
 node its own address (in its network namespace) and ``launch_prefixes`` the
-words that start it there (``ip netns exec NAMESPACE``); see chaos.netns.
+words that start it there (``ip netns exec NAMESPACE``); see coordinator.chaos.netns.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from typing import Any
 
 import aiohttp
 
-from cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
-from cluster.executor.executor import ExecutorSettings
-from cluster.core.netpolicy import ServicePolicy
-from cluster.core.files import private_dir
-from cluster.core.limits import Limits
-from cluster.launcher.supervisor import Supervisor
-from consensus import RaftSettings
+from coordinator.cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
+from coordinator.cluster.executor.executor import ExecutorSettings
+from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.core.files import private_dir
+from coordinator.cluster.core.limits import Limits
+from coordinator.cluster.launcher.supervisor import Supervisor
+from coordinator.consensus import RaftSettings
 
 WAIT_S = 20.0
 

@@ -19,8 +19,8 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from cluster.core.config import ClusterConfig
-from cluster.core.files import PRIVATE_FILE_MODE, private_dir
+from coordinator.cluster.core.config import ClusterConfig
+from coordinator.cluster.core.files import PRIVATE_FILE_MODE, private_dir
 
 __all__ = ["Supervisor"]
 
@@ -83,7 +83,7 @@ class Supervisor:
         os.fchmod(fd, PRIVATE_FILE_MODE)  # a log written before files were owner-only
         with os.fdopen(fd, "ab") as log_file:
             process = subprocess.Popen(
-                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "cluster", "node", "--config", str(self.cluster_file), "--id", node_id,
+                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "coordinator", "node", "--config", str(self.cluster_file), "--id", node_id,
                  *(["--insecure"] if self.insecure else [])],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterator
 
-from consensus import pack, unpack
+from coordinator.consensus import pack, unpack
 
 __all__ = ["KeptWorkflows", "WORKFLOW_OVERHEAD_BYTES"]
 

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from consensus import Rejection
+from coordinator.consensus import Rejection
 
 __all__ = [
     "SERVICE_NAME_PATTERN",

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import saga as machine
-from consensus import Rejection, pack
+from coordinator import saga as machine
+from coordinator.consensus import Rejection, pack
 
-from cluster.stores.workflows import WorkflowStore
+from coordinator.cluster.stores.workflows import WorkflowStore
 
 __all__ = ["SagaStore", "OUTCOMES_PER_SERVICE_MAX"]
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import twopc as machine
-from consensus import Rejection
+from coordinator import twopc as machine
+from coordinator.consensus import Rejection
 
-from cluster.stores.workflows import WorkflowStore
+from coordinator.cluster.stores.workflows import WorkflowStore
 
 __all__ = ["TransactionStore", "event_from_body"]
 

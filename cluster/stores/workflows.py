@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from consensus import Rejection, unpack
+from coordinator.consensus import Rejection, unpack
 
-from cluster.stores.kept import KeptWorkflows
-from cluster.core.limits import check_admission
-from cluster.stores.registry import ServiceRegistry
+from coordinator.cluster.stores.kept import KeptWorkflows
+from coordinator.cluster.core.limits import check_admission
+from coordinator.cluster.stores.registry import ServiceRegistry
 
 __all__ = ["WorkflowStore", "WORKFLOWS_KEPT_MAX", "PRUNE_BATCH_MAX"]
 

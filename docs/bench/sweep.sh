@@ -12,5 +12,5 @@ coordinator bench --workload failover --runs 20 --json "$out/failover-r20.json"
 bench --workload saga2 --concurrency 32 --profile "$out/profile-saga2-c32.folded" --json "$out/saga2-c32-profile.json"
 # Memory: past 100,000 completed sagas (about 330/s sustained here).
 coordinator bench --workload saga2 --concurrency 64 --duration 400 --warmup 3 --json "$out/saga2-c64-memory.json"
-python -m cluster.bench.chart "$out"/saga2-c{1,4,16,64}.json "$out"/twopc3-c*.json \
+python -m coordinator.cluster.bench.chart "$out"/saga2-c{1,4,16,64}.json "$out"/twopc3-c*.json \
     "$out"/registry-c*.json "$out"/saga4-c16.json -o docs/bench.png

@@ -7,13 +7,13 @@ import json
 
 import pytest
 
-from chaos.checkers import (
+from coordinator.chaos.checkers import (
     FAIL, PASS, UNKNOWN, CheckResult, check_acknowledged, check_convergence,
     check_effects_once, check_liveness, check_registry_linearizable, check_sagas,
     check_transactions, render_table, report_json, run_all, run_passed,
 )
-from chaos.history import History, Operation
-from chaos.participants import Effect
+from coordinator.chaos.history import History, Operation
+from coordinator.chaos.participants import Effect
 
 # -- builders ----------------------------------------------------------------
 

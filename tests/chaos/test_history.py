@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from chaos.history import History, NodeDigest, Operation
-from chaos.participants import Effect
+from coordinator.chaos.history import History, NodeDigest, Operation
+from coordinator.chaos.participants import Effect
 
 
 class FakeClock:

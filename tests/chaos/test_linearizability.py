@@ -12,8 +12,8 @@ import time
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chaos.history import Operation
-from chaos.linearizability import (
+from coordinator.chaos.history import Operation
+from coordinator.chaos.linearizability import (
     FAIL, PASS, UNKNOWN, KeyVerdict, check_register, combined_verdict,
 )
 

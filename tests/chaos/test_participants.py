@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-from chaos.participants import (
+from coordinator.chaos.participants import (
     Chaos,
     Effect,
     Fail,
@@ -320,7 +320,7 @@ async def test_a_compensation_after_a_crash_mid_action_undoes_nothing(session, r
 def test_only_a_compensation_of_an_interrupted_action_is_a_no_op() -> None:
     """Any other compensation without an action effect is recorded, so the
     checkers still see it (compensation_without_action)."""
-    from chaos.participants import RecordingService
+    from coordinator.chaos.participants import RecordingService
 
     service = RecordingService("orders")
     service.interrupted.add("saga-1/a/action")

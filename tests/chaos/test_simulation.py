@@ -1,4 +1,4 @@
-"""The deterministic simulation (chaos.sim): fixed seeds pass every checker,
+"""The deterministic simulation (coordinator.chaos.sim): fixed seeds pass every checker,
 a seed replays exactly (in another process too), and planted bugs are
 caught. The hypothesis state machine is in test_simulation_stateful.py, the
 bugs the simulation found in test_simulation_found_bugs.py, its parts in
@@ -16,9 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from chaos.checkers import run_passed
-from chaos.sim import SimSettings, simulate
-from chaos.sim.trace import first_difference
+from coordinator.chaos.checkers import run_passed
+from coordinator.chaos.sim import SimSettings, simulate
+from coordinator.chaos.sim.trace import first_difference
 
 # The seeds `make test` runs, each for SEED_DURATION_S simulated seconds of
 # workload under faults (then healing and settling).
@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _explain(result, settings_text: str) -> str:
-    return (f"{result.summary()}\nreplay: .venv/bin/python -m chaos.sim --seed {result.seed} {settings_text}")
+    return (f"{result.summary()}\nreplay: .venv/bin/python -m coordinator.chaos.sim --seed {result.seed} {settings_text}")
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -58,7 +58,7 @@ def test_the_trace_does_not_depend_on_the_hash_seed(tmp_path):
     """Another process, another PYTHONHASHSEED: the same trace."""
     here = simulate(13, SimSettings(duration_s=4.0, trace_lines=1_000_000))
     there_path = tmp_path / "trace.txt"
-    code = ("import logging, sys; logging.disable(logging.CRITICAL); from chaos.sim import simulate, SimSettings; "
+    code = ("import logging, sys; logging.disable(logging.CRITICAL); from coordinator.chaos.sim import simulate, SimSettings; "
             "r = simulate(13, SimSettings(duration_s=4.0, trace_lines=1_000_000)); "
             "open(sys.argv[1], 'w').write('\\n'.join(r.trace_lines)); print(r.trace_digest)")
     out = subprocess.run([sys.executable, "-c", code, str(there_path)], cwd=REPO, capture_output=True, text=True,

@@ -1,4 +1,4 @@
-"""``coordinator simulate`` (chaos.sim.cli): --seeds/--jobs parsing, seeds in
+"""``coordinator simulate`` (coordinator.chaos.sim.cli): --seeds/--jobs parsing, seeds in
 worker processes (same trace digest as in one process), the summary, a
 failing seed's replay command, and Ctrl-C.
 
@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.sim import cli
+from coordinator.chaos.sim import cli
 
 REPO = Path(__file__).resolve().parents[2]
 COORDINATOR = Path(sys.executable).parent / "coordinator"
@@ -34,7 +34,7 @@ PASSING_SEED = 1  # without a planted bug every seed passes
 
 
 def _simulate(*arguments: str, timeout_s: float = RUN_S_MAX) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "chaos.sim", *arguments], cwd=REPO, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "coordinator.chaos.sim", *arguments], cwd=REPO, capture_output=True,
                           text=True, timeout=timeout_s, env={**os.environ, "PYTHONHASHSEED": "0"})
 
 
@@ -70,8 +70,8 @@ def test_malformed_arguments_are_one_line_and_exit_2(arguments, capsys):
 @pytest.mark.parametrize("command", [
     [str(COORDINATOR), "simulate", "--seeds", "5-1"],
     [str(COORDINATOR), "simulate", "--seeds", "0-3", "--jobs", "0"],
-    [sys.executable, "-m", "chaos.sim", "--jobs", "abc", "--seeds", "1-2"],
-    [sys.executable, "-m", "chaos.sim", "--seed", "1", "--summary", "s.txt"],
+    [sys.executable, "-m", "coordinator.chaos.sim", "--jobs", "abc", "--seeds", "1-2"],
+    [sys.executable, "-m", "coordinator.chaos.sim", "--seed", "1", "--summary", "s.txt"],
 ])
 def test_the_commands_refuse_malformed_arguments_in_one_line(command, tmp_path):
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_S_MAX)
@@ -174,7 +174,7 @@ def _wait_for(predicate, timeout_s: float) -> bool:
 
 def test_ctrl_c_stops_the_workers_and_exits_non_zero():
     run = subprocess.Popen(
-        [sys.executable, "-m", "chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT], cwd=REPO,
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's foreground job
     try:
@@ -192,7 +192,7 @@ def test_ctrl_c_stops_the_workers_and_exits_non_zero():
 
 def test_a_worker_that_dies_stops_the_run_instead_of_hanging_it():
     run = subprocess.Popen(
-        [sys.executable, "-m", "chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT], cwd=REPO,
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT], cwd=REPO,
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
     try:
         assert _wait_for(lambda: len(_workers(run.pid)) == 2, RUN_S_MAX), "no worker processes started"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from chaos.sim import cli
+from coordinator.chaos.sim import cli
 
 REPO = Path(__file__).resolve().parents[2]
 EXPLORE_SEEDS = 40
@@ -77,7 +77,7 @@ def test_a_window_of_seeds_from_the_commit_passes(capsys):
     with capsys.disabled():
         print(f"\nexplore: seeds {window} ({origin}), --duration {SEED_DURATION_S:g}, {jobs} jobs")
     done = subprocess.run(
-        [sys.executable, "-m", "chaos.sim", "--seeds", window, "--jobs", str(jobs), "--duration",
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", window, "--jobs", str(jobs), "--duration",
          f"{SEED_DURATION_S:g}"], cwd=REPO, capture_output=True, text=True, timeout=EXPLORE_S_MAX,
         env={**os.environ, "PYTHONHASHSEED": "0"})
     with capsys.disabled():

@@ -15,17 +15,17 @@ from pathlib import Path
 
 import pytest
 
-from chaos.sim import SimSettings, World, simulate
-from chaos.sim.invariants import RegisterWatch
-from chaos.sim.run import start
-from cluster.api import operations
+from coordinator.chaos.sim import SimSettings, World, simulate
+from coordinator.chaos.sim.invariants import RegisterWatch
+from coordinator.chaos.sim.run import start
+from coordinator.cluster.api import operations
 
 DURATION_S = 10.0
 DENSE = (0.5, 1.5)  # faults every 0.5-1.5 s: the combinations a bug needs come sooner
 
 
 def _explain(result) -> str:  # type: ignore[no-untyped-def]
-    return f"{result.summary()}\nreplay: .venv/bin/python -m chaos.sim --seed {result.seed} ..."
+    return f"{result.summary()}\nreplay: .venv/bin/python -m coordinator.chaos.sim --seed {result.seed} ..."
 
 
 def _kinds(result) -> set[str]:  # type: ignore[no-untyped-def]

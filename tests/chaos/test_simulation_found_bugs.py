@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from chaos.sim import SimSettings, World
-from chaos.sim.run import start
-from cluster.api import operations
-from consensus import RaftSettings
+from coordinator.chaos.sim import SimSettings, World
+from coordinator.chaos.sim.run import start
+from coordinator.cluster.api import operations
+from coordinator.consensus import RaftSettings
 
 NODES = ("n1", "n2", "n3")
 # Compact after 10 entries: the new leader's log soon starts past the old leader's.
@@ -87,7 +87,7 @@ def test_a_former_leader_does_not_apply_its_uncommitted_entries():
     snapshot (an append_entries without prevLogIdx) set the follower's commit
     index to min(leader commit, its own last index), so a former leader
     applied entries of its old term that never committed. Guarded since
-    consensus.pysyncobj_log._snapshot_commit; failed before it."""
+    coordinator.consensus.pysyncobj_log._snapshot_commit; failed before it."""
     world, data_dir = _world(21)
     try:
         _stale_leader_meets_a_snapshot(world)
@@ -148,7 +148,7 @@ def test_a_follower_never_loses_an_entry_it_acknowledged_when_it_is_sent_again(s
     three seeds before the fix). The journal now cuts only where the logs
     conflict (consensus/journal.py) and the transport caps the commit index at
     the message's last entry."""
-    from chaos.sim.run import simulate
+    from coordinator.chaos.sim.run import simulate
 
     result = simulate(seed, SimSettings(**DENSE_DISK_FAULTS))
     assert result.passed, result.summary()
@@ -162,7 +162,7 @@ def test_an_acknowledgement_held_behind_a_slow_sync_dies_with_its_process():
     judged against an acknowledgement that never left (a false
     ``acknowledged_entry_lost``). The network now drops, when a node dies,
     the acknowledgements it had not sent (chaos/sim/network.py)."""
-    from chaos.sim.run import simulate
+    from coordinator.chaos.sim.run import simulate
 
     result = simulate(4531)
     assert result.passed, result.summary()

@@ -11,7 +11,7 @@ linearizable read answered the deleted value: a stale read after an
 acknowledged write.
 
 The fix puts every entry in the envelope of the term its leader proposed it
-in (``consensus.codec.encode_in_term``); the applier refuses an envelope
+in (``coordinator.consensus.codec.encode_in_term``); the applier refuses an envelope
 whose term is not the term of the log entry holding it, on every node alike.
 
 The scenario drives that schedule's essence on the real PySyncObj nodes of
@@ -32,12 +32,12 @@ from pathlib import Path
 
 import pytest
 
-from chaos.sim import SimSettings, World
-from chaos.sim.run import start
-from cluster.api import operations
-from cluster.api.errors import NotFound
-from consensus import Command, encode_command
-from consensus.codec import encode_in_term
+from coordinator.chaos.sim import SimSettings, World
+from coordinator.chaos.sim.run import start
+from coordinator.cluster.api import operations
+from coordinator.cluster.api.errors import NotFound
+from coordinator.consensus import Command, encode_command
+from coordinator.consensus.codec import encode_in_term
 
 NODES = ("n1", "n2", "n3")
 NAME = "ghost"

@@ -28,12 +28,12 @@ from pathlib import Path
 
 import pytest
 
-from chaos.checkers import check_sagas
-from chaos.orders import order_saga
-from chaos.participants import Flaky, Script
-from chaos.sim import SimSettings, World
-from chaos.sim.run import finish, start
-from cluster.api import operations
+from coordinator.chaos.checkers import check_sagas
+from coordinator.chaos.orders import order_saga
+from coordinator.chaos.participants import Flaky, Script
+from coordinator.chaos.sim import SimSettings, World
+from coordinator.chaos.sim.run import finish, start
+from coordinator.cluster.api import operations
 
 SAGA = "saga-no-trace"
 TERMINAL = ("completed", "compensated")

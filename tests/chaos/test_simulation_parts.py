@@ -9,10 +9,10 @@ import time
 
 import pytest
 
-from chaos.sim.clock import Deadlock, Process, RealSleep, VirtualClock, VirtualLoop, simulated_runtime
-from chaos.sim.disk import CrashableJournal, journal_class
-from chaos.sim.network import LinkFaults, Network
-from chaos.sim.trace import Trace
+from coordinator.chaos.sim.clock import Deadlock, Process, RealSleep, VirtualClock, VirtualLoop, simulated_runtime
+from coordinator.chaos.sim.disk import CrashableJournal, journal_class
+from coordinator.chaos.sim.network import LinkFaults, Network
+from coordinator.chaos.sim.trace import Trace
 
 
 NO_OP = bytes([1])  # PySyncObj's no-op entry: the smallest frame a journal holds
@@ -194,7 +194,7 @@ def test_a_long_partition_breaks_the_connection_and_loses_what_it_held():
 def test_a_simulated_run_opens_no_socket(monkeypatch):
     import socket
 
-    from chaos.sim import SimSettings, simulate
+    from coordinator.chaos.sim import SimSettings, simulate
 
     def refuse(*args, **kwargs):
         raise AssertionError("a socket was opened inside the simulation")

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
-from chaos.checkers import render_table, run_passed
-from chaos.orders import SERVICES
-from chaos.sim import SimSettings, World
-from chaos.sim.nemesis import SKEW_BOUND_S
-from chaos.sim.run import finish, judge, start
+from coordinator.chaos.checkers import render_table, run_passed
+from coordinator.chaos.orders import SERVICES
+from coordinator.chaos.sim import SimSettings, World
+from coordinator.chaos.sim.nemesis import SKEW_BOUND_S
+from coordinator.chaos.sim.run import finish, judge, start
 
 NODES = ("n1", "n2", "n3")
 STEP_S = 0.3  # simulated time after each action

@@ -1,9 +1,9 @@
 import pytest
 
-import saga
-import twopc
-from client import InvalidRequest
-from client.builder import Retry, SagaBuilder, TransactionBuilder, output
+from coordinator import saga
+from coordinator import twopc
+from coordinator.client import InvalidRequest
+from coordinator.client.builder import Retry, SagaBuilder, TransactionBuilder, output
 
 
 def test_saga_builder_gives_the_contract_shape():

@@ -8,14 +8,14 @@ import grpc
 import pytest
 from aiohttp import web
 
-from client import Coordinator
-from client._http import _route
-from client.errors import NotLeader
-from client.grpc_gen import coordinator_pb2 as pb
-from client.grpc_gen import coordinator_pb2_grpc
-from cluster.core.config import NodeAddress
-from cluster.api.grpc_api import abort_details
-from cluster.api.operations import LeaderElsewhere
+from coordinator.client import Coordinator
+from coordinator.client._http import _route
+from coordinator.client.errors import NotLeader
+from coordinator.client.grpc_gen import coordinator_pb2 as pb
+from coordinator.client.grpc_gen import coordinator_pb2_grpc
+from coordinator.cluster.core.config import NodeAddress
+from coordinator.cluster.api.grpc_api import abort_details
+from coordinator.cluster.api.operations import LeaderElsewhere
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from client.grpc_gen import regen
+from coordinator.client.grpc_gen import regen
 
 COMMITTED = Path(regen.__file__).resolve().parent
 PROTO_DIR = COMMITTED.parents[1] / "proto"
@@ -43,15 +43,15 @@ def test_the_committed_code_is_what_the_proto_generates(tmp_path: Path, installe
         committed = (COMMITTED / name).read_bytes()
         assert fresh == committed, (
             f"client/grpc_gen/{name} is out of date with proto/: run"
-            " `.venv/bin/python -m client.grpc_gen.regen` and commit the result"
+            " `.venv/bin/python -m coordinator.client.grpc_gen.regen` and commit the result"
         )
 
 
 def test_the_generated_stubs_import_through_the_package() -> None:
     text = (COMMITTED / "coordinator_pb2_grpc.py").read_text(encoding="utf-8")
-    assert "from client.grpc_gen import coordinator_pb2 as coordinator__pb2" in text
+    assert "from coordinator.client.grpc_gen import coordinator_pb2 as coordinator__pb2" in text
     assert re.search(r"^import coordinator_pb2", text, re.MULTILINE) is None
-    from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+    from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 
     assert coordinator_pb2_grpc.coordinator__pb2 is coordinator_pb2
     assert coordinator_pb2.DESCRIPTOR.package == "coordinator.v1"

@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from client.participant import (
+from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from coordinator.client.participant import (
     MemoryStore,
     ParticipantServicer,
     add_twopc_routes,
@@ -22,7 +22,7 @@ from client.participant import (
     saga_participant,
     serve_participant,
 )
-from client.participant.signing import SIGNATURE_HEADER, SIGNATURE_METADATA, sign
+from coordinator.client.participant.signing import SIGNATURE_HEADER, SIGNATURE_METADATA, sign
 
 OLD = b"o" * 32
 NEW = b"n" * 32

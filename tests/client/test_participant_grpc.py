@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from client.participant import NULL_COMPENSATION_BODY, IdempotencyStore, MemoryStore, SQLiteStore, TransactionState
-from client.participant.grpc_servicer import (
+from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from coordinator.client.participant import NULL_COMPENSATION_BODY, IdempotencyStore, MemoryStore, SQLiteStore, TransactionState
+from coordinator.client.participant.grpc_servicer import (
     BusinessFailure,
     ParticipantServicer,
     serve_participant,

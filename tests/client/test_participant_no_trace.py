@@ -23,8 +23,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer, make_mocked_request
 
-from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from client.participant import (
+from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from coordinator.client.participant import (
     NULL_COMPENSATION_BODY,
     NULL_COMPENSATION_REFUSED_BODY,
     IdempotencyStore,
@@ -33,7 +33,7 @@ from client.participant import (
     participant_route,
     saga_participant,
 )
-from client.participant.grpc_servicer import ParticipantServicer, serve_participant
+from coordinator.client.participant.grpc_servicer import ParticipantServicer, serve_participant
 
 WAIT_S = 5.0
 ACTION_KEY = "saga-1/charge/action"

@@ -16,7 +16,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from psycopg import sql
 
-from client.participant import (
+from coordinator.client.participant import (
     NULL_COMPENSATION_BODY,
     LimitExceededError,
     MemoryStore,
@@ -26,8 +26,8 @@ from client.participant import (
     add_twopc_routes,
     saga_participant,
 )
-from client.participant.pgtest import PostgresUnavailable, TemporaryPostgres
-from client.participant.postgres import (
+from coordinator.client.participant.pgtest import PostgresUnavailable, TemporaryPostgres
+from coordinator.client.participant.postgres import (
     GID_BYTES_MAX,
     STATEMENTS_MAX,
     PostgresParticipant,

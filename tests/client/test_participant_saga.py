@@ -11,7 +11,7 @@ from pathlib import Path
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from client.participant import (
+from coordinator.client.participant import (
     BODY_BYTES_MAX,
     KEY_CHARS_MAX,
     NULL_COMPENSATION_BODY,

@@ -13,7 +13,7 @@ from aiohttp.test_utils import make_mocked_request
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from client.participant import NULL_COMPENSATION_BODY, MemoryStore, saga_participant
+from coordinator.client.participant import NULL_COMPENSATION_BODY, MemoryStore, saga_participant
 
 PHASES = st.sampled_from(["action", "compensation"])
 # What the handler does if it is called: answer a status, or raise.

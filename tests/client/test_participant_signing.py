@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from client.participant.errors import SignatureError
-from client.participant.signing import (
+from coordinator.client.participant.errors import SignatureError
+from coordinator.client.participant.signing import (
     KEYS_MAX,
     SECRET_BYTES_MIN,
     check_keys,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from client.participant import (
+from coordinator.client.participant import (
     BODY_BYTES_MAX,
     KEY_CHARS_MAX,
     LimitExceededError,

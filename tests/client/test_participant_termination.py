@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from client.participant import (
+from coordinator.client.participant import (
     IdempotencyStore,
     MemoryStore,
     SQLiteStore,

@@ -12,7 +12,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from client.participant import (
+from coordinator.client.participant import (
     BODY_BYTES_MAX,
     CallbackHandler,
     IdempotencyStore,

@@ -2,8 +2,8 @@
 
 import pytest
 
-from client._transport import Transport
-from client.errors import NotFound, OutcomeUnknown
+from coordinator.client._transport import Transport
+from coordinator.client.errors import NotFound, OutcomeUnknown
 
 
 class Plain(Transport):

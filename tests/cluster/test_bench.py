@@ -8,13 +8,13 @@ import sys
 
 import pytest
 
-from cluster.bench import etcd as bench_etcd
-from cluster.bench.run import BenchOptions, attach_baseline
-from cluster.bench.chart import main as chart_main
-from cluster.bench.chart import series
-from cluster.bench.etcd import etcd_binary, etcd_command, run_etcd_baseline
-from cluster.bench.failover import Observations, fence_term
-from cluster.bench.stats import commands_committed, distribution_ms, latency_summary_ms, percentile, ratio, top_functions
+from coordinator.cluster.bench import etcd as bench_etcd
+from coordinator.cluster.bench.run import BenchOptions, attach_baseline
+from coordinator.cluster.bench.chart import main as chart_main
+from coordinator.cluster.bench.chart import series
+from coordinator.cluster.bench.etcd import etcd_binary, etcd_command, run_etcd_baseline
+from coordinator.cluster.bench.failover import Observations, fence_term
+from coordinator.cluster.bench.stats import commands_committed, distribution_ms, latency_summary_ms, percentile, ratio, top_functions
 
 
 # -- percentiles and ratios ---------------------------------------------------------------
@@ -109,7 +109,7 @@ def test_options_refuse_what_cannot_be_measured(overrides, words):
 
 
 def test_the_cli_refuses_etcd_for_a_saga_workload_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "cluster", "bench", "--workload", "saga2", "--baseline", "etcd"],
+    result = subprocess.run([sys.executable, "-m", "coordinator", "bench", "--workload", "saga2", "--baseline", "etcd"],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "--workload registry" in result.stderr

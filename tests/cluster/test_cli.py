@@ -7,7 +7,7 @@ import pytest
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "cluster", *args], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run([sys.executable, "-m", "coordinator", *args], capture_output=True, text=True, timeout=60, env=env)
 
 
 @pytest.mark.parametrize(
@@ -58,8 +58,8 @@ def test_a_non_loopback_bind_without_a_token_is_refused_unless_insecure(tmp_path
 def test_insecure_warns_loudly_and_loopback_or_a_token_need_nothing(tmp_path):
     import dataclasses
 
-    from cluster.cli import UsageError, insecure_bind_warning
-    from cluster.core.config import local_cluster
+    from coordinator.cluster.cli import UsageError, insecure_bind_warning
+    from coordinator.cluster.core.config import local_cluster
 
     exposed = local_cluster(nodes=3, host="0.0.0.0", base_port=23200, data_dir=tmp_path)
     with pytest.raises(UsageError):

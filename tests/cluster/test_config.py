@@ -3,7 +3,7 @@ import os
 
 import pytest
 
-from cluster.core.config import ConfigError, generate_secret, load_cluster_file, local_cluster, read_secret, write_cluster_file
+from coordinator.cluster.core.config import ConfigError, generate_secret, load_cluster_file, local_cluster, read_secret, write_cluster_file
 
 
 def test_written_cluster_file_loads_back_equal(tmp_path):
@@ -17,7 +17,7 @@ def test_written_cluster_file_loads_back_equal(tmp_path):
 
 
 def test_the_services_policy_is_read_and_written_back(tmp_path):
-    from cluster.core.netpolicy import ServicePolicy
+    from coordinator.cluster.core.netpolicy import ServicePolicy
 
     config = local_cluster(nodes=1, host="127.0.0.1", base_port=7100, data_dir=tmp_path)
     assert not config.services.configured  # the default: loopback and private networks

@@ -7,9 +7,9 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
-import saga
-import twopc.definition
-from cluster.demo.services import (
+from coordinator import saga
+from coordinator.twopc import definition as twopc_definition
+from coordinator.cluster.demo.services import (
     INITIAL_STOCK,
     DemoService,
     demo_saga,
@@ -214,7 +214,7 @@ def test_demo_saga_is_a_valid_contract_definition() -> None:
 
 
 def test_demo_transaction_is_a_valid_contract_definition() -> None:
-    definition = twopc.definition.parse_definition(
+    definition = twopc_definition.parse_definition(
         demo_transaction("tx-9"), frozenset(SERVICES)
     )
     assert [p.service for p in definition.participants] == ["inventory", "payments", "shipping"]

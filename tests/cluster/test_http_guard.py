@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from cluster.core.config import ApiSettings, ConfigError, NodeAddress, _api
-from cluster.api.http_api import build_app, host_name
-from cluster.api.openapi import OPENAPI_PATH
+from coordinator.cluster.core.config import ApiSettings, ConfigError, NodeAddress, _api
+from coordinator.cluster.api.http_api import build_app, host_name
+from coordinator.cluster.api.openapi import OPENAPI_PATH
 
 
 def stub_node(api=ApiSettings(), http="127.0.0.1:8101"):

@@ -3,8 +3,8 @@ digest on every replica, and nothing for the garbage collector to walk."""
 
 import gc
 
-from cluster.core.state import ClusterState
-from consensus import Command
+from coordinator.cluster.core.state import ClusterState
+from coordinator.consensus import Command
 
 SERVICES = ("p1", "p2")
 

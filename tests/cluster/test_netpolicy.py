@@ -3,7 +3,7 @@ addresses may be called, judged on what a name resolves to at call time."""
 
 import pytest
 
-from cluster.core.netpolicy import AddressRefused, ServicePolicy
+from coordinator.cluster.core.netpolicy import AddressRefused, ServicePolicy
 
 DEFAULT = ServicePolicy()
 TEN = ServicePolicy.parse(["10.0.0.0/8"], [])

@@ -11,15 +11,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-import saga
-import twopc
-from cluster.api import http_saga
-from cluster.stores import registry
-from cluster.core.config import ApiSettings
-from cluster.api.http_api import build_app
-from cluster.api.openapi import OPENAPI_PATH, build_document, document_json
-from saga import fields as saga_fields
-from twopc import definition as tx_definition
+from coordinator import saga
+from coordinator import twopc
+from coordinator.cluster.api import http_saga
+from coordinator.cluster.stores import registry
+from coordinator.cluster.core.config import ApiSettings
+from coordinator.cluster.api.http_api import build_app
+from coordinator.cluster.api.openapi import OPENAPI_PATH, build_document, document_json
+from coordinator.saga import fields as saga_fields
+from coordinator.twopc import definition as tx_definition
 
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
 PUBLIC = {"/healthz", "/readyz"}

@@ -6,8 +6,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from cluster.executor.breaker import Breakers
-from cluster.executor.http_caller import CallSpec, HttpCaller
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller
 
 
 class Target:

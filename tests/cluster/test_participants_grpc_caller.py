@@ -11,12 +11,12 @@ from typing import Any
 import grpc
 import pytest
 
-from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from client.participant import MemoryStore
-from client.participant.grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
-from cluster.executor.breaker import Breakers
-from cluster.executor.http_caller import CallSpec, HttpCaller, ParticipantCaller
-from cluster.executor.grpc_caller import GrpcCaller
+from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from coordinator.client.participant import MemoryStore
+from coordinator.client.participant.grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, ParticipantCaller
+from coordinator.cluster.executor.grpc_caller import GrpcCaller
 
 Answer = Any  # ("ok", output_json) | ("vote", bool) | (grpc.StatusCode, details) | "sleep"
 
@@ -283,7 +283,7 @@ async def test_both_transports_take_the_operation(caller: Any) -> None:
 
 
 async def test_an_owner_gets_one_caller_sharing_its_breakers_until_closed(serve: Serve) -> None:
-    from cluster.executor.grpc_caller import close_grpc_caller, grpc_caller
+    from coordinator.cluster.executor.grpc_caller import close_grpc_caller, grpc_caller
 
     class Owner:
         breakers = Breakers(5, 0.05)

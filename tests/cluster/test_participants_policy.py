@@ -9,11 +9,11 @@ import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
-from client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from cluster.executor.breaker import Breakers
-from cluster.core.netpolicy import ServicePolicy
-from cluster.executor.http_caller import CallSpec, HttpCaller, participant_session
-from cluster.executor.grpc_caller import GrpcCaller
+from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, participant_session
+from coordinator.cluster.executor.grpc_caller import GrpcCaller
 
 TEN_ONLY = ServicePolicy.parse(["10.0.0.0/8"], [])
 

@@ -8,9 +8,9 @@ answered a value that no linearization allows.
 
 import pytest
 
-from cluster.stores.requests import REQUEST_AGE_MS_MAX, REQUEST_IDS_MAX, RequestLog
-from cluster.core.state import ClusterState
-from consensus import Command, Rejection
+from coordinator.cluster.stores.requests import REQUEST_AGE_MS_MAX, REQUEST_IDS_MAX, RequestLog
+from coordinator.cluster.core.state import ClusterState
+from coordinator.consensus import Command, Rejection
 
 
 def put(state: ClusterState, index: int, url: str, request: str | None = None, at_ms: int = 1_000) -> dict:

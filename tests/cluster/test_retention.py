@@ -1,7 +1,7 @@
 """Retention prunes everything past it at each check, not one batch."""
 
-from cluster.executor.executor import Executor, ExecutorSettings
-from cluster.stores.workflows import PRUNE_BATCH_MAX
+from coordinator.cluster.executor.executor import Executor, ExecutorSettings
+from coordinator.cluster.stores.workflows import PRUNE_BATCH_MAX
 
 
 class _Driver:

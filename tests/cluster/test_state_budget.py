@@ -4,9 +4,9 @@ the budget is a recorded rejection that changes nothing."""
 
 import pytest
 
-from cluster.core.limits import Limits
-from cluster.core.state import ClusterState
-from consensus import Command, Rejection, pack
+from coordinator.cluster.core.limits import Limits
+from coordinator.cluster.core.state import ClusterState
+from coordinator.consensus import Command, Rejection, pack
 
 PAD = 50_000
 

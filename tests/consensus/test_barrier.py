@@ -1,6 +1,6 @@
 import asyncio
 
-from consensus.barrier import ReadBarrier
+from coordinator.consensus.barrier import ReadBarrier
 
 
 async def settle():

@@ -2,7 +2,7 @@ import msgpack
 import pytest
 from hypothesis import given, strategies as st
 
-from consensus import ENTRY_BYTES_MAX, CodecError, Command, EntryTooLarge, decode_command, encode_command, pack, pack_to
+from coordinator.consensus import ENTRY_BYTES_MAX, CodecError, Command, EntryTooLarge, decode_command, encode_command, pack, pack_to
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -1,8 +1,8 @@
 import pytest
 from pysyncobj import FAIL_REASON
 
-from consensus import NotLeader, NotWritten, OutcomeUnknown, QueueFull
-from consensus.errors import error_for_fail_reason
+from coordinator.consensus import NotLeader, NotWritten, OutcomeUnknown, QueueFull
+from coordinator.consensus.errors import error_for_fail_reason
 
 
 @pytest.mark.parametrize(

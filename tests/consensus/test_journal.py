@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from pysyncobj import pickle as pysyncobj_pickle
 
-from consensus.frames import frame_to_record, record_to_frame
-from consensus.journal import MAGIC, MsgpackJournal
+from coordinator.consensus.frames import frame_to_record, record_to_frame
+from coordinator.consensus.journal import MAGIC, MsgpackJournal
 
 
 def regular(payload: bytes, method_id: int = 0) -> bytes:

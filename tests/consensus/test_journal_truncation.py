@@ -12,8 +12,8 @@ from pathlib import Path
 
 from pysyncobj import pickle as pysyncobj_pickle
 
-from consensus.journal import MsgpackJournal
-from consensus.pysyncobj_log import _commit_cap
+from coordinator.consensus.journal import MsgpackJournal
+from coordinator.consensus.pysyncobj_log import _commit_cap
 
 
 def regular(payload: bytes) -> bytes:

@@ -5,7 +5,7 @@ from types import SimpleNamespace
 import pysyncobj.syncobj as syncobj_module
 from pysyncobj.syncobj import _RAFT_STATE
 
-from consensus.pysyncobj_log import _elect_soon_after_leader_loss
+from coordinator.consensus.pysyncobj_log import _elect_soon_after_leader_loss
 
 
 class _Raft:

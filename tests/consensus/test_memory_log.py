@@ -1,4 +1,4 @@
-from consensus import Applied, Command, InMemoryLog, LeadershipChange, NotLeader, Rejected, Rejection
+from coordinator.consensus import Applied, Command, InMemoryLog, LeadershipChange, NotLeader, Rejected, Rejection
 
 import pytest
 

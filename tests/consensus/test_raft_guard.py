@@ -8,8 +8,8 @@ import zlib
 import pysyncobj.pickle as pickle
 from pysyncobj.encryptor import getEncryptor
 
-from consensus.codec import ENTRY_BYTES_MAX
-from consensus.raft_guard import RAFT_FRAME_BYTES_MAX, RAFT_HELLO_FRAME_BYTES_MAX, _frames_verdict
+from coordinator.consensus.codec import ENTRY_BYTES_MAX
+from coordinator.consensus.raft_guard import RAFT_FRAME_BYTES_MAX, RAFT_HELLO_FRAME_BYTES_MAX, _frames_verdict
 
 
 def _frame(message, encryptor, rand_key) -> bytes:
@@ -75,7 +75,7 @@ def _reads(conn):
 def test_a_hello_and_a_big_frame_in_one_read_keep_the_connection():
     import socket
 
-    from consensus.raft_guard import _bound_reads
+    from coordinator.consensus.raft_guard import _bound_reads
 
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
@@ -101,7 +101,7 @@ def test_a_hello_and_a_big_frame_in_one_read_keep_the_connection():
 def test_an_unauthenticated_big_prefix_closes_at_once():
     import socket
 
-    from consensus.raft_guard import _bound_reads
+    from coordinator.consensus.raft_guard import _bound_reads
 
     ours, theirs = socket.socketpair()
     ours.setblocking(False)

@@ -3,7 +3,7 @@ import threading
 import pytest
 from pysyncobj import pickle as pysyncobj_pickle
 
-from consensus.snapshot import SnapshotHooks
+from coordinator.consensus.snapshot import SnapshotHooks
 
 
 def regular(payload: bytes) -> bytes:

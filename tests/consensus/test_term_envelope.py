@@ -1,6 +1,6 @@
 """The term envelope: an entry applies only in the term it was proposed in.
 
-See consensus.codec.encode_in_term and tests/chaos/test_simulation_ghost_entry.py
+See coordinator.consensus.codec.encode_in_term and tests/chaos/test_simulation_ghost_entry.py
 for the schedule that needed it.
 """
 
@@ -8,13 +8,13 @@ import threading
 
 import pytest
 
-from cluster.core.state import ClusterState
-from consensus import CodecError, Command, NotLeader, encode_command, pack
-from consensus.applier import STALE_TERM, Applier
-from consensus.batching import encode_batch
-from consensus.codec import COMMAND_FORMAT_VERSION, TERM_KIND, encode_in_term
-from consensus.port import Applied, Rejected
-from consensus.stats import LogStats
+from coordinator.cluster.core.state import ClusterState
+from coordinator.consensus import CodecError, Command, NotLeader, encode_command, pack
+from coordinator.consensus.applier import STALE_TERM, Applier
+from coordinator.consensus.batching import encode_batch
+from coordinator.consensus.codec import COMMAND_FORMAT_VERSION, TERM_KIND, encode_in_term
+from coordinator.consensus.port import Applied, Rejected
+from coordinator.consensus.stats import LogStats
 
 
 def put(n: int) -> bytes:
@@ -107,8 +107,8 @@ async def test_the_stamp_is_the_term_led_in_not_a_newer_one_seen_before_stepping
     node became leader in."""
     import asyncio
 
-    from consensus import PySyncObjLog
-    from consensus.codec import decode_command, decode_in_term
+    from coordinator.consensus import PySyncObjLog
+    from coordinator.consensus.codec import decode_command, decode_in_term
 
     log = PySyncObjLog(self_address="127.0.0.1:1", partner_addresses=[], secret="s" * 32,
                        data_dir=str(tmp_path), state_machine=ClusterState())

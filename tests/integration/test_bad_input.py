@@ -175,7 +175,7 @@ def _idle_connections(port: int, count: int, source: str) -> list[socket.socket]
 async def test_the_raft_port_closes_huge_frames_and_idle_connections_before_the_password(cluster):
     """Issue 12 item 4: a 2 GiB length prefix and 24 MiB of garbage are not
     buffered, idle connections are dropped, and the leader keeps its term."""
-    from consensus.raft_guard import RAFT_AUTH_TIMEOUT_S, RAFT_FOREIGN_PER_ADDRESS_MAX
+    from coordinator.consensus.raft_guard import RAFT_AUTH_TIMEOUT_S, RAFT_FOREIGN_PER_ADDRESS_MAX
 
     leader = await cluster.wait_leader()
     before = await cluster.cluster_view(leader)

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from cluster.bench.etcd import etcd_binary
+from coordinator.cluster.bench.etcd import etcd_binary
 
 pytestmark = pytest.mark.integration
 
@@ -18,7 +18,7 @@ KEYS = {"workload", "concurrency", "duration_s", "completed", "throughput_per_s"
 
 def bench(tmp_path, *args, timeout_s=120):
     report = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "cluster", "bench", *args, "--json", str(report)],
+    result = subprocess.run([sys.executable, "-m", "coordinator", "bench", *args, "--json", str(report)],
                             capture_output=True, text=True, timeout=timeout_s)
     print(result.stdout[-3000:], result.stderr[-3000:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from chaos import netns
+from coordinator.chaos import netns
 
 pytestmark = pytest.mark.integration
 
@@ -23,7 +23,7 @@ SPACING_S_MAX = 10.0
 RUN_TIMEOUT_S = DURATION_S + 120
 WHY_NO_PARTITION = netns.unavailable()
 COMMAND = [
-    sys.executable, "-m", "cluster", "chaos", "--duration", str(DURATION_S), "--seed", str(SEED), "--rate", "25",
+    sys.executable, "-m", "coordinator", "chaos", "--duration", str(DURATION_S), "--seed", str(SEED), "--rate", "25",
     "--faults", "kill,pause,restart-all,partition", "--aim", "leader",
     "--fault-interval", "4,7", "--partition-s", "2,4",
 ]

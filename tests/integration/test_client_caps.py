@@ -10,11 +10,11 @@ import aiohttp
 import grpc
 import pytest
 
-from client import Coordinator
-from client.grpc_gen import coordinator_pb2 as pb
-from client.grpc_gen import coordinator_pb2_grpc
-from cluster.core.limits import Limits
-from cluster.launcher.local import LocalCluster
+from coordinator.client import Coordinator
+from coordinator.client.grpc_gen import coordinator_pb2 as pb
+from coordinator.client.grpc_gen import coordinator_pb2_grpc
+from coordinator.cluster.core.limits import Limits
+from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,12 @@ import socket
 import grpc
 import pytest
 
-from chaos.orders import order_saga, participants
-from chaos.participants import Script, Vote
-from client import Conflict, Coordinator, InvalidRequest, NotFound, Saga, Service, SyncCoordinator, Timeout, Transaction, Unauthorized
-from client.grpc_gen import coordinator_pb2 as pb
-from client.grpc_gen import coordinator_pb2_grpc
-from cluster.launcher.local import LocalCluster
+from coordinator.chaos.orders import order_saga, participants
+from coordinator.chaos.participants import Script, Vote
+from coordinator.client import Conflict, Coordinator, InvalidRequest, NotFound, Saga, Service, SyncCoordinator, Timeout, Transaction, Unauthorized
+from coordinator.client.grpc_gen import coordinator_pb2 as pb
+from coordinator.client.grpc_gen import coordinator_pb2_grpc
+from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

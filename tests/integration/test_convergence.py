@@ -7,8 +7,8 @@ import time
 import aiohttp
 import pytest
 
-from chaos.orders import order_saga, participants
-from client import Coordinator
+from coordinator.chaos.orders import order_saga, participants
+from coordinator.client import Coordinator
 
 pytestmark = pytest.mark.integration
 

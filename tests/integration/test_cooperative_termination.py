@@ -6,8 +6,8 @@ import time
 import pytest
 from aiohttp import web
 
-from client import Coordinator
-from client.participant import CallbackHandler, MemoryStore, TerminationResolver, add_twopc_routes
+from coordinator.client import Coordinator
+from coordinator.client.participant import CallbackHandler, MemoryStore, TerminationResolver, add_twopc_routes
 
 pytestmark = pytest.mark.integration
 

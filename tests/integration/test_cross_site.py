@@ -6,7 +6,7 @@ allowed, and a request whose Host is a name the node does not have."""
 import aiohttp
 import pytest
 
-from client import Coordinator
+from coordinator.client import Coordinator
 
 pytestmark = pytest.mark.integration
 

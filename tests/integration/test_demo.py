@@ -9,7 +9,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_demo_runs_every_scenario_and_exits_0():
-    result = subprocess.run([sys.executable, "-m", "cluster", "demo"], capture_output=True, text=True, timeout=240)
+    result = subprocess.run([sys.executable, "-m", "coordinator", "demo"], capture_output=True, text=True, timeout=240)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     out = result.stdout
     assert "=> order-1 completed" in out

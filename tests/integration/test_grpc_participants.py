@@ -3,9 +3,9 @@ reached through the Participant service of the project's proto."""
 
 import pytest
 
-from chaos.orders import order_saga, participants
-from client import Coordinator
-from client.participant import BusinessFailure, MemoryStore, ParticipantServicer, serve_participant
+from coordinator.chaos.orders import order_saga, participants
+from coordinator.client import Coordinator
+from coordinator.client.participant import BusinessFailure, MemoryStore, ParticipantServicer, serve_participant
 
 pytestmark = pytest.mark.integration
 

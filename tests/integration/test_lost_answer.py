@@ -5,8 +5,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from chaos.orders import order_saga, participants
-from client import Coordinator
+from coordinator.chaos.orders import order_saga, participants
+from coordinator.client import Coordinator
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,9 @@ import time
 import aiohttp
 import pytest
 
-from chaos import netns
-from chaos.nemesis import Nemesis
-from cluster.launcher.local import LocalCluster
+from coordinator.chaos import netns
+from coordinator.chaos.nemesis import Nemesis
+from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from client import Coordinator
-from cluster.demo.banks import start_banks, transfer
+from coordinator.client import Coordinator
+from coordinator.cluster.demo.banks import start_banks, transfer
 
 pytestmark = pytest.mark.integration
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import aiohttp
 import pytest
 
-from client import Coordinator
+from coordinator.client import Coordinator
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ from what) - the check is the state machine's (cluster/stores/registry.py)."""
 
 import pytest
 
-from client import Conflict, Coordinator
+from coordinator.client import Conflict, Coordinator
 
 pytestmark = pytest.mark.integration
 

@@ -4,7 +4,7 @@ import os
 
 import pytest
 
-from cluster.launcher.local import LocalCluster, fast_raft
+from coordinator.cluster.launcher.local import LocalCluster, fast_raft
 
 pytestmark = pytest.mark.integration
 

@@ -5,9 +5,9 @@ import asyncio
 
 import pytest
 
-from chaos.orders import SERVICES, order_saga, participants
-from chaos.participants import Script, Slow, effects_by_key
-from client import Coordinator
+from coordinator.chaos.orders import SERVICES, order_saga, participants
+from coordinator.chaos.participants import Script, Slow, effects_by_key
+from coordinator.client import Coordinator
 
 pytestmark = pytest.mark.integration
 

@@ -6,11 +6,11 @@ import time
 
 import pytest
 
-from chaos.orders import order_saga, participants
-from chaos.participants import Flaky, Script, Slow
-from client import Coordinator, NotFound, Overloaded, Suspended
-from cluster.executor.executor import ExecutorSettings
-from cluster.launcher.local import LocalCluster
+from coordinator.chaos.orders import order_saga, participants
+from coordinator.chaos.participants import Flaky, Script, Slow
+from coordinator.client import Coordinator, NotFound, Overloaded, Suspended
+from coordinator.cluster.executor.executor import ExecutorSettings
+from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

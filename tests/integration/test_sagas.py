@@ -2,9 +2,9 @@
 
 import pytest
 
-from chaos.participants import Fail, Flaky, Script, Slow, effects_by_key
-from client import Conflict, Coordinator, InvalidRequest
-from chaos.orders import order_saga, participants
+from coordinator.chaos.participants import Fail, Flaky, Script, Slow, effects_by_key
+from coordinator.client import Conflict, Coordinator, InvalidRequest
+from coordinator.chaos.orders import order_saga, participants
 
 pytestmark = pytest.mark.integration
 

@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from client import Coordinator
-from client.participant import MemoryStore, participant_route, saga_participant
-from cluster.launcher.local import serve_on_loopback
+from coordinator.client import Coordinator
+from coordinator.client.participant import MemoryStore, participant_route, saga_participant
+from coordinator.cluster.launcher.local import serve_on_loopback
 
 pytestmark = pytest.mark.integration
 

@@ -6,9 +6,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from client import Coordinator
-from cluster.launcher.local import LocalCluster
-from cluster.core.netpolicy import ServicePolicy
+from coordinator.client import Coordinator
+from coordinator.cluster.launcher.local import LocalCluster
+from coordinator.cluster.core.netpolicy import ServicePolicy
 
 pytestmark = pytest.mark.integration
 

@@ -6,8 +6,8 @@ still counts it."""
 
 import pytest
 
-from cluster.core.limits import Limits
-from cluster.launcher.local import LocalCluster, fast_raft
+from coordinator.cluster.core.limits import Limits
+from coordinator.cluster.launcher.local import LocalCluster, fast_raft
 
 pytestmark = pytest.mark.integration
 

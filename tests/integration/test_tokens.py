@@ -3,8 +3,8 @@
 import aiohttp
 import pytest
 
-from client import Coordinator, Unauthorized
-from cluster.launcher.local import LocalCluster
+from coordinator.client import Coordinator, Unauthorized
+from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from chaos.participants import Flaky, Ok, Script, Slow, Vote, effects_by_key, start_recording_service
-from client import Conflict, Coordinator, InvalidRequest
+from coordinator.chaos.participants import Flaky, Ok, Script, Slow, Vote, effects_by_key, start_recording_service
+from coordinator.client import Conflict, Coordinator, InvalidRequest
 
 pytestmark = pytest.mark.integration
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from saga import (
+from coordinator.saga import (
     ActionStep, AwaitStep, DefinitionError, RetryPolicy, definition_from_dict,
     definition_to_dict, limits, parse_definition, same_definition, with_id,
 )
@@ -351,7 +351,7 @@ def test_any_input_is_parsed_or_rejected_with_a_definition_error(noise, data):
 
 
 def test_a_stored_definition_from_before_the_rule_still_loads():
-    from saga.definition import definition_from_dict
+    from coordinator.saga.definition import definition_from_dict
 
     raw = changed("steps.0.action.path", "/orders?fast=1")
     assert definition_from_dict(raw).steps[0].action.path == "/orders?fast=1"  # accepted once: must load

@@ -8,13 +8,13 @@ import json
 import msgpack
 import pytest
 
-from saga import (
+from coordinator.saga import (
     ActionFailed, ActionSucceeded, ActionUnknown, CompensationExhausted,
     CompensationSucceeded, DeadlineReached, Redrive, SignalReceived,
     event_from_dict, event_to_dict, parse_definition, start, state_from_dict,
     state_to_dict, step, to_api,
 )
-from saga.state import format_ms
+from coordinator.saga.state import format_ms
 
 T0_MS = 1_714_564_800_000  # 2024-05-01T12:00:00.000Z
 

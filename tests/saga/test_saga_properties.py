@@ -20,7 +20,7 @@ import msgpack
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
-from saga import (
+from coordinator.saga import (
     ActionFailed, ActionSucceeded, ActionUnknown, AwaitSignal, CallAction,
     CallCompensation, CompensationExhausted, CompensationSucceeded,
     DeadlineReached, Effect, Event, Finished, Redrive, SagaDefinition,

@@ -85,8 +85,7 @@ def test_files_and_functions_stay_small(path: pathlib.Path) -> None:
 
 
 def test_the_public_names_are_exported() -> None:
-    import saga
-
+    from coordinator import saga
     assert sorted(saga.__all__) == sorted(set(saga.__all__))
     for name in saga.__all__:
         assert hasattr(saga, name), name

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from saga import (
+from coordinator.saga import (
     ActionFailed, ActionSucceeded, ActionUnknown, AwaitSignal, CallAction,
     CallCompensation, CompensationExhausted, CompensationSucceeded,
     DeadlineReached, Effect, Event, Finished, Redrive, SagaState, SagaStatus,

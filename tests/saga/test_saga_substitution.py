@@ -7,7 +7,7 @@ import copy
 
 import pytest
 
-from saga import DefinitionError, SubstitutionError, parse_definition, substitute
+from coordinator.saga import DefinitionError, SubstitutionError, parse_definition, substitute
 
 OUTPUTS = {
     "orders": {"order_id": "o-7", "total": 42.5, "lines": [{"sku": "W-1"}, {"sku": "W-2"}],

@@ -7,7 +7,7 @@ import json
 import msgpack
 import pytest
 
-from twopc import (
+from coordinator.twopc import (
     Acknowledged,
     VoteReceived,
     format_ms,

@@ -7,14 +7,14 @@ import json
 
 import pytest
 
-from twopc import (
+from coordinator.twopc import (
     DefinitionError,
     definition_to_dict,
     parse_definition,
     same_definition,
     with_id,
 )
-from twopc import limits
+from coordinator.twopc import limits
 
 
 def participant(service: str = "inventory", **overrides: object) -> dict:
@@ -376,7 +376,7 @@ def test_dots_inside_a_segment_are_fine(path: str) -> None:
 
 
 def test_a_stored_definition_from_before_the_rule_still_loads() -> None:
-    from twopc import definition_from_dict
+    from coordinator.twopc import definition_from_dict
 
     raw = definition(participant(prepare={"path": "/p?x=1"}))
     assert definition_from_dict(raw).participants[0].prepare.path == "/p?x=1"

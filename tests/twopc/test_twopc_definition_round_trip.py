@@ -8,14 +8,14 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twopc import (
+from coordinator.twopc import (
     TransactionDefinition,
     definition_from_dict,
     definition_to_dict,
     parse_definition,
     same_definition,
 )
-from twopc import limits
+from coordinator.twopc import limits
 
 json_leaf = (
     st.none()

@@ -10,7 +10,7 @@ import msgpack
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from twopc import (
+from coordinator.twopc import (
     Acknowledged,
     CallAbort,
     CallCommit,
@@ -31,7 +31,7 @@ from twopc import (
     state_to_dict,
     step,
 )
-from twopc import limits
+from coordinator.twopc import limits
 
 CREATED_MS = 1_000
 SETTINGS = settings(max_examples=150, deadline=None, print_blob=True)

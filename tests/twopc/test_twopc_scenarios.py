@@ -11,7 +11,7 @@ from dataclasses import replace
 
 import pytest
 
-from twopc import (
+from coordinator.twopc import (
     Acknowledged,
     CallAbort,
     CallCommit,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from twopc import Tally, Vote, tally
+from coordinator.twopc import Tally, Vote, tally
 
 SERVICES = ("a", "b", "c")
 

@@ -1,0 +1,3 @@
+from coordinator.cluster.cli import main
+
+raise SystemExit(main())

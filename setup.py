@@ -1,0 +1,18 @@
+"""Packaging: the repository's folders installed under one package, ``coordinator``.
+
+pyproject.toml holds the metadata; this file only maps folders to
+subpackages (``client/`` -> ``coordinator.client`` and so on), which
+setuptools' declarative ``packages.find`` cannot do with a prefix.
+"""
+
+from setuptools import find_packages, setup
+
+FOLDERS = ("client", "cluster", "chaos", "saga", "twopc", "consensus")
+
+packages = ["coordinator"]
+package_dir = {"coordinator": "coordinator"}
+for folder in FOLDERS:
+    package_dir[f"coordinator.{folder}"] = folder
+    packages += [f"coordinator.{folder}", *(f"coordinator.{folder}.{sub}" for sub in find_packages(folder))]
+
+setup(packages=packages, package_dir=package_dir)
