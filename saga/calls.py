@@ -9,11 +9,11 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator, Mapping
 
-from coordinator.saga.definition import ActionStep, AwaitStep
-from coordinator.saga.events import AwaitSignal, CallAction, CallCompensation
-from coordinator.saga.jsonvalue import decode_json
-from coordinator.saga.state import SagaState
-from coordinator.saga.substitution import substitute
+from .definition import ActionStep, AwaitStep
+from .events import AwaitSignal, CallAction, CallCompensation
+from .jsonvalue import decode_json
+from .state import SagaState
+from .substitution import substitute
 
 
 class Outputs(Mapping[str, object]):

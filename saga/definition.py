@@ -25,10 +25,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from coordinator.saga import fields, limits
-from coordinator.saga.errors import DefinitionError
-from coordinator.saga.jsonvalue import decode_json
-from coordinator.saga.substitution import check_references
+from . import fields, limits
+from .errors import DefinitionError
+from .jsonvalue import decode_json
+from .substitution import check_references
 
 _ROOT_FIELDS = ("id", "steps", "timeout_s")
 _STEP_FIELDS = ("name", "service", "action", "compensation", "timeout_s", "retry", "await")

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
-from coordinator.saga.definition import RetryPolicy
-from coordinator.saga.state import SagaStatus
+from .definition import RetryPolicy
+from .state import SagaStatus
 
 # -- events -------------------------------------------------------------------
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import math
 import re
 
-from coordinator.saga import limits
-from coordinator.saga.errors import DefinitionError
-from coordinator.saga.jsonvalue import encode_bounded
+from . import limits
+from .errors import DefinitionError
+from .jsonvalue import encode_bounded
 
 ROOT = "definition"
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from coordinator.saga import limits
-from coordinator.saga.events import AwaitSignal, CallAction, Effect
-from coordinator.saga.state import (
+from . import limits
+from .events import AwaitSignal, CallAction, Effect
+from .state import (
     BACKWARD_STATES, FORWARD_STATES, SagaState, SagaStatus, StepStatus,
 )
 

@@ -17,27 +17,27 @@ for a saga without any event.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from coordinator.saga.evolve import evolve as replace
+from .evolve import evolve as replace
 
-from coordinator.saga import limits
-from coordinator.saga.calls import (
+from . import limits
+from .calls import (
     action_effect, await_deadline_ms, await_effect, compensation_effect,
     saga_deadline_ms,
 )
-from coordinator.saga.definition import ActionStep, AwaitStep, SagaDefinition
-from coordinator.saga.errors import SubstitutionError
-from coordinator.saga.events import (
+from .definition import ActionStep, AwaitStep, SagaDefinition
+from .errors import SubstitutionError
+from .events import (
     ActionFailed, ActionSucceeded, ActionUnknown, CompensationExhausted,
     CompensationSucceeded, DeadlineReached, Effect, Event, Finished, Redrive,
     SignalReceived,
 )
-from coordinator.saga.invariants import TO_COMPENSATE, check_state, check_transition
-from coordinator.saga.jsonvalue import encode_bounded
-from coordinator.saga.state import (
+from .invariants import TO_COMPENSATE, check_state, check_transition
+from .jsonvalue import encode_bounded
+from .state import (
     FORWARD_STATES, Failure, FailureReason, HistoryEvent, SagaState, SagaStatus,
     StepStatus,
 )
-from coordinator.saga.updates import (
+from .updates import (
     error_text, initial_state, is_count, is_index, record, running_action,
     update_step,
 )

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from enum import Enum
 
-from coordinator.saga.definition import SagaDefinition, definition_from_dict, definition_to_dict
-from coordinator.saga.jsonvalue import decode_json
+from .definition import SagaDefinition, definition_from_dict, definition_to_dict
+from .jsonvalue import decode_json
 
 
 class SagaStatus(str, Enum):

@@ -19,8 +19,8 @@ import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
 
-from coordinator.saga import limits
-from coordinator.saga.errors import DefinitionError, SubstitutionError
+from . import limits
+from .errors import DefinitionError, SubstitutionError
 
 REFERENCE_PREFIX = "${steps."
 REFERENCE_SUFFIX = "}"

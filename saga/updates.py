@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from coordinator.saga.evolve import evolve as replace
+from .evolve import evolve as replace
 
-from coordinator.saga import limits
-from coordinator.saga.definition import ActionStep, SagaDefinition
-from coordinator.saga.state import (
+from . import limits
+from .definition import ActionStep, SagaDefinition
+from .state import (
     FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus,
     StepState, StepStatus,
 )

@@ -9,8 +9,8 @@
 Time and ids enter only inside events and definitions, stamped by the leader.
 """
 
-from coordinator.twopc.codec import format_ms, state_from_dict, state_to_dict, to_api
-from coordinator.twopc.definition import (
+from .codec import format_ms, state_from_dict, state_to_dict, to_api
+from .definition import (
     ParticipantCall,
     ParticipantDefinition,
     TransactionDefinition,
@@ -20,9 +20,9 @@ from coordinator.twopc.definition import (
     same_definition,
     with_id,
 )
-from coordinator.twopc.errors import DefinitionError
-from coordinator.twopc.machine import next_deadline, pending_effects, start, step
-from coordinator.twopc.model import (
+from .errors import DefinitionError
+from .machine import next_deadline, pending_effects, start, step
+from .model import (
     Acknowledged,
     Call,
     CallAbort,
@@ -40,7 +40,7 @@ from coordinator.twopc.model import (
     TxStatus,
     VoteReceived,
 )
-from coordinator.twopc.tally import Tally, Vote, tally
+from .tally import Tally, Vote, tally
 
 __all__ = [
     # definitions

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from coordinator.twopc.definition import definition_from_dict, definition_to_dict
-from coordinator.twopc.model import (
+from .definition import definition_from_dict, definition_to_dict
+from .model import (
     Decision,
     HistoryRecord,
     ParticipantState,
@@ -20,7 +20,7 @@ from coordinator.twopc.model import (
     TxStatus,
     check_invariants,
 )
-from coordinator.twopc.tally import Vote
+from .tally import Vote
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 _RECORD_KEYS = ("at_ms", "event")

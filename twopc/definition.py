@@ -22,8 +22,8 @@ import math
 import re
 from dataclasses import dataclass, replace
 
-from coordinator.twopc import limits
-from coordinator.twopc.errors import DefinitionError
+from . import limits
+from .errors import DefinitionError
 
 _ROOT = "definition"
 _ROOT_FIELDS = ("id", "participants", "timeout_s")

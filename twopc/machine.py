@@ -20,12 +20,12 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from coordinator.twopc import limits
+from . import limits
 
 # The codec has its own module; re-exported here beside the machine.
-from coordinator.twopc.codec import state_from_dict, state_to_dict, to_api
-from coordinator.twopc.definition import TransactionDefinition
-from coordinator.twopc.model import (
+from .codec import state_from_dict, state_to_dict, to_api
+from .definition import TransactionDefinition
+from .model import (
     ACKNOWLEDGED_STATUS,
     DECIDED_STATUS,
     FINAL_STATUS,
@@ -48,7 +48,7 @@ from coordinator.twopc.model import (
     check_invariants,
     idempotency_key,
 )
-from coordinator.twopc.tally import Tally, Vote, tally
+from .tally import Tally, Vote, tally
 
 __all__ = [
     "start", "step", "pending_effects", "next_deadline",

@@ -16,9 +16,9 @@ import enum
 import json
 from dataclasses import dataclass
 
-from coordinator.twopc import limits
-from coordinator.twopc.definition import TransactionDefinition
-from coordinator.twopc.tally import Tally, Vote, tally
+from . import limits
+from .definition import TransactionDefinition
+from .tally import Tally, Vote, tally
 
 
 class TxStatus(enum.StrEnum):
