@@ -44,9 +44,7 @@ from typing import Any
 
 from coordinator.chaos.participants import Effect
 
-__all__ = [
-    "OUTCOMES", "Effect", "History", "NodeDigest", "Operation", "OperationHandle",
-]
+__all__ = ["OUTCOMES", "Effect", "History", "NodeDigest", "Operation", "OperationHandle"]
 
 OUTCOMES = ("ok", "fail", "unknown")
 HISTORY_FORMAT_VERSION = 1
@@ -90,11 +88,12 @@ class Operation:
         _check(self.outcome in OUTCOMES, f"operation outcome {self.outcome!r} not in {OUTCOMES}")
         _check(_is_time(self.invoke_s), f"operation {self.id}: invoke_s {self.invoke_s!r}")
         if self.complete_s is None:
-            _check(self.outcome == "unknown", f"operation {self.id}: only an unknown op "
-                   "may lack complete_s")
+            _check(self.outcome == "unknown", f"operation {self.id}: only an unknown op may lack complete_s")
         else:
-            _check(_is_time(self.complete_s) and self.complete_s >= self.invoke_s,
-                   f"operation {self.id}: complete_s {self.complete_s!r} before invoke_s")
+            _check(
+                _is_time(self.complete_s) and self.complete_s >= self.invoke_s,
+                f"operation {self.id}: complete_s {self.complete_s!r} before invoke_s",
+            )
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -194,18 +193,15 @@ class History:
 
     # -- recording ---------------------------------------------------------
 
-    def invoke(self, process: int | str, kind: str, key: str | None = None,
-               value: Any = None) -> OperationHandle:
+    def invoke(self, process: int | str, kind: str, key: str | None = None, value: Any = None) -> OperationHandle:
         self._check_room()
-        pending = Operation(self._next_id, process, kind, key, value,
-                            self._clock(), None, "unknown")
+        pending = Operation(self._next_id, process, kind, key, value, self._clock(), None, "unknown")
         self._next_id += 1
         self._pending[pending.id] = pending
         return OperationHandle(self, pending)
 
     def _complete(self, pending: Operation, outcome: str, result: Any) -> Operation:
-        _check(self._pending.get(pending.id) is pending,
-               f"operation {pending.id} was already completed")
+        _check(self._pending.get(pending.id) is pending, f"operation {pending.id} was already completed")
         complete_s = max(self._clock(), pending.invoke_s)
         done = dataclasses.replace(pending, complete_s=complete_s, outcome=outcome, result=result)
         del self._pending[pending.id]
@@ -236,28 +232,23 @@ class History:
         workflow_id = workflow.get("id") if workflow_id is None else workflow_id
         _check(isinstance(workflow_id, str), f"workflow id {workflow_id!r}")
         if workflow_id not in self.workflows_final:
-            _check(len(self.workflows_final) < WORKFLOWS_MAX,
-                   f"over WORKFLOWS_MAX ({WORKFLOWS_MAX}) workflows")
+            _check(len(self.workflows_final) < WORKFLOWS_MAX, f"over WORKFLOWS_MAX ({WORKFLOWS_MAX}) workflows")
         self.workflows_final[workflow_id] = dict(workflow)
 
-    def record_digest(self, node: str, digest: str | None, *,
-                      read_at_s: float | None = None) -> None:
+    def record_digest(self, node: str, digest: str | None, *, read_at_s: float | None = None) -> None:
         """A node's digest (None: it could not be read), read now by default."""
         at_s = self._clock() if read_at_s is None else read_at_s
         self._put_digest(node, NodeDigest(digest, at_s))
 
     def _put_digest(self, node: str, entry: NodeDigest) -> None:
         _check(isinstance(node, str), f"node id {node!r}")
-        _check(entry.digest is None or isinstance(entry.digest, str),
-               f"digest of {node} {entry.digest!r}")
-        _check(entry.read_at_s is None or _is_time(entry.read_at_s),
-               f"read_at_s of {node} {entry.read_at_s!r}")
+        _check(entry.digest is None or isinstance(entry.digest, str), f"digest of {node} {entry.digest!r}")
+        _check(entry.read_at_s is None or _is_time(entry.read_at_s), f"read_at_s of {node} {entry.read_at_s!r}")
         if node not in self.node_digests:
             _check(len(self.node_digests) < NODES_MAX, f"over NODES_MAX ({NODES_MAX}) nodes")
         self.node_digests[node] = entry
 
-    def record_fault(self, kind: str, node: str | None = None, *,
-                     at_s: float | None = None, **details: Any) -> None:
+    def record_fault(self, kind: str, node: str | None = None, *, at_s: float | None = None, **details: Any) -> None:
         _check(len(self.faults) < FAULTS_MAX, f"over FAULTS_MAX ({FAULTS_MAX}) faults")
         at_s = self._clock() if at_s is None else at_s
         self.faults.append(_fault({"at_s": at_s, "kind": kind, "node": node, **details}))
@@ -296,8 +287,7 @@ class History:
     def from_json(raw: Mapping[str, Any], *, clock: Clock = time.monotonic) -> History:
         _check(isinstance(raw, Mapping), "a history must be an object")
         version = raw.get("version")
-        _check(version == HISTORY_FORMAT_VERSION,
-               f"history version {version!r}, expected {HISTORY_FORMAT_VERSION}")
+        _check(version == HISTORY_FORMAT_VERSION, f"history version {version!r}, expected {HISTORY_FORMAT_VERSION}")
         digests = raw.get("node_digests", {})
         _check(isinstance(digests, Mapping), "node_digests must be an object")
         node_digests: dict[str, NodeDigest] = {}

@@ -60,8 +60,15 @@ from typing import Any
 from coordinator.chaos.history import Operation
 
 __all__ = [
-    "CACHE_ENTRIES_MAX", "FAIL", "PASS", "REGISTER_KINDS", "UNKNOWN", "KeyVerdict",
-    "check_register", "combined_verdict", "register_operations",
+    "CACHE_ENTRIES_MAX",
+    "FAIL",
+    "PASS",
+    "REGISTER_KINDS",
+    "UNKNOWN",
+    "KeyVerdict",
+    "check_register",
+    "combined_verdict",
+    "register_operations",
 ]
 
 PASS, FAIL, UNKNOWN = "pass", "fail", "unknown"
@@ -128,8 +135,7 @@ def _observed(operations: list[Operation]) -> list[Operation]:
     """Without the unknown writes whose value no read returns."""
     read = {_canonical(op.result) for op in operations if op.kind == GET}
     return [
-        op for op in operations
-        if op.outcome == "ok" or _canonical(None if op.kind == DELETE else op.value) in read
+        op for op in operations if op.outcome == "ok" or _canonical(None if op.kind == DELETE else op.value) in read
     ]
 
 
@@ -148,8 +154,7 @@ class _Search:
     main list, unknown writes' calls in their own; entries are numbered in
     time order, 0 heads both lists and -1 ends them."""
 
-    def __init__(self, operations: list[Operation], deadline_s: float, clock: Clock,
-                 cache_entries_max: int) -> None:
+    def __init__(self, operations: list[Operation], deadline_s: float, clock: Clock, cache_entries_max: int) -> None:
         self.operations = operations
         self.deadline_s = deadline_s
         self.clock = clock
@@ -157,8 +162,7 @@ class _Search:
         self.is_read = [op.kind == GET for op in operations]
         # Per operation: the value it writes (puts, deletes) or must read (gets).
         self.canonical = [
-            None if op.kind == DELETE else _canonical(op.result if op.kind == GET else op.value)
-            for op in operations
+            None if op.kind == DELETE else _canonical(op.result if op.kind == GET else op.value) for op in operations
         ]
         self.has_return = [op.outcome == "ok" for op in operations]
         self._build_lists()
@@ -301,7 +305,7 @@ class _Search:
             "key": blocked.key,
             "blocked": blocked.id,
             "message": f"operation {blocked.id} ({blocked.kind}) cannot take effect by its "
-                       f"completion, in any order of the {len(prefix)} operations invoked by then",
+            f"completion, in any order of the {len(prefix)} operations invoked by then",
             "operations": [op.to_json() for op in prefix[-FAILURE_OPERATIONS_MAX:]],
             "operations_omitted": max(0, len(prefix) - FAILURE_OPERATIONS_MAX),
             "longest_linearization": [self.operations[i].id for i in longest_order],

@@ -94,10 +94,11 @@ class Nemesis:
     async def leader(self, among: list[str] | None = None) -> str | None:
         """The node that says it leads at the highest term (a cut-off old
         leader may still say so at a lower one), or None."""
+
         async def view(node_id: str) -> dict | None:
             try:
                 return await asyncio.wait_for(self.cluster.cluster_view(node_id), VIEW_TIMEOUT_S)
-            except asyncio.TimeoutError:  # a paused node
+            except TimeoutError:  # a paused node
                 return None
 
         views = await asyncio.gather(*(view(i) for i in among or self.cluster.ids))

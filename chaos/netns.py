@@ -56,7 +56,9 @@ class NetnsError(RuntimeError):
 
 def _run(argv: Sequence[str], *, check: bool = True) -> subprocess.CompletedProcess:
     try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        done = subprocess.run(
+            list(argv), capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S, stdin=subprocess.DEVNULL
+        )
     except (OSError, subprocess.TimeoutExpired) as error:
         raise NetnsError(f"{' '.join(argv)}: {error}") from None
     if check and done.returncode != 0:
@@ -103,7 +105,10 @@ def remove_leftovers(pid: int) -> list[str]:
     and did not remove (it was killed); the names removed."""
     removed = []
     for namespace in _namespaces():
-        if namespace.startswith(_namespace_prefix(pid)) and _run(["ip", "netns", "delete", namespace], check=False).returncode == 0:
+        if (
+            namespace.startswith(_namespace_prefix(pid))
+            and _run(["ip", "netns", "delete", namespace], check=False).returncode == 0
+        ):
             removed.append(namespace)
     for link in _links():
         if link.startswith(_link_prefix(pid)) and _run(["ip", "link", "delete", link], check=False).returncode == 0:
@@ -252,8 +257,28 @@ class Network:
         _run([*tc, "class", "add", "dev", device, "parent", "1:", "classid", DROP_CLASS, "htb", "rate", PASS_RATE])
         _run([*tc, "qdisc", "add", "dev", device, "parent", DROP_CLASS, "handle", "2:", "pfifo", "limit", "0"])
         for peer in peers:
-            _run([*tc, "filter", "add", "dev", device, "parent", "1:", "protocol", "ip", "prio", "1",
-                  "u32", "match", "ip", direction, f"{peer}/32", "flowid", DROP_CLASS])
+            _run(
+                [
+                    *tc,
+                    "filter",
+                    "add",
+                    "dev",
+                    device,
+                    "parent",
+                    "1:",
+                    "protocol",
+                    "ip",
+                    "prio",
+                    "1",
+                    "u32",
+                    "match",
+                    "ip",
+                    direction,
+                    f"{peer}/32",
+                    "flowid",
+                    DROP_CLASS,
+                ]
+            )
 
     def isolate(self, node_id: str) -> list[str]:
         """Drop all traffic between ``node_id`` and the other nodes, both ways;
@@ -285,7 +310,9 @@ class Network:
             _run([*tc, "qdisc", "del", "dev", device, "root"], check=False)  # fails when there is none
             shown = _run([*tc, "qdisc", "show", "dev", device]).stdout
             if " htb " in f" {shown} ":
-                raise NetnsError(f"{' '.join(tc)} qdisc del dev {device} root: the partition is still there: {shown.strip()}")
+                raise NetnsError(
+                    f"{' '.join(tc)} qdisc del dev {device} root: the partition is still there: {shown.strip()}"
+                )
 
     def heal_all(self) -> None:
         for node_id in list(self.isolated):

@@ -42,10 +42,38 @@ def order_saga(saga_id: str | None = None, *, timeout_s: float = 2, attempts: in
 
     definition = {
         "steps": [
-            step("create-order", "orders", "/orders", {"sku": "W-1", "qty": 3}, "/orders/cancel", {"order": "${steps.create-order.output.id}"}),
-            step("reserve", "inventory", "/reservations", {"sku": "W-1", "qty": 3}, "/reservations/release", {"reservation": "${steps.reserve.output.id}"}),
-            step("charge", "payments", "/charges", {"amount": 30, "order": "${steps.create-order.output.id}"}, "/charges/refund", {"charge": "${steps.charge.output.id}"}),
-            step("ship", "shipping", "/shipments", {"order": "${steps.create-order.output.id}"}, "/shipments/cancel", {"shipment": "${steps.ship.output.id}"}),
+            step(
+                "create-order",
+                "orders",
+                "/orders",
+                {"sku": "W-1", "qty": 3},
+                "/orders/cancel",
+                {"order": "${steps.create-order.output.id}"},
+            ),
+            step(
+                "reserve",
+                "inventory",
+                "/reservations",
+                {"sku": "W-1", "qty": 3},
+                "/reservations/release",
+                {"reservation": "${steps.reserve.output.id}"},
+            ),
+            step(
+                "charge",
+                "payments",
+                "/charges",
+                {"amount": 30, "order": "${steps.create-order.output.id}"},
+                "/charges/refund",
+                {"charge": "${steps.charge.output.id}"},
+            ),
+            step(
+                "ship",
+                "shipping",
+                "/shipments",
+                {"order": "${steps.create-order.output.id}"},
+                "/shipments/cancel",
+                {"shipment": "${steps.ship.output.id}"},
+            ),
         ]
     }
     if saga_id is not None:

@@ -55,9 +55,24 @@ from yarl import URL
 from coordinator.client.participant import MemoryStore, participant_route, saga_participant
 
 __all__ = [
-    "Chaos", "Effect", "Fail", "Flaky", "Ok", "RecordingService", "RequestRecord", "Rule",
-    "RunningService", "Script", "Slow", "Vote", "deterministic_id", "duplicate_effects",
-    "effects_by_key", "fetch_effects", "put_script", "start_recording_service",
+    "Chaos",
+    "Effect",
+    "Fail",
+    "Flaky",
+    "Ok",
+    "RecordingService",
+    "RequestRecord",
+    "Rule",
+    "RunningService",
+    "Script",
+    "Slow",
+    "Vote",
+    "deterministic_id",
+    "duplicate_effects",
+    "effects_by_key",
+    "fetch_effects",
+    "put_script",
+    "start_recording_service",
 ]
 
 SERVICE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -106,8 +121,10 @@ class Flaky:
     status: int = 503
 
     def __post_init__(self) -> None:
-        _check(_within(self.failures, 0, FLAKY_FAILURES_MAX, True),
-               f"Flaky.failures must be 0..{FLAKY_FAILURES_MAX} (FLAKY_FAILURES_MAX)")
+        _check(
+            _within(self.failures, 0, FLAKY_FAILURES_MAX, True),
+            f"Flaky.failures must be 0..{FLAKY_FAILURES_MAX} (FLAKY_FAILURES_MAX)",
+        )
         _check(_within(self.status, 400, 599, True), "Flaky.status must be 400..599")
 
 
@@ -138,16 +155,16 @@ class Chaos:
     def __post_init__(self) -> None:
         _check(_within(self.seed, -(2**63), 2**63 - 1, True), "Chaos.seed must be an integer")
         rates_ok = _within(self.error_rate, 0, 1) and _within(self.slow_rate, 0, 1)
-        _check(rates_ok and self.error_rate + self.slow_rate <= 1,
-               "Chaos rates must be 0..1 and error_rate + slow_rate <= 1")
+        _check(
+            rates_ok and self.error_rate + self.slow_rate <= 1,
+            "Chaos rates must be 0..1 and error_rate + slow_rate <= 1",
+        )
         _check(_within(self.slow_s, 0, DELAY_S_MAX), f"Chaos.slow_s must be 0..{DELAY_S_MAX}")
         _check(_within(self.error_status, 400, 599, True), "Chaos.error_status must be 400..599")
 
 
 Rule = Ok | Fail | Flaky | Slow | Vote | Chaos
-_RULE_NAMES: dict[str, type] = {
-    "ok": Ok, "fail": Fail, "flaky": Flaky, "slow": Slow, "vote": Vote, "chaos": Chaos,
-}
+_RULE_NAMES: dict[str, type] = {"ok": Ok, "fail": Fail, "flaky": Flaky, "slow": Slow, "vote": Vote, "chaos": Chaos}
 
 
 def rule_to_json(rule: Rule) -> dict[str, Any]:
@@ -266,9 +283,7 @@ async def _json_body(request: web.Request) -> Any:
 class RecordingService:
     """A scripted participant that records its effects and requests."""
 
-    def __init__(
-        self, name: str, script: Script | None = None, *, records_max: int = RECORDS_MAX_DEFAULT
-    ) -> None:
+    def __init__(self, name: str, script: Script | None = None, *, records_max: int = RECORDS_MAX_DEFAULT) -> None:
         _check(SERVICE_NAME_PATTERN.fullmatch(name) is not None, f"bad service name {name!r}")
         assert records_max > 0
         self.name = name
@@ -335,10 +350,16 @@ class RecordingService:
         finally:
             self.requests.append(
                 RequestRecord(
-                    at_s, self.name, request.method, request.path,
+                    at_s,
+                    self.name,
+                    request.method,
+                    request.path,
                     request.headers.get("Idempotency-Key"),
                     request.headers.get("Coordinator-Fence"),
-                    body, status, replayed, time.monotonic() - at_s,
+                    body,
+                    status,
+                    replayed,
+                    time.monotonic() - at_s,
                 )
             )
 
@@ -362,8 +383,15 @@ class RecordingService:
             self._effect_keys.add(key)
             self.effects.append(
                 Effect(
-                    time.monotonic(), self.name, request.method, path, key,
-                    request.headers.get("Coordinator-Fence"), kind_of(key), body, output,
+                    time.monotonic(),
+                    self.name,
+                    request.method,
+                    path,
+                    key,
+                    request.headers.get("Coordinator-Fence"),
+                    kind_of(key),
+                    body,
+                    output,
                 )
             )
         return web.json_response(output, status=status)
@@ -412,9 +440,7 @@ class RecordingService:
         raise AssertionError(f"not a rule: {rule!r}")
 
     def _ok(self, key: str, output: Mapping[str, Any] | None) -> dict[str, Any]:
-        base: dict[str, Any] = {
-            "service": self.name, "key": key, "id": deterministic_id(self.name, key)
-        }
+        base: dict[str, Any] = {"service": self.name, "key": key, "id": deterministic_id(self.name, key)}
         if kind_of(key) == "prepare":
             base["vote"] = "yes"
         return {**base, **(output or {})}

@@ -32,7 +32,7 @@ from coordinator.cluster.launcher.local import LocalCluster
 from . import netns
 from .checkers import render_table, report_json, run_all, run_passed
 from .history import History
-from .nemesis import AIMS, FAULTS, Nemesis
+from .nemesis import Nemesis
 from .orders import SERVICES
 from .participants import Chaos, Fail, Script, Vote, start_recording_service
 from .workload import Workload
@@ -67,7 +67,9 @@ def _say(text: str, end: str = "\n") -> None:
 def _scripts(seed: int) -> dict[str, Script]:
     flaky = Chaos(seed=seed, error_rate=0.05, slow_rate=0.05, slow_s=0.3)
     scripts = {name: Script(default=flaky) for name in SERVICES}
-    scripts["payments"] = scripts["payments"].with_path("/charges/declined", Fail(status=402)).with_path("/prepare-no", Vote("no"))
+    scripts["payments"] = (
+        scripts["payments"].with_path("/charges/declined", Fail(status=402)).with_path("/prepare-no", Vote("no"))
+    )
     return scripts
 
 
@@ -76,8 +78,11 @@ async def _progress(history: History, nemesis: Nemesis, cluster: LocalCluster, s
         await asyncio.sleep(1.0)
         counts = history.outcome_counts()
         leader = await nemesis.leader() or "-"
-        _say(f"\r{time.monotonic() - started:5.1f}s  ops ok {counts.get('ok', 0)} fail {counts.get('fail', 0)} "
-             f"unknown {counts.get('unknown', 0)}  faults {len(nemesis.log)}  leader {leader}   ", end="")
+        _say(
+            f"\r{time.monotonic() - started:5.1f}s  ops ok {counts.get('ok', 0)} fail {counts.get('fail', 0)} "
+            f"unknown {counts.get('unknown', 0)}  faults {len(nemesis.log)}  leader {leader}   ",
+            end="",
+        )
 
 
 async def _failover_probe(client: Coordinator, nemesis: Nemesis, until: float, failover_ms: list[float]) -> None:
@@ -100,6 +105,7 @@ async def _failover_probe(client: Coordinator, nemesis: Nemesis, until: float, f
 async def _settle(client: Coordinator, workload: Workload, history: History) -> None:
     """Once faults stop: every workflow reaches a terminal state (bounded),
     recorded as it ends (the lists read afterwards stop at LIST_LIMIT)."""
+
     async def finish(kind: str, workflow_id: str) -> None:
         with contextlib.suppress(CoordinatorError):
             if kind == "saga":
@@ -108,7 +114,9 @@ async def _settle(client: Coordinator, workload: Workload, history: History) -> 
                 workflow = await client.wait_transaction(workflow_id, timeout=SETTLE_S_MAX)
             history.record_workflow(workflow.raw)
 
-    await asyncio.gather(*(finish("saga", i) for i in workload.sagas), *(finish("tx", i) for i in workload.transactions))
+    await asyncio.gather(
+        *(finish("saga", i) for i in workload.sagas), *(finish("tx", i) for i in workload.transactions)
+    )
 
 
 async def _digests(cluster: LocalCluster, history: History) -> None:
@@ -119,16 +127,22 @@ async def _digests(cluster: LocalCluster, history: History) -> None:
             try:
                 response = await cluster.request("GET", node_id, "/v1/cluster?digest=true")
                 views[node_id] = response.json if response.status == 200 else None
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 views[node_id] = None
         digests = {node_id: view and view.get("state_digest") for node_id, view in views.items()}
         if (None not in digests.values() and len(set(digests.values())) == 1) or time.monotonic() > deadline:
             break
         await asyncio.sleep(0.2)
     if len(set(digests.values())) != 1:
-        _say("chaos: the nodes' digests differ: " + ", ".join(
-            f"{node_id} {view.get('role')} term {view.get('term')} commit {view.get('commit_index')} applied {view.get('state_applied_index')} digest {str(view.get('state_digest'))[:12]}"
-            if view else f"{node_id} unreachable" for node_id, view in views.items()))
+        _say(
+            "chaos: the nodes' digests differ: "
+            + ", ".join(
+                f"{node_id} {view.get('role')} term {view.get('term')} commit {view.get('commit_index')} applied {view.get('state_applied_index')} digest {str(view.get('state_digest'))[:12]}"
+                if view
+                else f"{node_id} unreachable"
+                for node_id, view in views.items()
+            )
+        )
     for node_id, digest in digests.items():
         history.record_digest(node_id, digest)
 
@@ -163,14 +177,18 @@ def _sigterm_cancels():
 
 async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
     rng = random.Random(settings.seed)
-    _say(f"chaos: seed {settings.seed}, {settings.nodes} nodes, {settings.duration_s:g} s, faults {','.join(settings.faults)}, "
-         f"aim {settings.aim}")
+    _say(
+        f"chaos: seed {settings.seed}, {settings.nodes} nodes, {settings.duration_s:g} s, faults {','.join(settings.faults)}, "
+        f"aim {settings.aim}"
+    )
     network, skipped = _network(settings)
     for fault, reason in skipped.items():
         _say(f"chaos: skipping {fault}: {reason}")
     if network is not None:
-        _say(f"chaos: nodes in network namespaces {', '.join(map(network.namespace, network.node_ids))}, "
-             f"bridge {network.bridge} {network.subnet}")
+        _say(
+            f"chaos: nodes in network namespaces {', '.join(map(network.namespace, network.node_ids))}, "
+            f"bridge {network.bridge} {network.subnet}"
+        )
     history = History()
     failover_ms: list[float] = []
     try:
@@ -195,15 +213,24 @@ async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
     return passed, report
 
 
-async def _run(settings: ChaosSettings, rng: random.Random, network: netns.Network | None, skipped: dict[str, str],
-               history: History, failover_ms: list[float]) -> float:
+async def _run(
+    settings: ChaosSettings,
+    rng: random.Random,
+    network: netns.Network | None,
+    skipped: dict[str, str],
+    history: History,
+    failover_ms: list[float],
+) -> float:
     """Cluster, participants, workload and nemesis; the history filled; the
     seconds from the start of the faults to the end of the checks' inputs."""
     host = network.bridge_address if network is not None else "127.0.0.1"
     with tempfile.TemporaryDirectory(prefix="coordinator-chaos-") as root:
         cluster = LocalCluster(
-            Path(root) / "cluster", nodes=settings.nodes, base_port=settings.base_port,
-            hosts=network.hosts() if network else None, launch_prefixes=network.launch_prefixes() if network else None,
+            Path(root) / "cluster",
+            nodes=settings.nodes,
+            base_port=settings.base_port,
+            hosts=network.hosts() if network else None,
+            launch_prefixes=network.launch_prefixes() if network else None,
         )
         services = {}
         try:
@@ -212,16 +239,33 @@ async def _run(settings: ChaosSettings, rng: random.Random, network: netns.Netwo
             cluster.start()
             await cluster.wait_leader()
             endpoints = [cluster.url(i) for i in cluster.ids]
-            async with Coordinator(endpoints, attempts=3, timeout_s=5, retry_budget_s=8) as client, \
-                    Coordinator(endpoints, attempts=30, timeout_s=10, retry_budget_s=120) as patient:
+            async with (
+                Coordinator(endpoints, attempts=3, timeout_s=5, retry_budget_s=8) as client,
+                Coordinator(endpoints, attempts=30, timeout_s=10, retry_budget_s=120) as patient,
+            ):
                 for name, service in services.items():
                     await patient.put_service(name, service.url)
                 started = time.monotonic()
                 until = started + settings.duration_s
-                nemesis = Nemesis(cluster, random.Random(rng.random()), settings.faults, settings.fault_interval_s, started,
-                                  network=network, aim=settings.aim, partition_s=settings.partition_s, skipped=skipped,
-                                  services=services)
-                workload = Workload(client, history, random.Random(rng.random()), rate_per_s=settings.rate_per_s, processes=settings.processes)
+                nemesis = Nemesis(
+                    cluster,
+                    random.Random(rng.random()),
+                    settings.faults,
+                    settings.fault_interval_s,
+                    started,
+                    network=network,
+                    aim=settings.aim,
+                    partition_s=settings.partition_s,
+                    skipped=skipped,
+                    services=services,
+                )
+                workload = Workload(
+                    client,
+                    history,
+                    random.Random(rng.random()),
+                    rate_per_s=settings.rate_per_s,
+                    processes=settings.processes,
+                )
                 try:
                     await asyncio.gather(
                         workload.run(until),

@@ -54,15 +54,21 @@ class WorkloadMix:
         tx_id = self._next_id("tx")
         no_vote = self.rng.random() < 0.2 if no_vote is None else no_vote
         participants = [
-            {"service": s, "prepare": {"path": "/prepare-no" if (no_vote and s == "payments") else "/prepare"},
-             "commit": {"path": "/commit"}, "abort": {"path": "/abort"}}
+            {
+                "service": s,
+                "prepare": {"path": "/prepare-no" if (no_vote and s == "payments") else "/prepare"},
+                "commit": {"path": "/commit"},
+                "abort": {"path": "/abort"},
+            }
             for s in ("inventory", "payments", "shipping")
         ]
         return tx_id, {"id": tx_id, "participants": participants, "timeout_s": 5}
 
 
 class Workload(WorkloadMix):
-    def __init__(self, client: Coordinator, history: History, rng: random.Random, *, rate_per_s: float, processes: int) -> None:
+    def __init__(
+        self, client: Coordinator, history: History, rng: random.Random, *, rate_per_s: float, processes: int
+    ) -> None:
         super().__init__(rng, rate_per_s=rate_per_s, processes=processes)
         self.client = client
         self.history = history
@@ -99,7 +105,9 @@ class Workload(WorkloadMix):
             await self._record(process, "submit_tx", tx_id, definition, lambda: _id(c.submit_transaction(definition)))
         elif roll < 0.55 and self.awaiting:
             saga_id = self.awaiting.pop(self.rng.randrange(len(self.awaiting)))
-            await self._record(process, "signal", saga_id, {"ok": True}, lambda: c.signal_saga(saga_id, "approved", {"ok": True}))
+            await self._record(
+                process, "signal", saga_id, {"ok": True}, lambda: c.signal_saga(saga_id, "approved", {"ok": True})
+            )
         else:
             key = self.rng.choice(REGISTRY_KEYS)
             op = self.rng.random()

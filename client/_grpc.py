@@ -38,7 +38,9 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
     if operation == "cluster":
         return "Cluster", pb.ClusterRequest()
     if operation == "put_service":
-        request = pb.PutServiceRequest(name=args["name"], definition_json=json.dumps(args["body"]), force=args.get("force", False))
+        request = pb.PutServiceRequest(
+            name=args["name"], definition_json=json.dumps(args["body"]), force=args.get("force", False)
+        )
         return "PutService", request
     if operation == "get_service":
         return "GetService", pb.GetServiceRequest(name=args["name"])
@@ -68,7 +70,9 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
 class GrpcTransport(Transport):
     """Over gRPC: :mod:`coordinator.client._transport` says what a transport does."""
 
-    def __init__(self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None) -> None:
+    def __init__(
+        self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None
+    ) -> None:
         super().__init__(endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token)
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channels: OrderedDict[str, tuple[grpc.aio.Channel, coordinator_pb2_grpc.CoordinatorStub]] = OrderedDict()
@@ -77,7 +81,9 @@ class GrpcTransport(Transport):
 
     async def _cluster_view(self, target: str) -> Any:
         try:
-            reply = await self._stub(target).Cluster(pb.ClusterRequest(), timeout=self.timeout_s, metadata=self._metadata)
+            reply = await self._stub(target).Cluster(
+                pb.ClusterRequest(), timeout=self.timeout_s, metadata=self._metadata
+            )
         except grpc.aio.AioRpcError as exc:
             raise error_from_grpc(exc) from None
         return json.loads(reply.object_json)
@@ -116,7 +122,9 @@ class GrpcTransport(Transport):
         target = endpoint
         for _ in range(REDIRECTS_MAX + 1):
             try:
-                reply = await getattr(self._stub(target), rpc)(message, timeout=timeout_s or self.timeout_s, metadata=metadata)
+                reply = await getattr(self._stub(target), rpc)(
+                    message, timeout=timeout_s or self.timeout_s, metadata=metadata
+                )
             except grpc.aio.AioRpcError as exc:
                 error = error_from_grpc(exc)
                 if isinstance(error, NotLeader) and error.leader:
@@ -128,7 +136,9 @@ class GrpcTransport(Transport):
             return json.loads(reply.object_json), target
         raise NotLeader(f"{rpc}: more than {REDIRECTS_MAX} redirects")
 
-    async def watch(self, kind: str, workflow_id: str, *, timeout_s: float | None, every_change: bool) -> AsyncIterator[dict]:
+    async def watch(
+        self, kind: str, workflow_id: str, *, timeout_s: float | None, every_change: bool
+    ) -> AsyncIterator[dict]:
         """The Watch stream; on a break, reopened (the leader it named, or the
         next endpoint after a backoff) until ``attempts`` tries in a row fail.
         Every event is yielded (``every_change`` is how the stream works)."""

@@ -77,7 +77,9 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
 class HttpTransport(Transport):
     """Over HTTP: :mod:`coordinator.client._transport` says what a transport does."""
 
-    def __init__(self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None) -> None:
+    def __init__(
+        self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None
+    ) -> None:
         super().__init__(endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token)
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
@@ -113,7 +115,13 @@ class HttpTransport(Transport):
             self._session = None
 
     async def send(
-        self, base: str, method: str, path: str, body: Any, timeout_s: float | None = None, request_id: str | None = None
+        self,
+        base: str,
+        method: str,
+        path: str,
+        body: Any,
+        timeout_s: float | None = None,
+        request_id: str | None = None,
     ) -> tuple[int, Any, str]:
         """One request to ``base``, following 307; (status, JSON, final URL).
         ``request_id`` goes as ``Idempotency-Key`` (registry writes)."""
@@ -153,7 +161,9 @@ class HttpTransport(Transport):
         _, data, url = await self.send(endpoint, method, path, body, timeout_s, args.get("request"))
         return data, _base(url)
 
-    async def request_path(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> tuple[int, Any]:
+    async def request_path(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None
+    ) -> tuple[int, Any]:
         """Any request of the HTTP API, with the retries of :meth:`request`."""
 
         async def send(endpoint: str) -> tuple[tuple[int, Any], str]:
@@ -162,7 +172,9 @@ class HttpTransport(Transport):
 
         return await self.with_retries(send, f"{method} {path}")
 
-    async def watch(self, kind: str, workflow_id: str, *, timeout_s: float | None, every_change: bool) -> AsyncIterator[dict]:
+    async def watch(
+        self, kind: str, workflow_id: str, *, timeout_s: float | None, every_change: bool
+    ) -> AsyncIterator[dict]:
         """Long polls: ``?wait`` until terminal, with ``&since`` for every change."""
         loop = asyncio.get_running_loop()
         deadline = None if timeout_s is None else loop.time() + timeout_s

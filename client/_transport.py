@@ -23,7 +23,13 @@ import random
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
-from tenacity import AsyncRetrying, retry_if_exception_type, stop_after_attempt, stop_after_delay, wait_random_exponential
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
 
 from .errors import CoordinatorError, NoLeader, NotFound, NotLeader, OutcomeUnknown, Timeout, Unavailable
 from .types import SAGA_TERMINAL_STATES, TRANSACTION_TERMINAL_STATES
@@ -70,7 +76,9 @@ def backoff_s(failures: int) -> float:
 
 
 class Transport:
-    def __init__(self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None) -> None:
+    def __init__(
+        self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None
+    ) -> None:
         self.endpoints = [self.normalise(e) for e in endpoints]
         if not self.endpoints:
             raise ValueError("at least one endpoint is required")
@@ -142,7 +150,9 @@ class Transport:
 
     @staticmethod
     def foreign_redirect(what: str, current: str, target: str) -> NotLeader:
-        return NotLeader(f"{what}: {current} redirected to {target[:200]!r}, which is not a node of this cluster; not followed")
+        return NotLeader(
+            f"{what}: {current} redirected to {target[:200]!r}, which is not a node of this cluster; not followed"
+        )
 
     async def request_at(self, endpoint: str, operation: str, args: dict) -> Any:
         """One call to ``endpoint`` (following the leader it names), no retries."""
@@ -154,7 +164,9 @@ class Transport:
         first) while they answer a retryable error, then all again after a
         backoff while attempts and budget last."""
         assert operation in OPERATIONS and set(args) <= set(OPERATIONS[operation]), (operation, args)
-        return await self.with_retries(lambda endpoint: self._send_once(endpoint, operation, args, timeout_s), operation)
+        return await self.with_retries(
+            lambda endpoint: self._send_once(endpoint, operation, args, timeout_s), operation
+        )
 
     async def with_retries(self, send: Callable[[str], Awaitable[tuple[Any, str]]], what: str) -> Any:
         """``send(endpoint)`` -> (answer, endpoint that answered), retried as :meth:`request` says."""

@@ -25,6 +25,7 @@ from typing import Any
 
 from coordinator import saga as saga_model
 from coordinator import twopc as twopc_model
+
 from .errors import InvalidRequest
 
 __all__ = ["SagaBuilder", "TransactionBuilder", "Retry", "output"]
@@ -71,7 +72,7 @@ class SagaBuilder:
         timeout_s: float | None = None,
         retry: Retry | None = None,
         compensation_retry: Retry | None = None,
-    ) -> "SagaBuilder":
+    ) -> SagaBuilder:
         """Add an action step; ``action`` and ``compensation`` are (METHOD, PATH[, BODY])."""
         step: dict[str, Any] = {"name": name, "service": service, "action": _call(action)}
         if compensation is not None:
@@ -85,7 +86,7 @@ class SagaBuilder:
         self._definition["steps"].append(step)
         return self
 
-    def await_signal(self, name: str, signal: str, *, timeout_s: float | None = None) -> "SagaBuilder":
+    def await_signal(self, name: str, signal: str, *, timeout_s: float | None = None) -> SagaBuilder:
         step: dict[str, Any] = {"name": name, "await": signal}
         if timeout_s is not None:
             step["timeout_s"] = timeout_s
@@ -109,13 +110,15 @@ class TransactionBuilder:
         if timeout_s is not None:
             self._definition["timeout_s"] = timeout_s
 
-    def participant(self, service: str, *, prepare: tuple | str, commit: str, abort: str) -> "TransactionBuilder":
+    def participant(self, service: str, *, prepare: tuple | str, commit: str, abort: str) -> TransactionBuilder:
         """``prepare`` is PATH or (PATH, BODY); commit and abort are paths."""
         path, body = (prepare, None) if isinstance(prepare, str) else prepare
         call: dict[str, Any] = {"path": path}
         if body is not None:
             call["body"] = copy.deepcopy(body)
-        self._definition["participants"].append({"service": service, "prepare": call, "commit": {"path": commit}, "abort": {"path": abort}})
+        self._definition["participants"].append(
+            {"service": service, "prepare": call, "commit": {"path": commit}, "abort": {"path": abort}}
+        )
         return self
 
     def build(self) -> dict:

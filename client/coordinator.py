@@ -28,7 +28,10 @@ __all__ = ["Coordinator", "DEFAULT_ENDPOINTS", "DEFAULT_GRPC_ENDPOINTS", "TRANSP
 DEFAULT_ENDPOINTS = ("http://127.0.0.1:8101", "http://127.0.0.1:8102", "http://127.0.0.1:8103")
 DEFAULT_GRPC_ENDPOINTS = ("127.0.0.1:9101", "127.0.0.1:9102", "127.0.0.1:9103")
 TRANSPORTS: dict[str, type[Transport]] = {"http": HttpTransport, "grpc": GrpcTransport}
-_ENVIRONMENT = {"http": ("COORDINATOR_ENDPOINTS", DEFAULT_ENDPOINTS), "grpc": ("COORDINATOR_GRPC_ENDPOINTS", DEFAULT_GRPC_ENDPOINTS)}
+_ENVIRONMENT = {
+    "http": ("COORDINATOR_ENDPOINTS", DEFAULT_ENDPOINTS),
+    "grpc": ("COORDINATOR_GRPC_ENDPOINTS", DEFAULT_GRPC_ENDPOINTS),
+}
 Workflow = TypeVar("Workflow", Saga, Transaction)
 
 
@@ -76,7 +79,7 @@ class Coordinator:
         self.transport = transport
         self.endpoints = self._transport.endpoints
 
-    async def __aenter__(self) -> "Coordinator":
+    async def __aenter__(self) -> Coordinator:
         return self
 
     async def __aexit__(self, *exc: object) -> None:
@@ -85,7 +88,9 @@ class Coordinator:
     async def close(self) -> None:
         await self._transport.close()
 
-    async def _request(self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None) -> tuple[int, Any]:
+    async def _request(
+        self, method: str, path: str, body: Any = None, *, timeout_s: float | None = None
+    ) -> tuple[int, Any]:
         """Any request of the HTTP API (transport="http" only); prefer the methods."""
         if not isinstance(self._transport, HttpTransport):
             raise TypeError("_request speaks HTTP; this client's transport is " + self.transport)
@@ -98,7 +103,9 @@ class Coordinator:
             return ClusterInfo.from_json(await self._transport.request_at(endpoint, "cluster", {}))
         return ClusterInfo.from_json(await self._transport.request("cluster", {}))
 
-    async def put_service(self, name: str, url: str | None = None, *, grpc: str | None = None, force: bool = False) -> Service:
+    async def put_service(
+        self, name: str, url: str | None = None, *, grpc: str | None = None, force: bool = False
+    ) -> Service:
         """Register or update a service. A service that running workflows use
         is re-pointed only with ``force=True`` (the node records who and when);
         else Conflict."""
@@ -178,7 +185,9 @@ class Coordinator:
         return [Transaction.from_json(t) for t in data["transactions"]]
 
     # -- following a workflow -------------------------------------------------------------------
-    async def _states(self, kind: str, workflow_id: str, timeout: float | None, *, every_change: bool) -> AsyncIterator[dict]:
+    async def _states(
+        self, kind: str, workflow_id: str, timeout: float | None, *, every_change: bool
+    ) -> AsyncIterator[dict]:
         last: dict | None = None
         async for data in self._transport.watch(kind, workflow_id, timeout_s=timeout, every_change=every_change):
             last = data

@@ -52,7 +52,9 @@ __all__ = [
 class CoordinatorError(Exception):
     code = "error"
 
-    def __init__(self, message: str, *, code: str | None = None, status: int | None = None, details: dict | None = None) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, status: int | None = None, details: dict | None = None
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

@@ -49,7 +49,7 @@ class SyncCoordinator:
             self._thread.join(timeout=5)
             self._loop.close()
 
-    def __enter__(self) -> "SyncCoordinator":
+    def __enter__(self) -> SyncCoordinator:
         return self
 
     def __exit__(self, *exc: object) -> None:

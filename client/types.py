@@ -5,7 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Service", "NodeInfo", "ClusterInfo", "Saga", "Transaction", "SAGA_TERMINAL_STATES", "TRANSACTION_TERMINAL_STATES"]
+__all__ = [
+    "Service",
+    "NodeInfo",
+    "ClusterInfo",
+    "Saga",
+    "Transaction",
+    "SAGA_TERMINAL_STATES",
+    "TRANSACTION_TERMINAL_STATES",
+]
 
 SAGA_TERMINAL_STATES = frozenset({"completed", "compensated"})
 TRANSACTION_TERMINAL_STATES = frozenset({"committed", "aborted"})
@@ -21,7 +29,7 @@ class Service:
     revision: int
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "Service":
+    def from_json(cls, raw: dict[str, Any]) -> Service:
         return cls(raw["name"], raw.get("url"), raw.get("grpc"), raw["created_at"], raw["updated_at"], raw["revision"])
 
 
@@ -45,7 +53,7 @@ class ClusterInfo:
     nodes: tuple[NodeInfo, ...]
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "ClusterInfo":
+    def from_json(cls, raw: dict[str, Any]) -> ClusterInfo:
         return cls(
             node=raw["node"],
             role=raw["role"],
@@ -53,7 +61,9 @@ class ClusterInfo:
             term=raw["term"],
             commit_index=raw["commit_index"],
             applied_index=raw["applied_index"],
-            nodes=tuple(NodeInfo(**{k: n[k] for k in ("id", "raft", "http", "grpc", "reachable")}) for n in raw["nodes"]),
+            nodes=tuple(
+                NodeInfo(**{k: n[k] for k in ("id", "raft", "http", "grpc", "reachable")}) for n in raw["nodes"]
+            ),
         )
 
 
@@ -88,7 +98,7 @@ class Saga:
         return next(s for s in self.steps if s["name"] == name)
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "Saga":
+    def from_json(cls, raw: dict[str, Any]) -> Saga:
         return cls(steps=tuple(raw.get("steps", ())), failure=raw.get("failure"), **_common(raw))
 
 
@@ -111,5 +121,5 @@ class Transaction:
         return next(p for p in self.participants if p["service"] == service)
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> "Transaction":
+    def from_json(cls, raw: dict[str, Any]) -> Transaction:
         return cls(decision=raw.get("decision"), participants=tuple(raw.get("participants", ())), **_common(raw))

@@ -15,13 +15,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from coordinator.client import Coordinator, CoordinatorError
 from coordinator.client.coordinator import endpoints_from_env
-
-from coordinator.cluster.core.files import owner_only_umask, private_dir
 from coordinator.cluster.core.config import (
     ClusterConfig,
     ConfigError,
@@ -33,6 +32,7 @@ from coordinator.cluster.core.config import (
     read_secret,
     write_cluster_file,
 )
+from coordinator.cluster.core.files import owner_only_umask, private_dir
 from coordinator.cluster.core.netpolicy import literal_address
 
 __all__ = ["main"]
@@ -75,7 +75,9 @@ def insecure_bind_warning(cluster: ClusterConfig, nodes: list[NodeAddress], inse
     """None when every node of `nodes` binds loopback or a token is set;
     the warning to print when ``--insecure`` allows otherwise; UsageError
     without it (an API reachable from the network with no token)."""
-    exposed = sorted({n.http.rsplit(":", 1)[0] for n in nodes if not (_loopback_host(n.http) and _loopback_host(n.grpc))})
+    exposed = sorted(
+        {n.http.rsplit(":", 1)[0] for n in nodes if not (_loopback_host(n.http) and _loopback_host(n.grpc))}
+    )
     if not exposed or cluster.token_file is not None:
         return None
     if not insecure:
@@ -101,14 +103,19 @@ def cmd_node(args: argparse.Namespace) -> int:
     token = read_secret(cluster.token_file, "the API token") if cluster.token_file else None
     key_file = cluster.participant_key_file
     participant_key = read_secret(key_file, "the participant signing key").encode() if key_file else None
-    config = NodeConfig(cluster=cluster, node=cluster.node(args.id), secret=read_secret(cluster.secret_file),
-                        token=token, participant_key=participant_key)
+    config = NodeConfig(
+        cluster=cluster,
+        node=cluster.node(args.id),
+        secret=read_secret(cluster.secret_file),
+        token=token,
+        participant_key=participant_key,
+    )
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
     )
-    from coordinator.cluster.launcher.event_loop import run
     from coordinator.cluster.core.node import serve
+    from coordinator.cluster.launcher.event_loop import run
 
     try:
         run(serve(config))
@@ -128,7 +135,9 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
     if cluster_file.exists():
         existing = load_cluster_file(cluster_file)
         if args.token and existing.token_file is None:
-            raise ConfigError(f"{cluster_file} was created without --token; use another --data-dir for a cluster with a token")
+            raise ConfigError(
+                f"{cluster_file} was created without --token; use another --data-dir for a cluster with a token"
+            )
         if [n for n in existing.nodes] != [n for n in wanted.nodes]:
             raise ConfigError(
                 f"{cluster_file} describes another cluster ({len(existing.nodes)} nodes, "
@@ -187,13 +196,17 @@ def cmd_up(args: argparse.Namespace) -> int:
     try:
         print(f"cluster file: {cluster_file}")
         for node in config.nodes:
-            print(f"  {node.id}  http {node.http_url}  grpc {node.grpc}  raft {node.raft}  log {supervisor.log_path(node.id)}")
+            print(
+                f"  {node.id}  http {node.http_url}  grpc {node.grpc}  raft {node.raft}  log {supervisor.log_path(node.id)}"
+            )
         token = read_secret(config.token_file, "the API token") if config.token_file else None
         if token:
             print(f"API token: {config.token_file} (clients: COORDINATOR_TOKEN=$(cat {config.token_file}))")
         if config.participant_key_file is not None:
-            print(f"participant calls are signed with {config.participant_key_file} (key id "
-                  f"{config.participant_key_id}): give participants keys={{{config.participant_key_id!r}: key}}")
+            print(
+                f"participant calls are signed with {config.participant_key_file} (key id "
+                f"{config.participant_key_id}): give participants keys={{{config.participant_key_id!r}: key}}"
+            )
         leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0, token=token)
         print(f"leader: {leader}" if leader else "no leader yet (see the node logs)", flush=True)
         print("Ctrl-C stops every node.", flush=True)
@@ -236,7 +249,15 @@ def cmd_status(args: argparse.Namespace) -> int:
             except CoordinatorError:
                 return [endpoint, "-", "-", "-", "-", "-", "no"]
             leader = info.leader["id"] if info.leader else "-"
-            return [info.node, info.role, str(info.term), str(info.commit_index), str(info.applied_index), leader, "yes"]
+            return [
+                info.node,
+                info.role,
+                str(info.term),
+                str(info.commit_index),
+                str(info.applied_index),
+                leader,
+                "yes",
+            ]
 
         return list(await asyncio.gather(*(one(e) for e in client.endpoints)))
 
@@ -285,7 +306,10 @@ def _print_saga(saga: Any, as_json: bool) -> None:
     print(f"saga {saga.id}: {saga.state}  (created {saga.created_at}, updated {saga.updated_at})")
     if saga.failure:
         print(f"failure: {saga.failure['reason']} at {saga.failure['step']}: {saga.failure['error']}")
-    rows = [[s["name"], s["state"], str(s["attempts"]), json.dumps(s["output"])[:60], (s["error"] or "")[:60]] for s in saga.steps]
+    rows = [
+        [s["name"], s["state"], str(s["attempts"]), json.dumps(s["output"])[:60], (s["error"] or "")[:60]]
+        for s in saga.steps
+    ]
     print(_table(rows, ["STEP", "STATE", "ATTEMPTS", "OUTPUT", "ERROR"]))
 
 
@@ -331,7 +355,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip()) if args.endpoints else None
     try:
-        options = BenchOptions(args.workload, args.concurrency, args.duration, args.warmup, args.nodes, endpoints, args.baseline, args.runs, args.profile)
+        options = BenchOptions(
+            args.workload,
+            args.concurrency,
+            args.duration,
+            args.warmup,
+            args.nodes,
+            endpoints,
+            args.baseline,
+            args.runs,
+            args.profile,
+        )
     except ValueError as exc:
         raise UsageError(f"coordinator bench: {exc}") from None
     result = asyncio.run(run(options))
@@ -354,8 +388,15 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         raise UsageError(f"coordinator chaos: {exc}") from None
     seed = args.seed if args.seed is not None else int.from_bytes(os.urandom(4), "big")
     settings = ChaosSettings(
-        nodes=args.nodes, duration_s=args.duration, faults=faults, seed=seed, rate_per_s=args.rate,
-        base_port=args.base_port, report=args.report, aim=args.aim, fault_interval_s=fault_interval_s,
+        nodes=args.nodes,
+        duration_s=args.duration,
+        faults=faults,
+        seed=seed,
+        rate_per_s=args.rate,
+        base_port=args.base_port,
+        report=args.report,
+        aim=args.aim,
+        fault_interval_s=fault_interval_s,
         partition_s=partition_s,
     )
     try:
@@ -386,14 +427,21 @@ def cmd_tx_show(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(tx.raw, indent=2))
         return EXIT_OK
-    print(f"transaction {tx.id}: {tx.state}, decision {tx.decision or '-'}  (created {tx.created_at}, updated {tx.updated_at})")
+    print(
+        f"transaction {tx.id}: {tx.state}, decision {tx.decision or '-'}  (created {tx.created_at}, updated {tx.updated_at})"
+    )
     print(_table([[p["service"], p["vote"] or "-", p["state"]] for p in tx.participants], ["SERVICE", "VOTE", "STATE"]))
     return EXIT_OK
 
 
 def cmd_tx_list(args: argparse.Namespace) -> int:
     transactions = _run_client(args, lambda c: c.list_transactions(args.state, args.limit))
-    print(_table([[t.id, t.state, t.decision or "-", t.updated_at] for t in transactions], ["ID", "STATE", "DECISION", "UPDATED"]))
+    print(
+        _table(
+            [[t.id, t.state, t.decision or "-", t.updated_at] for t in transactions],
+            ["ID", "STATE", "DECISION", "UPDATED"],
+        )
+    )
     return EXIT_OK
 
 
@@ -423,14 +471,18 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--base-port", type=_positive_int, default=7100)
     up.add_argument("--token", action="store_true", help="require an API token (generated in DATA_DIR/api.token)")
-    up.add_argument("--insecure", action="store_true", help="allow a non-loopback --host without --token (prints a warning)")
+    up.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback --host without --token (prints a warning)"
+    )
     up.set_defaults(run=cmd_up)
 
     node = commands.add_parser("node", help="run one node of a cluster file")
     node.add_argument("--config", required=True)
     node.add_argument("--id", required=True)
     node.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
-    node.add_argument("--insecure", action="store_true", help="allow a non-loopback address without an API token (prints a warning)")
+    node.add_argument(
+        "--insecure", action="store_true", help="allow a non-loopback address without an API token (prints a warning)"
+    )
     node.set_defaults(run=cmd_node)
 
     with_endpoints(commands.add_parser("status", help="a table of every node")).set_defaults(run=cmd_status)
@@ -458,9 +510,15 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument("--rate", type=float, default=20.0, help="target client operations per second")
     chaos.add_argument("--base-port", type=_positive_int)
     chaos.add_argument("--report", metavar="FILE", help="write the JSON report here")
-    chaos.add_argument("--aim", choices=["mixed", "leader", "random"], default="mixed",
-                       help="aim faults at the leader, at a random node, or mixed (the leader 70%% of the time)")
-    chaos.add_argument("--fault-interval", default="4,8", metavar="LOW,HIGH", help="seconds from one fault's start to the next")
+    chaos.add_argument(
+        "--aim",
+        choices=["mixed", "leader", "random"],
+        default="mixed",
+        help="aim faults at the leader, at a random node, or mixed (the leader 70%% of the time)",
+    )
+    chaos.add_argument(
+        "--fault-interval", default="4,8", metavar="LOW,HIGH", help="seconds from one fault's start to the next"
+    )
     chaos.add_argument("--partition-s", default="2,6", metavar="LOW,HIGH", help="how long a partition lasts")
     chaos.set_defaults(run=cmd_chaos)
 
@@ -476,9 +534,19 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--warmup", type=float, default=2.0)
     bench.add_argument("--json", metavar="FILE")
     bench.add_argument("--endpoints", help="use a running cluster instead of starting one")
-    bench.add_argument("--baseline", choices=["pysyncobj", "etcd"], help="also measure raw PySyncObj, or etcd (registry only), and print the ratio")
+    bench.add_argument(
+        "--baseline",
+        choices=["pysyncobj", "etcd"],
+        help="also measure raw PySyncObj, or etcd (registry only), and print the ratio",
+    )
     bench.add_argument("--runs", type=_positive_int, default=20, help="leader kills of --workload failover")
-    bench.add_argument("--profile", nargs="?", const="bench-profile.folded", metavar="FILE", help="py-spy the leader; folded stacks to FILE")
+    bench.add_argument(
+        "--profile",
+        nargs="?",
+        const="bench-profile.folded",
+        metavar="FILE",
+        help="py-spy the leader; folded stacks to FILE",
+    )
     bench.set_defaults(run=cmd_bench)
 
     sagas = commands.add_parser("saga", help="sagas")
@@ -491,7 +559,10 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--json", action="store_true", help="print the saga object as JSON")
     show.set_defaults(run=cmd_saga_show)
     listing = with_endpoints(saga_commands.add_parser("list", help="list sagas"))
-    listing.add_argument("--state", choices=["started", "running", "completed", "failed", "timed_out", "compensating", "compensated", "stuck"])
+    listing.add_argument(
+        "--state",
+        choices=["started", "running", "completed", "failed", "timed_out", "compensating", "compensated", "stuck"],
+    )
     listing.add_argument("--limit", type=_positive_int, default=100)
     listing.set_defaults(run=cmd_saga_list)
     signal_parser = with_endpoints(saga_commands.add_parser("signal", help="send a signal to an await step"))
@@ -505,7 +576,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     transactions = commands.add_parser("tx", help="two-phase commit transactions")
     tx_commands = transactions.add_subparsers(dest="tx_command", required=True, parser_class=_Parser)
-    tx_submit = with_endpoints(tx_commands.add_parser("submit", help="submit a transaction definition (JSON file or -)"))
+    tx_submit = with_endpoints(
+        tx_commands.add_parser("submit", help="submit a transaction definition (JSON file or -)")
+    )
     tx_submit.add_argument("file")
     tx_submit.set_defaults(run=cmd_tx_submit)
     tx_show = with_endpoints(tx_commands.add_parser("show", help="show one transaction"))

@@ -1,15 +1,16 @@
 """The Raft edge: a replicated log of msgpack commands on PySyncObj."""
 
-from .codec import COMMAND_FORMAT_VERSION, ENTRY_BYTES_MAX, Command, decode_command, encode_command, pack, pack_to, unpack
-from .errors import (
-    CodecError,
-    ConsensusError,
-    EntryTooLarge,
-    NotLeader,
-    NotWritten,
-    OutcomeUnknown,
-    QueueFull,
+from .codec import (
+    COMMAND_FORMAT_VERSION,
+    ENTRY_BYTES_MAX,
+    Command,
+    decode_command,
+    encode_command,
+    pack,
+    pack_to,
+    unpack,
 )
+from .errors import CodecError, ConsensusError, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull
 from .memory import InMemoryLog
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Rejection, ReplicatedLog, Role, StateMachine
 from .pysyncobj_log import PySyncObjLog

@@ -10,7 +10,7 @@ wait for the next one, which is proposed as soon as the current one ends.
 from __future__ import annotations
 
 import asyncio
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 __all__ = ["ReadBarrier"]
 

@@ -7,21 +7,15 @@ import collections
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any
 
 from .applier import BARRIER_KIND, Applier
+from .barrier import ReadBarrier
 from .codec import Command
 from .errors import ConsensusError, NotWritten, OutcomeUnknown
-from .port import (
-    Applied,
-    ApplyListener,
-    LeadershipChange,
-    LeadershipListener,
-    Rejected,
-    StateMachine,
-)
-from .barrier import ReadBarrier
+from .port import Applied, ApplyListener, LeadershipChange, LeadershipListener, Rejected, StateMachine
 from .stats import LogStats
 
 log = logging.getLogger(__name__)
@@ -107,7 +101,7 @@ class LogBase:
         started = time.perf_counter()
         try:
             result = await asyncio.wait_for(asyncio.shield(future), timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             self.stats.count_proposal("timeout")
             raise OutcomeUnknown(f"no result within {timeout_s:g} s") from None
         except NotWritten:

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .codec import COMMAND_FORMAT_VERSION, ENTRY_BYTES_MAX, Command, pack
 
@@ -46,7 +47,13 @@ def encode_batch(items: list[bytes]) -> bytes:
 
 
 class Batcher:
-    def __init__(self, send: Send, is_leader: Callable[[], bool], not_leader: Callable[[], BaseException], pipeline_entries_max: int) -> None:
+    def __init__(
+        self,
+        send: Send,
+        is_leader: Callable[[], bool],
+        not_leader: Callable[[], BaseException],
+        pipeline_entries_max: int,
+    ) -> None:
         if pipeline_entries_max < 1:
             raise ValueError("pipeline_entries_max must be at least 1")
         self._send = send

@@ -10,8 +10,9 @@ over :data:`ENTRY_BYTES_MAX` is refused before it reaches the log.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 

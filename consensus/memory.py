@@ -9,17 +9,24 @@ from __future__ import annotations
 
 import asyncio
 
+from .applier import Applier
 from .base import LogBase
 from .codec import Command, encode_command
 from .errors import NotLeader
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
-from .applier import Applier
 
 __all__ = ["InMemoryLog"]
 
 
 class InMemoryLog(LogBase):
-    def __init__(self, state_machine: StateMachine, *, replicas: tuple[StateMachine, ...] = (), leader: bool = True, term: int = 1) -> None:
+    def __init__(
+        self,
+        state_machine: StateMachine,
+        *,
+        replicas: tuple[StateMachine, ...] = (),
+        leader: bool = True,
+        term: int = 1,
+    ) -> None:
         super().__init__(state_machine)
         self._replicas = [Applier(replica, self._lock, self.stats.__class__()) for replica in replicas]
         self._leader = leader

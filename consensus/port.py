@@ -9,21 +9,13 @@ not have), and what did the state machine return (:class:`Applied` or
 from __future__ import annotations
 
 import enum
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, ContextManager, Protocol, runtime_checkable
+from typing import Any, ContextManager, Protocol, runtime_checkable
 
 from .codec import Command
 
-__all__ = [
-    "Applied",
-    "Rejected",
-    "Rejection",
-    "Role",
-    "LogStatus",
-    "LeadershipChange",
-    "StateMachine",
-    "ReplicatedLog",
-]
+__all__ = ["Applied", "Rejected", "Rejection", "Role", "LogStatus", "LeadershipChange", "StateMachine", "ReplicatedLog"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,22 +21,22 @@ import contextlib
 import logging
 import os
 import time
-from typing import Iterator
+from collections.abc import Iterator
 
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
-from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.node import TCPNode
+from pysyncobj.syncobj import _RAFT_STATE
 from pysyncobj.transport import TCPTransport
 
+from .applier import STALE_TERM
 from .base import LogBase
 from .batching import Batcher
-from .applier import STALE_TERM
 from .codec import Command, encode_command, encode_in_term
 from .errors import NotLeader, NotWritten, OutcomeUnknown, error_for_fail_reason
 from .journal import MsgpackJournal
-from .raft_guard import guarded_tcp_transport
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
+from .raft_guard import guarded_tcp_transport
 from .settings import RaftSettings
 from .snapshot import SnapshotHooks
 
@@ -327,11 +327,7 @@ class PySyncObjLog(LogBase):
         )
 
     async def start(
-        self,
-        *,
-        journal_class: type = MsgpackJournal,
-        transport_base: type = TCPTransport,
-        node_class: type = TCPNode,
+        self, *, journal_class: type = MsgpackJournal, transport_base: type = TCPTransport, node_class: type = TCPNode
     ) -> None:
         """Build the PySyncObj node. The keywords are seams for the
         deterministic simulation (``coordinator.chaos.sim``): a journal class whose
@@ -343,7 +339,14 @@ class PySyncObjLog(LogBase):
         journals: list[MsgpackJournal] = []
         with _msgpack_journal(conf.journalFile, self._settings.fsync, journals, journal_class):
             self._node = _RaftNode(
-                self._self_address, self._partners, conf, self._apply_entry, journals, self._settings, transport_base, node_class
+                self._self_address,
+                self._partners,
+                conf,
+                self._apply_entry,
+                journals,
+                self._settings,
+                transport_base,
+                node_class,
             )
         self.journal = journals[0]
 

@@ -30,7 +30,6 @@ Everything runs on PySyncObj's tick thread, like the transport itself.
 
 from __future__ import annotations
 
-import functools
 import logging
 import socket
 import struct

@@ -23,7 +23,31 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to
-    from coordinator.client import *  # noqa: F403
+    from coordinator.client import (
+        DEFAULT_ENDPOINTS,
+        DEFAULT_GRPC_ENDPOINTS,
+        ClusterInfo,
+        Conflict,
+        Coordinator,
+        CoordinatorError,
+        InvalidRequest,
+        NodeInfo,
+        NoLeader,
+        NotFound,
+        NotLeader,
+        OutcomeUnknown,
+        Overloaded,
+        Rejected,
+        Saga,
+        Service,
+        Suspended,
+        SyncCoordinator,
+        Timeout,
+        TooLarge,
+        Transaction,
+        Unauthorized,
+        Unavailable,
+    )
 
 __all__ = [
     "DEFAULT_ENDPOINTS",

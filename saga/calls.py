@@ -53,11 +53,16 @@ def action_effect(state: SagaState, index: int) -> CallAction:
     spec = state.definition.steps[index]
     assert isinstance(spec, ActionStep)
     return CallAction(
-        saga_id=state.id, step=index, name=spec.name, service=spec.service,
-        method=spec.action.method, path=spec.action.path,
+        saga_id=state.id,
+        step=index,
+        name=spec.name,
+        service=spec.service,
+        method=spec.action.method,
+        path=spec.action.path,
         body=substituted(state, spec.action.body_json),
         idempotency_key=f"{state.id}/{spec.name}/action",
-        timeout_s=spec.timeout_s, retry=spec.retry,
+        timeout_s=spec.timeout_s,
+        retry=spec.retry,
     )
 
 
@@ -66,11 +71,16 @@ def compensation_effect(state: SagaState, index: int) -> CallCompensation:
     assert isinstance(spec, ActionStep) and spec.compensation is not None
     compensation = spec.compensation
     return CallCompensation(
-        saga_id=state.id, step=index, name=spec.name, service=spec.service,
-        method=compensation.method, path=compensation.path,
+        saga_id=state.id,
+        step=index,
+        name=spec.name,
+        service=spec.service,
+        method=compensation.method,
+        path=compensation.path,
         body=substituted(state, compensation.body_json, unresolved_as_null=True),
         idempotency_key=f"{state.id}/{spec.name}/compensation",
-        timeout_s=spec.timeout_s, retry=compensation.retry,
+        timeout_s=spec.timeout_s,
+        retry=compensation.retry,
         redrives=state.redrives,
     )
 
@@ -79,8 +89,7 @@ def await_effect(state: SagaState, index: int) -> AwaitSignal:
     spec = state.definition.steps[index]
     assert isinstance(spec, AwaitStep)
     return AwaitSignal(
-        saga_id=state.id, step=index, name=spec.name, signal=spec.signal,
-        deadline_at_ms=await_deadline_ms(state, index),
+        saga_id=state.id, step=index, name=spec.name, signal=spec.signal, deadline_at_ms=await_deadline_ms(state, index)
     )
 
 

@@ -48,9 +48,7 @@ class RetryPolicy:
 
 
 ACTION_RETRY_DEFAULT = RetryPolicy(
-    limits.RETRY_MAX_ATTEMPTS_DEFAULT,
-    float(limits.RETRY_BACKOFF_S_DEFAULT),
-    float(limits.RETRY_MAX_BACKOFF_S_DEFAULT),
+    limits.RETRY_MAX_ATTEMPTS_DEFAULT, float(limits.RETRY_BACKOFF_S_DEFAULT), float(limits.RETRY_MAX_BACKOFF_S_DEFAULT)
 )
 COMPENSATION_RETRY_DEFAULT = RetryPolicy(
     limits.COMPENSATION_MAX_ATTEMPTS_DEFAULT,
@@ -134,15 +132,10 @@ def parse_definition(
     saga_id = _parse_id(obj.get("id"), allow_absent=True)
     raw_steps = _step_objects(fields.require(obj, "steps", ""))
     names = _step_names(raw_steps)
-    steps = tuple(
-        _parse_step(step, index, names, known_services)
-        for index, step in enumerate(raw_steps)
-    )
+    steps = tuple(_parse_step(step, index, names, known_services) for index, step in enumerate(raw_steps))
     timeout_s = None
     if fields.present(obj, "timeout_s"):
-        timeout_s = fields.seconds(
-            obj["timeout_s"], "timeout_s", 0, limits.SAGA_TIMEOUT_S_MAX
-        )
+        timeout_s = fields.seconds(obj["timeout_s"], "timeout_s", 0, limits.SAGA_TIMEOUT_S_MAX)
     definition = SagaDefinition(saga_id, steps, timeout_s)
     if not stored:
         _check_plain_paths(definition)
@@ -194,18 +187,11 @@ def _step_to_dict(step: Step) -> dict:
     compensation = None
     if step.compensation is not None:
         c = step.compensation
-        compensation = {
-            "method": c.method, "path": c.path, "body": c.body,
-            "retry": _retry_to_dict(c.retry),
-        }
+        compensation = {"method": c.method, "path": c.path, "body": c.body, "retry": _retry_to_dict(c.retry)}
     return {
         "name": step.name,
         "service": step.service,
-        "action": {
-            "method": step.action.method,
-            "path": step.action.path,
-            "body": step.action.body,
-        },
+        "action": {"method": step.action.method, "path": step.action.path, "body": step.action.body},
         "compensation": compensation,
         "timeout_s": step.timeout_s,
         "retry": _retry_to_dict(step.retry),
@@ -213,11 +199,7 @@ def _step_to_dict(step: Step) -> dict:
 
 
 def _retry_to_dict(retry: RetryPolicy) -> dict:
-    return {
-        "max_attempts": retry.max_attempts,
-        "backoff_s": retry.backoff_s,
-        "max_backoff_s": retry.max_backoff_s,
-    }
+    return {"max_attempts": retry.max_attempts, "backoff_s": retry.backoff_s, "max_backoff_s": retry.max_backoff_s}
 
 
 # -- parsing ------------------------------------------------------------------
@@ -235,9 +217,7 @@ def _step_objects(raw: object) -> list[dict]:
     if not raw:
         raise DefinitionError("steps", "must have at least one step")
     if len(raw) > limits.SAGA_STEPS_MAX:
-        raise DefinitionError(
-            "steps", f"has {len(raw)} steps, over the limit of {limits.SAGA_STEPS_MAX}"
-        )
+        raise DefinitionError("steps", f"has {len(raw)} steps, over the limit of {limits.SAGA_STEPS_MAX}")
     return [fields.expect_object(step, f"steps[{i}]") for i, step in enumerate(raw)]
 
 
@@ -253,17 +233,13 @@ def _step_names(steps: list[dict]) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _parse_step(
-    obj: dict, index: int, names: tuple[str, ...], known: frozenset[str] | None
-) -> Step:
+def _parse_step(obj: dict, index: int, names: tuple[str, ...], known: frozenset[str] | None) -> Step:
     prefix = f"steps[{index}]"
     fields.reject_unknown_fields(obj, _STEP_FIELDS, prefix)
     is_await = fields.present(obj, "await")
     is_action = fields.present(obj, "service") or fields.present(obj, "action")
     if is_await and is_action:
-        raise DefinitionError(
-            prefix, "a step has either 'await' or 'service' and 'action', not both"
-        )
+        raise DefinitionError(prefix, "a step has either 'await' or 'service' and 'action', not both")
     if not is_await and not is_action:
         raise DefinitionError(prefix, "a step needs 'service' and 'action', or 'await'")
     if is_await:
@@ -275,55 +251,38 @@ def _parse_await_step(obj: dict, prefix: str, name: str) -> AwaitStep:
     for key in _NOT_ON_AWAIT:
         if fields.present(obj, key):
             raise DefinitionError(f"{prefix}.{key}", "not allowed on an await step")
-    signal = fields.expect_pattern(
-        obj["await"], f"{prefix}.await", limits.SIGNAL_NAME_PATTERN
-    )
+    signal = fields.expect_pattern(obj["await"], f"{prefix}.await", limits.SIGNAL_NAME_PATTERN)
     timeout_s = fields.seconds(
-        obj.get("timeout_s"), f"{prefix}.timeout_s",
-        limits.AWAIT_TIMEOUT_S_DEFAULT, limits.AWAIT_TIMEOUT_S_MAX,
+        obj.get("timeout_s"), f"{prefix}.timeout_s", limits.AWAIT_TIMEOUT_S_DEFAULT, limits.AWAIT_TIMEOUT_S_MAX
     )
     return AwaitStep(name, signal, timeout_s)
 
 
 def _parse_action_step(
-    obj: dict, prefix: str, index: int, names: tuple[str, ...],
-    known: frozenset[str] | None,
+    obj: dict, prefix: str, index: int, names: tuple[str, ...], known: frozenset[str] | None
 ) -> ActionStep:
     service = fields.expect_pattern(
-        fields.require(obj, "service", prefix), f"{prefix}.service",
-        limits.SERVICE_NAME_PATTERN,
+        fields.require(obj, "service", prefix), f"{prefix}.service", limits.SERVICE_NAME_PATTERN
     )
     if known is not None and service not in known:
         raise DefinitionError(f"{prefix}.service", f"unknown service {service!r}")
     action_obj = _call_object(obj, "action", prefix, _CALL_FIELDS)
-    method, path, body_json = _parse_call(
-        action_obj, f"{prefix}.action", names[:index], names, "an earlier step"
-    )
+    method, path, body_json = _parse_call(action_obj, f"{prefix}.action", names[:index], names, "an earlier step")
     compensation = None
     if fields.present(obj, "compensation"):
         compensation = _parse_compensation(obj, prefix, index, names)
     timeout_s = fields.seconds(
-        obj.get("timeout_s"), f"{prefix}.timeout_s",
-        limits.STEP_TIMEOUT_S_DEFAULT, limits.STEP_TIMEOUT_S_MAX,
+        obj.get("timeout_s"), f"{prefix}.timeout_s", limits.STEP_TIMEOUT_S_DEFAULT, limits.STEP_TIMEOUT_S_MAX
     )
     retry = _parse_retry(obj.get("retry"), f"{prefix}.retry", ACTION_RETRY_DEFAULT)
-    return ActionStep(
-        names[index], service, HttpCall(method, path, body_json),
-        compensation, timeout_s, retry,
-    )
+    return ActionStep(names[index], service, HttpCall(method, path, body_json), compensation, timeout_s, retry)
 
 
-def _parse_compensation(
-    obj: dict, prefix: str, index: int, names: tuple[str, ...]
-) -> Compensation:
+def _parse_compensation(obj: dict, prefix: str, index: int, names: tuple[str, ...]) -> Compensation:
     where = f"{prefix}.compensation"
     comp_obj = _call_object(obj, "compensation", prefix, _COMPENSATION_FIELDS)
-    method, path, body_json = _parse_call(
-        comp_obj, where, names[: index + 1], names, "this step or an earlier one"
-    )
-    retry = _parse_retry(
-        comp_obj.get("retry"), f"{where}.retry", COMPENSATION_RETRY_DEFAULT
-    )
+    method, path, body_json = _parse_call(comp_obj, where, names[: index + 1], names, "this step or an earlier one")
+    retry = _parse_retry(comp_obj.get("retry"), f"{where}.retry", COMPENSATION_RETRY_DEFAULT)
     return Compensation(method, path, body_json, retry)
 
 
@@ -335,14 +294,11 @@ def _call_object(obj: dict, name: str, prefix: str, allowed: tuple[str, ...]) ->
 
 
 def _parse_call(
-    call: dict, where: str, allowed: tuple[str, ...], names: tuple[str, ...],
-    allowed_text: str,
+    call: dict, where: str, allowed: tuple[str, ...], names: tuple[str, ...], allowed_text: str
 ) -> tuple[str, str, str | None]:
     method = fields.require(call, "method", where)
     if method not in limits.METHODS:
-        raise DefinitionError(
-            f"{where}.method", f"must be one of {', '.join(limits.METHODS)}"
-        )
+        raise DefinitionError(f"{where}.method", f"must be one of {', '.join(limits.METHODS)}")
     assert isinstance(method, str)
     path = fields.path(fields.require(call, "path", where), f"{where}.path")
     body = call.get("body")
@@ -357,19 +313,18 @@ def _parse_retry(raw: object, where: str, default: RetryPolicy) -> RetryPolicy:
     obj = fields.expect_object(raw, where)
     fields.reject_unknown_fields(obj, _RETRY_FIELDS, where)
     max_attempts = fields.integer(
-        obj.get("max_attempts"), f"{where}.max_attempts",
-        default.max_attempts, 1, limits.RETRY_ATTEMPTS_MAX,
+        obj.get("max_attempts"), f"{where}.max_attempts", default.max_attempts, 1, limits.RETRY_ATTEMPTS_MAX
     )
     backoff_s = fields.seconds(
-        obj.get("backoff_s"), f"{where}.backoff_s", default.backoff_s,
-        limits.BACKOFF_S_MAX, allow_zero=True,
+        obj.get("backoff_s"), f"{where}.backoff_s", default.backoff_s, limits.BACKOFF_S_MAX, allow_zero=True
     )
     max_backoff_s = fields.seconds(
-        obj.get("max_backoff_s"), f"{where}.max_backoff_s",
-        max(default.max_backoff_s, backoff_s), limits.BACKOFF_S_MAX, allow_zero=True,
+        obj.get("max_backoff_s"),
+        f"{where}.max_backoff_s",
+        max(default.max_backoff_s, backoff_s),
+        limits.BACKOFF_S_MAX,
+        allow_zero=True,
     )
     if max_backoff_s < backoff_s:
-        raise DefinitionError(
-            f"{where}.max_backoff_s", f"must be >= backoff_s ({backoff_s})"
-        )
+        raise DefinitionError(f"{where}.max_backoff_s", f"must be >= backoff_s ({backoff_s})")
     return RetryPolicy(max_attempts, backoff_s, max_backoff_s)

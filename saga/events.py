@@ -95,8 +95,14 @@ class Redrive:
 
 
 Event = (
-    ActionSucceeded | ActionFailed | ActionUnknown | CompensationSucceeded
-    | CompensationExhausted | SignalReceived | DeadlineReached | Redrive
+    ActionSucceeded
+    | ActionFailed
+    | ActionUnknown
+    | CompensationSucceeded
+    | CompensationExhausted
+    | SignalReceived
+    | DeadlineReached
+    | Redrive
 )
 
 _EVENT_TYPES: dict[str, type] = {

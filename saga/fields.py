@@ -19,9 +19,14 @@ def field(prefix: str, name: str) -> str:
 
 def type_name(value: object) -> str:
     names = {
-        type(None): "null", bool: "a boolean", int: "a number",
-        float: "a number", str: "a string", list: "an array",
-        tuple: "an array", dict: "an object",
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        tuple: "an array",
+        dict: "an object",
     }
     return names.get(type(value), type(value).__name__)
 
@@ -41,10 +46,7 @@ def reject_unknown_fields(obj: dict, allowed: tuple[str, ...], prefix: str) -> N
     for key in obj:
         if key not in allowed:
             name = key if isinstance(key, str) else repr(key)
-            raise DefinitionError(
-                field(prefix, name),
-                f"unknown field (expected one of: {', '.join(allowed)})",
-            )
+            raise DefinitionError(field(prefix, name), f"unknown field (expected one of: {', '.join(allowed)})")
 
 
 def require(obj: dict, name: str, prefix: str) -> object:
@@ -61,9 +63,7 @@ def expect_pattern(raw: object, where: str, pattern: re.Pattern[str]) -> str:
     return raw
 
 
-def seconds(
-    raw: object, where: str, default: float, maximum: float, allow_zero: bool = False
-) -> float:
+def seconds(raw: object, where: str, default: float, maximum: float, allow_zero: bool = False) -> float:
     """A duration in seconds: a finite number in (0, maximum] ([0, ...] with
     `allow_zero`); `default` when absent."""
     if raw is None:
@@ -87,9 +87,7 @@ def integer(raw: object, where: str, default: int, minimum: int, maximum: int) -
     if isinstance(raw, bool) or not isinstance(raw, int):
         raise DefinitionError(where, f"must be an integer, not {type_name(raw)}")
     if not minimum <= raw <= maximum:
-        raise DefinitionError(
-            where, f"must be between {minimum} and {maximum} (got {raw})"
-        )
+        raise DefinitionError(where, f"must be between {minimum} and {maximum} (got {raw})")
     return raw
 
 
@@ -120,10 +118,7 @@ def path(raw: object, where: str) -> str:
     if not isinstance(raw, str):
         raise DefinitionError(where, f"must be a string, not {type_name(raw)}")
     if len(raw) > limits.PATH_CHARS_MAX:
-        raise DefinitionError(
-            where,
-            f"is {len(raw)} characters, over the limit of {limits.PATH_CHARS_MAX}",
-        )
+        raise DefinitionError(where, f"is {len(raw)} characters, over the limit of {limits.PATH_CHARS_MAX}")
     if not raw.startswith("/"):
         raise DefinitionError(where, "must start with '/'")
     if raw.startswith("//"):
@@ -171,9 +166,7 @@ def json_value(raw: object, where: str, depth: int) -> None:
     if not isinstance(raw, (list, tuple, dict)):
         raise DefinitionError(where, f"is not a JSON value ({type_name(raw)})")
     if depth >= limits.BODY_DEPTH_MAX:
-        raise DefinitionError(
-            where, f"nests deeper than the limit of {limits.BODY_DEPTH_MAX}"
-        )
+        raise DefinitionError(where, f"nests deeper than the limit of {limits.BODY_DEPTH_MAX}")
     if isinstance(raw, dict):
         for key, value in raw.items():
             if not isinstance(key, str):

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 from . import limits
 from .events import AwaitSignal, CallAction, Effect
-from .state import (
-    BACKWARD_STATES, FORWARD_STATES, SagaState, SagaStatus, StepStatus,
-)
+from .state import BACKWARD_STATES, FORWARD_STATES, SagaState, SagaStatus, StepStatus
 
 TO_COMPENSATE = (StepStatus.SUCCEEDED, StepStatus.UNKNOWN)
 
 
-def check_transition(
-    old: SagaState, new: SagaState, effects: tuple[Effect, ...]
-) -> None:
+def check_transition(old: SagaState, new: SagaState, effects: tuple[Effect, ...]) -> None:
     """The decision to compensate is never undone; no step goes forward after it."""
     if old.status in BACKWARD_STATES:
         assert new.status in BACKWARD_STATES, (new.id, old.status, new.status)

@@ -13,13 +13,7 @@ import json
 def encode_json(value: object) -> str:
     """Canonical compact JSON text of `value`; ValueError when not JSON."""
     try:
-        text = json.dumps(
-            value,
-            separators=(",", ":"),
-            sort_keys=True,
-            ensure_ascii=False,
-            allow_nan=False,
-        )
+        text = json.dumps(value, separators=(",", ":"), sort_keys=True, ensure_ascii=False, allow_nan=False)
         text.encode("utf-8")
     except (TypeError, ValueError, RecursionError) as error:
         raise ValueError(f"not a JSON value ({error})") from None

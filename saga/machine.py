@@ -17,30 +17,29 @@ for a saga without any event.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from .evolve import evolve as replace
 
 from . import limits
-from .calls import (
-    action_effect, await_deadline_ms, await_effect, compensation_effect,
-    saga_deadline_ms,
-)
+from .calls import action_effect, await_deadline_ms, await_effect, compensation_effect, saga_deadline_ms
 from .definition import ActionStep, AwaitStep, SagaDefinition
 from .errors import SubstitutionError
 from .events import (
-    ActionFailed, ActionSucceeded, ActionUnknown, CompensationExhausted,
-    CompensationSucceeded, DeadlineReached, Effect, Event, Finished, Redrive,
+    ActionFailed,
+    ActionSucceeded,
+    ActionUnknown,
+    CompensationExhausted,
+    CompensationSucceeded,
+    DeadlineReached,
+    Effect,
+    Event,
+    Finished,
+    Redrive,
     SignalReceived,
 )
+from .evolve import evolve as replace
 from .invariants import TO_COMPENSATE, check_state, check_transition
 from .jsonvalue import encode_bounded
-from .state import (
-    FORWARD_STATES, Failure, FailureReason, HistoryEvent, SagaState, SagaStatus,
-    StepStatus,
-)
-from .updates import (
-    error_text, initial_state, is_count, is_index, record, running_action,
-    update_step,
-)
+from .state import FORWARD_STATES, Failure, FailureReason, HistoryEvent, SagaState, SagaStatus, StepStatus
+from .updates import error_text, initial_state, is_count, is_index, record, running_action, update_step
 
 Transition = tuple[SagaState, tuple[Effect, ...]]
 _NO_EFFECTS: tuple[Effect, ...] = ()
@@ -134,13 +133,8 @@ def _advance(state: SagaState, first: int, at_ms: int) -> Transition:
     return state, (Finished(saga_id=state.id, state=SagaStatus.COMPLETED),)
 
 
-def _succeed(
-    state: SagaState, index: int, output_json: str, attempts: int, at_ms: int
-) -> SagaState:
-    state = update_step(
-        state, index, status=StepStatus.SUCCEEDED, attempts=attempts,
-        output_json=output_json,
-    )
+def _succeed(state: SagaState, index: int, output_json: str, attempts: int, at_ms: int) -> SagaState:
+    state = update_step(state, index, status=StepStatus.SUCCEEDED, attempts=attempts, output_json=output_json)
     name = state.definition.steps[index].name
     state = record(state, at_ms, HistoryEvent.STEP_SUCCEEDED, step=name, attempts=attempts)
     return replace(state, status=SagaStatus.RUNNING)
@@ -154,10 +148,7 @@ def _on_action_succeeded(state: SagaState, event: ActionSucceeded) -> Transition
         output_json = encode_bounded(event.output, limits.STEP_OUTPUT_BYTES_MAX)
     except ValueError as error:
         # It took effect but its output cannot be kept: compensate it.
-        unknown = ActionUnknown(
-            step=index, error=f"output {error}", attempts=event.attempts,
-            at_ms=event.at_ms,
-        )
+        unknown = ActionUnknown(step=index, error=f"output {error}", attempts=event.attempts, at_ms=event.at_ms)
         return _on_action_outcome(state, unknown)
     state = _succeed(state, index, output_json, event.attempts, event.at_ms)
     return _advance(state, index + 1, event.at_ms)
@@ -173,18 +164,14 @@ def _on_action_outcome(state: SagaState, event: ActionFailed | ActionUnknown) ->
     text = error_text(event.error)
     name = state.definition.steps[index].name
     state = update_step(state, index, status=status, attempts=event.attempts, error=text)
-    state = record(
-        state, event.at_ms, history, step=name, attempts=event.attempts, error=text
-    )
+    state = record(state, event.at_ms, history, step=name, attempts=event.attempts, error=text)
     return _turn_around(state, event.at_ms, FailureReason.STEP_FAILED, name, text)
 
 
 def _on_signal(state: SagaState, event: SignalReceived) -> Transition:
     if state.status not in FORWARD_STATES:
         return state, _NO_EFFECTS
-    if not isinstance(event.name, str) or not limits.SIGNAL_NAME_PATTERN.fullmatch(
-        event.name
-    ):
+    if not isinstance(event.name, str) or not limits.SIGNAL_NAME_PATTERN.fullmatch(event.name):
         return state, _NO_EFFECTS
     try:
         payload_json = encode_bounded(event.payload, limits.SIGNAL_PAYLOAD_BYTES_MAX)
@@ -194,23 +181,16 @@ def _on_signal(state: SagaState, event: SignalReceived) -> Transition:
     assert index is not None, state.id
     spec = state.definition.steps[index]
     if isinstance(spec, AwaitStep) and spec.signal == event.name:
-        state = record(
-            state, event.at_ms, HistoryEvent.SIGNAL, step=spec.name, signal=event.name
-        )
+        state = record(state, event.at_ms, HistoryEvent.SIGNAL, step=spec.name, signal=event.name)
         state = _succeed(state, index, payload_json, 0, event.at_ms)
         return _advance(state, index + 1, event.at_ms)
     return _buffer_signal(state, index, event.name, payload_json, event.at_ms), _NO_EFFECTS
 
 
-def _buffer_signal(
-    state: SagaState, running: int, name: str, payload_json: str, at_ms: int
-) -> SagaState:
+def _buffer_signal(state: SagaState, running: int, name: str, payload_json: str, at_ms: int) -> SagaState:
     """Keep a signal for a later await step (the latest payload per name);
     a signal no later step waits for, or past SIGNALS_MAX, is dropped."""
-    waited = any(
-        isinstance(spec, AwaitStep) and spec.signal == name
-        for spec in state.definition.steps[running + 1 :]
-    )
+    waited = any(isinstance(spec, AwaitStep) and spec.signal == name for spec in state.definition.steps[running + 1 :])
     buffered = dict(state.signals)
     if not waited or buffered.get(name) == payload_json:
         return state
@@ -219,11 +199,7 @@ def _buffer_signal(
         return replace(state, signals=signals)
     if state.signals_buffered >= limits.SIGNALS_MAX:
         return state
-    state = replace(
-        state,
-        signals=state.signals + ((name, payload_json),),
-        signals_buffered=state.signals_buffered + 1,
-    )
+    state = replace(state, signals=state.signals + ((name, payload_json),), signals_buffered=state.signals_buffered + 1)
     return record(state, at_ms, HistoryEvent.SIGNAL, signal=name)
 
 
@@ -260,9 +236,7 @@ def _on_deadline(state: SagaState, event: DeadlineReached) -> Transition:
 # -- going backward --------------------------------------------------------------
 
 
-def _turn_around(
-    state: SagaState, at_ms: int, reason: FailureReason, name: str, error: str
-) -> Transition:
+def _turn_around(state: SagaState, at_ms: int, reason: FailureReason, name: str, error: str) -> Transition:
     """The decision to compensate: recorded once, never undone."""
     assert state.status in FORWARD_STATES, (state.id, state.status)
     event = HistoryEvent.FAILED
@@ -270,13 +244,9 @@ def _turn_around(
         event = HistoryEvent.TIMED_OUT
     state = record(state, at_ms, event, step=name, error=error)
     state = record(state, at_ms, HistoryEvent.COMPENSATING)
-    steps = tuple(
-        replace(s, status=StepStatus.SKIPPED) if s.status is StepStatus.PENDING else s
-        for s in state.steps
-    )
+    steps = tuple(replace(s, status=StepStatus.SKIPPED) if s.status is StepStatus.PENDING else s for s in state.steps)
     state = replace(
-        state, status=SagaStatus.COMPENSATING, steps=steps, signals=(),
-        failure=Failure(reason, name, error),
+        state, status=SagaStatus.COMPENSATING, steps=steps, signals=(), failure=Failure(reason, name, error)
     )
     return _compensate_next(state, at_ms)
 
@@ -310,9 +280,7 @@ def _issue_compensation(state: SagaState, index: int, at_ms: int) -> Transition:
         return _stuck(state, index, at_ms, f"substitution failed: {error}", None), _NO_EFFECTS
 
 
-def _stuck(
-    state: SagaState, index: int, at_ms: int, error: str, attempts: int | None
-) -> SagaState:
+def _stuck(state: SagaState, index: int, at_ms: int, error: str, attempts: int | None) -> SagaState:
     """The compensation of step `index` gave up: wait for a redrive."""
     changes: dict[str, object] = {"compensation_error": error}
     if attempts is not None:
@@ -321,15 +289,11 @@ def _stuck(
     state = replace(state, status=SagaStatus.STUCK)
     if state.redrives <= limits.REDRIVES_RECORDED_MAX:
         name = state.definition.steps[index].name
-        state = record(
-            state, at_ms, HistoryEvent.STUCK, step=name, attempts=attempts, error=error
-        )
+        state = record(state, at_ms, HistoryEvent.STUCK, step=name, attempts=attempts, error=error)
     return state
 
 
-def _compensating_step(
-    state: SagaState, event: CompensationSucceeded | CompensationExhausted
-) -> int | None:
+def _compensating_step(state: SagaState, event: CompensationSucceeded | CompensationExhausted) -> int | None:
     """The event's step when its compensation is the one running (and the
     call answered was issued after the last redrive), else None."""
     if state.status is not SagaStatus.COMPENSATING or not is_index(state, event.step):
@@ -342,27 +306,17 @@ def _compensating_step(
     return index if state.steps[index].status is StepStatus.COMPENSATING else None
 
 
-def _on_compensation_succeeded(
-    state: SagaState, event: CompensationSucceeded
-) -> Transition:
+def _on_compensation_succeeded(state: SagaState, event: CompensationSucceeded) -> Transition:
     index = _compensating_step(state, event)
     if index is None:
         return state, _NO_EFFECTS
-    state = update_step(
-        state, index, status=StepStatus.COMPENSATED,
-        compensation_attempts=event.attempts,
-    )
+    state = update_step(state, index, status=StepStatus.COMPENSATED, compensation_attempts=event.attempts)
     name = state.definition.steps[index].name
-    state = record(
-        state, event.at_ms, HistoryEvent.COMPENSATION_SUCCEEDED,
-        step=name, attempts=event.attempts,
-    )
+    state = record(state, event.at_ms, HistoryEvent.COMPENSATION_SUCCEEDED, step=name, attempts=event.attempts)
     return _compensate_next(state, event.at_ms)
 
 
-def _on_compensation_exhausted(
-    state: SagaState, event: CompensationExhausted
-) -> Transition:
+def _on_compensation_exhausted(state: SagaState, event: CompensationExhausted) -> Transition:
     index = _compensating_step(state, event)
     if index is None:
         return state, _NO_EFFECTS

@@ -8,7 +8,7 @@ the contract's saga object (README.md, "HTTP API").
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from enum import Enum
 
 from .definition import SagaDefinition, definition_from_dict, definition_to_dict
@@ -36,9 +36,7 @@ FORWARD_STATES = frozenset({SagaStatus.STARTED, SagaStatus.RUNNING})
 # ... and once compensation began, the saga stays in these for good.
 # (`failed` and `timed_out` are passed through inside one step() call and
 # appear in the history, never as a resting state.)
-BACKWARD_STATES = frozenset(
-    {SagaStatus.COMPENSATING, SagaStatus.STUCK, SagaStatus.COMPENSATED}
-)
+BACKWARD_STATES = frozenset({SagaStatus.COMPENSATING, SagaStatus.STUCK, SagaStatus.COMPENSATED})
 
 
 class StepStatus(str, Enum):
@@ -145,11 +143,9 @@ def state_to_dict(state: SagaState) -> dict:
         "definition": definition_to_dict(state.definition),
         "status": state.status.value,
         "steps": [_step_to_dict(s) for s in state.steps],
-        "failure": None if state.failure is None else {
-            "reason": state.failure.reason.value,
-            "step": state.failure.step,
-            "error": state.failure.error,
-        },
+        "failure": None
+        if state.failure is None
+        else {"reason": state.failure.reason.value, "step": state.failure.step, "error": state.failure.error},
         "history": [_record_to_dict(r) for r in state.history],
         "signals": [[name, payload] for name, payload in state.signals],
         "signals_buffered": state.signals_buffered,
@@ -166,9 +162,9 @@ def state_from_dict(raw: dict) -> SagaState:
         definition=definition_from_dict(raw["definition"]),
         status=SagaStatus(raw["status"]),
         steps=tuple(_step_from_dict(s) for s in raw["steps"]),
-        failure=None if failure is None else Failure(
-            FailureReason(failure["reason"]), failure["step"], failure["error"]
-        ),
+        failure=None
+        if failure is None
+        else Failure(FailureReason(failure["reason"]), failure["step"], failure["error"]),
         history=tuple(_record_from_dict(r) for r in raw["history"]),
         signals=tuple((name, payload) for name, payload in raw["signals"]),
         signals_buffered=raw["signals_buffered"],
@@ -195,11 +191,9 @@ def to_api(state: SagaState) -> dict:
             }
             for spec, s in zip(state.definition.steps, state.steps)
         ],
-        "failure": None if state.failure is None else {
-            "reason": state.failure.reason.value,
-            "step": state.failure.step,
-            "error": state.failure.error,
-        },
+        "failure": None
+        if state.failure is None
+        else {"reason": state.failure.reason.value, "step": state.failure.step, "error": state.failure.error},
         "history": [_record_to_api(r) for r in state.history],
         "redrives": state.redrives,
         "created_at": format_ms(state.created_at_ms),
@@ -209,7 +203,7 @@ def to_api(state: SagaState) -> dict:
 
 def format_ms(at_ms: int) -> str:
     """Milliseconds since the epoch as ISO-8601 UTC: 2024-05-01T12:00:00.000Z."""
-    moment = datetime(1970, 1, 1, tzinfo=timezone.utc) + timedelta(milliseconds=at_ms)
+    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=at_ms)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

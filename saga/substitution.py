@@ -43,11 +43,7 @@ class Reference:
 
 def is_reference_like(value: object) -> bool:
     """True for a string shaped like a reference (well-formed or not)."""
-    return (
-        isinstance(value, str)
-        and value.startswith(REFERENCE_PREFIX)
-        and value.endswith(REFERENCE_SUFFIX)
-    )
+    return isinstance(value, str) and value.startswith(REFERENCE_PREFIX) and value.endswith(REFERENCE_SUFFIX)
 
 
 def resolve_reference(text: str, step_names: Collection[str]) -> Reference:
@@ -81,14 +77,9 @@ def check_references(
         candidates = _candidates(text)
         if not candidates:
             raise DefinitionError(where, f"malformed reference (expected {_FORM})")
-        reference = next(
-            (c for c in candidates if c.step in step_names), candidates[0]
-        )
+        reference = next((c for c in candidates if c.step in step_names), candidates[0])
         if reference.step not in allowed:
-            raise DefinitionError(
-                where,
-                f"references step {reference.step!r} which is not {allowed_text}",
-            )
+            raise DefinitionError(where, f"references step {reference.step!r} which is not {allowed_text}")
 
 
 def substitute(
@@ -136,20 +127,15 @@ def _walk(value: object, reference: Reference) -> object:
         where = ".".join(reference.path[: depth + 1])
         if isinstance(value, dict):
             if segment not in value:
-                raise SubstitutionError(
-                    f"output of step {reference.step!r} has no field {where!r}"
-                )
+                raise SubstitutionError(f"output of step {reference.step!r} has no field {where!r}")
             value = value[segment]
         elif isinstance(value, list):
             if not _INDEX.fullmatch(segment) or int(segment) >= len(value):
-                raise SubstitutionError(
-                    f"output of step {reference.step!r} has no element {where!r}"
-                )
+                raise SubstitutionError(f"output of step {reference.step!r} has no element {where!r}")
             value = value[int(segment)]
         else:
             raise SubstitutionError(
-                f"output of step {reference.step!r} has no field {where!r} "
-                "(not an object or array there)"
+                f"output of step {reference.step!r} has no field {where!r} (not an object or array there)"
             )
     return value
 
@@ -165,9 +151,7 @@ def _candidates(text: str) -> list[Reference]:
         name, rest = inner[:position], inner[position + len(_OUTPUT) :]
         if rest == "" or rest.startswith("."):
             path = tuple(rest[1:].split(".")) if rest else ()
-            if limits.STEP_NAME_PATTERN.fullmatch(name) and all(
-                _SEGMENT.fullmatch(segment) for segment in path
-            ):
+            if limits.STEP_NAME_PATTERN.fullmatch(name) and all(_SEGMENT.fullmatch(segment) for segment in path):
                 readings.append(Reference(name, path))
         position = inner.find(_OUTPUT, position + 1)
     return readings

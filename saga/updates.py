@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-from .evolve import evolve as replace
-
 from . import limits
 from .definition import ActionStep, SagaDefinition
-from .state import (
-    FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus,
-    StepState, StepStatus,
-)
+from .evolve import evolve as replace
+from .state import FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus, StepState, StepStatus
 
 
 def initial_state(definition: SagaDefinition, at_ms: int) -> SagaState:

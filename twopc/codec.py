@@ -8,21 +8,13 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 from .definition import definition_from_dict, definition_to_dict
-from .model import (
-    Decision,
-    HistoryRecord,
-    ParticipantState,
-    ParticipantStatus,
-    TxState,
-    TxStatus,
-    check_invariants,
-)
+from .model import Decision, HistoryRecord, ParticipantState, ParticipantStatus, TxState, TxStatus, check_invariants
 from .tally import Vote
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _RECORD_KEYS = ("at_ms", "event")
 
 
@@ -38,8 +30,7 @@ def state_to_dict(state: TxState) -> dict:
         "status": str(state.status),
         "decision": _optional_str(state.decision),
         "participants": [
-            {"service": p.service, "vote": _optional_str(p.vote), "status": str(p.status)}
-            for p in state.participants
+            {"service": p.service, "vote": _optional_str(p.vote), "status": str(p.status)} for p in state.participants
         ],
         "history": [_record_to_dict(record) for record in state.history],
         "created_at_ms": state.created_at_ms,
@@ -76,12 +67,10 @@ def to_api(state: TxState) -> dict:
         "state": str(state.status),
         "decision": _optional_str(state.decision),
         "participants": [
-            {"service": p.service, "vote": _optional_str(p.vote), "state": str(p.status)}
-            for p in state.participants
+            {"service": p.service, "vote": _optional_str(p.vote), "state": str(p.status)} for p in state.participants
         ],
         "history": [
-            {"at": format_ms(record.at_ms), "event": record.event, **dict(record.details)}
-            for record in state.history
+            {"at": format_ms(record.at_ms), "event": record.event, **dict(record.details)} for record in state.history
         ],
         "created_at": format_ms(state.created_at_ms),
         "updated_at": format_ms(state.updated_at_ms),
@@ -103,8 +92,6 @@ def _record_to_dict(record: HistoryRecord) -> dict:
 
 
 def _record_from_dict(raw: dict) -> HistoryRecord:
-    details = tuple(
-        (key, value) for key, value in raw.items() if key not in _RECORD_KEYS
-    )
+    details = tuple((key, value) for key, value in raw.items() if key not in _RECORD_KEYS)
     assert all(isinstance(value, str) for _, value in details), details
     return HistoryRecord(_int(raw["at_ms"]), raw["event"], details)

@@ -113,10 +113,7 @@ def definition_to_dict(definition: TransactionDefinition) -> dict:
     return {
         "id": definition.id,
         "participants": [
-            {
-                "service": p.service,
-                **{phase: _call_to_dict(getattr(p, phase)) for phase in _PHASES},
-            }
+            {"service": p.service, **{phase: _call_to_dict(getattr(p, phase)) for phase in _PHASES}}
             for p in definition.participants
         ],
         "timeout_s": definition.timeout_s,
@@ -138,18 +135,13 @@ def same_definition(a: TransactionDefinition, b: TransactionDefinition) -> bool:
 
 def _normal_form(definition: TransactionDefinition) -> tuple:
     def call(c: ParticipantCall) -> tuple[str, str]:
-        canonical = json.dumps(
-            json.loads(c.body_json), sort_keys=True, separators=(",", ":")
-        )
+        canonical = json.dumps(json.loads(c.body_json), sort_keys=True, separators=(",", ":"))
         return (c.path, canonical)
 
     return (
         definition.id,
         float(definition.timeout_s),
-        tuple(
-            (p.service, call(p.prepare), call(p.commit), call(p.abort))
-            for p in definition.participants
-        ),
+        tuple((p.service, call(p.prepare), call(p.commit), call(p.abort)) for p in definition.participants),
     )
 
 
@@ -188,8 +180,13 @@ def _require(obj: dict, name: str, prefix: str) -> object:
 
 def _type_name(value: object) -> str:
     names = {
-        type(None): "null", bool: "a boolean", int: "a number",
-        float: "a number", str: "a string", list: "an array", dict: "an object",
+        type(None): "null",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        list: "an array",
+        dict: "an object",
     }
     return names.get(type(value), type(value).__name__)
 
@@ -200,9 +197,7 @@ def _parse_id(raw: object, allow_absent: bool = True) -> str | None:
     if not isinstance(raw, str):
         raise DefinitionError("id", f"must be a string, not {_type_name(raw)}")
     if not limits.TX_ID_PATTERN.fullmatch(raw):
-        raise DefinitionError(
-            "id", f"must match {limits.TX_ID_PATTERN.pattern} (got {raw[:140]!r})"
-        )
+        raise DefinitionError("id", f"must match {limits.TX_ID_PATTERN.pattern} (got {raw[:140]!r})")
     return raw
 
 
@@ -212,26 +207,18 @@ def _parse_timeout(raw: object) -> int | float:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         raise DefinitionError("timeout_s", f"must be a number, not {_type_name(raw)}")
     if not math.isfinite(raw) or raw <= 0 or raw > limits.TX_TIMEOUT_S_MAX:
-        raise DefinitionError(
-            "timeout_s",
-            f"must be greater than 0 and at most {limits.TX_TIMEOUT_S_MAX} (got {raw})",
-        )
+        raise DefinitionError("timeout_s", f"must be greater than 0 and at most {limits.TX_TIMEOUT_S_MAX} (got {raw})")
     return raw
 
 
-def _parse_participants(
-    obj: dict, known_services: frozenset[str] | None
-) -> tuple[ParticipantDefinition, ...]:
+def _parse_participants(obj: dict, known_services: frozenset[str] | None) -> tuple[ParticipantDefinition, ...]:
     raw = _require(obj, "participants", "")
     if not isinstance(raw, list):
-        raise DefinitionError(
-            "participants", f"must be an array, not {_type_name(raw)}"
-        )
+        raise DefinitionError("participants", f"must be an array, not {_type_name(raw)}")
     if not limits.PARTICIPANTS_MIN <= len(raw) <= limits.PARTICIPANTS_MAX:
         raise DefinitionError(
             "participants",
-            f"must have {limits.PARTICIPANTS_MIN} to {limits.PARTICIPANTS_MAX}"
-            f" participants (got {len(raw)})",
+            f"must have {limits.PARTICIPANTS_MIN} to {limits.PARTICIPANTS_MAX} participants (got {len(raw)})",
         )
     seen: dict[str, int] = {}
     parsed = []
@@ -240,38 +227,27 @@ def _parse_participants(
         if participant.service in seen:
             raise DefinitionError(
                 f"participants[{index}].service",
-                f"service {participant.service!r} appears twice"
-                f" (also participants[{seen[participant.service]}])",
+                f"service {participant.service!r} appears twice (also participants[{seen[participant.service]}])",
             )
         seen[participant.service] = index
         parsed.append(participant)
     return tuple(parsed)
 
 
-def _parse_participant(
-    raw: object, prefix: str, known_services: frozenset[str] | None
-) -> ParticipantDefinition:
+def _parse_participant(raw: object, prefix: str, known_services: frozenset[str] | None) -> ParticipantDefinition:
     obj = _expect_object(raw, prefix)
     _reject_unknown_fields(obj, _PARTICIPANT_FIELDS, prefix)
     service = _parse_service(_require(obj, "service", prefix), prefix, known_services)
-    calls = [
-        _parse_call(_require(obj, phase, prefix), _field(prefix, phase))
-        for phase in _PHASES
-    ]
+    calls = [_parse_call(_require(obj, phase, prefix), _field(prefix, phase)) for phase in _PHASES]
     return ParticipantDefinition(service, *calls)
 
 
-def _parse_service(
-    raw: object, prefix: str, known_services: frozenset[str] | None
-) -> str:
+def _parse_service(raw: object, prefix: str, known_services: frozenset[str] | None) -> str:
     field = _field(prefix, "service")
     if not isinstance(raw, str):
         raise DefinitionError(field, f"must be a string, not {_type_name(raw)}")
     if not limits.SERVICE_NAME_PATTERN.fullmatch(raw):
-        raise DefinitionError(
-            field,
-            f"must match {limits.SERVICE_NAME_PATTERN.pattern} (got {raw[:80]!r})",
-        )
+        raise DefinitionError(field, f"must match {limits.SERVICE_NAME_PATTERN.pattern} (got {raw[:80]!r})")
     if known_services is not None and raw not in known_services:
         raise DefinitionError(field, f"unknown service {raw!r}")
     return raw
@@ -313,9 +289,7 @@ def _parse_path(raw: object, field: str) -> str:
     if not isinstance(raw, str):
         raise DefinitionError(field, f"must be a string, not {_type_name(raw)}")
     if len(raw) > limits.PATH_CHARS_MAX:
-        raise DefinitionError(
-            field, f"longer than {limits.PATH_CHARS_MAX} characters ({len(raw)})"
-        )
+        raise DefinitionError(field, f"longer than {limits.PATH_CHARS_MAX} characters ({len(raw)})")
     if not raw.startswith("/"):
         raise DefinitionError(field, "must start with '/'")
     if raw.startswith("//"):
@@ -332,9 +306,7 @@ def _encode_body(body: object, field: str) -> str:
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     size = len(text.encode("utf-8"))
     if size > limits.BODY_BYTES_MAX:
-        raise DefinitionError(
-            field, f"larger than {limits.BODY_BYTES_MAX} bytes as JSON ({size})"
-        )
+        raise DefinitionError(field, f"larger than {limits.BODY_BYTES_MAX} bytes as JSON ({size})")
     return text
 
 
@@ -349,9 +321,7 @@ def _check_json_value(body: object, field: str) -> None:
         if size_lower_bound > limits.BODY_BYTES_MAX:
             raise DefinitionError(field, too_large)
         if isinstance(value, (dict, list)) and depth >= limits.BODY_DEPTH_MAX:
-            raise DefinitionError(
-                where, f"nested deeper than {limits.BODY_DEPTH_MAX} levels"
-            )
+            raise DefinitionError(where, f"nested deeper than {limits.BODY_DEPTH_MAX} levels")
         if isinstance(value, dict):
             for key, item in value.items():
                 if not isinstance(key, str):

@@ -50,10 +50,7 @@ from .model import (
 )
 from .tally import Tally, Vote, tally
 
-__all__ = [
-    "start", "step", "pending_effects", "next_deadline",
-    "state_to_dict", "state_from_dict", "to_api",
-]
+__all__ = ["start", "step", "pending_effects", "next_deadline", "state_to_dict", "state_from_dict", "to_api"]
 
 Step = tuple[TxState, tuple[Effect, ...]]
 
@@ -69,8 +66,7 @@ def start(definition: TransactionDefinition, at_ms: int) -> Step:
         status=TxStatus.PREPARING,
         decision=None,
         participants=tuple(
-            ParticipantState(service, None, ParticipantStatus.PREPARING)
-            for service in definition.services
+            ParticipantState(service, None, ParticipantStatus.PREPARING) for service in definition.services
         ),
         history=(HistoryRecord(at_ms, "started"),),
         created_at_ms=at_ms,
@@ -103,16 +99,10 @@ def pending_effects(state: TxState) -> tuple[Effect, ...]:
     if state.terminal:
         return ()
     if state.decision is None:
-        return tuple(
-            _call(state, CallPrepare, p.service)
-            for p in state.participants
-            if p.vote is None
-        )
+        return tuple(_call(state, CallPrepare, p.service) for p in state.participants if p.vote is None)
     acknowledged = ACKNOWLEDGED_STATUS[state.decision]
     return tuple(
-        _call(state, PHASE_TWO_CALL[state.decision], p.service)
-        for p in state.participants
-        if p.status != acknowledged
+        _call(state, PHASE_TWO_CALL[state.decision], p.service) for p in state.participants if p.status != acknowledged
     )
 
 
@@ -137,7 +127,10 @@ def _on_vote(state: TxState, event: VoteReceived) -> Step:
     voted = replace(participant, vote=event.vote, status=_VOTED_STATUS[event.vote])
     state = _record(
         replace(state, participants=_replace_at(state.participants, index, voted)),
-        event.at_ms, "vote", service=event.service, vote=str(event.vote),
+        event.at_ms,
+        "vote",
+        service=event.service,
+        vote=str(event.vote),
     )
     votes = {p.service: p.vote for p in state.participants}
     result = tally(state.definition.services, votes)
@@ -164,13 +157,11 @@ def _on_acknowledged(state: TxState, event: Acknowledged) -> Step:
     if participant.status == done:
         return state, ()
     state = _record(
-        replace(
-            state,
-            participants=_replace_at(
-                state.participants, index, replace(participant, status=done)
-            ),
-        ),
-        event.at_ms, "acknowledged", service=event.service, phase=str(event.phase),
+        replace(state, participants=_replace_at(state.participants, index, replace(participant, status=done))),
+        event.at_ms,
+        "acknowledged",
+        service=event.service,
+        phase=str(event.phase),
     )
     if any(p.status != done for p in state.participants):
         return state, ()
@@ -183,7 +174,10 @@ def _decide(state: TxState, decision: Decision, at_ms: int, reason: str) -> Step
     assert state.decision is None, "a decision is never replaced"
     state = _record(
         replace(state, decision=decision, status=DECIDED_STATUS[decision]),
-        at_ms, "decided", decision=str(decision), reason=reason,
+        at_ms,
+        "decided",
+        decision=str(decision),
+        reason=reason,
     )
     return state, pending_effects(state)
 
@@ -228,13 +222,11 @@ def _participant_index(state: TxState, service: str) -> int | None:
 
 
 def _replace_at(items: tuple, index: int, item: object) -> tuple:
-    return items[:index] + (item,) + items[index + 1:]
+    return items[:index] + (item,) + items[index + 1 :]
 
 
 def _record(state: TxState, at_ms: int, event: str, **details: str) -> TxState:
     record = HistoryRecord(at_ms, event, tuple(details.items()))
     history = state.history + (record,)
     assert len(history) <= limits.HISTORY_RECORDS_MAX, "history is bounded"
-    return replace(
-        state, history=history, updated_at_ms=max(state.updated_at_ms, at_ms)
-    )
+    return replace(state, history=history, updated_at_ms=max(state.updated_at_ms, at_ms))

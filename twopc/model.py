@@ -49,10 +49,7 @@ class ParticipantStatus(enum.StrEnum):
 # What a decided transaction moves to, and what its participants end in.
 DECIDED_STATUS = {Decision.COMMIT: TxStatus.COMMITTING, Decision.ABORT: TxStatus.ABORTING}
 FINAL_STATUS = {Decision.COMMIT: TxStatus.COMMITTED, Decision.ABORT: TxStatus.ABORTED}
-ACKNOWLEDGED_STATUS = {
-    Decision.COMMIT: ParticipantStatus.COMMITTED,
-    Decision.ABORT: ParticipantStatus.ABORTED,
-}
+ACKNOWLEDGED_STATUS = {Decision.COMMIT: ParticipantStatus.COMMITTED, Decision.ABORT: ParticipantStatus.ABORTED}
 _STATUS_DECISION = {
     TxStatus.PREPARING: None,
     TxStatus.COMMITTING: Decision.COMMIT,
@@ -62,9 +59,7 @@ _STATUS_DECISION = {
 }
 _STATUSES_FOR_VOTE = {
     None: {ParticipantStatus.PREPARING, ParticipantStatus.ABORTED},
-    Vote.YES: {
-        ParticipantStatus.PREPARED, ParticipantStatus.COMMITTED, ParticipantStatus.ABORTED,
-    },
+    Vote.YES: {ParticipantStatus.PREPARED, ParticipantStatus.COMMITTED, ParticipantStatus.ABORTED},
     Vote.NO: {ParticipantStatus.REFUSED, ParticipantStatus.ABORTED},
 }
 
@@ -238,7 +233,5 @@ def check_invariants(state: TxState) -> None:
         undecided = (ParticipantStatus.PREPARING, ParticipantStatus.PREPARED)
         assert all(p.status in undecided for p in state.participants)
     if state.decision is not None:
-        acknowledged = [
-            p.status == ACKNOWLEDGED_STATUS[state.decision] for p in state.participants
-        ]
+        acknowledged = [p.status == ACKNOWLEDGED_STATUS[state.decision] for p in state.participants]
         assert all(acknowledged) == state.terminal, (acknowledged, state.status)

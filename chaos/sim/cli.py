@@ -23,11 +23,12 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, NoReturn
+from typing import NoReturn
 
 from coordinator.chaos.checkers import report_json
 
@@ -91,35 +92,55 @@ def _jobs(text: str) -> int:
 
 def _arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     which = parser.add_mutually_exclusive_group()
-    which.add_argument("--seed", type=int, help="the seed of one run, in this process; prints its whole checker "
-                                                "table (default: a random seed, printed)")
-    which.add_argument("--seeds", type=_seeds, help="several runs: N, A-B or N,M,...; prints progress, each "
-                                                    "failing seed with its replay command, then a summary")
-    parser.add_argument("--jobs", type=_jobs, default=None,
-                        help=f"worker processes for --seeds, 1 to {JOBS_MAX} (default: os.cpu_count()); "
-                             "1 runs the seeds in this process")
+    which.add_argument(
+        "--seed",
+        type=int,
+        help="the seed of one run, in this process; prints its whole checker table (default: a random seed, printed)",
+    )
+    which.add_argument(
+        "--seeds",
+        type=_seeds,
+        help="several runs: N, A-B or N,M,...; prints progress, each "
+        "failing seed with its replay command, then a summary",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=_jobs,
+        default=None,
+        help=f"worker processes for --seeds, 1 to {JOBS_MAX} (default: os.cpu_count()); "
+        "1 runs the seeds in this process",
+    )
     parser.add_argument("--duration", type=float, default=30.0, help="simulated seconds under faults")
     parser.add_argument("--nodes", type=int, default=3)
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     parser.add_argument("--rate", type=float, default=6.0, help="client operations per simulated second")
-    parser.add_argument("--snapshots-often", action="store_true",
-                        help="compact the log every 150 entries or 20 s (production: 5000 or 300 s)")
+    parser.add_argument(
+        "--snapshots-often",
+        action="store_true",
+        help="compact the log every 150 entries or 20 s (production: 5000 or 300 s)",
+    )
     parser.add_argument("--planted-bug", choices=PLANTED_BUGS, help="plant a bug the checkers must catch")
     parser.add_argument("--replay", action="store_true", help="run each seed twice and compare the trace digests")
-    parser.add_argument("--trace", metavar="FILE", help="write the trace of the run here (with --seeds: of the "
-                                                        "last seed listed, whichever process runs it)")
-    parser.add_argument("--history", metavar="FILE", help="write the history of the run here (with --seeds: of "
-                                                          "the last seed listed)")
-    parser.add_argument("--report", metavar="FILE", help="write the JSON report of the run here (with --seeds: "
-                                                         "of the last seed listed)")
+    parser.add_argument(
+        "--trace",
+        metavar="FILE",
+        help="write the trace of the run here (with --seeds: of the last seed listed, whichever process runs it)",
+    )
+    parser.add_argument(
+        "--history", metavar="FILE", help="write the history of the run here (with --seeds: of the last seed listed)"
+    )
+    parser.add_argument(
+        "--report", metavar="FILE", help="write the JSON report of the run here (with --seeds: of the last seed listed)"
+    )
     parser.add_argument("--summary", metavar="FILE", help="with --seeds: write the summary here too")
     return parser
 
 
 def add_simulate_parser(commands: argparse._SubParsersAction) -> None:
     """Register ``simulate`` on the ``coordinator`` command's subparsers."""
-    parser = commands.add_parser("simulate", help="the whole cluster in one process, simulated from a seed",
-                                 description=__doc__.split("\n")[0])
+    parser = commands.add_parser(
+        "simulate", help="the whole cluster in one process, simulated from a seed", description=__doc__.split("\n")[0]
+    )
     _arguments(parser).set_defaults(run=cmd_simulate)
 
 
@@ -129,9 +150,15 @@ def _settings(args: argparse.Namespace) -> SimSettings:
     if unknown:
         raise ValueError(f"--faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
     extra = {"raft": SNAPSHOTS_OFTEN} if args.snapshots_often else {}
-    return SimSettings(nodes=args.nodes, duration_s=args.duration, faults=faults, rate_per_s=args.rate,
-                       planted_bug=args.planted_bug,
-                       trace_lines=TRACE_LINES_KEPT if args.trace else 0, **extra)
+    return SimSettings(
+        nodes=args.nodes,
+        duration_s=args.duration,
+        faults=faults,
+        rate_per_s=args.rate,
+        planted_bug=args.planted_bug,
+        trace_lines=TRACE_LINES_KEPT if args.trace else 0,
+        **extra,
+    )
 
 
 def _replay_command(seed: int, argv: list[str]) -> str:
@@ -267,8 +294,13 @@ def run_seed(job: SeedJob) -> SeedOutcome:
         if job.outputs.wanted():
             _write(job.outputs, result)
     except Exception as exc:  # noqa: BLE001 - a seed that raises is a failing seed, reported like one
-        return SeedOutcome(job.seed, False, "", time.perf_counter() - started,
-                           (f"simulation seed {job.seed}: ERROR {type(exc).__name__}: {exc}",))
+        return SeedOutcome(
+            job.seed,
+            False,
+            "",
+            time.perf_counter() - started,
+            (f"simulation seed {job.seed}: ERROR {type(exc).__name__}: {exc}",),
+        )
     kinds = tuple(sorted({fault["kind"] for fault in result.history.faults}))
     return SeedOutcome(job.seed, not lines, result.trace_digest, time.perf_counter() - started, tuple(lines), kinds)
 
@@ -316,8 +348,9 @@ def run_seeds(jobs: list[SeedJob], workers: int) -> Iterator[SeedOutcome]:
         return
     if os.environ.get("PYTHONHASHSEED") != HASH_SEED:
         raise RuntimeError(f"run_seeds: PYTHONHASHSEED must be {HASH_SEED} (the workers inherit it)")
-    executor = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_worker_init)
+    executor = ProcessPoolExecutor(
+        min(workers, len(jobs)), mp_context=multiprocessing.get_context("spawn"), initializer=_worker_init
+    )
     finished = False
     try:
         futures = [executor.submit(run_seed, job) for job in jobs]
@@ -368,8 +401,10 @@ class _Tally:
 def _progress_line(tally: _Tally) -> str:
     done = len(tally.outcomes)
     left_s = tally.wall_s() / done * (tally.total - done) if done else 0.0
-    return (f"simulate: {done}/{tally.total} done, {len(tally.failed())} failed, {tally.mean_real_s():.2f} s/seed, "
-            f"{tally.wall_s():.0f} s so far, about {left_s:.0f} s left")
+    return (
+        f"simulate: {done}/{tally.total} done, {len(tally.failed())} failed, {tally.mean_real_s():.2f} s/seed, "
+        f"{tally.wall_s():.0f} s so far, about {left_s:.0f} s left"
+    )
 
 
 def _seeds_text(seeds: Iterable[int]) -> str:
@@ -401,8 +436,11 @@ def _summary(tally: _Tally, argv: list[str], stopped: str | None) -> str:
         ("passed", str(done - len(failed))),
         ("failed", str(len(failed))),
         ("wall time", f"{tally.wall_s():.1f} s"),
-        ("per seed", f"{tally.mean_real_s():.2f} s (mean real time of a run), "
-                     f"{tally.wall_s() / max(done, 1):.2f} s of wall time"),
+        (
+            "per seed",
+            f"{tally.mean_real_s():.2f} s (mean real time of a run), "
+            f"{tally.wall_s() / max(done, 1):.2f} s of wall time",
+        ),
         ("failed seeds", _seeds_text(o.seed for o in failed) or "none"),
         ("seeds by fault", _fault_counts(tally.outcomes)),
     ]
@@ -427,8 +465,15 @@ def _raise_interrupt(signum: int, frame: object) -> NoReturn:
     raise KeyboardInterrupt
 
 
-def _run_batch(seeds: list[int], settings: SimSettings, jobs: int, replay: bool, outputs: Outputs,
-               argv: list[str], summary_path: str | None) -> int:
+def _run_batch(
+    seeds: list[int],
+    settings: SimSettings,
+    jobs: int,
+    replay: bool,
+    outputs: Outputs,
+    argv: list[str],
+    summary_path: str | None,
+) -> int:
     tally = _Tally(total=len(seeds), jobs=min(jobs, len(seeds)), started=time.monotonic())
     tally.last_progress = tally.started
     print(f"simulate: {len(seeds)} seeds ({_seeds_text(seeds)}) on {tally.jobs} jobs", flush=True)

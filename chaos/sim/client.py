@@ -21,7 +21,8 @@ from __future__ import annotations
 import asyncio
 import json
 import random
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 from coordinator.chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES, WorkloadMix
 from coordinator.cluster.api import operations
@@ -42,8 +43,16 @@ class _NoAnswer(Exception):
 
 
 class SimClient:
-    def __init__(self, world: "World", rng: random.Random, *, attempts: int = 8, timeout_s: float = 5.0,
-                 budget_s: float = 12.0, delay_s: tuple[float, float] = (0.0005, 0.005)) -> None:
+    def __init__(
+        self,
+        world: World,
+        rng: random.Random,
+        *,
+        attempts: int = 8,
+        timeout_s: float = 5.0,
+        budget_s: float = 12.0,
+        delay_s: tuple[float, float] = (0.0005, 0.005),
+    ) -> None:
         self.world = world
         self.rng = rng
         self.attempts = attempts
@@ -123,20 +132,29 @@ def _retrieve(task: asyncio.Task) -> None:
         task.exception()
 
 
-async def _submit(node: "SimNode", kind: str, definition: dict) -> str:
+async def _submit(node: SimNode, kind: str, definition: dict) -> str:
     view, _created = await operations.submit_workflow(node, kind, json.dumps(definition))
     return view["id"]
 
 
 class SimWorkload(WorkloadMix):
-    def __init__(self, world: "World", client: SimClient, rng: random.Random, *, rate_per_s: float,
-                 processes: int) -> None:
+    def __init__(
+        self, world: World, client: SimClient, rng: random.Random, *, rate_per_s: float, processes: int
+    ) -> None:
         super().__init__(rng, rate_per_s=rate_per_s, processes=processes)
         self.world = world
         self.client = client
 
-    async def record(self, process: int | str, kind: str, key: str | None, value: Any, operation: Operation,
-                     *, absent_is_ok: bool = False) -> str:
+    async def record(
+        self,
+        process: int | str,
+        kind: str,
+        key: str | None,
+        value: Any,
+        operation: Operation,
+        *,
+        absent_is_ok: bool = False,
+    ) -> str:
         handle = self.world.history.invoke(process, kind, key, value)
         watch = self.world.register_watch
         watch.invoked(handle.id, kind, key, value)
@@ -170,8 +188,13 @@ class SimWorkload(WorkloadMix):
             await self.submit_transaction(process, *self.transaction())
         elif roll < 0.55 and self.awaiting:
             saga_id = self.awaiting.pop(self.rng.randrange(len(self.awaiting)))
-            await self.record(process, "signal", saga_id, {"ok": True},
-                              lambda n: operations.signal_saga(n, saga_id, "approved", json.dumps({"ok": True})))
+            await self.record(
+                process,
+                "signal",
+                saga_id,
+                {"ok": True},
+                lambda n: operations.signal_saga(n, saga_id, "approved", json.dumps({"ok": True})),
+            )
         else:
             await self.registry(process)
 
@@ -184,14 +207,30 @@ class SimWorkload(WorkloadMix):
         if op < 0.45:
             url = f"http://127.0.0.1:{20000 + self.rng.randrange(REGISTRY_VALUES)}"
             body = json.dumps({"url": url})
-            await self.record(process, "registry_put", key, url,
-                              lambda n: _url(operations.put_service(n, key, body, request_id=request_id)))
+            await self.record(
+                process,
+                "registry_put",
+                key,
+                url,
+                lambda n: _url(operations.put_service(n, key, body, request_id=request_id)),
+            )
         elif op < 0.9:
-            await self.record(process, "registry_get", key, None,
-                              lambda n: _url(operations.get_service(n, key, stale=None)), absent_is_ok=True)
+            await self.record(
+                process,
+                "registry_get",
+                key,
+                None,
+                lambda n: _url(operations.get_service(n, key, stale=None)),
+                absent_is_ok=True,
+            )
         else:
-            await self.record(process, "registry_delete", key, None,
-                              lambda n: _url(operations.delete_service(n, key, request_id=request_id)))
+            await self.record(
+                process,
+                "registry_delete",
+                key,
+                None,
+                lambda n: _url(operations.delete_service(n, key, request_id=request_id)),
+            )
 
     async def run(self, until_s: float) -> None:
         loop = asyncio.get_running_loop()

@@ -44,7 +44,8 @@ import contextlib
 import contextvars
 import random
 import time
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pysyncobj.syncobj as _syncobj_module
 
@@ -86,7 +87,7 @@ class VirtualClock:
         self.now_s += delta_s
 
 
-PROCESS: contextvars.ContextVar["Process | None"] = contextvars.ContextVar("sim_process", default=None)
+PROCESS: contextvars.ContextVar[Process | None] = contextvars.ContextVar("sim_process", default=None)
 
 
 class Process:

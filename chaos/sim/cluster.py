@@ -27,8 +27,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import random
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -71,12 +71,17 @@ class _Slot:
 
 
 class SimCluster:
-    def __init__(self, world: "World", node_ids: list[str], data_dir: Path) -> None:
+    def __init__(self, world: World, node_ids: list[str], data_dir: Path) -> None:
         self.world = world
         settings = world.settings
         addresses = tuple(NodeAddress(i, f"{i}:7000", f"{i}:8000", f"{i}:9000") for i in node_ids)
-        self.config = ClusterConfig(nodes=addresses, secret_file=data_dir / "cluster.secret", data_dir=data_dir,
-                                    raft=settings.raft, executor=settings.executor)
+        self.config = ClusterConfig(
+            nodes=addresses,
+            secret_file=data_dir / "cluster.secret",
+            data_dir=data_dir,
+            raft=settings.raft,
+            executor=settings.executor,
+        )
         self.slots = {a.id: _Slot(a.id, NodeConfig(self.config, a, secret="simulated")) for a in addresses}
         self._by_address = {slot.address: slot for slot in self.slots.values()}
         self.ids = list(node_ids)
@@ -88,9 +93,12 @@ class SimCluster:
         self.candidacies: list[tuple[float, str, int]] = []  # (virtual time, node, term)
         self.stamps: dict[int, tuple[float, float]] = {}  # at_ms proposed -> (first, last) virtual time
         for slot in self.slots.values():
-            slot.disk = SimDisk(random.Random(world.rng_disks.getrandbits(64)), world.clock.monotonic,
-                                lambda until, s=slot: self._busy(s, until),
-                                returns_early=settings.planted_bug == "sync_returns_early")
+            slot.disk = SimDisk(
+                random.Random(world.rng_disks.getrandbits(64)),
+                world.clock.monotonic,
+                lambda until, s=slot: self._busy(s, until),
+                returns_early=settings.planted_bug == "sync_returns_early",
+            )
 
     # -- lifecycle -------------------------------------------------------------
     async def start_all(self) -> None:
@@ -105,10 +113,14 @@ class SimCluster:
         world = self.world
         slot.incarnation += 1
         process = Process(f"{node_id}#{slot.incarnation}")
-        node = SimNode(slot.config, observer=self, journal_class=world.journal_class,
-                       transport_base=world.network.transport_class(),
-                       session=SimSession(world.links, node_id),
-                       rng=random.Random(world.rng_nodes.getrandbits(64)))
+        node = SimNode(
+            slot.config,
+            observer=self,
+            journal_class=world.journal_class,
+            transport_base=world.network.transport_class(),
+            session=SimSession(world.links, node_id),
+            rng=random.Random(world.rng_nodes.getrandbits(64)),
+        )
         slot.process, slot.node, slot.stalled = process, node, False
         world.trace.event("start", node_id, slot.incarnation)
         await self.world.loop.create_task(node.start(), context=process.context)
@@ -149,9 +161,14 @@ class SimCluster:
             return  # nothing acknowledged, or the entry left the log since (truncated, compacted)
         kept = journal.durable_entries()
         if ack not in kept and (not kept or kept[-1][0] < ack[0] or ack[0] >= kept[0][0]):
-            self._violation("acknowledged_entry_lost", f"{node_id} acknowledged entry {ack[0]} (term {ack[1]}) "
-                            f"and lost it in a power loss (it kept up to {kept[-1] if kept else None})",
-                            node=node_id, index=ack[0], term=ack[1])
+            self._violation(
+                "acknowledged_entry_lost",
+                f"{node_id} acknowledged entry {ack[0]} (term {ack[1]}) "
+                f"and lost it in a power loss (it kept up to {kept[-1] if kept else None})",
+                node=node_id,
+                index=ack[0],
+                term=ack[1],
+            )
 
     def _busy(self, slot: _Slot, until: float) -> None:
         """The node is inside a slow sync until ``until``: its tick and sends wait."""
@@ -272,8 +289,12 @@ class SimCluster:
         if known is None:
             self.applied_at[index] = (digest, node_id)
         elif known[0] != digest:
-            self._violation("applied_entry_changed", f"{node_id} applied another entry at index {index} than "
-                            f"{known[1]} did", index=index, nodes=[known[1], node_id])
+            self._violation(
+                "applied_entry_changed",
+                f"{node_id} applied another entry at index {index} than {known[1]} did",
+                index=index,
+                nodes=[known[1], node_id],
+            )
         self.world.trace.event("apply", node_id, index, digest.hex())
 
     def role(self, node_id: str, old: int, new: int, term: int) -> None:
@@ -282,8 +303,9 @@ class SimCluster:
             return
         other = self.leaders_by_term.setdefault(term, node_id)
         if other != node_id:
-            self._violation("two_leaders", f"{other} and {node_id} both led term {term}", term=term,
-                            nodes=[other, node_id])
+            self._violation(
+                "two_leaders", f"{other} and {node_id} both led term {term}", term=term, nodes=[other, node_id]
+            )
 
     def stamped(self, at_ms: int) -> None:
         now = self.world.clock.now_s
@@ -296,8 +318,15 @@ class SimCluster:
     def _violation(self, kind: str, message: str, **details: Any) -> None:
         self.world.trace.event("VIOLATION", kind, message)
         if len(self.violations) < VIOLATIONS_MAX:
-            self.violations.append({"kind": kind, "message": message, "at_s": self.world.clock.now_s, **details,
-                                    **self.world.trace.around()})
+            self.violations.append(
+                {
+                    "kind": kind,
+                    "message": message,
+                    "at_s": self.world.clock.now_s,
+                    **details,
+                    **self.world.trace.around(),
+                }
+            )
 
     def _error(self, message: str) -> None:
         self.world.trace.event("ERROR", message)

@@ -32,7 +32,7 @@ import contextvars
 import math
 import os
 import random
-from typing import Callable
+from collections.abc import Callable
 
 from coordinator.consensus.journal import MsgpackJournal
 
@@ -44,8 +44,14 @@ STALL_S = (0.05, 2.0)  # one slow sync, drawn log-uniformly
 class SimDisk:
     """The disk of one node: healthy, or slow until ``slow_until``."""
 
-    def __init__(self, rng: random.Random, now: Callable[[], float], on_busy: Callable[[float], None],
-                 *, returns_early: bool = False) -> None:
+    def __init__(
+        self,
+        rng: random.Random,
+        now: Callable[[], float],
+        on_busy: Callable[[float], None],
+        *,
+        returns_early: bool = False,
+    ) -> None:
         self.rng = rng
         self.now = now
         self.on_busy = on_busy  # the node waits (ticks and sends) until this virtual time

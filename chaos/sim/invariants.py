@@ -37,8 +37,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 __all__ = ["FLAP_ELECTIONS_SLACK_ROUNDS", "FLAP_SETTLE_S", "RegisterWatch", "deadline_violations", "flap_violations"]
 
@@ -97,10 +98,16 @@ class RegisterWatch:
         possible, acknowledged = self.possible(key, invoke_s)
         if _canonical(result) not in possible:
             self._on_violation(
-                "stale_read", f"registry_get {key!r} (op {op_id}, invoked at {invoke_s:.6f}) returned {result!r}; "
+                "stale_read",
+                f"registry_get {key!r} (op {op_id}, invoked at {invoke_s:.6f}) returned {result!r}; "
                 f"it could only return one of {sorted(possible)} (last acknowledged write before it: "
-                f"{acknowledged})", key=key, op=op_id, returned=result, possible=sorted(possible),
-                acknowledged=acknowledged)
+                f"{acknowledged})",
+                key=key,
+                op=op_id,
+                returned=result,
+                possible=sorted(possible),
+                acknowledged=acknowledged,
+            )
 
     def possible(self, key: str, invoke_s: float) -> tuple[set[str], dict[str, Any] | None]:
         """The values a read of ``key`` invoked at ``invoke_s`` may return now, and
@@ -111,8 +118,12 @@ class RegisterWatch:
             return {_canonical(None)} | {w.value for w in writes}, None
         last = max(done, key=lambda w: w.invoke_s)
         possible = {w.value for w in writes if w.complete_s >= last.invoke_s}
-        bound = {"op": last.op_id, "value": json.loads(last.value), "invoke_s": last.invoke_s,
-                 "complete_s": last.complete_s}
+        bound = {
+            "op": last.op_id,
+            "value": json.loads(last.value),
+            "invoke_s": last.invoke_s,
+            "complete_s": last.complete_s,
+        }
         return possible, bound
 
 
@@ -122,6 +133,7 @@ MS_ROUNDING_S = 0.002
 def deadline_violations(state: Any, stamps: dict[int, tuple[float, float]], bound_s: float) -> tuple[int, list[dict]]:
     """(deadlines checked, violations) over the final state of a node (see the module docstring)."""
     from coordinator import saga as saga_machine
+
     checked, found = 0, []
 
     def judge(kind: str, workflow_id: str, what: str, start_ms: int, fired_ms: int, timeout_s: float) -> None:
@@ -132,10 +144,17 @@ def deadline_violations(state: Any, stamps: dict[int, tuple[float, float]], boun
         checked += 1
         took_s = fired[1] - start[0]
         if took_s < timeout_s - bound_s - MS_ROUNDING_S:
-            found.append({"kind": "deadline_too_early", "message": f"{kind} {workflow_id!r}: {what} timed out "
-                          f"{took_s:.3f} s after it started on the true clock; its timeout is {timeout_s:g} s and "
-                          f"clocks differ by at most {bound_s:g} s", "workflow": workflow_id, "took_s": took_s,
-                          "timeout_s": timeout_s})
+            found.append(
+                {
+                    "kind": "deadline_too_early",
+                    "message": f"{kind} {workflow_id!r}: {what} timed out "
+                    f"{took_s:.3f} s after it started on the true clock; its timeout is {timeout_s:g} s and "
+                    f"clocks differ by at most {bound_s:g} s",
+                    "workflow": workflow_id,
+                    "took_s": took_s,
+                    "timeout_s": timeout_s,
+                }
+            )
 
     sagas, transactions = state.sagas.sagas, state.transactions.transactions
     for saga_id in list(sagas):
@@ -154,8 +173,9 @@ def deadline_violations(state: Any, stamps: dict[int, tuple[float, float]], boun
             index = names.index(failure.step)
             started = saga.steps[index].started_at_ms
             if started is not None:
-                judge("saga", saga_id, f"step {failure.step!r}", started, fired[0],
-                      saga.definition.steps[index].timeout_s)
+                judge(
+                    "saga", saga_id, f"step {failure.step!r}", started, fired[0], saga.definition.steps[index].timeout_s
+                )
     for tx_id in list(transactions):
         tx = transactions[tx_id]
         fired = [r.at_ms for r in tx.history if r.event == "timed_out"]
@@ -188,8 +208,9 @@ FLAP_SETTLE_S = 1.5
 FLAP_QUIET_BEFORE_S = 3.0
 
 
-def flap_violations(episodes: list[dict], candidacies: list[tuple[float, str, int]],
-                    other_faults: list[tuple[float, float]], nodes: int) -> tuple[dict[str, Any], list[dict]]:
+def flap_violations(
+    episodes: list[dict], candidacies: list[tuple[float, str, int]], other_faults: list[tuple[float, float]], nodes: int
+) -> tuple[dict[str, Any], list[dict]]:
     """(stats, violations): candidacies per flap episode against ``nodes * (resets + FLAP_ELECTIONS_SLACK_ROUNDS)``.
 
     ``episodes``: {"start_s", "end_s", "node", "resets"}; ``other_faults``: (start, end) of every other fault."""
@@ -206,10 +227,19 @@ def flap_violations(episodes: list[dict], candidacies: list[tuple[float, str, in
         judged += 1
         bound = nodes * (episode["resets"] + FLAP_ELECTIONS_SLACK_ROUNDS)
         if count > bound:
-            found.append({"kind": "election_storm", "message": f"{episode['resets']} resets of {episode['node']}'s "
-                          f"links from {start:.3f} s to {episode['end_s']:.3f} s: {count} candidacies (at most "
-                          f"{bound} expected)", **episode})
-    stats = {"flap_episodes": len(episodes), "flap_episodes_judged": judged,
-             "elections_under_flaps": in_flaps,
-             "elections_per_min_under_flaps": round(in_flaps * 60 / window_s, 1) if window_s else None}
+            found.append(
+                {
+                    "kind": "election_storm",
+                    "message": f"{episode['resets']} resets of {episode['node']}'s "
+                    f"links from {start:.3f} s to {episode['end_s']:.3f} s: {count} candidacies (at most "
+                    f"{bound} expected)",
+                    **episode,
+                }
+            )
+    stats = {
+        "flap_episodes": len(episodes),
+        "flap_episodes_judged": judged,
+        "elections_under_flaps": in_flaps,
+        "elections_per_min_under_flaps": round(in_flaps * 60 / window_s, 1) if window_s else None,
+    }
     return stats, found

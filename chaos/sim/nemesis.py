@@ -31,18 +31,41 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import TYPE_CHECKING, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # pragma: no cover
     from .world import World
 
 __all__ = ["FAULTS", "SimNemesis"]
 
-FAULTS = ("crash", "power-loss-all", "stall", "partition", "partition-leader", "participant-outage",
-          "participant-crash", "link-flap", "slow-disk", "clock-skew", "client-reach")
+FAULTS = (
+    "crash",
+    "power-loss-all",
+    "stall",
+    "partition",
+    "partition-leader",
+    "participant-outage",
+    "participant-crash",
+    "link-flap",
+    "slow-disk",
+    "clock-skew",
+    "client-reach",
+)
 # How often each fault is drawn, relative to the others.
-WEIGHTS = {"crash": 4, "power-loss-all": 1, "stall": 3, "partition": 3, "partition-leader": 3, "participant-outage": 2,
-           "participant-crash": 2, "link-flap": 2, "slow-disk": 2, "clock-skew": 2, "client-reach": 2}
+WEIGHTS = {
+    "crash": 4,
+    "power-loss-all": 1,
+    "stall": 3,
+    "partition": 3,
+    "partition-leader": 3,
+    "participant-outage": 2,
+    "participant-crash": 2,
+    "link-flap": 2,
+    "slow-disk": 2,
+    "clock-skew": 2,
+    "client-reach": 2,
+}
 FAULTS_PER_RUN_MAX = 10_000
 # Any two nodes' wall clocks differ by at most this (each within half of it of true time).
 SKEW_BOUND_S = 2.0
@@ -53,8 +76,9 @@ ELECTION_FAULTS = ("crash", "power-loss-all", "stall", "partition", "partition-l
 
 
 class SimNemesis:
-    def __init__(self, world: "World", rng: random.Random, faults: tuple[str, ...],
-                 interval_s: tuple[float, float]) -> None:
+    def __init__(
+        self, world: World, rng: random.Random, faults: tuple[str, ...], interval_s: tuple[float, float]
+    ) -> None:
         unknown = sorted(set(faults) - set(FAULTS))
         if unknown:
             raise ValueError(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
@@ -139,8 +163,12 @@ class SimNemesis:
             leader = cluster.leader()
             if leader is not None:
                 resets, gaps = rng.randint(2, 5), [rng.uniform(0.2, 1.0) for _ in range(4)]
-                episode = {"node": leader, "start_s": self.world.clock.now_s, "end_s": self.world.clock.now_s,
-                           "resets": resets}
+                episode = {
+                    "node": leader,
+                    "start_s": self.world.clock.now_s,
+                    "end_s": self.world.clock.now_s,
+                    "resets": resets,
+                }
                 self.world.flap_episodes.append(episode)
                 self._record(kind, leader, resets=resets)
                 self._undo.append(asyncio.ensure_future(self._flap(leader, resets, gaps, episode)))
@@ -154,8 +182,11 @@ class SimNemesis:
                 self._record(kind, node_id, until_s=round(disk.slow_until, 3))
         elif kind == "clock-skew":
             node_id = rng.choice(cluster.ids)
-            half = SKEW_BOUND_S / 2 * (SKEW_BEYOND_FACTOR if self.world.settings.planted_bug == "skew_beyond_bound"
-                                       else 1.0)
+            half = (
+                SKEW_BOUND_S
+                / 2
+                * (SKEW_BEYOND_FACTOR if self.world.settings.planted_bug == "skew_beyond_bound" else 1.0)
+            )
             offset = rng.uniform(-half, half)
             self.world.clock.offsets[node_id] = offset
             self._record(kind, node_id, offset_s=round(offset, 3))
@@ -188,8 +219,9 @@ class SimNemesis:
             self.world.network.reset_node(address)
             episode["end_s"] = self.world.clock.now_s
 
-    def _later(self, delay_s: float, undo: Callable[[], Awaitable[None] | None],
-               window: list[float] | None = None) -> None:
+    def _later(
+        self, delay_s: float, undo: Callable[[], Awaitable[None] | None], window: list[float] | None = None
+    ) -> None:
         async def later() -> None:
             await asyncio.sleep(delay_s)
             result = undo()

@@ -36,8 +36,9 @@ import asyncio
 import collections
 import contextvars
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from pysyncobj.node import TCPNode
 from pysyncobj.transport import Transport
@@ -117,7 +118,9 @@ def summary(message: dict) -> str:
         if key == "entries":
             value = [(e[1], e[2], len(e[0])) for e in value]
         elif key == "serialized":
-            value = None if value is None else f"{len(value[0])}{'/first' if value[1] else ''}{'/last' if value[2] else ''}"
+            value = (
+                None if value is None else f"{len(value[0])}{'/first' if value[1] else ''}{'/last' if value[2] else ''}"
+            )
         elif key in ("data", "command"):
             value = len(value)
         parts.append(f"{key}={value}")
@@ -125,8 +128,15 @@ def summary(message: dict) -> str:
 
 
 class Network:
-    def __init__(self, loop: asyncio.AbstractEventLoop, rng: random.Random, trace: Trace, faults: LinkFaults,
-                 addresses: list[str], on_wake: Callable[[str], None]) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        rng: random.Random,
+        trace: Trace,
+        faults: LinkFaults,
+        addresses: list[str],
+        on_wake: Callable[[str], None],
+    ) -> None:
         self.loop = loop
         self.rng = rng
         self.trace = trace
@@ -136,7 +146,7 @@ class Network:
         self.endpoints: dict[str, SimTransport] = {}
         self.blocked: set[tuple[str, str]] = set()
         self.stalled: set[str] = set()
-        self._pairs = {(a, b): _Pair() for i, a in enumerate(self.addresses) for b in self.addresses[i + 1:]}
+        self._pairs = {(a, b): _Pair() for i, a in enumerate(self.addresses) for b in self.addresses[i + 1 :]}
         self._last_arrival: dict[tuple[str, str], float] = {}
         # FIFO links: each arrival timer delivers the oldest message of its
         # direction (timers due at the same instant may fire in any order).
@@ -162,12 +172,12 @@ class Network:
         return BoundTransport
 
     # -- topology ------------------------------------------------------------------
-    def attach(self, endpoint: "SimTransport") -> None:
+    def attach(self, endpoint: SimTransport) -> None:
         assert endpoint.address not in self.endpoints, endpoint.address
         self.endpoints[endpoint.address] = endpoint
         self.refresh()
 
-    def detach(self, endpoint: "SimTransport") -> None:
+    def detach(self, endpoint: SimTransport) -> None:
         if self.endpoints.get(endpoint.address) is endpoint:
             del self.endpoints[endpoint.address]
             now = self.loop.time()
@@ -215,8 +225,14 @@ class Network:
         self.refresh()
 
     def reachable(self, a: str, b: str) -> bool:
-        return (a in self.endpoints and b in self.endpoints and a not in self.stalled and b not in self.stalled
-                and (a, b) not in self.blocked and (b, a) not in self.blocked)
+        return (
+            a in self.endpoints
+            and b in self.endpoints
+            and a not in self.stalled
+            and b not in self.stalled
+            and (a, b) not in self.blocked
+            and (b, a) not in self.blocked
+        )
 
     def refresh(self) -> None:
         """Schedule the connection changes the topology now asks for; release held messages."""
@@ -320,7 +336,9 @@ class Network:
             self._departing[source] = [d for d in self._departing[source] if d[0] > now]
         arrival = max(now, departure) + delay_s
         if faults.fifo:
-            arrival = max(arrival, self._last_arrival.get((source, target), 0.0)) + size_bytes(message) / faults.bytes_per_s
+            arrival = (
+                max(arrival, self._last_arrival.get((source, target), 0.0)) + size_bytes(message) / faults.bytes_per_s
+            )
             self._last_arrival[(source, target)] = arrival
             self._in_flight.setdefault((source, target), collections.deque()).append((epoch, message))
             self.loop.call_at(arrival, self._arrive_in_order, source, target, context=self._root)
@@ -348,7 +366,7 @@ class Network:
 class SimPoller:
     """PySyncObj's poller for one simulated node: polling reads its inbox."""
 
-    def __init__(self, transport: "SimTransport") -> None:
+    def __init__(self, transport: SimTransport) -> None:
         self._transport = transport
 
     def subscribe(self, descr: Any, callback: Any, event_mask: Any) -> None:

@@ -22,12 +22,12 @@ from typing import Any, Protocol
 
 from pysyncobj import SyncObjConf
 
-from coordinator.cluster.core.config import NodeConfig
-from coordinator.cluster.executor.executor import Executor, ExecutorSettings
 from coordinator.cluster.api.client_slots import ClientSlots
+from coordinator.cluster.core.config import NodeConfig
 from coordinator.cluster.core.node import Node, _TruncationCounter
-from coordinator.cluster.executor.http_caller import HttpCaller
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.executor.executor import Executor, ExecutorSettings
+from coordinator.cluster.executor.http_caller import HttpCaller
 from coordinator.consensus import PySyncObjLog
 
 from .network import SimNodeId
@@ -51,8 +51,9 @@ class SnapshotFailed(RuntimeError):
 
 
 class SimLog(PySyncObjLog):
-    def __init__(self, node_id: str, observer: Observer, journal_class: type, transport_base: type,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, node_id: str, observer: Observer, journal_class: type, transport_base: type, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
         self._sim_node_id = node_id
         self._observer = observer
@@ -69,8 +70,9 @@ class SimLog(PySyncObjLog):
         return conf
 
     async def start(self, **_: Any) -> None:
-        await super().start(journal_class=self._journal_class, transport_base=self._transport_base,
-                            node_class=SimNodeId)
+        await super().start(
+            journal_class=self._journal_class, transport_base=self._transport_base, node_class=SimNodeId
+        )
 
     async def propose(self, command: Any, timeout_s: float | None = None) -> Any:
         if command.at_ms:
@@ -106,8 +108,16 @@ class SimExecutor(Executor):
 class SimNode(Node):
     """Node's wiring (see cluster/core/node.py) with the simulated log and executor."""
 
-    def __init__(self, config: NodeConfig, *, observer: Observer, journal_class: type, transport_base: type,
-                 session: SimSession, rng: random.Random) -> None:
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        observer: Observer,
+        journal_class: type,
+        transport_base: type,
+        session: SimSession,
+        rng: random.Random,
+    ) -> None:
         self.config = config
         self.state = ClusterState()
         self.log = SimLog(

@@ -62,8 +62,12 @@ class ParticipantFaults:
 
     def __post_init__(self) -> None:
         assert 0 < self.delay_s[0] <= self.delay_s[1]
-        for p in (self.slow_probability, self.request_loss_probability, self.answer_loss_probability,
-                  self.duplicate_probability):
+        for p in (
+            self.slow_probability,
+            self.request_loss_probability,
+            self.answer_loss_probability,
+            self.duplicate_probability,
+        ):
             assert 0 <= p <= 1, p
 
 
@@ -111,8 +115,7 @@ class _Writer:
 
 
 class SimParticipant:
-    def __init__(self, name: str, script: Script, service: RecordingService | None = None,
-                 store: Any = None) -> None:
+    def __init__(self, name: str, script: Script, service: RecordingService | None = None, store: Any = None) -> None:
         self.name = name
         self.url = f"http://{name}.sim:80"
         self.service = service if service is not None else RecordingService(name, script)
@@ -173,8 +176,9 @@ class SimParticipant:
 class ParticipantLinks:
     """Between executors and participants: seeded delays, losses, duplicates, outages."""
 
-    def __init__(self, participants: dict[str, SimParticipant], rng: random.Random, trace: Trace,
-                 faults: ParticipantFaults) -> None:
+    def __init__(
+        self, participants: dict[str, SimParticipant], rng: random.Random, trace: Trace, faults: ParticipantFaults
+    ) -> None:
         self.by_host = {URL(p.url).host: p for p in participants.values()}
         self.rng = rng
         self.trace = trace
@@ -193,8 +197,9 @@ class ParticipantLinks:
     def _chance(self, probability: float) -> bool:
         return not self.quiet and self.rng.random() < probability
 
-    async def exchange(self, caller: str, method: str, url: str, data: bytes | None, headers: dict[str, str],
-                       timeout_s: float) -> tuple[int, bytes]:
+    async def exchange(
+        self, caller: str, method: str, url: str, data: bytes | None, headers: dict[str, str], timeout_s: float
+    ) -> tuple[int, bytes]:
         """One HTTP exchange; raises what aiohttp would (ClientConnectionError, TimeoutError)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
@@ -213,11 +218,31 @@ class ParticipantLinks:
         incarnation = participant.incarnation
         if not lost:
             answer_lost = self._chance(self.faults.answer_loss_probability)
-            loop.call_later(request_delay_s, self._deliver, participant, incarnation, method, target.path, headers,
-                            body, handled, context=self._root)
+            loop.call_later(
+                request_delay_s,
+                self._deliver,
+                participant,
+                incarnation,
+                method,
+                target.path,
+                headers,
+                body,
+                handled,
+                context=self._root,
+            )
             if self._chance(self.faults.duplicate_probability):
-                loop.call_later(request_delay_s + self._delay(), self._deliver, participant, incarnation, method,
-                                target.path, headers, body, None, context=self._root)
+                loop.call_later(
+                    request_delay_s + self._delay(),
+                    self._deliver,
+                    participant,
+                    incarnation,
+                    method,
+                    target.path,
+                    headers,
+                    body,
+                    None,
+                    context=self._root,
+                )
         try:
             async with asyncio.timeout_at(deadline):
                 if lost or answer_lost:
@@ -225,16 +250,31 @@ class ParticipantLinks:
                 status, answer = await asyncio.shield(handled)
                 await asyncio.sleep(self._delay())
         except TimeoutError:
-            self.trace.event("call", caller, participant.name, key, "timeout", "lost" if lost else "answer-lost" if answer_lost else "late")
-            raise asyncio.TimeoutError() from None
+            self.trace.event(
+                "call",
+                caller,
+                participant.name,
+                key,
+                "timeout",
+                "lost" if lost else "answer-lost" if answer_lost else "late",
+            )
+            raise TimeoutError() from None
         except aiohttp.ClientError:
             self.trace.event("call", caller, participant.name, key, "reset")
             raise
         self.trace.event("call", caller, participant.name, key, status)
         return status, answer
 
-    def _deliver(self, participant: SimParticipant, incarnation: int, method: str, path: str,
-                 headers: dict[str, str], body: bytes, handled: asyncio.Future | None) -> None:
+    def _deliver(
+        self,
+        participant: SimParticipant,
+        incarnation: int,
+        method: str,
+        path: str,
+        headers: dict[str, str],
+        body: bytes,
+        handled: asyncio.Future | None,
+    ) -> None:
         if participant.crashed or participant.incarnation != incarnation:  # lost with its connection
             self.trace.event("handled", participant.name, headers.get("Idempotency-Key"), "lost-in-crash")
             if handled is not None and not handled.done():
@@ -249,8 +289,13 @@ class ParticipantLinks:
                 self.trace.event("handled", participant.name, headers.get("Idempotency-Key"), "cancelled-in-crash")
                 return
             result = (500, b"") if t.exception() is not None else t.result()
-            self.trace.event("handled", participant.name, headers.get("Idempotency-Key"), result[0],
-                             "duplicate" if handled is None else "")
+            self.trace.event(
+                "handled",
+                participant.name,
+                headers.get("Idempotency-Key"),
+                result[0],
+                "duplicate" if handled is None else "",
+            )
             if handled is not None and not handled.done():
                 handled.set_result(result)
 
@@ -277,8 +322,16 @@ class _Response:
 
 
 class _Exchange:
-    def __init__(self, links: ParticipantLinks, caller: str, method: str, url: str, data: bytes | None,
-                 headers: dict[str, str], timeout: aiohttp.ClientTimeout) -> None:
+    def __init__(
+        self,
+        links: ParticipantLinks,
+        caller: str,
+        method: str,
+        url: str,
+        data: bytes | None,
+        headers: dict[str, str],
+        timeout: aiohttp.ClientTimeout,
+    ) -> None:
         self._args = (caller, method, url, data, headers, timeout.total or 300.0)
         self._links = links
 
@@ -297,8 +350,16 @@ class SimSession:
         self._links = links
         self._caller = caller
 
-    def request(self, method: str, url: str, *, data: bytes | None = None, headers: dict[str, str] | None = None,
-                timeout: aiohttp.ClientTimeout, allow_redirects: bool = False) -> _Exchange:
+    def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        data: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: aiohttp.ClientTimeout,
+        allow_redirects: bool = False,
+    ) -> _Exchange:
         return _Exchange(self._links, self._caller, method, url, data, dict(headers or {}), timeout)
 
     async def close(self) -> None:

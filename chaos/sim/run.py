@@ -64,9 +64,12 @@ class SimResult:
         return [r for r in self.results if r.verdict == FAIL]
 
     def summary(self) -> str:
-        lines = [f"simulation seed {self.seed}: {'PASSED' if self.passed else 'FAILED'} "
-                 f"({self.virtual_s:.1f} simulated s in {self.real_s:.2f} real s, trace {self.trace_digest})",
-                 render_table(self.results), f"stats {self.stats}"]
+        lines = [
+            f"simulation seed {self.seed}: {'PASSED' if self.passed else 'FAILED'} "
+            f"({self.virtual_s:.1f} simulated s in {self.real_s:.2f} real s, trace {self.trace_digest})",
+            render_table(self.results),
+            f"stats {self.stats}",
+        ]
         for result in self.failed():
             for violation in result.violations[:5]:
                 lines.append(f"  {result.name}: {str(violation)[:400]}")
@@ -96,8 +99,13 @@ async def _register_participants(world: World, workload: SimWorkload) -> None:
     for name, participant in world.participants.items():
         body = json.dumps({"url": participant.url})
         while True:
-            outcome = await workload.record("setup", "registry_put", name, participant.url,
-                                            lambda n, b=body, s=name: _url(operations.put_service(n, s, b)))
+            outcome = await workload.record(
+                "setup",
+                "registry_put",
+                name,
+                participant.url,
+                lambda n, b=body, s=name: _url(operations.put_service(n, s, b)),
+            )
             if outcome == "ok":
                 break
             if loop.time() > deadline:
@@ -120,15 +128,22 @@ async def _settle(world: World, workload: SimWorkload) -> None:
         node = world.cluster.node(leader_id) if leader_id else None
         if node is None:
             if not led and loop.time() > healed + LEADER_AFTER_HEAL_S_MAX:
-                world.cluster._error(f"liveness: no leader confirmed its term within {LEADER_AFTER_HEAL_S_MAX:g} s "
-                                     f"after healing ({_leaders_view(world)})")
+                world.cluster._error(
+                    f"liveness: no leader confirmed its term within {LEADER_AFTER_HEAL_S_MAX:g} s "
+                    f"after healing ({_leaders_view(world)})"
+                )
                 return
             continue
         led = True
         state = node.state
-        pending = [i for i in workload.sagas if i in state.sagas.items and not state.sagas.is_terminal(state.sagas.items[i])]
-        pending += [i for i in workload.transactions
-                    if i in state.transactions.items and not state.transactions.is_terminal(state.transactions.items[i])]
+        pending = [
+            i for i in workload.sagas if i in state.sagas.items and not state.sagas.is_terminal(state.sagas.items[i])
+        ]
+        pending += [
+            i
+            for i in workload.transactions
+            if i in state.transactions.items and not state.transactions.is_terminal(state.transactions.items[i])
+        ]
         if not pending:
             return
 
@@ -138,8 +153,9 @@ def _leaders_view(world: World) -> str:
     for node_id in world.cluster.ids:
         node = world.cluster.node(node_id)
         if node is not None:
-            views.append(f"{node_id}: raft leader {node.log.is_leader()}, term {node.log.term()}, "
-                         f"confirmed {node.leader_term}")
+            views.append(
+                f"{node_id}: raft leader {node.log.is_leader()}, term {node.log.term()}, confirmed {node.leader_term}"
+            )
     return "; ".join(views)
 
 
@@ -154,8 +170,10 @@ async def _read_back(world: World, client: SimClient) -> None:
                     world.history.record_workflow(workflow)
                 break
             if loop.time() > deadline:
-                world.cluster._error(f"liveness: the {plural} could not be read within {READ_BACK_S_MAX:g} s after "
-                                     f"healing ({_leaders_view(world)})")
+                world.cluster._error(
+                    f"liveness: the {plural} could not be read within {READ_BACK_S_MAX:g} s after "
+                    f"healing ({_leaders_view(world)})"
+                )
                 return
 
 
@@ -183,11 +201,13 @@ async def start(world: World) -> SimWorkload:
     """Start every node and register the participants; the workload of the run."""
     settings = world.settings
     client = SimClient(world, world.rng_clients, attempts=4, budget_s=8.0)
-    workload = SimWorkload(world, client, world.rng_workload, rate_per_s=settings.rate_per_s,
-                           processes=settings.processes)
+    workload = SimWorkload(
+        world, client, world.rng_workload, rate_per_s=settings.rate_per_s, processes=settings.processes
+    )
     await world.cluster.start_all()
-    await _register_participants(world, SimWorkload(world, _patient(world), world.rng_workload, rate_per_s=1,
-                                                    processes=1))
+    await _register_participants(
+        world, SimWorkload(world, _patient(world), world.rng_workload, rate_per_s=1, processes=1)
+    )
     return workload
 
 
@@ -223,8 +243,9 @@ def _check_deadlines(world: World) -> None:
 
 
 def _check_flaps(world: World) -> None:
-    stats, violations = flap_violations(world.flap_episodes, world.cluster.candidacies,
-                                        [(a, b) for a, b in world.fault_windows], len(world.cluster.ids))
+    stats, violations = flap_violations(
+        world.flap_episodes, world.cluster.candidacies, [(a, b) for a, b in world.fault_windows], len(world.cluster.ids)
+    )
     world.flap_stats = stats
     for violation in violations:
         world.cluster._violation(violation.pop("kind"), violation.pop("message"), **violation)
@@ -232,8 +253,9 @@ def _check_flaps(world: World) -> None:
 
 def judge(world: World) -> list[CheckResult]:
     """Every chaos checker on the run's History, then the simulation's own checks."""
-    return run_all(world.history, min_ok_operations=world.settings.min_ok_operations,
-                   time_limit_s=LINEARIZABILITY_TIME_LIMIT_S) + simulation_results(world)
+    return run_all(
+        world.history, min_ok_operations=world.settings.min_ok_operations, time_limit_s=LINEARIZABILITY_TIME_LIMIT_S
+    ) + simulation_results(world)
 
 
 async def _scenario(world: World) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-from typing import Callable
+from collections.abc import Callable
 
 __all__ = ["Trace", "first_difference"]
 

@@ -17,16 +17,17 @@ import asyncio
 import logging
 import random
 import threading
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Awaitable, Callable
+from typing import Any
 
 from coordinator.chaos.history import History
 from coordinator.chaos.orders import SERVICES
 from coordinator.chaos.participants import Chaos, Fail, RecordingService, Script, Vote
 from coordinator.client.participant import MemoryStore
-from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.cluster.core.node import _TruncationCounter
+from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.consensus import RaftSettings
 
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
@@ -50,9 +51,15 @@ __all__ = ["PLANTED_BUGS", "SNAPSHOTS_OFTEN", "SimSettings", "World"]
 #   sync_returns_early               under a disk stall the journal's sync returns (and the node
 #                                    acknowledges) before the data is durable
 #   skew_beyond_bound                clock-skew jumps up to 4x the declared bound
-PLANTED_BUGS = ("participant_without_idempotency", "journal_ignores_sync", "stale_reads",
-                "participant_forgets_on_crash", "election_on_every_reset", "sync_returns_early",
-                "skew_beyond_bound")
+PLANTED_BUGS = (
+    "participant_without_idempotency",
+    "journal_ignores_sync",
+    "stale_reads",
+    "participant_forgets_on_crash",
+    "election_on_every_reset",
+    "sync_returns_early",
+    "skew_beyond_bound",
+)
 NODES_MAX = 7
 CLOSE_ROUNDS_MAX = 10
 
@@ -98,8 +105,9 @@ def participant_scripts(seed: int) -> dict[str, Script]:
     """As `coordinator chaos` scripts them: some 5xx and slow answers, a declined charge, a no vote."""
     flaky = Chaos(seed=seed, error_rate=0.05, slow_rate=0.05, slow_s=0.3)
     scripts = {name: Script(default=flaky) for name in SERVICES}
-    scripts["payments"] = scripts["payments"].with_path("/charges/declined", Fail(status=402)).with_path(
-        "/prepare-no", Vote("no"))
+    scripts["payments"] = (
+        scripts["payments"].with_path("/charges/declined", Fail(status=402)).with_path("/prepare-no", Vote("no"))
+    )
     return scripts
 
 
@@ -117,21 +125,35 @@ class World:
         self.clock = VirtualClock()
         self.loop = VirtualLoop(self.clock)
         root = random.Random(seed)
-        (self.rng_network, self.rng_participants, self.rng_faults, self.rng_workload, self.rng_clients,
-         self.rng_nodes) = (random.Random(root.getrandbits(64)) for _ in range(6))
+        (
+            self.rng_network,
+            self.rng_participants,
+            self.rng_faults,
+            self.rng_workload,
+            self.rng_clients,
+            self.rng_nodes,
+        ) = (random.Random(root.getrandbits(64)) for _ in range(6))
         self._runtime: dict[str, Any] = {"random": random.Random(root.getrandbits(64)).getstate()}
         # Streams added later come after: the ones above draw as they did.
         self.rng_disks, self.rng_skew = (random.Random(root.getrandbits(64)) for _ in range(2))
         self.trace = Trace(self.clock.monotonic, keep_lines_max=settings.trace_lines)
-        self.participants = {name: SimParticipant(name, script, RecordingService(name, script), self._store(name))
-                             for name, script in participant_scripts(seed).items()}
+        self.participants = {
+            name: SimParticipant(name, script, RecordingService(name, script), self._store(name))
+            for name, script in participant_scripts(seed).items()
+        }
         self.links = ParticipantLinks(self.participants, self.rng_participants, self.trace, settings.participant_faults)
         self.journal_class = journal_class(sync_is_a_lie=settings.planted_bug == "journal_ignores_sync")
         ids = [f"n{i}" for i in range(1, settings.nodes + 1)]
         self.cluster = SimCluster(self, ids, data_dir)
         self.register_watch = RegisterWatch(self.clock.monotonic, self.cluster._violation)
-        self.network = Network(self.loop, self.rng_network, self.trace, settings.link_faults,
-                               [self.cluster.slots[i].address for i in ids], self.cluster.wake_address)
+        self.network = Network(
+            self.loop,
+            self.rng_network,
+            self.trace,
+            settings.link_faults,
+            [self.cluster.slots[i].address for i in ids],
+            self.cluster.wake_address,
+        )
         self.network.elect_on_every_reset = settings.planted_bug == "election_on_every_reset"
         self.history = History(clock=self.clock.monotonic)
         self.closed = False

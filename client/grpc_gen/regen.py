@@ -90,7 +90,9 @@ def _package_imports(source: str, name: str) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coordinator.client.grpc_gen.regen", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m coordinator.client.grpc_gen.regen", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--proto-dir", type=Path, default=DEFAULT_PROTO_DIR)
     parser.add_argument("--out-dir", type=Path, default=PACKAGE_DIR)
     options = parser.parse_args(argv)

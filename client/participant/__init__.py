@@ -46,12 +46,7 @@ from coordinator.client.participant.store import (
     TransactionState,
 )
 from coordinator.client.participant.termination import TerminationResolver
-from coordinator.client.participant.twopc import (
-    CallbackHandler,
-    TwoPhaseHandler,
-    TwoPhaseParticipant,
-    add_twopc_routes,
-)
+from coordinator.client.participant.twopc import CallbackHandler, TwoPhaseHandler, TwoPhaseParticipant, add_twopc_routes
 
 from .grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
 

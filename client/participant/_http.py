@@ -49,9 +49,7 @@ class RequestRefused(Exception):
 
 
 def error_response(status: int, code: str, message: str, **extra: Any) -> web.Response:
-    return web.json_response(
-        {"error": {"code": code, "message": message, **extra}}, status=status
-    )
+    return web.json_response({"error": {"code": code, "message": message, **extra}}, status=status)
 
 
 def invalid(message: str) -> RequestRefused:
@@ -116,9 +114,7 @@ def check_fence(request: web.Request, store: IdempotencyStore) -> None:
 
 
 def response_from_record(record: Record, *, replayed: bool) -> web.Response:
-    response = web.Response(
-        status=record.status, body=record.body, content_type=_mime_type(record.content_type)
-    )
+    response = web.Response(status=record.status, body=record.body, content_type=_mime_type(record.content_type))
     charset = _charset(record.content_type)
     if charset is not None:
         response.charset = charset
@@ -152,9 +148,7 @@ async def read_body(request: web.Request, bytes_max: int) -> bytes:
     try:
         raw = await request.read()  # bounded by the app's client_max_size too
     except web.HTTPRequestEntityTooLarge:
-        raise invalid(
-            f"body is over the app's client_max_size ({request.client_max_size} bytes)"
-        ) from None
+        raise invalid(f"body is over the app's client_max_size ({request.client_max_size} bytes)") from None
     if len(raw) > bytes_max:
         raise invalid(f"body is over BODY_BYTES_MAX ({bytes_max} bytes)")
     return raw
@@ -265,8 +259,4 @@ class RequestAuth:
 
 
 def key_reused(key: str) -> web.Response:
-    return error_response(
-        422,
-        "key_reused",
-        f"{key} was answered for another method, path or body; use a new key",
-    )
+    return error_response(422, "key_reused", f"{key} was answered for another method, path or body; use a new key")

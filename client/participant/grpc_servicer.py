@@ -96,8 +96,8 @@ from typing import Any
 import grpc
 
 from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from coordinator.client.participant._http import KeyedLocks, LocksExhausted
 from coordinator.client.participant import signing
+from coordinator.client.participant._http import KeyedLocks, LocksExhausted
 from coordinator.client.participant.errors import (
     LimitExceededError,
     ParticipantKitError,
@@ -114,13 +114,7 @@ from coordinator.client.participant.limits import (
     LOCKS_MAX_DEFAULT,
     TX_ID_PATTERN,
 )
-from coordinator.client.participant.saga import (
-    ACTION,
-    COMPENSATION,
-    _answer_without_handler,
-    _Branch,
-    matches,
-)
+from coordinator.client.participant.saga import ACTION, COMPENSATION, _answer_without_handler, _Branch, matches
 from coordinator.client.participant.store import IdempotencyStore, Record, TransactionState
 from coordinator.client.participant.twopc import TwoPhaseParticipant
 
@@ -172,11 +166,7 @@ class BusinessFailure(ParticipantKitError):
     status details (`"{code}: {message}"`)."""
 
     def __init__(
-        self,
-        message: str,
-        *,
-        code: str = "rejected",
-        status: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION,
+        self, message: str, *, code: str = "rejected", status: grpc.StatusCode = grpc.StatusCode.FAILED_PRECONDITION
     ) -> None:
         if status not in BUSINESS_STATUSES:
             names = ", ".join(s.name for s in BUSINESS_STATUSES)

@@ -101,8 +101,7 @@ class TemporaryPostgres:
         assert self.port is not None, "the server is not running"
         _check_database_name(name)
         self._run(
-            [str(self.bin_dir / "createdb"), "-h", self.host, "-p", str(self.port),
-             "-U", SUPERUSER, name],
+            [str(self.bin_dir / "createdb"), "-h", self.host, "-p", str(self.port), "-U", SUPERUSER, name],
             timeout_s=COMMAND_TIMEOUT_S,
             as_server=False,
         )
@@ -122,10 +121,7 @@ class TemporaryPostgres:
         return self
 
     def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, traceback: TracebackType | None
     ) -> None:
         self.stop()
 
@@ -165,8 +161,7 @@ class TemporaryPostgres:
         self._owner = (user.pw_uid, user.pw_gid)
         setpriv, runuser = shutil.which("setpriv"), shutil.which("runuser")
         if setpriv is not None:
-            self._prefix = [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}",
-                            "--clear-groups", "--"]
+            self._prefix = [setpriv, f"--reuid={user.pw_uid}", f"--regid={user.pw_gid}", "--clear-groups", "--"]
         elif runuser is not None:
             self._prefix = [runuser, "-u", self.run_as, "--"]
         else:
@@ -176,8 +171,20 @@ class TemporaryPostgres:
         assert self.directory is not None
         data = self.directory / "data"
         self._run(
-            [str(self.bin_dir / "initdb"), "-D", str(data), "-U", SUPERUSER, "-A", "trust",
-             "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"],
+            [
+                str(self.bin_dir / "initdb"),
+                "-D",
+                str(data),
+                "-U",
+                SUPERUSER,
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C",
+                "--no-sync",
+                "--no-instructions",
+            ],
             timeout_s=INITDB_TIMEOUT_S,
         )
         settings = {
@@ -203,8 +210,19 @@ class TemporaryPostgres:
             port = _free_port()
             try:
                 self._run(
-                    [str(self.bin_dir / "pg_ctl"), "start", "-D", str(data), "-l", str(log),
-                     "-w", "-t", str(START_TIMEOUT_S), "-o", f"-p {port}"],
+                    [
+                        str(self.bin_dir / "pg_ctl"),
+                        "start",
+                        "-D",
+                        str(data),
+                        "-l",
+                        str(log),
+                        "-w",
+                        "-t",
+                        str(START_TIMEOUT_S),
+                        "-o",
+                        f"-p {port}",
+                    ],
                     timeout_s=START_TIMEOUT_S + 10,
                 )
             except RuntimeError as error:
@@ -227,8 +245,17 @@ class TemporaryPostgres:
         assert pid is not None
         with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
             self._run(
-                [str(self.bin_dir / "pg_ctl"), "stop", "-D", str(directory / "data"),
-                 "-m", "immediate", "-w", "-t", str(STOP_TIMEOUT_S)],
+                [
+                    str(self.bin_dir / "pg_ctl"),
+                    "stop",
+                    "-D",
+                    str(directory / "data"),
+                    "-m",
+                    "immediate",
+                    "-w",
+                    "-t",
+                    str(STOP_TIMEOUT_S),
+                ],
                 timeout_s=STOP_TIMEOUT_S + 10,
                 cwd=directory,
             )
@@ -244,14 +271,7 @@ class TemporaryPostgres:
 
     # -- helpers -------------------------------------------------------------
 
-    def _run(
-        self,
-        command: list[str],
-        *,
-        timeout_s: float,
-        as_server: bool = True,
-        cwd: Path | None = None,
-    ) -> str:
+    def _run(self, command: list[str], *, timeout_s: float, as_server: bool = True, cwd: Path | None = None) -> str:
         cwd = cwd if cwd is not None else self.directory
         assert cwd is not None
         prefix = self._prefix if as_server else []
@@ -268,8 +288,7 @@ class TemporaryPostgres:
         )
         if completed.returncode != 0:
             raise RuntimeError(
-                f"{Path(command[0]).name} exited with {completed.returncode}:\n"
-                f"{completed.stdout[-LOG_TAIL_CHARS_MAX:]}"
+                f"{Path(command[0]).name} exited with {completed.returncode}:\n{completed.stdout[-LOG_TAIL_CHARS_MAX:]}"
             )
         return completed.stdout
 

@@ -180,9 +180,7 @@ def parse_sql_body(body: Any) -> tuple[Statement, ...]:
         raise SQLBodyError('the prepare body must be {"sql": [{"query": ..., "params": [...]}]}')
     items = body["sql"]
     if not isinstance(items, list) or not 1 <= len(items) <= STATEMENTS_MAX:
-        raise SQLBodyError(
-            f"sql must be a list of 1..{STATEMENTS_MAX} statements (STATEMENTS_MAX)"
-        )
+        raise SQLBodyError(f"sql must be a list of 1..{STATEMENTS_MAX} statements (STATEMENTS_MAX)")
     return tuple(_parse_statement(f"sql[{index}]", item) for index, item in enumerate(items))
 
 
@@ -191,9 +189,7 @@ def _parse_statement(where: str, item: Any) -> Statement:
         raise SQLBodyError(f'{where} must be {{"query": ..., "params": [...]}}')
     query, params = item["query"], item.get("params", [])
     if not isinstance(query, str) or not 1 <= len(query) <= QUERY_CHARS_MAX:
-        raise SQLBodyError(
-            f"{where}.query must be 1..{QUERY_CHARS_MAX} characters (QUERY_CHARS_MAX)"
-        )
+        raise SQLBodyError(f"{where}.query must be 1..{QUERY_CHARS_MAX} characters (QUERY_CHARS_MAX)")
     if STATEMENT_KINDS.match(query) is None:
         raise SQLBodyError(
             f"{where}.query must be one SELECT, INSERT, UPDATE, DELETE, MERGE, WITH or VALUES"
@@ -205,10 +201,7 @@ def _parse_statement(where: str, item: Any) -> Statement:
         if value is not None and not isinstance(value, (bool, int, float, str)):
             raise SQLBodyError(f"{where}.params must hold JSON scalars only")
         if isinstance(value, str) and len(value) > PARAM_CHARS_MAX:
-            raise SQLBodyError(
-                f"{where}.params strings must be at most {PARAM_CHARS_MAX} characters"
-                " (PARAM_CHARS_MAX)"
-            )
+            raise SQLBodyError(f"{where}.params strings must be at most {PARAM_CHARS_MAX} characters (PARAM_CHARS_MAX)")
     return Statement(query, tuple(params))
 
 
@@ -297,8 +290,9 @@ class PostgresParticipant:
             else:
                 if state is None:
                     log.warning(
-                        "participant %s: %s is prepared in PostgreSQL but unknown to the store;"
-                        " left prepared", self.name, prepared.gid,
+                        "participant %s: %s is prepared in PostgreSQL but unknown to the store; left prepared",
+                        self.name,
+                        prepared.gid,
                     )
                 left.append(prepared.tx_id)
         return Recovery(tuple(committed), tuple(aborted), tuple(left))
@@ -310,9 +304,7 @@ class PostgresParticipant:
             return await asyncio.to_thread(function, *args)
 
     def _connect(self) -> psycopg.Connection[Any]:
-        connection = psycopg.connect(
-            self._conninfo, autocommit=True, connect_timeout=self._connect_timeout_s
-        )
+        connection = psycopg.connect(self._conninfo, autocommit=True, connect_timeout=self._connect_timeout_s)
         try:
             connection.execute(
                 "SELECT set_config('statement_timeout', %s, false),"
@@ -344,10 +336,7 @@ class PostgresParticipant:
             return self._prepare_transaction(connection, gid)
 
     def _run_work(
-        self,
-        connection: psycopg.Connection[Any],
-        body: Any,
-        statements: tuple[Statement, ...] | None,
+        self, connection: psycopg.Connection[Any], body: Any, statements: tuple[Statement, ...] | None
     ) -> bool:
         if statements is not None:
             with connection.pipeline():
@@ -375,8 +364,7 @@ class PostgresParticipant:
                 raise
             if not _is_prepared(connection, gid):
                 raise RuntimeError(
-                    f"gid {gid} is in use outside this database: participant names"
-                    " must be unique per PostgreSQL server"
+                    f"gid {gid} is in use outside this database: participant names must be unique per PostgreSQL server"
                 ) from error
             return True
         except psycopg.Error as error:
@@ -414,7 +402,7 @@ class PostgresParticipant:
             ).fetchall()
         found = []
         for gid, prepared_at in rows:
-            tx_id = gid[len(self.gid_prefix):]
+            tx_id = gid[len(self.gid_prefix) :]
             if TX_ID_PATTERN.fullmatch(tx_id) is None:
                 log.warning("participant %s: ignoring foreign gid %r", self.name, gid)
                 continue
@@ -424,9 +412,7 @@ class PostgresParticipant:
 
 def _is_prepared(connection: psycopg.Connection[Any], gid: str) -> bool:
     row = connection.execute(
-        "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts"
-        " WHERE gid = %s AND database = current_database())",
-        [gid],
+        "SELECT EXISTS (SELECT 1 FROM pg_prepared_xacts WHERE gid = %s AND database = current_database())", [gid]
     ).fetchone()
     assert row is not None
     return bool(row[0])

@@ -111,12 +111,7 @@ from coordinator.client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFA
 from coordinator.client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
 from coordinator.client.participant.store import IdempotencyStore, Record
 
-__all__ = [
-    "NULL_COMPENSATION_BODY",
-    "NULL_COMPENSATION_REFUSED_BODY",
-    "participant_route",
-    "saga_participant",
-]
+__all__ = ["NULL_COMPENSATION_BODY", "NULL_COMPENSATION_REFUSED_BODY", "participant_route", "saga_participant"]
 
 ACTION = "action"
 COMPENSATION = "compensation"
@@ -127,6 +122,7 @@ NULL_COMPENSATION_REFUSED_BODY = {"compensated": False, "reason": "action was re
 def is_refusal(status: int) -> bool:
     """A definite failure the kit stores: 4xx but 408 and 429 (the business said no)."""
     return 400 <= status < 500 and status not in (408, 429)
+
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 Middleware = Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]
@@ -218,12 +214,7 @@ class _Branch:
 
 
 async def _answer(
-    request: web.Request,
-    handler: Handler,
-    store: IdempotencyStore,
-    key: str,
-    branch: _Branch | None,
-    digest: str,
+    request: web.Request, handler: Handler, store: IdempotencyStore, key: str, branch: _Branch | None, digest: str
 ) -> web.StreamResponse:
     stored = store.get(key)
     if stored is not None:
@@ -273,9 +264,7 @@ def _answer_without_handler(store: IdempotencyStore, branch: _Branch) -> Record 
             return Record.from_json(200, NULL_COMPENSATION_REFUSED_BODY)
         action_seen = answered is not None or store.was_attempted(branch.action_key)
         return None if action_seen else Record.from_json(200, NULL_COMPENSATION_BODY)
-    compensation_seen = store.get(branch.compensation_key) is not None or store.was_attempted(
-        branch.compensation_key
-    )
+    compensation_seen = store.get(branch.compensation_key) is not None or store.was_attempted(branch.compensation_key)
     if not compensation_seen:
         return None
     return Record.from_json(
@@ -283,8 +272,7 @@ def _answer_without_handler(store: IdempotencyStore, branch: _Branch) -> Record 
         {
             "error": {
                 "code": "compensated",
-                "message": f"{branch.compensation_key} was already received;"
-                " the action will not run",
+                "message": f"{branch.compensation_key} was already received; the action will not run",
             }
         },
     )
@@ -296,9 +284,7 @@ async def _call(handler: Handler, request: web.Request) -> web.StreamResponse:
     except web.HTTPException as exception:
         if not is_definite(exception.status):
             raise
-        return web.Response(
-            status=exception.status, body=exception.body, headers=exception.headers
-        )
+        return web.Response(status=exception.status, body=exception.body, headers=exception.headers)
 
 
 def _record_of(response: web.StreamResponse) -> tuple[Record, bool]:
@@ -315,7 +301,6 @@ def _record_of(response: web.StreamResponse) -> tuple[Record, bool]:
     else:
         reason = "the handler did not return a web.Response with a bytes body"
     replacement = Record.from_json(
-        500,
-        {"error": {"code": "not_replayable", "message": f"answer cannot be stored: {reason}"}},
+        500, {"error": {"code": "not_replayable", "message": f"answer cannot be stored: {reason}"}}
     )
     return replacement, True

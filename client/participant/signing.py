@@ -83,9 +83,7 @@ SECRET_BYTES_MAX = 1024
 # The header value: t (up to 19 digits), k, v1 (64 hex) and separators.
 HEADER_CHARS_MAX = 256
 TIMESTAMP_MAX = 2**63 - 1
-_HEADER_PATTERN = re.compile(
-    r"t=([0-9]{1,19}),k=([A-Za-z0-9._-]{1,%d}),v1=([0-9a-f]{64})" % KEY_ID_CHARS_MAX
-)
+_HEADER_PATTERN = re.compile(r"t=([0-9]{1,19}),k=([A-Za-z0-9._-]{1,%d}),v1=([0-9a-f]{64})" % KEY_ID_CHARS_MAX)
 _FIELD_BAD = re.compile(r"[\r\n]")
 
 
@@ -96,15 +94,10 @@ def check_keys(keys: Mapping[str, bytes]) -> dict[str, bytes]:
     checked: dict[str, bytes] = {}
     for key_id, secret in keys.items():
         if not isinstance(key_id, str) or KEY_ID_PATTERN.fullmatch(key_id) is None:
+            raise ValueError(f"key id must be 1..{KEY_ID_CHARS_MAX} of [A-Za-z0-9._-]: {key_id!r}")
+        if not isinstance(secret, (bytes, bytearray)) or not (SECRET_BYTES_MIN <= len(secret) <= SECRET_BYTES_MAX):
             raise ValueError(
-                f"key id must be 1..{KEY_ID_CHARS_MAX} of [A-Za-z0-9._-]: {key_id!r}"
-            )
-        if not isinstance(secret, (bytes, bytearray)) or not (
-            SECRET_BYTES_MIN <= len(secret) <= SECRET_BYTES_MAX
-        ):
-            raise ValueError(
-                f"secret of key {key_id!r} must be {SECRET_BYTES_MIN}..{SECRET_BYTES_MAX}"
-                " bytes (SECRET_BYTES_MIN)"
+                f"secret of key {key_id!r} must be {SECRET_BYTES_MIN}..{SECRET_BYTES_MAX} bytes (SECRET_BYTES_MIN)"
             )
         checked[key_id] = bytes(secret)
     return checked
@@ -120,9 +113,7 @@ def body_sha256(body: bytes) -> str:
     return hashlib.sha256(body).hexdigest()
 
 
-def _message(
-    timestamp: int, method: str, path: str, idempotency_key: str, fence: str, body: bytes
-) -> bytes:
+def _message(timestamp: int, method: str, path: str, idempotency_key: str, fence: str, body: bytes) -> bytes:
     fields = (method, path, idempotency_key, fence)
     for field in fields:
         if not isinstance(field, str) or _FIELD_BAD.search(field) is not None:
@@ -138,15 +129,7 @@ def _mac(secret: bytes, message: bytes) -> str:
 
 
 def sign(
-    secret: bytes,
-    key_id: str,
-    *,
-    method: str,
-    path: str,
-    idempotency_key: str,
-    fence: str,
-    body: bytes,
-    timestamp: int,
+    secret: bytes, key_id: str, *, method: str, path: str, idempotency_key: str, fence: str, body: bytes, timestamp: int
 ) -> str:
     """The `Coordinator-Signature` value for one call (module docstring)."""
     check_keys({key_id: secret})
@@ -180,9 +163,7 @@ def verify(
         raise SignatureError(f"{SIGNATURE_HEADER} must be t=<unix s>,k=<key id>,v1=<hex sha256>")
     timestamp, key_id, given = int(match.group(1)), match.group(2), match.group(3)
     if not math.isfinite(now) or abs(now - timestamp) > window_s:
-        raise SignatureError(
-            f"signature time {timestamp} is more than {window_s:g} s from now ({now:.0f})"
-        )
+        raise SignatureError(f"signature time {timestamp} is more than {window_s:g} s from now ({now:.0f})")
     secret = keys.get(key_id)
     if secret is None:
         raise SignatureError(f"unknown key id {key_id!r}")

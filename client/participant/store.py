@@ -68,15 +68,7 @@ from coordinator.client.participant.limits import (
     RETENTION_S_DEFAULT,
 )
 
-__all__ = [
-    "IdempotencyStore",
-    "MemoryStore",
-    "Record",
-    "SQLiteStore",
-    "Transaction",
-    "TransactionState",
-    "check_key",
-]
+__all__ = ["IdempotencyStore", "MemoryStore", "Record", "SQLiteStore", "Transaction", "TransactionState", "check_key"]
 
 
 _DIGEST_PATTERN = re.compile(r"(?:[0-9a-f]{64})?")
@@ -86,8 +78,7 @@ def check_key(key: str) -> str:
     """Return `key` if it is 1..KEY_CHARS_MAX visible ASCII characters."""
     if not isinstance(key, str) or KEY_PATTERN.fullmatch(key) is None:
         raise LimitExceededError(
-            f"key must be 1..{KEY_CHARS_MAX} visible ASCII characters without spaces"
-            " (KEY_CHARS_MAX)"
+            f"key must be 1..{KEY_CHARS_MAX} visible ASCII characters without spaces (KEY_CHARS_MAX)"
         )
     return key
 
@@ -108,13 +99,9 @@ class Record:
         assert isinstance(self.body, bytes), type(self.body)
         assert _DIGEST_PATTERN.fullmatch(self.request_digest), self.request_digest
         if len(self.body) > BODY_BYTES_MAX:
-            raise LimitExceededError(
-                f"body of {len(self.body)} bytes is over BODY_BYTES_MAX ({BODY_BYTES_MAX})"
-            )
+            raise LimitExceededError(f"body of {len(self.body)} bytes is over BODY_BYTES_MAX ({BODY_BYTES_MAX})")
         if len(self.content_type) > CONTENT_TYPE_CHARS_MAX:
-            raise LimitExceededError(
-                f"content type is over CONTENT_TYPE_CHARS_MAX ({CONTENT_TYPE_CHARS_MAX})"
-            )
+            raise LimitExceededError(f"content type is over CONTENT_TYPE_CHARS_MAX ({CONTENT_TYPE_CHARS_MAX})")
 
     @classmethod
     def from_json(cls, status: int, value: Any) -> Record:
@@ -332,9 +319,7 @@ class MemoryStore:
             if is_new and len(self._transactions) >= self._records_max:
                 self._prune_locked(PRUNE_BATCH_MAX)
                 if len(self._transactions) >= self._records_max:
-                    raise StoreFullError(
-                        f"store holds records_max ({self._records_max}) transactions"
-                    )
+                    raise StoreFullError(f"store holds records_max ({self._records_max}) transactions")
             self._transactions[transaction.tx_id] = transaction
             self._transactions.move_to_end(transaction.tx_id)
 
@@ -344,11 +329,7 @@ class MemoryStore:
         assert limit > 0
         with self._lock:
             self._check_open()
-            found = [
-                t
-                for t in self._transactions.values()
-                if t.state is state and t.updated_at_s <= updated_before_s
-            ]
+            found = [t for t in self._transactions.values() if t.state is state and t.updated_at_s <= updated_before_s]
         found.sort(key=lambda t: (t.updated_at_s, t.tx_id))
         return found[:limit]
 
@@ -391,9 +372,7 @@ class MemoryStore:
             self._closed = True
 
 
-def _oldest(
-    entries: OrderedDict[str, Any], cutoff: float, limit: int, at: Callable[[Any], float]
-) -> list[str]:
+def _oldest(entries: OrderedDict[str, Any], cutoff: float, limit: int, at: Callable[[Any], float]) -> list[str]:
     """The keys at the front of `entries` whose time is before `cutoff`, at
     most `limit` of them (stops at the first younger one)."""
     keys: list[str] = []
@@ -491,14 +470,10 @@ class SQLiteStore:
             for table in _AGED_TABLES:
                 columns = {row[1] for row in connection.execute(f"PRAGMA table_info({table})")}
                 if "created_at_s" not in columns:
-                    connection.execute(
-                        f"ALTER TABLE {table} ADD COLUMN created_at_s REAL NOT NULL DEFAULT 0"
-                    )
+                    connection.execute(f"ALTER TABLE {table} ADD COLUMN created_at_s REAL NOT NULL DEFAULT 0")
                     connection.execute(f"UPDATE {table} SET created_at_s = ?", (now,))
                 if table == "answers" and "request_digest" not in columns:
-                    connection.execute(
-                        "ALTER TABLE answers ADD COLUMN request_digest TEXT NOT NULL DEFAULT ''"
-                    )
+                    connection.execute("ALTER TABLE answers ADD COLUMN request_digest TEXT NOT NULL DEFAULT ''")
             for statement in _INDEXES.split(";"):
                 if statement.strip():
                     connection.execute(statement)
@@ -538,10 +513,7 @@ class SQLiteStore:
                 "INSERT INTO answers"
                 " (key, status, content_type, body, created_at_s, request_digest)"
                 " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    key, record.status, record.content_type, record.body, self._clock(),
-                    record.request_digest,
-                ),
+                (key, record.status, record.content_type, record.body, self._clock(), record.request_digest),
             )
             self._answers_count += 1
             return record
@@ -557,9 +529,7 @@ class SQLiteStore:
                 self._prune_locked(PRUNE_BATCH_MAX)
                 if self._attempts_count >= self._records_max:
                     raise StoreFullError(f"store holds records_max ({self._records_max}) attempts")
-            db.execute(
-                "INSERT INTO attempts (key, created_at_s) VALUES (?, ?)", (key, self._clock())
-            )
+            db.execute("INSERT INTO attempts (key, created_at_s) VALUES (?, ?)", (key, self._clock()))
             self._attempts_count += 1
             return True
 
@@ -590,11 +560,7 @@ class SQLiteStore:
     def get_transaction(self, tx_id: str) -> Transaction | None:
         with self._lock:
             row = (
-                self._db()
-                .execute(
-                    "SELECT state, updated_at_s FROM transactions WHERE tx_id = ?", (tx_id,)
-                )
-                .fetchone()
+                self._db().execute("SELECT state, updated_at_s FROM transactions WHERE tx_id = ?", (tx_id,)).fetchone()
             )
         return None if row is None else Transaction(tx_id, TransactionState(row[0]), row[1])
 
@@ -602,18 +568,13 @@ class SQLiteStore:
         with self._lock:
             db = self._db()
             self._prune_if_due_locked()
-            exists = db.execute(
-                "SELECT 1 FROM transactions WHERE tx_id = ?", (transaction.tx_id,)
-            ).fetchone()
+            exists = db.execute("SELECT 1 FROM transactions WHERE tx_id = ?", (transaction.tx_id,)).fetchone()
             if exists is None and self._transactions_count >= self._records_max:
                 self._prune_locked(PRUNE_BATCH_MAX)
                 if self._transactions_count >= self._records_max:
-                    raise StoreFullError(
-                        f"store holds records_max ({self._records_max}) transactions"
-                    )
+                    raise StoreFullError(f"store holds records_max ({self._records_max}) transactions")
             db.execute(
-                "INSERT OR REPLACE INTO transactions (tx_id, state, updated_at_s)"
-                " VALUES (?, ?, ?)",
+                "INSERT OR REPLACE INTO transactions (tx_id, state, updated_at_s) VALUES (?, ?, ?)",
                 (transaction.tx_id, transaction.state.value, transaction.updated_at_s),
             )
             if exists is None:

@@ -144,17 +144,13 @@ class TerminationResolver:
     async def resolve_once(self) -> int:
         """One round; return how many transactions it committed or aborted."""
         if self._session is None:
-            async with aiohttp.ClientSession(
-                headers=self._headers, timeout=self._timeout
-            ) as session:
+            async with aiohttp.ClientSession(headers=self._headers, timeout=self._timeout) as session:
                 return await self._resolve_with(session)
         return await self._resolve_with(self._session)
 
     async def _resolve_with(self, session: aiohttp.ClientSession) -> int:
         stuck = self._store.transactions_in_state(
-            TransactionState.PREPARED,
-            updated_before_s=self._clock() - self._after_s,
-            limit=RESOLVE_BATCH_MAX,
+            TransactionState.PREPARED, updated_before_s=self._clock() - self._after_s, limit=RESOLVE_BATCH_MAX
         )
         resolved = 0
         for transaction in stuck:
@@ -182,7 +178,9 @@ class TerminationResolver:
             if _base(location) not in self._nodes:
                 await self._learn_nodes(session, _base(url))
             if _base(location) not in self._nodes:
-                raise ValueError(f"{_base(url)} redirected to {location[:200]!r}, not a node of the cluster; not followed")
+                raise ValueError(
+                    f"{_base(url)} redirected to {location[:200]!r}, not a node of the cluster; not followed"
+                )
             url = location
         raise ValueError(f"more than {REDIRECTS_MAX} redirects")
 
@@ -196,7 +194,11 @@ class TerminationResolver:
         nodes = view.get("nodes") if isinstance(view, dict) else None
         for entry in nodes if isinstance(nodes, list) else []:
             address = entry.get("http") if isinstance(entry, dict) else None
-            if isinstance(address, str) and address.startswith(("http://", "https://")) and len(self._nodes) < NODES_KNOWN_MAX:
+            if (
+                isinstance(address, str)
+                and address.startswith(("http://", "https://"))
+                and len(self._nodes) < NODES_KNOWN_MAX
+            ):
                 self._nodes.add(_base(address))
 
     async def _decision(self, session: aiohttp.ClientSession, tx_id: str) -> str | None:

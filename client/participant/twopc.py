@@ -77,12 +77,7 @@ from coordinator.client.participant.limits import BODY_BYTES_MAX, LOCKS_MAX_DEFA
 from coordinator.client.participant.signing import SIGNATURE_WINDOW_S_DEFAULT
 from coordinator.client.participant.store import IdempotencyStore, Transaction, TransactionState
 
-__all__ = [
-    "CallbackHandler",
-    "TwoPhaseHandler",
-    "TwoPhaseParticipant",
-    "add_twopc_routes",
-]
+__all__ = ["CallbackHandler", "TwoPhaseHandler", "TwoPhaseParticipant", "add_twopc_routes"]
 
 PHASES = ("prepare", "commit", "abort")
 T = TypeVar("T")

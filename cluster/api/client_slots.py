@@ -10,7 +10,7 @@ can no longer take all of a node's long polls or watch streams
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 from coordinator.cluster.api.errors import Overloaded
 

@@ -39,7 +39,9 @@ class ApiError(Exception):
     status = 500
     code = "internal"
 
-    def __init__(self, message: str, *, code: str | None = None, retry_after_s: float | None = None, **extra: Any) -> None:
+    def __init__(
+        self, message: str, *, code: str | None = None, retry_after_s: float | None = None, **extra: Any
+    ) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:

@@ -49,7 +49,6 @@ import grpc
 
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
-
 from coordinator.cluster.api import operations
 from coordinator.cluster.api.client_slots import ClientSlots, grpc_peer_host
 from coordinator.cluster.api.errors import ApiError, Overloaded
@@ -155,7 +154,7 @@ def _unary(method: Handler) -> Handler:
     """Authorize, run, and answer an ApiError (or a bug) as the table says."""
 
     @functools.wraps(method)
-    async def handler(self: "CoordinatorService", request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handler(self: CoordinatorService, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
             self.authorize(context)
             return await method(self, request, context)
@@ -175,7 +174,7 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
     """As :func:`_unary`, for a server-streaming RPC."""
 
     @functools.wraps(method)
-    async def handler(self: "CoordinatorService", request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+    async def handler(self: CoordinatorService, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
             self.authorize(context)
             async for message in method(self, request, context):
@@ -201,7 +200,7 @@ def _metadata(context: Any, key: str) -> str | None:
 class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     """The RPCs: decode, call :mod:`coordinator.cluster.api.operations`, encode."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         token = node.config.token
         self._expected = f"Bearer {token}".encode() if token else None
@@ -230,14 +229,20 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     @_unary
     async def PutService(self, request: pb.PutServiceRequest, context: Any) -> pb.ObjectReply:
         put = operations.put_service(
-            self.node, request.name, request.definition_json, force=request.force, remote=_peer_address(context),
+            self.node,
+            request.name,
+            request.definition_json,
+            force=request.force,
+            remote=_peer_address(context),
             request_id=_metadata(context, IDEMPOTENCY_METADATA),
         )
         return pb.ObjectReply(object_json=_json(await put))
 
     @_unary
     async def GetService(self, request: pb.GetServiceRequest, context: Any) -> pb.ObjectReply:
-        return pb.ObjectReply(object_json=_json(await operations.get_service(self.node, request.name, stale=request.stale)))
+        return pb.ObjectReply(
+            object_json=_json(await operations.get_service(self.node, request.name, stale=request.stale))
+        )
 
     @_unary
     async def ListServices(self, request: pb.ListServicesRequest, context: Any) -> pb.ObjectReply:
@@ -245,7 +250,9 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def DeleteService(self, request: pb.DeleteServiceRequest, context: Any) -> pb.ObjectReply:
-        deleted = operations.delete_service(self.node, request.name, request_id=_metadata(context, IDEMPOTENCY_METADATA))
+        deleted = operations.delete_service(
+            self.node, request.name, request_id=_metadata(context, IDEMPOTENCY_METADATA)
+        )
         return pb.ObjectReply(object_json=_json(await deleted))
 
     @_unary
@@ -262,7 +269,12 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def _get(self, kind: str, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:
         view = await operations.get_workflow(
-            self.node, kind, request.id, wait_s=request.wait_s, since=request.since or None, stale=request.stale,
+            self.node,
+            kind,
+            request.id,
+            wait_s=request.wait_s,
+            since=request.since or None,
+            stale=request.stale,
             client=grpc_peer_host(context.peer()),
         )
         return pb.ObjectReply(object_json=_json(view))
@@ -325,7 +337,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 class GrpcApi:
     """The gRPC server of one node: ``start()`` after the HTTP site, ``stop()``."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: Node) -> None:
         self.node = node
         self._server: grpc.aio.Server | None = None
 

@@ -27,10 +27,18 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.errors import ApiError, Forbidden, Misdirected, NotFound, TooLarge, Unavailable, UnsupportedMediaType
-from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.api.errors import (
+    ApiError,
+    Forbidden,
+    Misdirected,
+    NotFound,
+    TooLarge,
+    Unavailable,
+    UnsupportedMediaType,
+)
 from coordinator.cluster.api.metrics import render_metrics
 from coordinator.cluster.api.operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
+from coordinator.cluster.core.netpolicy import literal_address
 
 if TYPE_CHECKING:  # pragma: no cover
     from coordinator.cluster.core.node import Node
@@ -45,7 +53,7 @@ class Redirect(ApiError):
     status, code = 307, "not_leader"
 
 
-def _node(request: web.Request) -> "Node":
+def _node(request: web.Request) -> Node:
     return request.app[NODE_KEY]
 
 
@@ -77,7 +85,10 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     except web.HTTPNotFound:
         response = _error_response(NotFound(f"no such route: {request.method} {request.path}"))
     except web.HTTPMethodNotAllowed as exc:
-        error = ApiError(f"{request.method} is not allowed here (allowed: {', '.join(sorted(exc.allowed_methods))})", code="method_not_allowed")
+        error = ApiError(
+            f"{request.method} is not allowed here (allowed: {', '.join(sorted(exc.allowed_methods))})",
+            code="method_not_allowed",
+        )
         error.status = 405
         response = _error_response(error)
     except web.HTTPException as exc:
@@ -117,7 +128,7 @@ def _is_loopback(host: str) -> bool:
     return host in LOOPBACK_NAMES if address is None else address.is_loopback
 
 
-def accepted_hosts(node: "Node") -> tuple[frozenset[str], bool]:
+def accepted_hosts(node: Node) -> tuple[frozenset[str], bool]:
     """The Host names the node answers to, and whether any IP address is
     one of them too (a node bound to a wildcard address)."""
     cluster = node.config.cluster
@@ -125,7 +136,7 @@ def accepted_hosts(node: "Node") -> tuple[frozenset[str], bool]:
     return frozenset(hosts), host_name(node.config.node.http) in WILDCARD_HOSTS
 
 
-def browser_guard_middleware(node: "Node"):
+def browser_guard_middleware(node: Node):
     """Refuse what only a browser on another site would send; see the module docstring."""
     hosts, any_address = accepted_hosts(node)
     origins = frozenset(node.config.cluster.api.allowed_origins)
@@ -141,7 +152,9 @@ def browser_guard_middleware(node: "Node"):
                 )
         origin = request.headers.get("Origin")
         if origin is not None and origin.lower() not in origins:
-            raise Forbidden(f"Origin {origin[:100]!r} is not allowed; add it to [api] allowed_origins in the cluster file")
+            raise Forbidden(
+                f"Origin {origin[:100]!r} is not allowed; add it to [api] allowed_origins in the cluster file"
+            )
         if request.method in WRITE_METHODS:
             content_type = request.headers.get("Content-Type")
             if content_type is None and request.body_exists:
@@ -193,7 +206,9 @@ async def readyz(request: web.Request) -> web.Response:
         raise Unavailable("no leader is known yet", code="not_ready", retry_after_s=1)
     if status.applied_index < status.commit_index:
         raise Unavailable(
-            f"applied {status.applied_index} of {status.commit_index} committed entries", code="not_ready", retry_after_s=1
+            f"applied {status.applied_index} of {status.commit_index} committed entries",
+            code="not_ready",
+            retry_after_s=1,
         )
     return web.json_response({"ready": True, "applied_index": status.applied_index})
 
@@ -225,17 +240,27 @@ async def get_service(request: web.Request) -> web.Response:
 async def put_service(request: web.Request) -> web.Response:
     name = _service_name(request)
     node, force = _node(request), request.query.get("force")
-    return web.json_response(await operations.put_service(
-        node, name, await request.read(), force=force, remote=request.remote,
-        request_id=request.headers.get(IDEMPOTENCY_KEY)))
+    return web.json_response(
+        await operations.put_service(
+            node,
+            name,
+            await request.read(),
+            force=force,
+            remote=request.remote,
+            request_id=request.headers.get(IDEMPOTENCY_KEY),
+        )
+    )
 
 
 async def delete_service(request: web.Request) -> web.Response:
-    return web.json_response(await operations.delete_service(
-        _node(request), request.match_info["name"], request_id=request.headers.get(IDEMPOTENCY_KEY)))
+    return web.json_response(
+        await operations.delete_service(
+            _node(request), request.match_info["name"], request_id=request.headers.get(IDEMPOTENCY_KEY)
+        )
+    )
 
 
-def build_app(node: "Node") -> web.Application:
+def build_app(node: Node) -> web.Application:
     middlewares = [errors_middleware, browser_guard_middleware(node)]
     if node.config.token:
         middlewares.append(auth_middleware(node.config.token))

@@ -28,7 +28,12 @@ async def get_saga(request: web.Request) -> web.Response:
     one, or when S runs out). ``?stale=true`` reads the local replica."""
     query = request.query
     view = await operations.get_workflow(
-        _node(request), "saga", request.match_info["id"], wait_s=query.get("wait"), since=query.get("since"), stale=query.get("stale"),
+        _node(request),
+        "saga",
+        request.match_info["id"],
+        wait_s=query.get("wait"),
+        since=query.get("since"),
+        stale=query.get("stale"),
         client=request.remote,
     )
     return web.json_response(view)
@@ -57,7 +62,11 @@ async def redrive_saga(request: web.Request) -> web.Response:
 async def service_outcomes(request: web.Request) -> web.Response:
     query = request.query
     answer = await operations.service_outcomes(
-        _node(request), request.match_info["name"], after=query.get("after"), limit=query.get("limit"), stale=query.get("stale")
+        _node(request),
+        request.match_info["name"],
+        after=query.get("after"),
+        limit=query.get("limit"),
+        stale=query.get("stale"),
     )
     return web.json_response(answer)
 

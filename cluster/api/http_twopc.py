@@ -26,7 +26,12 @@ async def get_transaction(request: web.Request) -> web.Response:
     (``http_sagas.get_saga``)."""
     query = request.query
     view = await operations.get_workflow(
-        _node(request), "tx", request.match_info["id"], wait_s=query.get("wait"), since=query.get("since"), stale=query.get("stale"),
+        _node(request),
+        "tx",
+        request.match_info["id"],
+        wait_s=query.get("wait"),
+        since=query.get("since"),
+        stale=query.get("stale"),
         client=request.remote,
     )
     return web.json_response(view)

@@ -20,16 +20,14 @@ import re
 
 from aiohttp import web
 
-from coordinator import saga
-from coordinator import twopc
-from coordinator.saga import limits as saga_limits
-from coordinator.twopc import limits as tx_limits
-
-from coordinator.cluster.core.config import HTTP_BODY_BYTES_DEFAULT
+from coordinator import saga, twopc
 from coordinator.cluster.api.http_api import JSON_DEPTH_MAX
 from coordinator.cluster.api.http_saga import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
+from coordinator.cluster.core.config import HTTP_BODY_BYTES_DEFAULT
 from coordinator.cluster.stores.registry import URL_CHARS_MAX
 from coordinator.cluster.stores.requests import REQUEST_ID_PATTERN
+from coordinator.saga import limits as saga_limits
+from coordinator.twopc import limits as tx_limits
 
 __all__ = ["OPENAPI_PATH", "build_document", "document_json", "openapi_document"]
 
@@ -108,11 +106,14 @@ def _saga_schemas() -> dict:
     call = {
         "method": {"type": "string", "enum": list(saga_limits.METHODS)},
         "path": _call_path(saga_limits.PATH_CHARS_MAX),
-        "body": {**_ANY_JSON, "description": (
-            f"Any JSON (null: no body), at most {saga_limits.STEP_BODY_BYTES_MAX} bytes and {saga_limits.BODY_DEPTH_MAX} "
-            "levels deep, integers in 64 bits. A string exactly '${steps.NAME.output.PATH}' is replaced by an earlier "
-            "step's output."
-        )},
+        "body": {
+            **_ANY_JSON,
+            "description": (
+                f"Any JSON (null: no body), at most {saga_limits.STEP_BODY_BYTES_MAX} bytes and {saga_limits.BODY_DEPTH_MAX} "
+                "levels deep, integers in 64 bits. A string exactly '${steps.NAME.output.PATH}' is replaced by an earlier "
+                "step's output."
+            ),
+        },
     }
     null = {"type": "null"}
     step_name = _pattern(saga_limits.STEP_NAME_PATTERN, description="Unique within the saga.")
@@ -133,15 +134,22 @@ def _saga_schemas() -> dict:
             "name": step_name,
             "await": _pattern(saga_limits.SIGNAL_NAME_PATTERN, description="The signal this step waits for."),
             "timeout_s": _seconds(saga_limits.AWAIT_TIMEOUT_S_MAX),
-            "service": null, "action": null, "compensation": null, "retry": null,
+            "service": null,
+            "action": null,
+            "compensation": null,
+            "retry": null,
         },
         ("name", "await"),
     )
     definition = _obj(
         {
             "id": _null_or(_pattern(saga_limits.SAGA_ID_PATTERN)),
-            "steps": {"type": "array", "minItems": 1, "maxItems": saga_limits.SAGA_STEPS_MAX,
-                      "items": {"oneOf": [_ref("SagaActionStep"), _ref("SagaAwaitStep")]}},
+            "steps": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": saga_limits.SAGA_STEPS_MAX,
+                "items": {"oneOf": [_ref("SagaActionStep"), _ref("SagaAwaitStep")]},
+            },
             "timeout_s": _seconds(saga_limits.SAGA_TIMEOUT_S_MAX),
         },
         ("steps",),
@@ -159,15 +167,23 @@ def _saga_schemas() -> dict:
 
 def _transaction_schemas() -> dict:
     call = _obj(
-        {"path": _call_path(tx_limits.PATH_CHARS_MAX), "body": {**_ANY_JSON, "description": (
-            f"Any JSON (null: {{}}), at most {tx_limits.BODY_BYTES_MAX} bytes and {tx_limits.BODY_DEPTH_MAX} levels deep."
-        )}},
+        {
+            "path": _call_path(tx_limits.PATH_CHARS_MAX),
+            "body": {
+                **_ANY_JSON,
+                "description": (
+                    f"Any JSON (null: {{}}), at most {tx_limits.BODY_BYTES_MAX} bytes and {tx_limits.BODY_DEPTH_MAX} levels deep."
+                ),
+            },
+        },
         ("path",),
         description="Always sent as POST.",
     )
     participant = _obj(
         {
-            "service": _pattern(tx_limits.SERVICE_NAME_PATTERN, description="A registered participant, once per transaction."),
+            "service": _pattern(
+                tx_limits.SERVICE_NAME_PATTERN, description="A registered participant, once per transaction."
+            ),
             "prepare": _ref("TransactionCall"),
             "commit": _ref("TransactionCall"),
             "abort": _ref("TransactionCall"),
@@ -177,8 +193,12 @@ def _transaction_schemas() -> dict:
     definition = _obj(
         {
             "id": _null_or(_pattern(tx_limits.TX_ID_PATTERN)),
-            "participants": {"type": "array", "minItems": tx_limits.PARTICIPANTS_MIN,
-                             "maxItems": tx_limits.PARTICIPANTS_MAX, "items": _ref("TransactionParticipant")},
+            "participants": {
+                "type": "array",
+                "minItems": tx_limits.PARTICIPANTS_MIN,
+                "maxItems": tx_limits.PARTICIPANTS_MAX,
+                "items": _ref("TransactionParticipant"),
+            },
             "timeout_s": _seconds(tx_limits.TX_TIMEOUT_S_MAX),
         },
         ("participants",),
@@ -188,19 +208,39 @@ def _transaction_schemas() -> dict:
 
 
 def _service_put() -> dict:
-    url = {"type": "string", "maxLength": URL_CHARS_MAX, "pattern": f"^[Hh][Tt][Tt][Pp][Ss]?://{_NO_SPACE}+$",
-           "description": "http(s), a host, no credentials, query or fragment; a trailing '/' is dropped."}
+    url = {
+        "type": "string",
+        "maxLength": URL_CHARS_MAX,
+        "pattern": f"^[Hh][Tt][Tt][Pp][Ss]?://{_NO_SPACE}+$",
+        "description": "http(s), a host, no credentials, query or fragment; a trailing '/' is dropped.",
+    }
     grpc = {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}$", "description": "HOST:PORT, port 1-65535."}
     return {"oneOf": [_obj({"url": url}, "*"), _obj({"grpc": grpc}, "*")]}
 
 
 # -- response bodies ---------------------------------------------------------------------
 def _view_schemas() -> dict:
-    forced = _obj({"at": _TIME, "remote": _null_or(_STRING), "token": _BOOLEAN,
-                   "previous": _obj({"url": _null_or(_STRING), "grpc": _null_or(_STRING)}, "*")}, "*")
-    service = _obj({"name": _STRING, "url": _null_or(_STRING), "grpc": _null_or(_STRING),
-                    "created_at": _TIME, "updated_at": _TIME, "revision": _COUNT,
-                    "forced_repoint": _null_or(forced)}, "*")
+    forced = _obj(
+        {
+            "at": _TIME,
+            "remote": _null_or(_STRING),
+            "token": _BOOLEAN,
+            "previous": _obj({"url": _null_or(_STRING), "grpc": _null_or(_STRING)}, "*"),
+        },
+        "*",
+    )
+    service = _obj(
+        {
+            "name": _STRING,
+            "url": _null_or(_STRING),
+            "grpc": _null_or(_STRING),
+            "created_at": _TIME,
+            "updated_at": _TIME,
+            "revision": _COUNT,
+            "forced_repoint": _null_or(forced),
+        },
+        "*",
+    )
     address = _obj({"id": _STRING, "http": _STRING, "grpc": _STRING}, "*")
     breaker = _obj({"open": _BOOLEAN, "consecutive_failures": _COUNT, "opened_total": _COUNT}, "*")
     cluster = _obj(
@@ -208,53 +248,117 @@ def _view_schemas() -> dict:
             "node": _STRING,
             "role": {"type": "string", "enum": ["leader", "follower", "candidate"]},
             "leader": _null_or(address),
-            "term": _COUNT, "commit_index": _COUNT, "applied_index": _COUNT, "has_quorum": _BOOLEAN,
-            "executor": _obj({"leading": _BOOLEAN, "fence": _null_or(_STRING), "calls_in_flight": _COUNT,
-                              "breakers": {"type": "object", "additionalProperties": breaker}}, "*"),
-            "nodes": {"type": "array", "items": _obj(
-                {"id": _STRING, "raft": _STRING, "http": _STRING, "grpc": _STRING, "reachable": _BOOLEAN}, "*")},
+            "term": _COUNT,
+            "commit_index": _COUNT,
+            "applied_index": _COUNT,
+            "has_quorum": _BOOLEAN,
+            "executor": _obj(
+                {
+                    "leading": _BOOLEAN,
+                    "fence": _null_or(_STRING),
+                    "calls_in_flight": _COUNT,
+                    "breakers": {"type": "object", "additionalProperties": breaker},
+                },
+                "*",
+            ),
+            "nodes": {
+                "type": "array",
+                "items": _obj(
+                    {"id": _STRING, "raft": _STRING, "http": _STRING, "grpc": _STRING, "reachable": _BOOLEAN}, "*"
+                ),
+            },
             "state_digest": _STRING,
             "state_applied_index": _COUNT,
         },
         ("node", "role", "leader", "term", "commit_index", "applied_index", "has_quorum", "executor", "nodes"),
     )
-    saga_step = _obj({"name": _STRING, "state": _enum(saga.StepStatus), "attempts": _COUNT, "output": _ANY_JSON,
-                      "error": _null_or(_STRING), "compensation_attempts": _COUNT,
-                      "compensation_error": _null_or(_STRING)}, "*")
-    saga_record = _obj({"at": _TIME, "event": _enum(saga.HistoryEvent), "step": _STRING, "attempts": _COUNT,
-                        "error": _STRING, "signal": _STRING}, ("at", "event"))
+    saga_step = _obj(
+        {
+            "name": _STRING,
+            "state": _enum(saga.StepStatus),
+            "attempts": _COUNT,
+            "output": _ANY_JSON,
+            "error": _null_or(_STRING),
+            "compensation_attempts": _COUNT,
+            "compensation_error": _null_or(_STRING),
+        },
+        "*",
+    )
+    saga_record = _obj(
+        {
+            "at": _TIME,
+            "event": _enum(saga.HistoryEvent),
+            "step": _STRING,
+            "attempts": _COUNT,
+            "error": _STRING,
+            "signal": _STRING,
+        },
+        ("at", "event"),
+    )
     saga_object = _obj(
         {
-            "id": _STRING, "state": _enum(saga.SagaStatus),
+            "id": _STRING,
+            "state": _enum(saga.SagaStatus),
             "steps": {"type": "array", "items": saga_step},
-            "failure": _null_or(_obj({"reason": _enum(saga.FailureReason), "step": _null_or(_STRING), "error": _STRING}, "*")),
+            "failure": _null_or(
+                _obj({"reason": _enum(saga.FailureReason), "step": _null_or(_STRING), "error": _STRING}, "*")
+            ),
             "history": {"type": "array", "items": saga_record},
-            "redrives": _COUNT, "created_at": _TIME, "updated_at": _TIME,
+            "redrives": _COUNT,
+            "created_at": _TIME,
+            "updated_at": _TIME,
         },
         "*",
     )
-    participant = _obj({"service": _STRING, "vote": _null_or(_enum(twopc.Vote)),
-                        "state": _enum(twopc.ParticipantStatus)}, "*")
-    tx_record = _obj({"at": _TIME, "event": _enum(["started", "vote", "timed_out", "decided", "acknowledged",
-                                                  *(str(s) for s in twopc.TxStatus if s.terminal)])},
-                     ("at", "event"), extra=_STRING)
+    participant = _obj(
+        {"service": _STRING, "vote": _null_or(_enum(twopc.Vote)), "state": _enum(twopc.ParticipantStatus)}, "*"
+    )
+    tx_record = _obj(
+        {
+            "at": _TIME,
+            "event": _enum(
+                [
+                    "started",
+                    "vote",
+                    "timed_out",
+                    "decided",
+                    "acknowledged",
+                    *(str(s) for s in twopc.TxStatus if s.terminal),
+                ]
+            ),
+        },
+        ("at", "event"),
+        extra=_STRING,
+    )
     transaction = _obj(
         {
-            "id": _STRING, "state": _enum(twopc.TxStatus), "decision": _null_or(_enum(twopc.Decision)),
+            "id": _STRING,
+            "state": _enum(twopc.TxStatus),
+            "decision": _null_or(_enum(twopc.Decision)),
             "participants": {"type": "array", "items": participant},
             "history": {"type": "array", "items": tx_record},
-            "created_at": _TIME, "updated_at": _TIME,
+            "created_at": _TIME,
+            "updated_at": _TIME,
         },
         "*",
     )
-    outcome = _obj({"index": _COUNT, "saga": _STRING, "step": _STRING,
-                    "kind": {"type": "string", "enum": ["action", "compensation"]}, "output": _ANY_JSON}, "*")
+    outcome = _obj(
+        {
+            "index": _COUNT,
+            "saga": _STRING,
+            "step": _STRING,
+            "kind": {"type": "string", "enum": ["action", "compensation"]},
+            "output": _ANY_JSON,
+        },
+        "*",
+    )
     saga_state = _enum(saga.SagaStatus)
     return {
         "Service": service,
         "ServiceList": _obj({"services": {"type": "array", "items": _ref("Service")}}, "*"),
-        "ServiceOutcomes": _obj({"service": _STRING, "outcomes": {"type": "array", "items": outcome},
-                                 "next_after": _COUNT}, "*"),
+        "ServiceOutcomes": _obj(
+            {"service": _STRING, "outcomes": {"type": "array", "items": outcome}, "next_after": _COUNT}, "*"
+        ),
         "ClusterView": cluster,
         "Saga": saga_object,
         "SagaList": _obj({"sagas": {"type": "array", "items": _ref("Saga")}}, "*"),
@@ -266,42 +370,99 @@ def _view_schemas() -> dict:
 
 
 def _error_schema(codes: list[str], **extra: dict) -> dict:
-    detail = _obj({"code": {"type": "string", "enum": codes}, "message": _STRING, **extra},
-                  ("code", "message", *[k for k in extra if k == "leader"]))
+    detail = _obj(
+        {"code": {"type": "string", "enum": codes}, "message": _STRING, **extra},
+        ("code", "message", *[k for k in extra if k == "leader"]),
+    )
     return _obj({"error": detail}, "*")
 
 
-_RETRY_AFTER = {"Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}}}
+_RETRY_AFTER = {
+    "Retry-After": {"description": "Seconds to wait before retrying.", "schema": {"type": "integer", "minimum": 1}}
+}
 # status -> (component name, schema, description, headers)
 _ERRORS = {
-    "307": ("NotLeader", _error_schema(["not_leader"], leader={"type": "string", "format": "uri"}),
-            "This node is a follower: the same request goes to the leader at Location.",
-            {"Location": {"required": True, "description": "The same path and query on the leader.",
-                          "schema": {"type": "string", "format": "uri"}}}),
-    "400": ("Invalid", _error_schema(["invalid"], field=_STRING),
-            "Bad JSON or a schema violation; the message starts with the field.", None),
-    "401": ("Unauthorized", _error_schema(["unauthorized"]),
-            "A token is configured and the request lacks 'Authorization: Bearer TOKEN'.",
-            {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}}),
-    "403": ("Forbidden", _error_schema(["forbidden"]),
-            "The request has an Origin header that [api] allowed_origins does not list.", None),
-    "404": ("NotFound", _error_schema(["not_found"]),
-            "No such object; or no such route (a path parameter containing '{' or '}' matches none).", None),
-    "405": ("MethodNotAllowed", _error_schema(["method_not_allowed"]),
-            "Any method not listed for a path (HEAD is allowed wherever GET is).", None),
-    "409": ("Conflict", _error_schema(["conflict", "invalid_command"]),
-            "The id exists with another definition, or the object's state forbids the change.", None),
-    "413": ("TooLarge", _error_schema(["too_large"]),
-            f"The body is over the node's limit (default {HTTP_BODY_BYTES_DEFAULT} bytes) or a field's bound.", None),
-    "415": ("UnsupportedMediaType", _error_schema(["unsupported_media_type"]),
-            "A write whose body is not sent as Content-Type: application/json.", None),
-    "421": ("Misdirected", _error_schema(["misdirected_request"]),
-            "The Host header is not a name of this node, a loopback name or in [api] allowed_hosts.", None),
-    "429": ("Overloaded", _error_schema(["overloaded"]), "The in-flight workflow or proposal limit, the state's byte budget ([limits] state_bytes_max) or this client's long polls ([limits] long_polls_per_client_max) are reached.", _RETRY_AFTER),
-    "503": ("Unavailable", _error_schema(["no_leader", "suspended", "not_written", "outcome_unknown"],
-                                         services={"type": "array", "items": _STRING}),
-            "No leader yet, the write's outcome is unknown or it was not written (retry), or intake is suspended "
-            "for a service whose circuit is open.", _RETRY_AFTER),
+    "307": (
+        "NotLeader",
+        _error_schema(["not_leader"], leader={"type": "string", "format": "uri"}),
+        "This node is a follower: the same request goes to the leader at Location.",
+        {
+            "Location": {
+                "required": True,
+                "description": "The same path and query on the leader.",
+                "schema": {"type": "string", "format": "uri"},
+            }
+        },
+    ),
+    "400": (
+        "Invalid",
+        _error_schema(["invalid"], field=_STRING),
+        "Bad JSON or a schema violation; the message starts with the field.",
+        None,
+    ),
+    "401": (
+        "Unauthorized",
+        _error_schema(["unauthorized"]),
+        "A token is configured and the request lacks 'Authorization: Bearer TOKEN'.",
+        {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}},
+    ),
+    "403": (
+        "Forbidden",
+        _error_schema(["forbidden"]),
+        "The request has an Origin header that [api] allowed_origins does not list.",
+        None,
+    ),
+    "404": (
+        "NotFound",
+        _error_schema(["not_found"]),
+        "No such object; or no such route (a path parameter containing '{' or '}' matches none).",
+        None,
+    ),
+    "405": (
+        "MethodNotAllowed",
+        _error_schema(["method_not_allowed"]),
+        "Any method not listed for a path (HEAD is allowed wherever GET is).",
+        None,
+    ),
+    "409": (
+        "Conflict",
+        _error_schema(["conflict", "invalid_command"]),
+        "The id exists with another definition, or the object's state forbids the change.",
+        None,
+    ),
+    "413": (
+        "TooLarge",
+        _error_schema(["too_large"]),
+        f"The body is over the node's limit (default {HTTP_BODY_BYTES_DEFAULT} bytes) or a field's bound.",
+        None,
+    ),
+    "415": (
+        "UnsupportedMediaType",
+        _error_schema(["unsupported_media_type"]),
+        "A write whose body is not sent as Content-Type: application/json.",
+        None,
+    ),
+    "421": (
+        "Misdirected",
+        _error_schema(["misdirected_request"]),
+        "The Host header is not a name of this node, a loopback name or in [api] allowed_hosts.",
+        None,
+    ),
+    "429": (
+        "Overloaded",
+        _error_schema(["overloaded"]),
+        "The in-flight workflow or proposal limit, the state's byte budget ([limits] state_bytes_max) or this client's long polls ([limits] long_polls_per_client_max) are reached.",
+        _RETRY_AFTER,
+    ),
+    "503": (
+        "Unavailable",
+        _error_schema(
+            ["no_leader", "suspended", "not_written", "outcome_unknown"], services={"type": "array", "items": _STRING}
+        ),
+        "No leader yet, the write's outcome is unknown or it was not written (retry), or intake is suspended "
+        "for a service whose circuit is open.",
+        _RETRY_AFTER,
+    ),
 }
 
 
@@ -314,40 +475,73 @@ def _parameters() -> dict:
         return {"name": name, "in": "query", "required": False, "schema": schema, "description": description}
 
     def limit(default: int, maximum: int) -> dict:
-        return query("limit", {"type": "number", "minimum": 1, "maximum": maximum, "default": default},
-                     "At most this many items (a fraction is truncated).")
+        return query(
+            "limit",
+            {"type": "number", "minimum": 1, "maximum": maximum, "default": default},
+            "At most this many items (a fraction is truncated).",
+        )
 
     return {
         "ServiceName": path("name", _pattern(saga_limits.SERVICE_NAME_PATTERN), "A service name."),
         "SagaId": path("id", _pattern(saga_limits.SAGA_ID_PATTERN), "A saga id."),
         "TransactionId": path("id", _pattern(tx_limits.TX_ID_PATTERN), "A transaction id."),
         "SignalName": path("name", _pattern(saga_limits.SIGNAL_NAME_PATTERN), "The signal an await step waits for."),
-        "Digest": query("digest", {"type": "string", "enum": ["true", "false"], "default": "false"},
-                        "true: add a hash of this replica's applied state."),
-        "Force": query("force", {"type": "string", "enum": ["true", "false"], "default": "false"},
-                       "true: re-point a service that running workflows use (who and when are recorded)."),
-        "Stale": query("stale", {"type": "string", "enum": ["true", "false"], "default": "false"},
-                       "true: answer from this node's replica, without a read barrier or a redirect."),
-        "Wait": query("wait", {"type": "number", "minimum": 0, "maximum": WAIT_S_MAX, "default": 0},
-                      "Long-poll up to this many seconds until the workflow is terminal (on the leader)."),
+        "Digest": query(
+            "digest",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "true: add a hash of this replica's applied state.",
+        ),
+        "Force": query(
+            "force",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "true: re-point a service that running workflows use (who and when are recorded).",
+        ),
+        "Stale": query(
+            "stale",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "true: answer from this node's replica, without a read barrier or a redirect.",
+        ),
+        "Wait": query(
+            "wait",
+            {"type": "number", "minimum": 0, "maximum": WAIT_S_MAX, "default": 0},
+            "Long-poll up to this many seconds until the workflow is terminal (on the leader).",
+        ),
         "Limit": limit(LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX),
         "OutcomesLimit": limit(OUTCOMES_LIMIT_MAX, OUTCOMES_LIMIT_MAX),
-        "After": query("after", {"type": "number", "minimum": 0, "maximum": AFTER_MAX, "default": 0},
-                       "Only outcomes at a log index above this (a fraction is truncated)."),
-        "Since": query("since", _STRING, "With wait: answer as soon as updated_at differs from this value (a "
-                       "long poll for any change, not only a terminal state)."),
+        "After": query(
+            "after",
+            {"type": "number", "minimum": 0, "maximum": AFTER_MAX, "default": 0},
+            "Only outcomes at a log index above this (a fraction is truncated).",
+        ),
+        "Since": query(
+            "since",
+            _STRING,
+            "With wait: answer as soon as updated_at differs from this value (a "
+            "long poll for any change, not only a terminal state).",
+        ),
         # HTTP drops spaces and tabs around a header value before any handler sees it.
-        "IdempotencyKey": {"name": "Idempotency-Key", "in": "header", "required": False,
-                           "schema": {"type": "string", "pattern": f"^[ \\t]*{REQUEST_ID_PATTERN.pattern}[ \\t]*$"},
-                           "description": "One id for every retry of this write: a retry of a write that took "
-                                          "effect gets its first answer and is not applied again."},
+        "IdempotencyKey": {
+            "name": "Idempotency-Key",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": f"^[ \\t]*{REQUEST_ID_PATTERN.pattern}[ \\t]*$"},
+            "description": "One id for every retry of this write: a retry of a write that took "
+            "effect gets its first answer and is not applied again.",
+        },
         "SagaState": query("state", _enum(saga.SagaStatus), "Only sagas in this state."),
         "TransactionState": query("state", _enum(twopc.TxStatus), "Only transactions in this state."),
     }
 
 
-def _op(op_id: str, summary: str, ok: dict, errors: str = "", params: tuple[str, ...] = (),
-        body: dict | None = None, public: bool = False) -> dict:
+def _op(
+    op_id: str,
+    summary: str,
+    ok: dict,
+    errors: str = "",
+    params: tuple[str, ...] = (),
+    body: dict | None = None,
+    public: bool = False,
+) -> dict:
     """One operation: ``ok`` maps success statuses to responses; ``errors``
     lists error statuses ("307 400 ..."); 401, 403 and 421 are added unless
     ``public``."""
@@ -370,44 +564,92 @@ def _body(schema: dict, description: str, required: bool = True) -> dict:
 def _paths() -> dict:
     read, write = "307 400 503", "307 400 415 429 503"
     ok = lambda name, text="OK", status="200": {status: _json(_ref(name), text)}  # noqa: E731
-    saga_written = {"200": _json(_ref("Saga"), "The same id and definition exist: the existing saga."),
-                    "201": _json(_ref("Saga"), "Created (committed on a majority).")}
-    tx_written = {"200": _json(_ref("Transaction"), "The same id and definition exist: the existing transaction."),
-                  "201": _json(_ref("Transaction"), "Created (committed on a majority).")}
+    saga_written = {
+        "200": _json(_ref("Saga"), "The same id and definition exist: the existing saga."),
+        "201": _json(_ref("Saga"), "Created (committed on a majority)."),
+    }
+    tx_written = {
+        "200": _json(_ref("Transaction"), "The same id and definition exist: the existing transaction."),
+        "201": _json(_ref("Transaction"), "Created (committed on a majority)."),
+    }
     health = _obj({"status": {"type": "string", "enum": ["ok"]}, "node": _STRING}, "*")
     ready = _obj({"ready": {"type": "boolean", "enum": [True]}, "applied_index": _COUNT}, "*")
-    not_ready = _json(_error_schema(["not_ready"]), "No leader known yet, or the log is not applied up to the commit index.",
-                      _RETRY_AFTER)
+    not_ready = _json(
+        _error_schema(["not_ready"]),
+        "No leader known yet, or the log is not applied up to the commit index.",
+        _RETRY_AFTER,
+    )
     return {
-        "/healthz": {"get": _op("health", "200 while the process runs.", {"200": _json(health, "Alive.")}, public=True)},
-        "/readyz": {"get": _op("ready", "Ready: a leader is known and the log is applied.",
-                               {"200": _json(ready, "Ready."), "503": not_ready}, public=True)},
-        "/metrics": {"get": _op("metrics", "Prometheus text format.", {"200": {
-            "description": "Metrics.", "content": {"text/plain": {"schema": _STRING}}}})},
+        "/healthz": {
+            "get": _op("health", "200 while the process runs.", {"200": _json(health, "Alive.")}, public=True)
+        },
+        "/readyz": {
+            "get": _op(
+                "ready",
+                "Ready: a leader is known and the log is applied.",
+                {"200": _json(ready, "Ready."), "503": not_ready},
+                public=True,
+            )
+        },
+        "/metrics": {
+            "get": _op(
+                "metrics",
+                "Prometheus text format.",
+                {"200": {"description": "Metrics.", "content": {"text/plain": {"schema": _STRING}}}},
+            )
+        },
         OPENAPI_PATH: {"get": _op("openapi", "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.1.")})},
-        "/v1/cluster": {"get": _op("cluster", "This node's view of the cluster (local, never redirected); "
-                                   "?digest=true adds state_digest and state_applied_index.",
-                                   ok("ClusterView"), "400", ("Digest",))},
-        "/v1/services": {"get": _op("listServices", "Every registered service, by name.", ok("ServiceList"), read,
-                                    ("Stale",))},
+        "/v1/cluster": {
+            "get": _op(
+                "cluster",
+                "This node's view of the cluster (local, never redirected); "
+                "?digest=true adds state_digest and state_applied_index.",
+                ok("ClusterView"),
+                "400",
+                ("Digest",),
+            )
+        },
+        "/v1/services": {
+            "get": _op("listServices", "Every registered service, by name.", ok("ServiceList"), read, ("Stale",))
+        },
         "/v1/services/{name}": {
             "parameters": [{"$ref": "#/components/parameters/ServiceName"}],
             "get": _op("getService", "One service.", ok("Service"), read + " 404", ("Stale",)),
-            "put": _op("putService", "Register or replace a service; re-pointing one that running workflows use "
-                       "is a 409 unless ?force=true (recorded in forced_repoint).", ok("Service", "Registered."),
-                       write + " 404 409 413", ("Force", "IdempotencyKey"),
-                       body=_body(_ref("ServicePut"), "Exactly one of url (HTTP participant) or grpc.")),
-            "delete": _op("deleteService", "Remove a service no running workflow uses.", ok("Service", "Removed."),
-                          write + " 404 409", ("IdempotencyKey",)),
+            "put": _op(
+                "putService",
+                "Register or replace a service; re-pointing one that running workflows use "
+                "is a 409 unless ?force=true (recorded in forced_repoint).",
+                ok("Service", "Registered."),
+                write + " 404 409 413",
+                ("Force", "IdempotencyKey"),
+                body=_body(_ref("ServicePut"), "Exactly one of url (HTTP participant) or grpc."),
+            ),
+            "delete": _op(
+                "deleteService",
+                "Remove a service no running workflow uses.",
+                ok("Service", "Removed."),
+                write + " 404 409",
+                ("IdempotencyKey",),
+            ),
         },
         "/v1/services/{name}/outcomes": {
             "parameters": [{"$ref": "#/components/parameters/ServiceName"}],
-            "get": _op("serviceOutcomes", "Successful saga calls to this service, in log order (outcome replay).",
-                       ok("ServiceOutcomes"), read + " 404", ("After", "OutcomesLimit", "Stale")),
+            "get": _op(
+                "serviceOutcomes",
+                "Successful saga calls to this service, in log order (outcome replay).",
+                ok("ServiceOutcomes"),
+                read + " 404",
+                ("After", "OutcomesLimit", "Stale"),
+            ),
         },
         "/v1/sagas": {
-            "post": _op("submitSaga", "Submit a saga.", saga_written, write + " 409 413",
-                        body=_body(_ref("SagaDefinition"), "Every action step's service must be registered (HTTP).")),
+            "post": _op(
+                "submitSaga",
+                "Submit a saga.",
+                saga_written,
+                write + " 409 413",
+                body=_body(_ref("SagaDefinition"), "Every action step's service must be registered (HTTP)."),
+            ),
             "get": _op("listSagas", "Sagas in creation order.", ok("SagaList"), read, ("SagaState", "Limit", "Stale")),
         },
         "/v1/sagas/{id}": {
@@ -416,26 +658,53 @@ def _paths() -> dict:
         },
         "/v1/sagas/{id}/signals/{name}": {
             "parameters": [{"$ref": "#/components/parameters/SagaId"}, {"$ref": "#/components/parameters/SignalName"}],
-            "post": _op("signalSaga", "Deliver a signal (buffered until its await step runs).",
-                        ok("SignalAccepted", "Accepted.", "202"), write + " 404 413",
-                        body=_body(_ANY_JSON, f"The payload: any JSON up to {saga_limits.SIGNAL_PAYLOAD_BYTES_MAX} bytes "
-                                              f"and {JSON_DEPTH_MAX} levels deep; no body means null.", required=False)),
+            "post": _op(
+                "signalSaga",
+                "Deliver a signal (buffered until its await step runs).",
+                ok("SignalAccepted", "Accepted.", "202"),
+                write + " 404 413",
+                body=_body(
+                    _ANY_JSON,
+                    f"The payload: any JSON up to {saga_limits.SIGNAL_PAYLOAD_BYTES_MAX} bytes "
+                    f"and {JSON_DEPTH_MAX} levels deep; no body means null.",
+                    required=False,
+                ),
+            ),
         },
         "/v1/sagas/{id}/redrive": {
             "parameters": [{"$ref": "#/components/parameters/SagaId"}],
-            "post": _op("redriveSaga", "A stuck saga resumes compensating.", ok("RedriveAccepted", "Accepted.", "202"),
-                        write + " 404 409"),
+            "post": _op(
+                "redriveSaga",
+                "A stuck saga resumes compensating.",
+                ok("RedriveAccepted", "Accepted.", "202"),
+                write + " 404 409",
+            ),
         },
         "/v1/transactions": {
-            "post": _op("submitTransaction", "Submit a 2PC transaction.", tx_written, write + " 409 413",
-                        body=_body(_ref("TransactionDefinition"), "Every participant's service must be registered.")),
-            "get": _op("listTransactions", "Transactions in creation order.", ok("TransactionList"), read,
-                       ("TransactionState", "Limit", "Stale")),
+            "post": _op(
+                "submitTransaction",
+                "Submit a 2PC transaction.",
+                tx_written,
+                write + " 409 413",
+                body=_body(_ref("TransactionDefinition"), "Every participant's service must be registered."),
+            ),
+            "get": _op(
+                "listTransactions",
+                "Transactions in creation order.",
+                ok("TransactionList"),
+                read,
+                ("TransactionState", "Limit", "Stale"),
+            ),
         },
         "/v1/transactions/{id}": {
             "parameters": [{"$ref": "#/components/parameters/TransactionId"}],
-            "get": _op("getTransaction", "One transaction (also how a prepared participant learns the decision).",
-                       ok("Transaction"), read + " 404 429", ("Wait", "Since", "Stale")),
+            "get": _op(
+                "getTransaction",
+                "One transaction (also how a prepared participant learns the decision).",
+                ok("Transaction"),
+                read + " 404 429",
+                ("Wait", "Since", "Stale"),
+            ),
         },
     }
 
@@ -466,8 +735,9 @@ def build_document() -> dict:
             "schemas": schemas,
             "parameters": _parameters(),
             "responses": error_responses,
-            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
-                                           "description": "Only when the cluster has a token_file."}},
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "description": "Only when the cluster has a token_file."}
+            },
         },
     }
 

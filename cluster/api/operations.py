@@ -29,17 +29,38 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from coordinator import saga
-from coordinator import twopc
-from coordinator.consensus import Command, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull, Rejected, Rejection
-from coordinator.saga import limits as saga_limits
-
+from coordinator import saga, twopc
+from coordinator.cluster.api.errors import (
+    ApiError,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    Overloaded,
+    TooLarge,
+    Unavailable,
+    error_for_rejection,
+)
 from coordinator.cluster.core.config import NodeAddress
-from coordinator.cluster.api.errors import ApiError, Conflict, InvalidInput, NotFound, Overloaded, TooLarge, Unavailable, error_for_rejection
-from coordinator.cluster.core.netpolicy import literal_address
 from coordinator.cluster.core.limits import Limits, check_admission
-from coordinator.cluster.stores.registry import REMOTE_CHARS_MAX, InvalidService, validate_service_body, validate_service_name
+from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.stores.registry import (
+    REMOTE_CHARS_MAX,
+    InvalidService,
+    validate_service_body,
+    validate_service_name,
+)
 from coordinator.cluster.stores.requests import valid_request_id
+from coordinator.consensus import (
+    Command,
+    EntryTooLarge,
+    NotLeader,
+    NotWritten,
+    OutcomeUnknown,
+    QueueFull,
+    Rejected,
+    Rejection,
+)
+from coordinator.saga import limits as saga_limits
 
 if TYPE_CHECKING:  # pragma: no cover
     from coordinator.cluster.core.node import Node
@@ -144,7 +165,7 @@ def _unstorable(value: Any, depth: int = 0) -> str | None:
     return None
 
 
-def parse_json(node: "Node", raw: bytes | str) -> Any:
+def parse_json(node: Node, raw: bytes | str) -> Any:
     """A request body (JSON text) as a value; ``body`` names it in errors."""
     limit = node.config.cluster.http_body_bytes_max
     size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
@@ -198,19 +219,19 @@ def service_name(name: str) -> str:
 
 
 # -- the log ------------------------------------------------------------------------
-def _not_leader(node: "Node") -> ApiError:
+def _not_leader(node: Node) -> ApiError:
     leader = node.leader_address()
     if leader is None or leader.id == node.config.node.id:
         return Unavailable("no leader is known yet; retry shortly", code="no_leader", retry_after_s=1)
     return LeaderElsewhere(leader)
 
 
-def require_leader(node: "Node") -> None:
+def require_leader(node: Node) -> None:
     if not node.log.is_leader():
         raise _not_leader(node)
 
 
-async def linearizable(node: "Node", stale: bool | str | None) -> None:
+async def linearizable(node: Node, stale: bool | str | None) -> None:
     """Before a read: local when ``stale``, else a barrier on the leader."""
     if parse_flag("stale", stale):
         return
@@ -223,7 +244,7 @@ async def linearizable(node: "Node", stale: bool | str | None) -> None:
         raise Unavailable(f"the read barrier did not commit: {exc}", code="no_leader", retry_after_s=1) from None
 
 
-async def propose(node: "Node", kind: str, body: Any) -> Any:
+async def propose(node: Node, kind: str, body: Any) -> Any:
     try:
         result = await node.log.propose(Command(kind, body, at_ms=now_ms()))
     except NotLeader:
@@ -264,16 +285,21 @@ def _forced_view(forced: dict | None) -> dict | None:
     """The last re-point forced while workflows used the service (cluster/stores/registry.py)."""
     if forced is None:
         return None
-    return {"at": _iso(forced["at_ms"]), "remote": forced["remote"], "token": forced["token"], "previous": forced["previous"]}
+    return {
+        "at": _iso(forced["at_ms"]),
+        "remote": forced["remote"],
+        "token": forced["token"],
+        "previous": forced["previous"],
+    }
 
 
-async def list_services(node: "Node", *, stale: bool | str | None) -> dict:
+async def list_services(node: Node, *, stale: bool | str | None) -> dict:
     await linearizable(node, stale)
     with node.log.reading():
         return {"services": [service_view(s) for s in node.state.registry.snapshot()]}
 
 
-async def get_service(node: "Node", name: str, *, stale: bool | str | None) -> dict:
+async def get_service(node: Node, name: str, *, stale: bool | str | None) -> dict:
     name = service_name(name)
     await linearizable(node, stale)
     with node.log.reading():
@@ -293,7 +319,7 @@ def _request_id(request_id: str | None) -> str | None:
 
 
 async def put_service(
-    node: "Node",
+    node: Node,
     name: str,
     raw: bytes | str,
     *,
@@ -323,7 +349,7 @@ async def put_service(
     return service_view(await propose(node, "service.put", body))
 
 
-def _check_literal_address(node: "Node", target: dict) -> None:
+def _check_literal_address(node: Node, target: dict) -> None:
     """Refuse a literal address the `[services]` policy refuses (a name is
     judged when it is called: cluster/core/netpolicy.py)."""
     if target["url"]:
@@ -336,7 +362,7 @@ def _check_literal_address(node: "Node", target: dict) -> None:
             raise InvalidInput(field, f"{host} is {reason}")
 
 
-async def delete_service(node: "Node", name: str, *, request_id: str | None = None) -> dict:
+async def delete_service(node: Node, name: str, *, request_id: str | None = None) -> dict:
     name = service_name(name)
     request_id = _request_id(request_id)
     require_leader(node)
@@ -345,7 +371,7 @@ async def delete_service(node: "Node", name: str, *, request_id: str | None = No
 
 
 async def service_outcomes(
-    node: "Node", name: str, *, after: int | str | None, limit: int | str | None, stale: bool | str | None
+    node: Node, name: str, *, after: int | str | None, limit: int | str | None, stale: bool | str | None
 ) -> dict:
     name = service_name(name)
     after = int(parse_number("after", after, 0, 0, 2**62))
@@ -366,7 +392,7 @@ class _Kind:
 
     plural: str  # the list answer's key
     submit_command: str
-    store: Callable[["Node"], WorkflowStore]
+    store: Callable[[Node], WorkflowStore]
     states: frozenset[str]
     services: Callable[[Any], set[str]]  # of a parsed definition
 
@@ -396,7 +422,7 @@ def _kind(kind: str) -> _Kind:
         raise InvalidInput("kind", f"must be one of {', '.join(sorted(WORKFLOW_KINDS))}") from None
 
 
-def _view(node: "Node", kind: _Kind, workflow_id: str) -> tuple[dict, bool]:
+def _view(node: Node, kind: _Kind, workflow_id: str) -> tuple[dict, bool]:
     store = kind.store(node)
     with node.log.reading():
         state = store.items.get(workflow_id)
@@ -405,7 +431,7 @@ def _view(node: "Node", kind: _Kind, workflow_id: str) -> tuple[dict, bool]:
         return store.model.to_api(state), store.is_terminal(state)
 
 
-async def submit_workflow(node: "Node", kind_name: str, raw: bytes | str) -> tuple[dict, bool]:
+async def submit_workflow(node: Node, kind_name: str, raw: bytes | str) -> tuple[dict, bool]:
     """Submit a saga or a transaction: (its object, whether this call created it).
 
     The same id with the same definition again answers the existing one;
@@ -429,23 +455,27 @@ async def submit_workflow(node: "Node", kind_name: str, raw: bytes | str) -> tup
     node.executor.admission(kind.services(definition))
     limits = node.config.cluster.limits
     _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
-    value = await propose(node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command()})
+    value = await propose(
+        node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command()}
+    )
     view, _ = _view(node, kind, workflow_id)
     return view, bool(value["created"])
 
 
-def _check_state_budget(node: "Node", store: WorkflowStore, definition: Any, limits: Limits) -> None:
+def _check_state_budget(node: Node, store: WorkflowStore, definition: Any, limits: Limits) -> None:
     """Refuse early what the state machine would refuse (cluster/core/limits.py);
     it checks again at apply time, where the log decides."""
     with node.log.reading():
         try:
-            check_admission(limits.to_command(), store.noun, store.items.charge_of_new(definition), node.state.charged_bytes())
+            check_admission(
+                limits.to_command(), store.noun, store.items.charge_of_new(definition), node.state.charged_bytes()
+            )
         except Rejection as rejection:
             raise error_for_rejection(rejection.code, rejection.message) from None
 
 
 async def get_workflow(
-    node: "Node",
+    node: Node,
     kind_name: str,
     workflow_id: str,
     *,
@@ -467,19 +497,31 @@ async def get_workflow(
     return await _long_poll(node, kind, workflow_id, 0.0, since, stale)
 
 
-async def _long_poll(node: "Node", kind: _Kind, workflow_id: str, wait_s: float, since: str | None, stale: bool | str | None) -> dict:
+async def _long_poll(
+    node: Node, kind: _Kind, workflow_id: str, wait_s: float, since: str | None, stale: bool | str | None
+) -> dict:
     await linearizable(node, stale)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
     view, terminal = _view(node, kind, workflow_id)
-    while not terminal and (since is None or view["updated_at"] == since) and loop.time() < deadline and node.log.is_leader():
+    while (
+        not terminal
+        and (since is None or view["updated_at"] == since)
+        and loop.time() < deadline
+        and node.log.is_leader()
+    ):
         await node.wait_change(workflow_id, deadline - loop.time())
         view, terminal = _view(node, kind, workflow_id)
     return view
 
 
 async def list_workflows(
-    node: "Node", kind_name: str, *, state: str | None = None, limit: int | str | None = None, stale: bool | str | None = None
+    node: Node,
+    kind_name: str,
+    *,
+    state: str | None = None,
+    limit: int | str | None = None,
+    stale: bool | str | None = None,
 ) -> dict:
     kind = _kind(kind_name)
     if state is not None and state not in kind.states:
@@ -492,7 +534,7 @@ async def list_workflows(
 
 
 async def watch_workflow(
-    node: "Node", kind_name: str, workflow_id: str, *, stale: bool | str | None = None, life_s: float | None = None
+    node: Node, kind_name: str, workflow_id: str, *, stale: bool | str | None = None, life_s: float | None = None
 ) -> AsyncIterator[tuple[dict, bool]]:
     """(object, terminal) now and after each change, until terminal.
 
@@ -518,8 +560,12 @@ async def watch_workflow(
         if not stale:
             require_leader(node)
         if end is not None and loop.time() >= end:
-            raise Unavailable(f"the watch reached its life of {life_s:g} s; open it again to resume", code="watch_expired")
-        await node.wait_change(workflow_id, WATCH_POLL_S if end is None else max(0.0, min(WATCH_POLL_S, end - loop.time())))
+            raise Unavailable(
+                f"the watch reached its life of {life_s:g} s; open it again to resume", code="watch_expired"
+            )
+        await node.wait_change(
+            workflow_id, WATCH_POLL_S if end is None else max(0.0, min(WATCH_POLL_S, end - loop.time()))
+        )
 
 
 # -- saga only -----------------------------------------------------------------------------------
@@ -529,7 +575,7 @@ def check_signal(saga_id: str, name: str) -> None:
         raise InvalidInput("name", "must match [A-Za-z0-9._-]{1,64}")
 
 
-async def signal_saga(node: "Node", saga_id: str, name: str, raw: bytes | str) -> dict:
+async def signal_saga(node: Node, saga_id: str, name: str, raw: bytes | str) -> dict:
     """Deliver a signal; ``raw`` is the JSON payload (empty: null)."""
     check_signal(saga_id, name)
     size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
@@ -541,7 +587,7 @@ async def signal_saga(node: "Node", saga_id: str, name: str, raw: bytes | str) -
     return {"id": saga_id, "signal": name, "state": value["state"], "changed": value["changed"]}
 
 
-async def redrive_saga(node: "Node", saga_id: str) -> dict:
+async def redrive_saga(node: Node, saga_id: str) -> dict:
     saga_id = check_workflow_id(saga_id)
     require_leader(node)
     value = await propose(node, "saga.redrive", {"id": saga_id})

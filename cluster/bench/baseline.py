@@ -37,12 +37,11 @@ from pathlib import Path
 
 from pysyncobj import SyncObj, SyncObjConf, replicated
 
-from coordinator.consensus import RaftSettings
-
 from coordinator.cluster.bench.stats import latency_summary_ms, proc_stats, stop_processes
 from coordinator.cluster.core.config import generate_secret, read_secret
 from coordinator.cluster.launcher.local import free_base_port
 from coordinator.cluster.launcher.supervisor import PARENT_PID_ENV, die_with_parent
+from coordinator.consensus import RaftSettings
 
 __all__ = ["COMMAND_BYTES", "run_pysyncobj_baseline"]
 
@@ -54,8 +53,10 @@ SETTLE_S = 0.5
 # How long the parent waits for the result beyond warm-up and duration.
 RESULT_SLACK_S = 60.0
 LATENCIES_MAX = 2_000_000
-NOTE = ("raw PySyncObj 0.3.17, three processes on loopback, load in the leader process; "
-        "its journal never fsyncs, ours fsyncs before an entry counts")
+NOTE = (
+    "raw PySyncObj 0.3.17, three processes on loopback, load in the leader process; "
+    "its journal never fsyncs, ours fsyncs before an entry counts"
+)
 
 
 class BaselineNode(SyncObj):
@@ -69,7 +70,9 @@ class BaselineNode(SyncObj):
         return self._writes
 
 
-def baseline_conf(secret: str, self_address: str, data_dir: Path, settings: RaftSettings = RaftSettings()) -> SyncObjConf:
+def baseline_conf(
+    secret: str, self_address: str, data_dir: Path, settings: RaftSettings = RaftSettings()
+) -> SyncObjConf:
     """Our SyncObjConf choices (coordinator.consensus.pysyncobj_log) minus our journal and hooks."""
     return SyncObjConf(
         password=secret,
@@ -145,7 +148,9 @@ def node_main(argv: list[str] | None = None) -> int:
     die_with_parent()
     data_dir = Path(args.dir)
     data_dir.mkdir(parents=True, exist_ok=True)
-    node = BaselineNode(args.self_address, args.partner, baseline_conf(read_secret(Path(args.secret_file)), args.self_address, data_dir))
+    node = BaselineNode(
+        args.self_address, args.partner, baseline_conf(read_secret(Path(args.secret_file)), args.self_address, data_dir)
+    )
     deadline = time.monotonic() + LEADER_WAIT_S
     while node._getLeader() is None and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -163,8 +168,12 @@ def node_main(argv: list[str] | None = None) -> int:
 async def run_pysyncobj_baseline(concurrency: int, duration_s: float, warmup_s: float) -> dict | None:
     """Start the three processes, wait for the leader's figures, stop them by PID.
     None (and one line on stderr) when no figures came."""
-    print(f"baseline pysyncobj: three raw PySyncObj processes, {concurrency} in flight, "
-          f"{warmup_s:g} s warm-up + {duration_s:g} s ...", file=sys.stderr, flush=True)
+    print(
+        f"baseline pysyncobj: three raw PySyncObj processes, {concurrency} in flight, "
+        f"{warmup_s:g} s warm-up + {duration_s:g} s ...",
+        file=sys.stderr,
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="coordinator-bench-pysyncobj-") as tmp:
         root = Path(tmp)
         secret_file = root / "secret"
@@ -175,14 +184,19 @@ async def run_pysyncobj_baseline(concurrency: int, duration_s: float, warmup_s: 
         processes: list[subprocess.Popen] = []
         try:
             for address in addresses:
-                processes.append(_spawn(address, addresses, root, secret_file, result_file, concurrency, warmup_s, duration_s))
+                processes.append(
+                    _spawn(address, addresses, root, secret_file, result_file, concurrency, warmup_s, duration_s)
+                )
             deadline = time.monotonic() + LEADER_WAIT_S + warmup_s + duration_s + RESULT_SLACK_S
             while not result_file.exists() and time.monotonic() < deadline:
                 if any(p.poll() is not None for p in processes):
                     break
                 await asyncio.sleep(0.2)
             if not result_file.exists():
-                print(f"baseline pysyncobj: no figures (exited: {[p.returncode for p in processes]}); baseline null", file=sys.stderr)
+                print(
+                    f"baseline pysyncobj: no figures (exited: {[p.returncode for p in processes]}); baseline null",
+                    file=sys.stderr,
+                )
                 return None
             figures = json.loads(result_file.read_text())
             nodes = [_node_figures(address, p.pid) for address, p in zip(addresses, processes)]
@@ -202,18 +216,47 @@ async def run_pysyncobj_baseline(concurrency: int, duration_s: float, warmup_s: 
     }
 
 
-def _spawn(address: str, addresses: list[str], root: Path, secret_file: Path, result_file: Path,
-           concurrency: int, warmup_s: float, duration_s: float) -> subprocess.Popen:
+def _spawn(
+    address: str,
+    addresses: list[str],
+    root: Path,
+    secret_file: Path,
+    result_file: Path,
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+) -> subprocess.Popen:
     partners = [a for a in addresses if a != address]
     name = address.rsplit(":", 1)[1]
-    command = [sys.executable, "-m", "coordinator.cluster.bench.baseline", "--self", address, "--dir", str(root / name),
-               "--secret-file", str(secret_file), "--concurrency", str(concurrency), "--warmup", str(warmup_s),
-               "--duration", str(duration_s), "--result", str(result_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "coordinator.cluster.bench.baseline",
+        "--self",
+        address,
+        "--dir",
+        str(root / name),
+        "--secret-file",
+        str(secret_file),
+        "--concurrency",
+        str(concurrency),
+        "--warmup",
+        str(warmup_s),
+        "--duration",
+        str(duration_s),
+        "--result",
+        str(result_file),
+    ]
     for partner in partners:
         command += ["--partner", partner]
     with open(root / f"{name}.log", "ab") as log_file:
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT,
-                                env={**os.environ, PARENT_PID_ENV: str(os.getpid())})
+        return subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
+        )
 
 
 def _node_figures(address: str, pid: int) -> dict:

@@ -37,8 +37,12 @@ def series(results: list[dict]) -> dict[str, list[tuple[int, float, float]]]:
         add(result["workload"], concurrency, result["throughput_per_s"], result["latency_ms"]["p99"])
         baseline = result.get("baseline")
         if baseline:
-            add(f"baseline {baseline['name']} {baseline.get('unit', 'ops')}", concurrency,
-                baseline["throughput_per_s"], baseline["latency_ms"]["p99"])
+            add(
+                f"baseline {baseline['name']} {baseline.get('unit', 'ops')}",
+                concurrency,
+                baseline["throughput_per_s"],
+                baseline["latency_ms"]["p99"],
+            )
         commands_per_s, what = result.get("commands_per_s"), "commands"
         if commands_per_s is None:
             commands_per_s, what = result.get("log_entries_per_s"), "raft entries"
@@ -85,7 +89,9 @@ def plot(lines: dict[str, list[tuple[int, float, float]]], output: Path, title: 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m coordinator.cluster.bench.chart", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m coordinator.cluster.bench.chart", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("results", nargs="+", help="JSON files written by coordinator bench --json")
     parser.add_argument("-o", "--output", default="docs/bench.png")
     parser.add_argument("--title", default="coordinator bench: three nodes on one 2-core machine")
@@ -96,7 +102,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        print("bench_chart: matplotlib is not installed: .venv/bin/pip install matplotlib (or pip install -e '.[bench]')", file=sys.stderr)
+        print(
+            "bench_chart: matplotlib is not installed: .venv/bin/pip install matplotlib (or pip install -e '.[bench]')",
+            file=sys.stderr,
+        )
         return 1
     results = []
     for name in args.results:

@@ -39,7 +39,9 @@ MISSING = "baseline etcd: no etcd binary on PATH or in /usr/bin (Debian: apt-get
 NOTE = "etcd (Debian etcd-server) three members on loopback, driven through its JSON gateway by our registry's client; etcd fsyncs its WAL"
 
 
-def etcd_binary(which: Callable[[str], str | None] = shutil.which, fallbacks: tuple[str, ...] = FALLBACK_PATHS) -> str | None:
+def etcd_binary(
+    which: Callable[[str], str | None] = shutil.which, fallbacks: tuple[str, ...] = FALLBACK_PATHS
+) -> str | None:
     """The etcd server binary: on PATH, else a usual place; None if absent."""
     found = which("etcd")
     if found:
@@ -47,18 +49,36 @@ def etcd_binary(which: Callable[[str], str | None] = shutil.which, fallbacks: tu
     return next((path for path in fallbacks if os.access(path, os.X_OK)), None)
 
 
-def etcd_command(binary: str, index: int, client_ports: list[int], peer_ports: list[int], data_dir: Path, token: str) -> list[str]:
+def etcd_command(
+    binary: str, index: int, client_ports: list[int], peer_ports: list[int], data_dir: Path, token: str
+) -> list[str]:
     """The command line of member ``index`` (0-based) of a loopback cluster."""
     name = f"e{index + 1}"
     cluster = ",".join(f"e{i + 1}=http://127.0.0.1:{port}" for i, port in enumerate(peer_ports))
     return [
-        binary, "--name", name, "--data-dir", str(data_dir / name),
-        "--listen-client-urls", f"http://127.0.0.1:{client_ports[index]}",
-        "--advertise-client-urls", f"http://127.0.0.1:{client_ports[index]}",
-        "--listen-peer-urls", f"http://127.0.0.1:{peer_ports[index]}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer_ports[index]}",
-        "--initial-cluster", cluster, "--initial-cluster-state", "new", "--initial-cluster-token", token,
-        "--logger", "zap", "--log-level", "warn",
+        binary,
+        "--name",
+        name,
+        "--data-dir",
+        str(data_dir / name),
+        "--listen-client-urls",
+        f"http://127.0.0.1:{client_ports[index]}",
+        "--advertise-client-urls",
+        f"http://127.0.0.1:{client_ports[index]}",
+        "--listen-peer-urls",
+        f"http://127.0.0.1:{peer_ports[index]}",
+        "--initial-advertise-peer-urls",
+        f"http://127.0.0.1:{peer_ports[index]}",
+        "--initial-cluster",
+        cluster,
+        "--initial-cluster-state",
+        "new",
+        "--initial-cluster-token",
+        token,
+        "--logger",
+        "zap",
+        "--log-level",
+        "warn",
     ]
 
 
@@ -75,7 +95,7 @@ async def _healthy(urls: list[str]) -> bool:
                 try:
                     async with session.get(url + "/health") as response:
                         healthy += response.status == 200 and json.loads(await response.text()).get("health") == "true"
-                except (aiohttp.ClientError, asyncio.TimeoutError, ValueError):
+                except (TimeoutError, aiohttp.ClientError, ValueError):
                     pass
             if healthy == len(urls):
                 return True
@@ -83,14 +103,19 @@ async def _healthy(urls: list[str]) -> bool:
     return False
 
 
-async def run_etcd_baseline(concurrency: int, duration_s: float, warmup_s: float, binary: str | None = None) -> dict | None:
+async def run_etcd_baseline(
+    concurrency: int, duration_s: float, warmup_s: float, binary: str | None = None
+) -> dict | None:
     """The baseline's figures, or None (one line on stderr) without etcd or when it would not start."""
     binary = binary or etcd_binary()
     if binary is None:
         print(MISSING, file=sys.stderr)
         return None
-    print(f"baseline etcd: three members ({binary}), {concurrency} in flight, {warmup_s:g} s warm-up + {duration_s:g} s ...",
-          file=sys.stderr, flush=True)
+    print(
+        f"baseline etcd: three members ({binary}), {concurrency} in flight, {warmup_s:g} s warm-up + {duration_s:g} s ...",
+        file=sys.stderr,
+        flush=True,
+    )
     with tempfile.TemporaryDirectory(prefix="coordinator-bench-etcd-") as tmp:
         root = Path(tmp)
         base = free_base_port(MEMBERS)
@@ -102,25 +127,51 @@ async def run_etcd_baseline(concurrency: int, duration_s: float, warmup_s: float
         try:
             for index in range(MEMBERS):
                 with open(root / f"e{index + 1}.log", "ab") as log_file:
-                    processes.append(subprocess.Popen(etcd_command(binary, index, client_ports, peer_ports, root, token),
-                                                      stdin=subprocess.DEVNULL, stdout=log_file, stderr=subprocess.STDOUT))
+                    processes.append(
+                        subprocess.Popen(
+                            etcd_command(binary, index, client_ports, peer_ports, root, token),
+                            stdin=subprocess.DEVNULL,
+                            stdout=log_file,
+                            stderr=subprocess.STDOUT,
+                        )
+                    )
             if not await _healthy(urls):
-                print(f"baseline etcd: the members did not become healthy in {HEALTH_WAIT_S:g} s (logs in {root}); baseline null", file=sys.stderr)
+                print(
+                    f"baseline etcd: the members did not become healthy in {HEALTH_WAIT_S:g} s (logs in {root}); baseline null",
+                    file=sys.stderr,
+                )
                 return None
             async with clients(urls, concurrency) as pool:
 
                 async def put(number: int) -> None:
                     name, url = registry_write()
-                    await pool[number % len(pool)]._request("POST", "/v3/kv/put", {"key": _b64(name), "value": _b64(url)})
+                    await pool[number % len(pool)]._request(
+                        "POST", "/v3/kv/put", {"key": _b64(name), "value": _b64(url)}
+                    )
 
                 results, elapsed = await closed_loop(put, concurrency, warmup_s, duration_s)
-            nodes = [{"id": f"e{i + 1}", "cpu_s_total": round(proc_stats(p.pid)[0], 2), "rss_mb_max": round(proc_stats(p.pid)[1], 1)}
-                     for i, p in enumerate(processes)]
+            nodes = [
+                {
+                    "id": f"e{i + 1}",
+                    "cpu_s_total": round(proc_stats(p.pid)[0], 2),
+                    "rss_mb_max": round(proc_stats(p.pid)[1], 1),
+                }
+                for i, p in enumerate(processes)
+            ]
         finally:
             stop_processes(processes)
     figures = summary("etcd-put", concurrency, results, elapsed)
-    return {"name": "etcd", "unit": "puts", "version": _version(binary), "note": NOTE, "nodes": nodes,
-            **{k: figures[k] for k in ("concurrency", "duration_s", "completed", "errors", "throughput_per_s", "latency_ms")}}
+    return {
+        "name": "etcd",
+        "unit": "puts",
+        "version": _version(binary),
+        "note": NOTE,
+        "nodes": nodes,
+        **{
+            k: figures[k]
+            for k in ("concurrency", "duration_s", "completed", "errors", "throughput_per_s", "latency_ms")
+        },
+    }
 
 
 def _version(binary: str) -> str:
@@ -128,6 +179,6 @@ def _version(binary: str) -> str:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"
-    return next((line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("etcd Version")), "unknown")
-
-
+    return next(
+        (line.split(":", 1)[1].strip() for line in out.splitlines() if line.startswith("etcd Version")), "unknown"
+    )

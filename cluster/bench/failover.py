@@ -34,7 +34,6 @@ from pathlib import Path
 from aiohttp import web
 
 from coordinator.client import Coordinator, CoordinatorError
-
 from coordinator.cluster.bench.stats import distribution_ms, latency_summary_ms, proc_stats
 from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
@@ -74,7 +73,10 @@ class Observations:
         return min((answered for sent, answered in self.writes if sent >= kill_at), default=None)
 
     def first_resumed_call(self, kill_at: float, term: int, sagas: set[str]) -> float | None:
-        return min((at for at, fence_term, saga in self.calls if at >= kill_at and fence_term > term and saga in sagas), default=None)
+        return min(
+            (at for at, fence_term, saga in self.calls if at >= kill_at and fence_term > term and saga in sagas),
+            default=None,
+        )
 
 
 def fence_term(fence: str | None) -> int:
@@ -87,7 +89,9 @@ def _participant_app(seen: Observations) -> web.Application:
     async def handle(request: web.Request) -> web.Response:
         key = request.headers.get("Idempotency-Key", "")
         if len(seen.calls) < CALLS_MAX:
-            seen.calls.append((time.monotonic(), fence_term(request.headers.get("Coordinator-Fence")), key.split("/", 1)[0]))
+            seen.calls.append(
+                (time.monotonic(), fence_term(request.headers.get("Coordinator-Fence")), key.split("/", 1)[0])
+            )
         await asyncio.sleep(STEP_DELAY_S)
         return web.json_response({"ok": True})
 
@@ -97,8 +101,15 @@ def _participant_app(seen: Observations) -> web.Application:
 
 
 def _saga() -> dict:
-    steps = [{"name": f"s{i}", "service": SERVICES[i], "action": {"method": "POST", "path": "/do"},
-              "compensation": {"method": "POST", "path": "/undo"}} for i in range(SAGA_STEPS)]
+    steps = [
+        {
+            "name": f"s{i}",
+            "service": SERVICES[i],
+            "action": {"method": "POST", "path": "/do"},
+            "compensation": {"method": "POST", "path": "/undo"},
+        }
+        for i in range(SAGA_STEPS)
+    ]
     return {"id": uuid.uuid4().hex, "steps": steps}
 
 
@@ -155,8 +166,12 @@ async def _one_kill(cluster: LocalCluster, seen: Observations, run: int) -> tupl
     resume_at = await _wait_for(lambda: seen.first_resumed_call(kill_at, term, sagas), deadline)
     failover_ms = None if write_at is None else round((write_at - kill_at) * 1000, 1)
     resume_ms = None if resume_at is None else round((resume_at - kill_at) * 1000, 1)
-    print(f"run {run}: killed {leader} (term {term}, {len(sagas)} sagas in flight): "
-          f"next write {failover_ms} ms, first resumed step {resume_ms} ms", file=sys.stderr, flush=True)
+    print(
+        f"run {run}: killed {leader} (term {term}, {len(sagas)} sagas in flight): "
+        f"next write {failover_ms} ms, first resumed step {resume_ms} ms",
+        file=sys.stderr,
+        flush=True,
+    )
     cluster.supervisor.start(leader)
     new_leader = await cluster.wait_leader(timeout_s=CATCH_UP_S_MAX)
     index = (await cluster.cluster_view(new_leader) or {}).get("commit_index", 0)
@@ -198,8 +213,14 @@ async def run_failover(options) -> dict:
                 else:
                     figures.append(value)
         elapsed = time.monotonic() - started
-        nodes = [{"id": n, "cpu_s_total": round(proc_stats(cluster.supervisor.pid(n))[0], 2),
-                  "rss_mb_max": round(proc_stats(cluster.supervisor.pid(n))[1], 1)} for n in cluster.ids]
+        nodes = [
+            {
+                "id": n,
+                "cpu_s_total": round(proc_stats(cluster.supervisor.pid(n))[0], 2),
+                "rss_mb_max": round(proc_stats(cluster.supervisor.pid(n))[1], 1),
+            }
+            for n in cluster.ids
+        ]
     finally:
         stop.set()
         for task in tasks:
@@ -229,19 +250,30 @@ async def run_failover(options) -> dict:
         "failover_summary_ms": distribution_ms(failover_ms),
         "resume_summary_ms": distribution_ms(resume_ms),
         "missed": missed,
-        "load": {"saga_clients": SAGA_CLIENTS, "saga_steps": SAGA_STEPS, "step_delay_s": STEP_DELAY_S,
-                 "probe_clients": PROBE_CLIENTS, "probe_timeout_s": PROBE_TIMEOUT_S},
+        "load": {
+            "saga_clients": SAGA_CLIENTS,
+            "saga_steps": SAGA_STEPS,
+            "step_delay_s": STEP_DELAY_S,
+            "probe_clients": PROBE_CLIENTS,
+            "probe_timeout_s": PROBE_TIMEOUT_S,
+        },
     }
 
 
 def render_failover(result: dict) -> str:
     failover, resume = result["failover_summary_ms"], result["resume_summary_ms"]
-    return "\n".join([
-        f"failover: {result['runs']} leader kills in {result['duration_s']} s; {result['completed']} sagas completed, "
-        f"{result['writes']} registry writes, errors {result['errors'] or 0}",
-        f"kill -> next committed write ms:      p50 {failover['p50']}  p99 {failover['p99']}  max {failover['max']}  "
-        f"(missed {result['missed']['failover']})",
-        f"kill -> first resumed saga step ms:   p50 {resume['p50']}  p99 {resume['p99']}  max {resume['max']}  "
-        f"(missed {result['missed']['resume']})",
-        "registry write latency ms (all runs): " + "  ".join(f"{k} {v}" for k, v in result["latency_ms"].items()),
-    ] + [f"node {n['id']}: cpu {n['cpu_s_total']} s (process life), peak rss {n['rss_mb_max']} MB" for n in result["nodes"]])
+    return "\n".join(
+        [
+            f"failover: {result['runs']} leader kills in {result['duration_s']} s; {result['completed']} sagas completed, "
+            f"{result['writes']} registry writes, errors {result['errors'] or 0}",
+            f"kill -> next committed write ms:      p50 {failover['p50']}  p99 {failover['p99']}  max {failover['max']}  "
+            f"(missed {result['missed']['failover']})",
+            f"kill -> first resumed saga step ms:   p50 {resume['p50']}  p99 {resume['p99']}  max {resume['max']}  "
+            f"(missed {result['missed']['resume']})",
+            "registry write latency ms (all runs): " + "  ".join(f"{k} {v}" for k, v in result["latency_ms"].items()),
+        ]
+        + [
+            f"node {n['id']}: cpu {n['cpu_s_total']} s (process life), peak rss {n['rss_mb_max']} MB"
+            for n in result["nodes"]
+        ]
+    )

@@ -25,7 +25,9 @@ SAMPLE_RATE_HZ = 100
 TOP_ROWS = 15
 # How long py-spy may take past the sampled duration to write its file.
 FINISH_SLACK_S = 20.0
-INSTALL_HINT = "py-spy is not installed: .venv/bin/pip install py-spy (or pip install -e '.[bench]'); running without a profile"
+INSTALL_HINT = (
+    "py-spy is not installed: .venv/bin/pip install py-spy (or pip install -e '.[bench]'); running without a profile"
+)
 
 
 def py_spy_binary() -> str | None:
@@ -53,13 +55,32 @@ class Profiler:
             print(INSTALL_HINT, file=sys.stderr)
             return
         if pid is None:
-            print("--profile: no local leader process to sample (a cluster of --endpoints?); running without a profile", file=sys.stderr)
+            print(
+                "--profile: no local leader process to sample (a cluster of --endpoints?); running without a profile",
+                file=sys.stderr,
+            )
             return
         self._pid = pid
         self._process = subprocess.Popen(
-            [binary, "record", "--pid", str(pid), "--duration", str(max(1, round(duration_s))),
-             "--rate", str(SAMPLE_RATE_HZ), "--format", "raw", "--function", "--nonblocking", "--output", self.path],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+            [
+                binary,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(max(1, round(duration_s))),
+                "--rate",
+                str(SAMPLE_RATE_HZ),
+                "--format",
+                "raw",
+                "--function",
+                "--nonblocking",
+                "--output",
+                self.path,
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
         )
 
     async def finish(self) -> dict | None:
@@ -77,7 +98,10 @@ class Profiler:
         self._process = None
         path = Path(self.path)
         if process.returncode != 0 or not path.is_file():
-            print(f"--profile: py-spy failed ({process.returncode}): {stderr.decode(errors='replace').strip()[-300:]}", file=sys.stderr)
+            print(
+                f"--profile: py-spy failed ({process.returncode}): {stderr.decode(errors='replace').strip()[-300:]}",
+                file=sys.stderr,
+            )
             return None
         samples, rows = top_functions(path.read_text(errors="replace"), TOP_ROWS)
         print(render_top(self._pid, samples, rows, self.path), file=sys.stderr)
@@ -96,7 +120,9 @@ class Profiler:
 
 
 def render_top(pid: int | None, samples: int, rows: list[dict], path: str) -> str:
-    lines = [f"profile of the leader (pid {pid}): {samples} samples at {SAMPLE_RATE_HZ} Hz -> {path} (folded stacks: speedscope, flamegraph.pl)",
-             f"{'self %':>7} {'total %':>8}  function (file:line)"]
+    lines = [
+        f"profile of the leader (pid {pid}): {samples} samples at {SAMPLE_RATE_HZ} Hz -> {path} (folded stacks: speedscope, flamegraph.pl)",
+        f"{'self %':>7} {'total %':>8}  function (file:line)",
+    ]
     lines += [f"{r['self_pct']:7.1f} {r['total_pct']:8.1f}  {r['function']}" for r in rows]
     return "\n".join(lines)

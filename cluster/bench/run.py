@@ -40,7 +40,6 @@ import aiohttp
 from aiohttp import web
 
 from coordinator.client import Coordinator, CoordinatorError
-
 from coordinator.cluster.bench.stats import commands_committed, latency_summary_ms, proc_stats, ratio
 from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
@@ -87,7 +86,9 @@ class BenchOptions:
         if self.baseline == "etcd" and self.workload != "registry":
             raise ValueError("--baseline etcd compares registry writes with etcd puts: use --workload registry")
         if self.workload == "failover" and (self.baseline or self.profile or self.endpoints):
-            raise ValueError("--workload failover starts its own cluster and takes no --baseline, --profile or --endpoints")
+            raise ValueError(
+                "--workload failover starts its own cluster and takes no --baseline, --profile or --endpoints"
+            )
         if self.workload == "failover" and self.nodes < 3:
             raise ValueError("--workload failover needs --nodes 3 or more: a leader is killed")
 
@@ -181,7 +182,10 @@ async def worker(one: Callable[[], Awaitable[None]], until: float, results: Resu
 @contextlib.asynccontextmanager
 async def clients(endpoints: list[str], concurrency: int) -> AsyncIterator[list[Coordinator]]:
     """One :class:`Coordinator` per WORKERS_PER_CLIENT workers; worker n uses ``made[n % len(made)]``."""
-    made = [Coordinator(endpoints, attempts=10, timeout_s=30) for _ in range(max(1, math.ceil(concurrency / WORKERS_PER_CLIENT)))]
+    made = [
+        Coordinator(endpoints, attempts=10, timeout_s=30)
+        for _ in range(max(1, math.ceil(concurrency / WORKERS_PER_CLIENT)))
+    ]
     try:
         yield made
     finally:
@@ -189,8 +193,13 @@ async def clients(endpoints: list[str], concurrency: int) -> AsyncIterator[list[
             await client.close()
 
 
-async def closed_loop(one: Callable[[int], Awaitable[None]], concurrency: int, warmup_s: float, duration_s: float,
-                      on_measure: Callable[[], Awaitable[None]] | None = None) -> tuple[Results, float]:
+async def closed_loop(
+    one: Callable[[int], Awaitable[None]],
+    concurrency: int,
+    warmup_s: float,
+    duration_s: float,
+    on_measure: Callable[[], Awaitable[None]] | None = None,
+) -> tuple[Results, float]:
     """Warm up, then measure ``concurrency`` workers for ``duration_s``: (results, elapsed s).
     Worker n calls ``one(n)``. ``on_measure`` runs once, between the warm-up and the measured window."""
     if warmup_s:
@@ -215,8 +224,12 @@ async def _progress(results: Results, started: float, duration_s: float) -> None
         await asyncio.sleep(1.0)
         elapsed = time.monotonic() - started
         done = len(results.latencies_s)
-        print(f"\r{elapsed:5.1f}/{duration_s:g} s  {done} done  {done / elapsed:7.1f}/s  errors {sum(results.errors.values())}",
-              end="", file=sys.stderr, flush=True)
+        print(
+            f"\r{elapsed:5.1f}/{duration_s:g} s  {done} done  {done / elapsed:7.1f}/s  errors {sum(results.errors.values())}",
+            end="",
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def summary(workload: str, concurrency: int, results: Results, elapsed_s: float) -> dict[str, Any]:
@@ -264,7 +277,12 @@ async def run_bench(options: BenchOptions) -> dict:
                     profiler.start(cluster.supervisor.pid(leader) if leader else None, options.duration_s)
 
             results, elapsed = await closed_loop(
-                lambda n: one_workflow(pool[n % len(pool)], options.workload), options.concurrency, options.warmup_s, options.duration_s, mark_start)
+                lambda n: one_workflow(pool[n % len(pool)], options.workload),
+                options.concurrency,
+                options.warmup_s,
+                options.duration_s,
+                mark_start,
+            )
             client_cpu_s = time.process_time() - marks["client_cpu_s"]
             entries = (await client.cluster()).commit_index - marks["commit_index"]
             commands_after = await commands_on(endpoints)
@@ -312,7 +330,7 @@ async def commands_on(endpoints: list[str]) -> int | None:
             try:
                 async with session.get(endpoint.rstrip("/") + "/metrics") as response:
                     count = commands_committed(await response.text()) if response.status == 200 else None
-            except (aiohttp.ClientError, asyncio.TimeoutError):
+            except (TimeoutError, aiohttp.ClientError):
                 count = None
             if count is not None:
                 counts.append(count)
@@ -323,7 +341,9 @@ def _node_stats(cluster: LocalCluster | None, cpu_before: dict[str, float]) -> l
     stats = []
     for node_id in cluster.ids if cluster is not None else []:
         cpu_s, rss_mb = proc_stats(cluster.supervisor.pid(node_id))
-        stats.append({"id": node_id, "cpu_s": round(cpu_s - cpu_before.get(node_id, 0.0), 2), "rss_mb_max": round(rss_mb, 1)})
+        stats.append(
+            {"id": node_id, "cpu_s": round(cpu_s - cpu_before.get(node_id, 0.0), 2), "rss_mb_max": round(rss_mb, 1)}
+        )
     return stats
 
 
@@ -395,11 +415,15 @@ def _render_baseline(result: dict) -> list[str]:
     if baseline is None:
         return []
     latency = baseline["latency_ms"]
-    lines = [f"baseline {baseline['name']}: {baseline['throughput_per_s']} {baseline['unit']}/s  "
-             f"p50 {latency['p50']} ms  p99 {latency['p99']} ms  errors {baseline['errors'] or 0}"]
+    lines = [
+        f"baseline {baseline['name']}: {baseline['throughput_per_s']} {baseline['unit']}/s  "
+        f"p50 {latency['p50']} ms  p99 {latency['p99']} ms  errors {baseline['errors'] or 0}"
+    ]
     if baseline["name"] == "pysyncobj":
-        lines.append(f"ratio over its writes/s: our {result['ratio_basis']}/s {result['ratio']}; raft entries/s {result['entry_ratio']}; "
-                     f"{result['workload']} workflows/s {result['workflow_ratio']}")
+        lines.append(
+            f"ratio over its writes/s: our {result['ratio_basis']}/s {result['ratio']}; raft entries/s {result['entry_ratio']}; "
+            f"{result['workload']} workflows/s {result['workflow_ratio']}"
+        )
     else:
         lines.append(f"ratio: our registry writes/s over etcd puts/s {result['ratio']}")
     lines.append(f"note: {baseline['note']}")

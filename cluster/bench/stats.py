@@ -10,7 +10,13 @@ from collections import Counter
 from pathlib import Path
 
 __all__ = [
-    "commands_committed", "distribution_ms", "latency_summary_ms", "percentile", "proc_stats", "ratio", "top_functions",
+    "commands_committed",
+    "distribution_ms",
+    "latency_summary_ms",
+    "percentile",
+    "proc_stats",
+    "ratio",
+    "top_functions",
 ]
 
 # Commands a node applied, each member of a group-commit batch counted: the

@@ -66,13 +66,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.client.participant.signing import KEY_ID_PATTERN
-from coordinator.consensus import RaftSettings
-
-from coordinator.cluster.executor.executor import ExecutorSettings
-from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
 from coordinator.cluster.core.files import PRIVATE_FILE_MODE
 from coordinator.cluster.core.limits import Limits
+from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
+from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.cluster.executor.http_caller import Signer
+from coordinator.consensus import RaftSettings
 
 __all__ = [
     "ApiSettings",
@@ -151,7 +150,9 @@ def _api(raw: dict) -> ApiSettings:
             raise ConfigError(f"api.{key}: must be a list of strings")
     for i, origin in enumerate(origins):
         if not _ORIGIN.match(origin.lower()):
-            raise ConfigError(f"api.allowed_origins[{i}]: {origin!r} is not an origin like \"https://host:port\" (no path)")
+            raise ConfigError(
+                f'api.allowed_origins[{i}]: {origin!r} is not an origin like "https://host:port" (no path)'
+            )
     for i, host in enumerate(hosts):
         bare = host[1:-1] if host.startswith("[") and host.endswith("]") else host
         if not (_HOST.match(bare) or literal_address(bare) is not None):
@@ -195,7 +196,9 @@ class ClusterConfig:
         for node in self.nodes:
             if node.id == node_id:
                 return node
-        raise ConfigError(f"--id: no node {node_id!r} in the cluster file (have: {', '.join(n.id for n in self.nodes)})")
+        raise ConfigError(
+            f"--id: no node {node_id!r} in the cluster file (have: {', '.join(n.id for n in self.nodes)})"
+        )
 
     def by_raft_address(self, raft: str | None) -> NodeAddress | None:
         return next((n for n in self.nodes if n.raft == raft), None)
@@ -281,7 +284,12 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
     unknown = set(cluster) - {
-        "secret_file", "data_dir", "http_body_bytes_max", "token_file", "participant_key_file", "participant_key_id"
+        "secret_file",
+        "data_dir",
+        "http_body_bytes_max",
+        "token_file",
+        "participant_key_file",
+        "participant_key_id",
     }
     if unknown:
         raise ConfigError(f"cluster.{sorted(unknown)[0]}: unknown field")
@@ -364,10 +372,7 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     if config.participant_key_file is not None:
         lines.append(f"participant_key_file = {_toml_value(rel(config.participant_key_file))}")
         lines.append(f"participant_key_id = {_toml_value(config.participant_key_id)}")
-    lines += [
-        "",
-        "[raft]",
-    ]
+    lines += ["", "[raft]"]
     for f in dataclasses.fields(RaftSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.raft, f.name))}")
     lines += ["", "[executor]"]

@@ -97,7 +97,9 @@ def check_admission(raw_limits: Any, noun: str, charge: int, charged: int) -> No
         raise Rejection("invalid", "limits: must be an object")
     state_max, workflow_max = _limit(raw_limits, "state_bytes_max"), _limit(raw_limits, "workflow_bytes_max")
     if charge > workflow_max:
-        raise Rejection("too_large", f"definition: {charge} bytes encoded, over the limit of {workflow_max} bytes per {noun}")
+        raise Rejection(
+            "too_large", f"definition: {charge} bytes encoded, over the limit of {workflow_max} bytes per {noun}"
+        )
     if charged + charge > state_max:
         raise Rejection(
             "overloaded",

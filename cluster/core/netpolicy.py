@@ -86,7 +86,9 @@ GUARDED_NETWORKS: tuple[Network, ...] = tuple(
 
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _COMPATIBLE = ipaddress.ip_network("::/96")
-_HOST_NAME = re.compile(r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z")
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?\Z"
+)
 
 Resolve = Callable[[str, int], Awaitable[list[str]]]
 
@@ -148,12 +150,12 @@ class ServicePolicy:
             raise ValueError(f"at most {ALLOWED_NETWORKS_MAX} networks and {ALLOWED_HOSTS_MAX} hosts")
 
     @classmethod
-    def parse(cls, networks: Iterable[Any], hosts: Iterable[Any]) -> "ServicePolicy":
+    def parse(cls, networks: Iterable[Any], hosts: Iterable[Any]) -> ServicePolicy:
         """From the cluster file's lists; ValueError names the bad entry."""
         parsed_networks = []
         for i, raw in enumerate(networks):
             if not isinstance(raw, str):
-                raise ValueError(f"allowed_networks[{i}]: must be a CIDR string such as \"10.0.0.0/8\"")
+                raise ValueError(f'allowed_networks[{i}]: must be a CIDR string such as "10.0.0.0/8"')
             try:
                 parsed_networks.append(ipaddress.ip_network(raw.strip(), strict=True))
             except ValueError as exc:
@@ -237,7 +239,9 @@ class PolicyResolver(AbstractResolver):
         self._policy = policy
         self._inner = inner
 
-    async def resolve(self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+    async def resolve(
+        self, host: str, port: int = 0, family: socket.AddressFamily = socket.AF_INET
+    ) -> list[ResolveResult]:
         if self._inner is None:
             self._inner = DefaultResolver()
         results = await self._inner.resolve(host, port, family)

@@ -8,14 +8,13 @@ import signal
 
 from aiohttp import web
 
-from coordinator.consensus import LeadershipChange, PySyncObjLog
-
-from coordinator.cluster.core.config import NodeAddress, NodeConfig
-from coordinator.cluster.executor.executor import Executor
 from coordinator.cluster.api.client_slots import ClientSlots
-from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.api.http_api import build_app
+from coordinator.cluster.core.config import NodeAddress, NodeConfig
+from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.executor.executor import Executor
+from coordinator.consensus import LeadershipChange, PySyncObjLog
 
 __all__ = ["Node", "serve"]
 
@@ -86,7 +85,7 @@ class Node:
         self._watchers.setdefault(workflow_id, []).append(future)
         try:
             await asyncio.wait_for(future, timeout_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         finally:
             waiting = self._watchers.get(workflow_id)
@@ -143,7 +142,10 @@ class Node:
         private_dir(self.config.data_dir)
         await self.log.start()
         self._runner = web.AppRunner(
-            build_app(self), access_log=None, handle_signals=False, keepalive_timeout=self.config.cluster.limits.idle_connection_s
+            build_app(self),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=self.config.cluster.limits.idle_connection_s,
         )
         await self._runner.setup()
         host, port = self.config.node.http.rsplit(":", 1)

@@ -8,14 +8,14 @@ Command kinds dispatch to the part of the state they change.
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Callable
-
-from coordinator.consensus import Command, Rejection, pack
+from collections.abc import Callable
+from typing import Any
 
 from coordinator.cluster.stores.registry import ServiceRegistry
 from coordinator.cluster.stores.requests import RequestLog, valid_request_id
 from coordinator.cluster.stores.saga import SagaStore
 from coordinator.cluster.stores.twopc import TransactionStore
+from coordinator.consensus import Command, Rejection, pack
 
 __all__ = ["ClusterState", "STATE_FORMAT_VERSION"]
 
@@ -52,6 +52,7 @@ class ClusterState:
         """Whether a running (non-terminal) saga or transaction calls `name`:
         such a service is neither deleted nor re-pointed without force."""
         return self.sagas.uses_service(name) or self.transactions.uses_service(name)
+
     def charged_bytes(self) -> int:
         """The bytes the state budget counts (cluster/core/limits.py): every kept
         workflow and recorded outcome."""

@@ -16,15 +16,14 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any
 
 from aiohttp import web
 
 from coordinator.client.participant import MemoryStore, add_twopc_routes
-
 from coordinator.cluster.launcher.local import serve_on_loopback
 
 __all__ = ["Banks", "start_banks", "transfer"]
@@ -37,10 +36,18 @@ def transfer(tx_id: str, amount: int, *, timeout_s: float = 10) -> dict:
     return {
         "id": tx_id,
         "participants": [
-            {"service": "bank-a", "prepare": {"path": "/tx/prepare", "body": {"account": "alice", "delta": -amount}},
-             "commit": {"path": "/tx/commit"}, "abort": {"path": "/tx/abort"}},
-            {"service": "bank-b", "prepare": {"path": "/tx/prepare", "body": {"account": "bob", "delta": amount}},
-             "commit": {"path": "/tx/commit"}, "abort": {"path": "/tx/abort"}},
+            {
+                "service": "bank-a",
+                "prepare": {"path": "/tx/prepare", "body": {"account": "alice", "delta": -amount}},
+                "commit": {"path": "/tx/commit"},
+                "abort": {"path": "/tx/abort"},
+            },
+            {
+                "service": "bank-b",
+                "prepare": {"path": "/tx/prepare", "body": {"account": "bob", "delta": amount}},
+                "commit": {"path": "/tx/commit"},
+                "abort": {"path": "/tx/abort"},
+            },
         ],
         "timeout_s": timeout_s,
     }
@@ -53,15 +60,21 @@ class SQLiteBank:
         self.name = name
         self._on_event = on_event
         self._db = sqlite3.connect(path, isolation_level=None)
-        self._db.execute("create table if not exists accounts (id text primary key, balance integer not null check (balance >= 0))")
-        self._db.execute("create table if not exists pending (tx text primary key, account text not null, delta integer not null)")
+        self._db.execute(
+            "create table if not exists accounts (id text primary key, balance integer not null check (balance >= 0))"
+        )
+        self._db.execute(
+            "create table if not exists pending (tx text primary key, account text not null, delta integer not null)"
+        )
         for account, balance in OPENING_BALANCES[name].items():
             self._db.execute("insert or ignore into accounts values (?, ?)", (account, balance))
 
     def prepare(self, tx_id: str, body: Any) -> bool:
         account, delta = body["account"], int(body["delta"])
         (balance,) = self._db.execute("select balance from accounts where id = ?", (account,)).fetchone()
-        (held,) = self._db.execute("select coalesce(sum(delta), 0) from pending where account = ? and delta < 0", (account,)).fetchone()
+        (held,) = self._db.execute(
+            "select coalesce(sum(delta), 0) from pending where account = ? and delta < 0", (account,)
+        ).fetchone()
         if balance + held + min(delta, 0) < 0:
             self._on_event(self.name, f"{self.name}: votes no on {tx_id} ({account} has {balance})")
             return False
@@ -99,7 +112,9 @@ class PostgresBank:
         self._dsn = dsn
         self._on_event = on_event
         with psycopg.connect(dsn, autocommit=True) as conn:
-            conn.execute("create table if not exists accounts (id text primary key, balance integer not null check (balance >= 0))")
+            conn.execute(
+                "create table if not exists accounts (id text primary key, balance integer not null check (balance >= 0))"
+            )
             for account, balance in OPENING_BALANCES[name].items():
                 conn.execute("insert into accounts values (%s, %s) on conflict do nothing", (account, balance))
         self._participant = PostgresParticipant(dsn, name, work=self._work)
@@ -110,7 +125,10 @@ class PostgresBank:
 
     async def prepare(self, tx_id: str, body: Any) -> bool:
         yes = await self._participant.prepare(tx_id, body)
-        self._on_event(self.name, f"{self.name}: {'PREPARE TRANSACTION' if yes else 'votes no on'} {tx_id} ({body['account']} {int(body['delta']):+d})")
+        self._on_event(
+            self.name,
+            f"{self.name}: {'PREPARE TRANSACTION' if yes else 'votes no on'} {tx_id} ({body['account']} {int(body['delta']):+d})",
+        )
         return yes
 
     async def commit(self, tx_id: str) -> None:
@@ -149,8 +167,9 @@ class Banks:
 
 
 @contextlib.asynccontextmanager
-async def start_banks(on_event: Callable[[str, str], None], *, prefer_postgres: bool = True,
-                      keys: Mapping[str, bytes] | None = None):
+async def start_banks(
+    on_event: Callable[[str, str], None], *, prefer_postgres: bool = True, keys: Mapping[str, bytes] | None = None
+):
     """Yield :class:`Banks` serving on loopback; stops everything after."""
     with contextlib.ExitStack() as stack:
         handlers, kind, note = None, "sqlite", ""
@@ -167,7 +186,10 @@ async def start_banks(on_event: Callable[[str, str], None], *, prefer_postgres: 
                 except PostgresUnavailable as error:
                     note = f"PostgreSQL is not available here: {error}"
                 else:
-                    handlers = {name: PostgresBank(server.create_database(name.replace("-", "_")), name, on_event) for name in OPENING_BALANCES}
+                    handlers = {
+                        name: PostgresBank(server.create_database(name.replace("-", "_")), name, on_event)
+                        for name in OPENING_BALANCES
+                    }
                     kind = "postgresql"
         if handlers is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coordinator-banks-")))

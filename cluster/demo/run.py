@@ -17,10 +17,9 @@ import tempfile
 from pathlib import Path
 
 from coordinator.client import Coordinator, Saga, Transaction
-
-from coordinator.cluster.launcher.local import LocalCluster
 from coordinator.cluster.demo.banks import start_banks, transfer
 from coordinator.cluster.demo.services import demo_saga, demo_transaction, start_demo_services
+from coordinator.cluster.launcher.local import LocalCluster
 
 __all__ = ["run_demo"]
 
@@ -56,8 +55,9 @@ async def run_demo() -> int:
         cluster = LocalCluster(Path(root) / "cluster")
         say(f"starting a three-node cluster in {root}")
         cluster.start()
-        services = await start_demo_services(lambda service, text: say(f"      | {text}"), action_delay_s=0.05,
-                                             keys=cluster.participant_keys)
+        services = await start_demo_services(
+            lambda service, text: say(f"      | {text}"), action_delay_s=0.05, keys=cluster.participant_keys
+        )
         try:
             leader = await cluster.wait_leader()
             say(f"leader: {leader}; nodes: " + ", ".join(f"{n.id} {n.http_url}" for n in cluster.config.nodes))

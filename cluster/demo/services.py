@@ -41,14 +41,15 @@ from typing import Any
 from aiohttp import web
 
 from coordinator.client.participant import (
-    CallbackHandler, MemoryStore, add_twopc_routes, participant_route, saga_participant,
+    CallbackHandler,
+    MemoryStore,
+    add_twopc_routes,
+    participant_route,
+    saga_participant,
 )
-
 from coordinator.cluster.launcher.local import serve_on_loopback
 
-__all__ = [
-    "INITIAL_STOCK", "DemoService", "demo_saga", "demo_transaction", "start_demo_services",
-]
+__all__ = ["INITIAL_STOCK", "DemoService", "demo_saga", "demo_transaction", "start_demo_services"]
 
 log = logging.getLogger(__name__)
 
@@ -245,9 +246,7 @@ class Orders(_Service):
 
     @participant_route
     async def cancel(self, request: web.Request) -> web.Response:
-        return await self.compensate(
-            request, "order", "cancelled", lambda order_id, _: f"cancelled order {order_id}"
-        )
+        return await self.compensate(request, "order", "cancelled", lambda order_id, _: f"cancelled order {order_id}")
 
 
 class Inventory(_Service):
@@ -421,9 +420,7 @@ def _check_id(hint: str) -> str:
     return hint
 
 
-def _step(
-    name: str, service: str, action: tuple[str, dict], compensation: tuple[str, dict]
-) -> dict:
+def _step(name: str, service: str, action: tuple[str, dict], compensation: tuple[str, dict]) -> dict:
     return {
         "name": name,
         "service": service,
@@ -435,8 +432,7 @@ def _step(
 
 
 def demo_saga(
-    order_id_hint: str, card: str = "4242", *, sku: str = "W-1", qty: int = 3,
-    address: str = "1 Main St, Springfield",
+    order_id_hint: str, card: str = "4242", *, sku: str = "W-1", qty: int = 3, address: str = "1 Main St, Springfield"
 ) -> dict:
     """The order saga (create-order -> reserve-inventory -> charge-payment ->
     schedule-shipping) under saga id `order_id_hint`; card "declined" (or
@@ -445,28 +441,37 @@ def demo_saga(
     return {
         "id": _check_id(order_id_hint),
         "steps": [
-            _step("create-order", "orders",
-                  ("/orders", {"sku": sku, "qty": qty, "customer": "demo"}),
-                  ("/orders/cancel", {"order": order_id})),
-            _step("reserve-inventory", "inventory",
-                  ("/reservations", {"sku": sku, "qty": qty}),
-                  ("/reservations/release",
-                   {"reservation": "${steps.reserve-inventory.output.reservation_id}"})),
-            _step("charge-payment", "payments",
-                  ("/charges", {"amount": qty * UNIT_PRICE, "card": card}),
-                  ("/charges/refund", {"charge": "${steps.charge-payment.output.charge_id}"})),
-            _step("schedule-shipping", "shipping",
-                  ("/shipments", {"order": order_id, "address": address}),
-                  ("/shipments/cancel",
-                   {"shipment": "${steps.schedule-shipping.output.shipment_id}"})),
+            _step(
+                "create-order",
+                "orders",
+                ("/orders", {"sku": sku, "qty": qty, "customer": "demo"}),
+                ("/orders/cancel", {"order": order_id}),
+            ),
+            _step(
+                "reserve-inventory",
+                "inventory",
+                ("/reservations", {"sku": sku, "qty": qty}),
+                ("/reservations/release", {"reservation": "${steps.reserve-inventory.output.reservation_id}"}),
+            ),
+            _step(
+                "charge-payment",
+                "payments",
+                ("/charges", {"amount": qty * UNIT_PRICE, "card": card}),
+                ("/charges/refund", {"charge": "${steps.charge-payment.output.charge_id}"}),
+            ),
+            _step(
+                "schedule-shipping",
+                "shipping",
+                ("/shipments", {"order": order_id, "address": address}),
+                ("/shipments/cancel", {"shipment": "${steps.schedule-shipping.output.shipment_id}"}),
+            ),
         ],
         "timeout_s": SAGA_TIMEOUT_S,
     }
 
 
 def demo_transaction(
-    tx_id_hint: str, card: str = "4242", *, sku: str = "W-2", qty: int = 1,
-    address: str = "1 Main St, Springfield",
+    tx_id_hint: str, card: str = "4242", *, sku: str = "W-2", qty: int = 1, address: str = "1 Main St, Springfield"
 ) -> dict:
     """A 2PC over inventory, payments and shipping (their /tx routes)."""
     bodies = {
@@ -477,8 +482,12 @@ def demo_transaction(
     return {
         "id": _check_id(tx_id_hint),
         "participants": [
-            {"service": service, "prepare": {"path": "/tx/prepare", "body": body},
-             "commit": {"path": "/tx/commit"}, "abort": {"path": "/tx/abort"}}
+            {
+                "service": service,
+                "prepare": {"path": "/tx/prepare", "body": body},
+                "commit": {"path": "/tx/commit"},
+                "abort": {"path": "/tx/abort"},
+            }
             for service, body in bodies.items()
         ],
         "timeout_s": TX_TIMEOUT_S,

@@ -17,17 +17,17 @@ import asyncio
 import logging
 import random
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
-from coordinator.consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
-
-from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
 from coordinator.cluster.stores.workflows import PRUNE_BATCH_MAX
+from coordinator.consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
 
 if TYPE_CHECKING:  # pragma: no cover
     from coordinator.cluster.core.node import Node
@@ -74,7 +74,7 @@ class Reconciler:
 
     kind = ""  # command prefix: "saga" or "tx"
 
-    def __init__(self, executor: "Executor") -> None:
+    def __init__(self, executor: Executor) -> None:
         self.executor = executor
         self._calls: dict[str, dict[tuple, asyncio.Task]] = {}
         self._deadlines: dict[str, tuple[int, asyncio.TimerHandle]] = {}
@@ -112,7 +112,9 @@ class Reconciler:
     async def _run(self, workflow_id: str, factory: Callable[[], Awaitable[dict | None]], generation: int) -> None:
         event = await factory()
         if event is not None:
-            await self.executor.propose(Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms()), generation)
+            await self.executor.propose(
+                Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms()), generation
+            )
 
     def _forget(self, workflow_id: str, key: tuple, task: asyncio.Task) -> None:
         calls = self._calls.get(workflow_id)
@@ -133,7 +135,9 @@ class Reconciler:
             return
         at_ms, event = deadline
         delay_s = max(0.0, (at_ms - now_ms()) / 1000) + 0.001
-        handle = asyncio.get_running_loop().call_later(delay_s, self._deadline_passed, workflow_id, event, self.executor.generation)
+        handle = asyncio.get_running_loop().call_later(
+            delay_s, self._deadline_passed, workflow_id, event, self.executor.generation
+        )
         self._deadlines[workflow_id] = (at_ms, handle)
 
     def _deadline_passed(self, workflow_id: str, event: dict, generation: int) -> None:
@@ -155,7 +159,7 @@ class Reconciler:
 
 
 class Executor:
-    def __init__(self, node: "Node", settings: ExecutorSettings) -> None:
+    def __init__(self, node: Node, settings: ExecutorSettings) -> None:
         from coordinator.cluster.executor.saga import SagaDriver
         from coordinator.cluster.executor.twopc import TransactionDriver
 

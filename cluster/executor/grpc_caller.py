@@ -43,16 +43,15 @@ import grpc
 
 from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 from coordinator.client.participant.signing import SIGNATURE_METADATA
-
-from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.core.netpolicy import AddressRefused, Resolve, ServicePolicy, system_resolve
+from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.http_caller import (
     ERROR_CHARS_MAX,
     OPERATIONS,
     OUTPUT_BYTES_MAX,
+    STALE_FENCE,
     CallOutcome,
     CallSpec,
-    STALE_FENCE,
     Retryable,
     Signer,
     call_with_retries,
@@ -123,7 +122,9 @@ class GrpcCaller:
         self._resolve = resolve
         self._signer = signer
         # by (registered target, checked address)
-        self._channels: OrderedDict[tuple[str, str], tuple[grpc.aio.Channel, coordinator_pb2_grpc.ParticipantStub]] = OrderedDict()
+        self._channels: OrderedDict[tuple[str, str], tuple[grpc.aio.Channel, coordinator_pb2_grpc.ParticipantStub]] = (
+            OrderedDict()
+        )
         self._closing: dict[asyncio.Task, grpc.aio.Channel] = {}  # evicted channels
 
     async def call(self, spec: CallSpec, operation: str) -> CallOutcome:
@@ -165,8 +166,12 @@ class GrpcCaller:
         metadata: tuple[tuple[str, str], ...] = ((KEY_METADATA, spec.idempotency_key), (FENCE_METADATA, spec.fence))
         if self._signer is not None:
             signature = self._signer.header(
-                method=_RPC_NAMES[operation], path=request.path, idempotency_key=spec.idempotency_key,
-                fence=spec.fence, body=request.body_json.encode())
+                method=_RPC_NAMES[operation],
+                path=request.path,
+                idempotency_key=spec.idempotency_key,
+                fence=spec.fence,
+                body=request.body_json.encode(),
+            )
             metadata += ((SIGNATURE_METADATA, signature),)
         try:
             response = await rpc(request, timeout=spec.timeout_s, metadata=metadata)
@@ -236,7 +241,8 @@ def grpc_caller(owner: Any) -> GrpcCaller:
     caller = _CALLERS.get(owner)
     if caller is None:
         caller = _CALLERS[owner] = GrpcCaller(
-            owner.breakers, policy=getattr(owner, "service_policy", None), signer=getattr(owner, "signer", None))
+            owner.breakers, policy=getattr(owner, "service_policy", None), signer=getattr(owner, "signer", None)
+        )
     return caller
 
 

@@ -20,7 +20,6 @@ only ones it connects to.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -34,9 +33,8 @@ from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wai
 from yarl import URL
 
 from coordinator.client.participant.signing import SIGNATURE_HEADER, check_keys, sign
-
-from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.core.netpolicy import AddressRefused, PolicyResolver, ServicePolicy, literal_address
+from coordinator.cluster.executor.breaker import Breakers
 
 __all__ = [
     "ATTEMPTS_HARD_MAX",
@@ -107,8 +105,16 @@ class Signer:
         check_keys({self.key_id: self.secret})
 
     def header(self, *, method: str, path: str, idempotency_key: str, fence: str, body: bytes) -> str:
-        return sign(self.secret, self.key_id, method=method, path=path, idempotency_key=idempotency_key,
-                    fence=fence, body=body, timestamp=int(self.clock()))
+        return sign(
+            self.secret,
+            self.key_id,
+            method=method,
+            path=path,
+            idempotency_key=idempotency_key,
+            fence=fence,
+            body=body,
+            timestamp=int(self.clock()),
+        )
 
 
 class ParticipantCaller(Protocol):
@@ -223,8 +229,12 @@ class HttpCaller:
             return CallOutcome("failed", error=f"not a URL: {exc}"[:ERROR_CHARS_MAX])
         if self._signer is not None:
             headers[SIGNATURE_HEADER] = self._signer.header(
-                method=spec.method, path=url.raw_path_qs, idempotency_key=spec.idempotency_key,
-                fence=spec.fence, body=data or b"")
+                method=spec.method,
+                path=url.raw_path_qs,
+                idempotency_key=spec.idempotency_key,
+                fence=spec.fence,
+                body=data or b"",
+            )
         breaker = self._breakers.of(spec.service)
         try:
             async with self._session.request(
@@ -239,7 +249,7 @@ class HttpCaller:
                 status = response.status
         except AddressRefused as exc:  # from the session's resolver, before any connection
             return _refused(exc)
-        except (aiohttp.ClientError, asyncio.TimeoutError, OSError) as exc:
+        except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             breaker.record_failure()
             raise Retryable(f"{exc.__class__.__name__}: {exc}"[:ERROR_CHARS_MAX]) from None
         text = raw.decode("utf-8", "replace")

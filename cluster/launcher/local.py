@@ -25,10 +25,10 @@ from typing import Any
 import aiohttp
 
 from coordinator.cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
-from coordinator.cluster.executor.executor import ExecutorSettings
-from coordinator.cluster.core.netpolicy import ServicePolicy
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.limits import Limits
+from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.cluster.launcher.supervisor import Supervisor
 from coordinator.consensus import RaftSettings
 
@@ -75,7 +75,8 @@ def _placed(config: ClusterConfig, hosts: Mapping[str, str]) -> ClusterConfig:
 
     nodes = tuple(
         replace(n, raft=move(n.raft, hosts[n.id]), http=move(n.http, hosts[n.id]), grpc=move(n.grpc, hosts[n.id]))
-        if n.id in hosts else n
+        if n.id in hosts
+        else n
         for n in config.nodes
     )
     return replace(config, nodes=nodes)
@@ -134,7 +135,9 @@ class LocalCluster:
         # Participant calls are signed; participants check them with `participant_keys`.
         self.config = replace(self.config, participant_key_file=self.root / "participant.key")
         generate_secret(self.config.participant_key_file)
-        self.participant_keys = {self.config.participant_key_id: self.config.participant_key_file.read_text().strip().encode()}
+        self.participant_keys = {
+            self.config.participant_key_id: self.config.participant_key_file.read_text().strip().encode()
+        }
         self.cluster_file = self.root / "cluster.toml"
         write_cluster_file(self.cluster_file, self.config)
         generate_secret(self.config.secret_file)
@@ -165,7 +168,9 @@ class LocalCluster:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=headers)
         return self._session
 
-    async def request(self, method: str, node_id: str, path: str, body: Any = None, *, data: bytes | None = None, follow: bool = False) -> Response:
+    async def request(
+        self, method: str, node_id: str, path: str, body: Any = None, *, data: bytes | None = None, follow: bool = False
+    ) -> Response:
         url = self.url(node_id) + path
         kwargs: dict[str, Any] = {"allow_redirects": False}
         if method in ("POST", "PUT", "DELETE", "PATCH"):  # the API refuses other writes (cluster/api/http_api.py)
@@ -186,11 +191,13 @@ class LocalCluster:
     async def cluster_view(self, node_id: str) -> dict | None:
         try:
             response = await self.request("GET", node_id, "/v1/cluster")
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             return None
         return response.json if response.status == 200 else None
 
-    async def wait_leader(self, among: list[str] | None = None, timeout_s: float = WAIT_S, exclude: str | None = None) -> str:
+    async def wait_leader(
+        self, among: list[str] | None = None, timeout_s: float = WAIT_S, exclude: str | None = None
+    ) -> str:
         """Wait until the given nodes agree on one leader that says it leads."""
         among = among or [i for i in self.ids if self.supervisor.alive(i)]
         deadline = time.monotonic() + timeout_s
@@ -220,8 +227,8 @@ class LocalCluster:
 
 
 async def serve_on_loopback(
-    app: "web.Application", *, shutdown_timeout_s: float = 60.0, host: str = "127.0.0.1"
-) -> tuple["web.AppRunner", str]:
+    app: web.Application, *, shutdown_timeout_s: float = 60.0, host: str = "127.0.0.1"
+) -> tuple[web.AppRunner, str]:
     """Serve an aiohttp app on 127.0.0.1 (or ``host``, such as a chaos run's
     bridge address) at a port the OS picks: (runner, base URL).
     The caller cleans the runner up."""

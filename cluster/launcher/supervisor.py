@@ -83,8 +83,18 @@ class Supervisor:
         os.fchmod(fd, PRIVATE_FILE_MODE)  # a log written before files were owner-only
         with os.fdopen(fd, "ab") as log_file:
             process = subprocess.Popen(
-                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "coordinator", "node", "--config", str(self.cluster_file), "--id", node_id,
-                 *(["--insecure"] if self.insecure else [])],
+                [
+                    *self.launch_prefixes.get(node_id, ()),
+                    self.python,
+                    "-m",
+                    "coordinator",
+                    "node",
+                    "--config",
+                    str(self.cluster_file),
+                    "--id",
+                    node_id,
+                    *(["--insecure"] if self.insecure else []),
+                ],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,

@@ -26,7 +26,8 @@ limits bound them meanwhile (saga/limits.py).
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 from coordinator.consensus import pack, unpack
 
@@ -125,4 +126,7 @@ class KeptWorkflows:
 
     def packed(self) -> list[bytes]:
         """Every kept state in msgpack form, in keeping order."""
-        return [value if isinstance(value, bytes) else pack(self._model.state_to_dict(value)) for value in self._kept.values()]
+        return [
+            value if isinstance(value, bytes) else pack(self._model.state_to_dict(value))
+            for value in self._kept.values()
+        ]

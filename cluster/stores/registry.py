@@ -99,7 +99,9 @@ def _forced_by(body: dict) -> tuple[bool, dict | None]:
     if not isinstance(by, dict) or set(by) != {"remote", "token"}:
         raise InvalidService("by", "a forced put names who forced it: {remote, token}")
     remote = by["remote"]
-    if not (remote is None or (isinstance(remote, str) and len(remote) <= REMOTE_CHARS_MAX)) or not isinstance(by["token"], bool):
+    if not (remote is None or (isinstance(remote, str) and len(remote) <= REMOTE_CHARS_MAX)) or not isinstance(
+        by["token"], bool
+    ):
         raise InvalidService("by", "remote is an address or null, token true or false")
     return True, by
 

@@ -12,9 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import saga as machine
-from coordinator.consensus import Rejection, pack
-
 from coordinator.cluster.stores.workflows import WorkflowStore
+from coordinator.consensus import Rejection, pack
 
 __all__ = ["SagaStore", "OUTCOMES_PER_SERVICE_MAX"]
 
@@ -105,14 +104,18 @@ class SagaStore(WorkflowStore):
             return
         outcomes = self.outcomes.setdefault(step.service, [])
         if len(outcomes) >= OUTCOMES_PER_SERVICE_MAX:
-            self.outcome_bytes -= outcome_bytes(outcomes.pop(0))  # bounded: the oldest goes; retention normally prunes first
+            self.outcome_bytes -= outcome_bytes(
+                outcomes.pop(0)
+            )  # bounded: the oldest goes; retention normally prunes first
         outcome = {"index": index, "saga": state.id, "step": step.name, "kind": kind, "output": output}
         outcomes.append(outcome)
         self.outcome_bytes += outcome_bytes(outcome)
 
     # -- reads ---------------------------------------------------------------------------
     def uses_service(self, name: str) -> bool:
-        return any(getattr(step, "service", None) == name for i in self.active for step in self.items[i].definition.steps)
+        return any(
+            getattr(step, "service", None) == name for i in self.active for step in self.items[i].definition.steps
+        )
 
     def outcomes_after(self, service: str, after: int, limit: int) -> list[dict]:
         return [o for o in self.outcomes.get(service, []) if o["index"] > after][:limit]

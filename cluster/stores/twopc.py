@@ -11,9 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import twopc as machine
-from coordinator.consensus import Rejection
-
 from coordinator.cluster.stores.workflows import WorkflowStore
+from coordinator.consensus import Rejection
 
 __all__ = ["TransactionStore", "event_from_body"]
 

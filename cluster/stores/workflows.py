@@ -8,13 +8,13 @@ state's id and whether it is terminal.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
-from coordinator.consensus import Rejection, unpack
-
-from coordinator.cluster.stores.kept import KeptWorkflows
 from coordinator.cluster.core.limits import check_admission
+from coordinator.cluster.stores.kept import KeptWorkflows
 from coordinator.cluster.stores.registry import ServiceRegistry
+from coordinator.consensus import Rejection, unpack
 
 __all__ = ["WorkflowStore", "WORKFLOWS_KEPT_MAX", "PRUNE_BATCH_MAX"]
 
@@ -65,7 +65,9 @@ class WorkflowStore:
                 return {"id": definition.id, "created": False}
             raise Rejection("conflict", f"id: {self.noun} {definition.id!r} exists with another definition")
         if len(self.items) >= WORKFLOWS_KEPT_MAX:
-            raise Rejection("overloaded", f"{WORKFLOWS_KEPT_MAX} {self.noun}s are kept; wait for retention to prune terminal ones")
+            raise Rejection(
+                "overloaded", f"{WORKFLOWS_KEPT_MAX} {self.noun}s are kept; wait for retention to prune terminal ones"
+            )
         state, _effects = self.model.start(definition, at_ms)
         check_admission(body.get("limits"), self.noun, self.items.charge_of_new(state.definition), self.charged_bytes())
         self.store(state)

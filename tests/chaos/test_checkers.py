@@ -8,9 +8,21 @@ import json
 import pytest
 
 from coordinator.chaos.checkers import (
-    FAIL, PASS, UNKNOWN, CheckResult, check_acknowledged, check_convergence,
-    check_effects_once, check_liveness, check_registry_linearizable, check_sagas,
-    check_transactions, render_table, report_json, run_all, run_passed,
+    FAIL,
+    PASS,
+    UNKNOWN,
+    CheckResult,
+    check_acknowledged,
+    check_convergence,
+    check_effects_once,
+    check_liveness,
+    check_registry_linearizable,
+    check_sagas,
+    check_transactions,
+    render_table,
+    report_json,
+    run_all,
+    run_passed,
 )
 from coordinator.chaos.history import History, Operation
 from coordinator.chaos.participants import Effect
@@ -19,26 +31,57 @@ from coordinator.chaos.participants import Effect
 
 
 def effect(at_s: float, service: str, key: str, output: object = None) -> Effect:
-    return Effect(at_s, service, "POST", "/" + key.rsplit("/", 1)[-1], key, "2:40",
-                  key.rsplit("/", 1)[-1], {}, output if output is not None else {"id": key})
+    return Effect(
+        at_s,
+        service,
+        "POST",
+        "/" + key.rsplit("/", 1)[-1],
+        key,
+        "2:40",
+        key.rsplit("/", 1)[-1],
+        {},
+        output if output is not None else {"id": key},
+    )
 
 
-def operation(op_id: int, kind: str, key: str, outcome: str = "ok", value: object = None,
-              result: object = 201, start: float = 0.0, end: float | None = 1.0) -> Operation:
+def operation(
+    op_id: int,
+    kind: str,
+    key: str,
+    outcome: str = "ok",
+    value: object = None,
+    result: object = 201,
+    start: float = 0.0,
+    end: float | None = 1.0,
+) -> Operation:
     end = None if outcome == "unknown" and end is None else end
     return Operation(op_id, op_id % 4, kind, key, value, start, end, outcome, result)
 
 
 def saga(saga_id: str, state: str, **steps: str) -> dict:
-    return {"id": saga_id, "state": state, "failure": None, "history": [],
-            "steps": [{"name": name, "state": step_state, "attempts": 1, "output": None,
-                       "error": None} for name, step_state in steps.items()]}
+    return {
+        "id": saga_id,
+        "state": state,
+        "failure": None,
+        "history": [],
+        "steps": [
+            {"name": name, "state": step_state, "attempts": 1, "output": None, "error": None}
+            for name, step_state in steps.items()
+        ],
+    }
 
 
 def transaction(tx_id: str, state: str, decision: str | None, **participants: str) -> dict:
-    return {"id": tx_id, "state": state, "decision": decision, "history": [],
-            "participants": [{"service": service, "vote": "yes", "state": participant_state}
-                             for service, participant_state in participants.items()]}
+    return {
+        "id": tx_id,
+        "state": state,
+        "decision": decision,
+        "history": [],
+        "participants": [
+            {"service": service, "vote": "yes", "state": participant_state}
+            for service, participant_state in participants.items()
+        ],
+    }
 
 
 def kinds(result: CheckResult) -> set[str]:
@@ -59,39 +102,57 @@ YES, NO = {"vote": "yes"}, {"vote": "no"}
 
 
 def committed_tx_effects(tx: str = "t1", start_s: float = 10.0) -> list[Effect]:
-    return [effect(start_s, "bank-a", f"{tx}/bank-a/prepare", YES),
-            effect(start_s + 0.1, "bank-b", f"{tx}/bank-b/prepare", YES),
-            effect(start_s + 0.2, "bank-a", f"{tx}/bank-a/commit"),
-            effect(start_s + 0.3, "bank-b", f"{tx}/bank-b/commit")]
+    return [
+        effect(start_s, "bank-a", f"{tx}/bank-a/prepare", YES),
+        effect(start_s + 0.1, "bank-b", f"{tx}/bank-b/prepare", YES),
+        effect(start_s + 0.2, "bank-a", f"{tx}/bank-a/commit"),
+        effect(start_s + 0.3, "bank-b", f"{tx}/bank-b/commit"),
+    ]
 
 
 def aborted_tx_effects(tx: str = "t2", start_s: float = 20.0) -> list[Effect]:
-    return [effect(start_s, "bank-a", f"{tx}/bank-a/prepare", YES),
-            effect(start_s + 0.1, "bank-b", f"{tx}/bank-b/prepare", NO),
-            effect(start_s + 0.2, "bank-a", f"{tx}/bank-a/abort"),
-            effect(start_s + 0.3, "bank-b", f"{tx}/bank-b/abort")]
+    return [
+        effect(start_s, "bank-a", f"{tx}/bank-a/prepare", YES),
+        effect(start_s + 0.1, "bank-b", f"{tx}/bank-b/prepare", NO),
+        effect(start_s + 0.2, "bank-a", f"{tx}/bank-a/abort"),
+        effect(start_s + 0.3, "bank-b", f"{tx}/bank-b/abort"),
+    ]
 
 
 def completed_saga_effects(saga_id: str = "s1", start_s: float = 1.0) -> list[Effect]:
-    return [effect(start_s, "orders", f"{saga_id}/create/action"),
-            effect(start_s + 0.1, "payments", f"{saga_id}/charge/action")]
+    return [
+        effect(start_s, "orders", f"{saga_id}/create/action"),
+        effect(start_s + 0.1, "payments", f"{saga_id}/charge/action"),
+    ]
 
 
 def compensated_saga_effects(saga_id: str = "s2", start_s: float = 30.0) -> list[Effect]:
     """create and reserve ran, charge failed definitely: reserve, then create, undone."""
-    return [effect(start_s, "orders", f"{saga_id}/create/action"),
-            effect(start_s + 0.1, "inventory", f"{saga_id}/reserve/action"),
-            effect(start_s + 0.3, "inventory", f"{saga_id}/reserve/compensation"),
-            effect(start_s + 0.4, "orders", f"{saga_id}/create/compensation")]
+    return [
+        effect(start_s, "orders", f"{saga_id}/create/action"),
+        effect(start_s + 0.1, "inventory", f"{saga_id}/reserve/action"),
+        effect(start_s + 0.3, "inventory", f"{saga_id}/reserve/compensation"),
+        effect(start_s + 0.4, "orders", f"{saga_id}/create/compensation"),
+    ]
 
 
-SAGA_DEFINITION = {"steps": [
-    {"name": "create", "service": "orders", "action": {"path": "/orders"},
-     "compensation": {"path": "/orders/cancel"}},
-    {"name": "reserve", "service": "inventory", "action": {"path": "/reservations"},
-     "compensation": {"path": "/reservations/release"}},
-    {"name": "charge", "service": "payments", "action": {"path": "/charges"}},
-]}
+SAGA_DEFINITION = {
+    "steps": [
+        {
+            "name": "create",
+            "service": "orders",
+            "action": {"path": "/orders"},
+            "compensation": {"path": "/orders/cancel"},
+        },
+        {
+            "name": "reserve",
+            "service": "inventory",
+            "action": {"path": "/reservations"},
+            "compensation": {"path": "/reservations/release"},
+        },
+        {"name": "charge", "service": "payments", "action": {"path": "/charges"}},
+    ]
+}
 
 
 def correct_history() -> History:
@@ -108,16 +169,12 @@ def correct_history() -> History:
             operation(8, "registry_put", "orders", "unknown", {"url": "u2"}, None, 4, None),
             operation(9, "registry_get", "orders", result={"url": "u2"}, start=5, end=6),
         ],
-        effects=completed_saga_effects() + compensated_saga_effects()
-        + committed_tx_effects() + aborted_tx_effects(),
+        effects=completed_saga_effects() + compensated_saga_effects() + committed_tx_effects() + aborted_tx_effects(),
         workflows_final={
             "s1": saga("s1", "completed", create="succeeded", charge="succeeded"),
-            "s2": saga("s2", "compensated", create="compensated", reserve="compensated",
-                       charge="failed"),
-            "t1": transaction("t1", "committed", "commit", **{"bank-a": "committed",
-                                                             "bank-b": "committed"}),
-            "t2": transaction("t2", "aborted", "abort", **{"bank-a": "aborted",
-                                                          "bank-b": "aborted"}),
+            "s2": saga("s2", "compensated", create="compensated", reserve="compensated", charge="failed"),
+            "t1": transaction("t1", "committed", "commit", **{"bank-a": "committed", "bank-b": "committed"}),
+            "t2": transaction("t2", "aborted", "abort", **{"bank-a": "aborted", "bank-b": "aborted"}),
         },
         node_digests={"n1": "d1", "n2": "d1", "n3": "d1"},
         faults=[{"at_s": 0.5, "kind": "kill", "node": "n2"}],
@@ -139,8 +196,15 @@ def test_a_correct_history_passes_every_checker() -> None:
         assert_passes(result)
     assert run_passed(results)
     checked = {result.name: result.checked for result in results}
-    assert checked == {"acknowledged": 4, "twopc_atomicity": 2, "sagas": 2, "effects_once": 14,
-                       "registry_linearizable": 4, "convergence": 3, "liveness": 10}
+    assert checked == {
+        "acknowledged": 4,
+        "twopc_atomicity": 2,
+        "sagas": 2,
+        "effects_once": 14,
+        "registry_linearizable": 4,
+        "convergence": 3,
+        "liveness": 10,
+    }
 
 
 # -- 1. acknowledged submissions ---------------------------------------------
@@ -188,8 +252,7 @@ def test_a_commit_without_a_recorded_decision_fails() -> None:
     history = tx_history(effects, transaction("t1", "preparing", None, **BOTH_COMMITTED))
     violation = assert_fails_with(check_transactions(history), "commit_without_decision")
     assert len(violation["effects"]) == 2
-    missing = assert_fails_with(check_transactions(tx_history(effects, None)),
-                                "commit_without_decision")
+    missing = assert_fails_with(check_transactions(tx_history(effects, None)), "commit_without_decision")
     assert missing["transaction"] == "t1"
 
 
@@ -210,99 +273,94 @@ def test_a_participant_left_prepared_fails() -> None:
 
 def test_a_no_voter_is_not_left_prepared_but_still_owed_its_abort() -> None:
     effects = aborted_tx_effects()[:3]  # bank-b voted no and got no abort
-    result = check_transactions(
-        tx_history(effects, transaction("t2", "aborted", "abort", **BOTH_ABORTED)))
+    result = check_transactions(tx_history(effects, transaction("t2", "aborted", "abort", **BOTH_ABORTED)))
     assert kinds(result) == {"participant_not_aborted"}
     assert result.violations[0]["service"] == "bank-b"
 
 
 def test_a_service_without_recorded_effects_owes_none() -> None:
     effects = [e for e in aborted_tx_effects() if e.service == "bank-a"]
-    assert_passes(check_transactions(
-        tx_history(effects, transaction("t2", "aborted", "abort", **BOTH_ABORTED))))
+    assert_passes(check_transactions(tx_history(effects, transaction("t2", "aborted", "abort", **BOTH_ABORTED))))
 
 
 def test_a_transaction_still_committing_may_wait_for_its_commits() -> None:
     effects = committed_tx_effects()[:3]
-    history = tx_history(effects, transaction("t1", "committing", "commit",
-                                              **{"bank-a": "committed", "bank-b": "prepared"}))
+    history = tx_history(
+        effects, transaction("t1", "committing", "commit", **{"bank-a": "committed", "bank-b": "prepared"})
+    )
     assert_passes(check_transactions(history))
 
 
 def test_a_committed_transaction_needs_every_yes_vote_and_commit() -> None:
-    effects = [committed_tx_effects()[0], committed_tx_effects()[2],
-               *aborted_tx_effects()]  # bank-b's effects are recorded
+    effects = [
+        committed_tx_effects()[0],
+        committed_tx_effects()[2],
+        *aborted_tx_effects(),
+    ]  # bank-b's effects are recorded
     history = tx_history(effects, transaction("t1", "committed", "commit", **BOTH_COMMITTED))
-    assert {"participant_not_committed", "commit_without_yes_vote"} <= kinds(
-        check_transactions(history))
+    assert {"participant_not_committed", "commit_without_yes_vote"} <= kinds(check_transactions(history))
 
 
 def test_a_final_object_that_contradicts_itself_fails() -> None:
-    history = tx_history(committed_tx_effects(), transaction(
-        "t1", "committed", "abort", **BOTH_COMMITTED))
+    history = tx_history(committed_tx_effects(), transaction("t1", "committed", "abort", **BOTH_COMMITTED))
     assert_fails_with(check_transactions(history), "state_decision_mismatch")
-    history = tx_history(committed_tx_effects(), transaction(
-        "t1", "committed", "commit", **{"bank-a": "committed", "bank-b": "aborted"}))
+    history = tx_history(
+        committed_tx_effects(), transaction("t1", "committed", "commit", **{"bank-a": "committed", "bank-b": "aborted"})
+    )
     assert_fails_with(check_transactions(history), "participant_state_mismatch")
 
 
 # -- 3. sagas ----------------------------------------------------------------
 
 
-def saga_history(effects: list[Effect], final: dict | None,
-                 definition: dict | None = None) -> History:
-    operations = [] if definition is None else [
-        operation(0, "submit_saga", "s2", value=definition)]
-    return History(operations=operations, effects=effects,
-                   workflows_final={} if final is None else {final["id"]: final})
+def saga_history(effects: list[Effect], final: dict | None, definition: dict | None = None) -> History:
+    operations = [] if definition is None else [operation(0, "submit_saga", "s2", value=definition)]
+    return History(
+        operations=operations, effects=effects, workflows_final={} if final is None else {final["id"]: final}
+    )
 
 
-COMPENSATED_S2 = saga("s2", "compensated", create="compensated", reserve="compensated",
-                      charge="failed")
+COMPENSATED_S2 = saga("s2", "compensated", create="compensated", reserve="compensated", charge="failed")
 
 
 def test_an_out_of_order_compensation_fails() -> None:
     effects = compensated_saga_effects()
-    effects[2], effects[3] = (effect(30.4, "inventory", "s2/reserve/compensation"),
-                              effect(30.3, "orders", "s2/create/compensation"))
-    violation = assert_fails_with(check_sagas(saga_history(effects, COMPENSATED_S2)),
-                                  "compensation_out_of_order")
+    effects[2], effects[3] = (
+        effect(30.4, "inventory", "s2/reserve/compensation"),
+        effect(30.3, "orders", "s2/create/compensation"),
+    )
+    violation = assert_fails_with(check_sagas(saga_history(effects, COMPENSATED_S2)), "compensation_out_of_order")
     assert violation["steps"] == [0, 1]
-    assert [e["key"] for e in violation["effects"]] == ["s2/create/compensation",
-                                                       "s2/reserve/compensation"]
+    assert [e["key"] for e in violation["effects"]] == ["s2/create/compensation", "s2/reserve/compensation"]
 
 
 def test_an_action_after_compensation_began_fails() -> None:
     effects = compensated_saga_effects() + [effect(30.35, "payments", "s2/charge/action")]
-    final = saga("s2", "compensated", create="compensated", reserve="compensated",
-                 charge="compensated")
-    violation = assert_fails_with(check_sagas(saga_history(effects, final)),
-                                  "action_after_compensation")
-    assert [e["key"] for e in violation["effects"]] == ["s2/reserve/compensation",
-                                                       "s2/charge/action"]
+    final = saga("s2", "compensated", create="compensated", reserve="compensated", charge="compensated")
+    violation = assert_fails_with(check_sagas(saga_history(effects, final)), "action_after_compensation")
+    assert [e["key"] for e in violation["effects"]] == ["s2/reserve/compensation", "s2/charge/action"]
 
 
 def test_a_compensation_without_an_action_fails() -> None:
-    effects = [effect(30.0, "orders", "s2/create/action"),
-               effect(30.3, "inventory", "s2/reserve/compensation"),
-               effect(30.4, "orders", "s2/create/compensation")]
-    violation = assert_fails_with(check_sagas(saga_history(effects, COMPENSATED_S2)),
-                                  "compensation_without_action")
+    effects = [
+        effect(30.0, "orders", "s2/create/action"),
+        effect(30.3, "inventory", "s2/reserve/compensation"),
+        effect(30.4, "orders", "s2/create/compensation"),
+    ]
+    violation = assert_fails_with(check_sagas(saga_history(effects, COMPENSATED_S2)), "compensation_without_action")
     assert violation["step"] == "reserve"
 
 
 def test_a_step_with_an_action_must_end_succeeded_or_compensated() -> None:
     final = saga("s2", "compensated", create="compensated", reserve="failed", charge="failed")
-    violation = assert_fails_with(check_sagas(saga_history(compensated_saga_effects(), final)),
-                                  "step_not_settled")
+    violation = assert_fails_with(check_sagas(saga_history(compensated_saga_effects(), final)), "step_not_settled")
     assert violation["step"] == "reserve"
 
 
 def test_a_completed_saga_has_no_compensation() -> None:
     effects = completed_saga_effects() + [effect(2.0, "orders", "s1/create/compensation")]
     final = saga("s1", "completed", create="succeeded", charge="succeeded")
-    assert_fails_with(check_sagas(saga_history(effects, final)),
-                      "compensation_in_completed_saga")
+    assert_fails_with(check_sagas(saga_history(effects, final)), "compensation_in_completed_saga")
 
 
 def test_with_the_definition_every_action_of_a_compensated_saga_is_undone() -> None:
@@ -314,16 +372,17 @@ def test_with_the_definition_every_action_of_a_compensated_saga_is_undone() -> N
 
 def test_with_the_definition_a_completed_step_needs_its_action() -> None:
     final = saga("s2", "completed", create="succeeded", reserve="succeeded", charge="succeeded")
-    effects = [effect(1.0, "orders", "s2/create/action"),
-               effect(1.1, "inventory", "s2/reserve/action"),
-               effect(1.2, "payments", "other/charge/action")]
+    effects = [
+        effect(1.0, "orders", "s2/create/action"),
+        effect(1.1, "inventory", "s2/reserve/action"),
+        effect(1.2, "payments", "other/charge/action"),
+    ]
     result = check_sagas(saga_history(effects, final, SAGA_DEFINITION))
     assert assert_fails_with(result, "succeeded_without_effect")["step"] == "charge"
 
 
 def test_effects_of_a_saga_missing_after_the_faults_fail() -> None:
-    assert_fails_with(check_sagas(saga_history(compensated_saga_effects(), None)),
-                      "unknown_saga")
+    assert_fails_with(check_sagas(saga_history(compensated_saga_effects(), None)), "unknown_saga")
 
 
 def test_a_stuck_saga_is_judged_on_order_only() -> None:
@@ -347,10 +406,8 @@ def test_a_doubled_effect_fails() -> None:
 
 def test_a_stale_registry_read_fails() -> None:
     history = correct_history()
-    history.add_operation(operation(20, "registry_put", "payments", value={"url": "p1"},
-                                    result=200, start=10, end=11))
-    history.add_operation(operation(21, "registry_get", "payments", result=None,
-                                    start=12, end=13))
+    history.add_operation(operation(20, "registry_put", "payments", value={"url": "p1"}, result=200, start=10, end=11))
+    history.add_operation(operation(21, "registry_get", "payments", result=None, start=12, end=13))
     violation = assert_fails_with(check_registry_linearizable(history), "not_linearizable")
     assert violation["key"] == "payments" and violation["blocked"] == 21
     assert [op["id"] for op in violation["operations"]] == [20, 21]
@@ -359,10 +416,8 @@ def test_a_stale_registry_read_fails() -> None:
 def test_a_registry_search_out_of_time_is_unknown_and_does_not_fail_the_run() -> None:
     history = correct_history()
     for value in range(40):
-        history.add_operation(operation(100 + value, "registry_put", "hard", value=value,
-                                        result=200, start=0, end=10))
-    history.add_operation(operation(200, "registry_get", "hard", result="never",
-                                    start=11, end=12))
+        history.add_operation(operation(100 + value, "registry_put", "hard", value=value, result=200, start=0, end=10))
+    history.add_operation(operation(200, "registry_get", "hard", result="never", start=11, end=12))
     results = run_all(history, min_ok_operations=1, time_limit_s=0.2)
     [registry] = [r for r in results if r.name == "registry_linearizable"]
     assert (registry.verdict, registry.passed, registry.violations) == (UNKNOWN, False, [])
@@ -375,9 +430,14 @@ def test_a_registry_search_out_of_time_is_unknown_and_does_not_fail_the_run() ->
 
 
 def test_diverging_digests_fail_and_name_the_nodes() -> None:
-    history = replaced(correct_history(), node_digests={
-        "n1": {"digest": "d1", "read_at_s": 9.0}, "n2": {"digest": "d2", "read_at_s": 9.1},
-        "n3": {"digest": "d1", "read_at_s": 9.2}})
+    history = replaced(
+        correct_history(),
+        node_digests={
+            "n1": {"digest": "d1", "read_at_s": 9.0},
+            "n2": {"digest": "d2", "read_at_s": 9.1},
+            "n3": {"digest": "d1", "read_at_s": 9.2},
+        },
+    )
     violation = assert_fails_with(check_convergence(history), "digests_differ")
     assert violation["nodes"] == ["n2"] and violation["reference"] == "d1"
     assert violation["groups"] == {"d1": ["n1", "n3"], "d2": ["n2"]}
@@ -396,8 +456,7 @@ def test_a_digest_not_read_or_none_at_all_fails() -> None:
 def test_too_few_successful_operations_fail() -> None:
     history = correct_history()
     assert_passes(check_liveness(history, min_ok_operations=7))
-    violation = assert_fails_with(check_liveness(history, min_ok_operations=8),
-                                  "too_few_ok_operations")
+    violation = assert_fails_with(check_liveness(history, min_ok_operations=8), "too_few_ok_operations")
     assert violation["ok"] == 7
     assert_fails_with(check_liveness(History(), min_ok_operations=1), "too_few_ok_operations")
 
@@ -418,8 +477,7 @@ def test_the_table_has_a_line_per_checker() -> None:
 def test_the_report_is_json_and_counts_the_run() -> None:
     history = correct_history()
     results = run_all(history, min_ok_operations=1)
-    report = json.loads(json.dumps(report_json(history, results, seed=42, duration_s=60.0,
-                                               failover_ms=[812.5, 640.0])))
+    report = json.loads(json.dumps(report_json(history, results, seed=42, duration_s=60.0, failover_ms=[812.5, 640.0])))
     assert report["seed"] == 42 and report["duration_s"] == 60.0 and report["passed"] is True
     assert report["operations"] == {"ok": 7, "fail": 1, "unknown": 2}
     assert report["workflows"]["sagas"] == 2 and report["workflows"]["transactions"] == 2

@@ -24,8 +24,7 @@ class FakeClock:
 
 
 def effect(at_s: float, service: str, key: str, output: object = None) -> Effect:
-    return Effect(at_s, service, "POST", "/x", key, "3:17", key.rsplit("/", 1)[-1], {"a": 1},
-                  output)
+    return Effect(at_s, service, "POST", "/x", key, "3:17", key.rsplit("/", 1)[-1], {"a": 1}, output)
 
 
 def test_recorder_stamps_invoke_and_completion_from_the_clock() -> None:
@@ -73,8 +72,17 @@ def test_a_pending_operation_reads_as_unknown_never_answered() -> None:
     ],
 )
 def test_operation_rejects_what_cannot_happen(changes: dict, message: str) -> None:
-    fields = {"id": 0, "process": 1, "kind": "registry_get", "key": "k", "value": None,
-              "invoke_s": 1.0, "complete_s": 2.0, "outcome": "ok", "result": None}
+    fields = {
+        "id": 0,
+        "process": 1,
+        "kind": "registry_get",
+        "key": "k",
+        "value": None,
+        "invoke_s": 1.0,
+        "complete_s": 2.0,
+        "outcome": "ok",
+        "result": None,
+    }
     with pytest.raises(ValueError, match=message):
         Operation(**{**fields, **changes})
 
@@ -89,10 +97,12 @@ def full_history(clock: FakeClock) -> History:
     history = History(clock=clock)
     history.invoke(1, "registry_put", "orders", {"url": "http://a"}).ok(200)
     history.invoke(2, "submit_saga", "s1", {"steps": [{"name": "a"}]}).unknown("503")
-    history.add_effects([
-        effect(100.1, "orders", "s1/a/action", {"id": "x"}),
-        effect(100.2, "pay", "t1/pay/prepare", {"vote": "yes"}).to_json(),
-    ])
+    history.add_effects(
+        [
+            effect(100.1, "orders", "s1/a/action", {"id": "x"}),
+            effect(100.2, "pay", "t1/pay/prepare", {"vote": "yes"}).to_json(),
+        ]
+    )
     history.record_workflow({"id": "s1", "state": "completed", "steps": []})
     history.record_workflow({"id": "t1", "state": "committed", "participants": []})
     history.record_digest("n1", "abc")
@@ -144,7 +154,7 @@ def test_loading_rejects_a_malformed_history(raw: dict) -> None:
 
 
 json_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-10**6, 10**6) | st.text(max_size=8),
+    st.none() | st.booleans() | st.integers(-(10**6), 10**6) | st.text(max_size=8),
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3),
     max_leaves=8,
 )
@@ -157,10 +167,15 @@ def operations(draw: st.DrawFn) -> Operation:
     never = outcome == "unknown" and draw(st.booleans())
     complete_s = None if never else invoke_s + draw(st.floats(0, 100, allow_nan=False))
     return Operation(
-        draw(st.integers(0, 10**6)), draw(st.integers(0, 50) | st.text(min_size=1, max_size=5)),
+        draw(st.integers(0, 10**6)),
+        draw(st.integers(0, 50) | st.text(min_size=1, max_size=5)),
         draw(st.sampled_from(["submit_saga", "registry_put", "registry_get"])),
-        draw(st.none() | st.text(max_size=10)), draw(json_values), invoke_s, complete_s,
-        outcome, draw(json_values),
+        draw(st.none() | st.text(max_size=10)),
+        draw(json_values),
+        invoke_s,
+        complete_s,
+        outcome,
+        draw(json_values),
     )
 
 

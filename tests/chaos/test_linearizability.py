@@ -13,9 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from coordinator.chaos.history import Operation
-from coordinator.chaos.linearizability import (
-    FAIL, PASS, UNKNOWN, KeyVerdict, check_register, combined_verdict,
-)
+from coordinator.chaos.linearizability import FAIL, PASS, UNKNOWN, KeyVerdict, check_register, combined_verdict
 
 PUT, GET, DELETE = "registry_put", "registry_get", "registry_delete"
 
@@ -26,10 +24,10 @@ class Ops:
     def __init__(self) -> None:
         self.items: list[Operation] = []
 
-    def _add(self, kind: str, key: str, value: object, start: float, end: float | None,
-             outcome: str, result: object) -> Operation:
-        op = Operation(len(self.items), len(self.items) % 3, kind, key, value, start, end,
-                       outcome, result)
+    def _add(
+        self, kind: str, key: str, value: object, start: float, end: float | None, outcome: str, result: object
+    ) -> Operation:
+        op = Operation(len(self.items), len(self.items) % 3, kind, key, value, start, end, outcome, result)
         self.items.append(op)
         return op
 
@@ -226,9 +224,19 @@ def simulated(count: int, seed: int, unknown_rate: float) -> list[Operation]:
         written = {"url": f"u{index}"} if kind == PUT else None
         if kind != GET and (not unknown or rng.random() < 0.5):
             value = written
-        ops.append(Operation(index, process, kind, "k", written, start,
-                             None if unknown else end, "unknown" if unknown else "ok",
-                             value if kind == GET else 200))
+        ops.append(
+            Operation(
+                index,
+                process,
+                kind,
+                "k",
+                written,
+                start,
+                None if unknown else end,
+                "unknown" if unknown else "ok",
+                value if kind == GET else 200,
+            )
+        )
     return sorted(ops, key=lambda op: op.id)
 
 
@@ -288,16 +296,25 @@ def test_intervals_around_a_legal_order_are_linearizable(commands_list, data) ->
         start = point - data.draw(st.floats(0, 6))
         end = point + data.draw(st.floats(0, 6))
         unknown = op.kind != GET and data.draw(st.booleans())
-        stretched.append(Operation(op.id, op.process, op.kind, op.key, op.value, start,
-                                   None if unknown else end, "unknown" if unknown else "ok",
-                                   op.result))
+        stretched.append(
+            Operation(
+                op.id,
+                op.process,
+                op.kind,
+                op.key,
+                op.value,
+                start,
+                None if unknown else end,
+                "unknown" if unknown else "ok",
+                op.result,
+            )
+        )
     assert verdict(stretched) == PASS
 
 
 def brute_force(operations: list[Operation]) -> str:
     """Try every subset of unknown writes in every order that respects real time."""
-    taking_part = [op for op in operations if op.outcome == "ok"
-                   or (op.outcome == "unknown" and op.kind != GET)]
+    taking_part = [op for op in operations if op.outcome == "ok" or (op.outcome == "unknown" and op.kind != GET)]
     required = [op for op in taking_part if op.outcome == "ok"]
     optional = [op for op in taking_part if op.outcome == "unknown"]
 
@@ -307,8 +324,7 @@ def brute_force(operations: list[Operation]) -> str:
     for size in range(len(optional) + 1):
         for chosen in itertools.combinations(optional, size):
             for order in itertools.permutations(required + list(chosen)):
-                if any(end(later) < earlier.invoke_s
-                       for i, earlier in enumerate(order) for later in order[i + 1:]):
+                if any(end(later) < earlier.invoke_s for i, earlier in enumerate(order) for later in order[i + 1 :]):
                     continue
                 value, legal = None, True
                 for op in order:

@@ -51,8 +51,13 @@ def headers(key: str, fence: str | None = "1:1") -> dict[str, str]:
 
 
 async def call(
-    session: aiohttp.ClientSession, running: RunningService, path: str, key: str | None,
-    body: object = None, fence: str | None = "1:1", timeout_s: float = 5,
+    session: aiohttp.ClientSession,
+    running: RunningService,
+    path: str,
+    key: str | None,
+    body: object = None,
+    fence: str | None = "1:1",
+    timeout_s: float = 5,
 ) -> tuple[int, dict, bool]:
     sent = {} if key is None else headers(key, fence)
     async with session.post(
@@ -65,20 +70,18 @@ async def call(
 async def test_ok_answers_output_and_records_one_effect(session, running) -> None:
     running.service.set_script(Script(paths={"/orders": Ok({"order_id": "ord-1"})}))
 
-    status, body, replayed = await call(
-        session, running, "/orders", "saga-1/create-order/action", {"sku": "W-1"}
-    )
+    status, body, replayed = await call(session, running, "/orders", "saga-1/create-order/action", {"sku": "W-1"})
 
     assert (status, replayed) == (200, False)
     assert body == {
-        "service": "orders", "key": "saga-1/create-order/action",
-        "id": deterministic_id("orders", "saga-1/create-order/action"), "order_id": "ord-1",
+        "service": "orders",
+        "key": "saga-1/create-order/action",
+        "id": deterministic_id("orders", "saga-1/create-order/action"),
+        "order_id": "ord-1",
     }
     [effect] = running.service.effects
     assert (effect.service, effect.method, effect.path) == ("orders", "POST", "/orders")
-    assert (effect.idempotency_key, effect.fence, effect.kind) == (
-        "saga-1/create-order/action", "1:1", "action",
-    )
+    assert (effect.idempotency_key, effect.fence, effect.kind) == ("saga-1/create-order/action", "1:1", "action")
     assert (effect.body, effect.output) == ({"sku": "W-1"}, body)
 
 
@@ -117,9 +120,7 @@ async def test_fail_is_a_request_but_not_an_effect(session, running) -> None:
     assert [r.status for r in running.service.requests] == [402, 402]
 
 
-async def test_flaky_called_three_times_with_one_key_records_exactly_one_effect(
-    session, running
-) -> None:
+async def test_flaky_called_three_times_with_one_key_records_exactly_one_effect(session, running) -> None:
     running.service.set_script(Script(paths={"/orders": Flaky(2)}))
 
     answers = [await call(session, running, "/orders", "saga-3/a/action") for _ in range(3)]
@@ -132,9 +133,7 @@ async def test_flaky_called_three_times_with_one_key_records_exactly_one_effect(
     assert (await call(session, running, "/orders", "saga-4/a/action"))[0] == 503
 
 
-async def test_slow_times_the_caller_out_and_the_retry_gets_the_one_answer(
-    session, running
-) -> None:
+async def test_slow_times_the_caller_out_and_the_retry_gets_the_one_answer(session, running) -> None:
     running.service.set_script(Script(default=Slow(0.5)))
 
     with pytest.raises(asyncio.TimeoutError):
@@ -168,9 +167,7 @@ async def test_chaos_is_reproducible_from_its_seed(session) -> None:
     statuses = []
     for _ in range(2):
         async with await start_recording_service("chaotic", script) as running:
-            statuses.append(
-                [(await call(session, running, "/x", f"s-{i}/x/action"))[0] for i in range(30)]
-            )
+            statuses.append([(await call(session, running, "/x", f"s-{i}/x/action"))[0] for i in range(30)])
 
     assert statuses[0] == statuses[1]
     assert set(statuses[0]) == {200, 503}
@@ -259,9 +256,7 @@ def test_bad_rules_are_refused(make) -> None:
 def test_script_json_round_trip() -> None:
     script = Script(
         default=Chaos(3, 0.1, 0.1, 0.5),
-        paths={
-            "/a": Ok({"x": 1}), "/b": Fail(), "/c": Flaky(2, 500), "/d": Slow(1), "/e": Vote("no"),
-        },
+        paths={"/a": Ok({"x": 1}), "/b": Fail(), "/c": Flaky(2, 500), "/d": Slow(1), "/e": Vote("no")},
     )
     assert Script.from_json(script.to_json()) == script
 

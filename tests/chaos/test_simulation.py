@@ -28,7 +28,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _explain(result, settings_text: str) -> str:
-    return (f"{result.summary()}\nreplay: .venv/bin/python -m coordinator.chaos.sim --seed {result.seed} {settings_text}")
+    return f"{result.summary()}\nreplay: .venv/bin/python -m coordinator.chaos.sim --seed {result.seed} {settings_text}"
 
 
 @pytest.mark.parametrize("seed", SEEDS)
@@ -38,9 +38,17 @@ def test_seed_passes_every_checker(seed):
     stats = result.stats
     # The run did something worth checking: faults, commits, client answers.
     assert stats["faults"] >= 3 and stats["applied"] > 100 and stats["operations"]["ok"] >= 20, stats
-    assert {r.name for r in result.results} >= {"acknowledged", "twopc_atomicity", "sagas", "effects_once",
-                                                 "registry_linearizable", "convergence", "liveness",
-                                                 "sim_invariants", "sim_errors"}
+    assert {r.name for r in result.results} >= {
+        "acknowledged",
+        "twopc_atomicity",
+        "sagas",
+        "effects_once",
+        "registry_linearizable",
+        "convergence",
+        "liveness",
+        "sim_invariants",
+        "sim_errors",
+    }
 
 
 def test_a_seed_replays_exactly():
@@ -58,11 +66,20 @@ def test_the_trace_does_not_depend_on_the_hash_seed(tmp_path):
     """Another process, another PYTHONHASHSEED: the same trace."""
     here = simulate(13, SimSettings(duration_s=4.0, trace_lines=1_000_000))
     there_path = tmp_path / "trace.txt"
-    code = ("import logging, sys; logging.disable(logging.CRITICAL); from coordinator.chaos.sim import simulate, SimSettings; "
-            "r = simulate(13, SimSettings(duration_s=4.0, trace_lines=1_000_000)); "
-            "open(sys.argv[1], 'w').write('\\n'.join(r.trace_lines)); print(r.trace_digest)")
-    out = subprocess.run([sys.executable, "-c", code, str(there_path)], cwd=REPO, capture_output=True, text=True,
-                         timeout=120, env={**os.environ, "PYTHONHASHSEED": "1"}, check=True)
+    code = (
+        "import logging, sys; logging.disable(logging.CRITICAL); from coordinator.chaos.sim import simulate, SimSettings; "
+        "r = simulate(13, SimSettings(duration_s=4.0, trace_lines=1_000_000)); "
+        "open(sys.argv[1], 'w').write('\\n'.join(r.trace_lines)); print(r.trace_digest)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(there_path)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONHASHSEED": "1"},
+        check=True,
+    )
     there = there_path.read_text().split("\n")
     assert out.stdout.strip().splitlines()[-1] == here.trace_digest, first_difference(here.trace_lines, there)
 

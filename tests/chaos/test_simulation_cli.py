@@ -34,8 +34,14 @@ PASSING_SEED = 1  # without a planted bug every seed passes
 
 
 def _simulate(*arguments: str, timeout_s: float = RUN_S_MAX) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "coordinator.chaos.sim", *arguments], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout_s, env={**os.environ, "PYTHONHASHSEED": "0"})
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator.chaos.sim", *arguments],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
 
 
 def _digest(stdout: str, seed: int) -> str:
@@ -53,11 +59,24 @@ def _summary_row(stdout: str, name: str) -> str:
 # -- parsing ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("arguments", [
-    ["--seeds", "5-1"], ["--seeds", "x"], ["--seeds", ""], ["--seeds", "1-"], ["--seeds", "-3"],
-    ["--seeds", "1,,2"], ["--seeds", f"0-{cli.SEEDS_MAX}"], ["--jobs", "0"], ["--jobs", "-3"],
-    ["--jobs", "abc"], ["--jobs", "2.5"], ["--jobs", str(cli.JOBS_MAX + 1)], ["--seed", "1", "--seeds", "2"],
-])
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        ["--seeds", "5-1"],
+        ["--seeds", "x"],
+        ["--seeds", ""],
+        ["--seeds", "1-"],
+        ["--seeds", "-3"],
+        ["--seeds", "1,,2"],
+        ["--seeds", f"0-{cli.SEEDS_MAX}"],
+        ["--jobs", "0"],
+        ["--jobs", "-3"],
+        ["--jobs", "abc"],
+        ["--jobs", "2.5"],
+        ["--jobs", str(cli.JOBS_MAX + 1)],
+        ["--seed", "1", "--seeds", "2"],
+    ],
+)
 def test_malformed_arguments_are_one_line_and_exit_2(arguments, capsys):
     with pytest.raises(SystemExit) as exited:
         cli.main(["--seeds", "0-1", *arguments] if arguments[0] == "--jobs" else arguments)
@@ -67,12 +86,15 @@ def test_malformed_arguments_are_one_line_and_exit_2(arguments, capsys):
     assert err.startswith("coordinator simulate: ") and "Traceback" not in err
 
 
-@pytest.mark.parametrize("command", [
-    [str(COORDINATOR), "simulate", "--seeds", "5-1"],
-    [str(COORDINATOR), "simulate", "--seeds", "0-3", "--jobs", "0"],
-    [sys.executable, "-m", "coordinator.chaos.sim", "--jobs", "abc", "--seeds", "1-2"],
-    [sys.executable, "-m", "coordinator.chaos.sim", "--seed", "1", "--summary", "s.txt"],
-])
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(COORDINATOR), "simulate", "--seeds", "5-1"],
+        [str(COORDINATOR), "simulate", "--seeds", "0-3", "--jobs", "0"],
+        [sys.executable, "-m", "coordinator.chaos.sim", "--jobs", "abc", "--seeds", "1-2"],
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seed", "1", "--summary", "s.txt"],
+    ],
+)
 def test_the_commands_refuse_malformed_arguments_in_one_line(command, tmp_path):
     done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=RUN_S_MAX)
     assert done.returncode == cli.EXIT_USAGE, done
@@ -90,7 +112,8 @@ def test_seeds_and_jobs_parse():
 def test_the_replay_command_keeps_the_settings_and_drops_the_batch():
     argv = ["--seeds", "0-99", "--jobs=4", "--duration", "5", "--summary", "s.txt", *PLANTED]
     assert cli._replay_command(17, argv) == (
-        "coordinator simulate --seed 17 --duration 5 --planted-bug participant_without_idempotency")
+        "coordinator simulate --seed 17 --duration 5 --planted-bug participant_without_idempotency"
+    )
 
 
 # -- runs ---------------------------------------------------------------------------------
@@ -112,8 +135,7 @@ def test_seeds_in_two_workers_pass_and_print_the_summary(tmp_path):
 def test_a_seed_in_a_worker_has_the_trace_of_a_seed_alone(tmp_path):
     """The report of the last seed listed is written by the worker that ran it."""
     report = tmp_path / "report.json"
-    batch = _simulate("--seeds", f"{PASSING_SEED - 1}-{PASSING_SEED}", "--jobs", "2", *SHORT,
-                      "--report", str(report))
+    batch = _simulate("--seeds", f"{PASSING_SEED - 1}-{PASSING_SEED}", "--jobs", "2", *SHORT, "--report", str(report))
     assert batch.returncode == cli.EXIT_OK, batch.stdout + batch.stderr
     alone = _simulate("--seed", str(PASSING_SEED), *SHORT)
     assert alone.returncode == cli.EXIT_OK, alone.stdout + alone.stderr
@@ -174,9 +196,14 @@ def _wait_for(predicate, timeout_s: float) -> bool:
 
 def test_ctrl_c_stops_the_workers_and_exits_non_zero():
     run = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"},
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # as a terminal's foreground job
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )  # as a terminal's foreground job
     try:
         assert _wait_for(lambda: len(_workers(run.pid)) == 2, RUN_S_MAX), "no worker processes started"
         workers = _workers(run.pid)
@@ -192,8 +219,13 @@ def test_ctrl_c_stops_the_workers_and_exits_non_zero():
 
 def test_a_worker_that_dies_stops_the_run_instead_of_hanging_it():
     run = subprocess.Popen(
-        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT], cwd=REPO,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", "0-199", "--jobs", "2", *SHORT],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
     try:
         assert _wait_for(lambda: len(_workers(run.pid)) == 2, RUN_S_MAX), "no worker processes started"
         os.kill(_workers(run.pid)[0], signal.SIGKILL)

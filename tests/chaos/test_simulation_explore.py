@@ -33,8 +33,9 @@ SEEDS_ENV = "COORDINATOR_EXPLORE_SEEDS"
 
 def commit_hash() -> str:
     try:
-        done = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=GIT_S_MAX)
+        done = subprocess.run(
+            ["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=GIT_S_MAX
+        )
     except (OSError, subprocess.TimeoutExpired):
         return FALLBACK_COMMIT
     commit = done.stdout.strip()
@@ -55,7 +56,7 @@ def explore_window(commit: str, environ: dict[str, str]) -> str:
 
 def test_the_window_comes_from_the_commit_unless_set():
     window = explore_window("4daa5453193a359b1785eaaf7fe0cb6a55b16398", {})
-    assert window == f"{EXPLORE_BASE + 0x4daa5453 % EXPLORE_SPAN}-{EXPLORE_BASE + 0x4daa5453 % EXPLORE_SPAN + 39}"
+    assert window == f"{EXPLORE_BASE + 0x4DAA5453 % EXPLORE_SPAN}-{EXPLORE_BASE + 0x4DAA5453 % EXPLORE_SPAN + 39}"
     assert explore_window(FALLBACK_COMMIT, {}) == explore_window(FALLBACK_COMMIT, {})
     first, last = map(int, explore_window("ffffffff" + "0" * 32, {}).split("-"))
     assert EXPLORE_BASE <= first and last - first + 1 == EXPLORE_SEEDS
@@ -77,12 +78,27 @@ def test_a_window_of_seeds_from_the_commit_passes(capsys):
     with capsys.disabled():
         print(f"\nexplore: seeds {window} ({origin}), --duration {SEED_DURATION_S:g}, {jobs} jobs")
     done = subprocess.run(
-        [sys.executable, "-m", "coordinator.chaos.sim", "--seeds", window, "--jobs", str(jobs), "--duration",
-         f"{SEED_DURATION_S:g}"], cwd=REPO, capture_output=True, text=True, timeout=EXPLORE_S_MAX,
-        env={**os.environ, "PYTHONHASHSEED": "0"})
+        [
+            sys.executable,
+            "-m",
+            "coordinator.chaos.sim",
+            "--seeds",
+            window,
+            "--jobs",
+            str(jobs),
+            "--duration",
+            f"{SEED_DURATION_S:g}",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=EXPLORE_S_MAX,
+        env={**os.environ, "PYTHONHASHSEED": "0"},
+    )
     with capsys.disabled():
         print("\n".join(f"explore: {line}" for line in done.stdout.split("simulate summary\n", 1)[-1].splitlines()))
     assert done.returncode == cli.EXIT_OK, (
         f"explore window {window} ({origin}): exit {done.returncode}\n{_failures(done.stdout)}\n\n"
-        f"{done.stdout[-20_000:]}{done.stderr[-5_000:]}")
+        f"{done.stdout[-20_000:]}{done.stderr[-5_000:]}"
+    )
     assert "simulate summary\n" in done.stdout, done.stdout

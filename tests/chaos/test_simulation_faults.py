@@ -63,9 +63,11 @@ def _caught_on_two(bug: str, kinds: set[str], **settings):  # type: ignore[no-un
 def test_a_participant_that_forgets_its_answers_in_a_crash_is_caught():
     # A forgotten answer runs a handler again: a second effect for one key, or
     # a compensation the forgetful store no longer ties to its action.
-    for honest, _ in _caught_on_two("participant_forgets_on_crash",
-                                    {"duplicate_effect", "action_not_compensated", "compensation_without_action"},
-                                    faults=("participant-crash",)):
+    for honest, _ in _caught_on_two(
+        "participant_forgets_on_crash",
+        {"duplicate_effect", "action_not_compensated", "compensation_without_action"},
+        faults=("participant-crash",),
+    ):
         assert honest.stats["participant_crashes"] >= 1
 
 
@@ -94,8 +96,9 @@ def test_a_sync_that_returns_before_the_stall_ends_loses_acknowledged_entries():
 
 
 def test_a_skew_beyond_the_bound_fires_deadlines_too_early():
-    _caught_on_two("skew_beyond_bound", {"deadline_too_early"},
-                   faults=("clock-skew", "partition-leader"), fault_interval_s=DENSE)
+    _caught_on_two(
+        "skew_beyond_bound", {"deadline_too_early"}, faults=("clock-skew", "partition-leader"), fault_interval_s=DENSE
+    )
 
 
 # -- 6. the online stale-read invariant -------------------------------------------------------
@@ -142,8 +145,9 @@ def _until(world: World, condition, timeout_s: float, what: str) -> None:  # typ
 
 def _put(workload, key: str, url: str) -> str:  # type: ignore[no-untyped-def]
     body = json.dumps({"url": url})
-    return workload.world.run(workload.record("t", "registry_put", key, url,
-                                              lambda n: _url(operations.put_service(n, key, body))))
+    return workload.world.run(
+        workload.record("t", "registry_put", key, url, lambda n: _url(operations.put_service(n, key, body)))
+    )
 
 
 async def _url(call):  # type: ignore[no-untyped-def]
@@ -167,10 +171,16 @@ def _stale_follower_read(bug: str | None) -> tuple[World, str]:
         world.run_for(0.1)  # acknowledged before the read is invoked, not at the same instant
         world.client_reach = {follower}
         workload.client.hint = None
-        outcome = world.run(workload.record("t", "registry_get", "reg-a", None,
-                                            lambda n: _url(operations.get_service(
-                                                n, "reg-a", stale=True if bug == "stale_reads" else None)),
-                                            absent_is_ok=True))
+        outcome = world.run(
+            workload.record(
+                "t",
+                "registry_get",
+                "reg-a",
+                None,
+                lambda n: _url(operations.get_service(n, "reg-a", stale=True if bug == "stale_reads" else None)),
+                absent_is_ok=True,
+            )
+        )
         return world, outcome
     finally:
         world.close()
@@ -211,9 +221,16 @@ def test_clients_that_reach_only_a_deposed_leader_get_no_ok():
         world.client_reach = {old}
         workload.client.hint = None
         assert _put(workload, "reg-b", "http://127.0.0.1:20003") in ("unknown", "fail")
-        read = world.run(workload.record("t", "registry_get", "reg-b", None,
-                                         lambda n: _url(operations.get_service(n, "reg-b", stale=None)),
-                                         absent_is_ok=True))
+        read = world.run(
+            workload.record(
+                "t",
+                "registry_get",
+                "reg-b",
+                None,
+                lambda n: _url(operations.get_service(n, "reg-b", stale=None)),
+                absent_is_ok=True,
+            )
+        )
         assert read in ("unknown", "fail")
         assert world.cluster.violations == []
     finally:

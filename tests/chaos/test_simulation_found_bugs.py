@@ -102,8 +102,12 @@ def _lead_again(world: World, node_id: str) -> None:
     """Stall whoever else leads until ``node_id`` wins an election (bounded)."""
     cluster = world.cluster
     for _ in range(LEAD_AGAIN_ROUNDS_MAX):
-        _until(world, lambda: cluster.node(node_id).log.is_leader() or cluster.leader() not in (None, node_id), 15,
-               "a leader")
+        _until(
+            world,
+            lambda: cluster.node(node_id).log.is_leader() or cluster.leader() not in (None, node_id),
+            15,
+            "a leader",
+        )
         if cluster.node(node_id).log.is_leader():
             return
         other = cluster.leader()

@@ -56,15 +56,17 @@ def _drive(world: World, ship_rule) -> dict:
     shipping.set_script(Script().with_path("/shipments", ship_rule))
     workload = world.run(start(world))
     definition = order_saga(SAGA, attempts=3)
-    outcome = world.run(workload.record(0, "submit_saga", SAGA, definition, lambda n: operations.submit_workflow(
-        n, "saga", json.dumps(definition))))
+    outcome = world.run(
+        workload.record(
+            0, "submit_saga", SAGA, definition, lambda n: operations.submit_workflow(n, "saga", json.dumps(definition))
+        )
+    )
     if outcome != "ok":
         pytest.fail(f"scenario: the saga was not accepted ({outcome})")
 
     async def terminal() -> dict:
         for _ in range(60):
-            outcome, view = await workload.client.call(
-                lambda n: operations.get_workflow(n, "saga", SAGA, wait_s=5))
+            outcome, view = await workload.client.call(lambda n: operations.get_workflow(n, "saga", SAGA, wait_s=5))
             if outcome == "ok" and view["state"] in TERMINAL:
                 return view
             await asyncio.sleep(0.5)
@@ -86,8 +88,11 @@ def test_an_action_answered_503_until_out_of_retries_is_compensated_without_effe
         ship = next(s for s in view["steps"] if s["name"] == "ship")
         assert ship["attempts"] == 3
         assert _effects(world, "shipping") == [], "neither the action nor its compensation may have an effect"
-        answered = [r for r in world.participants["shipping"].service.requests
-                    if r.idempotency_key == f"{SAGA}/ship/compensation"]
+        answered = [
+            r
+            for r in world.participants["shipping"].service.requests
+            if r.idempotency_key == f"{SAGA}/ship/compensation"
+        ]
         assert answered and all(r.status == 200 for r in answered), "the compensation gets the null tombstone"
         assert f"{SAGA}/charge/compensation" in _effects(world, "payments"), "earlier steps are undone"
         result = check_sagas(world.history)

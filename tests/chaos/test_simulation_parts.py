@@ -14,7 +14,6 @@ from coordinator.chaos.sim.disk import CrashableJournal, journal_class
 from coordinator.chaos.sim.network import LinkFaults, Network
 from coordinator.chaos.sim.trace import Trace
 
-
 NO_OP = bytes([1])  # PySyncObj's no-op entry: the smallest frame a journal holds
 
 

@@ -172,8 +172,9 @@ class SimulatedCluster(RuleBasedStateMachine):
             world.run(finish(world, self.workload))
             results = judge(world)
             failed = [r for r in results if not r.passed and r.verdict == "fail"]
-            assert run_passed(results), (f"seed {world.seed}\n{render_table(results)}\n"
-                                         + "\n".join(f"{r.name}: {r.violations[:3]}" for r in failed))
+            assert run_passed(results), f"seed {world.seed}\n{render_table(results)}\n" + "\n".join(
+                f"{r.name}: {r.violations[:3]}" for r in failed
+            )
         finally:
             if world is not None:
                 world.close()
@@ -181,7 +182,10 @@ class SimulatedCluster(RuleBasedStateMachine):
 
 
 SimulatedCluster.TestCase.settings = settings(
-    max_examples=15, stateful_step_count=25, deadline=None, print_blob=True,
+    max_examples=15,
+    stateful_step_count=25,
+    deadline=None,
+    print_blob=True,
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.shrink],
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )

@@ -1,7 +1,6 @@
 import pytest
 
-from coordinator import saga
-from coordinator import twopc
+from coordinator import saga, twopc
 from coordinator.client import InvalidRequest
 from coordinator.client.builder import Retry, SagaBuilder, TransactionBuilder, output
 
@@ -28,7 +27,11 @@ def test_saga_builder_gives_the_contract_shape():
                 "name": "create-order",
                 "service": "orders",
                 "action": {"method": "POST", "path": "/orders", "body": {"sku": "W-1", "qty": 3}},
-                "compensation": {"method": "POST", "path": "/orders/cancel", "body": {"order": "${steps.create-order.output.order_id}"}},
+                "compensation": {
+                    "method": "POST",
+                    "path": "/orders/cancel",
+                    "body": {"order": "${steps.create-order.output.order_id}"},
+                },
                 "timeout_s": 5,
                 "retry": {"max_attempts": 5, "backoff_s": 0.1, "max_backoff_s": 5},
             },
@@ -43,12 +46,19 @@ def test_builders_refuse_what_the_cluster_would_refuse_naming_the_field():
         SagaBuilder().step("a", "s", action=("POST", "/x")).step("a", "s", action=("POST", "/y")).build()
     assert info.value.field == "steps[1].name"
     with pytest.raises(InvalidRequest) as info:
-        SagaBuilder().step("a", "s", action=("POST", "/x", {"v": output("later")})).step("later", "s", action=("POST", "/y")).build()
+        SagaBuilder().step("a", "s", action=("POST", "/x", {"v": output("later")})).step(
+            "later", "s", action=("POST", "/y")
+        ).build()
     assert info.value.field.startswith("steps[0].action.body")
 
 
 def test_transaction_builder():
-    built = TransactionBuilder("tx-1", timeout_s=10).participant("bank-a", prepare=("/p", {"d": -1}), commit="/c", abort="/a").participant("bank-b", prepare="/p", commit="/c", abort="/a").build()
+    built = (
+        TransactionBuilder("tx-1", timeout_s=10)
+        .participant("bank-a", prepare=("/p", {"d": -1}), commit="/c", abort="/a")
+        .participant("bank-b", prepare="/p", commit="/c", abort="/a")
+        .build()
+    )
     assert twopc.parse_definition(built).services == ("bank-a", "bank-b")
     assert built["participants"][1]["prepare"] == {"path": "/p"}
     with pytest.raises(InvalidRequest):

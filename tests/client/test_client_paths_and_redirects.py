@@ -13,16 +13,20 @@ from coordinator.client._http import _route
 from coordinator.client.errors import NotLeader
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
-from coordinator.cluster.core.config import NodeAddress
 from coordinator.cluster.api.grpc_api import abort_details
 from coordinator.cluster.api.operations import LeaderElsewhere
+from coordinator.cluster.core.config import NodeAddress
 
 
 @pytest.mark.parametrize(
     ("operation", "args", "expected"),
     [
         ("signal_saga", {"id": "../redrive", "name": "x", "payload": None}, "/v1/sagas/..%2Fredrive/signals/x"),
-        ("signal_saga", {"id": "s1", "name": "../../redrive", "payload": None}, "/v1/sagas/s1/signals/..%2F..%2Fredrive"),
+        (
+            "signal_saga",
+            {"id": "s1", "name": "../../redrive", "payload": None},
+            "/v1/sagas/s1/signals/..%2F..%2Fredrive",
+        ),
         ("redrive_saga", {"id": "a/b?c#d"}, "/v1/sagas/a%2Fb%3Fc%23d/redrive"),
         ("get_service", {"name": "x/../y"}, "/v1/services/x%2F..%2Fy"),
         ("delete_service", {"name": "%2e%2e"}, "/v1/services/%252e%252e"),
@@ -43,7 +47,9 @@ class Recorder:
 
     async def handle(self, request):
         self.seen.append((request.path, request.headers.get("Authorization")))
-        return web.json_response({"name": "x", "url": None, "grpc": "h:1", "created_at": "t", "updated_at": "t", "revision": 1})
+        return web.json_response(
+            {"name": "x", "url": None, "grpc": "h:1", "created_at": "t", "updated_at": "t", "revision": 1}
+        )
 
 
 async def start(app):
@@ -98,7 +104,10 @@ async def test_a_redirect_to_a_node_listed_by_v1_cluster_is_followed_with_the_to
 
     async def follower(request):
         if request.path == "/v1/cluster":
-            nodes = [{"id": "n1", "http": node_url, "grpc": "127.0.0.1:1"}, {"id": "n2", "http": leader_url, "grpc": "127.0.0.1:2"}]
+            nodes = [
+                {"id": "n1", "http": node_url, "grpc": "127.0.0.1:1"},
+                {"id": "n2", "http": leader_url, "grpc": "127.0.0.1:2"},
+            ]
             return web.json_response({"nodes": nodes, "leader": nodes[1]})
         raise web.HTTPTemporaryRedirect(leader_url + request.path_qs)
 
@@ -146,7 +155,9 @@ async def test_grpc_follows_not_leader_only_to_cluster_nodes(listed):
     follower = GrpcNode(target_address, [target_address] if listed else [])
     follower_server, follower_address = await grpc_server(follower)
     try:
-        async with Coordinator([follower_address], transport="grpc", token="secret-token-secret-token", attempts=1) as c:
+        async with Coordinator(
+            [follower_address], transport="grpc", token="secret-token-secret-token", attempts=1
+        ) as c:
             if listed:
                 assert (await c.get_service("x")).name == "x"
             else:

@@ -69,9 +69,14 @@ async def post(
         headers["Coordinator-Fence"] = fence
     if secret is not None:
         headers[SIGNATURE_HEADER] = sign(
-            secret, key_id, method="POST", path=path, idempotency_key=key,
+            secret,
+            key_id,
+            method="POST",
+            path=path,
+            idempotency_key=key,
             fence=fence or "" if signed_fence is None else signed_fence,
-            body=body, timestamp=int(at),
+            body=body,
+            timestamp=int(at),
         )
     response = await client.post(path, data=body, headers=headers)
     return response.status, await response.json()
@@ -123,12 +128,10 @@ async def test_the_signed_path_is_the_request_target_with_its_query() -> None:
         assert (await post(client, path="/orders?source=a%20b"))[0] == 201
         key, body = "s1/b/action", b'{"sku": "W-1"}'
         signature = sign(
-            OLD, "old", method="POST", path="/orders", idempotency_key=key,
-            fence="", body=body, timestamp=int(NOW),
+            OLD, "old", method="POST", path="/orders", idempotency_key=key, fence="", body=body, timestamp=int(NOW)
         )
         response = await client.post(
-            "/orders?source=other", data=body,
-            headers={"Idempotency-Key": key, SIGNATURE_HEADER: signature},
+            "/orders?source=other", data=body, headers={"Idempotency-Key": key, SIGNATURE_HEADER: signature}
         )
         assert response.status == 401
     assert orders.calls["create"] == 1
@@ -174,12 +177,17 @@ async def test_twopc_routes_refuse_unsigned_calls() -> None:
         assert unsigned.status == 401
         assert prepared == [] and store.get_transaction("tx-1") is None
         signature = sign(
-            OLD, "old", method="POST", path="/ledger/prepare", idempotency_key=key,
-            fence="", body=body, timestamp=int(NOW),
+            OLD,
+            "old",
+            method="POST",
+            path="/ledger/prepare",
+            idempotency_key=key,
+            fence="",
+            body=body,
+            timestamp=int(NOW),
         )
         signed = await client.post(
-            "/ledger/prepare", data=body,
-            headers={"Idempotency-Key": key, SIGNATURE_HEADER: signature},
+            "/ledger/prepare", data=body, headers={"Idempotency-Key": key, SIGNATURE_HEADER: signature}
         )
         assert (signed.status, await signed.json()) == (200, {"vote": "yes"})
     assert prepared == ["tx-1"]
@@ -204,18 +212,33 @@ class GrpcOrders(ParticipantServicer):
 
 
 async def grpc_call(
-    stub: Any, rpc: str, key: str, body_json: str, *, fence: str = "2:1",
-    path: str = "/orders", secret: bytes | None = OLD,
+    stub: Any,
+    rpc: str,
+    key: str,
+    body_json: str,
+    *,
+    fence: str = "2:1",
+    path: str = "/orders",
+    secret: bytes | None = OLD,
 ) -> tuple[grpc.StatusCode, str]:
     metadata = ()
     if secret is not None:
-        metadata = ((SIGNATURE_METADATA, sign(
-            secret, "old", method=rpc, path=path, idempotency_key=key, fence=fence,
-            body=body_json.encode(), timestamp=int(NOW),
-        )),)
-    request = coordinator_pb2.ParticipantCall(
-        idempotency_key=key, fence=fence, path=path, body_json=body_json
-    )
+        metadata = (
+            (
+                SIGNATURE_METADATA,
+                sign(
+                    secret,
+                    "old",
+                    method=rpc,
+                    path=path,
+                    idempotency_key=key,
+                    fence=fence,
+                    body=body_json.encode(),
+                    timestamp=int(NOW),
+                ),
+            ),
+        )
+    request = coordinator_pb2.ParticipantCall(idempotency_key=key, fence=fence, path=path, body_json=body_json)
     try:
         response = await getattr(stub, rpc)(request, timeout=WAIT_S, metadata=metadata)
     except grpc.aio.AioRpcError as error:
@@ -245,9 +268,7 @@ async def test_grpc_servicer_refuses_unsigned_calls_and_binds_answers() -> None:
         reused = await grpc_call(stub, "Execute", "s1/a/action", '{"n": 2}')
         assert done == replay == (grpc.StatusCode.OK, json.dumps({"order": 1}, separators=(",", ":")))
         assert reused[0] is grpc.StatusCode.INVALID_ARGUMENT and reused[1].startswith("key_reused:")
-        assert await grpc_call(stub, "Prepare", "tx-1/orders/prepare", "{}") == (
-            grpc.StatusCode.OK, "True"
-        )
+        assert await grpc_call(stub, "Prepare", "tx-1/orders/prepare", "{}") == (grpc.StatusCode.OK, "True")
         assert orders.calls == Counter({"execute": 1, "prepare": 1})
     finally:
         await channel.close()

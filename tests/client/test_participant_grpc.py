@@ -15,12 +15,14 @@ import grpc
 import pytest
 
 from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from coordinator.client.participant import NULL_COMPENSATION_BODY, IdempotencyStore, MemoryStore, SQLiteStore, TransactionState
-from coordinator.client.participant.grpc_servicer import (
-    BusinessFailure,
-    ParticipantServicer,
-    serve_participant,
+from coordinator.client.participant import (
+    NULL_COMPENSATION_BODY,
+    IdempotencyStore,
+    MemoryStore,
+    SQLiteStore,
+    TransactionState,
 )
+from coordinator.client.participant.grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
 
 WAIT_S = 5.0
 
@@ -119,7 +121,9 @@ class Client:
         replayed = ("idempotent-replayed", "true") in tuple(await call.trailing_metadata() or ())
         if rpc == "Prepare":
             return Answer(grpc.StatusCode.OK, response.yes, "", replayed)
-        return Answer(grpc.StatusCode.OK, json.loads(response.output_json) if response.output_json else None, "", replayed)
+        return Answer(
+            grpc.StatusCode.OK, json.loads(response.output_json) if response.output_json else None, "", replayed
+        )
 
 
 Serve = Callable[[ParticipantServicer], Awaitable[Client]]
@@ -330,8 +334,7 @@ async def test_prepared_then_aborted_releases_the_hold(serve: Serve) -> None:
 
 
 @pytest.mark.parametrize(
-    ("rpc", "key"),
-    [("Prepare", "t1/ledger/commit"), ("Commit", "t1/commit"), ("Abort", "bad id!/ledger/abort")],
+    ("rpc", "key"), [("Prepare", "t1/ledger/commit"), ("Commit", "t1/commit"), ("Abort", "bad id!/ledger/abort")]
 )
 async def test_a_2pc_key_must_name_the_rpcs_phase(serve: Serve, rpc: str, key: str) -> None:
     ledger = Ledger(MemoryStore())
@@ -360,7 +363,9 @@ async def test_answers_fences_and_prepared_transactions_survive_a_restart(serve:
     before = Both(SQLiteStore(path))
     client = await serve(before)
     created = await client.call("Execute", "s1/create/action", {"qty": 1}, fence="3:1")
-    assert (await client.call("Compensate", "s2/create/compensation", {"order": "x"}, fence="3:2")).output == NULL_COMPENSATION_BODY
+    assert (
+        await client.call("Compensate", "s2/create/compensation", {"order": "x"}, fence="3:2")
+    ).output == NULL_COMPENSATION_BODY
     assert (await client.call("Prepare", "t1/both/prepare", {"amount": 5}, fence="3:3")).output is True
     before.store.close()
 

@@ -47,9 +47,7 @@ def new_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[StoreF
     opened: list[IdempotencyStore] = []
 
     def create() -> IdempotencyStore:
-        store: IdempotencyStore = (
-            MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "kit.db")
-        )
+        store: IdempotencyStore = MemoryStore() if request.param == "memory" else SQLiteStore(tmp_path / "kit.db")
         opened.append(store)
         return store
 
@@ -152,9 +150,7 @@ async def test_http_action_refused_definitely_gets_a_null_compensation(new_store
     assert payments.charged == 0
 
 
-async def test_http_action_that_failed_then_succeeded_is_compensated(
-    new_store: StoreFactory,
-) -> None:
+async def test_http_action_that_failed_then_succeeded_is_compensated(new_store: StoreFactory) -> None:
     payments = Payments()
     payments.outcomes = [503, "raise"]
     store = new_store()
@@ -198,9 +194,7 @@ async def test_http_handler_cancelled_mid_way_keeps_its_trace(new_store: StoreFa
     assert calls == Counter({"charge": 1, "refund": 1})
 
 
-async def test_http_retry_failing_after_a_cancelled_attempt_keeps_its_trace(
-    new_store: StoreFactory,
-) -> None:
+async def test_http_retry_failing_after_a_cancelled_attempt_keeps_its_trace(new_store: StoreFactory) -> None:
     """The mark of an attempt that may have had effects survives a later
     attempt that answered 503: only the attempt that made the mark clears it."""
     store = new_store()
@@ -279,9 +273,7 @@ async def serve_grpc(servicer: ParticipantServicer) -> AsyncIterator[coordinator
 
 
 def _call(key: str) -> Any:
-    return coordinator_pb2.ParticipantCall(
-        idempotency_key=key, fence="1:1", path="/charge", body_json='{"amount": 10}'
-    )
+    return coordinator_pb2.ParticipantCall(idempotency_key=key, fence="1:1", path="/charge", body_json='{"amount": 10}')
 
 
 async def _rpc(stub: Any, rpc: str, key: str) -> tuple[grpc.StatusCode, Any]:
@@ -307,9 +299,7 @@ async def test_grpc_action_that_raised_gets_a_null_compensation(new_store: Store
     assert payments.charged == 0
 
 
-async def test_grpc_action_that_raised_then_succeeded_is_compensated(
-    new_store: StoreFactory,
-) -> None:
+async def test_grpc_action_that_raised_then_succeeded_is_compensated(new_store: StoreFactory) -> None:
     payments = GrpcPayments(new_store())
     payments.outcomes = ["raise"]
     async with serve_grpc(payments) as stub:

@@ -65,8 +65,7 @@ def new_database(server: TemporaryPostgres) -> Iterator[Callable[[], str]]:
         dsn = server.create_database(f"bank_{next(_database_numbers)}")
         with psycopg.connect(dsn, autocommit=True) as connection:
             connection.execute(
-                "CREATE TABLE accounts (id text PRIMARY KEY,"
-                " balance integer NOT NULL CHECK (balance >= 0))"
+                "CREATE TABLE accounts (id text PRIMARY KEY, balance integer NOT NULL CHECK (balance >= 0))"
             )
             for account, balance in OPENING_BALANCES.items():
                 connection.execute("INSERT INTO accounts VALUES (%s, %s)", [account, balance])
@@ -103,19 +102,13 @@ def prepared_gids(dsn: str) -> list[str]:
 def transfer_sql(source: str, target: str, amount: int) -> dict[str, Any]:
     """A prepare body in the SQL form (participants built with allow_request_sql=True)."""
     update = "UPDATE accounts SET balance = balance + %s WHERE id = %s"
-    return {
-        "sql": [
-            {"query": update, "params": [-amount, source]},
-            {"query": update, "params": [amount, target]},
-        ]
-    }
+    return {"sql": [{"query": update, "params": [-amount, source]}, {"query": update, "params": [amount, target]}]}
 
 
 def apply_delta(connection: psycopg.Connection[Any], body: Any) -> bool:
     """The callback form: one account moves by `delta`; unknown account = no."""
     cursor = connection.execute(
-        "UPDATE accounts SET balance = balance + %s WHERE id = %s",
-        [int(body["delta"]), str(body["account"])],
+        "UPDATE accounts SET balance = balance + %s WHERE id = %s", [int(body["delta"]), str(body["account"])]
     )
     return cursor.rowcount == 1
 
@@ -166,16 +159,12 @@ def test_missing_binaries_are_reported_as_unavailable(tmp_path: Path) -> None:
 
 async def test_a_malformed_sql_body_is_answered_400_before_any_connection() -> None:
     # Nothing listens on port 1: the body is refused before connecting.
-    bank = PostgresParticipant(
-        "host=127.0.0.1 port=1 dbname=none", "bank", allow_request_sql=True
-    )
+    bank = PostgresParticipant("host=127.0.0.1 port=1 dbname=none", "bank", allow_request_sql=True)
     app = web.Application()
     add_twopc_routes(app, "/bank", bank, MemoryStore())
     async with TestClient(TestServer(app, host="127.0.0.1", port=0)) as client:
         response = await client.post(
-            "/bank/prepare",
-            json={"sql": [{"query": "COMMIT"}]},
-            headers={"Idempotency-Key": "tx-0/bank/prepare"},
+            "/bank/prepare", json={"sql": [{"query": "COMMIT"}]}, headers={"Idempotency-Key": "tx-0/bank/prepare"}
         )
         assert response.status == 400
         assert (await response.json())["error"]["code"] == "invalid"
@@ -184,9 +173,7 @@ async def test_a_malformed_sql_body_is_answered_400_before_any_connection() -> N
 # -- phases against the server ------------------------------------------------------
 
 
-async def test_prepare_votes_yes_and_holds_the_work_as_a_prepared_transaction(
-    database: str,
-) -> None:
+async def test_prepare_votes_yes_and_holds_the_work_as_a_prepared_transaction(database: str) -> None:
     bank = PostgresParticipant(database, "bank", allow_request_sql=True)
     assert await bank.prepare("tx-1", transfer_sql("alice", "bob", 30)) is True
     assert prepared_gids(database) == ["2pc/bank/tx-1"]
@@ -238,9 +225,7 @@ async def test_an_sql_error_votes_no_and_prepares_nothing(database: str) -> None
     assert await bank.in_doubt() == []
 
 
-async def test_a_retried_prepare_votes_yes_without_running_the_work_again(
-    database: str,
-) -> None:
+async def test_a_retried_prepare_votes_yes_without_running_the_work_again(database: str) -> None:
     bank = PostgresParticipant(database, "bank", allow_request_sql=True)
     body = transfer_sql("alice", "bob", 10)
     assert await bank.prepare("tx-7", body) is True
@@ -268,9 +253,7 @@ async def test_the_callback_form_votes_with_its_result(database: str) -> None:
     with pytest.raises(KeyError):
         await PostgresParticipant(database, "bank", work=broken).prepare("tx-10", {})
     with pytest.raises(RuntimeError, match="ended the transaction"):
-        await PostgresParticipant(database, "bank", work=ends_its_transaction).prepare(
-            "tx-11", {}
-        )
+        await PostgresParticipant(database, "bank", work=ends_its_transaction).prepare("tx-11", {})
     assert prepared_gids(database) == []
     assert balances(database) == OPENING_BALANCES
 
@@ -341,9 +324,7 @@ async def test_recover_finishes_what_the_store_decided(database: str, tmp_path: 
     # The coordinator's phase 2 settles the ones left.
     await bank.commit("tx-p")
     await bank.abort("tx-u")
-    assert {tx_id: balances(database)[tx_id] for tx_id in tx_ids} == {
-        "tx-c": 9, "tx-a": 10, "tx-p": 9, "tx-u": 10
-    }
+    assert {tx_id: balances(database)[tx_id] for tx_id in tx_ids} == {"tx-c": 9, "tx-a": 10, "tx-p": 9, "tx-u": 10}
 
 
 # -- a money transfer through the kit's HTTP routes ------------------------------
@@ -401,10 +382,7 @@ async def test_money_moves_between_two_databases_and_the_total_is_constant(
     start = total()
 
     def move(amount: int) -> dict[str, dict[str, Any]]:
-        return {
-            "bank-a": {"account": "alice", "delta": -amount},
-            "bank-b": {"account": "bob", "delta": amount},
-        }
+        return {"bank-a": {"account": "alice", "delta": -amount}, "bank-b": {"account": "bob", "delta": amount}}
 
     async with banks_app(dsns, tmp_path) as client:
         assert await run_transaction(client, "tx-1", move(30)) == "commit"
@@ -436,9 +414,7 @@ def charge_app(dsn: str, store: SQLiteStore, calls: dict[str, int], busy: list[s
 
     def debit(key: str, amount: int) -> int:
         with psycopg.connect(dsn) as connection:  # commits on exit, rolls back on an exception
-            connection.execute(
-                "UPDATE accounts SET balance = balance - %s WHERE id = 'alice'", [amount]
-            )
+            connection.execute("UPDATE accounts SET balance = balance - %s WHERE id = 'alice'", [amount])
             if key in busy:
                 busy.remove(key)
                 connection.rollback()
@@ -447,9 +423,7 @@ def charge_app(dsn: str, store: SQLiteStore, calls: dict[str, int], busy: list[s
 
     def credit(amount: int) -> None:
         with psycopg.connect(dsn) as connection:
-            connection.execute(
-                "UPDATE accounts SET balance = balance + %s WHERE id = 'alice'", [amount]
-            )
+            connection.execute("UPDATE accounts SET balance = balance + %s WHERE id = 'alice'", [amount])
 
     async def charge(request: web.Request) -> web.Response:
         calls["charge"] += 1
@@ -468,9 +442,7 @@ def charge_app(dsn: str, store: SQLiteStore, calls: dict[str, int], busy: list[s
     return app
 
 
-async def test_a_saga_action_that_failed_in_postgres_gets_a_null_compensation(
-    database: str, tmp_path: Path
-) -> None:
+async def test_a_saga_action_that_failed_in_postgres_gets_a_null_compensation(database: str, tmp_path: Path) -> None:
     calls = {"charge": 0, "refund": 0}
     busy = ["saga-2/pay/action"]
     store = SQLiteStore(tmp_path / "saga.db")
@@ -505,9 +477,7 @@ async def test_a_saga_action_that_failed_in_postgres_gets_a_null_compensation(
 
 # -- SQL from a request is not run unless the service opted in -----------------------
 
-ATTACK = {
-    "sql": [{"query": "WITH gone AS (DELETE FROM accounts RETURNING id) SELECT count(*) FROM gone"}]
-}
+ATTACK = {"sql": [{"query": "WITH gone AS (DELETE FROM accounts RETURNING id) SELECT count(*) FROM gone"}]}
 
 
 def test_a_participant_without_work_is_refused_unless_it_opts_in() -> None:
@@ -518,9 +488,7 @@ def test_a_participant_without_work_is_refused_unless_it_opts_in() -> None:
     PostgresParticipant("dbname=unused", "bank", allow_request_sql=True)
 
 
-async def test_sql_in_a_request_body_is_never_run_by_a_participant_with_work(
-    database: str, tmp_path: Path
-) -> None:
+async def test_sql_in_a_request_body_is_never_run_by_a_participant_with_work(database: str, tmp_path: Path) -> None:
     """On the old default (no `work`) this prepare emptied `accounts`."""
     seen: list[Any] = []
 

@@ -104,9 +104,7 @@ async def test_unknown_outcomes_are_not_stored_and_rerun() -> None:
     service = OrdersService()
     service.failures = [503, 500, 408, 429]
     async with serve(service.app(MemoryStore())) as client:
-        statuses = [
-            (await post(client, "/orders", "saga-1/create/action"))[0] for _ in range(6)
-        ]
+        statuses = [(await post(client, "/orders", "saga-1/create/action"))[0] for _ in range(6)]
     assert statuses == [503, 500, 408, 429, 201, 201]
     assert service.calls["create"] == 5
 
@@ -117,12 +115,8 @@ async def test_definite_failures_are_stored_and_replayed() -> None:
     async with serve(service.app(MemoryStore())) as client:
         first = await post(client, "/orders", "saga-1/create/action")
         again = await post(client, "/orders", "saga-1/create/action")
-        raised = await client.post(
-            "/orders", json={"sku": "W-1"}, headers=headers("saga-2/create/action")
-        )
-        raised_again = await client.post(
-            "/orders", json={"sku": "W-1"}, headers=headers("saga-2/create/action")
-        )
+        raised = await client.post("/orders", json={"sku": "W-1"}, headers=headers("saga-2/create/action"))
+        raised_again = await client.post("/orders", json={"sku": "W-1"}, headers=headers("saga-2/create/action"))
         assert (raised.status, await raised.text()) == (409, "sold out")
         assert (raised_again.status, await raised_again.text()) == (409, "sold out")
     assert first[:2] == again[:2] == (422, {"error": {"code": "x"}})
@@ -209,10 +203,7 @@ async def test_hanging_action_refused_after_the_compensation_of_a_503() -> None:
         # The action reached the handler, which answered 503: no effect ...
         assert (await post(client, "/orders", "saga-1/create/action"))[0] == 503
         # ... so its compensation is a null compensation (handler not called),
-        assert (await post(client, "/orders/cancel", "saga-1/create/compensation"))[:2] == (
-            200,
-            NULL_COMPENSATION_BODY,
-        )
+        assert (await post(client, "/orders/cancel", "saga-1/create/compensation"))[:2] == (200, NULL_COMPENSATION_BODY)
         # and the coordinator's late retry of the action must not run.
         status, body, _ = await post(client, "/orders", "saga-1/create/action")
     assert (status, body["error"]["code"]) == (409, "compensated")
@@ -223,9 +214,7 @@ async def test_compensation_after_a_successful_action_runs_once() -> None:
     service = OrdersService()
     async with serve(service.app(MemoryStore())) as client:
         assert (await post(client, "/orders", "saga-1/create/action"))[0] == 201
-        results = [
-            await post(client, "/orders/cancel", "saga-1/create/compensation") for _ in range(3)
-        ]
+        results = [await post(client, "/orders/cancel", "saga-1/create/compensation") for _ in range(3)]
         # The action's own answer is still replayed.
         assert (await post(client, "/orders", "saga-1/create/action"))[0] == 201
     assert [r[:2] for r in results] == [(200, {"cancelled": True})] * 3
@@ -256,10 +245,7 @@ async def test_concurrent_duplicates_run_the_handler_once() -> None:
     app.router.add_post("/orders", slow_create)
     async with serve(app) as client:
         results = await asyncio.wait_for(
-            asyncio.gather(
-                *(post(client, "/orders", "saga-9/create/action") for _ in range(duplicates))
-            ),
-            WAIT_S,
+            asyncio.gather(*(post(client, "/orders", "saga-9/create/action") for _ in range(duplicates))), WAIT_S
         )
     assert service.calls["create"] == 1
     assert {r[0] for r in results} == {201}

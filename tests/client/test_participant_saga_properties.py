@@ -24,9 +24,7 @@ DELIVERIES = st.lists(st.tuples(PHASES, OUTCOMES), max_size=12)
 @functools.cache
 def delivery(phase: str) -> web.Request:
     """One request per phase, built once: the middleware only reads it."""
-    return make_mocked_request(
-        "POST", f"/{phase}", headers={"Idempotency-Key": f"saga-1/step/{phase}"}
-    )
+    return make_mocked_request("POST", f"/{phase}", headers={"Idempotency-Key": f"saga-1/step/{phase}"})
 
 
 def is_definite(status: int) -> bool:

@@ -6,14 +6,7 @@ from __future__ import annotations
 import pytest
 
 from coordinator.client.participant.errors import SignatureError
-from coordinator.client.participant.signing import (
-    KEYS_MAX,
-    SECRET_BYTES_MIN,
-    check_keys,
-    request_digest,
-    sign,
-    verify,
-)
+from coordinator.client.participant.signing import KEYS_MAX, SECRET_BYTES_MIN, check_keys, request_digest, sign, verify
 
 OLD = b"o" * 32
 NEW = b"n" * 32
@@ -74,8 +67,7 @@ def test_rotation_accepts_old_and_new_keys_and_nothing_else() -> None:
 
 
 @pytest.mark.parametrize(
-    "header",
-    [None, "", "t=1,k=a", "v1=" + "0" * 64, f"t={NOW},k=k-old,v1=" + "G" * 64, "x" * 300],
+    "header", [None, "", "t=1,k=a", "v1=" + "0" * 64, f"t={NOW},k=k-old,v1=" + "G" * 64, "x" * 300]
 )
 def test_missing_or_malformed_headers_are_refused(header: str | None) -> None:
     with pytest.raises(SignatureError):
@@ -102,6 +94,14 @@ def test_keys_are_checked() -> None:
 def test_request_digest_binds_method_path_and_body() -> None:
     base = request_digest("POST", "/orders", b"{}")
     assert base == request_digest("POST", "/orders", b"{}")
-    assert len({base, request_digest("PUT", "/orders", b"{}"),
+    assert (
+        len(
+            {
+                base,
+                request_digest("PUT", "/orders", b"{}"),
                 request_digest("POST", "/orders/x", b"{}"),
-                request_digest("POST", "/orders", b"{ }")}) == 4
+                request_digest("POST", "/orders", b"{ }"),
+            }
+        )
+        == 4
+    )

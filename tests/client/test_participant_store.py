@@ -86,13 +86,11 @@ def test_transactions_by_state_oldest_first(make_store) -> None:
     store.put_transaction(Transaction("t1", TransactionState.PREPARED, 10.0))
     store.put_transaction(Transaction("t3", TransactionState.PREPARED, 30.0))
     store.put_transaction(Transaction("t4", TransactionState.COMMITTED, 5.0))
-    found = store.transactions_in_state(
-        TransactionState.PREPARED, updated_before_s=25.0, limit=10
-    )
+    found = store.transactions_in_state(TransactionState.PREPARED, updated_before_s=25.0, limit=10)
     assert [t.tx_id for t in found] == ["t1", "t2"]
-    assert store.transactions_in_state(
-        TransactionState.PREPARED, updated_before_s=100.0, limit=1
-    ) == [Transaction("t1", TransactionState.PREPARED, 10.0)]
+    assert store.transactions_in_state(TransactionState.PREPARED, updated_before_s=100.0, limit=1) == [
+        Transaction("t1", TransactionState.PREPARED, 10.0)
+    ]
     store.put_transaction(Transaction("t1", TransactionState.COMMITTED, 40.0))
     assert store.get_transaction("t1") == Transaction("t1", TransactionState.COMMITTED, 40.0)
     assert store.get_transaction("nope") is None
@@ -144,9 +142,7 @@ def test_sqlite_store_survives_reopen(tmp_path: Path) -> None:
         assert reopened.get("s/a/action") == Record.from_json(201, {"order_id": "o-1"})
         assert reopened.was_attempted("s/a/action")
         assert reopened.highest_fence_term() == 9
-        assert reopened.get_transaction("tx-1") == Transaction(
-            "tx-1", TransactionState.PREPARED, 12.5
-        )
+        assert reopened.get_transaction("tx-1") == Transaction("tx-1", TransactionState.PREPARED, 12.5)
         # Counts behind records_max are rebuilt from the file.
         reopened.put_if_absent("second", Record(200))
         with pytest.raises(StoreFullError):

@@ -65,13 +65,9 @@ class FakeCoordinator:
         self.requests.append(tx_id)
         decision = self.decisions.get(tx_id, NOT_DECIDED)
         if decision is NOT_DECIDED:
-            return web.json_response(
-                {"error": {"code": "not_found", "message": tx_id}}, status=404
-            )
+            return web.json_response({"error": {"code": "not_found", "message": tx_id}}, status=404)
         state = {"commit": "committed", "abort": "aborted", None: "preparing"}[decision]
-        return web.json_response(
-            {"id": tx_id, "state": state, "decision": decision, "participants": []}
-        )
+        return web.json_response({"id": tx_id, "state": state, "decision": decision, "participants": []})
 
 
 def follower_app(leader: TestServer, hits: list[str], *, listed: bool = True) -> web.Application:
@@ -117,9 +113,7 @@ def endpoint(server: TestServer) -> str:
     return str(server.make_url("")).rstrip("/")
 
 
-async def prepared(
-    ledger: Ledger, store: IdempotencyStore, clock: Clock, *tx_ids: str
-) -> TwoPhaseParticipant:
+async def prepared(ledger: Ledger, store: IdempotencyStore, clock: Clock, *tx_ids: str) -> TwoPhaseParticipant:
     participant = TwoPhaseParticipant(ledger, store, clock=clock)
     for tx_id in tx_ids:
         assert await participant.prepare(tx_id, {}) is True
@@ -140,9 +134,7 @@ async def test_applies_the_recorded_decisions() -> None:
     assert participant.state("tx-open") is TransactionState.PREPARED
     assert participant.state("tx-unknown") is TransactionState.PREPARED
     assert ledger.calls == Counter({"prepare": 4, "commit": 1, "abort": 1})
-    assert sorted(coordinator.requests) == sorted(
-        ["tx-c", "tx-a", "tx-open", "tx-unknown", "tx-open", "tx-unknown"]
-    )
+    assert sorted(coordinator.requests) == sorted(["tx-c", "tx-a", "tx-open", "tx-unknown", "tx-open", "tx-unknown"])
 
 
 async def test_waits_after_s_before_asking() -> None:
@@ -150,9 +142,7 @@ async def test_waits_after_s_before_asking() -> None:
     participant = await prepared(ledger, store, clock, "tx-1")
     coordinator = FakeCoordinator({"tx-1": "commit"})
     async with serve(coordinator.app) as server:
-        resolver = TerminationResolver(
-            [endpoint(server)], store, participant, after_s=10.0, clock=clock
-        )
+        resolver = TerminationResolver([endpoint(server)], store, participant, after_s=10.0, clock=clock)
         clock.now_s = 1009.0
         assert await resolver.resolve_once() == 0
         assert coordinator.requests == []
@@ -168,12 +158,12 @@ async def test_tries_endpoints_in_turn_and_follows_307_to_the_leader() -> None:
     coordinator = FakeCoordinator({"tx-r": "commit"})
     leaderless_hits: list[str] = []
     follower_hits: list[str] = []
-    async with serve(coordinator.app) as leader, serve(
-        leaderless_app(leaderless_hits)
-    ) as leaderless, serve(follower_app(leader, follower_hits)) as follower:
-        resolver = TerminationResolver(
-            [endpoint(leaderless), endpoint(follower)], store, participant, after_s=0.0
-        )
+    async with (
+        serve(coordinator.app) as leader,
+        serve(leaderless_app(leaderless_hits)) as leaderless,
+        serve(follower_app(leader, follower_hits)) as follower,
+    ):
+        resolver = TerminationResolver([endpoint(leaderless), endpoint(follower)], store, participant, after_s=0.0)
         assert await resolver.resolve_once() == 1
     assert leaderless_hits == follower_hits == ["/v1/transactions/tx-r"]
     assert coordinator.requests == ["tx-r"]
@@ -186,9 +176,7 @@ async def test_nothing_happens_when_no_endpoint_answers() -> None:
     participant = await prepared(ledger, store, clock, "tx-x")
     hits: list[str] = []
     async with serve(leaderless_app(hits)) as first, serve(leaderless_app(hits)) as second:
-        resolver = TerminationResolver(
-            [endpoint(first), endpoint(second)], store, participant, after_s=0.0
-        )
+        resolver = TerminationResolver([endpoint(first), endpoint(second)], store, participant, after_s=0.0)
         assert await resolver.resolve_once() == 0
     assert len(hits) == 2
     assert participant.state("tx-x") is TransactionState.PREPARED
@@ -208,9 +196,7 @@ async def test_background_task_commits_a_transaction_prepared_over_http(tmp_path
         async with serve(coordinator.app) as server:
             app = web.Application()
             participant = add_twopc_routes(app, "/ledger", ledger, store)
-            resolver = TerminationResolver(
-                [endpoint(server)], store, participant, after_s=1.0, poll_interval_s=0.05
-            )
+            resolver = TerminationResolver([endpoint(server)], store, participant, after_s=1.0, poll_interval_s=0.05)
             app.cleanup_ctx.append(resolver.cleanup_ctx)
             async with serve(app):
                 await asyncio.wait_for(ledger.committed.wait(), WAIT_S)

@@ -68,9 +68,7 @@ async def serve(app: web.Application) -> AsyncIterator[TestClient]:
         yield client
 
 
-async def call(
-    client: TestClient, tx_id: str, phase: str, body: Any = None, fence: str = "1:1"
-) -> tuple[int, Any]:
+async def call(client: TestClient, tx_id: str, phase: str, body: Any = None, fence: str = "1:1") -> tuple[int, Any]:
     response = await client.post(
         f"/ledger/{phase}",
         json=body if body is not None else {},
@@ -105,11 +103,7 @@ async def test_prepare_votes_no_and_commit_is_refused() -> None:
         assert await call(client, "tx-2", "prepare", {"amount": 40}) == (200, {"vote": "no"})
         assert await call(client, "tx-2", "prepare", {"amount": 1}) == (200, {"vote": "no"})
         status, body = await call(client, "tx-2", "commit")
-        assert (status, body["error"]["code"], body["error"]["state"]) == (
-            409,
-            "not_prepared",
-            "refused",
-        )
+        assert (status, body["error"]["code"], body["error"]["state"]) == (409, "not_prepared", "refused")
         assert await call(client, "tx-2", "abort") == (200, {"state": "aborted"})
     assert participant.state("tx-2") is TransactionState.ABORTED
     # A no vote holds nothing: abort() is not called for it.
@@ -158,9 +152,7 @@ async def test_failed_prepare_is_retried_and_an_abort_still_undoes_it() -> None:
     async with serve(app) as client:
         ledger.prepare_error = RuntimeError("disk hiccup")
         response = await client.post(
-            "/ledger/prepare",
-            json={"amount": 5},
-            headers={"Idempotency-Key": "tx-6/ledger/prepare"},
+            "/ledger/prepare", json={"amount": 5}, headers={"Idempotency-Key": "tx-6/ledger/prepare"}
         )
         assert response.status == 500
         assert participant.state("tx-6") is TransactionState.PREPARING
@@ -181,18 +173,10 @@ async def test_bad_calls_are_refused() -> None:
     app, _ = ledger_app(ledger, store)
     async with serve(app) as client:
         missing = await client.post("/ledger/prepare", json={"amount": 1})
-        wrong_phase = await client.post(
-            "/ledger/commit",
-            json={},
-            headers={"Idempotency-Key": "tx-8/ledger/prepare"},
-        )
-        bad_tx_id = await client.post(
-            "/ledger/abort", json={}, headers={"Idempotency-Key": "tx 8/ledger/abort"}
-        )
+        wrong_phase = await client.post("/ledger/commit", json={}, headers={"Idempotency-Key": "tx-8/ledger/prepare"})
+        bad_tx_id = await client.post("/ledger/abort", json={}, headers={"Idempotency-Key": "tx 8/ledger/abort"})
         not_json = await client.post(
-            "/ledger/prepare",
-            data=b"{not json",
-            headers={"Idempotency-Key": "tx-9/ledger/prepare"},
+            "/ledger/prepare", data=b"{not json", headers={"Idempotency-Key": "tx-9/ledger/prepare"}
         )
         too_large = await client.post(
             "/ledger/prepare",
@@ -201,10 +185,7 @@ async def test_bad_calls_are_refused() -> None:
         )
         assert too_large.status == 400
         assert "BODY_BYTES_MAX" in (await too_large.json())["error"]["message"]
-        assert await call(client, "tx-10", "prepare", {"amount": 1}, fence="7:1") == (
-            200,
-            {"vote": "yes"},
-        )
+        assert await call(client, "tx-10", "prepare", {"amount": 1}, fence="7:1") == (200, {"vote": "yes"})
         stale_status, stale_body = await call(client, "tx-10", "commit", fence="6:9")
         assert [r.status for r in (missing, wrong_phase, bad_tx_id, not_json)] == [400] * 4
     assert (stale_status, stale_body["error"]["code"]) == (409, "stale_fence")
@@ -243,10 +224,7 @@ async def test_prepared_transaction_survives_a_restart(tmp_path: Path) -> None:
         app, participant = ledger_app(restarted, store)
         async with serve(app) as client:
             assert participant.state("tx-12") is TransactionState.PREPARED
-            assert await call(client, "tx-12", "prepare", {"amount": 30}) == (
-                200,
-                {"vote": "yes"},
-            )
+            assert await call(client, "tx-12", "prepare", {"amount": 30}) == (200, {"vote": "yes"})
             assert await call(client, "tx-13", "prepare", {"amount": 1}) == (200, {"vote": "no"})
             assert await call(client, "tx-12", "commit") == (200, {"state": "committed"})
     finally:

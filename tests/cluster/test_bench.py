@@ -9,12 +9,19 @@ import sys
 import pytest
 
 from coordinator.cluster.bench import etcd as bench_etcd
-from coordinator.cluster.bench.run import BenchOptions, attach_baseline
 from coordinator.cluster.bench.chart import main as chart_main
 from coordinator.cluster.bench.chart import series
 from coordinator.cluster.bench.etcd import etcd_binary, etcd_command, run_etcd_baseline
 from coordinator.cluster.bench.failover import Observations, fence_term
-from coordinator.cluster.bench.stats import commands_committed, distribution_ms, latency_summary_ms, percentile, ratio, top_functions
+from coordinator.cluster.bench.run import BenchOptions, attach_baseline
+from coordinator.cluster.bench.stats import (
+    commands_committed,
+    distribution_ms,
+    latency_summary_ms,
+    percentile,
+    ratio,
+    top_functions,
+)
 
 
 # -- percentiles and ratios ---------------------------------------------------------------
@@ -47,9 +54,20 @@ def test_ratio(ours, theirs, expected):
 
 
 def _ours(**overrides):
-    result = {"workload": "saga2", "concurrency": 8, "duration_s": 5.0, "completed": 500, "throughput_per_s": 100.0,
-              "latency_ms": {"p50": 1, "p90": 2, "p99": 3, "max": 4}, "entries_per_workflow": 3.0,
-              "log_entries_per_s": 300.0, "commands_per_s": 450.0, "nodes": [], "baseline": None, "ratio": None}
+    result = {
+        "workload": "saga2",
+        "concurrency": 8,
+        "duration_s": 5.0,
+        "completed": 500,
+        "throughput_per_s": 100.0,
+        "latency_ms": {"p50": 1, "p90": 2, "p99": 3, "max": 4},
+        "entries_per_workflow": 3.0,
+        "log_entries_per_s": 300.0,
+        "commands_per_s": 450.0,
+        "nodes": [],
+        "baseline": None,
+        "ratio": None,
+    }
     result.update(overrides)
     return result
 
@@ -69,20 +87,24 @@ def test_without_the_nodes_counters_the_ratio_falls_back_to_raft_entries():
 
 
 def test_commands_committed_reads_the_applied_commands_counter_or_none():
-    metrics = "\n".join([
-        "# TYPE coordinator_commands_applied_total counter",
-        'coordinator_proposals_total{node="n1",outcome="applied"} 120',
-        'coordinator_commands_applied_total{node="n1"} 345',
-        'coordinator_raft_commit_index{node="n1"} 40',
-    ])
+    metrics = "\n".join(
+        [
+            "# TYPE coordinator_commands_applied_total counter",
+            'coordinator_proposals_total{node="n1",outcome="applied"} 120',
+            'coordinator_commands_applied_total{node="n1"} 345',
+            'coordinator_raft_commit_index{node="n1"} 40',
+        ]
+    )
     assert commands_committed(metrics) == 345
     assert commands_committed('coordinator_proposals_total{node="n1",outcome="applied"} 120') is None
     assert commands_committed("") is None
 
 
 def test_etcd_ratio_is_registry_writes_per_s_over_its_puts_per_s():
-    result = attach_baseline(_ours(workload="registry", throughput_per_s=900.0, commands_per_s=910.0),
-                             {"name": "etcd", "throughput_per_s": 3000.0})
+    result = attach_baseline(
+        _ours(workload="registry", throughput_per_s=900.0, commands_per_s=910.0),
+        {"name": "etcd", "throughput_per_s": 3000.0},
+    )
     assert result["ratio"] == 0.3
     assert "workflow_ratio" not in result
 
@@ -109,8 +131,12 @@ def test_options_refuse_what_cannot_be_measured(overrides, words):
 
 
 def test_the_cli_refuses_etcd_for_a_saga_workload_in_one_line():
-    result = subprocess.run([sys.executable, "-m", "coordinator", "bench", "--workload", "saga2", "--baseline", "etcd"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator", "bench", "--workload", "saga2", "--baseline", "etcd"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 2
     assert result.stderr.strip().count("\n") == 0 and "--workload registry" in result.stderr
 
@@ -137,7 +163,8 @@ def test_etcd_members_listen_on_loopback_only(tmp_path):
     assert command[command.index("--name") + 1] == "e2"
     assert command[command.index("--listen-client-urls") + 1] == "http://127.0.0.1:2002"
     assert command[command.index("--initial-cluster") + 1] == (
-        "e1=http://127.0.0.1:3001,e2=http://127.0.0.1:3002,e3=http://127.0.0.1:3003")
+        "e1=http://127.0.0.1:3001,e2=http://127.0.0.1:3002,e3=http://127.0.0.1:3003"
+    )
 
 
 # -- failover bookkeeping ----------------------------------------------------------------------
@@ -158,12 +185,14 @@ def test_failover_counts_only_writes_sent_after_the_kill_and_calls_of_a_later_te
 
 # -- the profile and the chart -------------------------------------------------------------------
 def test_top_functions_ranks_by_own_samples():
-    folded = "\n".join([
-        "main (a.py:1);loop (a.py:5);fsync (j.py:9) 30",
-        "main (a.py:1);loop (a.py:5) 10",
-        "main (a.py:1);loop (a.py:5);encode (c.py:2) 60",
-        "not a stack line",
-    ])
+    folded = "\n".join(
+        [
+            "main (a.py:1);loop (a.py:5);fsync (j.py:9) 30",
+            "main (a.py:1);loop (a.py:5) 10",
+            "main (a.py:1);loop (a.py:5);encode (c.py:2) 60",
+            "not a stack line",
+        ]
+    )
     samples, rows = top_functions(folded, limit=3)
     assert samples == 100
     assert [r["function"] for r in rows] == ["encode (c.py:2)", "fsync (j.py:9)", "loop (a.py:5)"]
@@ -174,8 +203,11 @@ def test_top_functions_ranks_by_own_samples():
 
 def test_chart_series_by_workload_and_baseline():
     results = [
-        _ours(concurrency=16, throughput_per_s=200.0, baseline={"name": "pysyncobj", "unit": "writes", "throughput_per_s": 900.0,
-                                                               "latency_ms": {"p99": 40.0}}),
+        _ours(
+            concurrency=16,
+            throughput_per_s=200.0,
+            baseline={"name": "pysyncobj", "unit": "writes", "throughput_per_s": 900.0, "latency_ms": {"p99": 40.0}},
+        ),
         _ours(concurrency=1, throughput_per_s=50.0),
         {"workload": "failover", "concurrency": 12, "failover_ms": [1.0]},
     ]
@@ -190,7 +222,10 @@ def test_chart_series_by_workload_and_baseline():
 
 def test_chart_averages_a_baseline_measured_beside_several_workloads():
     baseline = {"name": "pysyncobj", "unit": "writes", "latency_ms": {"p99": 10.0}}
-    results = [_ours(workload=w, concurrency=4, baseline={**baseline, "throughput_per_s": t}) for w, t in (("saga2", 400.0), ("twopc3", 600.0))]
+    results = [
+        _ours(workload=w, concurrency=4, baseline={**baseline, "throughput_per_s": t})
+        for w, t in (("saga2", 400.0), ("twopc3", 600.0))
+    ]
     assert series(results)["baseline pysyncobj writes"] == [(4, 500.0, 10.0)]
 
 

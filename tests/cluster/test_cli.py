@@ -7,17 +7,13 @@ import pytest
 
 
 def run(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "coordinator", *args], capture_output=True, text=True, timeout=60, env=env)
+    return subprocess.run(
+        [sys.executable, "-m", "coordinator", *args], capture_output=True, text=True, timeout=60, env=env
+    )
 
 
 @pytest.mark.parametrize(
-    "args",
-    [
-        ["frobnicate"],
-        ["up", "--nodes", "zero"],
-        ["services", "add"],
-        ["node", "--config", "x.toml"],
-    ],
+    "args", [["frobnicate"], ["up", "--nodes", "zero"], ["services", "add"], ["node", "--config", "x.toml"]]
 )
 def test_usage_errors_exit_2_with_one_line(args):
     result = run(*args)

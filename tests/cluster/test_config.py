@@ -3,14 +3,26 @@ import os
 
 import pytest
 
-from coordinator.cluster.core.config import ConfigError, generate_secret, load_cluster_file, local_cluster, read_secret, write_cluster_file
+from coordinator.cluster.core.config import (
+    ConfigError,
+    generate_secret,
+    load_cluster_file,
+    local_cluster,
+    read_secret,
+    write_cluster_file,
+)
 
 
 def test_written_cluster_file_loads_back_equal(tmp_path):
     config = local_cluster(nodes=3, host="127.0.0.1", base_port=7100, data_dir=tmp_path)
     write_cluster_file(tmp_path / "cluster.toml", config)
     assert load_cluster_file(tmp_path / "cluster.toml") == config
-    assert [(n.id, n.raft, n.http, n.grpc) for n in config.nodes][0] == ("n1", "127.0.0.1:7101", "127.0.0.1:8101", "127.0.0.1:9101")
+    assert [(n.id, n.raft, n.http, n.grpc) for n in config.nodes][0] == (
+        "n1",
+        "127.0.0.1:7101",
+        "127.0.0.1:8101",
+        "127.0.0.1:9101",
+    )
     with_token = dataclasses.replace(config, token_file=tmp_path / "api.token")
     write_cluster_file(tmp_path / "cluster.toml", with_token)
     assert load_cluster_file(tmp_path / "cluster.toml") == with_token
@@ -32,20 +44,47 @@ def test_the_services_policy_is_read_and_written_back(tmp_path):
 @pytest.mark.parametrize(
     "text, problem",
     [
-        ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\nextra=1\n", "nodes[0].extra"),
+        (
+            "[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\nextra=1\n",
+            "nodes[0].extra",
+        ),
         ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h'\nhttp='h:2'\ngrpc='h:3'\n", "nodes[0].raft"),
         ("[cluster]\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "cluster.secret_file"),
-        ("[cluster]\nsecret_file='s'\n[raft]\nheartbeat_s=5\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "heartbeat_s"),
-        ("[cluster]\nsecret_file='s'\n[raft]\nnope=1\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "raft.nope"),
+        (
+            "[cluster]\nsecret_file='s'\n[raft]\nheartbeat_s=5\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "heartbeat_s",
+        ),
+        (
+            "[cluster]\nsecret_file='s'\n[raft]\nnope=1\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "raft.nope",
+        ),
         # PySyncObj asserts this at start (a traceback, not a config error, before).
-        ("[cluster]\nsecret_file='s'\n[raft]\nelection_timeout_max_s=3\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "connection_timeout_s"),
-        ("[cluster]\nsecret_file='s'\n[raft]\nleader_loss_election_s=0.3\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "leader_loss_election_s"),
+        (
+            "[cluster]\nsecret_file='s'\n[raft]\nelection_timeout_max_s=3\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "connection_timeout_s",
+        ),
+        (
+            "[cluster]\nsecret_file='s'\n[raft]\nleader_loss_election_s=0.3\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "leader_loss_election_s",
+        ),
         ("[cluster\n", "not valid TOML"),
         ("[cluster]\nsecret_file='s'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:1'\ngrpc='h:3'\n", "distinct"),
-        ("[cluster]\nsecret_file='s'\n[services]\nallowed_networks=['10.0.0.1/8']\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allowed_networks[0]"),
-        ("[cluster]\nsecret_file='s'\n[services]\nallowed_networks='10.0.0.0/8'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allowed_networks: must be a list"),
-        ("[cluster]\nsecret_file='s'\n[services]\nallowed_hosts=['a b']\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allowed_hosts[0]"),
-        ("[cluster]\nsecret_file='s'\n[services]\nallow=[]\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n", "services.allow"),
+        (
+            "[cluster]\nsecret_file='s'\n[services]\nallowed_networks=['10.0.0.1/8']\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "services.allowed_networks[0]",
+        ),
+        (
+            "[cluster]\nsecret_file='s'\n[services]\nallowed_networks='10.0.0.0/8'\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "services.allowed_networks: must be a list",
+        ),
+        (
+            "[cluster]\nsecret_file='s'\n[services]\nallowed_hosts=['a b']\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "services.allowed_hosts[0]",
+        ),
+        (
+            "[cluster]\nsecret_file='s'\n[services]\nallow=[]\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n",
+            "services.allow",
+        ),
     ],
 )
 def test_bad_cluster_files_name_the_problem(tmp_path, text, problem):

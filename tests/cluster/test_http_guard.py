@@ -6,9 +6,9 @@ from types import SimpleNamespace
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from coordinator.cluster.core.config import ApiSettings, ConfigError, NodeAddress, _api
 from coordinator.cluster.api.http_api import build_app, host_name
 from coordinator.cluster.api.openapi import OPENAPI_PATH
+from coordinator.cluster.core.config import ApiSettings, ConfigError, NodeAddress, _api
 
 
 def stub_node(api=ApiSettings(), http="127.0.0.1:8101"):
@@ -68,7 +68,10 @@ async def test_listed_hosts_and_a_wildcard_bind_accept_more():
     assert (await status(stub_node(), "GET", "/healthz", Host="evil.example"))[0] == 200  # health probes by any name
 
 
-@pytest.mark.parametrize(("origin", "expected"), [("https://evil.example", 403), ("null", 403), ("https://ops.example", 200), ("HTTPS://OPS.example", 200)])
+@pytest.mark.parametrize(
+    ("origin", "expected"),
+    [("https://evil.example", 403), ("null", 403), ("https://ops.example", 200), ("HTTPS://OPS.example", 200)],
+)
 async def test_an_origin_must_be_listed(origin, expected):
     node = stub_node(api=ApiSettings(allowed_origins=("https://ops.example",)))
     code, body = await status(node, Origin=origin)
@@ -99,7 +102,13 @@ async def test_a_write_needs_a_json_content_type(content_type, data, expected):
 
 
 def test_host_name():
-    assert [host_name(h) for h in ("A.B:1", "[::1]:80", "::1", "h.", "[fe80::1]")] == ["a.b", "::1", "::1", "h", "fe80::1"]
+    assert [host_name(h) for h in ("A.B:1", "[::1]:80", "::1", "h.", "[fe80::1]")] == [
+        "a.b",
+        "::1",
+        "::1",
+        "h",
+        "fe80::1",
+    ]
 
 
 @pytest.mark.parametrize(

@@ -23,7 +23,12 @@ def _apply(state: ClusterState, index: list[int], kind: str, body: dict):
 
 def _saga(saga_id: str) -> dict:
     steps = [
-        {"name": f"s{i}", "service": service, "action": {"method": "POST", "path": "/do"}, "compensation": {"method": "POST", "path": "/undo"}}
+        {
+            "name": f"s{i}",
+            "service": service,
+            "action": {"method": "POST", "path": "/do"},
+            "compensation": {"method": "POST", "path": "/undo"},
+        }
         for i, service in enumerate(SERVICES)
     ]
     return {"id": saga_id, "steps": steps}
@@ -41,7 +46,12 @@ def test_a_terminal_saga_reads_back_as_it_was_and_keeps_its_place():
     _complete(state, index, "a", steps=1)  # still running
     _complete(state, index, "b")
     running = state.sagas.items["a"]
-    _apply(state, index, "saga.event", {"id": "a", "event": {"type": "action_succeeded", "step": 1, "output": None, "attempts": 1}})
+    _apply(
+        state,
+        index,
+        "saga.event",
+        {"id": "a", "event": {"type": "action_succeeded", "step": 1, "output": None, "attempts": 1}},
+    )
     done = state.sagas.items["a"]
     assert done.status.value == "completed" and running.status.value == "running"
     assert done.id == "a" and done.steps[0].output == {"n": 0}
@@ -61,7 +71,12 @@ def test_a_replica_restored_from_a_snapshot_agrees_and_goes_on_agreeing():
     assert restored.digest() == state.digest()
     for replica in (state, restored):
         replica_index = [index[0]]
-        _apply(replica, replica_index, "saga.event", {"id": "s0", "event": {"type": "action_succeeded", "step": 1, "output": 1, "attempts": 1}})
+        _apply(
+            replica,
+            replica_index,
+            "saga.event",
+            {"id": "s0", "event": {"type": "action_succeeded", "step": 1, "output": 1, "attempts": 1}},
+        )
         _apply(replica, replica_index, "saga.prune", {"ids": ["s1", "s0"]})
     assert restored.digest() == state.digest()
     assert list(restored.sagas.items) == list(state.sagas.items) == ["s2", "s3", "s4"]

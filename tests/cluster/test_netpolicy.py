@@ -55,7 +55,9 @@ CASES = [
 ]
 
 
-@pytest.mark.parametrize(("policy", "address", "host", "allowed"), CASES, ids=[f"{c[1]}-{c[2]}-{i}" for i, c in enumerate(CASES)])
+@pytest.mark.parametrize(
+    ("policy", "address", "host", "allowed"), CASES, ids=[f"{c[1]}-{c[2]}-{i}" for i, c in enumerate(CASES)]
+)
 def test_the_address_policy(policy, address, host, allowed):
     assert (policy.refusal(address, host) is None) == allowed
 

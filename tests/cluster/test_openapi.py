@@ -11,13 +11,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from coordinator import saga
-from coordinator import twopc
+from coordinator import saga, twopc
 from coordinator.cluster.api import http_saga
-from coordinator.cluster.stores import registry
-from coordinator.cluster.core.config import ApiSettings
 from coordinator.cluster.api.http_api import build_app
 from coordinator.cluster.api.openapi import OPENAPI_PATH, build_document, document_json
+from coordinator.cluster.core.config import ApiSettings
+from coordinator.cluster.stores import registry
 from coordinator.saga import fields as saga_fields
 from coordinator.twopc import definition as tx_definition
 

@@ -16,7 +16,9 @@ class Target:
         self.seen = []
 
     async def handle(self, request):
-        self.seen.append((request.headers.get("Idempotency-Key"), request.headers.get("Coordinator-Fence"), await request.text()))
+        self.seen.append(
+            (request.headers.get("Idempotency-Key"), request.headers.get("Coordinator-Fence"), await request.text())
+        )
         answer = self.answers.pop(0) if len(self.answers) > 1 else self.answers[0]
         if answer == "sleep":
             await asyncio.sleep(1)

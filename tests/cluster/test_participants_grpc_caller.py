@@ -15,8 +15,8 @@ from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 from coordinator.client.participant import MemoryStore
 from coordinator.client.participant.grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
 from coordinator.cluster.executor.breaker import Breakers
-from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, ParticipantCaller
 from coordinator.cluster.executor.grpc_caller import GrpcCaller
+from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, ParticipantCaller
 
 Answer = Any  # ("ok", output_json) | ("vote", bool) | (grpc.StatusCode, details) | "sleep"
 
@@ -104,7 +104,9 @@ async def caller() -> AsyncIterator[Callable[..., GrpcCaller]]:
         await each.close()
 
 
-def spec(target: str, attempts: int = 4, timeout_s: float = 0.5, key: str = "s1/step/action", fence: str = "3:17") -> CallSpec:
+def spec(
+    target: str, attempts: int = 4, timeout_s: float = 0.5, key: str = "s1/step/action", fence: str = "3:17"
+) -> CallSpec:
     return CallSpec("svc", target, "POST", "/do", {"a": 1}, key, fence, timeout_s, attempts, 0.01, 0.02)
 
 
@@ -175,7 +177,9 @@ async def test_a_definite_status_is_a_failure_not_retried(serve: Serve, caller: 
         grpc.StatusCode.DATA_LOSS,
     ],
 )
-async def test_a_transient_status_is_retried_with_the_same_key(serve: Serve, caller: Any, status: grpc.StatusCode) -> None:
+async def test_a_transient_status_is_retried_with_the_same_key(
+    serve: Serve, caller: Any, status: grpc.StatusCode
+) -> None:
     target, address = await serve([(status, "busy"), (status, "busy"), ("ok", '{"ok": 1}')])
     outcome = await caller().call(spec(address), "execute")
     assert (outcome.kind, outcome.output, outcome.attempts) == ("ok", {"ok": 1}, 3)

@@ -10,10 +10,10 @@ from aiohttp import web
 from aiohttp.abc import AbstractResolver
 
 from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
-from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.core.netpolicy import ServicePolicy
-from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, participant_session
+from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.grpc_caller import GrpcCaller
+from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, participant_session
 
 TEN_ONLY = ServicePolicy.parse(["10.0.0.0/8"], [])
 
@@ -28,7 +28,14 @@ class FakeResolver(AbstractResolver):
     async def resolve(self, host, port=0, family=socket.AF_INET):
         self.asked.append(host)
         return [
-            {"hostname": host, "host": address, "port": port, "family": socket.AF_INET6 if ":" in address else socket.AF_INET, "proto": 0, "flags": 0}
+            {
+                "hostname": host,
+                "host": address,
+                "port": port,
+                "family": socket.AF_INET6 if ":" in address else socket.AF_INET,
+                "proto": 0,
+                "flags": 0,
+            }
             for address in self.table[host]
         ]
 
@@ -120,12 +127,7 @@ def resolving(table):
 
 @pytest.mark.parametrize(
     ("policy", "target"),
-    [
-        (ServicePolicy(), "0.0.0.0"),
-        (ServicePolicy(), "metadata.test"),
-        (TEN_ONLY, "svc.test"),
-        (TEN_ONLY, "127.0.0.1"),
-    ],
+    [(ServicePolicy(), "0.0.0.0"), (ServicePolicy(), "metadata.test"), (TEN_ONLY, "svc.test"), (TEN_ONLY, "127.0.0.1")],
 )
 async def test_grpc_a_refused_address_is_not_called(grpc_target, policy, target):
     servicer, port = grpc_target

@@ -8,8 +8,8 @@ answered a value that no linearization allows.
 
 import pytest
 
-from coordinator.cluster.stores.requests import REQUEST_AGE_MS_MAX, REQUEST_IDS_MAX, RequestLog
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.stores.requests import REQUEST_AGE_MS_MAX, REQUEST_IDS_MAX, RequestLog
 from coordinator.consensus import Command, Rejection
 
 

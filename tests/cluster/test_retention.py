@@ -40,7 +40,9 @@ async def test_every_workflow_past_retention_is_proposed_in_bounded_batches():
 
 async def test_pruning_stops_when_leadership_changes():
     proposed: list = []
-    executor = _executor({"saga": _Driver("saga", [f"s{i}" for i in range(3 * PRUNE_BATCH_MAX)])}, proposed, stop_after=1)
+    executor = _executor(
+        {"saga": _Driver("saga", [f"s{i}" for i in range(3 * PRUNE_BATCH_MAX)])}, proposed, stop_after=1
+    )
     assert await executor.prune_retained(7) == PRUNE_BATCH_MAX
     assert len(proposed) == 1
 

@@ -1,6 +1,7 @@
 """The replicated state machine: deterministic, and a rejection changes nothing."""
 
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from coordinator.cluster.core.state import ClusterState
 from coordinator.consensus import Command, InMemoryLog, Rejected, Rejection, pack, unpack
@@ -11,7 +12,9 @@ commands = st.one_of(
     st.builds(lambda n, u, at: Command("service.put", {"name": n, "url": u}, at), names, urls, st.integers(0, 10**6)),
     st.builds(lambda n, g: Command("service.put", {"name": n, "grpc": g}, 1), names, st.sampled_from(["h:1", "nope"])),
     st.builds(lambda n: Command("service.delete", {"name": n}, 2), names),
-    st.builds(lambda body: Command("service.put", body, 3), st.one_of(st.none(), st.integers(), st.lists(st.integers()))),
+    st.builds(
+        lambda body: Command("service.put", body, 3), st.one_of(st.none(), st.integers(), st.lists(st.integers()))
+    ),
     st.just(Command("no.such.kind", {}, 4)),
 )
 
@@ -67,7 +70,12 @@ def test_update_keeps_created_at_and_moves_updated_at():
     state = ClusterState()
     state.apply(2, Command("service.put", {"name": "s", "url": "http://h:1"}, 100))
     service = state.apply(3, Command("service.put", {"name": "s", "grpc": "h:2"}, 200))
-    assert (service["created_at_ms"], service["updated_at_ms"], service["url"], service["grpc"]) == (100, 200, None, "h:2")
+    assert (service["created_at_ms"], service["updated_at_ms"], service["url"], service["grpc"]) == (
+        100,
+        200,
+        None,
+        "h:2",
+    )
 
 
 def test_terminal_workflows_are_packed_once_and_a_snapshot_round_trips():
@@ -84,7 +92,9 @@ def test_terminal_workflows_are_packed_once_and_a_snapshot_round_trips():
     copy = ClusterState()
     copy.restore(unpack(pack(state.snapshot())))
     assert copy.digest() == state.digest()
-    assert copy.sagas.active == {"running"} and str(copy.sagas.items["done"].status) == str(state.sagas.items["done"].status)
+    assert copy.sagas.active == {"running"} and str(copy.sagas.items["done"].status) == str(
+        state.sagas.items["done"].status
+    )
 
 
 def _running_saga_on(state, service="pay", index=3):
@@ -114,9 +124,16 @@ def test_a_forced_re_point_is_recorded_with_who_and_when():
     state.apply(2, Command("service.put", {"name": "pay", "url": "http://10.0.0.1:9001"}, 1))
     _running_saga_on(state)
     by = {"remote": "10.1.2.3", "token": True}
-    service = state.apply(4, Command("service.put", {"name": "pay", "url": "http://10.0.0.2:9001", "force": True, "by": by}, 77))
+    service = state.apply(
+        4, Command("service.put", {"name": "pay", "url": "http://10.0.0.2:9001", "force": True, "by": by}, 77)
+    )
     assert service["url"] == "http://10.0.0.2:9001"
-    assert service["forced"] == {"at_ms": 77, "remote": "10.1.2.3", "token": True, "previous": {"url": "http://10.0.0.1:9001", "grpc": None}}
+    assert service["forced"] == {
+        "at_ms": 77,
+        "remote": "10.1.2.3",
+        "token": True,
+        "previous": {"url": "http://10.0.0.1:9001", "grpc": None},
+    }
     later = state.apply(5, Command("service.put", {"name": "pay", "url": "http://10.0.0.2:9001"}, 80))
     assert later["forced"]["at_ms"] == 77  # kept until the next forced re-point
     for bad in ({"force": "yes"}, {"force": True, "by": "me"}, {"force": True, "by": {"remote": 5, "token": True}}):

@@ -1,8 +1,18 @@
 import msgpack
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
-from coordinator.consensus import ENTRY_BYTES_MAX, CodecError, Command, EntryTooLarge, decode_command, encode_command, pack, pack_to
+from coordinator.consensus import (
+    ENTRY_BYTES_MAX,
+    CodecError,
+    Command,
+    EntryTooLarge,
+    decode_command,
+    encode_command,
+    pack,
+    pack_to,
+)
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -54,7 +64,14 @@ def test_no_pickle_in_a_command():
     assert msgpack.unpackb(data) == {"v": 1, "k": "service.put", "at": 5, "b": {"name": "a"}}
 
 
-_leaves = st.one_of(st.none(), st.booleans(), st.integers(-(2**63), 2**64 - 1), st.floats(allow_nan=False), st.text(max_size=8), st.binary(max_size=8))
+_leaves = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**63), 2**64 - 1),
+    st.floats(allow_nan=False),
+    st.text(max_size=8),
+    st.binary(max_size=8),
+)
 _values = st.recursive(
     _leaves,
     lambda inner: st.one_of(st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=4), inner, max_size=6)),
@@ -74,7 +91,13 @@ def test_pack_to_writes_exactly_the_bytes_of_pack(value):
 
 
 def test_pack_to_never_holds_a_long_list_in_one_piece():
-    state = {"format": 3, "sagas": {"sagas": [bytes(700)] * 10_000, "outcomes": {"p1": [{"index": i, "saga": "s"} for i in range(5_000)]}}}
+    state = {
+        "format": 3,
+        "sagas": {
+            "sagas": [bytes(700)] * 10_000,
+            "outcomes": {"p1": [{"index": i, "saga": "s"} for i in range(5_000)]},
+        },
+    }
     data, largest = _streamed(state)
     assert data == pack(state)
     assert largest < 1_000  # one kept saga at most, not the 7 MB whole

@@ -4,7 +4,8 @@ import os
 import pickle
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pysyncobj import pickle as pysyncobj_pickle
 
 from coordinator.consensus.frames import frame_to_record, record_to_frame

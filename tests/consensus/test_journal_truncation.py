@@ -85,8 +85,15 @@ def test_an_append_past_the_end_clears_a_stale_mark(tmp_path):
 
 
 def _append(prev: int, entries: list[int], commit: int, **extra) -> dict:
-    return {"type": "append_entries", "term": 3, "prevLogIdx": prev, "prevLogTerm": 2,
-            "entries": [(b"x", i, 3) for i in entries], "commit_index": commit, **extra}
+    return {
+        "type": "append_entries",
+        "term": 3,
+        "prevLogIdx": prev,
+        "prevLogTerm": 2,
+        "entries": [(b"x", i, 3) for i in entries],
+        "commit_index": commit,
+        **extra,
+    }
 
 
 def test_an_append_entries_commits_no_further_than_its_last_entry():

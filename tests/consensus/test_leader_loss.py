@@ -9,7 +9,9 @@ from coordinator.consensus.pysyncobj_log import _elect_soon_after_leader_loss
 
 
 class _Raft:
-    def __init__(self, me: str, others: list[str], leader: str | None, state=_RAFT_STATE.FOLLOWER, deadline: float = 100.0):
+    def __init__(
+        self, me: str, others: list[str], leader: str | None, state=_RAFT_STATE.FOLLOWER, deadline: float = 100.0
+    ):
         self._SyncObj__selfNode = SimpleNamespace(id=me)
         self._SyncObj__otherNodes = [SimpleNamespace(id=o) for o in others]
         self._SyncObj__raftState = state

@@ -1,6 +1,6 @@
-from coordinator.consensus import Applied, Command, InMemoryLog, LeadershipChange, NotLeader, Rejected, Rejection
-
 import pytest
+
+from coordinator.consensus import Applied, Command, InMemoryLog, LeadershipChange, NotLeader, Rejected, Rejection
 
 
 class Counter:

@@ -24,8 +24,14 @@ def test_the_largest_append_entries_fits_under_the_cap():
     small = [(os.urandom(40), i, 7) for i in range(2000)]  # a 64 KiB batch of tiny entries, mostly framing
     # an incompressible command at the entry cap, framed by PySyncObj (consensus/frames.py)
     big = (b"\x00" + pickle.dumps((0, (os.urandom(ENTRY_BYTES_MAX),))), 2001, 7)
-    message = {"type": "append_entries", "term": 7, "commit_index": 2000, "entries": small + [big],
-               "prevLogIdx": 0, "prevLogTerm": 0}
+    message = {
+        "type": "append_entries",
+        "term": 7,
+        "commit_index": 2000,
+        "entries": small + [big],
+        "prevLogIdx": 0,
+        "prevLogTerm": 0,
+    }
     frame = _frame(message, encryptor, rand_key)
     assert len(frame) - 4 <= RAFT_FRAME_BYTES_MAX
     assert _frames_verdict(frame, RAFT_FRAME_BYTES_MAX) is True
@@ -88,7 +94,7 @@ def test_a_hello_and_a_big_frame_in_one_read_keep_the_connection():
         theirs.sendall(hello + big)
         _reads(conn)
         assert not conn.closed and conn._TcpConnection__readBuffer.startswith(hello)
-        conn._TcpConnection__readBuffer = conn._TcpConnection__readBuffer[len(hello):]  # parsed: it authenticated
+        conn._TcpConnection__readBuffer = conn._TcpConnection__readBuffer[len(hello) :]  # parsed: it authenticated
         authenticated.append(True)
         theirs.sendall(b"y" * 99_000)
         _reads(conn)

@@ -54,10 +54,7 @@ def test_entries_written_before_envelopes_existed_still_apply():
     assert isinstance(result, Applied) and state.registry.get("s1") is not None
 
 
-@pytest.mark.parametrize(
-    "body",
-    [[3], [3, "text"], ["3", b"x"], [-1, b"x"], [True, b"x"], None, [3, b"x", b"y"]],
-)
+@pytest.mark.parametrize("body", [[3], [3, "text"], ["3", b"x"], [-1, b"x"], [True, b"x"], None, [3, b"x", b"y"]])
 def test_a_malformed_envelope_is_an_invalid_command(body):
     apply, state, _ = applier()
     before = state.digest()
@@ -110,8 +107,13 @@ async def test_the_stamp_is_the_term_led_in_not_a_newer_one_seen_before_stepping
     from coordinator.consensus import PySyncObjLog
     from coordinator.consensus.codec import decode_command, decode_in_term
 
-    log = PySyncObjLog(self_address="127.0.0.1:1", partner_addresses=[], secret="s" * 32,
-                       data_dir=str(tmp_path), state_machine=ClusterState())
+    log = PySyncObjLog(
+        self_address="127.0.0.1:1",
+        partner_addresses=[],
+        secret="s" * 32,
+        data_dir=str(tmp_path),
+        state_machine=ClusterState(),
+    )
     log._loop = asyncio.get_running_loop()
     raft = log._node = _FakeRaft(term=5)
     raft.leader = True

@@ -120,10 +120,25 @@ def _deep(depth: int, opener: str) -> str:
 # JSON texts a schema does not suggest: past 64 bits, past float range, lone
 # surrogates, past the body and depth bounds, and plain random JSON.
 HOSTILE_VALUES = st.one_of(
-    st.sampled_from([
-        "2" + "0" * 20, str(2**63), str(-(2**63) - 1), "1" * 5000, "1e400", "-1e400", '"\\ud800"', '"\\udfff x"',
-        '{"\\ud800": 1}', '"' + "x" * 70_000 + '"', '"\\u0000"', "null", "true", "[]", "{}",
-    ]),
+    st.sampled_from(
+        [
+            "2" + "0" * 20,
+            str(2**63),
+            str(-(2**63) - 1),
+            "1" * 5000,
+            "1e400",
+            "-1e400",
+            '"\\ud800"',
+            '"\\udfff x"',
+            '{"\\ud800": 1}',
+            '"' + "x" * 70_000 + '"',
+            '"\\u0000"',
+            "null",
+            "true",
+            "[]",
+            "{}",
+        ]
+    ),
     st.builds(_deep, st.sampled_from([31, 32, 33, 63, 64, 65, 2000]), st.sampled_from(["[", "{"])),
     st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -131,10 +146,21 @@ HOSTILE_VALUES = st.one_of(
         max_leaves=8,
     ).map(json.dumps),
 )
-URLS = st.sampled_from([
-    "http://h\\ud800:1", "\\u0001http://h:1", "http://h:99999", "http://h:0", "http://[::1", "http://u:p@h:1",
-    "HTTP://H:1", "http://h:1/" + "x" * 3000, "http://h:1/\\ufeff", "http://h:1?q", "grpc://h:1",
-]).map(lambda url: f'"{url}"')
+URLS = st.sampled_from(
+    [
+        "http://h\\ud800:1",
+        "\\u0001http://h:1",
+        "http://h:99999",
+        "http://h:0",
+        "http://[::1",
+        "http://u:p@h:1",
+        "HTTP://H:1",
+        "http://h:1/" + "x" * 3000,
+        "http://h:1/\\ufeff",
+        "http://h:1?q",
+        "grpc://h:1",
+    ]
+).map(lambda url: f'"{url}"')
 
 _SAGA = (
     '{"id": %(id)s, "steps": [{"name": %(name)s, "service": "orders", '
@@ -160,15 +186,29 @@ BODIES = {
         st.builds(lambda v: b'{"grpc": %s}' % v.encode(), HOSTILE_VALUES),
         st.builds(lambda v: b'{"url": "http://h:1", "zz": %s}' % v.encode(), HOSTILE_VALUES),
     ),
-    "POST /v1/sagas": st.builds(_one_bad_slot, st.just(_SAGA), st.just(_SAGA_FIELDS), HOSTILE_VALUES,
-                                st.sampled_from(sorted(_SAGA_FIELDS))),
-    "POST /v1/transactions": st.builds(_one_bad_slot, st.just(_TX), st.just(_TX_FIELDS), HOSTILE_VALUES,
-                                       st.sampled_from(sorted(_TX_FIELDS))),
+    "POST /v1/sagas": st.builds(
+        _one_bad_slot, st.just(_SAGA), st.just(_SAGA_FIELDS), HOSTILE_VALUES, st.sampled_from(sorted(_SAGA_FIELDS))
+    ),
+    "POST /v1/transactions": st.builds(
+        _one_bad_slot, st.just(_TX), st.just(_TX_FIELDS), HOSTILE_VALUES, st.sampled_from(sorted(_TX_FIELDS))
+    ),
     "POST /v1/sagas/{id}/signals/{name}": HOSTILE_VALUES.map(str.encode),
 }
 ANY_BODY = st.one_of(
-    st.sampled_from([b"{", b"NaN", b"Infinity", b'{"a": NaN}', b"\xef\xbb\xbf{}", b"\xff\xfe", b"[]", b'"x"',
-                     b"x" * ((1 << 20) + 1), b'{"p": "' + b"y" * (2 << 20) + b'"}']),
+    st.sampled_from(
+        [
+            b"{",
+            b"NaN",
+            b"Infinity",
+            b'{"a": NaN}',
+            b"\xef\xbb\xbf{}",
+            b"\xff\xfe",
+            b"[]",
+            b'"x"',
+            b"x" * ((1 << 20) + 1),
+            b'{"p": "' + b"y" * (2 << 20) + b'"}',
+        ]
+    ),
     st.binary(min_size=1, max_size=64),
     HOSTILE_VALUES.map(str.encode),
 )
@@ -179,7 +219,8 @@ PATH_VALUES = {
 PATH_TEXT = st.one_of(st.text(max_size=200), st.sampled_from(["", "%", "..", "a" * 129, "0" * 64, "\x00", "é", "a/b"]))
 QUERIES = st.dictionaries(
     st.sampled_from(["stale", "wait", "since", "limit", "after", "state", "x"]),
-    st.sampled_from(["true", "false", "1", "-1", "0.5", "1e9", "nan", "inf", "", "60.0001", "running"]) | st.text(max_size=20),
+    st.sampled_from(["true", "false", "1", "-1", "0.5", "1e9", "nan", "inf", "", "60.0001", "running"])
+    | st.text(max_size=20),
     max_size=4,
 )
 
@@ -251,7 +292,10 @@ def fuzz(document: dict, nodes: list[str], run_seed: int) -> None:
     schema = schemathesis.openapi.from_dict(document, config=CONFIG)
     session = requests.Session()
     profile = settings(
-        max_examples=EXAMPLES, deadline=EXAMPLE_DEADLINE, database=None, suppress_health_check=list(HealthCheck),
+        max_examples=EXAMPLES,
+        deadline=EXAMPLE_DEADLINE,
+        database=None,
+        suppress_health_check=list(HealthCheck),
         phases=[Phase.explicit, Phase.generate, Phase.shrink],
     )
 
@@ -287,11 +331,19 @@ def fuzz(document: dict, nodes: list[str], run_seed: int) -> None:
         method, path, body = request
         expected = documented_statuses(document, method, path.split("?")[0])
         for url in nodes:
-            response = session.request(method, url + path, data=body, allow_redirects=False,
-                                       headers={"Content-Type": "application/json"}, timeout=REQUEST_TIMEOUT_S)
+            response = session.request(
+                method,
+                url + path,
+                data=body,
+                allow_redirects=False,
+                headers={"Content-Type": "application/json"},
+                timeout=REQUEST_TIMEOUT_S,
+            )
             headers = {k.lower(): v for k, v in response.headers.items()}
             check_contract(method, path, response.status_code, headers, response.content, body)
-            assert response.status_code in expected, f"{method} {path[:300]} -> {response.status_code}, documented: {expected}"
+            assert response.status_code in expected, (
+                f"{method} {path[:300]} -> {response.status_code}, documented: {expected}"
+            )
 
     for known in KNOWN_HOSTILE:
         hostile = example(request=known)(hostile)
@@ -322,4 +374,6 @@ async def test_the_api_survives_fuzzing_from_its_own_document(cluster):
         health = await cluster.request("GET", node_id, "/healthz")
         assert health.status == 200, (node_id, health)
         log = (cluster.root / node_id / "node.log").read_text(errors="replace")
-        assert "Traceback" not in log, f"{node_id} logged an error:\n{log[max(0, log.index('Traceback') - 300):][:3000]}"
+        assert "Traceback" not in log, (
+            f"{node_id} logged an error:\n{log[max(0, log.index('Traceback') - 300) :][:3000]}"
+        )

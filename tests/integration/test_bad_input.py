@@ -73,7 +73,7 @@ def _send_raw(port: int, payload: bytes) -> None:
         s.settimeout(1)
         try:
             s.recv(1024)
-        except (socket.timeout, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
 
 
@@ -120,9 +120,13 @@ async def test_paths_that_leave_the_service_base_path_get_400_naming_the_field(c
     response = await cluster.request("POST", leader, "/v1/sagas", saga, follow=True)
     assert response.status == 400 and response.json["error"]["field"] == "steps[0].action.path", response
     call = {"path": "/%2e%2e/admin"}
-    tx = {"participants": [{"service": "orders", "prepare": call, "commit": {"path": "/c"}, "abort": {"path": "/a?x=1"}}]}
+    tx = {
+        "participants": [{"service": "orders", "prepare": call, "commit": {"path": "/c"}, "abort": {"path": "/a?x=1"}}]
+    }
     response = await cluster.request("POST", leader, "/v1/transactions", tx, follow=True)
     assert response.status == 400 and response.json["error"]["field"] == "participants[0].prepare.path", response
+
+
 def _rss_kb(pid: int) -> int:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -138,7 +142,7 @@ def _closed_by_peer(s: socket.socket, within_s: float) -> bool:
         return s.recv(1) == b""
     except ConnectionError:
         return True
-    except socket.timeout:
+    except TimeoutError:
         return False
 
 
@@ -152,7 +156,7 @@ def _send_huge_frame(port: int, garbage_bytes: int) -> bool:
             s.sendall(struct.pack("i", 2**31 - 1))
             for _ in range(garbage_bytes // len(chunk)):
                 s.sendall(chunk)
-        except (ConnectionError, socket.timeout):
+        except (TimeoutError, ConnectionError):
             return True
         return _closed_by_peer(s, 3)
 
@@ -191,7 +195,9 @@ async def test_the_raft_port_closes_huge_frames_and_idle_connections_before_the_
         closed_at_once = [await asyncio.to_thread(_closed_by_peer, s, 0.5) for s in foreign]
         assert sum(closed_at_once) >= len(foreign) - RAFT_FOREIGN_PER_ADDRESS_MAX, closed_at_once
         for s in local + foreign:
-            assert await asyncio.to_thread(_closed_by_peer, s, RAFT_AUTH_TIMEOUT_S + 2), "an idle connection stayed open"
+            assert await asyncio.to_thread(_closed_by_peer, s, RAFT_AUTH_TIMEOUT_S + 2), (
+                "an idle connection stayed open"
+            )
     finally:
         for s in local + foreign:
             s.close()

@@ -12,22 +12,47 @@ from coordinator.cluster.bench.etcd import etcd_binary
 
 pytestmark = pytest.mark.integration
 
-KEYS = {"workload", "concurrency", "duration_s", "completed", "throughput_per_s", "latency_ms",
-        "entries_per_workflow", "nodes", "baseline", "ratio"}
+KEYS = {
+    "workload",
+    "concurrency",
+    "duration_s",
+    "completed",
+    "throughput_per_s",
+    "latency_ms",
+    "entries_per_workflow",
+    "nodes",
+    "baseline",
+    "ratio",
+}
 
 
 def bench(tmp_path, *args, timeout_s=120):
     report = tmp_path / "bench.json"
-    result = subprocess.run([sys.executable, "-m", "coordinator", "bench", *args, "--json", str(report)],
-                            capture_output=True, text=True, timeout=timeout_s)
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator", "bench", *args, "--json", str(report)],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+    )
     print(result.stdout[-3000:], result.stderr[-3000:])
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return json.loads(report.read_text()), result.stdout
 
 
 def test_bench_with_the_pysyncobj_baseline_writes_the_issue_shape(tmp_path):
-    result, stdout = bench(tmp_path, "--workload", "saga2", "--concurrency", "4", "--duration", "3", "--warmup", "0.5",
-                           "--baseline", "pysyncobj")
+    result, stdout = bench(
+        tmp_path,
+        "--workload",
+        "saga2",
+        "--concurrency",
+        "4",
+        "--duration",
+        "3",
+        "--warmup",
+        "0.5",
+        "--baseline",
+        "pysyncobj",
+    )
     assert KEYS <= set(result)
     assert result["workload"] == "saga2" and result["concurrency"] == 4 and result["completed"] > 0
     assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
@@ -47,8 +72,19 @@ def test_bench_with_the_pysyncobj_baseline_writes_the_issue_shape(tmp_path):
 
 @pytest.mark.skipif(etcd_binary() is None, reason="no etcd binary (Debian: apt-get install etcd-server)")
 def test_bench_registry_against_etcd(tmp_path):
-    result, _ = bench(tmp_path, "--workload", "registry", "--concurrency", "8", "--duration", "2", "--warmup", "0.5",
-                      "--baseline", "etcd")
+    result, _ = bench(
+        tmp_path,
+        "--workload",
+        "registry",
+        "--concurrency",
+        "8",
+        "--duration",
+        "2",
+        "--warmup",
+        "0.5",
+        "--baseline",
+        "etcd",
+    )
     assert result["baseline"]["name"] == "etcd" and result["baseline"]["throughput_per_s"] > 0
     assert result["baseline"]["errors"] == {}
     assert result["ratio"] == round(result["throughput_per_s"] / result["baseline"]["throughput_per_s"], 3)

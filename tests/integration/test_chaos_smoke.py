@@ -23,14 +23,31 @@ SPACING_S_MAX = 10.0
 RUN_TIMEOUT_S = DURATION_S + 120
 WHY_NO_PARTITION = netns.unavailable()
 COMMAND = [
-    sys.executable, "-m", "coordinator", "chaos", "--duration", str(DURATION_S), "--seed", str(SEED), "--rate", "25",
-    "--faults", "kill,pause,restart-all,partition", "--aim", "leader",
-    "--fault-interval", "4,7", "--partition-s", "2,4",
+    sys.executable,
+    "-m",
+    "coordinator",
+    "chaos",
+    "--duration",
+    str(DURATION_S),
+    "--seed",
+    str(SEED),
+    "--rate",
+    "25",
+    "--faults",
+    "kill,pause,restart-all,partition",
+    "--aim",
+    "leader",
+    "--fault-interval",
+    "4,7",
+    "--partition-s",
+    "2,4",
 ]
 
 
 def _run(report_path) -> tuple[int, str, str]:
-    process = subprocess.Popen([*COMMAND, "--report", str(report_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [*COMMAND, "--report", str(report_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
     try:
         stdout, stderr = process.communicate(timeout=RUN_TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -59,7 +76,14 @@ def test_chaos_smoke_passes_every_checker(tmp_path):
     assert report["passed"] is True and report["seed"] == SEED
     checkers = {c["name"]: c for c in report["checkers"]}
     assert set(checkers) >= {
-        "acknowledged", "twopc_atomicity", "sagas", "effects_once", "registry_linearizable", "convergence", "liveness"}
+        "acknowledged",
+        "twopc_atomicity",
+        "sagas",
+        "effects_once",
+        "registry_linearizable",
+        "convergence",
+        "liveness",
+    }
     for name, checker in checkers.items():
         # the linearizability search may give up at its time limit ("unknown"); nothing else may
         allowed = ("pass", "unknown") if name == "registry_linearizable" else ("pass",)

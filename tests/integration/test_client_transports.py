@@ -13,7 +13,18 @@ import pytest
 
 from coordinator.chaos.orders import order_saga, participants
 from coordinator.chaos.participants import Script, Vote
-from coordinator.client import Conflict, Coordinator, InvalidRequest, NotFound, Saga, Service, SyncCoordinator, Timeout, Transaction, Unauthorized
+from coordinator.client import (
+    Conflict,
+    Coordinator,
+    InvalidRequest,
+    NotFound,
+    Saga,
+    Service,
+    SyncCoordinator,
+    Timeout,
+    Transaction,
+    Unauthorized,
+)
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
 from coordinator.cluster.launcher.local import LocalCluster
@@ -54,8 +65,18 @@ def transaction(tx_id, prepare_path="/prepare"):
     return {
         "id": tx_id,
         "participants": [
-            {"service": "orders", "prepare": {"path": "/prepare", "body": {"qty": 1}}, "commit": {"path": "/commit"}, "abort": {"path": "/abort"}},
-            {"service": "payments", "prepare": {"path": prepare_path, "body": {"amount": 5}}, "commit": {"path": "/commit"}, "abort": {"path": "/abort"}},
+            {
+                "service": "orders",
+                "prepare": {"path": "/prepare", "body": {"qty": 1}},
+                "commit": {"path": "/commit"},
+                "abort": {"path": "/abort"},
+            },
+            {
+                "service": "payments",
+                "prepare": {"path": prepare_path, "body": {"amount": 5}},
+                "commit": {"path": "/commit"},
+                "abort": {"path": "/abort"},
+            },
         ],
         "timeout_s": 10,
     }
@@ -75,7 +96,11 @@ async def test_services_and_cluster(cluster, transport):
         warehouse = await c.put_service("warehouse", grpc="127.0.0.1:9002")
         assert (orders.name, orders.url, orders.grpc) == ("orders", "http://127.0.0.1:9001", None)
         assert (warehouse.url, warehouse.grpc) == (None, "127.0.0.1:9002")
-        assert await c.get_service("orders") == orders == Service.from_json(await http_json(cluster, "/v1/services/orders"))
+        assert (
+            await c.get_service("orders")
+            == orders
+            == Service.from_json(await http_json(cluster, "/v1/services/orders"))
+        )
         listed = await c.list_services()
         assert [s.name for s in listed] == ["orders", "warehouse"]
         assert listed == [Service.from_json(s) for s in (await http_json(cluster, "/v1/services"))["services"]]
@@ -157,7 +182,9 @@ async def test_transactions_submit_get_list_wait(cluster, transport):
         assert tx.id == "tx-1" and tx.state in ("preparing", "committing", "committed")
         committed = await c.wait_transaction("tx-1", timeout=20)
         assert (committed.state, committed.decision) == ("committed", "commit")
-        assert (await c.get_transaction("tx-1")).raw == committed.raw == await http_json(cluster, "/v1/transactions/tx-1")
+        assert (
+            (await c.get_transaction("tx-1")).raw == committed.raw == await http_json(cluster, "/v1/transactions/tx-1")
+        )
 
         await c.submit_transaction(transaction("tx-2", prepare_path="/prepare-no"))
         states = [t async for t in c.watch_transaction("tx-2", timeout=20)]

@@ -19,7 +19,7 @@ async def digests(cluster):
     for node_id in cluster.ids:
         try:
             response = await cluster.request("GET", node_id, "/v1/cluster?digest=true")
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             views[node_id] = None
             continue
         assert response.status == 200, response
@@ -41,7 +41,9 @@ async def test_replicas_converge_to_the_same_digest(cluster):
             views = await digests(cluster)
             if None not in views.values() and len({v["state_digest"] for v in views.values()}) == 1:
                 break
-            assert time.monotonic() < deadline, {k: v and (v["state_applied_index"], v["state_digest"][:12]) for k, v in views.items()}
+            assert time.monotonic() < deadline, {
+                k: v and (v["state_applied_index"], v["state_digest"][:12]) for k, v in views.items()
+            }
             await asyncio.sleep(0.1)
         assert len({v["state_applied_index"] for v in views.values()}) == 1
     bad = await cluster.request("GET", cluster.ids[0], "/v1/cluster?digest=maybe")

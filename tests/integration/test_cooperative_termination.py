@@ -38,7 +38,12 @@ async def test_a_prepared_participant_cut_off_from_phase_two_learns_the_decision
     app = web.Application(middlewares=[lose_phase_two])
     participant = add_twopc_routes(app, "/tx", handler, store)
     other = web.Application()
-    add_twopc_routes(other, "/tx", CallbackHandler(prepare=lambda t, b: True, commit=lambda t: None, abort=lambda t: None), MemoryStore())
+    add_twopc_routes(
+        other,
+        "/tx",
+        CallbackHandler(prepare=lambda t, b: True, commit=lambda t: None, abort=lambda t: None),
+        MemoryStore(),
+    )
     runners = [await serve(app), await serve(other)]
     follower_only = None
     try:
@@ -48,7 +53,12 @@ async def test_a_prepared_participant_cut_off_from_phase_two_learns_the_decision
             definition = {
                 "id": "coop-1",
                 "participants": [
-                    {"service": s, "prepare": {"path": "/tx/prepare"}, "commit": {"path": "/tx/commit"}, "abort": {"path": "/tx/abort"}}
+                    {
+                        "service": s,
+                        "prepare": {"path": "/tx/prepare"},
+                        "commit": {"path": "/tx/commit"},
+                        "abort": {"path": "/tx/abort"},
+                    }
                     for s in ("cut-off", "healthy")
                 ],
             }

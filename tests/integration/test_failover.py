@@ -62,7 +62,11 @@ async def test_a_killed_leaders_closed_connections_start_the_election(tmp_path, 
     from coordinator.cluster.launcher.local import LocalCluster, fast_raft
 
     raft = fast_raft(
-        election_timeout_min_s=3.0, election_timeout_max_s=4.0, heartbeat_s=0.05, leader_lease_s=4.0, connection_timeout_s=4.0,
+        election_timeout_min_s=3.0,
+        election_timeout_max_s=4.0,
+        heartbeat_s=0.05,
+        leader_lease_s=4.0,
+        connection_timeout_s=4.0,
         leader_loss_election_s=leader_loss_election_s,
     )
     cluster = LocalCluster(tmp_path / "c", raft=raft)

@@ -44,20 +44,36 @@ async def test_a_grpc_participant_runs_saga_steps_and_2pc_phases(cluster):
             service = await c.put_service("warehouse", grpc=f"127.0.0.1:{port}")
             assert service.grpc == f"127.0.0.1:{port}" and service.url is None
             saga = order_saga("grpc-1")
-            saga["steps"].insert(1, {
-                "name": "pick", "service": "warehouse",
-                "action": {"method": "POST", "path": "/picks", "body": {"qty": 3, "order": "${steps.create-order.output.id}"}},
-                "compensation": {"method": "POST", "path": "/picks/cancel", "body": {"pick": "${steps.pick.output.pick_id}"}},
-            })
+            saga["steps"].insert(
+                1,
+                {
+                    "name": "pick",
+                    "service": "warehouse",
+                    "action": {
+                        "method": "POST",
+                        "path": "/picks",
+                        "body": {"qty": 3, "order": "${steps.create-order.output.id}"},
+                    },
+                    "compensation": {
+                        "method": "POST",
+                        "path": "/picks/cancel",
+                        "body": {"pick": "${steps.pick.output.pick_id}"},
+                    },
+                },
+            )
             await c.submit_saga(saga)
             done = await c.wait_saga("grpc-1", timeout=20)
             assert done.state == "completed" and done.step("pick")["output"] == {"pick_id": "pick-1"}
 
             failing = order_saga("grpc-2")
-            failing["steps"].insert(2, {
-                "name": "pick", "service": "warehouse",
-                "action": {"method": "POST", "path": "/picks", "body": {"qty": 50}},
-            })
+            failing["steps"].insert(
+                2,
+                {
+                    "name": "pick",
+                    "service": "warehouse",
+                    "action": {"method": "POST", "path": "/picks", "body": {"qty": 50}},
+                },
+            )
             await c.submit_saga(failing)
             done = await c.wait_saga("grpc-2", timeout=20)
             assert done.state == "compensated" and done.step("pick")["state"] == "failed"
@@ -66,8 +82,18 @@ async def test_a_grpc_participant_runs_saga_steps_and_2pc_phases(cluster):
             tx = {
                 "id": "grpc-tx",
                 "participants": [
-                    {"service": "warehouse", "prepare": {"path": "/tx/prepare", "body": {"qty": 2}}, "commit": {"path": "/tx/commit"}, "abort": {"path": "/tx/abort"}},
-                    {"service": "payments", "prepare": {"path": "/prepare"}, "commit": {"path": "/commit"}, "abort": {"path": "/abort"}},
+                    {
+                        "service": "warehouse",
+                        "prepare": {"path": "/tx/prepare", "body": {"qty": 2}},
+                        "commit": {"path": "/tx/commit"},
+                        "abort": {"path": "/tx/abort"},
+                    },
+                    {
+                        "service": "payments",
+                        "prepare": {"path": "/prepare"},
+                        "commit": {"path": "/commit"},
+                        "abort": {"path": "/abort"},
+                    },
                 ],
             }
             await c.submit_transaction(tx)

@@ -18,8 +18,13 @@ async def test_a_lost_answer_is_retried_and_creates_exactly_one_saga(cluster):
     async def proxy(request: web.Request) -> web.StreamResponse:
         body = await request.read()
         async with aiohttp.ClientSession() as session:
-            async with session.request(request.method, cluster.url(leader) + request.path_qs, data=body,
-                                       headers={"Content-Type": "application/json"}, allow_redirects=False) as upstream:
+            async with session.request(
+                request.method,
+                cluster.url(leader) + request.path_qs,
+                data=body,
+                headers={"Content-Type": "application/json"},
+                allow_redirects=False,
+            ) as upstream:
                 status = upstream.status
                 payload = await upstream.read()
         if request.method == "POST" and request.path == "/v1/sagas" and not dropped:

@@ -43,7 +43,7 @@ async def _digests(cluster: LocalCluster) -> dict:
         try:
             response = await cluster.request("GET", node_id, "/v1/cluster?digest=true")
             views[node_id] = response.json if response.status == 200 else None
-        except (aiohttp.ClientError, asyncio.TimeoutError):
+        except (TimeoutError, aiohttp.ClientError):
             views[node_id] = None
     return views
 
@@ -75,8 +75,14 @@ async def test_isolated_leader_steps_down_others_lead_then_all_converge(network,
         before = await cluster.put_service(old_leader, "before", "http://127.0.0.1:1")
         assert before.status == 200, before
 
-        nemesis = Nemesis(cluster, random.Random(1), ("partition",), network=network, aim="leader",
-                          partition_s=(PARTITION_S, PARTITION_S))
+        nemesis = Nemesis(
+            cluster,
+            random.Random(1),
+            ("partition",),
+            network=network,
+            aim="leader",
+            partition_s=(PARTITION_S, PARTITION_S),
+        )
         partition = asyncio.create_task(nemesis.inject("partition"))
         await _until(lambda: asyncio.sleep(0, result=network.isolated), 10, "the partition starts")
         entry = nemesis.log[-1]
@@ -90,6 +96,7 @@ async def test_isolated_leader_steps_down_others_lead_then_all_converge(network,
         async def stepped_down():
             view = await cluster.cluster_view(old_leader)  # reached over the bridge from the root namespace
             return view is not None and view["role"] != "leader" and view
+
         view = await _until(stepped_down, STEP_DOWN_BOUND_S, f"the cut-off {old_leader} stops claiming leadership")
         lost = await cluster.request("PUT", old_leader, "/v1/services/lost", {"url": "http://127.0.0.1:3"})
         assert lost.status in (307, 503), lost
@@ -106,6 +113,7 @@ async def test_isolated_leader_steps_down_others_lead_then_all_converge(network,
             views = await _digests(cluster)
             digests = {v and (v["state_applied_index"], v["state_digest"]) for v in views.values()}
             return None not in digests and len(digests) == 1 and views
+
         views = await _until(converged, CONVERGE_BOUND_S, "all three nodes reach one digest")
         listed = await cluster.request("GET", old_leader, "/v1/services", follow=True)
         names = {s["name"] for s in listed.json["services"]}
@@ -132,7 +140,9 @@ async def test_cut_off_leader_with_uncommitted_entries_catches_up_a_large_backlo
             answers, n = set(), 0
             while not cutting.is_set():
                 n += 1
-                response = await cluster.request("PUT", old_leader, f"/v1/services/old-{writer}-{n}", {"url": "http://127.0.0.1:1"})
+                response = await cluster.request(
+                    "PUT", old_leader, f"/v1/services/old-{writer}-{n}", {"url": "http://127.0.0.1:1"}
+                )
                 answers.add(response.json["error"]["code"] if response.status != 200 else 200)
             return answers
 
@@ -148,7 +158,9 @@ async def test_cut_off_leader_with_uncommitted_entries_catches_up_a_large_backlo
         new_leader = await cluster.wait_leader(among=others, exclude=old_leader, timeout_s=ELECTION_BOUND_S)
         url = "http://127.0.0.1:2/" + "x" * BACKLOG_URL_BYTES
         for start in range(0, BACKLOG_ENTRIES, 20):
-            written = await asyncio.gather(*(cluster.put_service(new_leader, f"new-{n}", url) for n in range(start, start + 20)))
+            written = await asyncio.gather(
+                *(cluster.put_service(new_leader, f"new-{n}", url) for n in range(start, start + 20))
+            )
             assert {r.status for r in written} == {200}, written
         network.heal(old_leader)
 
@@ -156,6 +168,7 @@ async def test_cut_off_leader_with_uncommitted_entries_catches_up_a_large_backlo
             views = await _digests(cluster)
             digests = {v and (v["state_applied_index"], v["state_digest"]) for v in views.values()}
             return None not in digests and len(digests) == 1
+
         await _until(converged, CATCH_UP_BOUND_S, f"the former leader {old_leader} catches up")
     finally:
         await cluster.close()

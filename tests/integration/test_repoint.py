@@ -18,14 +18,21 @@ async def test_a_service_in_use_is_re_pointed_only_with_force_and_it_is_recorded
     async with Coordinator(endpoints, transport=transport) as c:
         await c.put_service("pay", "http://127.0.0.1:9")
         await c.put_service("idle", "http://127.0.0.1:9")
-        waiting = {"id": "hold", "steps": [{"name": "gate", "await": "go", "timeout_s": 60},
-                                            {"name": "charge", "service": "pay", "action": {"method": "POST", "path": "/c"}}]}
+        waiting = {
+            "id": "hold",
+            "steps": [
+                {"name": "gate", "await": "go", "timeout_s": 60},
+                {"name": "charge", "service": "pay", "action": {"method": "POST", "path": "/c"}},
+            ],
+        }
         await c.submit_saga(waiting)
         with pytest.raises(Conflict) as info:
             await c.put_service("pay", "http://127.0.0.1:10")
         assert "force" in str(info.value)
         assert (await c.get_service("pay")).url == "http://127.0.0.1:9"
-        assert (await c.put_service("pay", "http://127.0.0.1:9")).url == "http://127.0.0.1:9"  # same target: no re-point
+        assert (
+            await c.put_service("pay", "http://127.0.0.1:9")
+        ).url == "http://127.0.0.1:9"  # same target: no re-point
         assert (await c.put_service("idle", "http://127.0.0.1:11")).url == "http://127.0.0.1:11"  # not in use
         moved = await c.put_service("pay", "http://127.0.0.1:10", force=True)
         assert moved.url == "http://127.0.0.1:10"

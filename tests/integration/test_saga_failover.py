@@ -17,7 +17,10 @@ SAGAS = 50
 async def test_leader_killed_with_50_sagas_in_flight(cluster):
     slow = Script(default=Slow(delay_s=0.2))
     scripts = {name: slow for name in SERVICES}
-    async with participants(cluster, scripts) as services, Coordinator([cluster.url(i) for i in cluster.ids], attempts=20) as c:
+    async with (
+        participants(cluster, scripts) as services,
+        Coordinator([cluster.url(i) for i in cluster.ids], attempts=20) as c,
+    ):
         ids = [f"f-{n}" for n in range(SAGAS)]
         await asyncio.gather(*(c.submit_saga(order_saga(saga_id, timeout_s=2, attempts=10)) for saga_id in ids))
         await asyncio.sleep(0.3)  # every saga is inside a slow step now

@@ -18,7 +18,11 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 async def limited(tmp_path):
     settings = ExecutorSettings(
-        inflight_workflows_max=2, breaker_failures_to_open=2, breaker_slow_interval_s=0.2, retention_count=1, retention_check_s=0.2
+        inflight_workflows_max=2,
+        breaker_failures_to_open=2,
+        breaker_slow_interval_s=0.2,
+        retention_count=1,
+        retention_check_s=0.2,
     )
     local = LocalCluster(tmp_path / "c", executor=settings)
     local.start()

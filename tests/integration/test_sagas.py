@@ -2,9 +2,9 @@
 
 import pytest
 
+from coordinator.chaos.orders import order_saga, participants
 from coordinator.chaos.participants import Fail, Flaky, Script, Slow, effects_by_key
 from coordinator.client import Conflict, Coordinator, InvalidRequest
-from coordinator.chaos.orders import order_saga, participants
 
 pytestmark = pytest.mark.integration
 
@@ -75,7 +75,10 @@ async def test_an_unknown_outcome_is_compensated(cluster):
         saga = await c.wait_saga("unknown-1", timeout=20)
         assert saga.state == "compensated"
         assert saga.step("ship")["state"] == "compensated"  # unknown: it may have taken effect
-        kinds = [(e.service, e.kind) for e in sorted((e for s in services.values() for e in s.service.effects), key=lambda e: e.at_s)]
+        kinds = [
+            (e.service, e.kind)
+            for e in sorted((e for s in services.values() for e in s.service.effects), key=lambda e: e.at_s)
+        ]
         assert kinds[-3:] == [("payments", "compensation"), ("inventory", "compensation"), ("orders", "compensation")]
         # Every ship action answered 500 from its handler: it left no trace, so the
         # compensation the coordinator sent is the kit's null compensation, no effect.
@@ -101,7 +104,10 @@ async def test_await_step_resumes_on_signal_and_its_deadline_compensates(cluster
         await c.submit_saga(late)
         saga = await c.wait_saga("await-2", timeout=20)
         assert saga.state == "compensated" and saga.failure["reason"] == "timed_out"
-        assert [e.kind for e in services["orders"].service.effects if e.idempotency_key.startswith("await-2/")] == ["action", "compensation"]
+        assert [e.kind for e in services["orders"].service.effects if e.idempotency_key.startswith("await-2/")] == [
+            "action",
+            "compensation",
+        ]
 
 
 @pytest.mark.parametrize(
@@ -111,7 +117,10 @@ async def test_await_step_resumes_on_signal_and_its_deadline_compensates(cluster
         (lambda d: d["steps"][1].update(name="create-order"), "steps[1].name"),
         (lambda d: d["steps"][0]["action"].update(body={"x": "${steps.ship.output.id}"}), "steps[0].action.body"),
         (lambda d: d.update(steps=[dict(d["steps"][0], name=f"s{i}") for i in range(65)]), "steps"),
-        (lambda d: d["steps"][0].update(retry={"max_attempts": 0, "backoff_s": 0.1, "max_backoff_s": 1}), "steps[0].retry.max_attempts"),
+        (
+            lambda d: d["steps"][0].update(retry={"max_attempts": 0, "backoff_s": 0.1, "max_backoff_s": 1}),
+            "steps[0].retry.max_attempts",
+        ),
         (lambda d: d.update(colour="red"), "colour"),
     ],
 )

@@ -36,9 +36,12 @@ class Ledger:
 
 
 def _saga(saga_id: str) -> dict:
-    step = {"service": "ledger", "action": {"method": "POST", "path": "/entries", "body": {"n": 1}},
-            "compensation": {"method": "POST", "path": "/entries/undo", "body": {}},
-            "retry": {"max_attempts": 2, "backoff_s": 0.05, "max_backoff_s": 0.1}}
+    step = {
+        "service": "ledger",
+        "action": {"method": "POST", "path": "/entries", "body": {"n": 1}},
+        "compensation": {"method": "POST", "path": "/entries/undo", "body": {}},
+        "retry": {"max_attempts": 2, "backoff_s": 0.05, "max_backoff_s": 0.1},
+    }
     return {"id": saga_id, "steps": [{"name": "add", **step}]}
 
 

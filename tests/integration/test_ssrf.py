@@ -2,13 +2,12 @@
 called, and a literal refused address cannot even be registered
 (cluster/core/netpolicy.py)."""
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from coordinator.client import Coordinator
-from coordinator.cluster.launcher.local import LocalCluster
 from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 

@@ -19,12 +19,19 @@ async def test_api_token_is_required_except_for_health_and_readiness(tmp_path):
             for path in ("/healthz", "/readyz"):
                 async with anonymous.get(url + path) as r:
                     assert r.status == 200
-            for method, path in (("GET", "/v1/cluster"), ("GET", "/v1/services"), ("PUT", "/v1/services/x"), ("GET", "/metrics")):
+            for method, path in (
+                ("GET", "/v1/cluster"),
+                ("GET", "/v1/services"),
+                ("PUT", "/v1/services/x"),
+                ("GET", "/metrics"),
+            ):
                 async with anonymous.request(method, url + path, json={"url": "http://h:1"}) as r:
                     assert r.status == 401
                     assert r.headers["WWW-Authenticate"] == "Bearer"
                     assert (await r.json())["error"]["code"] == "unauthorized"
-            async with anonymous.get(url + "/v1/cluster", headers={"Authorization": "Bearer wrong-token-wrong-token"}) as r:
+            async with anonymous.get(
+                url + "/v1/cluster", headers={"Authorization": "Bearer wrong-token-wrong-token"}
+            ) as r:
                 assert r.status == 401
         with pytest.raises(Unauthorized):
             async with Coordinator([url], token="not-the-token-at-all") as c:

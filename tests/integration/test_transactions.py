@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from coordinator.chaos.participants import Flaky, Ok, Script, Slow, Vote, effects_by_key, start_recording_service
+from coordinator.chaos.participants import Flaky, Script, Slow, Vote, effects_by_key, start_recording_service
 from coordinator.client import Conflict, Coordinator, InvalidRequest
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,12 @@ def transfer(tx_id, timeout_s=10):
     return {
         "id": tx_id,
         "participants": [
-            {"service": s, "prepare": {"path": "/prepare", "body": {"amount": 10}}, "commit": {"path": "/commit"}, "abort": {"path": "/abort"}}
+            {
+                "service": s,
+                "prepare": {"path": "/prepare", "body": {"amount": 10}},
+                "commit": {"path": "/commit"},
+                "abort": {"path": "/abort"},
+            }
             for s in SERVICES
         ],
         "timeout_s": timeout_s,
@@ -44,7 +49,9 @@ def transfer(tx_id, timeout_s=10):
 def phases(services, tx_id):
     """service -> the kinds of effect it saw for this transaction, in order."""
     return {
-        name: [e.kind for e in sorted(s.service.effects, key=lambda e: e.at_s) if e.idempotency_key.startswith(f"{tx_id}/")]
+        name: [
+            e.kind for e in sorted(s.service.effects, key=lambda e: e.at_s) if e.idempotency_key.startswith(f"{tx_id}/")
+        ]
         for name, s in services.items()
     }
 
@@ -84,7 +91,10 @@ async def test_one_no_vote_aborts_every_participant(cluster):
 
 
 async def test_a_participant_that_times_out_in_prepare_aborts_all(cluster):
-    async with banks(cluster, {"bank-b": Script().with_path("/prepare", Flaky(failures=1000, status=503))}) as (services, c):
+    async with banks(cluster, {"bank-b": Script().with_path("/prepare", Flaky(failures=1000, status=503))}) as (
+        services,
+        c,
+    ):
         await c.submit_transaction(transfer("t-slow", timeout_s=1))
         tx = await c.wait_transaction("t-slow", timeout=20)
         assert (tx.state, tx.decision) == ("aborted", "abort")

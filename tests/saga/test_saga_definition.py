@@ -12,8 +12,16 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coordinator.saga import (
-    ActionStep, AwaitStep, DefinitionError, RetryPolicy, definition_from_dict,
-    definition_to_dict, limits, parse_definition, same_definition, with_id,
+    ActionStep,
+    AwaitStep,
+    DefinitionError,
+    RetryPolicy,
+    definition_from_dict,
+    definition_to_dict,
+    limits,
+    parse_definition,
+    same_definition,
+    with_id,
 )
 
 
@@ -23,10 +31,12 @@ def valid() -> dict:
         "id": "order-42",
         "steps": [
             {
-                "name": "create-order", "service": "orders",
+                "name": "create-order",
+                "service": "orders",
                 "action": {"method": "POST", "path": "/orders", "body": {"sku": "W-1", "qty": 3}},
                 "compensation": {
-                    "method": "POST", "path": "/orders/cancel",
+                    "method": "POST",
+                    "path": "/orders/cancel",
                     "body": {"order": "${steps.create-order.output.order_id}"},
                 },
                 "timeout_s": 5,
@@ -75,11 +85,19 @@ def test_the_contract_example_is_valid():
 
 
 def test_defaults_are_made_explicit():
-    definition = parse_definition({"steps": [
-        {"name": "a", "service": "s", "action": {"method": "GET", "path": "/a"},
-         "compensation": {"method": "DELETE", "path": "/a"}},
-        {"name": "b", "await": "go"},
-    ]})
+    definition = parse_definition(
+        {
+            "steps": [
+                {
+                    "name": "a",
+                    "service": "s",
+                    "action": {"method": "GET", "path": "/a"},
+                    "compensation": {"method": "DELETE", "path": "/a"},
+                },
+                {"name": "b", "await": "go"},
+            ]
+        }
+    )
     action, wait = definition.steps
     assert definition.id is None and definition.timeout_s is None
     assert action.timeout_s == 5 and action.action.body_json is None
@@ -103,11 +121,24 @@ def test_a_partial_retry_keeps_the_other_defaults():
 
 
 ESCAPING_PATHS = [
-    "/..", "/../admin", "/a/../../b", "/a/./b", "/.", "/a/..",
-    "/%2e%2e/admin", "/%2E%2E", "/.%2e/x", "/%2e./x", "/a/%2e/b",
+    "/..",
+    "/../admin",
+    "/a/../../b",
+    "/a/./b",
+    "/.",
+    "/a/..",
+    "/%2e%2e/admin",
+    "/%2E%2E",
+    "/.%2e/x",
+    "/%2e./x",
+    "/a/%2e/b",
     "/%252e%252e/x",  # encoded twice
-    "/a/..%2f..%2fadmin", "/a\\..\\b",
-    "/orders?fast=1", "/orders#frag", "/a?", "/#",
+    "/a/..%2f..%2fadmin",
+    "/a\\..\\b",
+    "/orders?fast=1",
+    "/orders#frag",
+    "/a?",
+    "/#",
 ]
 
 
@@ -130,56 +161,68 @@ def test_not_an_object():
     rejects([1, 2], "definition")
 
 
-@pytest.mark.parametrize("path, field", [
-    ("extra", "extra"),
-    ("steps.0.foo", "steps[0].foo"),
-    ("steps.0.action.headers", "steps[0].action.headers"),
-    ("steps.0.compensation.url", "steps[0].compensation.url"),
-    ("steps.0.retry.jitter", "steps[0].retry.jitter"),
-])
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        ("extra", "extra"),
+        ("steps.0.foo", "steps[0].foo"),
+        ("steps.0.action.headers", "steps[0].action.headers"),
+        ("steps.0.compensation.url", "steps[0].compensation.url"),
+        ("steps.0.retry.jitter", "steps[0].retry.jitter"),
+    ],
+)
 def test_unknown_fields_anywhere(path, field):
     error = rejects(changed(path, 1), field)
     assert error.message.startswith("unknown field")
 
 
-@pytest.mark.parametrize("path, field", [
-    ("steps", "steps"),
-    ("steps.0.name", "steps[0].name"),
-    ("steps.0.service", "steps[0].service"),
-    ("steps.0.action", "steps[0].action"),
-    ("steps.0.action.method", "steps[0].action.method"),
-    ("steps.0.action.path", "steps[0].action.path"),
-    ("steps.0.compensation.path", "steps[0].compensation.path"),
-])
+@pytest.mark.parametrize(
+    "path, field",
+    [
+        ("steps", "steps"),
+        ("steps.0.name", "steps[0].name"),
+        ("steps.0.service", "steps[0].service"),
+        ("steps.0.action", "steps[0].action"),
+        ("steps.0.action.method", "steps[0].action.method"),
+        ("steps.0.action.path", "steps[0].action.path"),
+        ("steps.0.compensation.path", "steps[0].compensation.path"),
+    ],
+)
 def test_missing_required_fields(path, field):
     assert rejects(changed(path, DELETE), field).message == "is required"
 
 
-@pytest.mark.parametrize("path, value, field", [
-    ("steps.0.timeout_s", True, "steps[0].timeout_s"),            # bool is not a number
-    ("steps.0.timeout_s", "5", "steps[0].timeout_s"),
-    ("timeout_s", [600], "timeout_s"),
-    ("steps.0.retry.max_attempts", 2.5, "steps[0].retry.max_attempts"),
-    ("steps.0.retry.max_attempts", True, "steps[0].retry.max_attempts"),
-    ("steps.0.retry", 3, "steps[0].retry"),
-    ("steps.0.action", "POST /orders", "steps[0].action"),
-    ("steps.0.name", 7, "steps[0].name"),
-    ("steps", {"a": 1}, "steps"),
-    ("steps.1", "approval", "steps[1]"),
-    ("id", 42, "id"),
-])
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("steps.0.timeout_s", True, "steps[0].timeout_s"),  # bool is not a number
+        ("steps.0.timeout_s", "5", "steps[0].timeout_s"),
+        ("timeout_s", [600], "timeout_s"),
+        ("steps.0.retry.max_attempts", 2.5, "steps[0].retry.max_attempts"),
+        ("steps.0.retry.max_attempts", True, "steps[0].retry.max_attempts"),
+        ("steps.0.retry", 3, "steps[0].retry"),
+        ("steps.0.action", "POST /orders", "steps[0].action"),
+        ("steps.0.name", 7, "steps[0].name"),
+        ("steps", {"a": 1}, "steps"),
+        ("steps.1", "approval", "steps[1]"),
+        ("id", 42, "id"),
+    ],
+)
 def test_wrong_types(path, value, field):
     rejects(changed(path, value), field)
 
 
-@pytest.mark.parametrize("path, value, field", [
-    ("id", "order 42", "id"),
-    ("id", "x" * 129, "id"),
-    ("steps.0.name", "create order", "steps[0].name"),
-    ("steps.0.name", "n" * 65, "steps[0].name"),
-    ("steps.0.service", "Orders", "steps[0].service"),
-    ("steps.1.await", "approved!", "steps[1].await"),
-])
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("id", "order 42", "id"),
+        ("id", "x" * 129, "id"),
+        ("steps.0.name", "create order", "steps[0].name"),
+        ("steps.0.name", "n" * 65, "steps[0].name"),
+        ("steps.0.service", "Orders", "steps[0].service"),
+        ("steps.1.await", "approved!", "steps[1].await"),
+    ],
+)
 def test_names_must_match_their_patterns(path, value, field):
     assert "must match" in rejects(changed(path, value), field).message
 
@@ -203,10 +246,19 @@ def test_method_must_be_one_of_five(method):
     rejects(changed("steps.0.action.method", method), "steps[0].action.method")
 
 
-@pytest.mark.parametrize("path", [
-    "orders", "//evil.example/orders", "/redirect?to=http://evil", "/a b", "/a\tb",
-    "/a\nb", "/" + "a" * limits.PATH_CHARS_MAX, "",
-])
+@pytest.mark.parametrize(
+    "path",
+    [
+        "orders",
+        "//evil.example/orders",
+        "/redirect?to=http://evil",
+        "/a b",
+        "/a\tb",
+        "/a\nb",
+        "/" + "a" * limits.PATH_CHARS_MAX,
+        "",
+    ],
+)
 def test_bad_paths(path):
     rejects(changed("steps.0.compensation.path", path), "steps[0].compensation.path")
 
@@ -216,26 +268,32 @@ def test_unknown_service():
     assert error.message == "unknown service 'orders'"
 
 
-@pytest.mark.parametrize("path, value, field", [
-    ("steps.0.timeout_s", 0, "steps[0].timeout_s"),
-    ("steps.0.timeout_s", -1, "steps[0].timeout_s"),
-    ("steps.0.timeout_s", limits.STEP_TIMEOUT_S_MAX + 1, "steps[0].timeout_s"),
-    ("steps.0.timeout_s", float("inf"), "steps[0].timeout_s"),
-    ("steps.1.timeout_s", limits.AWAIT_TIMEOUT_S_MAX + 1, "steps[1].timeout_s"),
-    ("timeout_s", 0, "timeout_s"),
-    ("timeout_s", limits.SAGA_TIMEOUT_S_MAX * 2, "timeout_s"),
-])
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("steps.0.timeout_s", 0, "steps[0].timeout_s"),
+        ("steps.0.timeout_s", -1, "steps[0].timeout_s"),
+        ("steps.0.timeout_s", limits.STEP_TIMEOUT_S_MAX + 1, "steps[0].timeout_s"),
+        ("steps.0.timeout_s", float("inf"), "steps[0].timeout_s"),
+        ("steps.1.timeout_s", limits.AWAIT_TIMEOUT_S_MAX + 1, "steps[1].timeout_s"),
+        ("timeout_s", 0, "timeout_s"),
+        ("timeout_s", limits.SAGA_TIMEOUT_S_MAX * 2, "timeout_s"),
+    ],
+)
 def test_timeouts_out_of_range(path, value, field):
     rejects(changed(path, value), field)
 
 
-@pytest.mark.parametrize("retry, field", [
-    ({"max_attempts": 0}, "steps[0].retry.max_attempts"),
-    ({"max_attempts": limits.RETRY_ATTEMPTS_MAX + 1}, "steps[0].retry.max_attempts"),
-    ({"backoff_s": -0.1}, "steps[0].retry.backoff_s"),
-    ({"backoff_s": limits.BACKOFF_S_MAX + 1}, "steps[0].retry.backoff_s"),
-    ({"backoff_s": 2, "max_backoff_s": 1}, "steps[0].retry.max_backoff_s"),
-])
+@pytest.mark.parametrize(
+    "retry, field",
+    [
+        ({"max_attempts": 0}, "steps[0].retry.max_attempts"),
+        ({"max_attempts": limits.RETRY_ATTEMPTS_MAX + 1}, "steps[0].retry.max_attempts"),
+        ({"backoff_s": -0.1}, "steps[0].retry.backoff_s"),
+        ({"backoff_s": limits.BACKOFF_S_MAX + 1}, "steps[0].retry.backoff_s"),
+        ({"backoff_s": 2, "max_backoff_s": 1}, "steps[0].retry.max_backoff_s"),
+    ],
+)
 def test_retry_out_of_range(retry, field):
     rejects(changed("steps.0.retry", retry), field)
 
@@ -251,19 +309,20 @@ def test_a_step_is_either_an_action_or_an_await():
     neither = {"steps": [{"name": "x", "timeout_s": 1}]}
     assert "needs" in rejects(neither, "steps[0]").message
     compensated_wait = changed("steps.1.compensation", {"method": "POST", "path": "/x"})
-    assert rejects(compensated_wait, "steps[1].compensation").message == (
-        "not allowed on an await step"
-    )
+    assert rejects(compensated_wait, "steps[1].compensation").message == ("not allowed on an await step")
 
 
-@pytest.mark.parametrize("body, field", [
-    ({"blob": "x" * limits.STEP_BODY_BYTES_MAX}, "steps[0].action.body"),
-    ({"n": float("nan")}, "steps[0].action.body.n"),
-    ({"n": 2**64}, "steps[0].action.body.n"),
-    ({"s": {1, 2}}, "steps[0].action.body.s"),
-    ({1: "int key"}, "steps[0].action.body"),
-    ({"items": [{"deep": [[[]]]}]}, None),
-])
+@pytest.mark.parametrize(
+    "body, field",
+    [
+        ({"blob": "x" * limits.STEP_BODY_BYTES_MAX}, "steps[0].action.body"),
+        ({"n": float("nan")}, "steps[0].action.body.n"),
+        ({"n": 2**64}, "steps[0].action.body.n"),
+        ({"s": {1, 2}}, "steps[0].action.body.s"),
+        ({1: "int key"}, "steps[0].action.body"),
+        ({"items": [{"deep": [[[]]]}]}, None),
+    ],
+)
 def test_bodies_are_bounded_json(body, field):
     raw = changed("steps.0.action.body", body)
     if field is None:
@@ -292,26 +351,32 @@ def test_plain_form_round_trips_exactly_through_msgpack_and_json():
 
 
 def test_defaults_made_explicit_are_the_same_definition():
-    terse = {"id": "s", "steps": [{"name": "a", "service": "orders",
-                                   "action": {"method": "POST", "path": "/a", "body": {"x": 1, "y": [2]}}}]}
+    terse = {
+        "id": "s",
+        "steps": [
+            {"name": "a", "service": "orders", "action": {"method": "POST", "path": "/a", "body": {"x": 1, "y": [2]}}}
+        ],
+    }
     explicit = copy.deepcopy(terse)
     explicit["steps"][0].update(
-        timeout_s=5.0, retry={"max_attempts": 5, "backoff_s": 0.1, "max_backoff_s": 5},
-        compensation=None,
+        timeout_s=5.0, retry={"max_attempts": 5, "backoff_s": 0.1, "max_backoff_s": 5}, compensation=None
     )
     explicit["steps"][0]["action"]["body"] = {"y": [2], "x": 1}
     assert same_definition(parse_definition(terse), parse_definition(explicit))
     assert same_definition(parse_definition(terse), definition_from_dict(definition_to_dict(parse_definition(terse))))
 
 
-@pytest.mark.parametrize("path, value", [
-    ("steps.0.action.body.qty", True),   # true is not 3
-    ("steps.0.action.body.qty", 3.5),
-    ("steps.0.timeout_s", 6),
-    ("steps.1.await", "approved-2"),
-    ("timeout_s", None),
-    ("id", "order-43"),
-])
+@pytest.mark.parametrize(
+    "path, value",
+    [
+        ("steps.0.action.body.qty", True),  # true is not 3
+        ("steps.0.action.body.qty", 3.5),
+        ("steps.0.timeout_s", 6),
+        ("steps.1.await", "approved-2"),
+        ("timeout_s", None),
+        ("id", "order-43"),
+    ],
+)
 def test_any_real_difference_is_another_definition(path, value):
     assert not same_definition(parse_definition(valid()), parse_definition(changed(path, value)))
 
@@ -328,19 +393,35 @@ def test_with_id_fills_a_generated_id_and_checks_it():
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=12,
 )
-FIELDS = ["id", "steps", "timeout_s", "name", "service", "action", "compensation",
-          "await", "retry", "method", "path", "body", "max_attempts", "backoff_s"]
+FIELDS = [
+    "id",
+    "steps",
+    "timeout_s",
+    "name",
+    "service",
+    "action",
+    "compensation",
+    "await",
+    "retry",
+    "method",
+    "path",
+    "body",
+    "max_attempts",
+    "backoff_s",
+]
 
 
 @given(st.dictionaries(st.sampled_from(FIELDS), JSON, max_size=4), st.data())
 def test_any_input_is_parsed_or_rejected_with_a_definition_error(noise, data):
     raw = valid()
-    target = data.draw(st.sampled_from([raw, raw["steps"][0], raw["steps"][1],
-                                        raw["steps"][0]["action"], raw["steps"][0]["compensation"]]))
+    target = data.draw(
+        st.sampled_from(
+            [raw, raw["steps"][0], raw["steps"][1], raw["steps"][0]["action"], raw["steps"][0]["compensation"]]
+        )
+    )
     target.update(noise)
     try:
         definition = parse_definition(raw)

@@ -21,19 +21,41 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 
 from coordinator.saga import (
-    ActionFailed, ActionSucceeded, ActionUnknown, AwaitSignal, CallAction,
-    CallCompensation, CompensationExhausted, CompensationSucceeded,
-    DeadlineReached, Effect, Event, Finished, Redrive, SagaDefinition,
-    SagaStatus, SignalReceived, StepStatus, limits, next_deadline,
-    parse_definition, pending_effects, start, state_from_dict, state_to_dict,
-    step, to_api,
+    ActionFailed,
+    ActionSucceeded,
+    ActionUnknown,
+    AwaitSignal,
+    CallAction,
+    CallCompensation,
+    CompensationExhausted,
+    CompensationSucceeded,
+    DeadlineReached,
+    Effect,
+    Event,
+    Finished,
+    Redrive,
+    SagaDefinition,
+    SagaStatus,
+    SignalReceived,
+    StepStatus,
+    limits,
+    next_deadline,
+    parse_definition,
+    pending_effects,
+    start,
+    state_from_dict,
+    state_to_dict,
+    step,
+    to_api,
 )
 
 T0_MS = 1_700_000_000_000
 SIGNALS = ("approved", "shipped")
 GOING = (SagaStatus.STARTED, SagaStatus.RUNNING, SagaStatus.COMPENSATING)
 PAYLOADS = st.one_of(
-    st.none(), st.integers(-5, 5), st.text(max_size=5),
+    st.none(),
+    st.integers(-5, 5),
+    st.text(max_size=5),
     st.dictionaries(st.sampled_from(["by", "id", "note"]), st.integers(0, 9), max_size=3),
 )
 # Every output an executor reports carries an "id", which later bodies and
@@ -139,14 +161,17 @@ class Run:
         elif isinstance(effect, CallCompensation):
             attempts = self.draw(st.integers(1, 20))
             if fair or self.draw(st.booleans()):
-                self.apply(CompensationSucceeded(
-                    step=effect.step, attempts=attempts, at_ms=self.tick(), redrives=effect.redrives,
-                ))
+                self.apply(
+                    CompensationSucceeded(
+                        step=effect.step, attempts=attempts, at_ms=self.tick(), redrives=effect.redrives
+                    )
+                )
             else:
-                self.apply(CompensationExhausted(
-                    step=effect.step, error="503", attempts=attempts, at_ms=self.tick(),
-                    redrives=effect.redrives,
-                ))
+                self.apply(
+                    CompensationExhausted(
+                        step=effect.step, error="503", attempts=attempts, at_ms=self.tick(), redrives=effect.redrives
+                    )
+                )
         elif fair or self.draw(st.booleans()):
             self.apply(SignalReceived(name=effect.signal, payload=self.draw(PAYLOADS), at_ms=self.tick()))
         else:
@@ -168,9 +193,7 @@ class Run:
     # -- moves of the random phase -------------------------------------------------
 
     def move(self) -> None:
-        move = self.draw(st.sampled_from(
-            ["answer"] * 4 + ["replay", "junk", "signal", "deadline", "redrive", "wait"]
-        ))
+        move = self.draw(st.sampled_from(["answer"] * 4 + ["replay", "junk", "signal", "deadline", "redrive", "wait"]))
         if move == "answer":
             self.answer(fair=False)
         elif move == "replay" and self.applied:
@@ -224,10 +247,12 @@ def junk_events(step_count: int, now: int) -> st.SearchStrategy[Event]:
         st.builds(ActionFailed, step=steps, error=st.just("junk"), attempts=attempts, at_ms=at_ms),
         st.builds(ActionUnknown, step=steps, error=st.just("junk"), attempts=attempts, at_ms=at_ms),
         st.builds(CompensationSucceeded, step=steps, attempts=attempts, at_ms=at_ms, redrives=redrives),
-        st.builds(CompensationExhausted, step=steps, error=st.just("junk"), attempts=attempts,
-                  at_ms=at_ms, redrives=redrives),
-        st.builds(DeadlineReached, kind=st.sampled_from(["saga", "step", "other"]),
-                  step=st.none() | steps, at_ms=at_ms),
+        st.builds(
+            CompensationExhausted, step=steps, error=st.just("junk"), attempts=attempts, at_ms=at_ms, redrives=redrives
+        ),
+        st.builds(
+            DeadlineReached, kind=st.sampled_from(["saga", "step", "other"]), step=st.none() | steps, at_ms=at_ms
+        ),
     )
 
 

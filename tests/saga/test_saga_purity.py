@@ -16,16 +16,34 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "saga"
 SOURCES = sorted(PACKAGE.glob("*.py"))
 
 FORBIDDEN = {
-    "asyncio", "time", "random", "uuid", "aiohttp", "grpc", "pysyncobj",
-    "socket", "threading", "os", "subprocess", "multiprocessing", "secrets",
-    "importlib", "signal", "selectors", "concurrent", "sys", "pathlib", "io",
+    "asyncio",
+    "time",
+    "random",
+    "uuid",
+    "aiohttp",
+    "grpc",
+    "pysyncobj",
+    "socket",
+    "threading",
+    "os",
+    "subprocess",
+    "multiprocessing",
+    "secrets",
+    "importlib",
+    "signal",
+    "selectors",
+    "concurrent",
+    "sys",
+    "pathlib",
+    "io",
     # the other packages of the project: saga stands alone
-    "cluster", "consensus", "client", "chaos", "twopc",
+    "cluster",
+    "consensus",
+    "client",
+    "chaos",
+    "twopc",
 }
-ALLOWED = {
-    "__future__", "collections", "dataclasses", "datetime", "enum", "json",
-    "math", "re", "typing", "saga",
-}
+ALLOWED = {"__future__", "collections", "dataclasses", "datetime", "enum", "json", "math", "re", "typing", "saga"}
 FILE_LINES_MAX = 400
 FUNCTION_LINES_MAX = 60
 
@@ -48,8 +66,7 @@ def imported_modules(path: pathlib.Path) -> set[str]:
 
 def test_the_package_has_its_modules() -> None:
     names = {path.name for path in SOURCES}
-    assert {"__init__.py", "definition.py", "limits.py", "errors.py",
-            "substitution.py", "machine.py"} <= names
+    assert {"__init__.py", "definition.py", "limits.py", "errors.py", "substitution.py", "machine.py"} <= names
 
 
 @pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
@@ -86,6 +103,7 @@ def test_files_and_functions_stay_small(path: pathlib.Path) -> None:
 
 def test_the_public_names_are_exported() -> None:
     from coordinator import saga
+
     assert sorted(saga.__all__) == sorted(set(saga.__all__))
     for name in saga.__all__:
         assert hasattr(saga, name), name

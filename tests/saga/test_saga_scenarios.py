@@ -10,29 +10,40 @@ from __future__ import annotations
 import pytest
 
 from coordinator.saga import (
-    ActionFailed, ActionSucceeded, ActionUnknown, AwaitSignal, CallAction,
-    CallCompensation, CompensationExhausted, CompensationSucceeded,
-    DeadlineReached, Effect, Event, Finished, Redrive, SagaState, SagaStatus,
-    SignalReceived, limits, next_deadline, parse_definition, pending_effects,
-    start, step, to_api, with_id,
+    ActionFailed,
+    ActionSucceeded,
+    ActionUnknown,
+    AwaitSignal,
+    CallAction,
+    CallCompensation,
+    CompensationExhausted,
+    CompensationSucceeded,
+    DeadlineReached,
+    Effect,
+    Event,
+    Finished,
+    Redrive,
+    SagaState,
+    SagaStatus,
+    SignalReceived,
+    limits,
+    next_deadline,
+    parse_definition,
+    pending_effects,
+    start,
+    step,
+    to_api,
+    with_id,
 )
 
 T0_MS = 1_700_000_000_000
 
 
 def action_step(
-    name: str,
-    service: str | None = None,
-    body: object = None,
-    compensation: bool | dict = True,
-    **extra: object,
+    name: str, service: str | None = None, body: object = None, compensation: bool | dict = True, **extra: object
 ) -> dict:
     """An action step calling POST /{name}; compensation POST /{name}/undo."""
-    raw: dict = {
-        "name": name,
-        "service": service or name,
-        "action": {"method": "POST", "path": f"/{name}"},
-    }
+    raw: dict = {"name": name, "service": service or name, "action": {"method": "POST", "path": f"/{name}"}}
     if body is not None:
         raw["action"]["body"] = body
     if compensation is True:
@@ -61,19 +72,17 @@ def order_saga() -> dict:
     """The demo's order saga: orders, inventory, payments, shipping."""
     return saga_definition(
         action_step(
-            "orders", body={"sku": "W-1", "qty": 3},
+            "orders",
+            body={"sku": "W-1", "qty": 3},
             compensation={
-                "method": "POST", "path": "/orders/cancel",
+                "method": "POST",
+                "path": "/orders/cancel",
                 "body": {"order": "${steps.orders.output.order_id}"},
             },
         ),
+        action_step("inventory", body={"order": "${steps.orders.output.order_id}", "sku": "W-1", "qty": 3}),
         action_step(
-            "inventory",
-            body={"order": "${steps.orders.output.order_id}", "sku": "W-1", "qty": 3},
-        ),
-        action_step(
-            "payments",
-            body={"order": "${steps.orders.output.order_id}", "amount": "${steps.orders.output.total}"},
+            "payments", body={"order": "${steps.orders.output.order_id}", "amount": "${steps.orders.output.total}"}
         ),
         action_step("shipping", body={"order": "${steps.orders.output.order_id}"}, compensation=False),
         saga_id="order-42",
@@ -99,10 +108,7 @@ class Story:
         return self.state.status.value
 
     def step_states(self) -> dict[str, str]:
-        return {
-            spec.name: s.status.value
-            for spec, s in zip(self.state.definition.steps, self.state.steps)
-        }
+        return {spec.name: s.status.value for spec, s in zip(self.state.definition.steps, self.state.steps)}
 
     def index(self, name: str) -> int:
         return self.state.definition.step_names.index(name)
@@ -127,30 +133,25 @@ class Story:
         return self.now
 
     def succeed(self, name: str, output: object = None, attempts: int = 1) -> tuple[Effect, ...]:
-        return self.apply(ActionSucceeded(
-            step=self.index(name), output=output if output is not None else {},
-            attempts=attempts, at_ms=self._at(),
-        ))
+        return self.apply(
+            ActionSucceeded(
+                step=self.index(name), output=output if output is not None else {}, attempts=attempts, at_ms=self._at()
+            )
+        )
 
     def fail(self, name: str, error: str = "declined", attempts: int = 1) -> tuple[Effect, ...]:
-        return self.apply(ActionFailed(
-            step=self.index(name), error=error, attempts=attempts, at_ms=self._at()
-        ))
+        return self.apply(ActionFailed(step=self.index(name), error=error, attempts=attempts, at_ms=self._at()))
 
     def unknown(self, name: str, error: str = "timed out", attempts: int = 5) -> tuple[Effect, ...]:
-        return self.apply(ActionUnknown(
-            step=self.index(name), error=error, attempts=attempts, at_ms=self._at()
-        ))
+        return self.apply(ActionUnknown(step=self.index(name), error=error, attempts=attempts, at_ms=self._at()))
 
     def compensated(self, name: str, attempts: int = 1) -> tuple[Effect, ...]:
-        return self.apply(CompensationSucceeded(
-            step=self.index(name), attempts=attempts, at_ms=self._at()
-        ))
+        return self.apply(CompensationSucceeded(step=self.index(name), attempts=attempts, at_ms=self._at()))
 
     def exhausted(self, name: str, error: str = "503", attempts: int = 20) -> tuple[Effect, ...]:
-        return self.apply(CompensationExhausted(
-            step=self.index(name), error=error, attempts=attempts, at_ms=self._at()
-        ))
+        return self.apply(
+            CompensationExhausted(step=self.index(name), error=error, attempts=attempts, at_ms=self._at())
+        )
 
     def signal(self, name: str, payload: object = None) -> tuple[Effect, ...]:
         return self.apply(SignalReceived(name=name, payload=payload, at_ms=self._at()))
@@ -241,10 +242,7 @@ def test_a_failed_step_compensates_exactly_the_earlier_steps_in_reverse(failing)
     assert states[ORDER_STEPS[failing]] == "failed"
     assert all(states[n] == "skipped" for n in ORDER_STEPS[failing + 1 :])
     failure = to_api(story.state)["failure"]
-    assert failure == {
-        "reason": "step_failed", "step": ORDER_STEPS[failing],
-        "error": "402 payment declined",
-    }
+    assert failure == {"reason": "step_failed", "step": ORDER_STEPS[failing], "error": "402 payment declined"}
     assert story.history()[failing + 1 : failing + 4] == ["step_failed", "failed", "compensating"]
 
 
@@ -272,7 +270,9 @@ def test_an_unknown_outcome_is_compensated_first():
     story.compensated("orders")
     assert story.status == "compensated"
     assert [c for c in story.calls() if c.startswith("compensate")] == [
-        "compensate payments", "compensate inventory", "compensate orders",
+        "compensate payments",
+        "compensate inventory",
+        "compensate orders",
     ]
 
 
@@ -295,8 +295,12 @@ def test_exhausted_compensation_makes_the_saga_stuck_until_redriven():
     story.compensated("orders")
     assert story.status == "compensated"
     assert story.history()[-6:] == [
-        "stuck", "redrive", "compensating", "compensation_succeeded",
-        "compensation_succeeded", "compensated",
+        "stuck",
+        "redrive",
+        "compensating",
+        "compensation_succeeded",
+        "compensation_succeeded",
+        "compensated",
     ]
     api_step = to_api(story.state)["steps"][1]
     assert api_step["compensation_error"] == "503 Service Unavailable"
@@ -338,10 +342,9 @@ def test_endless_redrives_keep_working_with_a_bounded_history():
 
 
 def test_saga_deadline_while_a_step_runs_times_the_saga_out():
-    story = Story(saga_definition(
-        action_step("orders"), action_step("payments"), action_step("shipping"),
-        timeout_s=30,
-    ))
+    story = Story(
+        saga_definition(action_step("orders"), action_step("payments"), action_step("shipping"), timeout_s=30)
+    )
     story.succeed("orders")
     deadline_ms, event = next_deadline(story.state)
     assert deadline_ms == T0_MS + 30_000
@@ -350,12 +353,12 @@ def test_saga_deadline_while_a_step_runs_times_the_saga_out():
     assert_no_op(story.state, DeadlineReached(kind="saga", step=None, at_ms=deadline_ms - 1))
     [call] = story.deadline("saga", None, deadline_ms)
     # payments may have taken effect: it is unknown, so compensated first.
-    assert story.step_states() == {
-        "orders": "succeeded", "payments": "compensating", "shipping": "skipped",
-    }
+    assert story.step_states() == {"orders": "succeeded", "payments": "compensating", "shipping": "skipped"}
     assert call.name == "payments"
     assert to_api(story.state)["failure"] == {
-        "reason": "timed_out", "step": "payments", "error": "saga deadline of 30 s passed",
+        "reason": "timed_out",
+        "step": "payments",
+        "error": "saga deadline of 30 s passed",
     }
     assert story.history()[-3:] == ["step_unknown", "timed_out", "compensating"]
     assert next_deadline(story.state) is None
@@ -365,19 +368,21 @@ def test_saga_deadline_while_a_step_runs_times_the_saga_out():
 
 
 def test_await_step_waits_for_its_signal_and_passes_the_payload_on():
-    story = Story(saga_definition(
-        action_step("orders"),
-        await_step("approval", "approved", timeout_s=300),
-        action_step("payments", body={"approver": "${steps.approval.output.by}"}),
-    ))
+    story = Story(
+        saga_definition(
+            action_step("orders"),
+            await_step("approval", "approved", timeout_s=300),
+            action_step("payments", body={"approver": "${steps.approval.output.by}"}),
+        )
+    )
     [wait] = story.succeed("orders")
     assert wait == AwaitSignal(
-        saga_id="saga-1", step=1, name="approval", signal="approved",
-        deadline_at_ms=story.now + 300_000,
+        saga_id="saga-1", step=1, name="approval", signal="approved", deadline_at_ms=story.now + 300_000
     )
     assert story.pending() == (wait,)
     assert next_deadline(story.state) == (
-        wait.deadline_at_ms, DeadlineReached(kind="step", step=1, at_ms=wait.deadline_at_ms)
+        wait.deadline_at_ms,
+        DeadlineReached(kind="step", step=1, at_ms=wait.deadline_at_ms),
     )
     assert story.signal("rejected", {"by": "eve"}) == ()
     [call] = story.signal("approved", {"by": "bob"})
@@ -387,9 +392,7 @@ def test_await_step_waits_for_its_signal_and_passes_the_payload_on():
 
 
 def test_a_signal_sent_early_is_kept_for_its_await_step():
-    story = Story(saga_definition(
-        action_step("orders"), await_step("approval", "approved"), action_step("payments"),
-    ))
+    story = Story(saga_definition(action_step("orders"), await_step("approval", "approved"), action_step("payments")))
     assert story.signal("approved", {"by": "amy"}) == ()
     assert story.signal("approved", {"by": "bob"}) == ()  # the latest one wins
     assert story.history() == ["started", "signal"]
@@ -406,19 +409,19 @@ def test_signals_no_step_waits_for_are_dropped():
 
 
 def test_await_deadline_times_the_saga_out_and_compensates():
-    story = Story(saga_definition(
-        action_step("orders"), await_step("approval", "approved", timeout_s=60),
-        action_step("payments"),
-    ))
+    story = Story(
+        saga_definition(
+            action_step("orders"), await_step("approval", "approved", timeout_s=60), action_step("payments")
+        )
+    )
     [wait] = story.succeed("orders")
     assert_no_op(story.state, DeadlineReached(kind="step", step=0, at_ms=wait.deadline_at_ms))
     [call] = story.deadline("step", 1, wait.deadline_at_ms)
-    assert story.step_states() == {
-        "orders": "compensating", "approval": "failed", "payments": "skipped",
-    }
+    assert story.step_states() == {"orders": "compensating", "approval": "failed", "payments": "skipped"}
     assert story.history()[-3:] == ["step_failed", "timed_out", "compensating"]
     assert to_api(story.state)["failure"] == {
-        "reason": "timed_out", "step": "approval",
+        "reason": "timed_out",
+        "step": "approval",
         "error": "no signal 'approved' within 60 s",
     }
     assert call.name == "orders"
@@ -428,10 +431,11 @@ def test_await_deadline_times_the_saga_out_and_compensates():
 
 
 def test_a_reference_that_does_not_resolve_fails_the_step_without_calling_it():
-    story = Story(saga_definition(
-        action_step("orders"),
-        action_step("payments", body={"order": "${steps.orders.output.order_id}"}),
-    ))
+    story = Story(
+        saga_definition(
+            action_step("orders"), action_step("payments", body={"order": "${steps.orders.output.order_id}"})
+        )
+    )
     [call] = story.succeed("orders", {"id": "o-7"})
     assert call == story.last[0] and isinstance(call, CallCompensation)
     assert story.calls() == ["action orders", "compensate orders"]
@@ -441,12 +445,18 @@ def test_a_reference_that_does_not_resolve_fails_the_step_without_calling_it():
 
 
 def test_an_unknown_step_is_still_compensated_with_unresolved_references_as_null():
-    story = Story(saga_definition(
-        action_step("orders", compensation={
-            "method": "POST", "path": "/orders/cancel",
-            "body": {"order": "${steps.orders.output.order_id}", "reason": "saga failed"},
-        }),
-    ))
+    story = Story(
+        saga_definition(
+            action_step(
+                "orders",
+                compensation={
+                    "method": "POST",
+                    "path": "/orders/cancel",
+                    "body": {"order": "${steps.orders.output.order_id}", "reason": "saga failed"},
+                },
+            )
+        )
+    )
     [call] = story.unknown("orders")
     assert isinstance(call, CallCompensation) and call.name == "orders"
     # The participant finds what to undo by the Idempotency-Key.
@@ -469,7 +479,7 @@ def test_duplicate_and_late_events_change_nothing():
     story = Story(order_saga())
     first = ActionSucceeded(step=0, output={"order_id": "o", "total": 1}, attempts=1, at_ms=T0_MS + 5)
     story.apply(first)
-    assert_no_op(story.state, first)                                   # duplicate
+    assert_no_op(story.state, first)  # duplicate
     assert_no_op(story.state, ActionFailed(step=0, error="x", attempts=1, at_ms=T0_MS + 6))
     assert_no_op(story.state, ActionSucceeded(step=3, output={}, attempts=1, at_ms=T0_MS + 7))
     assert_no_op(story.state, ActionSucceeded(step=99, output={}, attempts=1, at_ms=T0_MS + 7))
@@ -480,17 +490,17 @@ def test_duplicate_and_late_events_change_nothing():
     story.compensated("orders")
     assert story.status == "compensated"
     for event in (first, Redrive(at_ms=story.now), SignalReceived(name="a", payload=1, at_ms=story.now)):
-        assert_no_op(story.state, event)                               # terminal
+        assert_no_op(story.state, event)  # terminal
 
 
 def test_junk_events_change_nothing():
     story = Story(order_saga())
     for junk in (
         object(),
-        ActionSucceeded(step="0", output={}, attempts=1, at_ms=T0_MS),   # type: ignore[arg-type]
+        ActionSucceeded(step="0", output={}, attempts=1, at_ms=T0_MS),  # type: ignore[arg-type]
         ActionSucceeded(step=True, output={}, attempts=1, at_ms=T0_MS),  # bool is not an index
         ActionSucceeded(step=0, output={}, attempts=-1, at_ms=T0_MS),
-        ActionSucceeded(step=0, output={}, attempts=1, at_ms=None),      # type: ignore[arg-type]
+        ActionSucceeded(step=0, output={}, attempts=1, at_ms=None),  # type: ignore[arg-type]
         DeadlineReached(kind="nonsense", step=0, at_ms=T0_MS * 2),
         SignalReceived(name="approved", payload=float("nan"), at_ms=T0_MS),
     ):

@@ -7,14 +7,7 @@ import json
 
 import pytest
 
-from coordinator.twopc import (
-    DefinitionError,
-    definition_to_dict,
-    parse_definition,
-    same_definition,
-    with_id,
-)
-from coordinator.twopc import limits
+from coordinator.twopc import DefinitionError, definition_to_dict, limits, parse_definition, same_definition, with_id
 
 
 def participant(service: str = "inventory", **overrides: object) -> dict:
@@ -80,11 +73,7 @@ def test_values_exactly_at_the_limits_are_accepted() -> None:
     path = "/" + "p" * (limits.PATH_CHARS_MAX - 1)
     padding = limits.BODY_BYTES_MAX - len(json.dumps({"x": ""}, separators=(",", ":")))
     body = {"x": "b" * padding}
-    raw = definition(
-        *[participant(s) for s in services],
-        id="i" * 128,
-        timeout_s=limits.TX_TIMEOUT_S_MAX,
-    )
+    raw = definition(*[participant(s) for s in services], id="i" * 128, timeout_s=limits.TX_TIMEOUT_S_MAX)
     raw["participants"][0] = participant("a" * 63, prepare={"path": path, "body": body})
     parsed = parse_definition(raw)
     assert len(parsed.participants) == limits.PARTICIPANTS_MAX
@@ -137,10 +126,7 @@ def test_wrong_types(raw: object, field: str) -> None:
     [
         (definition(extra=1), "extra"),
         (definition(participant(retry={})), "participants[0].retry"),
-        (
-            definition(participant(commit={"path": "/c", "method": "POST"})),
-            "participants[0].commit.method",
-        ),
+        (definition(participant(commit={"path": "/c", "method": "POST"})), "participants[0].commit.method"),
         (
             definition(participant(), participant("b", abort={"path": "/a", "headers": {}})),
             "participants[1].abort.headers",
@@ -274,9 +260,7 @@ def test_body_nested_too_deep() -> None:
     assert "nested deeper" in error.message
 
 
-@pytest.mark.parametrize(
-    "timeout_s", [0, -1, 0.0, limits.TX_TIMEOUT_S_MAX + 0.5, float("nan"), float("inf")]
-)
+@pytest.mark.parametrize("timeout_s", [0, -1, 0.0, limits.TX_TIMEOUT_S_MAX + 0.5, float("nan"), float("inf")])
 def test_timeout_out_of_range(timeout_s: float) -> None:
     error = error_for(definition(timeout_s=timeout_s))
     assert error.field == "timeout_s"
@@ -341,10 +325,7 @@ def test_different_definitions_differ(change) -> None:
 
 def test_to_dict_makes_defaults_explicit() -> None:
     raw = {
-        "participants": [
-            {"service": "a", "prepare": {"path": "/p"}, "commit": {"path": "/c"},
-             "abort": {"path": "/a"}}
-        ]
+        "participants": [{"service": "a", "prepare": {"path": "/p"}, "commit": {"path": "/c"}, "abort": {"path": "/a"}}]
     }
     assert definition_to_dict(parse_definition(raw)) == {
         "id": None,
@@ -362,7 +343,18 @@ def test_to_dict_makes_defaults_explicit() -> None:
 
 @pytest.mark.parametrize(
     "path",
-    ["/..", "/a/../../b", "/a/./b", "/%2e%2e/admin", "/.%2E/x", "/%252e%252e/x", "/a/..%2f..%2fb", "/a\\..\\b", "/p?x=1", "/p#f"],
+    [
+        "/..",
+        "/a/../../b",
+        "/a/./b",
+        "/%2e%2e/admin",
+        "/.%2E/x",
+        "/%252e%252e/x",
+        "/a/..%2f..%2fb",
+        "/a\\..\\b",
+        "/p?x=1",
+        "/p#f",
+    ],
 )
 @pytest.mark.parametrize("phase", ["prepare", "commit", "abort"])
 def test_a_path_cannot_leave_the_service_base_path_or_carry_a_query(path: str, phase: str) -> None:

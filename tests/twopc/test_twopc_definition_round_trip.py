@@ -12,10 +12,10 @@ from coordinator.twopc import (
     TransactionDefinition,
     definition_from_dict,
     definition_to_dict,
+    limits,
     parse_definition,
     same_definition,
 )
-from coordinator.twopc import limits
 
 json_leaf = (
     st.none()
@@ -26,27 +26,18 @@ json_leaf = (
 )
 json_value = st.recursive(
     json_leaf,
-    lambda children: (
-        st.lists(children, max_size=3)
-        | st.dictionaries(st.text(max_size=5), children, max_size=3)
-    ),
+    lambda children: st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3),
     max_leaves=6,
 )
 paths = st.from_regex(r"/[a-z0-9/]{0,10}", fullmatch=True).filter(lambda p: not p.startswith("//"))
 call = st.fixed_dictionaries({"path": paths}, optional={"body": json_value})
 definitions = st.builds(
     lambda services, calls, tx_id, timeout_s: {
-        "participants": [
-            {"service": s, "prepare": calls[0], "commit": calls[1], "abort": calls[2]}
-            for s in services
-        ],
+        "participants": [{"service": s, "prepare": calls[0], "commit": calls[1], "abort": calls[2]} for s in services],
         **({"id": tx_id} if tx_id is not None else {}),
         **({"timeout_s": timeout_s} if timeout_s is not None else {}),
     },
-    st.lists(
-        st.from_regex(limits.SERVICE_NAME_PATTERN, fullmatch=True),
-        min_size=1, max_size=4, unique=True,
-    ),
+    st.lists(st.from_regex(limits.SERVICE_NAME_PATTERN, fullmatch=True), min_size=1, max_size=4, unique=True),
     st.tuples(call, call, call),
     st.none() | st.from_regex(limits.TX_ID_PATTERN, fullmatch=True),
     st.none() | st.integers(1, 3600) | st.floats(0.001, 3600),

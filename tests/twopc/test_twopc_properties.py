@@ -23,6 +23,7 @@ from coordinator.twopc import (
     TxStatus,
     Vote,
     VoteReceived,
+    limits,
     next_deadline,
     parse_definition,
     pending_effects,
@@ -31,7 +32,6 @@ from coordinator.twopc import (
     state_to_dict,
     step,
 )
-from coordinator.twopc import limits
 
 CREATED_MS = 1_000
 SETTINGS = settings(max_examples=150, deadline=None, print_blob=True)
@@ -45,12 +45,7 @@ def make_definition(count: int, timeout_s: float):
         {
             "id": "tx-p",
             "participants": [
-                {
-                    "service": f"s{i}",
-                    "prepare": {"path": "/p"},
-                    "commit": {"path": "/c"},
-                    "abort": {"path": "/a"},
-                }
+                {"service": f"s{i}", "prepare": {"path": "/p"}, "commit": {"path": "/c"}, "abort": {"path": "/a"}}
                 for i in range(count)
             ],
             "timeout_s": timeout_s,
@@ -158,9 +153,7 @@ def test_the_decision_matches_an_independent_reference(scenario) -> None:
 
 @SETTINGS
 @given(scenarios(), st.randoms(use_true_random=False), st.booleans())
-def test_every_transaction_ends_once_the_decided_phase_is_acknowledged(
-    scenario, rnd, delay
-) -> None:
+def test_every_transaction_ends_once_the_decided_phase_is_acknowledged(scenario, rnd, delay) -> None:
     definition, events = scenario
     state, _ = start(definition, CREATED_MS)
     log: list = []

@@ -15,14 +15,26 @@ PACKAGE = pathlib.Path(__file__).resolve().parents[2] / "twopc"
 SOURCES = sorted(PACKAGE.glob("*.py"))
 
 FORBIDDEN = {
-    "asyncio", "time", "random", "uuid", "aiohttp", "grpc", "pysyncobj",
-    "socket", "threading", "os", "subprocess", "multiprocessing", "secrets",
-    "importlib", "signal", "selectors", "concurrent", "sys",
+    "asyncio",
+    "time",
+    "random",
+    "uuid",
+    "aiohttp",
+    "grpc",
+    "pysyncobj",
+    "socket",
+    "threading",
+    "os",
+    "subprocess",
+    "multiprocessing",
+    "secrets",
+    "importlib",
+    "signal",
+    "selectors",
+    "concurrent",
+    "sys",
 }
-ALLOWED = {
-    "__future__", "collections", "dataclasses", "datetime", "enum", "json",
-    "math", "re", "typing", "twopc",
-}
+ALLOWED = {"__future__", "collections", "dataclasses", "datetime", "enum", "json", "math", "re", "typing", "twopc"}
 FILE_LINES_MAX = 400
 FUNCTION_LINES_MAX = 60
 
