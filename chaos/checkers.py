@@ -19,6 +19,7 @@ participant (ids, step and service names never contain "/").
 
 from __future__ import annotations
 
+import itertools
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
@@ -431,7 +432,7 @@ def _saga_order_violations(
                 )
             )
     known = [e for e in first_compensations if e.idempotency_key.rsplit("/", 2)[1] in order]
-    for earlier, later in zip(known, known[1:]):
+    for earlier, later in itertools.pairwise(known):
         earlier_index = order[earlier.idempotency_key.rsplit("/", 2)[1]]
         later_index = order[later.idempotency_key.rsplit("/", 2)[1]]
         if later_index >= earlier_index:

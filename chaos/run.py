@@ -7,8 +7,8 @@ namespaces (root), each node runs in its own (coordinator.chaos.netns) and the
 participants listen on the run's bridge; otherwise everything stays on
 loopback and the run says that it skipped partitions, and why.
 
-``python -m coordinator.chaos.run`` takes the flags of ``coordinator chaos`` plus the
-nemesis' own (``--aim``, ``--fault-interval``, ``--partition-s``).
+The flags are parsed by ``coordinator chaos`` (coordinator.cluster.cli);
+``--aim``, ``--fault-interval`` and ``--partition-s`` tune the nemesis.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from .orders import SERVICES
 from .participants import Chaos, Fail, Script, Vote, start_recording_service
 from .workload import Workload
 
-__all__ = ["ChaosSettings", "build_parser", "main", "run_chaos", "seconds_range"]
+__all__ = ["ChaosSettings", "run_chaos", "seconds_range"]
 
 SETTLE_S_MAX = 90.0
 DIGEST_WAIT_S = 30.0

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
-from typing import Any, ContextManager, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from .codec import Command
 
@@ -44,7 +45,7 @@ class Rejection(Exception):
         self.message = message
 
 
-class Role(str, enum.Enum):
+class Role(enum.StrEnum):
     FOLLOWER = "follower"
     CANDIDATE = "candidate"
     LEADER = "leader"
@@ -106,7 +107,7 @@ class ReplicatedLog(Protocol):
 
     def status(self) -> LogStatus: ...
 
-    def reading(self) -> ContextManager[None]:
+    def reading(self) -> AbstractContextManager[None]:
         """Hold while reading the state machine from the event loop."""
 
     def add_apply_listener(self, listener: ApplyListener) -> None: ...

@@ -30,7 +30,8 @@ class Histogram:
     def snapshot(self) -> tuple[list[tuple[float, int]], float, int]:
         with self._lock:
             cumulative, running = [], 0
-            for bound, n in zip(self.buckets, self.counts):
+            # counts has one more slot than buckets: above the largest bound (+Inf, which is `count`)
+            for bound, n in zip(self.buckets, self.counts, strict=False):
                 running += n
                 cumulative.append((bound, running))
             return cumulative, self.total, self.count

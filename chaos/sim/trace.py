@@ -55,7 +55,7 @@ class Trace:
 
 def first_difference(a: list[str], b: list[str]) -> tuple[int, str | None, str | None] | None:
     """Where two kept traces part: (line number, line of a, line of b), or None."""
-    for n, (x, y) in enumerate(zip(a, b)):
+    for n, (x, y) in enumerate(zip(a, b, strict=False)):  # the common prefix; the lengths are compared after
         if x != y:
             return n, x, y
     if len(a) != len(b):

@@ -14,7 +14,7 @@ import re
 # `{saga_id}/{step}/{action|compensation}` and
 # `{tx_id}/{service}/{prepare|commit|abort}`, far below this.
 KEY_CHARS_MAX = 512
-KEY_PATTERN = re.compile(r"[\x21-\x7e]{1,%d}" % KEY_CHARS_MAX)
+KEY_PATTERN = re.compile(rf"[\x21-\x7e]{{1,{KEY_CHARS_MAX}}}")
 
 # `Coordinator-Fence: {term}:{index}`; both fit SQLite's signed 64-bit INTEGER.
 FENCE_PATTERN = re.compile(r"([0-9]{1,19}):([0-9]{1,19})")

@@ -74,7 +74,7 @@ VERSION = "coordinator-signature-v1"
 SIGNATURE_WINDOW_S_DEFAULT = 300.0
 SIGNATURE_WINDOW_S_MAX = 3600.0
 KEY_ID_CHARS_MAX = 64
-KEY_ID_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,%d}" % KEY_ID_CHARS_MAX)
+KEY_ID_PATTERN = re.compile(rf"[A-Za-z0-9._-]{{1,{KEY_ID_CHARS_MAX}}}")
 # Keys one participant accepts at a time (a rotation needs two).
 KEYS_MAX = 16
 # A secret shorter than this is refused: HMAC-SHA256 wants 32 random bytes.
@@ -83,7 +83,7 @@ SECRET_BYTES_MAX = 1024
 # The header value: t (up to 19 digits), k, v1 (64 hex) and separators.
 HEADER_CHARS_MAX = 256
 TIMESTAMP_MAX = 2**63 - 1
-_HEADER_PATTERN = re.compile(r"t=([0-9]{1,19}),k=([A-Za-z0-9._-]{1,%d}),v1=([0-9a-f]{64})" % KEY_ID_CHARS_MAX)
+_HEADER_PATTERN = re.compile(rf"t=([0-9]{{1,19}}),k=([A-Za-z0-9._-]{{1,{KEY_ID_CHARS_MAX}}}),v1=([0-9a-f]{{64}})")
 _FIELD_BAD = re.compile(r"[\r\n]")
 
 

@@ -112,7 +112,7 @@ class Record:
         return json.loads(self.body) if self.body else None
 
 
-class TransactionState(str, enum.Enum):
+class TransactionState(enum.StrEnum):
     """A 2PC participant's view of one transaction.
 
     (none) -> preparing -> prepared | refused -> committed | aborted;

@@ -199,7 +199,7 @@ async def run_pysyncobj_baseline(concurrency: int, duration_s: float, warmup_s: 
                 )
                 return None
             figures = json.loads(result_file.read_text())
-            nodes = [_node_figures(address, p.pid) for address, p in zip(addresses, processes)]
+            nodes = [_node_figures(address, p.pid) for address, p in zip(addresses, processes, strict=True)]
         finally:
             stop_processes(processes)
     return {
