@@ -47,7 +47,7 @@ async def check_deliveries(deliveries: list[tuple[str, int | str]]) -> None:
     for phase, outcome in deliveries:
         ran = False
 
-        async def handler(request: web.Request) -> web.Response:
+        async def handler(request: web.Request, phase: str = phase, outcome: int | str = outcome) -> web.Response:
             nonlocal ran
             ran = True
             if outcome == "raise":

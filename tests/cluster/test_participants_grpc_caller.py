@@ -282,7 +282,9 @@ async def test_both_transports_take_the_operation(caller: Any) -> None:
     async with aiohttp.ClientSession() as session:
         transports: list[ParticipantCaller] = [HttpCaller(session, Breakers(5, 0.05)), caller()]
         targets = ["http://127.0.0.1:1", "127.0.0.1:1"]
-        outcomes = [await t.call(spec(url, attempts=1), "compensate") for t, url in zip(transports, targets)]
+        outcomes = [
+            await t.call(spec(url, attempts=1), "compensate") for t, url in zip(transports, targets, strict=True)
+        ]
     assert [(o.kind, o.attempts) for o in outcomes] == [("unknown", 1), ("unknown", 1)]
 
 

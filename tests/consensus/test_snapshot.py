@@ -28,6 +28,6 @@ def test_an_unreadable_snapshot_is_fatal(tmp_path):
     (tmp_path / "snap").write_bytes(b"garbage")
     reasons = []
     hooks = SnapshotHooks(dict, lambda s: None, threading.RLock(), on_fatal=reasons.append)
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError):  # msgpack's ExtraData: not one msgpack document
         hooks.deserialize(str(tmp_path / "snap"))
     assert reasons and "cannot load snapshot" in reasons[0]

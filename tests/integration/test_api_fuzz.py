@@ -231,7 +231,7 @@ def _matches(template: str, path: str) -> bool:
     wanted, given = template.split("/"), path.split("/")
     return len(wanted) == len(given) and all(
         w == unquote(g) if not w.startswith("{") else g and not set("{}") & set(unquote(g))
-        for w, g in zip(wanted, given)
+        for w, g in zip(wanted, given, strict=True)
     )
 
 
@@ -263,7 +263,7 @@ def hostile_requests(draw, document: dict) -> tuple[str, str, bytes]:
     path = template
     for name in re.findall(r"{(\w+)}", template):
         value = draw(PATH_VALUES[name]) if draw(st.integers(0, 3)) else draw(PATH_TEXT)
-        path = path.replace("{%s}" % name, _segment(value) or "%20", 1)
+        path = path.replace(f"{{{name}}}", _segment(value) or "%20", 1)
     if not draw(st.integers(0, 9)):
         unknown = st.sampled_from(["/v1/", "/v1/nothing", "/v2/sagas", "/v1/sagas/x/y/z"])
         path = draw(unknown | PATH_TEXT.map(lambda t: "/" + _segment(t)))

@@ -3,6 +3,7 @@ killed, paused or cut off (a network partition, when root can put the nodes
 in network namespaces) or every node restarted at least every 10 s under a
 mixed workload of a few hundred workflows, then every checker."""
 
+import itertools
 import json
 import signal
 import subprocess
@@ -93,7 +94,7 @@ def test_chaos_smoke_passes_every_checker(tmp_path):
 
     faults = report["faults"]
     starts = [0.0] + [f["at_s"] for f in faults]
-    gaps = [round(b - a, 2) for a, b in zip(starts, starts[1:])]
+    gaps = [round(b - a, 2) for a, b in itertools.pairwise(starts)]
     assert max(gaps) <= SPACING_S_MAX and starts[-1] >= DURATION_S - SPACING_S_MAX, (gaps, faults)
     aimed = [f for f in faults if f["kind"] in ("kill", "pause", "partition")]
     assert sum(f["leader"] for f in aimed) >= 0.75 * len(aimed), faults  # else no leader was found within 3 s

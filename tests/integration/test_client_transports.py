@@ -5,6 +5,7 @@ tokens, not-leader answers and byte-for-byte objects."""
 
 import asyncio
 import contextlib
+import itertools
 import json
 import socket
 
@@ -161,8 +162,8 @@ async def test_sagas_submit_get_list_wait_watch_signal_redrive(cluster, transpor
         assert signalled == {"id": "approval-1", "signal": "approved", "state": "running", "changed": True}
         assert watched[-1].state == "completed" and watched[-1].step("approval")["output"] == {"by": "ops"}
         assert len(watched) >= 3 and not any(s.terminal for s in watched[:-1])
-        assert all(a.raw != b.raw for a, b in zip(watched, watched[1:]))
-        assert [a.updated_at <= b.updated_at for a, b in zip(watched, watched[1:])] == [True] * (len(watched) - 1)
+        assert all(a.raw != b.raw for a, b in itertools.pairwise(watched))
+        assert all(a.updated_at <= b.updated_at for a, b in itertools.pairwise(watched))
         # a watch of a terminal saga: its state, once
         assert [s.raw async for s in c.watch_saga("approval-1")] == [watched[-1].raw]
 

@@ -6,7 +6,7 @@ allowed, and a request whose Host is a name the node does not have."""
 import aiohttp
 import pytest
 
-from coordinator.client import Coordinator
+from coordinator.client import Coordinator, NotFound
 
 pytestmark = pytest.mark.integration
 
@@ -47,6 +47,6 @@ async def test_browser_style_requests_are_refused_and_tools_still_work(cluster):
             assert response.status == 404
     async with Coordinator([cluster.url(i) for i in cluster.ids]) as c:
         assert [s.name for s in await c.list_services()] == ["orders"]
-        with pytest.raises(Exception):
+        with pytest.raises(NotFound):
             await c.get_saga("csrf-1")  # never created
         await c.delete_service("orders")  # through a follower's 307 too

@@ -97,7 +97,7 @@ async def test_isolated_leader_steps_down_others_lead_then_all_converge(network,
             view = await cluster.cluster_view(old_leader)  # reached over the bridge from the root namespace
             return view is not None and view["role"] != "leader" and view
 
-        view = await _until(stepped_down, STEP_DOWN_BOUND_S, f"the cut-off {old_leader} stops claiming leadership")
+        await _until(stepped_down, STEP_DOWN_BOUND_S, f"the cut-off {old_leader} stops claiming leadership")
         lost = await cluster.request("PUT", old_leader, "/v1/services/lost", {"url": "http://127.0.0.1:3"})
         assert lost.status in (307, 503), lost
         assert not partition.done(), "the partition healed before the checks ended; raise PARTITION_S"

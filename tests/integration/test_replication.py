@@ -86,10 +86,10 @@ async def test_health_readiness_and_metrics(cluster):
     await cluster.put_service(cluster.ids[0], "metered", "http://127.0.0.1:9100")
     leader = await cluster.wait_leader()
     text = (await cluster.request("GET", leader, "/metrics")).text
-    assert 'coordinator_raft_role{node="%s",role="leader"} 1' % leader in text
-    assert 'coordinator_proposals_total{node="%s",outcome="applied"}' % leader in text
+    assert f'coordinator_raft_role{{node="{leader}",role="leader"}} 1' in text
+    assert f'coordinator_proposals_total{{node="{leader}",outcome="applied"}}' in text
     assert "coordinator_apply_seconds_bucket" in text
     assert "coordinator_raft_commit_index" in text and "coordinator_raft_term" in text
-    assert 'coordinator_workflows_in_flight{node="%s",kind="saga"} 0' % leader in text
-    assert 'coordinator_workflows_kept{node="%s",kind="saga"} 0' % leader in text
+    assert f'coordinator_workflows_in_flight{{node="{leader}",kind="saga"}} 0' in text
+    assert f'coordinator_workflows_kept{{node="{leader}",kind="saga"}} 0' in text
     assert "coordinator_breaker_open" in text
