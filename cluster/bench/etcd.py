@@ -4,7 +4,7 @@ Where an ``etcd`` binary is installed (Debian's ``etcd-server``, 3.4; the
 project never requires it), start a three-member etcd on free loopback
 ports in a temporary directory, drive its JSON gateway (``POST
 /v3/kv/put``, base64 key and value) with the client that drives our
-registry (:class:`coordinator.client.Coordinator` through :func:`coordinator.cluster.bench.run.clients`:
+registry (:class:`coordinator.client.Coordinator` through :func:`coordinator.cluster.bench.load.clients`:
 the same HTTP transport, sessions, timeouts and retry policy as ``PUT
 /v1/services/{name}``) at the same concurrency, and stop the members by PID. etcd fsyncs its WAL, as we do.
 """
@@ -25,7 +25,7 @@ from pathlib import Path
 
 import aiohttp
 
-from coordinator.cluster.bench.run import clients, closed_loop, registry_write, summary
+from coordinator.cluster.bench.load import clients, closed_loop, registry_write, summary
 from coordinator.cluster.bench.stats import proc_stats, stop_processes
 from coordinator.cluster.launcher.local import free_base_port
 

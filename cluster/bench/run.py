@@ -5,7 +5,7 @@ warms up, then runs ``--concurrency`` closed-loop clients for ``--duration``
 seconds: each submits a workflow and long-polls it to its terminal state.
 Reports workflows per second, submit-to-terminal latency, log entries per
 workflow and per second, and each node's CPU time and peak RSS. Figures,
-never assertions.
+never assertions. The closed loop is :mod:`coordinator.cluster.bench.load`.
 
 In the same invocation, one after the other:
 
@@ -22,25 +22,25 @@ In the same invocation, one after the other:
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import math
 import os
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from aiohttp import web
 
-from coordinator.client import Coordinator, CoordinatorError
-from coordinator.cluster.bench.stats import commands_committed, latency_summary_ms, proc_stats, ratio
+from coordinator.client import Coordinator
+from coordinator.cluster.bench.baseline import run_pysyncobj_baseline
+from coordinator.cluster.bench.etcd import run_etcd_baseline
+from coordinator.cluster.bench.failover import render_failover, run_failover
+from coordinator.cluster.bench.load import clients, closed_loop, registry_write, summary
+from coordinator.cluster.bench.profile import Profiler
+from coordinator.cluster.bench.stats import commands_committed, proc_stats, ratio
 from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
 __all__ = ["BASELINES", "BenchOptions", "WORKLOADS", "dump", "render", "run", "run_bench"]
@@ -48,16 +48,9 @@ __all__ = ["BASELINES", "BenchOptions", "WORKLOADS", "dump", "render", "run", "r
 WORKLOADS = ("saga2", "saga4", "twopc3", "registry")
 BASELINES = ("pysyncobj", "etcd")
 PARTICIPANTS = ("p1", "p2", "p3", "p4")
-LATENCIES_MAX = 2_000_000
-REGISTRY_NAMES = 100
 CONCURRENCY_MAX = 10_000
 DURATION_S_MAX = 24 * 3600.0
 FAILOVER_RUNS_MAX = 1_000
-# aiohttp keeps at most 100 connections per session and does not serve the
-# requests waiting for one in order: with more workers than connections a
-# few of them starved for a whole run (p99 = the run's duration). Every
-# WORKERS_PER_CLIENT workers share one client, so one session.
-WORKERS_PER_CLIENT = 50
 
 
 @dataclass(frozen=True)
@@ -130,13 +123,6 @@ def workflow(workload: str) -> tuple[str, dict]:
     return "tx", {"id": workflow_id, "participants": participants}
 
 
-def registry_write() -> tuple[str, str]:
-    """(name, url) of one registry write: a bounded set of names (the
-    registry keeps at most SERVICES_MAX services). The etcd baseline puts
-    the same pairs."""
-    return f"bench-{uuid.uuid4().int % REGISTRY_NAMES}", f"http://127.0.0.1:{1 + uuid.uuid4().int % 60000}"
-
-
 async def one_workflow(client: Coordinator, workload: str) -> None:
     if workload == "registry":
         await client.put_service(*registry_write())
@@ -154,102 +140,9 @@ async def one_workflow(client: Coordinator, workload: str) -> None:
             raise RuntimeError(f"transaction ended {tx.state}")
 
 
-# -- the closed loop ------------------------------------------------------------------------
-@dataclass
-class Results:
-    latencies_s: list[float] = field(default_factory=list)
-    errors: dict[str, int] = field(default_factory=dict)
-
-    def record_error(self, error: Exception) -> None:
-        name = getattr(error, "code", None) or error.__class__.__name__
-        self.errors[name] = self.errors.get(name, 0) + 1
-
-
-async def worker(one: Callable[[], Awaitable[None]], until: float, results: Results | None) -> None:
-    """One closed-loop client: ``one()`` again and again until ``until`` (monotonic)."""
-    while time.monotonic() < until:
-        started = time.perf_counter()
-        try:
-            await one()
-        except (CoordinatorError, RuntimeError) as error:
-            if results is not None:
-                results.record_error(error)
-            continue
-        if results is not None and len(results.latencies_s) < LATENCIES_MAX:
-            results.latencies_s.append(time.perf_counter() - started)
-
-
-@contextlib.asynccontextmanager
-async def clients(endpoints: list[str], concurrency: int) -> AsyncIterator[list[Coordinator]]:
-    """One :class:`Coordinator` per WORKERS_PER_CLIENT workers; worker n uses ``made[n % len(made)]``."""
-    made = [
-        Coordinator(endpoints, attempts=10, timeout_s=30)
-        for _ in range(max(1, math.ceil(concurrency / WORKERS_PER_CLIENT)))
-    ]
-    try:
-        yield made
-    finally:
-        for client in made:
-            await client.close()
-
-
-async def closed_loop(
-    one: Callable[[int], Awaitable[None]],
-    concurrency: int,
-    warmup_s: float,
-    duration_s: float,
-    on_measure: Callable[[], Awaitable[None]] | None = None,
-) -> tuple[Results, float]:
-    """Warm up, then measure ``concurrency`` workers for ``duration_s``: (results, elapsed s).
-    Worker n calls ``one(n)``. ``on_measure`` runs once, between the warm-up and the measured window."""
-    if warmup_s:
-        print(f"warming up for {warmup_s:g} s ...", file=sys.stderr, flush=True)
-        until = time.monotonic() + warmup_s
-        await asyncio.gather(*(worker(lambda n=n: one(n), until, None) for n in range(concurrency)))
-    if on_measure is not None:
-        await on_measure()
-    results = Results()
-    started = time.monotonic()
-    progress = asyncio.ensure_future(_progress(results, started, duration_s))
-    try:
-        await asyncio.gather(*(worker(lambda n=n: one(n), started + duration_s, results) for n in range(concurrency)))
-    finally:
-        progress.cancel()
-        print(file=sys.stderr)
-    return results, time.monotonic() - started
-
-
-async def _progress(results: Results, started: float, duration_s: float) -> None:
-    while True:
-        await asyncio.sleep(1.0)
-        elapsed = time.monotonic() - started
-        done = len(results.latencies_s)
-        print(
-            f"\r{elapsed:5.1f}/{duration_s:g} s  {done} done  {done / elapsed:7.1f}/s  errors {sum(results.errors.values())}",
-            end="",
-            file=sys.stderr,
-            flush=True,
-        )
-
-
-def summary(workload: str, concurrency: int, results: Results, elapsed_s: float) -> dict[str, Any]:
-    completed = len(results.latencies_s)
-    return {
-        "workload": workload,
-        "concurrency": concurrency,
-        "duration_s": round(elapsed_s, 2),
-        "completed": completed,
-        "errors": results.errors,
-        "throughput_per_s": round(completed / elapsed_s, 1) if elapsed_s else 0.0,
-        "latency_ms": latency_summary_ms(results.latencies_s),
-    }
-
-
 # -- our run --------------------------------------------------------------------------------
 async def run_bench(options: BenchOptions) -> dict:
     """Our cluster under ``options.workload``: the result without baseline."""
-    from coordinator.cluster.bench.profile import Profiler
-
     runners, urls = await start_participants()
     cluster: LocalCluster | None = None
     tmp = tempfile.TemporaryDirectory(prefix="coordinator-bench-")
@@ -374,18 +267,12 @@ def attach_baseline(result: dict, baseline: dict | None) -> dict:
 async def run(options: BenchOptions) -> dict:
     """The whole invocation: our run, then the baseline's, one after the other."""
     if options.workload == "failover":
-        from coordinator.cluster.bench.failover import run_failover
-
         return await run_failover(options)
     result = await run_bench(options)
     baseline = None
     if options.baseline == "pysyncobj":
-        from coordinator.cluster.bench.baseline import run_pysyncobj_baseline
-
         baseline = await run_pysyncobj_baseline(options.concurrency, options.duration_s, options.warmup_s)
     elif options.baseline == "etcd":
-        from coordinator.cluster.bench.etcd import run_etcd_baseline
-
         baseline = await run_etcd_baseline(options.concurrency, options.duration_s, options.warmup_s)
     return attach_baseline(result, baseline)
 
@@ -393,8 +280,6 @@ async def run(options: BenchOptions) -> dict:
 # -- output -----------------------------------------------------------------------------------
 def render(result: dict) -> str:
     if result["workload"] == "failover":
-        from coordinator.cluster.bench.failover import render_failover
-
         return render_failover(result)
     latency = result["latency_ms"]
     lines = [
