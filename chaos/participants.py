@@ -53,6 +53,7 @@ from aiohttp import web
 from yarl import URL
 
 from coordinator.client.participant import MemoryStore, participant_route, saga_participant
+from coordinator.cluster.launcher.local import serve_on_loopback
 
 __all__ = [
     "Chaos",
@@ -530,8 +531,6 @@ async def start_recording_service(
 ) -> RunningService:
     """Serve a new RecordingService on 127.0.0.1 (or ``host``) at a port the OS picks."""
     service = RecordingService(name, script, records_max=records_max)
-    from coordinator.cluster.launcher.local import serve_on_loopback
-
     runner, url = await serve_on_loopback(service.app(), shutdown_timeout_s=CLOSE_TIMEOUT_S, host=host)
     return RunningService(service, url, runner)
 

@@ -32,9 +32,8 @@ from typing import NoReturn
 
 from coordinator.chaos.checkers import report_json
 
-from .nemesis import FAULTS
 from .run import SimResult, simulate
-from .world import PLANTED_BUGS, SNAPSHOTS_OFTEN, SimSettings
+from .settings import FAULTS, PLANTED_BUGS, SNAPSHOTS_OFTEN, SimSettings
 
 __all__ = ["SeedOutcome", "add_simulate_parser", "cmd_simulate", "main", "run_seeds"]
 

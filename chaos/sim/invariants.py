@@ -41,6 +41,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from coordinator import saga as saga_machine
+
 __all__ = ["FLAP_ELECTIONS_SLACK_ROUNDS", "FLAP_SETTLE_S", "RegisterWatch", "deadline_violations", "flap_violations"]
 
 PUT, GET, DELETE = "registry_put", "registry_get", "registry_delete"
@@ -132,8 +134,6 @@ MS_ROUNDING_S = 0.002
 
 def deadline_violations(state: Any, stamps: dict[int, tuple[float, float]], bound_s: float) -> tuple[int, list[dict]]:
     """(deadlines checked, violations) over the final state of a node (see the module docstring)."""
-    from coordinator import saga as saga_machine
-
     checked, found = 0, []
 
     def judge(kind: str, workflow_id: str, what: str, start_ms: int, fired_ms: int, timeout_s: float) -> None:

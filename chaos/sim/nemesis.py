@@ -34,24 +34,13 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
+from .settings import FAULTS
+
 if TYPE_CHECKING:  # pragma: no cover
     from .world import World
 
-__all__ = ["FAULTS", "SimNemesis"]
+__all__ = ["SimNemesis"]
 
-FAULTS = (
-    "crash",
-    "power-loss-all",
-    "stall",
-    "partition",
-    "partition-leader",
-    "participant-outage",
-    "participant-crash",
-    "link-flap",
-    "slow-disk",
-    "clock-skew",
-    "client-reach",
-)
 # How often each fault is drawn, relative to the others.
 WEIGHTS = {
     "crash": 4,

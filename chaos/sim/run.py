@@ -27,14 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from coordinator.chaos.checkers import FAIL, PASS, CheckResult, render_table, run_all, run_passed
+from coordinator.chaos.checkers import FAIL, PASS, VIOLATIONS_MAX, CheckResult, render_table, run_all, run_passed
 from coordinator.chaos.history import History
 from coordinator.cluster.api import operations
 
 from .client import SimClient, SimWorkload
 from .invariants import deadline_violations, flap_violations
 from .nemesis import SKEW_BOUND_S, SimNemesis
-from .world import SimSettings, World
+from .settings import SimSettings
+from .world import World
 
 __all__ = ["SimResult", "finish", "judge", "simulate", "simulation_results", "start"]
 
@@ -77,8 +78,6 @@ class SimResult:
 
 
 def _result(name: str, checked: int, violations: list[dict[str, Any]]) -> CheckResult:
-    from coordinator.chaos.checkers import VIOLATIONS_MAX
-
     verdict = FAIL if violations else PASS
     return CheckResult(name, verdict == PASS, checked, violations[:VIOLATIONS_MAX], verdict, len(violations))
 

@@ -18,7 +18,6 @@ import logging
 import random
 import threading
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,78 +26,19 @@ from coordinator.chaos.orders import SERVICES
 from coordinator.chaos.participants import Chaos, Fail, RecordingService, Script, Vote
 from coordinator.client.participant import MemoryStore
 from coordinator.cluster.core.node import _TruncationCounter
-from coordinator.cluster.executor.executor import ExecutorSettings
-from coordinator.consensus import RaftSettings
 
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
 from .cluster import SimCluster
 from .disk import journal_class
 from .invariants import RegisterWatch
-from .nemesis import FAULTS
-from .network import LinkFaults, Network
-from .participants import ParticipantFaults, ParticipantLinks, SimParticipant
+from .network import Network
+from .participants import ParticipantLinks, SimParticipant
+from .settings import SimSettings
 from .trace import Trace
 
-__all__ = ["PLANTED_BUGS", "SNAPSHOTS_OFTEN", "SimSettings", "World"]
+__all__ = ["World"]
 
-# Bugs the checkers must catch (the simulation's self-test):
-#   participant_without_idempotency  payments runs every delivery of a call again
-#   journal_ignores_sync             the journal's fsync makes nothing durable
-#   stale_reads                      registry GETs served from the local replica, without the
-#                                    leader check and barrier (a follower, a deposed leader)
-#   participant_forgets_on_crash     a crashed participant restarts with an empty idempotency store
-#   election_on_every_reset          a node stands for election at once on every connection reset
-#   sync_returns_early               under a disk stall the journal's sync returns (and the node
-#                                    acknowledges) before the data is durable
-#   skew_beyond_bound                clock-skew jumps up to 4x the declared bound
-PLANTED_BUGS = (
-    "participant_without_idempotency",
-    "journal_ignores_sync",
-    "stale_reads",
-    "participant_forgets_on_crash",
-    "election_on_every_reset",
-    "sync_returns_early",
-    "skew_beyond_bound",
-)
-NODES_MAX = 7
 CLOSE_ROUNDS_MAX = 10
-
-
-def _raft_settings() -> RaftSettings:
-    return RaftSettings(fsync=False)  # the simulated disk keeps the sync points; no real fsync
-
-
-# Log compaction every 150 entries or 20 s: snapshots are taken, loaded on
-# restart and sent to lagging followers within a short run. (Production
-# compacts every 5000 entries or 300 s.) It exposed the PySyncObj bug that
-# coordinator.consensus.pysyncobj_log._snapshot_commit guards against.
-SNAPSHOTS_OFTEN = RaftSettings(fsync=False, compaction_min_entries=150, compaction_min_time_s=20.0)
-
-
-@dataclass(frozen=True)
-class SimSettings:
-    nodes: int = 3
-    duration_s: float = 30.0  # simulated seconds of workload under faults
-    settle_s_max: float = 120.0  # after healing: until every workflow is terminal
-    rate_per_s: float = 6.0
-    processes: int = 4
-    faults: tuple[str, ...] = FAULTS
-    fault_interval_s: tuple[float, float] = (1.5, 4.0)
-    link_faults: LinkFaults = field(default_factory=LinkFaults)
-    participant_faults: ParticipantFaults = field(default_factory=ParticipantFaults)
-    raft: RaftSettings = field(default_factory=_raft_settings)
-    executor: ExecutorSettings = field(default_factory=ExecutorSettings)
-    min_ok_operations: int = 5
-    trace_lines: int = 0  # lines of the trace kept for reading (0: only its digest)
-    planted_bug: str | None = None
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.nodes <= NODES_MAX:
-            raise ValueError(f"nodes must be 1..{NODES_MAX}")
-        if self.duration_s < 0 or self.settle_s_max <= 0 or self.rate_per_s <= 0 or self.processes < 1:
-            raise ValueError("duration_s >= 0, settle_s_max > 0, rate_per_s > 0 and processes >= 1 are required")
-        if self.planted_bug is not None and self.planted_bug not in PLANTED_BUGS:
-            raise ValueError(f"planted_bug must be one of {PLANTED_BUGS}")
 
 
 def participant_scripts(seed: int) -> dict[str, Script]:
