@@ -19,8 +19,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from coordinator.chaos.nemesis import FAULTS
+from coordinator.chaos.run import ChaosSettings, run_chaos, seconds_range
+from coordinator.chaos.sim.cli import add_simulate_parser
 from coordinator.client import Coordinator, CoordinatorError
 from coordinator.client.coordinator import endpoints_from_env
+from coordinator.cluster.bench import run as bench_run
 from coordinator.cluster.core.config import (
     ClusterConfig,
     ConfigError,
@@ -34,6 +38,8 @@ from coordinator.cluster.core.config import (
 )
 from coordinator.cluster.core.files import owner_only_umask, private_dir
 from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.demo.run import run_demo
+from coordinator.cluster.launcher.supervisor import Supervisor, die_with_parent
 
 __all__ = ["main"]
 
@@ -92,8 +98,6 @@ def insecure_bind_warning(cluster: ClusterConfig, nodes: list[NodeAddress], inse
 
 
 def cmd_node(args: argparse.Namespace) -> int:
-    from coordinator.cluster.launcher.supervisor import die_with_parent
-
     die_with_parent()
     owner_only_umask()
     cluster = load_cluster_file(args.config)
@@ -175,8 +179,6 @@ def _wait_ready(endpoints: list[str], timeout_s: float, token: str | None = None
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from coordinator.cluster.launcher.supervisor import Supervisor
-
     owner_only_umask()
     cluster_file = _prepare_data_dir(args)
     config = load_cluster_file(cluster_file)
@@ -351,11 +353,9 @@ def cmd_saga_redrive(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from coordinator.cluster.bench.run import BenchOptions, dump, render, run
-
     endpoints = tuple(e.strip() for e in args.endpoints.split(",") if e.strip()) if args.endpoints else None
     try:
-        options = BenchOptions(
+        options = bench_run.BenchOptions(
             args.workload,
             args.concurrency,
             args.duration,
@@ -368,16 +368,13 @@ def cmd_bench(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise UsageError(f"coordinator bench: {exc}") from None
-    result = asyncio.run(run(options))
-    print(render(result))
-    dump(result, args.json)
+    result = asyncio.run(bench_run.run(options))
+    print(bench_run.render(result))
+    bench_run.dump(result, args.json)
     return EXIT_OK if result["completed"] else EXIT_FAILED
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from coordinator.chaos.nemesis import FAULTS
-    from coordinator.chaos.run import ChaosSettings, run_chaos, seconds_range
-
     faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
@@ -408,8 +405,6 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from coordinator.cluster.demo.run import run_demo
-
     return asyncio.run(run_demo())
 
 
@@ -521,8 +516,6 @@ def build_parser() -> argparse.ArgumentParser:
     )
     chaos.add_argument("--partition-s", default="2,6", metavar="LOW,HIGH", help="how long a partition lasts")
     chaos.set_defaults(run=cmd_chaos)
-
-    from coordinator.chaos.sim.cli import add_simulate_parser
 
     add_simulate_parser(commands)
 
