@@ -10,6 +10,7 @@ Needs matplotlib (``pip install -e '.[bench]'``). Failover results are skipped.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -59,6 +60,9 @@ def series(results: list[dict]) -> dict[str, list[tuple[int, float, float]]]:
 
 
 def plot(lines: dict[str, list[tuple[int, float, float]]], output: Path, title: str) -> None:
+    # Imported here, not at the top: matplotlib is optional (the bench extra;
+    # main() says how to install it), and pyplot must load after the Agg
+    # backend is chosen, so that no display is needed.
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,13 +101,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--title", default="coordinator bench: three nodes on one 2-core machine")
     args = parser.parse_args(argv)
     if len(args.results) > RESULTS_MAX:
-        print(f"bench_chart: at most {RESULTS_MAX} result files", file=sys.stderr)
+        print(f"chart: at most {RESULTS_MAX} result files", file=sys.stderr)
         return 2
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
+    if importlib.util.find_spec("matplotlib") is None:
         print(
-            "bench_chart: matplotlib is not installed: .venv/bin/pip install matplotlib (or pip install -e '.[bench]')",
+            "chart: matplotlib is not installed: .venv/bin/pip install matplotlib (or pip install -e '.[bench]')",
             file=sys.stderr,
         )
         return 1
@@ -112,11 +114,11 @@ def main(argv: list[str] | None = None) -> int:
         try:
             results.append(json.loads(Path(name).read_text()))
         except (OSError, ValueError) as exc:
-            print(f"bench_chart: {name}: {exc}", file=sys.stderr)
+            print(f"chart: {name}: {exc}", file=sys.stderr)
             return 1
     lines = series(results)
     if not lines:
-        print("bench_chart: no throughput results to chart", file=sys.stderr)
+        print("chart: no throughput results to chart", file=sys.stderr)
         return 1
     plot(lines, Path(args.output), args.title)
     print(f"wrote {args.output} ({', '.join(lines)})")

@@ -26,6 +26,17 @@ from aiohttp import web
 from coordinator.client.participant import MemoryStore, add_twopc_routes
 from coordinator.cluster.launcher.local import serve_on_loopback
 
+# psycopg is optional (pip install 'coordinator[postgres]'): without it the banks are SQLite.
+try:
+    import psycopg
+
+    from coordinator.client.participant.pgtest import PostgresUnavailable, TemporaryPostgres
+    from coordinator.client.participant.postgres import PostgresParticipant
+except ImportError as error:
+    POSTGRES_MISSING: str | None = f"PostgreSQL participants need psycopg ({error})"
+else:
+    POSTGRES_MISSING = None
+
 __all__ = ["Banks", "start_banks", "transfer"]
 
 OPENING_BALANCES = {"bank-a": {"alice": 100}, "bank-b": {"bob": 100}}
@@ -104,10 +115,6 @@ class SQLiteBank:
 
 class PostgresBank:
     def __init__(self, dsn: str, name: str, on_event: Callable[[str, str], None]) -> None:
-        import psycopg
-
-        from coordinator.client.participant.postgres import PostgresParticipant
-
         self.name = name
         self._dsn = dsn
         self._on_event = on_event
@@ -140,8 +147,6 @@ class PostgresBank:
         self._on_event(self.name, f"{self.name}: ROLLBACK PREPARED {tx_id}")
 
     def _one(self, query: str) -> int:
-        import psycopg
-
         with psycopg.connect(self._dsn, autocommit=True) as conn:
             return conn.execute(query).fetchone()[0]
 
@@ -173,24 +178,19 @@ async def start_banks(
     """Yield :class:`Banks` serving on loopback; stops everything after."""
     with contextlib.ExitStack() as stack:
         handlers, kind, note = None, "sqlite", ""
-        if prefer_postgres:
+        if prefer_postgres and POSTGRES_MISSING is not None:
+            note = POSTGRES_MISSING
+        elif prefer_postgres:
             try:
-                import psycopg  # noqa: F401
-
-                from coordinator.client.participant.pgtest import PostgresUnavailable, TemporaryPostgres
-            except ImportError as error:
-                note = f"PostgreSQL participants need psycopg ({error})"
+                server = stack.enter_context(TemporaryPostgres())
+            except PostgresUnavailable as error:
+                note = f"PostgreSQL is not available here: {error}"
             else:
-                try:
-                    server = stack.enter_context(TemporaryPostgres())
-                except PostgresUnavailable as error:
-                    note = f"PostgreSQL is not available here: {error}"
-                else:
-                    handlers = {
-                        name: PostgresBank(server.create_database(name.replace("-", "_")), name, on_event)
-                        for name in OPENING_BALANCES
-                    }
-                    kind = "postgresql"
+                handlers = {
+                    name: PostgresBank(server.create_database(name.replace("-", "_")), name, on_event)
+                    for name in OPENING_BALANCES
+                }
+                kind = "postgresql"
         if handlers is None:
             root = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="coordinator-banks-")))
             handlers = {name: SQLiteBank(root / f"{name}.sqlite", name, on_event) for name in OPENING_BALANCES}
