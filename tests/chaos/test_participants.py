@@ -15,6 +15,7 @@ from coordinator.chaos.participants import (
     Fail,
     Flaky,
     Ok,
+    RecordingService,
     RunningService,
     Script,
     Slow,
@@ -315,8 +316,6 @@ async def test_a_compensation_after_a_crash_mid_action_undoes_nothing(session, r
 def test_only_a_compensation_of_an_interrupted_action_is_a_no_op() -> None:
     """Any other compensation without an action effect is recorded, so the
     checkers still see it (compensation_without_action)."""
-    from coordinator.chaos.participants import RecordingService
-
     service = RecordingService("orders")
     service.interrupted.add("saga-1/a/action")
     assert service._nothing_to_undo("saga-1/a/compensation")

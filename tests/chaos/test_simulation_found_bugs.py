@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from coordinator.chaos.sim import SimSettings, World
-from coordinator.chaos.sim.run import start
+from coordinator.chaos.sim.run import simulate, start
 from coordinator.cluster.api import operations
 from coordinator.consensus import RaftSettings
 
@@ -152,8 +152,6 @@ def test_a_follower_never_loses_an_entry_it_acknowledged_when_it_is_sent_again(s
     three seeds before the fix). The journal now cuts only where the logs
     conflict (consensus/journal.py) and the transport caps the commit index at
     the message's last entry."""
-    from coordinator.chaos.sim.run import simulate
-
     result = simulate(seed, SimSettings(**DENSE_DISK_FAULTS))
     assert result.passed, result.summary()
 
@@ -166,7 +164,5 @@ def test_an_acknowledgement_held_behind_a_slow_sync_dies_with_its_process():
     judged against an acknowledgement that never left (a false
     ``acknowledged_entry_lost``). The network now drops, when a node dies,
     the acknowledgements it had not sent (chaos/sim/network.py)."""
-    from coordinator.chaos.sim.run import simulate
-
     result = simulate(4531)
     assert result.passed, result.summary()

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import random
+import socket
 import time
 
 import pytest
 
+from coordinator.chaos.sim import SimSettings, simulate
 from coordinator.chaos.sim.clock import Deadlock, Process, RealSleep, VirtualClock, VirtualLoop, simulated_runtime
 from coordinator.chaos.sim.disk import CrashableJournal, journal_class
 from coordinator.chaos.sim.network import LinkFaults, Network
@@ -191,10 +193,6 @@ def test_a_long_partition_breaks_the_connection_and_loses_what_it_held():
 
 
 def test_a_simulated_run_opens_no_socket(monkeypatch):
-    import socket
-
-    from coordinator.chaos.sim import SimSettings, simulate
-
     def refuse(*args, **kwargs):
         raise AssertionError("a socket was opened inside the simulation")
 

@@ -1,9 +1,13 @@
 """The CLI's usage errors and failures: one line on stderr, exit 2 or 1."""
 
+import dataclasses
 import subprocess
 import sys
 
 import pytest
+
+from coordinator.cluster.cli import UsageError, insecure_bind_warning
+from coordinator.cluster.core.config import local_cluster
 
 
 def run(*args, env=None):
@@ -52,11 +56,6 @@ def test_a_non_loopback_bind_without_a_token_is_refused_unless_insecure(tmp_path
 
 
 def test_insecure_warns_loudly_and_loopback_or_a_token_need_nothing(tmp_path):
-    import dataclasses
-
-    from coordinator.cluster.cli import UsageError, insecure_bind_warning
-    from coordinator.cluster.core.config import local_cluster
-
     exposed = local_cluster(nodes=3, host="0.0.0.0", base_port=23200, data_dir=tmp_path)
     with pytest.raises(UsageError):
         insecure_bind_warning(exposed, list(exposed.nodes), False)

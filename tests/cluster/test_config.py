@@ -11,6 +11,7 @@ from coordinator.cluster.core.config import (
     read_secret,
     write_cluster_file,
 )
+from coordinator.cluster.core.netpolicy import ServicePolicy
 
 
 def test_written_cluster_file_loads_back_equal(tmp_path):
@@ -29,8 +30,6 @@ def test_written_cluster_file_loads_back_equal(tmp_path):
 
 
 def test_the_services_policy_is_read_and_written_back(tmp_path):
-    from coordinator.cluster.core.netpolicy import ServicePolicy
-
     config = local_cluster(nodes=1, host="127.0.0.1", base_port=7100, data_dir=tmp_path)
     assert not config.services.configured  # the default: loopback and private networks
     policy = ServicePolicy.parse(["10.20.0.0/16", "fd00:20::/32", "169.254.169.254/32"], ["Payments.Internal"])

@@ -8,6 +8,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 import grpc
 import pytest
 
@@ -15,7 +16,7 @@ from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 from coordinator.client.participant import MemoryStore
 from coordinator.client.participant.grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
 from coordinator.cluster.executor.breaker import Breakers
-from coordinator.cluster.executor.grpc_caller import GrpcCaller
+from coordinator.cluster.executor.grpc_caller import GrpcCaller, close_grpc_caller, grpc_caller
 from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, ParticipantCaller
 
 Answer = Any  # ("ok", output_json) | ("vote", bool) | (grpc.StatusCode, details) | "sleep"
@@ -277,8 +278,6 @@ async def test_the_kit_servicer_replays_retries_and_fences(caller: Any) -> None:
 
 
 async def test_both_transports_take_the_operation(caller: Any) -> None:
-    import aiohttp
-
     async with aiohttp.ClientSession() as session:
         transports: list[ParticipantCaller] = [HttpCaller(session, Breakers(5, 0.05)), caller()]
         targets = ["http://127.0.0.1:1", "127.0.0.1:1"]
@@ -289,8 +288,6 @@ async def test_both_transports_take_the_operation(caller: Any) -> None:
 
 
 async def test_an_owner_gets_one_caller_sharing_its_breakers_until_closed(serve: Serve) -> None:
-    from coordinator.cluster.executor.grpc_caller import close_grpc_caller, grpc_caller
-
     class Owner:
         breakers = Breakers(5, 0.05)
 

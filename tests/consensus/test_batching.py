@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from coordinator.cluster.core.state import ClusterState
-from coordinator.consensus import Command, NotLeader, encode_command
+from coordinator.consensus import Command, NotLeader, OutcomeUnknown, encode_command
 from coordinator.consensus.applier import Applier
 from coordinator.consensus.batching import BATCH_COMMANDS_MAX, Batcher, encode_batch
 from coordinator.consensus.codec import ENTRY_BYTES_MAX, decode_command
@@ -155,8 +155,6 @@ async def test_through_a_real_event_loop_concurrent_proposers_share_entries():
 
 
 async def test_stopping_to_lead_fails_sent_entries_as_unknown_and_queued_ones_as_not_written():
-    from coordinator.consensus import OutcomeUnknown
-
     log = FakeLog(pipeline=1)
     sent = log.batcher.submit(put(0))
     queued = log.batcher.submit(put(1))

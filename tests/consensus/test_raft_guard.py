@@ -2,6 +2,7 @@
 (consensus/raft_guard.py)."""
 
 import os
+import socket
 import struct
 import zlib
 
@@ -9,7 +10,12 @@ import pysyncobj.pickle as pickle
 from pysyncobj.encryptor import getEncryptor
 
 from coordinator.consensus.codec import ENTRY_BYTES_MAX
-from coordinator.consensus.raft_guard import RAFT_FRAME_BYTES_MAX, RAFT_HELLO_FRAME_BYTES_MAX, _frames_verdict
+from coordinator.consensus.raft_guard import (
+    RAFT_FRAME_BYTES_MAX,
+    RAFT_HELLO_FRAME_BYTES_MAX,
+    _bound_reads,
+    _frames_verdict,
+)
 
 
 def _frame(message, encryptor, rand_key) -> bytes:
@@ -79,10 +85,6 @@ def _reads(conn):
 
 
 def test_a_hello_and_a_big_frame_in_one_read_keep_the_connection():
-    import socket
-
-    from coordinator.consensus.raft_guard import _bound_reads
-
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     try:
@@ -105,10 +107,6 @@ def test_a_hello_and_a_big_frame_in_one_read_keep_the_connection():
 
 
 def test_an_unauthenticated_big_prefix_closes_at_once():
-    import socket
-
-    from coordinator.consensus.raft_guard import _bound_reads
-
     ours, theirs = socket.socketpair()
     ours.setblocking(False)
     try:

@@ -4,15 +4,22 @@ See coordinator.consensus.codec.encode_in_term and tests/chaos/test_simulation_g
 for the schedule that needed it.
 """
 
+import asyncio
 import threading
 
 import pytest
 
 from coordinator.cluster.core.state import ClusterState
-from coordinator.consensus import CodecError, Command, NotLeader, encode_command, pack
+from coordinator.consensus import CodecError, Command, NotLeader, PySyncObjLog, encode_command, pack
 from coordinator.consensus.applier import STALE_TERM, Applier
 from coordinator.consensus.batching import encode_batch
-from coordinator.consensus.codec import COMMAND_FORMAT_VERSION, TERM_KIND, encode_in_term
+from coordinator.consensus.codec import (
+    COMMAND_FORMAT_VERSION,
+    TERM_KIND,
+    decode_command,
+    decode_in_term,
+    encode_in_term,
+)
 from coordinator.consensus.port import Applied, Rejected
 from coordinator.consensus.stats import LogStats
 
@@ -102,11 +109,6 @@ async def test_the_stamp_is_the_term_led_in_not_a_newer_one_seen_before_stepping
     down; a command stamped in that moment with ``raftCurrentTerm`` would be
     accepted by that newer leader when forwarded. The stamp is the term the
     node became leader in."""
-    import asyncio
-
-    from coordinator.consensus import PySyncObjLog
-    from coordinator.consensus.codec import decode_command, decode_in_term
-
     log = PySyncObjLog(
         self_address="127.0.0.1:1",
         partner_addresses=[],

@@ -3,8 +3,12 @@
 import asyncio
 import pickle
 import socket
+import struct
+import zlib
 
 import pytest
+
+from coordinator.consensus.raft_guard import RAFT_AUTH_TIMEOUT_S, RAFT_FOREIGN_PER_ADDRESS_MAX
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -90,9 +94,6 @@ class _Exploit:
 async def test_garbage_and_pickles_sent_to_the_raft_port_are_ignored(cluster, tmp_path):
     marker = tmp_path / "pwned"
     exploit = pickle.dumps(_Exploit(str(marker)))
-    import struct
-    import zlib
-
     framed = zlib.compress(exploit)
     payloads = [
         b"\x00" * 64,
@@ -148,8 +149,6 @@ def _closed_by_peer(s: socket.socket, within_s: float) -> bool:
 
 def _send_huge_frame(port: int, garbage_bytes: int) -> bool:
     """A length prefix announcing 2 GiB, then garbage: was the connection closed?"""
-    import struct
-
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         chunk = b"\xa5" * (1024 * 1024)
         try:
@@ -179,8 +178,6 @@ def _idle_connections(port: int, count: int, source: str) -> list[socket.socket]
 async def test_the_raft_port_closes_huge_frames_and_idle_connections_before_the_password(cluster):
     """Issue 12 item 4: a 2 GiB length prefix and 24 MiB of garbage are not
     buffered, idle connections are dropped, and the leader keeps its term."""
-    from coordinator.consensus.raft_guard import RAFT_AUTH_TIMEOUT_S, RAFT_FOREIGN_PER_ADDRESS_MAX
-
     leader = await cluster.wait_leader()
     before = await cluster.cluster_view(leader)
     pid = cluster.supervisor.pid(leader)

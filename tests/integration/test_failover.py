@@ -5,6 +5,8 @@ import time
 
 import pytest
 
+from coordinator.cluster.launcher.local import LocalCluster, fast_raft
+
 pytestmark = pytest.mark.integration
 
 
@@ -59,8 +61,6 @@ async def test_a_killed_leaders_closed_connections_start_the_election(tmp_path, 
     """With election timeouts of 3-4 s, only the closed connection of the
     killed leader can explain a new leader well before 3 s; with the
     feature off (0) the followers wait out their timeouts."""
-    from coordinator.cluster.launcher.local import LocalCluster, fast_raft
-
     raft = fast_raft(
         election_timeout_min_s=3.0,
         election_timeout_max_s=4.0,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from coordinator.cluster.cli import _prepare_data_dir
 from coordinator.cluster.launcher.local import LocalCluster, fast_raft
 
 pytestmark = pytest.mark.integration
@@ -55,8 +56,6 @@ async def test_a_clusters_data_dir_is_owner_only(tmp_path):
 
 
 def test_coordinator_up_writes_owner_only_files(tmp_path):
-    from coordinator.cluster.cli import _prepare_data_dir
-
     data_dir = tmp_path / "up"
     args = argparse.Namespace(data_dir=str(data_dir), nodes=3, host="127.0.0.1", base_port=24000, token=True)
     cluster_file = _prepare_data_dir(args)
