@@ -1,4 +1,5 @@
-"""The ``coordinator`` command (contract section 3).
+"""The ``coordinator`` command (README.md, "A cluster in one minute" and
+"Sagas and transactions from the CLI").
 
 Exit codes: 0 ok, 1 the operation failed, 2 usage. Errors are one line on
 stderr, never a traceback.

@@ -1,12 +1,12 @@
 """Bounds on PySyncObj's Raft port that hold before its password check.
 
-PySyncObj 0.3.17's TCP connection (``pysyncobj/tcp_connection.py``) reads
+PySyncObj 0.3.17's TCP connection (``pysyncobj.tcp_connection``) reads
 everything a socket has into one ``bytes`` buffer - growing by copying - and
 only then parses frames: a 4-byte signed length, then zlib'd pickle
 encrypted with the cluster secret (Fernet). Any length up to 2 GiB is
 buffered before a byte of it is decrypted, its server accepts any number of
 connections, and a connection that sends nothing is never closed. 24 MiB of
-garbage cost a leader 24 MB and its leadership (issue 12, item 4).
+garbage cost a leader 24 MB and its leadership (README.md, "Security").
 
 :func:`guarded_tcp_transport` wraps the transport class with:
 

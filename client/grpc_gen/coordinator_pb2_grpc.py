@@ -315,8 +315,8 @@ class Participant:
 
 class CoordinatorStub:
     """Coordinator: the client-facing API on every node's gRPC port, with the
-    operations of the HTTP API (CONTRACT.md sections 4 and 5,
-    transport="grpc" in the client). Objects travel as JSON text
+    operations of the HTTP API (README.md, "HTTP API"; transport="grpc" in
+    the client). Objects travel as JSON text
     (`object_json`), byte for byte what the HTTP API answers for the same
     request; definitions as JSON text (`definition_json`), checked as the HTTP
     API checks a body (same limit, same messages).
@@ -432,8 +432,8 @@ class CoordinatorStub:
 
 class CoordinatorServicer:
     """Coordinator: the client-facing API on every node's gRPC port, with the
-    operations of the HTTP API (CONTRACT.md sections 4 and 5,
-    transport="grpc" in the client). Objects travel as JSON text
+    operations of the HTTP API (README.md, "HTTP API"; transport="grpc" in
+    the client). Objects travel as JSON text
     (`object_json`), byte for byte what the HTTP API answers for the same
     request; definitions as JSON text (`definition_json`), checked as the HTTP
     API checks a body (same limit, same messages).
@@ -663,8 +663,8 @@ def add_CoordinatorServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Coordinator:
     """Coordinator: the client-facing API on every node's gRPC port, with the
-    operations of the HTTP API (CONTRACT.md sections 4 and 5,
-    transport="grpc" in the client). Objects travel as JSON text
+    operations of the HTTP API (README.md, "HTTP API"; transport="grpc" in
+    the client). Objects travel as JSON text
     (`object_json`), byte for byte what the HTTP API answers for the same
     request; definitions as JSON text (`definition_json`), checked as the HTTP
     API checks a body (same limit, same messages).

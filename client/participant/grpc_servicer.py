@@ -73,7 +73,8 @@ made is cleared), so a later Compensate is a null compensation and
 (the call cancelled, `asyncio.CancelledError`, or the process crashed) keeps
 its mark: `compensate` is called and must tolerate "nothing to undo".
 
-Prepare / Commit / Abort go through `coordinator.twopc.TwoPhaseParticipant` (its table:
+Prepare / Commit / Abort go through
+`coordinator.client.participant.twopc.TwoPhaseParticipant` (its table:
 prepare -> Vote; commit/abort -> OK `{"state": ...}` or FAILED_PRECONDITION
 `not_prepared` / `aborted` / `committed`); the key must be
 `{tx_id}/{service}/{phase}` with the RPC's phase. The path is not passed to

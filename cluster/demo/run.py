@@ -1,5 +1,5 @@
 """``coordinator demo``: a local three-node cluster, the four demo services,
-and the contract's scenarios, printed as they happen.
+and the scenarios of README.md, "The demo", printed as they happen.
 
 1. the order saga, happy path;
 2. the payment declined: the saga compensates inventory, then orders;

@@ -41,7 +41,7 @@ def test_the_largest_append_entries_fits_under_the_cap():
     frame = _frame(message, encryptor, rand_key)
     assert len(frame) - 4 <= RAFT_FRAME_BYTES_MAX
     assert _frames_verdict(frame, RAFT_FRAME_BYTES_MAX) is True
-    assert RAFT_FRAME_BYTES_MAX < 16 * 1024 * 1024  # below the 24 MiB of the attack
+    assert RAFT_FRAME_BYTES_MAX < 16 * 1024 * 1024  # below the 24 MiB that cost a leader its leadership
 
 
 def test_the_hello_fits_under_the_hello_cap():

@@ -1,4 +1,4 @@
-"""Bad input gets the contract's 4xx naming the problem, and changes nothing."""
+"""Bad input gets a 4xx naming the problem (README.md, "HTTP API"), and changes nothing."""
 
 import asyncio
 import pickle
@@ -176,7 +176,7 @@ def _idle_connections(port: int, count: int, source: str) -> list[socket.socket]
 
 
 async def test_the_raft_port_closes_huge_frames_and_idle_connections_before_the_password(cluster):
-    """Issue 12 item 4: a 2 GiB length prefix and 24 MiB of garbage are not
+    """A 2 GiB length prefix and 24 MiB of garbage are not
     buffered, idle connections are dropped, and the leader keeps its term."""
     leader = await cluster.wait_leader()
     before = await cluster.cluster_view(leader)

@@ -1,5 +1,5 @@
 """`coordinator bench` end to end, short: our cluster, then a baseline in the
-same invocation; the JSON has the issue's keys and the ratio is a number.
+same invocation; the JSON has the KEYS below and the ratio is a number.
 No speed is asserted: the figures depend on the machine and its load."""
 
 import json

@@ -1,4 +1,4 @@
-"""What one client may hold open on a node (issue 12, item 10): long polls
+"""What one client may hold open on a node (README.md, "Security"): long polls
 and gRPC Watch streams per remote address, a Watch's life, and the idle
 time of a keep-alive connection (``[limits]``, cluster/core/limits.py)."""
 

@@ -1,5 +1,5 @@
 """A node's files hold every body, output and signal: the data directory and
-everything in it are the owner's alone (issue 12, item 8)."""
+everything in it are the owner's alone (README.md, "Security")."""
 
 import argparse
 import os

@@ -1,4 +1,4 @@
-"""Participant calls are signed by the leader and verified by the kit (issue 12, item 2).
+"""Participant calls are signed by the leader and verified by the kit (README.md, "Security").
 
 A LocalCluster signs with its participant key (``[cluster]
 participant_key_file``); a participant given that key (``keys=``) runs the

@@ -1,4 +1,4 @@
-"""The state budget on a real cluster (issue 12, item 7): submissions past
+"""The state budget on a real cluster (README.md, "Security"): submissions past
 ``[limits] state_bytes_max`` get 429 ``overloaded`` with Retry-After, one
 past ``workflow_bytes_max`` 413 ``too_large``, and after every node
 restarts - from snapshots and journals - the cluster serves what it kept and
