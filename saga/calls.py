@@ -24,7 +24,7 @@ class Outputs(Mapping[str, object]):
     def __init__(self, state: SagaState) -> None:
         self._texts = {
             spec.name: s.output_json
-            for spec, s in zip(state.definition.steps, state.steps)
+            for spec, s in zip(state.definition.steps, state.steps, strict=True)
             if s.output_json is not None
         }
 

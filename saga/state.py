@@ -7,15 +7,20 @@ the contract's saga object (README.md, "HTTP API").
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from enum import Enum
 
 from .definition import SagaDefinition, definition_from_dict, definition_to_dict
 from .jsonvalue import decode_json
 
 
-class SagaStatus(str, Enum):
+# The enums of the saga are StrEnums, as those of two-phase commit
+# (twopc/model.py): a member is its value wherever it is compared, formatted
+# (str(), f-strings) or packed (msgpack, JSON). The encodings below write
+# `.value`, the same text whatever the enum kind
+# (tests/saga/test_saga_old_encodings.py decodes states written before).
+class SagaStatus(enum.StrEnum):
     STARTED = "started"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -39,7 +44,7 @@ FORWARD_STATES = frozenset({SagaStatus.STARTED, SagaStatus.RUNNING})
 BACKWARD_STATES = frozenset({SagaStatus.COMPENSATING, SagaStatus.STUCK, SagaStatus.COMPENSATED})
 
 
-class StepStatus(str, Enum):
+class StepStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -50,12 +55,12 @@ class StepStatus(str, Enum):
     SKIPPED = "skipped"
 
 
-class FailureReason(str, Enum):
+class FailureReason(enum.StrEnum):
     STEP_FAILED = "step_failed"
     TIMED_OUT = "timed_out"
 
 
-class HistoryEvent(str, Enum):
+class HistoryEvent(enum.StrEnum):
     STARTED = "started"
     SIGNAL = "signal"
     STEP_SUCCEEDED = "step_succeeded"
@@ -189,7 +194,7 @@ def to_api(state: SagaState) -> dict:
                 "compensation_attempts": s.compensation_attempts,
                 "compensation_error": s.compensation_error,
             }
-            for spec, s in zip(state.definition.steps, state.steps)
+            for spec, s in zip(state.definition.steps, state.steps, strict=True)
         ],
         "failure": None
         if state.failure is None

@@ -108,7 +108,9 @@ class Story:
         return self.state.status.value
 
     def step_states(self) -> dict[str, str]:
-        return {spec.name: s.status.value for spec, s in zip(self.state.definition.steps, self.state.steps)}
+        return {
+            spec.name: s.status.value for spec, s in zip(self.state.definition.steps, self.state.steps, strict=True)
+        }
 
     def index(self, name: str) -> int:
         return self.state.definition.step_names.index(name)
