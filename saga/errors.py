@@ -1,4 +1,4 @@
-"""Errors of the saga model.
+"""Errors of the saga model: what its functions raise, and when.
 
     DefinitionError     a saga definition breaks the schema or a bound;
                         `.field` names where ("steps[1].action.path"),
@@ -7,10 +7,17 @@
     SubstitutionError   a `${steps.NAME.output.PATH}` reference cannot be
                         resolved against the outputs at hand (the path is
                         not in the output, the step has no output).
+    InputError          (a ValueError) an argument the model does not take:
+                        `start()` with a definition without an id or an
+                        `at_ms` that is not a non-negative int, a plain event
+                        that does not decode. A bug of the caller.
+    InvariantError      (an AssertionError) a state breaks what holds of
+                        every saga state (saga/invariants.py): a bug.
+                        Raised explicitly, never by `assert`, so that
+                        `python -O` keeps every check.
 
-Everything else that can go wrong inside `saga` is a bug and fails an
-`assert`: late, duplicate and out-of-phase events are not errors, they are
-no-ops of `step()`.
+Late, duplicate and out-of-phase events are not errors, they are no-ops of
+`step()`.
 """
 
 from __future__ import annotations
@@ -37,3 +44,18 @@ class SubstitutionError(Exception):
 
     def __str__(self) -> str:
         return self.message
+
+
+class InputError(ValueError):
+    """An argument the model does not take (a bug of the caller)."""
+
+
+class InvariantError(AssertionError):
+    """A saga state breaks an invariant: a bug, whatever the input."""
+
+
+def invariant(holds: bool, *what: object) -> None:
+    """Raise InvariantError(*what) unless `holds`: an `assert` that
+    `python -O` keeps."""
+    if not holds:
+        raise InvariantError(*what)

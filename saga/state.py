@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 from .definition import SagaDefinition, definition_from_dict, definition_to_dict
+from .errors import InvariantError, invariant
 from .jsonvalue import decode_json
 
 
@@ -137,8 +138,15 @@ class SagaState:
     def index_in(self, status: StepStatus) -> int | None:
         """The index of the (only) step in `status`, or None."""
         found = [i for i, s in enumerate(self.steps) if s.status is status]
-        assert len(found) <= 1, (self.id, status, found)
+        invariant(len(found) <= 1, self.id, status, found)
         return found[0] if found else None
+
+    def the_index_in(self, status: StepStatus) -> int:
+        """The index of the one step in `status`, which there must be."""
+        index = self.index_in(status)
+        if index is None:
+            raise InvariantError(self.id, f"no step {status}")
+        return index
 
 
 def state_to_dict(state: SagaState) -> dict:

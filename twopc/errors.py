@@ -1,12 +1,25 @@
-"""Errors of the two-phase commit model.
+"""Errors of the two-phase commit model: what its functions raise, and when.
 
     DefinitionError     a transaction definition breaks the schema or a bound;
                         `.field` names where ("participants[1].prepare.path"),
-                        `.message` says what is wrong.
+                        `.message` says what is wrong; str() is
+                        "field: message".
+    InputError          (a ValueError) an argument the model does not take:
+                        `start()` with a definition without an id or an
+                        `at_ms` that is not a non-negative int, an event
+                        built with such an `at_ms` (a vote or phase that is
+                        not one is the enum's ValueError), a plain state that
+                        does not decode, `tally()` of no participants. A bug
+                        of the caller, or a malformed log entry.
+    InvariantError      (an AssertionError) a state breaks what holds of
+                        every transaction state (`check_invariants` in
+                        twopc/model.py), also when `state_from_dict` decodes
+                        it: a bug, or a corrupt snapshot. Raised explicitly,
+                        never by `assert`, so that `python -O` keeps every
+                        check.
 
-Everything else that can go wrong inside `twopc` is a bug and fails an
-`assert`: late, duplicate and out-of-phase events are not errors, they are
-no-ops of `step()`.
+Late, duplicate and out-of-phase events are not errors, they are no-ops of
+`step()`.
 """
 
 from __future__ import annotations
@@ -22,3 +35,18 @@ class DefinitionError(Exception):
 
     def __str__(self) -> str:
         return f"{self.field}: {self.message}"
+
+
+class InputError(ValueError):
+    """An argument the model does not take (a bug of the caller)."""
+
+
+class InvariantError(AssertionError):
+    """A transaction state breaks an invariant: a bug, or a corrupt snapshot."""
+
+
+def invariant(holds: bool, *what: object) -> None:
+    """Raise InvariantError(*what) unless `holds`: an `assert` that
+    `python -O` keeps."""
+    if not holds:
+        raise InvariantError(*what)

@@ -32,5 +32,5 @@ TX_TIMEOUT_S_MAX = 3600
 
 # History records one transaction can collect: "started"; one "vote" per
 # participant; "timed_out"; "decided"; one "acknowledged" per participant;
-# "committed" or "aborted". Bounded by construction; the machine asserts it.
+# "committed" or "aborted". Bounded by construction; the machine checks it.
 HISTORY_RECORDS_MAX = 1 + PARTICIPANTS_MAX + 1 + 1 + PARTICIPANTS_MAX + 1

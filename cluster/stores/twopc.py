@@ -2,8 +2,9 @@
 the decision (made by the pure machine when it applies the deciding vote or
 deadline), phase-2 acknowledgements and pruning are log entries applied here.
 
-Once a transaction's decision is in the state it never changes: asserted on
-every apply, not only inside the machine.
+Once a transaction's decision is in the state it never changes: checked on
+every apply, not only inside the machine (an InvariantError, raised
+explicitly: it stays under `python -O`).
 """
 
 from __future__ import annotations
@@ -55,9 +56,10 @@ class TransactionStore(WorkflowStore):
         except (ValueError, TypeError) as error:
             raise Rejection("invalid", str(error)) from None
         new_state, _effects = machine.step(state, event)
-        assert state.decision is None or new_state.decision == state.decision, (
-            f"transaction {tx_id}: decision {state.decision} replaced by {new_state.decision}"
-        )
+        if state.decision is not None and new_state.decision != state.decision:
+            raise machine.InvariantError(
+                f"transaction {tx_id}: decision {state.decision} replaced by {new_state.decision}"
+            )
         changed = new_state is not state
         if changed:
             self.store(new_state)

@@ -107,3 +107,10 @@ def test_the_public_names_are_exported() -> None:
     assert sorted(saga.__all__) == sorted(set(saga.__all__))
     for name in saga.__all__:
         assert hasattr(saga, name), name
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_no_assert_statements(path: pathlib.Path) -> None:
+    """`python -O` drops asserts: checks raise explicitly (errors.py: InputError, `invariant()`)."""
+    asserts = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert not asserts, f"{path.name}: assert on lines {asserts}"

@@ -85,3 +85,10 @@ def test_files_and_functions_stay_small(path: pathlib.Path) -> None:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             length = node.end_lineno - node.lineno + 1
             assert length < FUNCTION_LINES_MAX, f"{path.name}:{node.name} {length} lines"
+
+
+@pytest.mark.parametrize("path", SOURCES, ids=lambda p: p.name)
+def test_no_assert_statements(path: pathlib.Path) -> None:
+    """`python -O` drops asserts: checks raise explicitly (errors.py: InputError, `invariant()`)."""
+    asserts = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+    assert not asserts, f"{path.name}: assert on lines {asserts}"

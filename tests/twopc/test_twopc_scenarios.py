@@ -19,6 +19,7 @@ from coordinator.twopc import (
     DeadlineReached,
     Decision,
     Finished,
+    InputError,
     ParticipantStatus,
     TxStatus,
     Vote,
@@ -246,9 +247,12 @@ def test_start_stamps_times_and_the_deadline() -> None:
     assert effects == pending_effects(state)
 
 
-def test_a_transaction_needs_an_id() -> None:
-    with pytest.raises(AssertionError):
+def test_a_transaction_needs_an_id_and_a_time() -> None:
+    with pytest.raises(InputError, match="with_id"):
         start(replace(make_definition(), id=None), 1000)
+    for at_ms in (-1, True, 1.5, None):
+        with pytest.raises(InputError, match="at_ms"):
+            start(make_definition(), at_ms)
 
 
 @pytest.mark.parametrize("decision", list(Decision))
