@@ -11,13 +11,23 @@
                         `start()` with a definition without an id or an
                         `at_ms` that is not a non-negative int, a plain event
                         that does not decode. A bug of the caller.
+    TypeError           `step()` was given an object that is not a saga
+                        event (the same answer as twopc/machine.py's).
     InvariantError      (an AssertionError) a state breaks what holds of
                         every saga state (saga/invariants.py): a bug.
                         Raised explicitly, never by `assert`, so that
                         `python -O` keeps every check.
 
-Late, duplicate and out-of-phase events are not errors, they are no-ops of
-`step()`.
+An event that does not apply to the state is not an error: late, duplicate,
+out of phase, for another step, for a terminal saga, or with a count that is
+not a non-negative int, `step()` returns the state unchanged (the same
+object) and no effects. That is what makes redelivery harmless.
+
+One difference with twopc stays: a saga event's fields are checked when it
+is applied (a no-op), a transaction event's when it is built (twopc/model.py;
+its store then rejects the entry). Each is how the log has always applied
+such entries, and a replica must apply an old journal as it did
+(tests/cluster/test_state_old_journal.py).
 """
 
 from __future__ import annotations

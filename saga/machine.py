@@ -8,10 +8,13 @@ time, until none is left (`compensated`) or a compensation runs out of its
 budget (`stuck`, resumed by `Redrive`).
 
 An event that does not apply to the state (duplicate, late, wrong step,
-wrong phase, terminal saga) returns the state unchanged (the same object)
-and no effects. That is what makes redelivery harmless; `step` never raises
-for it. `pending_effects` and `next_deadline` tell a (new) leader what to do
-for a saga without any event.
+wrong phase, terminal saga, a count that is not a non-negative int) returns
+the state unchanged (the same object) and no effects. That is what makes
+redelivery harmless; `step` never raises for it. An object that is not a
+saga event at all is a bug of the caller, never a no-op: TypeError (as in
+twopc/machine.py; saga/errors.py lists what the model raises).
+`pending_effects` and `next_deadline` tell a (new) leader what to do for a
+saga without any event.
 """
 
 from __future__ import annotations
@@ -57,9 +60,12 @@ def start(definition: SagaDefinition, at_ms: int) -> Transition:
 
 
 def step(state: SagaState, event: Event) -> Transition:
-    """Apply `event`; `(state, ())` itself when it does not apply."""
+    """Apply `event`; `(state, ())` itself when it does not apply;
+    TypeError when it is not a saga event."""
     handler = _HANDLERS.get(type(event))
-    if handler is None or state.status.is_terminal or not is_count(event.at_ms):
+    if handler is None:
+        raise TypeError(f"not a saga event: {event!r}")
+    if state.status.is_terminal or not is_count(event.at_ms):
         return state, _NO_EFFECTS
     new_state, effects = handler(state, event)
     if new_state is state:

@@ -11,6 +11,9 @@
                         not one is the enum's ValueError), a plain state that
                         does not decode, `tally()` of no participants. A bug
                         of the caller, or a malformed log entry.
+    TypeError           `step()` was given an object that is not a
+                        two-phase commit event (the same answer as
+                        saga/machine.py's).
     InvariantError      (an AssertionError) a state breaks what holds of
                         every transaction state (`check_invariants` in
                         twopc/model.py), also when `state_from_dict` decodes
@@ -18,8 +21,16 @@
                         never by `assert`, so that `python -O` keeps every
                         check.
 
-Late, duplicate and out-of-phase events are not errors, they are no-ops of
-`step()`.
+An event that does not apply to the state is not an error: late, duplicate,
+out of phase, from a service that is not a participant, after the decision,
+`step()` returns the state unchanged (the same object) and no effects. That
+is what makes redelivery harmless.
+
+One difference with the saga stays: a transaction event's fields are
+checked when it is built (its store then rejects the entry), a saga event's
+when it is applied (a no-op, saga/machine.py). Each is how the log has
+always applied such entries, and a replica must apply an old journal as it
+did (tests/cluster/test_state_old_journal.py).
 """
 
 from __future__ import annotations

@@ -10,7 +10,10 @@
   abort reaches those that never voted: it is a no-op for them).
 - The decision is final. Late votes, deadlines after the decision, acks of
   the other phase, duplicates and unknown services change nothing and emit
-  nothing; they never raise.
+  nothing (the same state object); they never raise. An object that is not
+  a two-phase commit event at all is a bug of the caller, never a no-op:
+  TypeError (as in saga/machine.py; twopc/errors.py lists what the model
+  raises).
 
 Every replica applies the same events; only the leader's executor performs
 the effects, and `pending_effects` tells a new leader what is still owed.
@@ -80,7 +83,8 @@ def start(definition: TransactionDefinition, at_ms: int) -> Step:
 
 
 def step(state: TxState, event: Event) -> Step:
-    """Apply one event. Events that change nothing return `(state, ())`."""
+    """Apply one event. Events that change nothing return `(state, ())`
+    itself; TypeError when it is not a two-phase commit event."""
     if isinstance(event, VoteReceived):
         after, effects = _on_vote(state, event)
     elif isinstance(event, DeadlineReached):
