@@ -3,7 +3,7 @@
     DefinitionError     a saga definition breaks the schema or a bound;
                         `.field` names where ("steps[1].action.path"),
                         `.message` says what is wrong; str() is
-                        "field: message".
+                        "field: message" (grammar/errors.py).
     SubstitutionError   a `${steps.NAME.output.PATH}` reference cannot be
                         resolved against the outputs at hand (the path is
                         not in the output, the step has no output).
@@ -32,17 +32,11 @@ such entries, and a replica must apply an old journal as it did
 
 from __future__ import annotations
 
+from coordinator.grammar import FieldError
 
-class DefinitionError(Exception):
+
+class DefinitionError(FieldError):
     """A saga definition is invalid; str() is "field: message"."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(field, message)
-        self.field = field
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
 
 
 class SubstitutionError(Exception):

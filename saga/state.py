@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+
+from coordinator.grammar import format_ms
 
 from .definition import SagaDefinition, definition_from_dict, definition_to_dict
 from .errors import InvariantError, invariant
@@ -212,12 +213,6 @@ def to_api(state: SagaState) -> dict:
         "created_at": format_ms(state.created_at_ms),
         "updated_at": format_ms(state.updated_at_ms),
     }
-
-
-def format_ms(at_ms: int) -> str:
-    """Milliseconds since the epoch as ISO-8601 UTC: 2024-05-01T12:00:00.000Z."""
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=at_ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _step_to_dict(step: StepState) -> dict:

@@ -8,21 +8,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from coordinator.grammar import format_ms
 
 from .definition import definition_from_dict, definition_to_dict
 from .errors import InputError, invariant
 from .model import Decision, HistoryRecord, ParticipantState, ParticipantStatus, TxState, TxStatus, check_invariants
 from .tally import Vote
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["format_ms", "state_from_dict", "state_to_dict", "to_api"]
+
 _RECORD_KEYS = ("at_ms", "event")
-
-
-def format_ms(at_ms: int) -> str:
-    """Milliseconds since the Unix epoch as ISO-8601 UTC with milliseconds."""
-    moment = _EPOCH + timedelta(milliseconds=at_ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def state_to_dict(state: TxState) -> dict:

@@ -3,7 +3,7 @@
     DefinitionError     a transaction definition breaks the schema or a bound;
                         `.field` names where ("participants[1].prepare.path"),
                         `.message` says what is wrong; str() is
-                        "field: message".
+                        "field: message" (grammar/errors.py).
     InputError          (a ValueError) an argument the model does not take:
                         `start()` with a definition without an id or an
                         `at_ms` that is not a non-negative int, an event
@@ -35,17 +35,11 @@ did (tests/cluster/test_state_old_journal.py).
 
 from __future__ import annotations
 
+from coordinator.grammar import FieldError
 
-class DefinitionError(Exception):
+
+class DefinitionError(FieldError):
     """A transaction definition is invalid; str() is "field: message"."""
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(field, message)
-        self.field = field
-        self.message = message
-
-    def __str__(self) -> str:
-        return f"{self.field}: {self.message}"
 
 
 class InputError(ValueError):
