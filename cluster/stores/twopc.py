@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import twopc as machine
+from coordinator.cluster.stores.kept import KeptWorkflows
 from coordinator.cluster.stores.workflows import WorkflowStore
 from coordinator.consensus import Rejection
 
@@ -33,12 +34,12 @@ def event_from_body(raw: Any, at_ms: int) -> machine.Event:
     raise ValueError(f"event: unknown type {kind!r}")
 
 
-class TransactionStore(WorkflowStore):
+class TransactionStore(WorkflowStore[machine.TransactionDefinition, machine.TxState]):
     noun = "transaction"
     model = machine
 
     @property
-    def transactions(self) -> dict[str, machine.TxState]:
+    def transactions(self) -> KeptWorkflows[machine.TransactionDefinition, machine.TxState]:
         return self.items
 
     @staticmethod
