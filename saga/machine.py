@@ -65,7 +65,7 @@ def step(state: SagaState, event: Event) -> Transition:
     handler = _HANDLERS.get(type(event))
     if handler is None:
         raise TypeError(f"not a saga event: {event!r}")
-    if state.status.is_terminal or not is_count(event.at_ms):
+    if state.terminal or not is_count(event.at_ms):
         return state, _NO_EFFECTS
     new_state, effects = handler(state, event)
     if new_state is state:

@@ -33,7 +33,8 @@ class SagaStatus(enum.StrEnum):
     STUCK = "stuck"
 
     @property
-    def is_terminal(self) -> bool:
+    def terminal(self) -> bool:
+        """Completed or compensated: nothing changes any more."""
         return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
 
 
@@ -141,6 +142,10 @@ class SagaState:
         found = [i for i, s in enumerate(self.steps) if s.status is status]
         invariant(len(found) <= 1, self.id, status, found)
         return found[0] if found else None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
 
     def the_index_in(self, status: StepStatus) -> int:
         """The index of the one step in `status`, which there must be."""

@@ -32,6 +32,7 @@ class TxStatus(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Committed or aborted: nothing changes any more."""
         return self in (TxStatus.COMMITTED, TxStatus.ABORTED)
 
 

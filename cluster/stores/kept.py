@@ -26,7 +26,7 @@ limits bound them meanwhile (saga/limits.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Generic
 
 from coordinator.cluster.stores.model import D, S, WorkflowModel
@@ -40,9 +40,8 @@ WORKFLOW_OVERHEAD_BYTES = 1024
 
 
 class KeptWorkflows(Generic[D, S]):
-    def __init__(self, model: WorkflowModel[D, S], is_terminal: Callable[[S], bool]) -> None:
+    def __init__(self, model: WorkflowModel[D, S]) -> None:
         self._model = model
-        self._is_terminal = is_terminal
         self._kept: dict[str, S | bytes] = {}  # id -> state object (unfinished) or bytes (terminal)
         self.active: set[str] = set()  # ids of the unfinished ones
         # id of a terminal workflow -> (created_at_ms, updated_at_ms, status): for
@@ -64,7 +63,7 @@ class KeptWorkflows(Generic[D, S]):
     def put(self, workflow_id: str, state: S, packed: bytes | None = None) -> None:
         """Keep ``state``, packed from now on if it is terminal.
         ``packed``: its msgpack form when the caller has it (a snapshot)."""
-        if not self._is_terminal(state):
+        if not state.terminal:
             self._kept[workflow_id] = state
             self.active.add(workflow_id)
             if workflow_id not in self._definition_bytes:

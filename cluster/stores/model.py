@@ -43,6 +43,11 @@ class WorkflowState(Protocol[D_co]):
         ...
 
     @property
+    def terminal(self) -> bool:
+        """Nothing changes any more: the store keeps it packed (kept.py)."""
+        ...
+
+    @property
     def created_at_ms(self) -> int: ...
 
     @property

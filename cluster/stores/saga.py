@@ -45,10 +45,6 @@ class SagaStore(WorkflowStore[machine.SagaDefinition, machine.SagaState]):
     def state_id(state: machine.SagaState) -> str:
         return state.id
 
-    @staticmethod
-    def is_terminal(state: machine.SagaState) -> bool:
-        return state.status.is_terminal
-
     # -- commands ------------------------------------------------------------------
     def event(self, index: int, at_ms: int, body: Any) -> dict:
         saga_id, state = self.lookup(body)

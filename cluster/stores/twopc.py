@@ -46,10 +46,6 @@ class TransactionStore(WorkflowStore[machine.TransactionDefinition, machine.TxSt
     def state_id(state: machine.TxState) -> str:
         return state.tx_id
 
-    @staticmethod
-    def is_terminal(state: machine.TxState) -> bool:
-        return state.terminal
-
     def event(self, index: int, at_ms: int, body: Any) -> dict:
         tx_id, state = self.lookup(body)
         try:

@@ -3,7 +3,7 @@ idempotent resubmission, the set of unfinished workflows, lookup and pruning.
 
 A subclass names its pure model (``saga`` or ``twopc``: what a store needs
 of it is ``WorkflowModel`` in cluster/stores/model.py) and how to read a
-state's id and whether it is terminal.
+state's id.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class WorkflowStore(Generic[D, S]):
         # (Raft log compaction, on PySyncObj's tick thread, where a long stall
         # costs heartbeats) reuses their bytes, and the garbage collector
         # never walks them.
-        self.items = KeptWorkflows(self.model, self.is_terminal)
+        self.items = KeptWorkflows(self.model)
         # The bytes charged to the whole state (cluster/core/limits.py); the
         # cluster state sets it to count every store.
         self.charged_bytes: Callable[[], int] = lambda: self.items.bytes
@@ -51,7 +51,7 @@ class WorkflowStore(Generic[D, S]):
 
     @staticmethod
     def is_terminal(state: S) -> bool:
-        raise NotImplementedError
+        return state.terminal
 
     # -- commands ---------------------------------------------------------------------
     def submit(self, index: int, at_ms: int, body: Any) -> dict:
@@ -111,7 +111,7 @@ class WorkflowStore(Generic[D, S]):
         return self.items.packed()
 
     def restore_packed(self, packed: list) -> None:
-        self.items = KeptWorkflows(self.model, self.is_terminal)
+        self.items = KeptWorkflows(self.model)
         for data in packed:
             if not isinstance(data, bytes):
                 raise ValueError("a kept workflow in a snapshot must be msgpack bytes")

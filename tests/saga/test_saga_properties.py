@@ -219,7 +219,7 @@ class Run:
     def settle(self) -> None:
         """The executor turns fair: the saga must then finish."""
         for _ in range(4 * len(self.state.steps) + 8):
-            if self.state.status.is_terminal:
+            if self.state.terminal:
                 return
             self.answer(fair=True)
         raise AssertionError(f"a fair executor did not finish: {self.state.status}")
