@@ -7,7 +7,7 @@ setuptools' declarative ``packages.find`` cannot do with a prefix.
 
 from setuptools import find_packages, setup
 
-FOLDERS = ("client", "cluster", "chaos", "saga", "twopc", "consensus")
+FOLDERS = ("client", "cluster", "chaos", "saga", "twopc", "grammar", "consensus")
 
 packages = ["coordinator"]
 package_dir = {"coordinator": "coordinator"}

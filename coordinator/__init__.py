@@ -7,6 +7,7 @@ the package maps each to a subpackage:
     coordinator.client     the client library and the participant kit
     coordinator.saga       the saga state machine (pure)
     coordinator.twopc      the two-phase commit state machine (pure)
+    coordinator.grammar    what both machines' definitions share: paths, bodies, errors (pure)
     coordinator.consensus  the replicated log on PySyncObj
     coordinator.cluster    the node, its API, the launcher, ``coordinator bench`` and the CLI
     coordinator.chaos      ``coordinator chaos`` and ``coordinator simulate``

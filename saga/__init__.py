@@ -26,7 +26,7 @@ from .definition import (
     same_definition,
     with_id,
 )
-from .errors import DefinitionError, SubstitutionError
+from .errors import DefinitionError, InputError, InvariantError, SubstitutionError
 from .events import (
     ActionFailed,
     ActionSucceeded,
@@ -84,6 +84,8 @@ __all__ = [
     "HistoryEvent",
     "HistoryRecord",
     "HttpCall",
+    "InputError",
+    "InvariantError",
     "Redrive",
     "RetryPolicy",
     "SagaDefinition",

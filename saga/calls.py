@@ -10,6 +10,7 @@ import math
 from collections.abc import Iterator, Mapping
 
 from .definition import ActionStep, AwaitStep
+from .errors import InvariantError
 from .events import AwaitSignal, CallAction, CallCompensation
 from .jsonvalue import decode_json
 from .state import SagaState
@@ -24,7 +25,7 @@ class Outputs(Mapping[str, object]):
     def __init__(self, state: SagaState) -> None:
         self._texts = {
             spec.name: s.output_json
-            for spec, s in zip(state.definition.steps, state.steps)
+            for spec, s in zip(state.definition.steps, state.steps, strict=True)
             if s.output_json is not None
         }
 
@@ -51,7 +52,8 @@ def substituted(state: SagaState, body_json: str | None, *, unresolved_as_null: 
 
 def action_effect(state: SagaState, index: int) -> CallAction:
     spec = state.definition.steps[index]
-    assert isinstance(spec, ActionStep)
+    if not isinstance(spec, ActionStep):
+        raise InvariantError(state.id, index, "not an action step")
     return CallAction(
         saga_id=state.id,
         step=index,
@@ -68,7 +70,8 @@ def action_effect(state: SagaState, index: int) -> CallAction:
 
 def compensation_effect(state: SagaState, index: int) -> CallCompensation:
     spec = state.definition.steps[index]
-    assert isinstance(spec, ActionStep) and spec.compensation is not None
+    if not isinstance(spec, ActionStep) or spec.compensation is None:
+        raise InvariantError(state.id, index, "no compensation")
     compensation = spec.compensation
     return CallCompensation(
         saga_id=state.id,
@@ -87,7 +90,8 @@ def compensation_effect(state: SagaState, index: int) -> CallCompensation:
 
 def await_effect(state: SagaState, index: int) -> AwaitSignal:
     spec = state.definition.steps[index]
-    assert isinstance(spec, AwaitStep)
+    if not isinstance(spec, AwaitStep):
+        raise InvariantError(state.id, index, "not an await step")
     return AwaitSignal(
         saga_id=state.id, step=index, name=spec.name, signal=spec.signal, deadline_at_ms=await_deadline_ms(state, index)
     )
@@ -99,7 +103,8 @@ def seconds_to_ms(seconds: float) -> int:
 
 def await_deadline_ms(state: SagaState, index: int) -> int:
     started_at_ms = state.steps[index].started_at_ms
-    assert started_at_ms is not None, (state.id, index)
+    if started_at_ms is None:
+        raise InvariantError(state.id, index, "an await step running since no time")
     return started_at_ms + seconds_to_ms(state.definition.steps[index].timeout_s)
 
 

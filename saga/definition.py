@@ -297,9 +297,8 @@ def _parse_call(
     call: dict, where: str, allowed: tuple[str, ...], names: tuple[str, ...], allowed_text: str
 ) -> tuple[str, str, str | None]:
     method = fields.require(call, "method", where)
-    if method not in limits.METHODS:
+    if not isinstance(method, str) or method not in limits.METHODS:
         raise DefinitionError(f"{where}.method", f"must be one of {', '.join(limits.METHODS)}")
-    assert isinstance(method, str)
     path = fields.path(fields.require(call, "path", where), f"{where}.path")
     body = call.get("body")
     body_json = fields.body_json(body, f"{where}.body")

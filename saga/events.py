@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 from .definition import RetryPolicy
+from .errors import InputError
 from .state import SagaStatus
 
 # -- events -------------------------------------------------------------------
@@ -124,15 +125,16 @@ def event_to_dict(event: Event) -> dict:
 
 
 def event_from_dict(raw: dict) -> Event:
-    """Inverse of `event_to_dict`; ValueError for an unknown type or fields."""
+    """Inverse of `event_to_dict`; InputError (a ValueError) for an unknown
+    type or fields."""
     fields = dict(raw)
     cls = _EVENT_TYPES.get(fields.pop("type", None))
     if cls is None:
-        raise ValueError(f"unknown saga event type {raw.get('type')!r}")
+        raise InputError(f"unknown saga event type {raw.get('type')!r}")
     try:
         return cls(**fields)
     except TypeError as error:
-        raise ValueError(f"bad saga event {raw.get('type')!r}: {error}") from None
+        raise InputError(f"bad saga event {raw.get('type')!r}: {error}") from None
 
 
 # -- effects ------------------------------------------------------------------

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 
+from coordinator.grammar import size_problem
+
 
 def encode_json(value: object) -> str:
     """Canonical compact JSON text of `value`; ValueError when not JSON."""
@@ -23,9 +25,9 @@ def encode_json(value: object) -> str:
 def encode_bounded(value: object, bytes_max: int) -> str:
     """`encode_json(value)`, or ValueError when over `bytes_max` bytes."""
     text = encode_json(value)
-    size = len(text.encode("utf-8"))
-    if size > bytes_max:
-        raise ValueError(f"is {size} bytes as JSON, over the limit of {bytes_max}")
+    problem = size_problem(text, bytes_max)
+    if problem is not None:
+        raise ValueError(problem)
     return text
 
 

@@ -2,36 +2,38 @@
 
 Every list, string, number and body a saga carries has a bound here; input
 beyond a bound is rejected with a `DefinitionError` naming the field, never
-truncated. Patterns are matched with `fullmatch`.
+truncated. Patterns are matched with `fullmatch`. The bounds two-phase
+commit shares (ids, service names, paths, bodies) are grammar/limits.py's,
+named here again.
 """
 
 from __future__ import annotations
 
 import re
 
-SAGA_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+from coordinator.grammar import limits as shared
+
+SAGA_ID_PATTERN = shared.WORKFLOW_ID_PATTERN
 STEP_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
-SERVICE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+SERVICE_NAME_PATTERN = shared.SERVICE_NAME_PATTERN
 SIGNAL_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 SAGA_STEPS_MAX = 64
-PATH_CHARS_MAX = 1024
-# A path is percent-decoded this many times when looking for dot segments
-# ("%252e" -> "%2e" -> "."): more layers than any server decodes.
-PATH_DECODE_ROUNDS_MAX = 4
+PATH_CHARS_MAX = shared.PATH_CHARS_MAX
+PATH_DECODE_ROUNDS_MAX = shared.PATH_DECODE_ROUNDS_MAX
 
 # Bodies, outputs and signal payloads are measured as compact JSON (UTF-8),
 # the form the executor sends and the state stores.
-STEP_BODY_BYTES_MAX = 65536
+STEP_BODY_BYTES_MAX = shared.BODY_BYTES_MAX
 STEP_OUTPUT_BYTES_MAX = 65536
 SIGNAL_PAYLOAD_BYTES_MAX = 65536
-# Nesting of arrays and objects inside one definition body.
-BODY_DEPTH_MAX = 32
-# Integers in a definition body must fit msgpack's 64-bit range (Raft entries).
-BODY_INT_MIN = -(2**63)
-BODY_INT_MAX = 2**63 - 1
+# Nesting of arrays and objects inside one definition body, and the range of
+# its integers.
+BODY_DEPTH_MAX = shared.BODY_DEPTH_MAX
+BODY_INT_MIN = shared.BODY_INT_MIN
+BODY_INT_MAX = shared.BODY_INT_MAX
 
 RETRY_ATTEMPTS_MAX = 50
 BACKOFF_S_MAX = 300

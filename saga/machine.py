@@ -8,10 +8,13 @@ time, until none is left (`compensated`) or a compensation runs out of its
 budget (`stuck`, resumed by `Redrive`).
 
 An event that does not apply to the state (duplicate, late, wrong step,
-wrong phase, terminal saga) returns the state unchanged (the same object)
-and no effects. That is what makes redelivery harmless; `step` never raises
-for it. `pending_effects` and `next_deadline` tell a (new) leader what to do
-for a saga without any event.
+wrong phase, terminal saga, a count that is not a non-negative int) returns
+the state unchanged (the same object) and no effects. That is what makes
+redelivery harmless; `step` never raises for it. An object that is not a
+saga event at all is a bug of the caller, never a no-op: TypeError (as in
+twopc/machine.py; saga/errors.py lists what the model raises).
+`pending_effects` and `next_deadline` tell a (new) leader what to do for a
+saga without any event.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from collections.abc import Iterator
 from . import limits
 from .calls import action_effect, await_deadline_ms, await_effect, compensation_effect, saga_deadline_ms
 from .definition import ActionStep, AwaitStep, SagaDefinition
-from .errors import SubstitutionError
+from .errors import InputError, SubstitutionError, invariant
 from .events import (
     ActionFailed,
     ActionSucceeded,
@@ -48,20 +51,21 @@ _NO_EFFECTS: tuple[Effect, ...] = ()
 def start(definition: SagaDefinition, at_ms: int) -> Transition:
     """A new saga for `definition` (which must carry its id), created at
     `at_ms`: step 0 is dispatched."""
-    if definition.id is None:
-        raise ValueError("a saga starts from a definition with an id (see with_id)")
     if not is_count(at_ms):
-        raise ValueError(f"at_ms must be a non-negative integer, not {at_ms!r}")
-    state = initial_state(definition, at_ms)
+        raise InputError(f"at_ms must be a non-negative integer, not {at_ms!r}")
+    state = initial_state(definition, at_ms)  # InputError without an id
     state, effects = _advance(state, 0, at_ms)
     check_state(state)
     return state, effects
 
 
 def step(state: SagaState, event: Event) -> Transition:
-    """Apply `event`; `(state, ())` itself when it does not apply."""
+    """Apply `event`; `(state, ())` itself when it does not apply;
+    TypeError when it is not a saga event."""
     handler = _HANDLERS.get(type(event))
-    if handler is None or state.status.is_terminal or not is_count(event.at_ms):
+    if handler is None:
+        raise TypeError(f"not a saga event: {event!r}")
+    if state.terminal or not is_count(event.at_ms):
         return state, _NO_EFFECTS
     new_state, effects = handler(state, event)
     if new_state is state:
@@ -76,14 +80,12 @@ def pending_effects(state: SagaState) -> tuple[Effect, ...]:
     wait of the await step running, or the compensation running; nothing for
     a stuck or terminal saga. Equal to what `step` last emitted for it."""
     if state.status in FORWARD_STATES:
-        index = state.index_in(StepStatus.RUNNING)
-        assert index is not None, state.id
+        index = state.the_index_in(StepStatus.RUNNING)
         if isinstance(state.definition.steps[index], AwaitStep):
             return (await_effect(state, index),)
         return (action_effect(state, index),)
     if state.status is SagaStatus.COMPENSATING:
-        index = state.index_in(StepStatus.COMPENSATING)
-        assert index is not None, state.id
+        index = state.the_index_in(StepStatus.COMPENSATING)
         return (compensation_effect(state, index),)
     return _NO_EFFECTS
 
@@ -111,7 +113,7 @@ def next_deadline(state: SagaState) -> tuple[int, DeadlineReached] | None:
 def _advance(state: SagaState, first: int, at_ms: int) -> Transition:
     """Dispatch steps from `first` on: an action is called, an await step
     waits (or takes a buffered signal and the next step follows)."""
-    assert state.status in FORWARD_STATES, (state.id, state.status)
+    invariant(state.status in FORWARD_STATES, state.id, state.status)
     for index in range(first, len(state.steps)):
         spec = state.definition.steps[index]
         state = update_step(state, index, status=StepStatus.RUNNING, started_at_ms=at_ms)
@@ -177,8 +179,7 @@ def _on_signal(state: SagaState, event: SignalReceived) -> Transition:
         payload_json = encode_bounded(event.payload, limits.SIGNAL_PAYLOAD_BYTES_MAX)
     except ValueError:
         return state, _NO_EFFECTS
-    index = state.index_in(StepStatus.RUNNING)
-    assert index is not None, state.id
+    index = state.the_index_in(StepStatus.RUNNING)
     spec = state.definition.steps[index]
     if isinstance(spec, AwaitStep) and spec.signal == event.name:
         state = record(state, event.at_ms, HistoryEvent.SIGNAL, step=spec.name, signal=event.name)
@@ -206,8 +207,7 @@ def _buffer_signal(state: SagaState, running: int, name: str, payload_json: str,
 def _on_deadline(state: SagaState, event: DeadlineReached) -> Transition:
     if state.status not in FORWARD_STATES:
         return state, _NO_EFFECTS
-    index = state.index_in(StepStatus.RUNNING)
-    assert index is not None, state.id
+    index = state.the_index_in(StepStatus.RUNNING)
     spec = state.definition.steps[index]
     is_await = isinstance(spec, AwaitStep)
     if event.kind == "saga":
@@ -217,8 +217,7 @@ def _on_deadline(state: SagaState, event: DeadlineReached) -> Transition:
         text = f"saga deadline of {state.definition.timeout_s:g} s passed"
         # An action running may have taken effect; an await step has not.
         status = StepStatus.FAILED if is_await else StepStatus.UNKNOWN
-    elif event.kind == "step" and event.step == index and is_await:
-        assert isinstance(spec, AwaitStep)
+    elif event.kind == "step" and event.step == index and isinstance(spec, AwaitStep):
         if event.at_ms < await_deadline_ms(state, index):
             return state, _NO_EFFECTS
         text = f"no signal {spec.signal!r} within {spec.timeout_s:g} s"
@@ -238,7 +237,7 @@ def _on_deadline(state: SagaState, event: DeadlineReached) -> Transition:
 
 def _turn_around(state: SagaState, at_ms: int, reason: FailureReason, name: str, error: str) -> Transition:
     """The decision to compensate: recorded once, never undone."""
-    assert state.status in FORWARD_STATES, (state.id, state.status)
+    invariant(state.status in FORWARD_STATES, state.id, state.status)
     event = HistoryEvent.FAILED
     if reason is FailureReason.TIMED_OUT:
         event = HistoryEvent.TIMED_OUT
@@ -254,7 +253,7 @@ def _turn_around(state: SagaState, at_ms: int, reason: FailureReason, name: str,
 def _compensate_next(state: SagaState, at_ms: int) -> Transition:
     """Start the compensation of the latest step still to compensate;
     steps with nothing to compensate are passed over on the way."""
-    assert state.status is SagaStatus.COMPENSATING, (state.id, state.status)
+    invariant(state.status is SagaStatus.COMPENSATING, state.id, state.status)
     for index in _indices_to_compensate(state):
         spec = state.definition.steps[index]
         if isinstance(spec, ActionStep) and spec.compensation is not None:
@@ -327,8 +326,7 @@ def _on_compensation_exhausted(state: SagaState, event: CompensationExhausted) -
 def _on_redrive(state: SagaState, event: Redrive) -> Transition:
     if state.status is not SagaStatus.STUCK:
         return state, _NO_EFFECTS
-    index = state.index_in(StepStatus.COMPENSATING)
-    assert index is not None, state.id
+    index = state.the_index_in(StepStatus.COMPENSATING)
     state = replace(state, status=SagaStatus.COMPENSATING, redrives=state.redrives + 1)
     if state.redrives <= limits.REDRIVES_RECORDED_MAX:
         state = record(state, event.at_ms, HistoryEvent.REDRIVE)

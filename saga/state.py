@@ -7,15 +7,22 @@ the contract's saga object (README.md, "HTTP API").
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from enum import Enum
+
+from coordinator.grammar import format_ms
 
 from .definition import SagaDefinition, definition_from_dict, definition_to_dict
+from .errors import InvariantError, invariant
 from .jsonvalue import decode_json
 
 
-class SagaStatus(str, Enum):
+# The enums of the saga are StrEnums, as those of two-phase commit
+# (twopc/model.py): a member is its value wherever it is compared, formatted
+# (str(), f-strings) or packed (msgpack, JSON). The encodings below write
+# `.value`, the same text whatever the enum kind
+# (tests/saga/test_saga_old_encodings.py decodes states written before).
+class SagaStatus(enum.StrEnum):
     STARTED = "started"
     RUNNING = "running"
     COMPLETED = "completed"
@@ -26,7 +33,8 @@ class SagaStatus(str, Enum):
     STUCK = "stuck"
 
     @property
-    def is_terminal(self) -> bool:
+    def terminal(self) -> bool:
+        """Completed or compensated: nothing changes any more."""
         return self in (SagaStatus.COMPLETED, SagaStatus.COMPENSATED)
 
 
@@ -39,7 +47,7 @@ FORWARD_STATES = frozenset({SagaStatus.STARTED, SagaStatus.RUNNING})
 BACKWARD_STATES = frozenset({SagaStatus.COMPENSATING, SagaStatus.STUCK, SagaStatus.COMPENSATED})
 
 
-class StepStatus(str, Enum):
+class StepStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     SUCCEEDED = "succeeded"
@@ -50,12 +58,12 @@ class StepStatus(str, Enum):
     SKIPPED = "skipped"
 
 
-class FailureReason(str, Enum):
+class FailureReason(enum.StrEnum):
     STEP_FAILED = "step_failed"
     TIMED_OUT = "timed_out"
 
 
-class HistoryEvent(str, Enum):
+class HistoryEvent(enum.StrEnum):
     STARTED = "started"
     SIGNAL = "signal"
     STEP_SUCCEEDED = "step_succeeded"
@@ -132,8 +140,19 @@ class SagaState:
     def index_in(self, status: StepStatus) -> int | None:
         """The index of the (only) step in `status`, or None."""
         found = [i for i, s in enumerate(self.steps) if s.status is status]
-        assert len(found) <= 1, (self.id, status, found)
+        invariant(len(found) <= 1, self.id, status, found)
         return found[0] if found else None
+
+    @property
+    def terminal(self) -> bool:
+        return self.status.terminal
+
+    def the_index_in(self, status: StepStatus) -> int:
+        """The index of the one step in `status`, which there must be."""
+        index = self.index_in(status)
+        if index is None:
+            raise InvariantError(self.id, f"no step {status}")
+        return index
 
 
 def state_to_dict(state: SagaState) -> dict:
@@ -189,7 +208,7 @@ def to_api(state: SagaState) -> dict:
                 "compensation_attempts": s.compensation_attempts,
                 "compensation_error": s.compensation_error,
             }
-            for spec, s in zip(state.definition.steps, state.steps)
+            for spec, s in zip(state.definition.steps, state.steps, strict=True)
         ],
         "failure": None
         if state.failure is None
@@ -199,12 +218,6 @@ def to_api(state: SagaState) -> dict:
         "created_at": format_ms(state.created_at_ms),
         "updated_at": format_ms(state.updated_at_ms),
     }
-
-
-def format_ms(at_ms: int) -> str:
-    """Milliseconds since the epoch as ISO-8601 UTC: 2024-05-01T12:00:00.000Z."""
-    moment = datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=at_ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _step_to_dict(step: StepState) -> dict:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass
+from typing import TypeGuard
 
 from . import limits
 from .errors import DefinitionError, SubstitutionError
@@ -41,7 +42,7 @@ class Reference:
         return ".".join(("steps", self.step, "output") + self.path)
 
 
-def is_reference_like(value: object) -> bool:
+def is_reference_like(value: object) -> TypeGuard[str]:
     """True for a string shaped like a reference (well-formed or not)."""
     return isinstance(value, str) and value.startswith(REFERENCE_PREFIX) and value.endswith(REFERENCE_SUFFIX)
 
@@ -110,7 +111,6 @@ def _substitute(body: object, outputs: Mapping[str, object], names: Collection[s
         return [_substitute(value, outputs, names, lenient) for value in body]
     if not is_reference_like(body):
         return body
-    assert isinstance(body, str)
     reference = resolve_reference(body, names)
     try:
         if reference.step not in outputs:
@@ -166,5 +166,4 @@ def _reference_strings(body: object, field: str) -> Iterator[tuple[str, str]]:
         for index, value in enumerate(body):
             yield from _reference_strings(value, f"{field}[{index}]")
     elif is_reference_like(body):
-        assert isinstance(body, str)
         yield field, body

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TypeGuard
+
 from . import limits
 from .definition import ActionStep, SagaDefinition
+from .errors import InputError
 from .evolve import evolve as replace
 from .state import FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus, StepState, StepStatus
 
 
 def initial_state(definition: SagaDefinition, at_ms: int) -> SagaState:
     """A saga just created: every step pending, history "started"."""
-    assert definition.id is not None
+    if definition.id is None:
+        raise InputError("a saga starts from a definition with an id (see with_id)")
     return SagaState(
         id=definition.id,
         definition=definition,
@@ -26,11 +30,11 @@ def initial_state(definition: SagaDefinition, at_ms: int) -> SagaState:
     )
 
 
-def is_count(value: object) -> bool:
+def is_count(value: object) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
-def is_index(state: SagaState, value: object) -> bool:
+def is_index(state: SagaState, value: object) -> TypeGuard[int]:
     return is_count(value) and value < len(state.steps)  # type: ignore[operator]
 
 
@@ -38,7 +42,6 @@ def running_action(state: SagaState, step: object) -> int | None:
     """`step` when it is the action step running, else None."""
     if state.status not in FORWARD_STATES or not is_index(state, step):
         return None
-    assert isinstance(step, int)
     if state.steps[step].status is not StepStatus.RUNNING:
         return None
     return step if isinstance(state.definition.steps[step], ActionStep) else None

@@ -20,7 +20,7 @@ from .definition import (
     same_definition,
     with_id,
 )
-from .errors import DefinitionError
+from .errors import DefinitionError, InputError, InvariantError
 from .machine import next_deadline, pending_effects, start, step
 from .model import (
     Acknowledged,
@@ -43,8 +43,11 @@ from .model import (
 from .tally import Tally, Vote, tally
 
 __all__ = [
-    # definitions
+    # errors (twopc/errors.py)
     "DefinitionError",
+    "InputError",
+    "InvariantError",
+    # definitions
     "ParticipantCall",
     "ParticipantDefinition",
     "TransactionDefinition",

@@ -8,20 +8,16 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from coordinator.grammar import format_ms
 
 from .definition import definition_from_dict, definition_to_dict
+from .errors import InputError, invariant
 from .model import Decision, HistoryRecord, ParticipantState, ParticipantStatus, TxState, TxStatus, check_invariants
 from .tally import Vote
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+__all__ = ["format_ms", "state_from_dict", "state_to_dict", "to_api"]
+
 _RECORD_KEYS = ("at_ms", "event")
-
-
-def format_ms(at_ms: int) -> str:
-    """Milliseconds since the Unix epoch as ISO-8601 UTC with milliseconds."""
-    moment = _EPOCH + timedelta(milliseconds=at_ms)
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def state_to_dict(state: TxState) -> dict:
@@ -39,7 +35,8 @@ def state_to_dict(state: TxState) -> dict:
 
 
 def state_from_dict(raw: dict) -> TxState:
-    """Inverse of `state_to_dict`; asserts the invariants of the result."""
+    """Inverse of `state_to_dict`; InvariantError when the result breaks an
+    invariant (`check_invariants`), InputError for a field of the wrong type."""
     state = TxState(
         definition=definition_from_dict(raw["definition"]),
         status=TxStatus(raw["status"]),
@@ -82,16 +79,18 @@ def _optional_str(value: object) -> str | None:
 
 
 def _int(value: object) -> int:
-    assert isinstance(value, int) and not isinstance(value, bool), value
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InputError(f"a time in a transaction state must be an int, not {value!r}")
     return value
 
 
 def _record_to_dict(record: HistoryRecord) -> dict:
-    assert all(key not in _RECORD_KEYS for key, _ in record.details)
+    invariant(all(key not in _RECORD_KEYS for key, _ in record.details), record)
     return {"at_ms": record.at_ms, "event": record.event, **dict(record.details)}
 
 
 def _record_from_dict(raw: dict) -> HistoryRecord:
     details = tuple((key, value) for key, value in raw.items() if key not in _RECORD_KEYS)
-    assert all(isinstance(value, str) for _, value in details), details
+    if not all(isinstance(value, str) for _, value in details):
+        raise InputError(f"the details of a history record must be strings: {details!r}")
     return HistoryRecord(_int(raw["at_ms"]), raw["event"], details)

@@ -22,6 +22,17 @@ import math
 import re
 from dataclasses import dataclass, replace
 
+from coordinator.grammar import (
+    dot_segment_problem,
+    json_value_problem,
+    path_problem,
+    pattern_problem,
+    size_problem,
+    type_name,
+    unknown_field_problem,
+)
+from coordinator.grammar import field as _field
+
 from . import limits
 from .errors import DefinitionError
 
@@ -98,7 +109,7 @@ def _check_plain_paths(participants: tuple) -> None:
     """A new definition's paths stay under the service's base path."""
     for index, participant in enumerate(participants):
         for phase in _PHASES:
-            problem = _dot_segment_problem(getattr(participant, phase).path)
+            problem = dot_segment_problem(getattr(participant, phase).path)
             if problem is not None:
                 raise DefinitionError(_field(f"participants[{index}].{phase}", "path"), problem)
 
@@ -149,27 +160,22 @@ def _call_to_dict(call: ParticipantCall) -> dict:
     return {"path": call.path, "body": call.body}
 
 
-# -- fields -----------------------------------------------------------------
-
-
-def _field(prefix: str, name: str) -> str:
-    return f"{prefix}.{name}" if prefix else name
+# -- fields (what sagas check the same way is grammar/checks.py's) ----------
 
 
 def _expect_object(raw: object, field: str) -> dict:
     if not isinstance(raw, dict):
-        raise DefinitionError(field, f"must be an object, not {_type_name(raw)}")
+        raise DefinitionError(field, f"must be an object, not {type_name(raw)}")
     return raw
 
 
 def _reject_unknown_fields(obj: dict, allowed: tuple[str, ...], prefix: str) -> None:
-    for key in obj:
-        if key not in allowed:
-            name = key if isinstance(key, str) else repr(key)
-            message = f"unknown field (expected one of: {', '.join(allowed)})"
-            if key == "method":
-                message = "unknown field (transaction calls are always POST)"
-            raise DefinitionError(_field(prefix, name), message)
+    unknown = unknown_field_problem(obj, allowed)
+    if unknown is not None:
+        name, message = unknown
+        if name == "method":
+            message = "unknown field (transaction calls are always POST)"
+        raise DefinitionError(_field(prefix, name), message)
 
 
 def _require(obj: dict, name: str, prefix: str) -> object:
@@ -178,34 +184,24 @@ def _require(obj: dict, name: str, prefix: str) -> object:
     return obj[name]
 
 
-def _type_name(value: object) -> str:
-    names = {
-        type(None): "null",
-        bool: "a boolean",
-        int: "a number",
-        float: "a number",
-        str: "a string",
-        list: "an array",
-        dict: "an object",
-    }
-    return names.get(type(value), type(value).__name__)
+def _expect_pattern(raw: object, field: str, pattern: re.Pattern[str]) -> str:
+    problem = pattern_problem(raw, pattern)
+    if problem is not None:
+        raise DefinitionError(field, problem)
+    return str(raw)
 
 
 def _parse_id(raw: object, allow_absent: bool = True) -> str | None:
     if raw is None and allow_absent:
         return None
-    if not isinstance(raw, str):
-        raise DefinitionError("id", f"must be a string, not {_type_name(raw)}")
-    if not limits.TX_ID_PATTERN.fullmatch(raw):
-        raise DefinitionError("id", f"must match {limits.TX_ID_PATTERN.pattern} (got {raw[:140]!r})")
-    return raw
+    return _expect_pattern(raw, "id", limits.TX_ID_PATTERN)
 
 
 def _parse_timeout(raw: object) -> int | float:
     if raw is None:
         return limits.TX_TIMEOUT_S_DEFAULT
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
-        raise DefinitionError("timeout_s", f"must be a number, not {_type_name(raw)}")
+        raise DefinitionError("timeout_s", f"must be a number, not {type_name(raw)}")
     if not math.isfinite(raw) or raw <= 0 or raw > limits.TX_TIMEOUT_S_MAX:
         raise DefinitionError("timeout_s", f"must be greater than 0 and at most {limits.TX_TIMEOUT_S_MAX} (got {raw})")
     return raw
@@ -214,7 +210,7 @@ def _parse_timeout(raw: object) -> int | float:
 def _parse_participants(obj: dict, known_services: frozenset[str] | None) -> tuple[ParticipantDefinition, ...]:
     raw = _require(obj, "participants", "")
     if not isinstance(raw, list):
-        raise DefinitionError("participants", f"must be an array, not {_type_name(raw)}")
+        raise DefinitionError("participants", f"must be an array, not {type_name(raw)}")
     if not limits.PARTICIPANTS_MIN <= len(raw) <= limits.PARTICIPANTS_MAX:
         raise DefinitionError(
             "participants",
@@ -244,13 +240,10 @@ def _parse_participant(raw: object, prefix: str, known_services: frozenset[str] 
 
 def _parse_service(raw: object, prefix: str, known_services: frozenset[str] | None) -> str:
     field = _field(prefix, "service")
-    if not isinstance(raw, str):
-        raise DefinitionError(field, f"must be a string, not {_type_name(raw)}")
-    if not limits.SERVICE_NAME_PATTERN.fullmatch(raw):
-        raise DefinitionError(field, f"must match {limits.SERVICE_NAME_PATTERN.pattern} (got {raw[:80]!r})")
-    if known_services is not None and raw not in known_services:
-        raise DefinitionError(field, f"unknown service {raw!r}")
-    return raw
+    service = _expect_pattern(raw, field, limits.SERVICE_NAME_PATTERN)
+    if known_services is not None and service not in known_services:
+        raise DefinitionError(field, f"unknown service {service!r}")
+    return service
 
 
 def _parse_call(raw: object, prefix: str) -> ParticipantCall:
@@ -263,97 +256,21 @@ def _parse_call(raw: object, prefix: str) -> ParticipantCall:
     return ParticipantCall(path, _encode_body(body, _field(prefix, "body")))
 
 
-_ENCODED = re.compile(r"%(2[eEfF]|5[cC]|25)")
-_DECODED = {"2e": ".", "2f": "/", "5c": "\\", "25": "%"}
-
-
-def _dot_segment_problem(raw: str) -> str | None:
-    """Why `raw` could leave the service's base path (yarl and servers
-    resolve '.' and '..' segments, some after percent-decoding, some on
-    '\\'), or None."""
-    if "?" in raw or "#" in raw:
-        return "must not contain '?' or '#': a path is plain, with no query or fragment"
-    text = raw
-    for _ in range(limits.PATH_DECODE_ROUNDS_MAX):
-        segments = re.split(r"[/\\]", text)
-        if any(segment in (".", "..") for segment in segments):
-            return "must not contain '.' or '..' segments (also percent-encoded): they leave the service's base path"
-        decoded = _ENCODED.sub(lambda m: _DECODED[m.group(1).lower()], text)
-        if decoded == text:
-            return None
-        text = decoded
-    return "is percent-encoded too many times"
-
-
 def _parse_path(raw: object, field: str) -> str:
-    if not isinstance(raw, str):
-        raise DefinitionError(field, f"must be a string, not {_type_name(raw)}")
-    if len(raw) > limits.PATH_CHARS_MAX:
-        raise DefinitionError(field, f"longer than {limits.PATH_CHARS_MAX} characters ({len(raw)})")
-    if not raw.startswith("/"):
-        raise DefinitionError(field, "must start with '/'")
-    if raw.startswith("//"):
-        raise DefinitionError(field, "must not start with '//'")
-    if "://" in raw:
-        raise DefinitionError(field, "must not contain '://'")
-    if any(c.isspace() or not c.isprintable() for c in raw):
-        raise DefinitionError(field, "must not contain whitespace or control characters")
-    return raw
+    """A request path on a registered service: never a URL of its own."""
+    problem = path_problem(raw)
+    if problem is not None:
+        raise DefinitionError(field, problem)
+    return str(raw)
 
 
 def _encode_body(body: object, field: str) -> str:
-    _check_json_value(body, field)
+    """Compact JSON text, keys in the order given (what is sent), within bounds."""
+    problem = json_value_problem(body, field)
+    if problem is not None:
+        raise DefinitionError(*problem)
     text = json.dumps(body, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
-    size = len(text.encode("utf-8"))
-    if size > limits.BODY_BYTES_MAX:
-        raise DefinitionError(field, f"larger than {limits.BODY_BYTES_MAX} bytes as JSON ({size})")
+    problem = size_problem(text, limits.BODY_BYTES_MAX)
+    if problem is not None:
+        raise DefinitionError(field, problem)
     return text
-
-
-def _check_json_value(body: object, field: str) -> None:
-    """Walk a body iteratively: JSON types only, bounded depth and size."""
-    too_large = f"larger than {limits.BODY_BYTES_MAX} bytes as JSON"
-    stack: list[tuple[object, str, int]] = [(body, field, 0)]
-    size_lower_bound = 0
-    while stack:
-        value, where, depth = stack.pop()
-        size_lower_bound += 1
-        if size_lower_bound > limits.BODY_BYTES_MAX:
-            raise DefinitionError(field, too_large)
-        if isinstance(value, (dict, list)) and depth >= limits.BODY_DEPTH_MAX:
-            raise DefinitionError(where, f"nested deeper than {limits.BODY_DEPTH_MAX} levels")
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if not isinstance(key, str):
-                    raise DefinitionError(where, f"object key {key!r} is not a string")
-                _check_text(key, where)
-                size_lower_bound += len(key)
-                stack.append((item, f"{where}.{key}", depth + 1))
-        elif isinstance(value, list):
-            stack.extend((item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value))
-        elif isinstance(value, str):
-            _check_text(value, where)
-            size_lower_bound += len(value)
-        else:
-            _check_scalar(value, where)
-
-
-def _check_text(text: str, where: str) -> None:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        raise DefinitionError(where, "is not valid Unicode text") from None
-
-
-def _check_scalar(value: object, where: str) -> None:
-    if value is None or isinstance(value, bool):
-        return
-    if isinstance(value, int):
-        if not limits.BODY_INT_MIN <= value <= limits.BODY_INT_MAX:
-            raise DefinitionError(where, "integer out of the signed 64-bit range")
-        return
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise DefinitionError(where, "must be a finite number")
-        return
-    raise DefinitionError(where, f"{_type_name(value)} is not a JSON value")

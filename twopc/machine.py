@@ -10,7 +10,10 @@
   abort reaches those that never voted: it is a no-op for them).
 - The decision is final. Late votes, deadlines after the decision, acks of
   the other phase, duplicates and unknown services change nothing and emit
-  nothing; they never raise.
+  nothing (the same state object); they never raise. An object that is not
+  a two-phase commit event at all is a bug of the caller, never a no-op:
+  TypeError (as in saga/machine.py; twopc/errors.py lists what the model
+  raises).
 
 Every replica applies the same events; only the leader's executor performs
 the effects, and `pending_effects` tells a new leader what is still owed.
@@ -25,6 +28,7 @@ from . import limits
 # The codec has its own module; re-exported here beside the machine.
 from .codec import state_from_dict, state_to_dict, to_api
 from .definition import TransactionDefinition
+from .errors import InputError, InvariantError, invariant
 from .model import (
     ACKNOWLEDGED_STATUS,
     DECIDED_STATUS,
@@ -45,6 +49,7 @@ from .model import (
     TxState,
     TxStatus,
     VoteReceived,
+    check_at_ms,
     check_invariants,
     idempotency_key,
 )
@@ -59,8 +64,9 @@ _VOTED_STATUS = {Vote.YES: ParticipantStatus.PREPARED, Vote.NO: ParticipantStatu
 
 def start(definition: TransactionDefinition, at_ms: int) -> Step:
     """A new transaction in `preparing`; prepare every participant."""
-    assert definition.id is not None, "the leader assigns an id before start()"
-    assert isinstance(at_ms, int) and not isinstance(at_ms, bool) and at_ms >= 0
+    if definition.id is None:
+        raise InputError("a transaction starts from a definition with an id (see with_id)")
+    check_at_ms(at_ms)
     state = TxState(
         definition=definition,
         status=TxStatus.PREPARING,
@@ -77,7 +83,8 @@ def start(definition: TransactionDefinition, at_ms: int) -> Step:
 
 
 def step(state: TxState, event: Event) -> Step:
-    """Apply one event. Events that change nothing return `(state, ())`."""
+    """Apply one event. Events that change nothing return `(state, ())`
+    itself; TypeError when it is not a two-phase commit event."""
     if isinstance(event, VoteReceived):
         after, effects = _on_vote(state, event)
     elif isinstance(event, DeadlineReached):
@@ -171,7 +178,7 @@ def _on_acknowledged(state: TxState, event: Acknowledged) -> Step:
 
 
 def _decide(state: TxState, decision: Decision, at_ms: int, reason: str) -> Step:
-    assert state.decision is None, "a decision is never replaced"
+    invariant(state.decision is None, state.tx_id, "a decision is never replaced")
     state = _record(
         replace(state, decision=decision, status=DECIDED_STATUS[decision]),
         at_ms,
@@ -187,22 +194,23 @@ def _decide(state: TxState, decision: Decision, at_ms: int, reason: str) -> Step
 
 def _check_step(before: TxState, after: TxState, effects: tuple[Effect, ...]) -> None:
     if before.decision is not None:
-        assert after.decision == before.decision, "a decision never changes"
+        invariant(after.decision == before.decision, after.tx_id, "a decision never changes")
     if after is before:
-        assert effects == (), "an event that changes nothing emits nothing"
+        invariant(effects == (), after.tx_id, "an event that changes nothing emits nothing")
         return
     for effect in effects:
-        assert not isinstance(effect, CallPrepare), "prepares come from start()"
+        invariant(not isinstance(effect, CallPrepare), after.tx_id, "prepares come from start()")
         if isinstance(effect, (CallCommit, CallAbort)):
-            assert after.decision is not None, "no phase-2 call without a decision"
-            assert isinstance(effect, PHASE_TWO_CALL[after.decision]), effect
-    assert after.history[: len(before.history)] == before.history, "history only grows"
+            invariant(after.decision is not None, after.tx_id, "no phase-2 call without a decision")
+            invariant(isinstance(effect, PHASE_TWO_CALL[after.decision]), after.tx_id, effect)
+    invariant(after.history[: len(before.history)] == before.history, after.tx_id, "history only grows")
     check_invariants(after)
 
 
 def _call(state: TxState, kind: type, service: str) -> Effect:
     participant = state.definition.participant(service)
-    assert participant is not None
+    if participant is None:
+        raise InvariantError(state.tx_id, f"{service!r} is not a participant")
     phase = {CallPrepare: "prepare", CallCommit: "commit", CallAbort: "abort"}[kind]
     call = getattr(participant, phase)
     return kind(
@@ -228,5 +236,5 @@ def _replace_at(items: tuple, index: int, item: object) -> tuple:
 def _record(state: TxState, at_ms: int, event: str, **details: str) -> TxState:
     record = HistoryRecord(at_ms, event, tuple(details.items()))
     history = state.history + (record,)
-    assert len(history) <= limits.HISTORY_RECORDS_MAX, "history is bounded"
+    invariant(len(history) <= limits.HISTORY_RECORDS_MAX, state.tx_id, "history is bounded")
     return replace(state, history=history, updated_at_ms=max(state.updated_at_ms, at_ms))

@@ -7,7 +7,8 @@
                    leader's executor must do once the entry is applied
 
 All frozen; lists are tuples. `check_invariants` states what must hold of
-every state `step()` returns; a failure is a bug, never an operating error.
+every state `step()` returns; a failure is a bug, never an operating error
+(InvariantError, raised explicitly: it stays under `python -O`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from . import limits
 from .definition import TransactionDefinition
+from .errors import InputError, InvariantError, invariant
 from .tally import Tally, Vote, tally
 
 
@@ -30,6 +32,7 @@ class TxStatus(enum.StrEnum):
 
     @property
     def terminal(self) -> bool:
+        """Committed or aborted: nothing changes any more."""
         return self in (TxStatus.COMMITTED, TxStatus.ABORTED)
 
 
@@ -92,7 +95,8 @@ class TxState:
 
     @property
     def tx_id(self) -> str:
-        assert self.definition.id is not None
+        if self.definition.id is None:
+            raise InvariantError("a transaction state without an id")
         return self.definition.id
 
     @property
@@ -108,9 +112,10 @@ class TxState:
 # -- events -----------------------------------------------------------------
 
 
-def _check_at_ms(at_ms: object) -> None:
+def check_at_ms(at_ms: object) -> None:
+    """InputError unless `at_ms` is a non-negative int."""
     if isinstance(at_ms, bool) or not isinstance(at_ms, int) or at_ms < 0:
-        raise ValueError(f"at_ms must be a non-negative int, not {at_ms!r}")
+        raise InputError(f"at_ms must be a non-negative int, not {at_ms!r}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +128,7 @@ class VoteReceived:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vote", Vote(self.vote))
-        _check_at_ms(self.at_ms)
+        check_at_ms(self.at_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,7 +138,7 @@ class DeadlineReached:
     at_ms: int
 
     def __post_init__(self) -> None:
-        _check_at_ms(self.at_ms)
+        check_at_ms(self.at_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +151,7 @@ class Acknowledged:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phase", Decision(self.phase))
-        _check_at_ms(self.at_ms)
+        check_at_ms(self.at_ms)
 
 
 Event = VoteReceived | DeadlineReached | Acknowledged
@@ -214,24 +219,25 @@ def idempotency_key(tx_id: str, service: str, phase: str) -> str:
 
 
 def check_invariants(state: TxState) -> None:
-    """Assert what holds of every transaction state."""
-    assert state.definition.id is not None, "a running transaction has an id"
-    assert tuple(p.service for p in state.participants) == state.definition.services
-    assert _STATUS_DECISION[state.status] == state.decision, (state.status, state.decision)
-    assert len(state.history) <= limits.HISTORY_RECORDS_MAX, len(state.history)
-    assert state.created_at_ms <= state.updated_at_ms
+    """Raise InvariantError unless `state` holds what every transaction state does."""
+    invariant(state.definition.id is not None, "a transaction state without an id")
+    tx_id = state.definition.id
+    invariant(tuple(p.service for p in state.participants) == state.definition.services, tx_id)
+    invariant(_STATUS_DECISION[state.status] == state.decision, tx_id, state.status, state.decision)
+    invariant(len(state.history) <= limits.HISTORY_RECORDS_MAX, tx_id, len(state.history))
+    invariant(state.created_at_ms <= state.updated_at_ms, tx_id)
     for p in state.participants:
-        assert p.status in _STATUSES_FOR_VOTE[p.vote], (p.service, p.vote, p.status)
+        invariant(p.status in _STATUSES_FOR_VOTE[p.vote], tx_id, p.service, p.vote, p.status)
     if state.decision == Decision.COMMIT:
-        assert all(p.vote == Vote.YES for p in state.participants), "commit needs all yes"
-        assert all(p.status != ParticipantStatus.ABORTED for p in state.participants)
+        invariant(all(p.vote == Vote.YES for p in state.participants), tx_id, "commit needs all yes")
+        invariant(all(p.status != ParticipantStatus.ABORTED for p in state.participants), tx_id)
     if state.decision == Decision.ABORT:
-        assert all(p.status != ParticipantStatus.COMMITTED for p in state.participants)
+        invariant(all(p.status != ParticipantStatus.COMMITTED for p in state.participants), tx_id)
     if state.decision is None:
         votes = {p.service: p.vote for p in state.participants}
-        assert tally(state.definition.services, votes) == Tally.PENDING, votes
+        invariant(tally(state.definition.services, votes) == Tally.PENDING, tx_id, votes)
         undecided = (ParticipantStatus.PREPARING, ParticipantStatus.PREPARED)
-        assert all(p.status in undecided for p in state.participants)
+        invariant(all(p.status in undecided for p in state.participants), tx_id)
     if state.decision is not None:
         acknowledged = [p.status == ACKNOWLEDGED_STATUS[state.decision] for p in state.participants]
-        assert all(acknowledged) == state.terminal, (acknowledged, state.status)
+        invariant(all(acknowledged) == state.terminal, tx_id, acknowledged, state.status)

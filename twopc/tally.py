@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Mapping
 
+from .errors import InputError
+
 
 class Vote(enum.StrEnum):
     YES = "yes"
@@ -32,5 +34,6 @@ def tally(services: Iterable[str], votes: Mapping[str, Vote | None]) -> Tally:
             return Tally.ANY_NO
         if vote != Vote.YES:
             pending = True
-    assert counted > 0, "a transaction has at least one participant"
+    if counted == 0:
+        raise InputError("a transaction has at least one participant")
     return Tally.PENDING if pending else Tally.ALL_YES

@@ -26,9 +26,10 @@ limits bound them meanwhile (saga/limits.py).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
+from typing import Generic
 
+from coordinator.cluster.stores.model import D, S, WorkflowModel
 from coordinator.consensus import pack, unpack
 
 __all__ = ["KeptWorkflows", "WORKFLOW_OVERHEAD_BYTES"]
@@ -38,11 +39,10 @@ __all__ = ["KeptWorkflows", "WORKFLOW_OVERHEAD_BYTES"]
 WORKFLOW_OVERHEAD_BYTES = 1024
 
 
-class KeptWorkflows:
-    def __init__(self, model: Any, is_terminal: Callable[[Any], bool]) -> None:
+class KeptWorkflows(Generic[D, S]):
+    def __init__(self, model: WorkflowModel[D, S]) -> None:
         self._model = model
-        self._is_terminal = is_terminal
-        self._kept: dict[str, Any] = {}  # id -> state object (unfinished) or bytes (terminal)
+        self._kept: dict[str, S | bytes] = {}  # id -> state object (unfinished) or bytes (terminal)
         self.active: set[str] = set()  # ids of the unfinished ones
         # id of a terminal workflow -> (created_at_ms, updated_at_ms, status): for
         # retention and listing without decoding.
@@ -51,7 +51,7 @@ class KeptWorkflows:
         self._charged: dict[str, int] = {}
         self._definition_bytes: dict[str, int] = {}  # of the unfinished ones
 
-    def charge_of_new(self, definition: Any) -> int:
+    def charge_of_new(self, definition: D) -> int:
         """What an unfinished workflow with this definition is charged."""
         return len(pack(self._model.definition_to_dict(definition))) + WORKFLOW_OVERHEAD_BYTES
 
@@ -60,10 +60,10 @@ class KeptWorkflows:
         self._charged[workflow_id] = charge
 
     # -- writes ------------------------------------------------------------------------
-    def put(self, workflow_id: str, state: Any, packed: bytes | None = None) -> None:
+    def put(self, workflow_id: str, state: S, packed: bytes | None = None) -> None:
         """Keep ``state``, packed from now on if it is terminal.
         ``packed``: its msgpack form when the caller has it (a snapshot)."""
-        if not self._is_terminal(state):
+        if not state.terminal:
             self._kept[workflow_id] = state
             self.active.add(workflow_id)
             if workflow_id not in self._definition_bytes:
@@ -84,7 +84,7 @@ class KeptWorkflows:
         self.active.discard(workflow_id)
 
     # -- reads -------------------------------------------------------------------------
-    def get(self, workflow_id: str, default: Any = None) -> Any:
+    def get(self, workflow_id: str, default: S | None = None) -> S | None:
         value = self._kept.get(workflow_id)
         if value is None:
             return default
@@ -92,7 +92,7 @@ class KeptWorkflows:
             return self._model.state_from_dict(unpack(value))
         return value
 
-    def __getitem__(self, workflow_id: str) -> Any:
+    def __getitem__(self, workflow_id: str) -> S:
         value = self.get(workflow_id)
         if value is None:
             raise KeyError(workflow_id)
@@ -111,7 +111,7 @@ class KeptWorkflows:
         """(updated_at_ms, id) of every terminal workflow."""
         return [(summary[1], workflow_id) for workflow_id, summary in self._summary.items()]
 
-    def listed(self, status: str | None, limit: int) -> list[Any]:
+    def listed(self, status: str | None, limit: int) -> list[S]:
         """The first ``limit`` states by (created_at_ms, id), of one status or all."""
         keys = []
         for workflow_id, value in self._kept.items():

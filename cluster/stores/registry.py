@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from coordinator.consensus import Rejection
+from coordinator.grammar import limits as grammar_limits
 
 __all__ = [
     "SERVICE_NAME_PATTERN",
@@ -23,7 +24,8 @@ __all__ = [
     "validate_service_body",
 ]
 
-SERVICE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}\Z")
+# The machines' service names (grammar/limits.py), for `match`.
+SERVICE_NAME_PATTERN = re.compile(grammar_limits.SERVICE_NAME_PATTERN.pattern + r"\Z")
 SERVICES_MAX = 1024
 URL_CHARS_MAX = 2048
 REMOTE_CHARS_MAX = 256  # the recorded address of whoever forced a re-point

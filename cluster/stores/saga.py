@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import saga as machine
+from coordinator.cluster.stores.kept import KeptWorkflows
 from coordinator.cluster.stores.workflows import WorkflowStore
 from coordinator.consensus import Rejection, pack
 
@@ -27,7 +28,7 @@ def outcome_bytes(outcome: dict) -> int:
     return len(pack(outcome["output"])) + OUTCOME_OVERHEAD_BYTES
 
 
-class SagaStore(WorkflowStore):
+class SagaStore(WorkflowStore[machine.SagaDefinition, machine.SagaState]):
     noun = "saga"
     model = machine
 
@@ -37,16 +38,12 @@ class SagaStore(WorkflowStore):
         self.outcome_bytes = 0  # charged for the state budget
 
     @property
-    def sagas(self) -> dict[str, machine.SagaState]:
+    def sagas(self) -> KeptWorkflows[machine.SagaDefinition, machine.SagaState]:
         return self.items
 
     @staticmethod
     def state_id(state: machine.SagaState) -> str:
         return state.id
-
-    @staticmethod
-    def is_terminal(state: machine.SagaState) -> bool:
-        return state.status.is_terminal
 
     # -- commands ------------------------------------------------------------------
     def event(self, index: int, at_ms: int, body: Any) -> dict:

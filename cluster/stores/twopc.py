@@ -2,8 +2,9 @@
 the decision (made by the pure machine when it applies the deciding vote or
 deadline), phase-2 acknowledgements and pruning are log entries applied here.
 
-Once a transaction's decision is in the state it never changes: asserted on
-every apply, not only inside the machine.
+Once a transaction's decision is in the state it never changes: checked on
+every apply, not only inside the machine (an InvariantError, raised
+explicitly: it stays under `python -O`).
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import twopc as machine
+from coordinator.cluster.stores.kept import KeptWorkflows
 from coordinator.cluster.stores.workflows import WorkflowStore
 from coordinator.consensus import Rejection
 
@@ -32,21 +34,17 @@ def event_from_body(raw: Any, at_ms: int) -> machine.Event:
     raise ValueError(f"event: unknown type {kind!r}")
 
 
-class TransactionStore(WorkflowStore):
+class TransactionStore(WorkflowStore[machine.TransactionDefinition, machine.TxState]):
     noun = "transaction"
     model = machine
 
     @property
-    def transactions(self) -> dict[str, machine.TxState]:
+    def transactions(self) -> KeptWorkflows[machine.TransactionDefinition, machine.TxState]:
         return self.items
 
     @staticmethod
     def state_id(state: machine.TxState) -> str:
         return state.tx_id
-
-    @staticmethod
-    def is_terminal(state: machine.TxState) -> bool:
-        return state.terminal
 
     def event(self, index: int, at_ms: int, body: Any) -> dict:
         tx_id, state = self.lookup(body)
@@ -55,9 +53,10 @@ class TransactionStore(WorkflowStore):
         except (ValueError, TypeError) as error:
             raise Rejection("invalid", str(error)) from None
         new_state, _effects = machine.step(state, event)
-        assert state.decision is None or new_state.decision == state.decision, (
-            f"transaction {tx_id}: decision {state.decision} replaced by {new_state.decision}"
-        )
+        if state.decision is not None and new_state.decision != state.decision:
+            raise machine.InvariantError(
+                f"transaction {tx_id}: decision {state.decision} replaced by {new_state.decision}"
+            )
         changed = new_state is not state
         if changed:
             self.store(new_state)

@@ -1,18 +1,19 @@
 """What the replicated saga and transaction stores share: submission with
 idempotent resubmission, the set of unfinished workflows, lookup and pruning.
 
-A subclass names its pure model (``saga`` or ``twopc``: each has
-``parse_definition``, ``same_definition`` and ``start``) and how to read a
-state's id and whether it is terminal.
+A subclass names its pure model (``saga`` or ``twopc``: what a store needs
+of it is ``WorkflowModel`` in cluster/stores/model.py) and how to read a
+state's id.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic
 
 from coordinator.cluster.core.limits import check_admission
 from coordinator.cluster.stores.kept import KeptWorkflows
+from coordinator.cluster.stores.model import D, S, WorkflowModel
 from coordinator.cluster.stores.registry import ServiceRegistry
 from coordinator.consensus import Rejection, unpack
 
@@ -22,9 +23,11 @@ WORKFLOWS_KEPT_MAX = 200_000  # per kind, terminal or not; retention prunes term
 PRUNE_BATCH_MAX = 1_000
 
 
-class WorkflowStore:
+class WorkflowStore(Generic[D, S]):
+    """The workflows of one pure model, whose definitions are D and states S."""
+
     noun = "workflow"
-    model: Any = None  # the pure package
+    model: WorkflowModel[D, S]  # the pure package: coordinator.saga or coordinator.twopc
 
     def __init__(self, registry: ServiceRegistry) -> None:
         self.registry = registry
@@ -32,7 +35,7 @@ class WorkflowStore:
         # (Raft log compaction, on PySyncObj's tick thread, where a long stall
         # costs heartbeats) reuses their bytes, and the garbage collector
         # never walks them.
-        self.items = KeptWorkflows(self.model, self.is_terminal)
+        self.items = KeptWorkflows(self.model)
         # The bytes charged to the whole state (cluster/core/limits.py); the
         # cluster state sets it to count every store.
         self.charged_bytes: Callable[[], int] = lambda: self.items.bytes
@@ -43,12 +46,12 @@ class WorkflowStore:
         return self.items.active
 
     @staticmethod
-    def state_id(state: Any) -> str:
+    def state_id(state: S) -> str:
         raise NotImplementedError
 
     @staticmethod
-    def is_terminal(state: Any) -> bool:
-        raise NotImplementedError
+    def is_terminal(state: S) -> bool:
+        return state.terminal
 
     # -- commands ---------------------------------------------------------------------
     def submit(self, index: int, at_ms: int, body: Any) -> dict:
@@ -88,14 +91,14 @@ class WorkflowStore:
         """Drop what else the subclass keeps about pruned workflows."""
 
     # -- helpers ------------------------------------------------------------------------
-    def lookup(self, body: Any) -> tuple[str, Any]:
+    def lookup(self, body: Any) -> tuple[str, S]:
         workflow_id = body.get("id") if isinstance(body, dict) else None
         state = self.items.get(workflow_id) if isinstance(workflow_id, str) else None
-        if state is None:
+        if state is None or not isinstance(workflow_id, str):
             raise Rejection("not_found", f"no {self.noun} {workflow_id!r}")
         return workflow_id, state
 
-    def store(self, state: Any, packed: bytes | None = None) -> None:
+    def store(self, state: S, packed: bytes | None = None) -> None:
         self.items.put(self.state_id(state), state, packed)
 
     def terminal_ages(self) -> list[tuple[int, str]]:
@@ -108,7 +111,7 @@ class WorkflowStore:
         return self.items.packed()
 
     def restore_packed(self, packed: list) -> None:
-        self.items = KeptWorkflows(self.model, self.is_terminal)
+        self.items = KeptWorkflows(self.model)
         for data in packed:
             if not isinstance(data, bytes):
                 raise ValueError("a kept workflow in a snapshot must be msgpack bytes")

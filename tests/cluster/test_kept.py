@@ -3,7 +3,11 @@ digest on every replica, and nothing for the garbage collector to walk."""
 
 import gc
 
+import pytest
+
+from coordinator import saga, twopc
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.stores.model import WorkflowDefinition, WorkflowModel, WorkflowState
 from coordinator.consensus import Command
 
 SERVICES = ("p1", "p2")
@@ -103,3 +107,21 @@ def test_kept_terminal_sagas_add_nothing_for_the_garbage_collector_to_walk():
     # here); what is left is its outcome record per step, for outcome replay.
     assert grown <= 2 * 2_000, grown
     assert len(state.sagas.items) == 2_200
+
+
+@pytest.mark.parametrize("kind", ["sagas", "transactions"])
+def test_both_machines_are_what_a_store_needs(kind):
+    """cluster/stores/model.py: the package itself, its definitions and its states."""
+    state, index = _state()
+    if kind == "sagas":
+        _apply(state, index, "saga.submit", {"definition": _saga("w")})
+    else:
+        call = {"path": "/p"}
+        participants = [{"service": s, "prepare": call, "commit": call, "abort": call} for s in SERVICES]
+        _apply(state, index, "tx.submit", {"definition": {"id": "w", "participants": participants}})
+    store = getattr(state, kind)
+    assert store.model in (saga, twopc)
+    assert isinstance(store.model, WorkflowModel)
+    workflow = store.items["w"]
+    assert isinstance(workflow, WorkflowState) and isinstance(workflow.definition, WorkflowDefinition)
+    assert store.state_id(workflow) == workflow.definition.id == "w"

@@ -1,8 +1,14 @@
 """The replicated state machine: deterministic, and a rejection changes nothing."""
 
+import ast
+import pathlib
+from dataclasses import replace
+
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coordinator import twopc
 from coordinator.cluster.core.state import ClusterState
 from coordinator.consensus import Command, InMemoryLog, Rejected, Rejection, pack, unpack
 
@@ -143,3 +149,30 @@ def test_a_forced_re_point_is_recorded_with_who_and_when():
             assert rejection.code == "invalid"
         else:
             raise AssertionError(f"accepted {bad}")
+
+
+def test_the_stores_check_without_assert():
+    """`python -O` drops asserts: what the stores check, they check with an explicit raise."""
+    stores = pathlib.Path(__file__).resolve().parents[2] / "cluster" / "stores"
+    for path in sorted(stores.glob("*.py")):
+        asserts = [node.lineno for node in ast.walk(ast.parse(path.read_text())) if isinstance(node, ast.Assert)]
+        assert not asserts, f"{path.name}: assert on lines {asserts}"
+
+
+def test_a_replaced_decision_is_refused_on_apply(monkeypatch):
+    """Checked by the store too, not only inside the machine (cluster/stores/twopc.py)."""
+    state = ClusterState()
+    state.apply(2, Command("service.put", {"name": "a", "url": "http://127.0.0.1:9001"}, 1))
+    call = {"path": "/p"}
+    participants = [{"service": "a", "prepare": call, "commit": call, "abort": call}]
+    state.apply(3, Command("tx.submit", {"definition": {"id": "t", "participants": participants}}, 2))
+    state.apply(4, Command("tx.event", {"id": "t", "event": {"type": "vote", "service": "a", "vote": "no"}}, 3))
+    real_step = twopc.step
+
+    def flipping_step(tx, event):
+        after, effects = real_step(tx, event)
+        return replace(after, decision=twopc.Decision.COMMIT), effects
+
+    monkeypatch.setattr(twopc, "step", flipping_step)
+    with pytest.raises(twopc.InvariantError, match="replaced"):
+        state.apply(5, Command("tx.event", {"id": "t", "event": {"type": "deadline"}}, 99_000))

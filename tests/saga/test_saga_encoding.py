@@ -4,6 +4,9 @@ contract's saga object for the API."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import msgpack
 import pytest
@@ -149,3 +152,31 @@ def test_start_needs_an_id_and_a_time():
         start(anonymous, T0_MS)
     with pytest.raises(ValueError, match="at_ms"):
         start(DEFINITION, -1)
+
+
+def test_the_checks_stay_under_python_O():
+    """`python -O` drops `assert`s; the model's checks are explicit raises
+    (saga/errors.py), so they stay."""
+    probe = subprocess.run([sys.executable, "-O", "-c", "assert False"], capture_output=True, text=True)
+    assert probe.returncode == 0, "this interpreter keeps asserts under -O"
+    script = textwrap.dedent(
+        """
+        from dataclasses import replace
+        from coordinator.saga import InputError, InvariantError, parse_definition, pending_effects, start
+        from coordinator.saga.state import StepState
+        definition = parse_definition({"id": "s", "steps": [{"name": "a", "await": "go"}]})
+        try:
+            start(definition, -1)
+            raise SystemExit("start() took a negative at_ms")
+        except InputError:
+            pass
+        state, _ = start(definition, 0)
+        try:
+            pending_effects(replace(state, steps=(StepState(),)))  # running, yet no step running
+            raise SystemExit("pending_effects() took a state that breaks an invariant")
+        except InvariantError:
+            pass
+        """
+    )
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr + run.stdout

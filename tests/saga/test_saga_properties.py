@@ -219,7 +219,7 @@ class Run:
     def settle(self) -> None:
         """The executor turns fair: the saga must then finish."""
         for _ in range(4 * len(self.state.steps) + 8):
-            if self.state.status.is_terminal:
+            if self.state.terminal:
                 return
             self.answer(fair=True)
         raise AssertionError(f"a fair executor did not finish: {self.state.status}")
@@ -314,8 +314,8 @@ def test_replaying_the_applied_events_gives_the_same_saga(definition, data):
     for _ in range(data.draw(st.integers(0, 30))):
         run.move()
     state, _ = start(definition, T0_MS)
-    for event in run.applied:
-        state, _ = step(state, event)
+    for applied in run.applied:
+        state, _ = step(state, applied)
     assert state == run.state
 
 

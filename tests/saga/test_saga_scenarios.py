@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import pytest
 
+from coordinator import twopc
 from coordinator.saga import (
     ActionFailed,
     ActionSucceeded,
@@ -108,7 +109,9 @@ class Story:
         return self.state.status.value
 
     def step_states(self) -> dict[str, str]:
-        return {spec.name: s.status.value for spec, s in zip(self.state.definition.steps, self.state.steps)}
+        return {
+            spec.name: s.status.value for spec, s in zip(self.state.definition.steps, self.state.steps, strict=True)
+        }
 
     def index(self, name: str) -> int:
         return self.state.definition.step_names.index(name)
@@ -496,7 +499,6 @@ def test_duplicate_and_late_events_change_nothing():
 def test_junk_events_change_nothing():
     story = Story(order_saga())
     for junk in (
-        object(),
         ActionSucceeded(step="0", output={}, attempts=1, at_ms=T0_MS),  # type: ignore[arg-type]
         ActionSucceeded(step=True, output={}, attempts=1, at_ms=T0_MS),  # bool is not an index
         ActionSucceeded(step=0, output={}, attempts=-1, at_ms=T0_MS),
@@ -505,3 +507,21 @@ def test_junk_events_change_nothing():
         SignalReceived(name="approved", payload=float("nan"), at_ms=T0_MS),
     ):
         assert_no_op(story.state, junk)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["running", "terminal"])
+@pytest.mark.parametrize(
+    "not_an_event",
+    [object(), None, "redrive", {"type": "redrive", "at_ms": T0_MS}, twopc.DeadlineReached(at_ms=T0_MS * 2)],
+    ids=["object", "None", "str", "plain", "twopc-deadline"],
+)
+def test_what_is_not_a_saga_event_is_a_type_error(not_an_event, terminal):
+    """The answer of twopc's step too (tests/twopc/test_twopc_scenarios.py):
+    a non-event is a bug of the caller, never a no-op - not even the other
+    machine's DeadlineReached, not even for a terminal saga."""
+    story = Story(saga_definition(await_step("approval", "approved")))
+    if terminal:
+        story.apply(SignalReceived(name="approved", payload=None, at_ms=story.now))
+        assert story.status == "completed"
+    with pytest.raises(TypeError, match="not a saga event"):
+        step(story.state, not_an_event)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+import textwrap
 
 import msgpack
 import pytest
@@ -107,3 +110,34 @@ def test_state_from_dict_refuses_a_state_that_breaks_an_invariant() -> None:
     plain["participants"][1]["vote"] = "no"  # commit without every yes
     with pytest.raises(AssertionError):
         state_from_dict(plain)
+
+
+def test_the_checks_stay_under_python_O() -> None:
+    """`python -O` drops `assert`s; the model's checks are explicit raises
+    (twopc/errors.py), so they stay."""
+    probe = subprocess.run([sys.executable, "-O", "-c", "assert False"], capture_output=True, text=True)
+    assert probe.returncode == 0, "this interpreter keeps asserts under -O"
+    script = textwrap.dedent(
+        """
+        from coordinator.twopc import InputError, InvariantError, parse_definition, start, state_from_dict, state_to_dict
+        definition = parse_definition(
+            {"id": "t", "participants": [{"service": "a", "prepare": {"path": "/p"},
+                                          "commit": {"path": "/c"}, "abort": {"path": "/a"}}]}
+        )
+        try:
+            start(definition, -1)
+            raise SystemExit("start() took a negative at_ms")
+        except InputError:
+            pass
+        state, _ = start(definition, 0)
+        plain = state_to_dict(state)
+        plain["decision"] = "commit"  # decided while still preparing
+        try:
+            state_from_dict(plain)
+            raise SystemExit("state_from_dict() took a state that breaks an invariant")
+        except InvariantError:
+            pass
+        """
+    )
+    run = subprocess.run([sys.executable, "-O", "-c", script], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr + run.stdout

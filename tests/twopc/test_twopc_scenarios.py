@@ -11,6 +11,7 @@ from dataclasses import replace
 
 import pytest
 
+from coordinator import saga
 from coordinator.twopc import (
     Acknowledged,
     CallAbort,
@@ -19,6 +20,7 @@ from coordinator.twopc import (
     DeadlineReached,
     Decision,
     Finished,
+    InputError,
     ParticipantStatus,
     TxStatus,
     Vote,
@@ -246,9 +248,12 @@ def test_start_stamps_times_and_the_deadline() -> None:
     assert effects == pending_effects(state)
 
 
-def test_a_transaction_needs_an_id() -> None:
-    with pytest.raises(AssertionError):
+def test_a_transaction_needs_an_id_and_a_time() -> None:
+    with pytest.raises(InputError, match="with_id"):
         start(replace(make_definition(), id=None), 1000)
+    for at_ms in (-1, True, 1.5, None):
+        with pytest.raises(InputError, match="at_ms"):
+            start(make_definition(), at_ms)
 
 
 @pytest.mark.parametrize("decision", list(Decision))
@@ -265,7 +270,8 @@ def test_events_after_the_decision_change_nothing(decision: Decision) -> None:
         VoteReceived("ghost", Vote.NO, at_ms=1200),
     ]
     for event in late:
-        assert step(state, event) == (state, ())
+        after, effects = step(state, event)
+        assert after is state and effects == ()
     assert next_deadline(state) is None
 
 
@@ -349,3 +355,22 @@ def test_malformed_events_fail_where_they_are_built() -> None:
     state, _ = start(make_definition(), 0)
     with pytest.raises(TypeError):
         step(state, "vote")
+
+
+@pytest.mark.parametrize("terminal", [False, True], ids=["decided", "terminal"])
+@pytest.mark.parametrize(
+    "not_an_event",
+    [object(), None, "vote", {"type": "deadline"}, saga.DeadlineReached(kind="saga", step=None, at_ms=99_000)],
+    ids=["object", "None", "str", "plain", "saga-deadline"],
+)
+def test_what_is_not_a_transaction_event_is_a_type_error(not_an_event: object, terminal: bool) -> None:
+    """The answer of the saga's step too (tests/saga/test_saga_scenarios.py):
+    a non-event is a bug of the caller, never a no-op - not even the other
+    machine's DeadlineReached, not even for a terminal transaction."""
+    state = decided(Decision.ABORT)
+    if terminal:
+        for service in ("a", "b", "c"):
+            state, _ = step(state, Acknowledged(service, "abort", at_ms=1300))
+        assert state.terminal
+    with pytest.raises(TypeError, match="not a two-phase commit event"):
+        step(state, not_an_event)  # type: ignore[arg-type]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from coordinator.twopc import Tally, Vote, tally
+from coordinator.twopc import InputError, Tally, Vote, tally
 
 SERVICES = ("a", "b", "c")
 
@@ -28,5 +28,5 @@ def test_tally(votes: dict, expected: Tally) -> None:
 
 
 def test_no_participants_is_a_bug() -> None:
-    with pytest.raises(AssertionError):
+    with pytest.raises(InputError):
         tally((), {})

@@ -1,0 +1,27 @@
+"""The bounds saga and two-phase commit definitions share.
+
+saga/limits.py and twopc/limits.py name them again beside their own bounds.
+Patterns are matched with `fullmatch`.
+"""
+
+from __future__ import annotations
+
+import re
+
+# A saga's or transaction's id, and a registered service's name
+# (cluster/stores/registry.py builds its pattern from this one).
+WORKFLOW_ID_PATTERN = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+SERVICE_NAME_PATTERN = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+PATH_CHARS_MAX = 1024
+# A path is percent-decoded this many times when looking for dot segments
+# ("%252e" -> "%2e" -> "."): more layers than any server decodes.
+PATH_DECODE_ROUNDS_MAX = 4
+
+# A body is measured as compact JSON (UTF-8), as the executor sends it.
+BODY_BYTES_MAX = 65536
+# Nesting of arrays and objects inside one body.
+BODY_DEPTH_MAX = 32
+# Integers in a body must fit msgpack's signed 64-bit range (Raft entries).
+BODY_INT_MIN = -(2**63)
+BODY_INT_MAX = 2**63 - 1

@@ -1,0 +1,150 @@
+"""The grammar both definitions share (grammar/): one answer for both machines."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coordinator import grammar, saga, twopc
+from coordinator.grammar import limits
+from coordinator.saga import fields as saga_fields
+from coordinator.twopc import definition as twopc_definition
+
+
+def deep(levels: int) -> object:
+    value: object = "leaf"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
+def test_both_definition_errors_are_field_errors() -> None:
+    for error in (saga.DefinitionError("steps[0].name", "is required"), twopc.DefinitionError("id", "is required")):
+        assert isinstance(error, grammar.FieldError)
+        assert (error.field, error.message) == (str(error).split(": ")[0], "is required")
+    assert not issubclass(saga.DefinitionError, twopc.DefinitionError)
+    assert not issubclass(twopc.DefinitionError, saga.DefinitionError)
+
+
+@pytest.mark.parametrize(
+    "path, words",
+    [
+        (None, "must be a string, not null"),
+        ("reserve", "start with '/'"),
+        ("//evil.example/x", "not start with '//'"),
+        ("/redirect?to=http://evil.example", "not a URL"),
+        ("/a b", "whitespace"),
+        ("/a\u200bb", "control"),
+        ("/" + "p" * limits.PATH_CHARS_MAX, f"over the limit of {limits.PATH_CHARS_MAX}"),
+    ],
+)
+def test_path_problems(path: object, words: str) -> None:
+    problem = grammar.path_problem(path)
+    assert problem is not None and words in problem
+
+
+@pytest.mark.parametrize("path", ["/a/../b", "/a/%2e%2E/b", "/a/%252e%252e/b", "/a\\..\\b", "/x?y=1", "/x#y", "/."])
+def test_dot_segments_and_queries_are_problems(path: str) -> None:
+    assert grammar.dot_segment_problem(path) is not None
+
+
+@pytest.mark.parametrize("path", ["/", "/a..b", "/.well-known/x", "/v1.2/orders", "/%41", "/a/b."])
+def test_dots_inside_a_segment_are_fine(path: str) -> None:
+    assert grammar.path_problem(path) is None and grammar.dot_segment_problem(path) is None
+
+
+@pytest.mark.parametrize(
+    "body, where, words",
+    [
+        ({"a": float("nan")}, "b.a", "finite"),
+        ({"a": [1, float("inf")]}, "b.a[1]", "finite"),
+        ({"a": {1: "x"}}, "b.a", "object key 1 is not a string"),
+        ({"a": {None: "x"}}, "b.a", "object key None is not a string"),
+        ({"a": {1, 2}}, "b.a", "not a JSON value (set)"),
+        ({"a": 2**63}, "b.a", "64-bit"),
+        ({"a": -(2**63) - 1}, "b.a", "64-bit"),
+        ({"a": "\ud800"}, "b.a", "Unicode"),
+        ({"\ud800": 1}, "b", "Unicode"),
+        (deep(limits.BODY_DEPTH_MAX + 1), "b" + "[0]" * limits.BODY_DEPTH_MAX, "nests deeper"),
+        ([0] * (limits.BODY_BYTES_MAX + 1), "b", f"over the limit of {limits.BODY_BYTES_MAX} bytes"),
+    ],
+)
+def test_json_value_problems(body: object, where: str, words: str) -> None:
+    problem = grammar.json_value_problem(body, "b")
+    assert problem is not None
+    assert problem[0] == where and words in problem[1]
+
+
+def test_the_first_problem_in_document_order_is_reported() -> None:
+    body = {"a": [1, float("nan")], "b": {2: "x"}, "c": 2**64}
+    assert grammar.json_value_problem(body, "b") == ("b.a[1]", "must be a finite number")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [None, True, 0, 2**63 - 1, -(2**63), 1.5, "é", [], (), {"a": (1, [None, {"b": "c"}])}, deep(limits.BODY_DEPTH_MAX)],
+)
+def test_json_values_within_bounds(body: object) -> None:
+    assert grammar.json_value_problem(body, "b") is None
+
+
+def test_format_ms_is_iso_8601_utc() -> None:
+    assert grammar.format_ms(0) == "1970-01-01T00:00:00.000Z"
+    assert grammar.format_ms(1_714_564_801_234) == "2024-05-01T12:00:01.234Z"
+    assert saga.state.format_ms is twopc.format_ms is grammar.format_ms
+
+
+def test_the_machines_name_the_shared_bounds() -> None:
+    assert saga.limits.SAGA_ID_PATTERN is twopc.limits.TX_ID_PATTERN is limits.WORKFLOW_ID_PATTERN
+    assert saga.limits.SERVICE_NAME_PATTERN is twopc.limits.SERVICE_NAME_PATTERN is limits.SERVICE_NAME_PATTERN
+    assert saga.limits.PATH_CHARS_MAX == twopc.limits.PATH_CHARS_MAX == limits.PATH_CHARS_MAX
+    assert saga.limits.STEP_BODY_BYTES_MAX == twopc.limits.BODY_BYTES_MAX == limits.BODY_BYTES_MAX
+
+
+def _answer(check, *args) -> str | None:
+    """str() of the DefinitionError `check(*args)` raises, or None."""
+    try:
+        check(*args)
+    except (saga.DefinitionError, twopc.DefinitionError) as error:
+        return str(error)
+    return None
+
+
+def _plain_in_a_transaction(path: str) -> None:
+    call = twopc_definition.ParticipantCall(path, "{}")
+    twopc_definition._check_plain_paths((twopc_definition.ParticipantDefinition("a", call, call, call),))
+
+
+PATHS = st.one_of(
+    st.text(max_size=12),
+    st.lists(st.sampled_from(["/", ".", "..", "%2e", "%2F", "%5c", "%25", "\\", "?", "a", "://", " "]), max_size=8).map(
+        "".join
+    ),
+)
+JSON = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(), st.floats(), st.text(max_size=5)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.lists(inner, max_size=3).map(tuple),
+        st.dictionaries(st.one_of(st.text(max_size=3), st.integers()), inner, max_size=3),
+    ),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(path=PATHS)
+def test_both_machines_answer_a_path_alike(path: str) -> None:
+    assert _answer(saga_fields.path, path, "w") == _answer(twopc_definition._parse_path, path, "w")
+    in_a_saga = _answer(saga_fields.plain_path, path, "participants[0].prepare.path")
+    assert in_a_saga == _answer(_plain_in_a_transaction, path)
+
+
+@settings(max_examples=300, deadline=None)
+@given(body=JSON)
+def test_both_machines_accept_and_refuse_the_same_bodies(body: object) -> None:
+    """The same answer (the texts kept differ: a saga keeps sorted keys)."""
+    saga_answer = _answer(saga_fields.body_json, body, "w")
+    twopc_answer = _answer(twopc_definition._encode_body, body, "w")
+    assert saga_answer == twopc_answer
