@@ -1,5 +1,9 @@
-"""What applications import: the coordinator client (and, in
-``coordinator.client.participant``, the kit for participant services)."""
+"""The coordinator client, what applications import.
+
+``Coordinator`` (async) and ``SyncCoordinator`` over HTTP or gRPC, the
+builders, and the error tree; ``coordinator.client.participant`` holds the
+kit for participant services.
+"""
 
 from .coordinator import DEFAULT_ENDPOINTS, DEFAULT_GRPC_ENDPOINTS, Coordinator
 from .errors import (

@@ -28,7 +28,7 @@ import collections
 from collections.abc import Callable
 from typing import Any
 
-from .codec import COMMAND_FORMAT_VERSION, ENTRY_BYTES_MAX, Command, pack
+from .codec import COMMAND_FORMAT_VERSION, ENTRY_BYTES_MAX, pack
 
 __all__ = ["BATCH_KIND", "BATCH_COMMANDS_MAX", "Batcher", "encode_batch"]
 
@@ -143,7 +143,3 @@ class Batcher:
             else:
                 future.set_result(results[n])
         self._flush()
-
-
-def is_batch(command: Command) -> bool:
-    return command.kind == BATCH_KIND

@@ -1,5 +1,6 @@
-"""Sagas as a pure model: definitions, and a state machine of the form
-`step(state, event) -> (state, effects)`.
+"""Sagas as a pure model: definitions and a state machine.
+
+The machine has the form `step(state, event) -> (state, effects)`.
 
 No IO, clocks or randomness in here: time enters as `at_ms` stamped by the
 leader into each event, ids come inside the definition. The leader's

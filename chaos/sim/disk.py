@@ -59,7 +59,6 @@ class SimDisk:
         self.slow_until = 0.0
         self.busy_until = 0.0
         self.stalls = 0
-        self.stalled_s = 0.0
 
     def sync_done_at(self) -> float | None:
         """When a sync starting now completes (None: at once, the disk is healthy)."""
@@ -68,7 +67,6 @@ class SimDisk:
             return None
         stall_s = math.exp(self.rng.uniform(math.log(STALL_S[0]), math.log(STALL_S[1])))
         self.stalls += 1
-        self.stalled_s += stall_s
         done = max(self.busy_until, now + stall_s)  # the device queues: syncs issued together overlap
         if not self.returns_early:
             self.busy_until = done

@@ -1,5 +1,6 @@
-"""Python code generated from `proto/coordinator.proto` (package
-`coordinator.v1`) by `grpc_tools.protoc`. Do not edit the generated modules:
+"""The gRPC code generated from `proto/coordinator.proto`.
+
+Package `coordinator.v1`, made by `grpc_tools.protoc`. Do not edit the generated modules:
 change the proto and run
 
     .venv/bin/python -m coordinator.client.grpc_gen.regen

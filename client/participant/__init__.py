@@ -1,6 +1,8 @@
-"""The participant kit: what a Python/aiohttp service needs to take part in
-the coordinator's sagas and two-phase commits (README.md, "How a workflow
-survives its leader", and the participant protocol it describes).
+"""The participant kit, for services that take part in sagas and 2PC.
+
+What a Python/aiohttp service needs to take part in the coordinator's sagas
+and two-phase commits (README.md, "How a workflow survives its leader", and
+the participant protocol it describes).
 
     from coordinator.client.participant import SQLiteStore, saga_participant, participant_route
 
