@@ -11,7 +11,6 @@ from .codec import (
     unpack,
 )
 from .errors import CodecError, ConsensusError, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull
-from .memory import InMemoryLog
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Rejection, ReplicatedLog, Role, StateMachine
 from .pysyncobj_log import PySyncObjLog
 from .settings import RaftSettings
@@ -24,7 +23,6 @@ __all__ = [
     "Command",
     "ConsensusError",
     "EntryTooLarge",
-    "InMemoryLog",
     "LeadershipChange",
     "LogStatus",
     "NotLeader",

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from coordinator import twopc
 from coordinator.cluster.core.state import ClusterState
-from coordinator.consensus import Command, InMemoryLog, Rejected, Rejection, pack, unpack
+from coordinator.consensus import Command, Rejected, Rejection, pack, unpack
+from coordinator.consensus.testing import InMemoryLog
 
 names = st.sampled_from(["orders", "payments", "a", "Bad", "", "x" * 70, None, 5])
 urls = st.sampled_from(["http://127.0.0.1:9001", "https://pay.example:443/base", "ftp://x", "http://", 7, None])

@@ -1,6 +1,7 @@
 import pytest
 
-from coordinator.consensus import Applied, Command, InMemoryLog, LeadershipChange, NotLeader, Rejected, Rejection
+from coordinator.consensus import Applied, Command, LeadershipChange, NotLeader, Rejected, Rejection
+from coordinator.consensus.testing import InMemoryLog
 
 
 class Counter:

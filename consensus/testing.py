@@ -1,4 +1,4 @@
-"""An in-memory ReplicatedLog for fast, deterministic unit tests.
+"""Testing only: an in-memory ReplicatedLog for fast, deterministic unit tests.
 
 Entries are applied at once, in order, to the state machine and to any
 ``replicas`` (to check that every replica reaches the same state). Tests
