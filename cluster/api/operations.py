@@ -41,8 +41,9 @@ from coordinator.cluster.api.errors import (
     error_for_rejection,
 )
 from coordinator.cluster.core.config import NodeAddress
-from coordinator.cluster.core.limits import Limits, check_admission
+from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.stores.admission import check_admission
 from coordinator.cluster.stores.registry import (
     REMOTE_CHARS_MAX,
     InvalidService,
@@ -463,7 +464,7 @@ async def submit_workflow(node: Node, kind_name: str, raw: bytes | str) -> tuple
 
 
 def _check_state_budget(node: Node, store: WorkflowStore, definition: Any, limits: Limits) -> None:
-    """Refuse early what the state machine would refuse (cluster/core/limits.py);
+    """Refuse early what the state machine would refuse (cluster/stores/admission.py);
     it checks again at apply time, where the log decides."""
     with node.log.reading():
         try:
