@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from coordinator.chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES, WorkloadMix
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.errors import ApiError
+from coordinator.cluster.core.errors import ApiError
 
 if TYPE_CHECKING:  # pragma: no cover
     from .node import SimNode

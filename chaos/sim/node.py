@@ -22,7 +22,7 @@ from typing import Any, Protocol
 
 from pysyncobj import SyncObjConf
 
-from coordinator.cluster.api.client_slots import ClientSlots
+from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeConfig
 from coordinator.cluster.core.node import Node, _TruncationCounter
 from coordinator.cluster.core.state import ClusterState

@@ -27,7 +27,9 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.errors import (
+from coordinator.cluster.api.metrics import render_metrics
+from coordinator.cluster.api.operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
+from coordinator.cluster.core.errors import (
     ApiError,
     Forbidden,
     Misdirected,
@@ -36,8 +38,6 @@ from coordinator.cluster.api.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from coordinator.cluster.api.metrics import render_metrics
-from coordinator.cluster.api.operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
 from coordinator.cluster.core.netpolicy import literal_address
 
 if TYPE_CHECKING:  # pragma: no cover

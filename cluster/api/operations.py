@@ -2,7 +2,7 @@
 
 Each function takes the :class:`~coordinator.cluster.core.node.Node` and plain values, and
 returns the contract's JSON-ready objects or raises a
-:class:`~coordinator.cluster.api.errors.ApiError`. The transports only decode a request into
+:class:`~coordinator.cluster.core.errors.ApiError`. The transports only decode a request into
 these arguments and encode the answer (``http_api``, ``http_sagas``,
 ``http_transactions``, ``grpc_api``), so both answer the same objects with
 the same errors.
@@ -30,7 +30,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from coordinator import saga, twopc
-from coordinator.cluster.api.errors import (
+from coordinator.cluster.core.config import NodeAddress
+from coordinator.cluster.core.errors import (
     ApiError,
     Conflict,
     InvalidInput,
@@ -40,7 +41,6 @@ from coordinator.cluster.api.errors import (
     Unavailable,
     error_for_rejection,
 )
-from coordinator.cluster.core.config import NodeAddress
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import literal_address
 from coordinator.cluster.stores.admission import check_admission

@@ -16,7 +16,7 @@ files differ, and entries written before this check replay as they applied.
 
 Per client (remote address), a node holds at most ``long_polls_per_client_max``
 long polls (``GET ...?wait=``, gRPC ``wait_s``) and ``watches_per_client_max``
-gRPC Watch streams (cluster/api/client_slots.py); more answer 429 / RESOURCE_EXHAUSTED
+gRPC Watch streams (cluster/core/client_slots.py); more answer 429 / RESOURCE_EXHAUSTED
 ``overloaded``. A Watch ends after ``watch_life_s`` with UNAVAILABLE
 ``watch_expired`` and the client reopens it (client/_grpc.py). An idle HTTP
 keep-alive or gRPC connection is closed after ``idle_connection_s``.

@@ -8,8 +8,8 @@ import signal
 
 from aiohttp import web
 
-from coordinator.cluster.api.client_slots import ClientSlots
 from coordinator.cluster.api.http_api import build_app
+from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeAddress, NodeConfig
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.state import ClusterState

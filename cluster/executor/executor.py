@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
+from coordinator.cluster.core.errors import Overloaded, Unavailable
 from coordinator.cluster.core.netpolicy import ServicePolicy
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
@@ -305,8 +306,6 @@ class Executor:
 
     def admission(self, services: set[str]) -> None:
         """Raise the API error that refuses a new workflow, if any."""
-        from coordinator.cluster.api.errors import Overloaded, Unavailable
-
         if self.inflight() >= self.settings.inflight_workflows_max:
             raise Overloaded(f"{self.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)
         suspended = sorted(services & set(self.breakers.open_services()))
