@@ -24,9 +24,10 @@ from pysyncobj import SyncObjConf
 
 from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeConfig
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.node import Node, _TruncationCounter
 from coordinator.cluster.core.state import ClusterState
-from coordinator.cluster.executor.executor import Executor, ExecutorSettings
+from coordinator.cluster.executor.executor import Executor
 from coordinator.cluster.executor.http_caller import HttpCaller
 from coordinator.consensus import PySyncObjLog
 

@@ -26,8 +26,8 @@ from coordinator.chaos.history import History
 from coordinator.chaos.orders import SERVICES
 from coordinator.chaos.participants import Chaos, Fail, RecordingService, Script, Vote
 from coordinator.client.participant import MemoryStore
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.node import _TruncationCounter
-from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.consensus import RaftSettings
 
 from .clock import VirtualClock, VirtualLoop, simulated_runtime

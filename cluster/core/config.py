@@ -66,10 +66,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.client.participant.signing import KEY_ID_PATTERN
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import PRIVATE_FILE_MODE
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
-from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.cluster.executor.http_caller import Signer
 from coordinator.consensus import RaftSettings
 

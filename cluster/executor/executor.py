@@ -18,12 +18,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
 
 from coordinator.cluster.core.errors import Overloaded, Unavailable
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.netpolicy import ServicePolicy
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
@@ -33,30 +33,12 @@ from coordinator.consensus import Applied, Command, ConsensusError, LeadershipCh
 if TYPE_CHECKING:  # pragma: no cover
     from coordinator.cluster.core.node import Node
 
-__all__ = ["Executor", "ExecutorSettings", "Reconciler", "now_ms"]
+__all__ = ["Executor", "Reconciler", "now_ms"]
 
 log = logging.getLogger(__name__)
 PROPOSE_BACKOFF_S = 0.05
 PROPOSE_BACKOFF_MAX_S = 1.0
 CONNECTIONS_MAX = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutorSettings:
-    inflight_workflows_max: int = 10_000
-    breaker_failures_to_open: int = 5
-    breaker_slow_interval_s: float = 2.0
-    retention_s: float = 24 * 3600.0
-    retention_count: int = 10_000
-    retention_check_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.inflight_workflows_max <= 1_000_000:
-            raise ValueError("inflight_workflows_max must be in 1..1000000")
-        if self.breaker_failures_to_open < 1 or self.breaker_slow_interval_s <= 0:
-            raise ValueError("breaker_failures_to_open >= 1 and breaker_slow_interval_s > 0 are required")
-        if self.retention_s < 0 or self.retention_count < 0 or self.retention_check_s <= 0:
-            raise ValueError("retention_s, retention_count >= 0 and retention_check_s > 0 are required")
 
 
 def now_ms() -> int:

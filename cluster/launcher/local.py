@@ -25,10 +25,10 @@ from typing import Any
 import aiohttp
 
 from coordinator.cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy
-from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.cluster.launcher.supervisor import Supervisor
 from coordinator.consensus import RaftSettings
 

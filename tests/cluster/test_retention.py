@@ -1,6 +1,7 @@
 """Retention prunes everything past it at each check, not one batch."""
 
-from coordinator.cluster.executor.executor import Executor, ExecutorSettings
+from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.executor.executor import Executor
 from coordinator.cluster.stores.workflows import PRUNE_BATCH_MAX
 
 
