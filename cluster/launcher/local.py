@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from coordinator.cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from coordinator.cluster.core.executor_settings import ExecutorSettings
@@ -232,8 +233,6 @@ async def serve_on_loopback(
     """Serve an aiohttp app on 127.0.0.1 (or ``host``, such as a chaos run's
     bridge address) at a port the OS picks: (runner, base URL).
     The caller cleans the runner up."""
-    from aiohttp import web
-
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout_s, access_log=None)
     await runner.setup()
     try:
