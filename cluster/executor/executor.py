@@ -163,7 +163,9 @@ class Executor:
     def signer(self) -> Signer | None:
         """Signs participant calls when the cluster file names a participant key."""
         config = getattr(self.node, "config", None)
-        return getattr(config, "participant_signer", None)
+        if config is None or config.participant_key is None:
+            return None
+        return Signer(config.cluster.participant_key_id, config.participant_key)
 
     @property
     def service_policy(self) -> ServicePolicy:
