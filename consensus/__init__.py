@@ -13,7 +13,7 @@ from .codec import (
 from .errors import CodecError, ConsensusError, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull
 from .memory import InMemoryLog
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Rejection, ReplicatedLog, Role, StateMachine
-from .pysyncobj_log import PySyncObjLog
+from .pysyncobj_log import LogObserver, PySyncObjLog
 from .settings import RaftSettings
 
 __all__ = [
@@ -26,6 +26,7 @@ __all__ = [
     "EntryTooLarge",
     "InMemoryLog",
     "LeadershipChange",
+    "LogObserver",
     "LogStatus",
     "NotLeader",
     "NotWritten",

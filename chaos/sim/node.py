@@ -4,9 +4,9 @@
 servers (clients call :mod:`coordinator.cluster.api.operations` on it directly) whose
 parts are the production ones with their edges swapped:
 
-- :class:`SimLog` is :class:`coordinator.consensus.PySyncObjLog` - a real PySyncObj
+- :func:`sim_log` is :class:`coordinator.consensus.PySyncObjLog` - a real PySyncObj
   ``SyncObj`` with the real journal, snapshots, applier and leadership
-  barrier - started with ``autoTick=False`` (the simulation ticks it), no
+  barrier - built with ``auto_tick=False`` (the simulation ticks it), no
   password (no sockets to protect), the simulated transport, the
   crashable journal and a stable node hash;
 - :class:`SimExecutor` is :class:`coordinator.cluster.executor.executor.Executor` whose
@@ -20,8 +20,6 @@ from __future__ import annotations
 import random
 from typing import Any, Protocol
 
-from pysyncobj import SyncObjConf
-
 from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeConfig
 from coordinator.cluster.core.executor_settings import ExecutorSettings
@@ -34,7 +32,7 @@ from coordinator.consensus import PySyncObjLog
 from .network import SimNodeId
 from .participants import SimSession
 
-__all__ = ["Observer", "SimExecutor", "SimLog", "SimNode"]
+__all__ = ["Observer", "SimExecutor", "SimNode", "sim_log"]
 
 
 class Observer(Protocol):
@@ -51,51 +49,51 @@ class SnapshotFailed(RuntimeError):
     """A snapshot could not be loaded: a real node would exit (status 70)."""
 
 
-class SimLog(PySyncObjLog):
-    def __init__(
-        self, node_id: str, observer: Observer, journal_class: type, transport_base: type, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self._sim_node_id = node_id
+class _LogObserver:
+    """What one node's log shows the cluster's Observer (a LogObserver)."""
+
+    def __init__(self, node_id: str, observer: Observer) -> None:
+        self._node_id = node_id
         self._observer = observer
-        self._journal_class = journal_class
-        self._transport_base = transport_base
-        self._hooks._on_fatal = self._fatal
 
-    def _conf(self) -> SyncObjConf:
-        conf = super()._conf()
-        conf.autoTick = False  # the simulation calls doTick
-        conf.password = None  # no sockets; and deriving the key costs 100 ms a node
-        conf.bindAddress = None
-        conf.pollerType = "select"  # replaced by the transport's SimPoller; no file descriptor
-        return conf
-
-    async def start(self, **_: Any) -> None:
-        await super().start(
-            journal_class=self._journal_class, transport_base=self._transport_base, node_class=SimNodeId
-        )
-
-    async def propose(self, command: Any, timeout_s: float | None = None) -> Any:
+    def proposing(self, command: Any) -> None:
         if command.at_ms:
             self._observer.stamped(command.at_ms)  # when, on the true clock, this stamp was taken
-        return await super().propose(command, timeout_s)
 
-    def raft(self) -> Any:
-        """The PySyncObj node (None before start and after stop)."""
-        return self._node
+    def applying(self, index: int, data: bytes) -> None:
+        self._observer.applied(self._node_id, index, data)
 
-    def _apply_entry(self, index: int, data: bytes, term: int | None = None) -> Any:
-        self._observer.applied(self._sim_node_id, index, data)
-        return super()._apply_entry(index, data, term)
+    def role_changed(self, old: int, new: int, term: int) -> None:
+        self._observer.role(self._node_id, old, new, term)
 
-    def _on_state_changed(self, old: int, new: int) -> None:
-        node = self._node
-        self._observer.role(self._sim_node_id, old, new, node.raftCurrentTerm if node is not None else -1)
-        super()._on_state_changed(old, new)
-
-    def _fatal(self, message: str) -> None:
-        self._observer.fatal(self._sim_node_id, message)
+    def fatal(self, message: str) -> None:
+        self._observer.fatal(self._node_id, message)
         raise SnapshotFailed(message)
+
+
+def sim_log(
+    config: NodeConfig, state: ClusterState, observer: Observer, journal_class: type, transport_base: type
+) -> PySyncObjLog:
+    """The real log on the simulation's edges: ticked by the simulation
+    (no tick thread), no password (no sockets), the simulated transport
+    whose SimPoller replaces the poller (``select`` opens no file
+    descriptor), the crashable journal and a stable node hash."""
+    observed = _LogObserver(config.node.id, observer)
+    return PySyncObjLog(
+        self_address=config.node.raft,
+        partner_addresses=[peer.raft for peer in config.peers],
+        secret=None,
+        data_dir=str(config.data_dir),
+        state_machine=state,
+        settings=config.cluster.raft,
+        journal_class=journal_class,
+        transport_base=transport_base,
+        node_class=SimNodeId,
+        auto_tick=False,
+        poller="select",
+        observer=observed,
+        on_fatal=observed.fatal,
+    )
 
 
 class SimExecutor(Executor):
@@ -121,18 +119,7 @@ class SimNode(Node):
     ) -> None:
         self.config = config
         self.state = ClusterState()
-        self.log = SimLog(
-            config.node.id,
-            observer,
-            journal_class,
-            transport_base,
-            self_address=config.node.raft,
-            partner_addresses=[peer.raft for peer in config.peers],
-            secret=config.secret,
-            data_dir=str(config.data_dir),
-            state_machine=self.state,
-            settings=config.cluster.raft,
-        )
+        self.log = sim_log(config, self.state, observer, journal_class, transport_base)
         self.http_responses = {}
         self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
         self.truncations = _TruncationCounter()
