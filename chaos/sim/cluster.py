@@ -120,6 +120,7 @@ class SimCluster:
             transport_base=world.network.transport_class(),
             session=SimSession(world.links, node_id),
             rng=random.Random(world.rng_nodes.getrandbits(64)),
+            clock=world.clock.wall,
         )
         slot.process, slot.node, slot.stalled = process, node, False
         world.trace.event("start", node_id, slot.incarnation)

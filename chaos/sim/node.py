@@ -9,7 +9,7 @@ parts are the production ones with their edges swapped:
   barrier - built with ``auto_tick=False`` (the simulation ticks it), no
   password (no sockets to protect), the simulated transport, the
   crashable journal and a stable node hash;
-- :class:`SimExecutor` is :class:`coordinator.cluster.executor.executor.Executor` whose
+- the executor is :class:`coordinator.cluster.executor.executor.Executor` whose
   ``HttpCaller`` talks to a :class:`~coordinator.chaos.sim.participants.SimSession`.
 
 Observers see every applied entry and role change, for the invariants.
@@ -18,13 +18,15 @@ Observers see every applied entry and role change, for the invariants.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeConfig
-from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.node import Node, _TruncationCounter
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.executor.callers import ParticipantCallers
 from coordinator.cluster.executor.executor import Executor
 from coordinator.cluster.executor.http_caller import HttpCaller
 from coordinator.consensus import PySyncObjLog
@@ -32,7 +34,7 @@ from coordinator.consensus import PySyncObjLog
 from .network import SimNodeId
 from .participants import SimSession
 
-__all__ = ["Observer", "SimExecutor", "SimNode", "sim_log"]
+__all__ = ["Observer", "SimNode", "sim_log"]
 
 
 class Observer(Protocol):
@@ -96,14 +98,6 @@ def sim_log(
     )
 
 
-class SimExecutor(Executor):
-    def __init__(self, node: Node, settings: ExecutorSettings, session: SimSession, rng: random.Random) -> None:
-        super().__init__(node, settings)
-        self.breakers.rng = rng  # the breakers' jitter: seeded, not from the OS
-        self._session = session  # type: ignore[assignment] - what HttpCaller uses of a ClientSession
-        self._http = HttpCaller(session, self.breakers)  # type: ignore[arg-type]
-
-
 class SimNode(Node):
     """Node's wiring (see cluster/core/node.py) with the simulated log and executor."""
 
@@ -116,6 +110,7 @@ class SimNode(Node):
         transport_base: type,
         session: SimSession,
         rng: random.Random,
+        clock: Callable[[], float],
     ) -> None:
         self.config = config
         self.state = ClusterState()
@@ -127,7 +122,21 @@ class SimNode(Node):
         self.leader_fence_index = 0
         self._runner = None
         self._grpc = None
-        self.executor = SimExecutor(self, config.cluster.executor, session, rng)
+        settings = config.cluster.executor
+        # The breakers' jitter: seeded, not from the OS. The retries' and
+        # proposals' backoff draw from the global random, whose state the
+        # simulation carries (chaos/sim/clock.py), as they did before the
+        # executor took a random source.
+        breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)
+        self.executor = Executor(
+            self.log,
+            self.state,
+            settings,
+            callers=ParticipantCallers(HttpCaller(session, breakers, rng=random), on_close=(session.close,)),  # type: ignore[arg-type]
+            breakers=breakers,
+            clock=clock,
+            rng=random,  # type: ignore[arg-type]
+        )
         self._watchers = {}
         self.log.add_leadership_listener(self._on_leadership)
         self.log.add_leadership_listener(self.executor.on_leadership)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import signal
+import time
 
 from aiohttp import web
 
@@ -13,12 +15,17 @@ from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeAddress, NodeConfig
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.executor.callers import ParticipantCallers
 from coordinator.cluster.executor.executor import Executor
+from coordinator.cluster.executor.grpc_caller import GrpcCaller
+from coordinator.cluster.executor.http_caller import HttpCaller, Signer, participant_session
 from coordinator.consensus import LeadershipChange, PySyncObjLog
 
 __all__ = ["Node", "serve"]
 
 log = logging.getLogger(__name__)
+CONNECTIONS_MAX = 256  # participant connections of the leader's HTTP session
 
 
 class _TruncationCounter(logging.Filter):
@@ -57,7 +64,18 @@ class Node:
         self.leader_fence_index = 0
         self._runner: web.AppRunner | None = None
         self._grpc = None  # the gRPC API (coordinator.cluster.api.grpc_api.GrpcApi) while started
-        self.executor = Executor(self, config.cluster.executor)
+        rng = random.Random()
+        settings = config.cluster.executor
+        breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)
+        self.executor = Executor(
+            self.log,
+            self.state,
+            settings,
+            callers=_participant_callers(config, breakers, rng),
+            breakers=breakers,
+            clock=time.time,
+            rng=rng,
+        )
         self._watchers: dict[str, list[asyncio.Future]] = {}
         # Long polls (HTTP ?wait=, gRPC wait_s) one client may hold (cluster/core/limits.py).
         self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
@@ -164,6 +182,20 @@ class Node:
         if self._runner is not None:
             await self._runner.cleanup()
         await self.log.stop()
+
+
+def _participant_callers(config: NodeConfig, breakers: Breakers, rng: random.Random) -> ParticipantCallers:
+    """HTTP and gRPC, both checked against [services] and signed when the
+    cluster file names a participant key."""
+    policy = config.cluster.services
+    signer = None
+    if config.participant_key is not None:
+        signer = Signer(config.cluster.participant_key_id, config.participant_key)
+    session = participant_session(policy, connections_max=CONNECTIONS_MAX)
+    grpc = GrpcCaller(breakers, policy=policy, signer=signer, rng=rng)
+    return ParticipantCallers(
+        HttpCaller(session, breakers, policy, signer, rng=rng), grpc, on_close=(grpc.close, session.close)
+    )
 
 
 async def serve(config: NodeConfig) -> None:

@@ -16,33 +16,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
-
-import aiohttp
+from typing import Any
 
 from coordinator.cluster.core.errors import Overloaded, Unavailable
 from coordinator.cluster.core.executor_settings import ExecutorSettings
-from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.executor.breaker import Breakers
-from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
+from coordinator.cluster.executor.callers import ParticipantCallers
+from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec
 from coordinator.cluster.stores.workflows import PRUNE_BATCH_MAX
-from coordinator.consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
+from coordinator.consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader, ReplicatedLog
 
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
-
-__all__ = ["Executor", "Reconciler", "now_ms"]
+__all__ = ["Executor", "Reconciler"]
 
 log = logging.getLogger(__name__)
 PROPOSE_BACKOFF_S = 0.05
 PROPOSE_BACKOFF_MAX_S = 1.0
-CONNECTIONS_MAX = 256
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # What a driver plans for one workflow: the calls that must be in flight
@@ -77,7 +67,7 @@ class Reconciler:
         executor = self.executor
         if not executor.leading:
             return
-        with executor.node.log.reading():
+        with executor.log.reading():
             wanted, deadline = self.plan(workflow_id)
         calls = self._calls.setdefault(workflow_id, {})
         for key in list(calls):
@@ -96,7 +86,7 @@ class Reconciler:
         event = await factory()
         if event is not None:
             await self.executor.propose(
-                Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms()), generation
+                Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, self.executor.now_ms()), generation
             )
 
     def _forget(self, workflow_id: str, key: tuple, task: asyncio.Task) -> None:
@@ -117,7 +107,7 @@ class Reconciler:
         if deadline is None or current is not None:
             return
         at_ms, event = deadline
-        delay_s = max(0.0, (at_ms - now_ms()) / 1000) + 0.001
+        delay_s = max(0.0, (at_ms - self.executor.now_ms()) / 1000) + 0.001
         handle = asyncio.get_running_loop().call_later(
             delay_s, self._deadline_passed, workflow_id, event, self.executor.generation
         )
@@ -125,7 +115,7 @@ class Reconciler:
 
     def _deadline_passed(self, workflow_id: str, event: dict, generation: int) -> None:
         self._deadlines.pop(workflow_id, None)
-        command = Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms())
+        command = Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, self.executor.now_ms())
         asyncio.ensure_future(self.executor.propose(command, generation))
 
     def stop(self) -> None:
@@ -142,36 +132,44 @@ class Reconciler:
 
 
 class Executor:
-    def __init__(self, node: Node, settings: ExecutorSettings) -> None:
+    """The executor of one node, from its parts: the log it proposes to and
+    reads under, the state the log applies, its settings, the participant
+    callers (which record answers on ``breakers``, the same the executor
+    admits by), the wall clock its stamps and deadlines read (``time.time``
+    in a node process) and the random source of its backoff jitter."""
+
+    def __init__(
+        self,
+        log: ReplicatedLog,
+        state: ClusterState,
+        settings: ExecutorSettings,
+        *,
+        callers: ParticipantCallers,
+        breakers: Breakers,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
         from coordinator.cluster.executor.saga import SagaDriver
         from coordinator.cluster.executor.twopc import TransactionDriver
 
-        self.node = node
+        self.log = log
+        self.state = state
         self.settings = settings
-        self.breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s)
+        self.callers = callers
+        self.breakers = breakers
+        self.clock = clock
+        self.rng = rng
         self.leading = False
         self.fence = ""
         self.generation = 0
         self.sagas = SagaDriver(self)
         self.transactions = TransactionDriver(self)
         self.drivers: dict[str, Reconciler] = {"saga": self.sagas, "tx": self.transactions}
-        self._session: aiohttp.ClientSession | None = None
-        self._http: HttpCaller | None = None
         self._housekeeping: asyncio.Task | None = None
 
-    @property
-    def signer(self) -> Signer | None:
-        """Signs participant calls when the cluster file names a participant key."""
-        config = getattr(self.node, "config", None)
-        if config is None or config.participant_key is None:
-            return None
-        return Signer(config.cluster.participant_key_id, config.participant_key)
-
-    @property
-    def service_policy(self) -> ServicePolicy:
-        """Which participant addresses may be called: `[services]` of the cluster file."""
-        config = getattr(self.node, "config", None)
-        return config.cluster.services if config is not None else ServicePolicy()
+    def now_ms(self) -> int:
+        """The wall clock in milliseconds: what commands are stamped with."""
+        return int(self.clock() * 1000)
 
     # -- leadership -----------------------------------------------------------------------------
     def on_leadership(self, change: LeadershipChange) -> None:
@@ -185,11 +183,8 @@ class Executor:
         self.leading = True
         self.generation += 1
         self.fence = f"{term}:{index}"
-        if self._session is None:
-            self._session = participant_session(self.service_policy, connections_max=CONNECTIONS_MAX)
-            self._http = HttpCaller(self._session, self.breakers, self.service_policy, self.signer)
         for driver in self.drivers.values():
-            with self.node.log.reading():
+            with self.log.reading():
                 active = sorted(driver.active_ids())
             log.info("executor: leading at fence %s, resuming %d %s workflows", self.fence, len(active), driver.kind)
             for workflow_id in active:
@@ -209,13 +204,9 @@ class Executor:
         log.info("executor: stopped issuing calls")
 
     async def close(self) -> None:
-        from coordinator.cluster.executor.grpc_caller import close_grpc_caller
-
+        """Stop issuing calls and close the callers."""
         self._stop()
-        await close_grpc_caller(self)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.callers.close()
 
     def on_applied(self, index: int, command: Command, result: Any) -> None:
         if not self.leading or not isinstance(result, Applied):
@@ -228,27 +219,20 @@ class Executor:
     # -- calls and proposals ------------------------------------------------------------------------
     async def call(self, service: dict | None, spec: CallSpec, operation: str) -> CallOutcome:
         """Call a registered participant over its transport."""
-        if service is None:
-            return CallOutcome("unknown", error=f"service {spec.service!r} is not registered")
-        if service.get("grpc"):
-            from coordinator.cluster.executor.grpc_caller import grpc_caller
-
-            return await grpc_caller(self).call(spec, operation)
-        assert self._http is not None
-        return await self._http.call(spec)
+        return await self.callers.call(service, spec, operation)
 
     async def propose(self, command: Command, generation: int) -> None:
         """Propose until the entry commits or this node stops leading."""
         backoff_s = PROPOSE_BACKOFF_S
         while generation == self.generation:
             try:
-                await self.node.log.propose(command)
+                await self.log.propose(command)
                 return
             except NotLeader:
                 return
             except ConsensusError as exc:
                 log.info("executor: %s not committed (%s); retrying", command.kind, exc)
-            await asyncio.sleep(backoff_s * random.uniform(0.5, 1.5))
+            await asyncio.sleep(backoff_s * self.rng.uniform(0.5, 1.5))
             backoff_s = min(PROPOSE_BACKOFF_MAX_S, backoff_s * 2)
 
     # -- retention --------------------------------------------------------------------------------
@@ -267,12 +251,12 @@ class Executor:
         without bound under sustained load."""
         proposed = 0
         for driver in self.drivers.values():
-            ids = driver.prunable(now_ms())
+            ids = driver.prunable(self.now_ms())
             for start in range(0, len(ids), PRUNE_BATCH_MAX):
                 if generation != self.generation:
                     return proposed
                 batch = ids[start : start + PRUNE_BATCH_MAX]
-                await self.propose(Command(f"{driver.kind}.prune", {"ids": batch}, now_ms()), generation)
+                await self.propose(Command(f"{driver.kind}.prune", {"ids": batch}, self.now_ms()), generation)
                 proposed += len(batch)
         return proposed
 
@@ -285,7 +269,7 @@ class Executor:
 
     # -- admission and views ------------------------------------------------------------------------
     def inflight(self) -> int:
-        state = self.node.state
+        state = self.state
         return len(state.sagas.active) + len(state.transactions.active)
 
     def admission(self, services: set[str]) -> None:

@@ -282,26 +282,10 @@ async def test_both_transports_take_the_operation(caller: Any) -> None:
     async with aiohttp.ClientSession() as session:
         transports: list[ParticipantCaller] = [HttpCaller(session, Breakers(5, 0.05)), caller()]
         targets = ["http://127.0.0.1:1", "127.0.0.1:1"]
-        outcomes = [await t.call(spec(url, attempts=1), "compensate") for t, url in zip(transports, targets)]
+        outcomes = [
+            await t.call(spec(url, attempts=1), "compensate") for t, url in zip(transports, targets, strict=True)
+        ]
     assert [(o.kind, o.attempts) for o in outcomes] == [("unknown", 1), ("unknown", 1)]
-
-
-async def test_an_owner_gets_one_caller_sharing_its_breakers_until_closed(serve: Serve) -> None:
-    from coordinator.cluster.executor.grpc_caller import close_grpc_caller, grpc_caller
-
-    class Owner:
-        breakers = Breakers(5, 0.05)
-
-    owner = Owner()
-    _, address = await serve([("ok", "{}")])
-    first = grpc_caller(owner)
-    assert grpc_caller(owner) is first
-    assert (await first.call(spec(address), "execute")).kind == "ok"
-    assert "svc" in owner.breakers.view() and first.targets() == [address]
-    await close_grpc_caller(owner)
-    assert first.targets() == [] and grpc_caller(owner) is not first
-    await close_grpc_caller(owner)
-    await close_grpc_caller(owner)  # nothing left to close
 
 
 async def test_a_guarded_literal_address_is_never_called_and_its_answer_never_shown(serve: Serve, caller: Any) -> None:
