@@ -15,10 +15,12 @@ from .memory import InMemoryLog
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Rejection, ReplicatedLog, Role, StateMachine
 from .pysyncobj_log import LogObserver, PySyncObjLog
 from .settings import RaftSettings
+from .truncations import PYSYNCOBJ_LOGGER, TruncationCounter
 
 __all__ = [
     "COMMAND_FORMAT_VERSION",
     "ENTRY_BYTES_MAX",
+    "PYSYNCOBJ_LOGGER",
     "Applied",
     "CodecError",
     "Command",
@@ -39,6 +41,7 @@ __all__ = [
     "ReplicatedLog",
     "Role",
     "StateMachine",
+    "TruncationCounter",
     "decode_command",
     "encode_command",
     "pack",

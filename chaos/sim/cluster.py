@@ -34,10 +34,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from coordinator.cluster.core.config import ClusterConfig, NodeAddress, NodeConfig
+from coordinator.cluster.core.node import Node
 
 from .clock import Process
 from .disk import SimDisk
-from .node import SimNode
+from .node import sim_node
 from .participants import SimSession
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -56,7 +57,7 @@ class _Slot:
     id: str
     config: NodeConfig
     process: Process | None = None
-    node: SimNode | None = None
+    node: Node | None = None
     incarnation: int = 0
     stalled: bool = False
     tick_handle: asyncio.TimerHandle | None = None
@@ -113,7 +114,7 @@ class SimCluster:
         world = self.world
         slot.incarnation += 1
         process = Process(f"{node_id}#{slot.incarnation}")
-        node = SimNode(
+        node = sim_node(
             slot.config,
             observer=self,
             journal_class=world.journal_class,
@@ -259,7 +260,7 @@ class SimCluster:
             self._schedule_tick(slot, TICK_PERIOD_S)
 
     # -- views -----------------------------------------------------------------------
-    def node(self, node_id: str) -> SimNode | None:
+    def node(self, node_id: str) -> Node | None:
         return self.slots[node_id].node
 
     def running(self) -> list[str]:

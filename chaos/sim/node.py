@@ -1,8 +1,9 @@
 """One simulated node process: the real log, state machine and executor.
 
-:class:`SimNode` is a :class:`coordinator.cluster.core.node.Node` without its HTTP and gRPC
-servers (clients call :mod:`coordinator.cluster.api.operations` on it directly) whose
-parts are the production ones with their edges swapped:
+:func:`sim_node` builds a :class:`coordinator.cluster.core.node.Node` through its
+constructor, without HTTP and gRPC servers (clients call
+:mod:`coordinator.cluster.api.operations` on it directly), from the production
+parts with their edges swapped - no subclass, no private method replaced:
 
 - :func:`sim_log` is :class:`coordinator.consensus.PySyncObjLog` - a real PySyncObj
   ``SyncObj`` with the real journal, snapshots, applier and leadership
@@ -21,9 +22,8 @@ import random
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeConfig
-from coordinator.cluster.core.node import Node, _TruncationCounter
+from coordinator.cluster.core.node import Node
 from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.callers import ParticipantCallers
@@ -34,7 +34,7 @@ from coordinator.consensus import PySyncObjLog
 from .network import SimNodeId
 from .participants import SimSession
 
-__all__ = ["Observer", "SimNode", "sim_log"]
+__all__ = ["Observer", "sim_log", "sim_node"]
 
 
 class Observer(Protocol):
@@ -98,54 +98,35 @@ def sim_log(
     )
 
 
-class SimNode(Node):
-    """Node's wiring (see cluster/core/node.py) with the simulated log and executor."""
-
-    def __init__(
-        self,
-        config: NodeConfig,
-        *,
-        observer: Observer,
-        journal_class: type,
-        transport_base: type,
-        session: SimSession,
-        rng: random.Random,
-        clock: Callable[[], float],
-    ) -> None:
-        self.config = config
-        self.state = ClusterState()
-        self.log = sim_log(config, self.state, observer, journal_class, transport_base)
-        self.http_responses = {}
-        self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
-        self.truncations = _TruncationCounter()
-        self.leader_term = None
-        self.leader_fence_index = 0
-        self._runner = None
-        self._grpc = None
-        settings = config.cluster.executor
-        # The breakers' jitter: seeded, not from the OS. The retries' and
-        # proposals' backoff draw from the global random, whose state the
-        # simulation carries (chaos/sim/clock.py), as they did before the
-        # executor took a random source.
-        breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)
-        self.executor = Executor(
-            self.log,
-            self.state,
-            settings,
-            callers=ParticipantCallers(HttpCaller(session, breakers, rng=random), on_close=(session.close,)),  # type: ignore[arg-type]
-            breakers=breakers,
-            clock=clock,
-            rng=random,  # type: ignore[arg-type]
-        )
-        self._watchers = {}
-        self.log.add_leadership_listener(self._on_leadership)
-        self.log.add_leadership_listener(self.executor.on_leadership)
-        self.log.add_apply_listener(self.executor.on_applied)
-        self.log.add_apply_listener(self._wake_watchers)
-
-    async def start(self) -> None:
-        await self.log.start()
-
-    async def stop(self) -> None:
-        await self.executor.close()
-        await self.log.stop()
+def sim_node(
+    config: NodeConfig,
+    *,
+    observer: Observer,
+    journal_class: type,
+    transport_base: type,
+    session: SimSession,
+    rng: random.Random,
+    clock: Callable[[], float],
+) -> Node:
+    """A real Node (cluster/core/node.py) built through its constructor
+    arguments, as cluster/launcher/process.py builds a node process's, with
+    the simulation's edges: :func:`sim_log`, participant calls over
+    ``session``, the virtual wall ``clock``, and ``rng`` for the breakers."""
+    state = ClusterState()
+    log = sim_log(config, state, observer, journal_class, transport_base)
+    settings = config.cluster.executor
+    # The breakers' jitter: seeded, not from the OS. The retries' and
+    # proposals' backoff draw from the global random, whose state the
+    # simulation carries (chaos/sim/clock.py), as they did before the
+    # executor took a random source.
+    breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)
+    executor = Executor(
+        log,
+        state,
+        settings,
+        callers=ParticipantCallers(HttpCaller(session, breakers, rng=random), on_close=(session.close,)),  # type: ignore[arg-type]
+        breakers=breakers,
+        clock=clock,
+        rng=random,  # type: ignore[arg-type]
+    )
+    return Node(config, log=log, state=state, executor=executor, clock=clock)

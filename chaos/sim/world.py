@@ -27,8 +27,7 @@ from coordinator.chaos.orders import SERVICES
 from coordinator.chaos.participants import Chaos, Fail, RecordingService, Script, Vote
 from coordinator.client.participant import MemoryStore
 from coordinator.cluster.core.executor_settings import ExecutorSettings
-from coordinator.cluster.core.node import _TruncationCounter
-from coordinator.consensus import RaftSettings
+from coordinator.consensus import PYSYNCOBJ_LOGGER, RaftSettings, TruncationCounter
 
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
 from .cluster import SimCluster
@@ -161,9 +160,9 @@ class World:
         self.fault_windows: list[list[float]] = []  # [start, end] of faults that start elections
         self.flap_episodes: list[dict[str, Any]] = []
         # PySyncObj logs CRITICAL when a follower re-receives entries it applied
-        # (as coordinator.cluster.core.node counts them); the run counts them too.
-        self.truncations = _TruncationCounter()
-        logging.getLogger("pysyncobj.syncobj").addFilter(self.truncations)
+        # (as a node process counts them, cluster/launcher/process.py); the run counts them too.
+        self.truncations = TruncationCounter()
+        logging.getLogger(PYSYNCOBJ_LOGGER).addFilter(self.truncations)
         self.threads_at_start = threading.active_count()
 
     def _store(self, name: str) -> MemoryStore:
@@ -203,7 +202,7 @@ class World:
         if self.closed:
             return
         self.closed = True
-        logging.getLogger("pysyncobj.syncobj").removeFilter(self.truncations)
+        logging.getLogger(PYSYNCOBJ_LOGGER).removeFilter(self.truncations)
         loop = self.loop
         try:
             if not loop.is_closed():

@@ -124,10 +124,6 @@ class LeaderElsewhere(ApiError):
         self.leader = leader
 
 
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
 # -- input ------------------------------------------------------------------------
 # What the log stores (msgpack) of a JSON number: integers of 64 bits at most.
 JSON_INT_MIN, JSON_INT_MAX = -(2**63), 2**64 - 1
@@ -247,7 +243,7 @@ async def linearizable(node: Node, stale: bool | str | None) -> None:
 
 async def propose(node: Node, kind: str, body: Any) -> Any:
     try:
-        result = await node.log.propose(Command(kind, body, at_ms=now_ms()))
+        result = await node.log.propose(Command(kind, body, at_ms=node.now_ms()))
     except NotLeader:
         raise _not_leader(node) from None
     except EntryTooLarge as exc:
