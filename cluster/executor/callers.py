@@ -3,7 +3,8 @@ takes, and closing them all.
 
 A service registered with a ``grpc`` target is called over gRPC, any other
 over HTTP (cluster/stores/registry.py). The callers are built where the
-node is wired and handed to the executor, which closes them when it
+node is wired (cluster/launcher/process.py; the simulation's in
+chaos/sim/node.py) and handed to the executor, which closes them when it
 closes.
 """
 

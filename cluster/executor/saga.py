@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import saga as machine
-from coordinator.cluster.executor.executor import Plan, Reconciler
 from coordinator.cluster.executor.http_caller import CallSpec
+from coordinator.cluster.executor.reconciler import Plan, Reconciler
 
 __all__ = ["SagaDriver"]
 

@@ -14,8 +14,8 @@ import asyncio
 from typing import Any
 
 from coordinator import twopc as machine
-from coordinator.cluster.executor.executor import Plan, Reconciler
 from coordinator.cluster.executor.http_caller import ATTEMPTS_HARD_MAX, CallSpec
+from coordinator.cluster.executor.reconciler import Plan, Reconciler
 
 __all__ = ["TransactionDriver", "TX_CALL_TIMEOUT_S"]
 
