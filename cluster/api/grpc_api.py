@@ -43,7 +43,7 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
@@ -53,9 +53,7 @@ from coordinator.cluster.api import operations
 from coordinator.cluster.api.operations import LeaderElsewhere
 from coordinator.cluster.core.client_slots import ClientSlots, grpc_peer_host
 from coordinator.cluster.core.errors import ApiError, Overloaded
-
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
+from coordinator.cluster.core.node import Node
 
 __all__ = [
     "CODE_METADATA",

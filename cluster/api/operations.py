@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from coordinator import saga, twopc
@@ -43,6 +43,7 @@ from coordinator.cluster.core.errors import (
 )
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.core.node import Node
 from coordinator.cluster.stores.admission import check_admission
 from coordinator.cluster.stores.registry import (
     REMOTE_CHARS_MAX,
@@ -51,6 +52,7 @@ from coordinator.cluster.stores.registry import (
     validate_service_name,
 )
 from coordinator.cluster.stores.requests import valid_request_id
+from coordinator.cluster.stores.workflows import WorkflowStore
 from coordinator.consensus import (
     Command,
     EntryTooLarge,
@@ -62,10 +64,6 @@ from coordinator.consensus import (
     Rejection,
 )
 from coordinator.saga import limits as saga_limits
-
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
-    from coordinator.cluster.stores.workflows import WorkflowStore
 
 __all__ = [
     "JSON_DEPTH_MAX",
