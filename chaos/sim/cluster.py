@@ -31,25 +31,47 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from coordinator.cluster.core.config import ClusterConfig, NodeAddress, NodeConfig
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.node import Node
+from coordinator.consensus import RaftSettings
 
-from .clock import Process
+from .clock import Process, VirtualClock
 from .disk import SimDisk
+from .network import Network
 from .node import sim_node
-from .participants import SimSession
+from .participants import ParticipantLinks, SimSession
+from .trace import Trace
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .world import World
-
-__all__ = ["SimCluster", "TICK_PERIOD_S"]
+__all__ = ["SimCluster", "SimWorld", "TICK_PERIOD_S"]
 
 log = logging.getLogger(__name__)
 TICK_PERIOD_S = 0.05
 VIOLATIONS_MAX = 100
 _CANDIDATE, _LEADER = 1, 2
+
+
+class _Settings(Protocol):
+    raft: RaftSettings
+    executor: ExecutorSettings
+    planted_bug: str | None
+
+
+class SimWorld(Protocol):
+    """What the cluster needs of the World that builds it (chaos/sim/world.py)."""
+
+    settings: _Settings
+    clock: VirtualClock
+    loop: asyncio.AbstractEventLoop
+    trace: Trace
+    network: Network
+    links: ParticipantLinks
+    journal_class: type
+    rng_disks: random.Random
+    rng_faults: random.Random
+    rng_nodes: random.Random
 
 
 @dataclass
@@ -72,7 +94,7 @@ class _Slot:
 
 
 class SimCluster:
-    def __init__(self, world: World, node_ids: list[str], data_dir: Path) -> None:
+    def __init__(self, world: SimWorld, node_ids: list[str], data_dir: Path) -> None:
         self.world = world
         settings = world.settings
         addresses = tuple(NodeAddress(i, f"{i}:7000", f"{i}:8000", f"{i}:9000") for i in node_ids)
