@@ -111,22 +111,20 @@ def sim_node(
     """A real Node (cluster/core/node.py) built through its constructor
     arguments, as cluster/launcher/process.py builds a node process's, with
     the simulation's edges: :func:`sim_log`, participant calls over
-    ``session``, the virtual wall ``clock``, and ``rng`` for the breakers."""
+    ``session``, the virtual wall ``clock``, and ``rng``, seeded, for every
+    draw of the node's own code (the breakers', the retries' and the
+    proposals' jitter); PySyncObj draws from the global random."""
     state = ClusterState()
     log = sim_log(config, state, observer, journal_class, transport_base)
     settings = config.cluster.executor
-    # The breakers' jitter: seeded, not from the OS. The retries' and
-    # proposals' backoff draw from the global random, whose state the
-    # simulation carries (chaos/sim/clock.py), as they did before the
-    # executor took a random source.
     breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)
     executor = Executor(
         log,
         state,
         settings,
-        callers=ParticipantCallers(HttpCaller(session, breakers, rng=random), on_close=(session.close,)),  # type: ignore[arg-type]
+        callers=ParticipantCallers(HttpCaller(session, breakers, rng=rng), on_close=(session.close,)),  # type: ignore[arg-type]
         breakers=breakers,
         clock=clock,
-        rng=random,  # type: ignore[arg-type]
+        rng=rng,
     )
     return Node(config, log=log, state=state, executor=executor, clock=clock)
