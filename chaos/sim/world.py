@@ -7,7 +7,7 @@
 
 One root ``random.Random(seed)`` hands a separate stream to each source of
 choices (Raft network, participant links, faults, workload, clients, the
-global ``random`` PySyncObj and the executor use), so a change in how one of
+nodes' own random sources, the global ``random`` PySyncObj uses), so a change in how one of
 them draws does not shift the others.
 """
 
@@ -137,7 +137,13 @@ class World:
         self.rng_disks, self.rng_skew = (random.Random(root.getrandbits(64)) for _ in range(2))
         self.trace = Trace(self.clock.monotonic, keep_lines_max=settings.trace_lines)
         self.participants = {
-            name: SimParticipant(name, script, RecordingService(name, script), self._store(name))
+            name: SimParticipant(
+                name,
+                script,
+                RecordingService(name, script, clock=self.clock.monotonic),
+                self._store(name),
+                wall=self.clock.wall,
+            )
             for name, script in participant_scripts(seed).items()
         }
         self.links = ParticipantLinks(self.participants, self.rng_participants, self.trace, settings.participant_faults)
@@ -167,8 +173,8 @@ class World:
 
     def _store(self, name: str) -> MemoryStore:
         if self.settings.planted_bug == "participant_without_idempotency" and name == "payments":
-            return _ForgetfulStore()
-        return MemoryStore()
+            return _ForgetfulStore(clock=self.clock.wall)
+        return MemoryStore(clock=self.clock.wall)
 
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run the virtual loop until ``awaitable`` is done; its result."""
