@@ -306,6 +306,12 @@ class PySyncObjLog(LogBase):
     - ``on_fatal``: what a snapshot that cannot be loaded does (by default
       the process exits, status 70);
     - ``monotonic``: the clock ``stop`` waits on.
+
+    The keepalive and the early election after a leader's connection closes
+    (:class:`_RaftNode`, :func:`_elect_soon_after_leader_loss`) read
+    PySyncObj's own clock, ``pysyncobj.syncobj.monotonicTime``, on purpose:
+    they set and compare PySyncObj's deadlines, which are on that clock (the
+    simulation replaces it with the virtual one, chaos/sim/clock.py).
     """
 
     def __init__(
