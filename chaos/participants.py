@@ -44,7 +44,7 @@ import random
 import re
 import time
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,7 +232,7 @@ class Script:
 class Effect:
     """A business handler that ran and answered 2xx."""
 
-    at_s: float  # time.monotonic() when the handler finished
+    at_s: float  # the service's clock (time.monotonic() by default) when the handler finished
     service: str
     method: str
     path: str
@@ -250,7 +250,7 @@ class Effect:
 class RequestRecord:
     """One participant call as it arrived, and what it was answered."""
 
-    at_s: float  # time.monotonic() on arrival
+    at_s: float  # the service's clock (time.monotonic() by default) on arrival
     service: str
     method: str
     path: str
@@ -282,12 +282,21 @@ async def _json_body(request: web.Request) -> Any:
 
 
 class RecordingService:
-    """A scripted participant that records its effects and requests."""
+    """A scripted participant that records its effects and requests, each
+    with the time of ``clock`` (the simulation gives its virtual clock)."""
 
-    def __init__(self, name: str, script: Script | None = None, *, records_max: int = RECORDS_MAX_DEFAULT) -> None:
+    def __init__(
+        self,
+        name: str,
+        script: Script | None = None,
+        *,
+        records_max: int = RECORDS_MAX_DEFAULT,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         _check(SERVICE_NAME_PATTERN.fullmatch(name) is not None, f"bad service name {name!r}")
         assert records_max > 0
         self.name = name
+        self.clock = clock
         self.script = Script() if script is None else script
         self.effects: list[Effect] = []
         self.requests: list[RequestRecord] = []
@@ -331,7 +340,7 @@ class RecordingService:
         if len(self.requests) >= self._records_max:
             message = f"{self.name} recorded records_max ({self._records_max}) requests"
             return web.json_response(_error_body("recorder_full", message), status=503)
-        at_s = time.monotonic()
+        at_s = self.clock()
         try:
             body = await _json_body(request)
         except (ValueError, web.HTTPException):
@@ -360,7 +369,7 @@ class RecordingService:
                     body,
                     status,
                     replayed,
-                    time.monotonic() - at_s,
+                    self.clock() - at_s,
                 )
             )
 
@@ -384,7 +393,7 @@ class RecordingService:
             self._effect_keys.add(key)
             self.effects.append(
                 Effect(
-                    time.monotonic(),
+                    self.clock(),
                     self.name,
                     request.method,
                     path,

@@ -119,8 +119,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
     )
-    from coordinator.cluster.core.node import serve
     from coordinator.cluster.launcher.event_loop import run
+    from coordinator.cluster.launcher.process import serve
 
     try:
         run(serve(config))

@@ -12,18 +12,21 @@ from .codec import (
 )
 from .errors import CodecError, ConsensusError, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Rejection, ReplicatedLog, Role, StateMachine
-from .pysyncobj_log import PySyncObjLog
+from .pysyncobj_log import LogObserver, PySyncObjLog
 from .settings import RaftSettings
+from .truncations import PYSYNCOBJ_LOGGER, TruncationCounter
 
 __all__ = [
     "COMMAND_FORMAT_VERSION",
     "ENTRY_BYTES_MAX",
+    "PYSYNCOBJ_LOGGER",
     "Applied",
     "CodecError",
     "Command",
     "ConsensusError",
     "EntryTooLarge",
     "LeadershipChange",
+    "LogObserver",
     "LogStatus",
     "NotLeader",
     "NotWritten",
@@ -36,6 +39,7 @@ __all__ = [
     "ReplicatedLog",
     "Role",
     "StateMachine",
+    "TruncationCounter",
     "decode_command",
     "encode_command",
     "pack",

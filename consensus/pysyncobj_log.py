@@ -21,7 +21,8 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 import pysyncobj.syncobj as _syncobj_module
 from pysyncobj import SyncObj, SyncObjConf, replicated
@@ -40,7 +41,7 @@ from .raft_guard import guarded_tcp_transport
 from .settings import RaftSettings
 from .snapshot import SnapshotHooks
 
-__all__ = ["PySyncObjLog"]
+__all__ = ["LogObserver", "PySyncObjLog"]
 
 log = logging.getLogger(__name__)
 _ROLES = {0: Role.FOLLOWER, 1: Role.CANDIDATE, 2: Role.LEADER}
@@ -272,25 +273,81 @@ class _RaftNode(SyncObj):
         return entries[0][2]
 
 
+class LogObserver(Protocol):
+    """Sees what passes through a PySyncObjLog, for the deterministic
+    simulation's invariants and trace (chaos/sim/node.py). Each method runs
+    before the log acts, on the thread the log acts on."""
+
+    def proposing(self, command: Command) -> None:
+        """A command is about to be proposed here (it may still be refused)."""
+
+    def applying(self, index: int, data: bytes) -> None:
+        """The entry at ``index`` is about to be applied here."""
+
+    def role_changed(self, old: int, new: int, term: int) -> None:
+        """PySyncObj's role changed (0 follower, 1 candidate, 2 leader);
+        ``term`` is its current term, -1 before its node exists."""
+
+
 class PySyncObjLog(LogBase):
+    """The log of one node. A real node gives the addresses, the secret,
+    the data directory, the state machine and the settings; the other
+    arguments are for the deterministic simulation (chaos/sim/node.py):
+
+    - ``journal_class``: the journal PySyncObj is given (the simulation's
+      loses what was not synced when its process crashes);
+    - ``transport_base`` and ``node_class``: PySyncObj's transport and node
+      classes (an in-process network, a node with a stable hash);
+    - ``secret`` None: no password, allowed only with a transport that is
+      not TCP (nothing reaches its port, and deriving the key costs 100 ms);
+    - ``auto_tick`` False: PySyncObj starts no tick thread, the caller ticks
+      it (``raft().doTick``); ``poller``: PySyncObj's ``pollerType``;
+    - ``observer``: sees proposals, applied entries and role changes;
+    - ``on_fatal``: what a snapshot that cannot be loaded does (by default
+      the process exits, status 70);
+    - ``monotonic``: the clock ``stop`` waits on.
+
+    The keepalive and the early election after a leader's connection closes
+    (:class:`_RaftNode`, :func:`_elect_soon_after_leader_loss`) read
+    PySyncObj's own clock, ``pysyncobj.syncobj.monotonicTime``, on purpose:
+    they set and compare PySyncObj's deadlines, which are on that clock (the
+    simulation replaces it with the virtual one, chaos/sim/clock.py).
+    """
+
     def __init__(
         self,
         *,
         self_address: str,
         partner_addresses: list[str],
-        secret: str,
+        secret: str | None,
         data_dir: str,
         state_machine: StateMachine,
-        settings: RaftSettings = RaftSettings(),
+        settings: RaftSettings | None = None,
+        journal_class: type = MsgpackJournal,
+        transport_base: type = TCPTransport,
+        node_class: type = TCPNode,
+        auto_tick: bool = True,
+        poller: str = "auto",
+        observer: LogObserver | None = None,
+        on_fatal: Callable[[str], None] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__(state_machine)
-        if not secret:
+        settings = settings if settings is not None else RaftSettings()
+        if not secret and issubclass(transport_base, TCPTransport):
             raise ValueError("the Raft port always runs with the cluster secret")
         self._self_address = self_address
         self._partners = list(partner_addresses)
-        self._secret = secret
+        self._secret = secret or None
         self._data_dir = data_dir
         self._settings = settings
+        self._journal_class = journal_class
+        self._transport_base = transport_base
+        self._node_class = node_class
+        self._auto_tick = auto_tick
+        self._poller = poller
+        self._observer = observer
+        self._monotonic = monotonic
         self._node: _RaftNode | None = None
         # The term this node leads in, None while it does not: written on
         # PySyncObj's tick thread in the same step as its role (see _send_entry).
@@ -299,7 +356,10 @@ class PySyncObjLog(LogBase):
         self._batcher = Batcher(
             self._send_entry, self.is_leader, lambda: NotLeader(self._leader_address()), settings.pipeline_entries_max
         )
-        self._hooks = SnapshotHooks(state_machine.snapshot, state_machine.restore, self._lock, fsync=settings.fsync)
+        hooks: dict[str, Any] = {} if on_fatal is None else {"on_fatal": on_fatal}
+        self._hooks = SnapshotHooks(
+            state_machine.snapshot, state_machine.restore, self._lock, fsync=settings.fsync, **hooks
+        )
 
     # -- lifecycle -----------------------------------------------------------
     def _conf(self) -> SyncObjConf:
@@ -307,6 +367,8 @@ class PySyncObjLog(LogBase):
         return SyncObjConf(
             password=self._secret,
             bindAddress=self._self_address,
+            autoTick=self._auto_tick,
+            pollerType=self._poller,
             journalFile=os.path.join(self._data_dir, "raft.journal"),
             fullDumpFile=os.path.join(self._data_dir, "raft.snapshot"),
             serializer=self._hooks.serialize,
@@ -326,29 +388,34 @@ class PySyncObjLog(LogBase):
             onStateChanged=self._on_state_changed,
         )
 
-    async def start(
-        self, *, journal_class: type = MsgpackJournal, transport_base: type = TCPTransport, node_class: type = TCPNode
-    ) -> None:
-        """Build the PySyncObj node. The keywords are seams for the
-        deterministic simulation (``coordinator.chaos.sim``): a journal class whose
-        crash loses what was not synced, an in-process transport, and a node
-        class with a stable hash; a real node uses the defaults."""
+    async def start(self) -> None:
+        """Build the PySyncObj node (with the classes given to the constructor)."""
         self._loop = asyncio.get_running_loop()
         os.makedirs(self._data_dir, exist_ok=True)
         conf = self._conf()
         journals: list[MsgpackJournal] = []
-        with _msgpack_journal(conf.journalFile, self._settings.fsync, journals, journal_class):
+        with _msgpack_journal(conf.journalFile, self._settings.fsync, journals, self._journal_class):
             self._node = _RaftNode(
                 self._self_address,
                 self._partners,
                 conf,
-                self._apply_entry,
+                self._apply,
                 journals,
                 self._settings,
-                transport_base,
-                node_class,
+                self._transport_base,
+                self._node_class,
             )
         self.journal = journals[0]
+
+    def raft(self) -> SyncObj | None:
+        """The PySyncObj node (None before start and after stop): what a
+        caller that ticks it itself (``auto_tick`` False) ticks."""
+        return self._node
+
+    def _apply(self, index: int, data: bytes, term: int | None = None) -> Any:
+        if self._observer is not None:
+            self._observer.applying(index, data)
+        return self._apply_entry(index, data, term)
 
     async def stop(self) -> None:
         node, self._node = self._node, None
@@ -356,12 +423,14 @@ class PySyncObjLog(LogBase):
         if node is None:
             return
         node.destroy()
-        deadline = time.monotonic() + 3.0
-        while node.tick_thread_alive() and time.monotonic() < deadline:
+        deadline = self._monotonic() + 3.0
+        while node.tick_thread_alive() and self._monotonic() < deadline:
             await asyncio.sleep(0.02)
 
     # -- proposing -----------------------------------------------------------
     async def propose(self, command: Command, timeout_s: float | None = None) -> Applied | Rejected:
+        if self._observer is not None:
+            self._observer.proposing(command)
         data = encode_command(command)
         node = self._node
         if node is None or not node._isLeader():
@@ -413,6 +482,8 @@ class PySyncObjLog(LogBase):
     def _on_state_changed(self, old: int, new: int) -> None:  # PySyncObj's tick thread
         loop = self._loop
         node = self._node
+        if self._observer is not None:
+            self._observer.role_changed(old, new, node.raftCurrentTerm if node is not None else -1)
         term = node.raftCurrentTerm if node is not None else 0
         self._leading_term = term if new == _LEADER and node is not None else None
         if loop is not None:

@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, Any
 
 from coordinator.chaos.workload import REGISTRY_KEYS, REGISTRY_VALUES, WorkloadMix
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.errors import ApiError
+from coordinator.cluster.core.errors import ApiError
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .node import SimNode
+    from coordinator.cluster.core.node import Node
+
     from .world import World
 
 __all__ = ["SimClient", "SimWorkload"]
 
 RETRIED_CODES = frozenset({"no_leader", "not_written", "outcome_unknown"})
-Operation = Callable[["SimNode"], Awaitable[Any]]
+Operation = Callable[["Node"], Awaitable[Any]]
 
 
 class _NoAnswer(Exception):
@@ -132,7 +133,7 @@ def _retrieve(task: asyncio.Task) -> None:
         task.exception()
 
 
-async def _submit(node: SimNode, kind: str, definition: dict) -> str:
+async def _submit(node: Node, kind: str, definition: dict) -> str:
     view, _created = await operations.submit_workflow(node, kind, json.dumps(definition))
     return view["id"]
 

@@ -13,19 +13,23 @@
   timer created in its context belongs to it, and :meth:`Process.kill`
   cancels them all (in creation order), as a crash would; whatever a dead
   process tries to start later is cancelled at once.
+- Our code is given the virtual clock and seeded random sources through
+  its constructors (chaos/sim/node.py, chaos/sim/world.py): the nodes'
+  ``clock`` is ``VirtualClock.wall``, the participants' and the recording
+  services' clocks are ``wall`` and ``monotonic``. Nothing of ours reads
+  ``time.time``, ``time.monotonic`` or the global ``random`` in a run.
 - :func:`simulated_runtime` patches, for the duration of a run only, what
-  the code under test reads of the outside world: ``time.time`` and
-  ``time.monotonic`` (the leader's ``at_ms`` stamps, PySyncObj's timeouts,
-  the recording participants' ``at_s``), PySyncObj's ``monotonicTime`` and
-  pipe notifier, the global ``random`` state (PySyncObj's election timeouts,
-  the executor's backoff), and ``time.sleep``, which must never be called.
+  PySyncObj reads itself, which no argument of ours reaches: its
+  ``monotonicTime`` (every Raft timeout) and its pipe notifier, and the
+  global ``random`` state (its election timeouts call ``random.random()``).
+  It also makes ``time.sleep`` raise: nothing may block for real.
 
 Clock skew: ``VirtualClock.offsets`` holds a wall-clock offset per node
-(set and changed by the nemesis: a step is a jump). ``time.time`` called
-inside a node's process reads that node's wall clock - what the leader
-stamps into each command (``at_ms``) and reads its deadlines and retention
-against; the monotonic clock (timers, timeouts) and everything outside a
-node (clients, participants) keep the true time.
+(set and changed by the nemesis: a step is a jump). ``VirtualClock.wall``
+called inside a node's process reads that node's wall clock - what the
+leader stamps into each command (``at_ms``) and reads its deadlines and
+retention against; the monotonic clock (timers, timeouts) and everything
+outside a node (clients, participants) keep the true time.
 
 What skew can do: deadlines are a leader's stamp of when a workflow or
 step started plus its timeout, and fire when a leader's wall clock (maybe
@@ -202,13 +206,15 @@ class _WakeNotifier:
 
 @contextlib.contextmanager
 def simulated_runtime(clock: VirtualClock, state: dict) -> Iterator[None]:
-    """Patch the process-wide clocks and the global random for one stretch of
-    a run. ``state["random"]`` carries the run's global random state from one
-    stretch to the next; the outside state is restored afterwards."""
-    saved = (time.time, time.monotonic, time.sleep, _syncobj_module.monotonicTime, _syncobj_module.PipeNotifier)
+    """For one stretch of a run, patch what PySyncObj (third-party code)
+    reads itself - its monotonic clock, its pipe notifier, the global random
+    - and refuse time.sleep. ``state["random"]`` carries the run's global
+    random state from one stretch to the next; the outside state is restored
+    afterwards. Our own code is handed its clocks and random sources."""
+    saved = (time.sleep, _syncobj_module.monotonicTime, _syncobj_module.PipeNotifier)
     outside_random = random.getstate()
     random.setstate(state["random"])
-    time.time, time.monotonic, time.sleep = clock.wall, clock.monotonic, _no_sleep
+    time.sleep = _no_sleep
     _syncobj_module.monotonicTime = clock.monotonic
     _syncobj_module.PipeNotifier = _WakeNotifier
     try:
@@ -216,4 +222,4 @@ def simulated_runtime(clock: VirtualClock, state: dict) -> Iterator[None]:
     finally:
         state["random"] = random.getstate()
         random.setstate(outside_random)
-        time.time, time.monotonic, time.sleep, _syncobj_module.monotonicTime, _syncobj_module.PipeNotifier = saved
+        time.sleep, _syncobj_module.monotonicTime, _syncobj_module.PipeNotifier = saved

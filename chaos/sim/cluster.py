@@ -31,19 +31,21 @@ import logging
 import random
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from coordinator.cluster.core.config import ClusterConfig, NodeAddress, NodeConfig
+from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.core.node import Node
+from coordinator.consensus import RaftSettings
 
-from .clock import Process
+from .clock import Process, VirtualClock
 from .disk import SimDisk
-from .node import SimNode
-from .participants import SimSession
+from .network import Network
+from .node import sim_node
+from .participants import ParticipantLinks, SimSession
+from .trace import Trace
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .world import World
-
-__all__ = ["SimCluster", "TICK_PERIOD_S"]
+__all__ = ["SimCluster", "SimWorld", "TICK_PERIOD_S"]
 
 log = logging.getLogger(__name__)
 TICK_PERIOD_S = 0.05
@@ -51,12 +53,33 @@ VIOLATIONS_MAX = 100
 _CANDIDATE, _LEADER = 1, 2
 
 
+class _Settings(Protocol):
+    raft: RaftSettings
+    executor: ExecutorSettings
+    planted_bug: str | None
+
+
+class SimWorld(Protocol):
+    """What the cluster needs of the World that builds it (chaos/sim/world.py)."""
+
+    settings: _Settings
+    clock: VirtualClock
+    loop: asyncio.AbstractEventLoop
+    trace: Trace
+    network: Network
+    links: ParticipantLinks
+    journal_class: type
+    rng_disks: random.Random
+    rng_faults: random.Random
+    rng_nodes: random.Random
+
+
 @dataclass
 class _Slot:
     id: str
     config: NodeConfig
     process: Process | None = None
-    node: SimNode | None = None
+    node: Node | None = None
     incarnation: int = 0
     stalled: bool = False
     tick_handle: asyncio.TimerHandle | None = None
@@ -71,7 +94,7 @@ class _Slot:
 
 
 class SimCluster:
-    def __init__(self, world: World, node_ids: list[str], data_dir: Path) -> None:
+    def __init__(self, world: SimWorld, node_ids: list[str], data_dir: Path) -> None:
         self.world = world
         settings = world.settings
         addresses = tuple(NodeAddress(i, f"{i}:7000", f"{i}:8000", f"{i}:9000") for i in node_ids)
@@ -113,13 +136,14 @@ class SimCluster:
         world = self.world
         slot.incarnation += 1
         process = Process(f"{node_id}#{slot.incarnation}")
-        node = SimNode(
+        node = sim_node(
             slot.config,
             observer=self,
             journal_class=world.journal_class,
             transport_base=world.network.transport_class(),
             session=SimSession(world.links, node_id),
             rng=random.Random(world.rng_nodes.getrandbits(64)),
+            clock=world.clock.wall,
         )
         slot.process, slot.node, slot.stalled = process, node, False
         world.trace.event("start", node_id, slot.incarnation)
@@ -258,7 +282,7 @@ class SimCluster:
             self._schedule_tick(slot, TICK_PERIOD_S)
 
     # -- views -----------------------------------------------------------------------
-    def node(self, node_id: str) -> SimNode | None:
+    def node(self, node_id: str) -> Node | None:
         return self.slots[node_id].node
 
     def running(self) -> list[str]:

@@ -1,15 +1,16 @@
 """One simulated node process: the real log, state machine and executor.
 
-:class:`SimNode` is a :class:`coordinator.cluster.core.node.Node` without its HTTP and gRPC
-servers (clients call :mod:`coordinator.cluster.api.operations` on it directly) whose
-parts are the production ones with their edges swapped:
+:func:`sim_node` builds a :class:`coordinator.cluster.core.node.Node` through its
+constructor, without HTTP and gRPC servers (clients call
+:mod:`coordinator.cluster.api.operations` on it directly), from the production
+parts with their edges swapped - no subclass, no private method replaced:
 
-- :class:`SimLog` is :class:`coordinator.consensus.PySyncObjLog` - a real PySyncObj
+- :func:`sim_log` is :class:`coordinator.consensus.PySyncObjLog` - a real PySyncObj
   ``SyncObj`` with the real journal, snapshots, applier and leadership
-  barrier - started with ``autoTick=False`` (the simulation ticks it), no
+  barrier - built with ``auto_tick=False`` (the simulation ticks it), no
   password (no sockets to protect), the simulated transport, the
   crashable journal and a stable node hash;
-- :class:`SimExecutor` is :class:`coordinator.cluster.executor.executor.Executor` whose
+- the executor is :class:`coordinator.cluster.executor.executor.Executor` whose
   ``HttpCaller`` talks to a :class:`~coordinator.chaos.sim.participants.SimSession`.
 
 Observers see every applied entry and role change, for the invariants.
@@ -18,22 +19,22 @@ Observers see every applied entry and role change, for the invariants.
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import Any, Protocol
 
-from pysyncobj import SyncObjConf
-
-from coordinator.cluster.api.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeConfig
-from coordinator.cluster.core.node import Node, _TruncationCounter
+from coordinator.cluster.core.node import Node
 from coordinator.cluster.core.state import ClusterState
-from coordinator.cluster.executor.executor import Executor, ExecutorSettings
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.executor.callers import ParticipantCallers
+from coordinator.cluster.executor.executor import Executor
 from coordinator.cluster.executor.http_caller import HttpCaller
 from coordinator.consensus import PySyncObjLog
 
 from .network import SimNodeId
 from .participants import SimSession
 
-__all__ = ["Observer", "SimExecutor", "SimLog", "SimNode"]
+__all__ = ["Observer", "sim_log", "sim_node"]
 
 
 class Observer(Protocol):
@@ -50,105 +51,80 @@ class SnapshotFailed(RuntimeError):
     """A snapshot could not be loaded: a real node would exit (status 70)."""
 
 
-class SimLog(PySyncObjLog):
-    def __init__(
-        self, node_id: str, observer: Observer, journal_class: type, transport_base: type, **kwargs: Any
-    ) -> None:
-        super().__init__(**kwargs)
-        self._sim_node_id = node_id
+class _LogObserver:
+    """What one node's log shows the cluster's Observer (a LogObserver)."""
+
+    def __init__(self, node_id: str, observer: Observer) -> None:
+        self._node_id = node_id
         self._observer = observer
-        self._journal_class = journal_class
-        self._transport_base = transport_base
-        self._hooks._on_fatal = self._fatal
 
-    def _conf(self) -> SyncObjConf:
-        conf = super()._conf()
-        conf.autoTick = False  # the simulation calls doTick
-        conf.password = None  # no sockets; and deriving the key costs 100 ms a node
-        conf.bindAddress = None
-        conf.pollerType = "select"  # replaced by the transport's SimPoller; no file descriptor
-        return conf
-
-    async def start(self, **_: Any) -> None:
-        await super().start(
-            journal_class=self._journal_class, transport_base=self._transport_base, node_class=SimNodeId
-        )
-
-    async def propose(self, command: Any, timeout_s: float | None = None) -> Any:
+    def proposing(self, command: Any) -> None:
         if command.at_ms:
             self._observer.stamped(command.at_ms)  # when, on the true clock, this stamp was taken
-        return await super().propose(command, timeout_s)
 
-    def raft(self) -> Any:
-        """The PySyncObj node (None before start and after stop)."""
-        return self._node
+    def applying(self, index: int, data: bytes) -> None:
+        self._observer.applied(self._node_id, index, data)
 
-    def _apply_entry(self, index: int, data: bytes, term: int | None = None) -> Any:
-        self._observer.applied(self._sim_node_id, index, data)
-        return super()._apply_entry(index, data, term)
+    def role_changed(self, old: int, new: int, term: int) -> None:
+        self._observer.role(self._node_id, old, new, term)
 
-    def _on_state_changed(self, old: int, new: int) -> None:
-        node = self._node
-        self._observer.role(self._sim_node_id, old, new, node.raftCurrentTerm if node is not None else -1)
-        super()._on_state_changed(old, new)
-
-    def _fatal(self, message: str) -> None:
-        self._observer.fatal(self._sim_node_id, message)
+    def fatal(self, message: str) -> None:
+        self._observer.fatal(self._node_id, message)
         raise SnapshotFailed(message)
 
 
-class SimExecutor(Executor):
-    def __init__(self, node: Node, settings: ExecutorSettings, session: SimSession, rng: random.Random) -> None:
-        super().__init__(node, settings)
-        self.breakers.rng = rng  # the breakers' jitter: seeded, not from the OS
-        self._session = session  # type: ignore[assignment] - what HttpCaller uses of a ClientSession
-        self._http = HttpCaller(session, self.breakers)  # type: ignore[arg-type]
+def sim_log(
+    config: NodeConfig, state: ClusterState, observer: Observer, journal_class: type, transport_base: type
+) -> PySyncObjLog:
+    """The real log on the simulation's edges: ticked by the simulation
+    (no tick thread), no password (no sockets), the simulated transport
+    whose SimPoller replaces the poller (``select`` opens no file
+    descriptor), the crashable journal and a stable node hash."""
+    observed = _LogObserver(config.node.id, observer)
+    return PySyncObjLog(
+        self_address=config.node.raft,
+        partner_addresses=[peer.raft for peer in config.peers],
+        secret=None,
+        data_dir=str(config.data_dir),
+        state_machine=state,
+        settings=config.cluster.raft,
+        journal_class=journal_class,
+        transport_base=transport_base,
+        node_class=SimNodeId,
+        auto_tick=False,
+        poller="select",
+        observer=observed,
+        on_fatal=observed.fatal,
+    )
 
 
-class SimNode(Node):
-    """Node's wiring (see cluster/core/node.py) with the simulated log and executor."""
-
-    def __init__(
-        self,
-        config: NodeConfig,
-        *,
-        observer: Observer,
-        journal_class: type,
-        transport_base: type,
-        session: SimSession,
-        rng: random.Random,
-    ) -> None:
-        self.config = config
-        self.state = ClusterState()
-        self.log = SimLog(
-            config.node.id,
-            observer,
-            journal_class,
-            transport_base,
-            self_address=config.node.raft,
-            partner_addresses=[peer.raft for peer in config.peers],
-            secret=config.secret,
-            data_dir=str(config.data_dir),
-            state_machine=self.state,
-            settings=config.cluster.raft,
-        )
-        self.http_responses = {}
-        self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
-        self.truncations = _TruncationCounter()
-        self.leader_term = None
-        self.leader_fence_index = 0
-        self._runner = None
-        self._grpc = None
-        self.executor = SimExecutor(self, config.cluster.executor, session, rng)
-        self._watchers = {}
-        self.log.add_leadership_listener(self._on_leadership)
-        self.log.add_leadership_listener(self.executor.on_leadership)
-        self.log.add_apply_listener(self.executor.on_applied)
-        self.log.add_apply_listener(self._wake_watchers)
-
-    async def start(self) -> None:
-        await self.log.start()
-
-    async def stop(self) -> None:
-        await self.executor.close()
-        await self.log.stop()
+def sim_node(
+    config: NodeConfig,
+    *,
+    observer: Observer,
+    journal_class: type,
+    transport_base: type,
+    session: SimSession,
+    rng: random.Random,
+    clock: Callable[[], float],
+) -> Node:
+    """A real Node (cluster/core/node.py) built through its constructor
+    arguments, as cluster/launcher/process.py builds a node process's, with
+    the simulation's edges: :func:`sim_log`, participant calls over
+    ``session``, the virtual wall ``clock``, and ``rng``, seeded, for every
+    draw of the node's own code (the breakers', the retries' and the
+    proposals' jitter); PySyncObj draws from the global random."""
+    state = ClusterState()
+    log = sim_log(config, state, observer, journal_class, transport_base)
+    settings = config.cluster.executor
+    breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)
+    executor = Executor(
+        log,
+        state,
+        settings,
+        callers=ParticipantCallers(HttpCaller(session, breakers, rng=rng), on_close=(session.close,)),  # type: ignore[arg-type]
+        breakers=breakers,
+        clock=clock,
+        rng=rng,
+    )
+    return Node(config, log=log, state=state, executor=executor, clock=clock)

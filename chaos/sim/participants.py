@@ -4,8 +4,9 @@ Each participant is a :class:`coordinator.chaos.participants.RecordingService` -
 real aiohttp application with the participant kit (idempotency keys,
 fences, null compensations, hanging actions) and its script - that gets
 each request as an ``aiohttp.web.Request`` built in memory instead of read
-from a socket. Its effects carry the virtual clock (``time.monotonic`` is
-patched during a run).
+from a socket. Its effects carry the virtual clock (the World gives the
+service the virtual monotonic clock, and the kit's idempotency store the
+virtual wall clock).
 
 The executor reaches them through :class:`SimSession`, which stands in for
 the ``aiohttp.ClientSession`` under the real :class:`coordinator.cluster.executor.http_caller.HttpCaller`,
@@ -31,6 +32,8 @@ import asyncio
 import contextvars
 import json
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,12 +118,23 @@ class _Writer:
 
 
 class SimParticipant:
-    def __init__(self, name: str, script: Script, service: RecordingService | None = None, store: Any = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        script: Script,
+        service: RecordingService | None = None,
+        store: Any = None,
+        *,
+        wall: Callable[[], float] = time.time,
+    ) -> None:
+        """``wall``: the wall clock of the kit and of a store made here (the
+        virtual one in a run; ``service`` and ``store`` come with theirs)."""
         self.name = name
         self.url = f"http://{name}.sim:80"
+        self._wall = wall
         self.service = service if service is not None else RecordingService(name, script)
-        self.store = store if store is not None else MemoryStore()
-        self.service._kit = saga_participant(self.store)
+        self.store = store if store is not None else MemoryStore(clock=wall)
+        self.service._kit = saga_participant(self.store, clock=wall)
         self.app = self.service.app()
         self.app.freeze()
         self.down = False  # an outage: connections refused, the process runs on
@@ -147,8 +161,8 @@ class SimParticipant:
         if not self.crashed:
             return
         if forget:
-            self.store = MemoryStore()
-        self.service._kit = saga_participant(self.store)  # new locks, the store it had
+            self.store = MemoryStore(clock=self._wall)
+        self.service._kit = saga_participant(self.store, clock=self._wall)  # new locks, the store it had
         self.crashed = False
 
     async def handle(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[int, bytes]:

@@ -7,7 +7,7 @@
 
 One root ``random.Random(seed)`` hands a separate stream to each source of
 choices (Raft network, participant links, faults, workload, clients, the
-global ``random`` PySyncObj and the executor use), so a change in how one of
+nodes' own random sources, the global ``random`` PySyncObj uses), so a change in how one of
 them draws does not shift the others.
 """
 
@@ -25,7 +25,7 @@ from coordinator.chaos.history import History
 from coordinator.chaos.orders import SERVICES
 from coordinator.chaos.participants import Chaos, Fail, RecordingService, Script, Vote
 from coordinator.client.participant import MemoryStore
-from coordinator.cluster.core.node import _TruncationCounter
+from coordinator.consensus import PYSYNCOBJ_LOGGER, TruncationCounter
 
 from .clock import VirtualClock, VirtualLoop, simulated_runtime
 from .cluster import SimCluster
@@ -78,7 +78,13 @@ class World:
         self.rng_disks, self.rng_skew = (random.Random(root.getrandbits(64)) for _ in range(2))
         self.trace = Trace(self.clock.monotonic, keep_lines_max=settings.trace_lines)
         self.participants = {
-            name: SimParticipant(name, script, RecordingService(name, script), self._store(name))
+            name: SimParticipant(
+                name,
+                script,
+                RecordingService(name, script, clock=self.clock.monotonic),
+                self._store(name),
+                wall=self.clock.wall,
+            )
             for name, script in participant_scripts(seed).items()
         }
         self.links = ParticipantLinks(self.participants, self.rng_participants, self.trace, settings.participant_faults)
@@ -101,15 +107,15 @@ class World:
         self.fault_windows: list[list[float]] = []  # [start, end] of faults that start elections
         self.flap_episodes: list[dict[str, Any]] = []
         # PySyncObj logs CRITICAL when a follower re-receives entries it applied
-        # (as coordinator.cluster.core.node counts them); the run counts them too.
-        self.truncations = _TruncationCounter()
-        logging.getLogger("pysyncobj.syncobj").addFilter(self.truncations)
+        # (as a node process counts them, cluster/launcher/process.py); the run counts them too.
+        self.truncations = TruncationCounter()
+        logging.getLogger(PYSYNCOBJ_LOGGER).addFilter(self.truncations)
         self.threads_at_start = threading.active_count()
 
     def _store(self, name: str) -> MemoryStore:
         if self.settings.planted_bug == "participant_without_idempotency" and name == "payments":
-            return _ForgetfulStore()
-        return MemoryStore()
+            return _ForgetfulStore(clock=self.clock.wall)
+        return MemoryStore(clock=self.clock.wall)
 
     def run(self, awaitable: Awaitable[Any]) -> Any:
         """Run the virtual loop until ``awaitable`` is done; its result."""
@@ -143,7 +149,7 @@ class World:
         if self.closed:
             return
         self.closed = True
-        logging.getLogger("pysyncobj.syncobj").removeFilter(self.truncations)
+        logging.getLogger(PYSYNCOBJ_LOGGER).removeFilter(self.truncations)
         loop = self.loop
         try:
             if not loop.is_closed():

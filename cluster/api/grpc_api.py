@@ -43,19 +43,17 @@ import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import grpc
 
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.client_slots import ClientSlots, grpc_peer_host
-from coordinator.cluster.api.errors import ApiError, Overloaded
 from coordinator.cluster.api.operations import LeaderElsewhere
-
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
+from coordinator.cluster.core.client_slots import ClientSlots, grpc_peer_host
+from coordinator.cluster.core.errors import ApiError, Overloaded
+from coordinator.cluster.core.node import Node
 
 __all__ = [
     "CODE_METADATA",

@@ -22,12 +22,17 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-from typing import TYPE_CHECKING
 
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.errors import (
+from coordinator.cluster.api.http_node import NODE_KEY, request_node
+from coordinator.cluster.api.http_saga import add_saga_routes
+from coordinator.cluster.api.http_twopc import add_transaction_routes
+from coordinator.cluster.api.metrics import render_metrics
+from coordinator.cluster.api.openapi import OPENAPI_PATH, openapi_document
+from coordinator.cluster.api.operations import LeaderElsewhere
+from coordinator.cluster.core.errors import (
     ApiError,
     Forbidden,
     Misdirected,
@@ -36,25 +41,16 @@ from coordinator.cluster.api.errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from coordinator.cluster.api.metrics import render_metrics
-from coordinator.cluster.api.operations import JSON_DEPTH_MAX, LeaderElsewhere  # noqa: F401 - JSON_DEPTH_MAX: named here for openapi
 from coordinator.cluster.core.netpolicy import literal_address
-
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
+from coordinator.cluster.core.node import Node
 
 __all__ = ["build_app"]
 
 log = logging.getLogger(__name__)
-NODE_KEY = web.AppKey("node", object)
 
 
 class Redirect(ApiError):
     status, code = 307, "not_leader"
-
-
-def _node(request: web.Request) -> Node:
-    return request.app[NODE_KEY]
 
 
 def _error_response(error: ApiError) -> web.Response:
@@ -80,7 +76,7 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     except ApiError as error:
         response = _error_response(error)
     except web.HTTPRequestEntityTooLarge:
-        limit = _node(request).config.cluster.http_body_bytes_max
+        limit = request_node(request).config.cluster.http_body_bytes_max
         response = _error_response(TooLarge(f"body: larger than the limit of {limit} bytes"))
     except web.HTTPNotFound:
         response = _error_response(NotFound(f"no such route: {request.method} {request.path}"))
@@ -100,7 +96,7 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
     except Exception:  # noqa: BLE001 - the answer is a 500 in the contract's shape
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = _error_response(ApiError("internal error; see the node's log"))
-    counts = _node(request).http_responses
+    counts = request_node(request).http_responses
     counts[response.status] = counts.get(response.status, 0) + 1
     return response
 
@@ -197,11 +193,11 @@ def _service_name(request: web.Request) -> str:
 
 # -- handlers ------------------------------------------------------------------------
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok", "node": _node(request).config.node.id})
+    return web.json_response({"status": "ok", "node": request_node(request).config.node.id})
 
 
 async def readyz(request: web.Request) -> web.Response:
-    status = _node(request).log.status()
+    status = request_node(request).log.status()
     if status.leader is None:
         raise Unavailable("no leader is known yet", code="not_ready", retry_after_s=1)
     if status.applied_index < status.commit_index:
@@ -217,7 +213,7 @@ async def cluster_info(request: web.Request) -> web.Response:
     """``?digest=true`` adds ``state_digest``: a hash of this replica's applied
     state, read with its applied index, equal on nodes that applied the same
     entries (the convergence check of chaos runs)."""
-    node = _node(request)
+    node = request_node(request)
     view = node.cluster_view()
     if operations.parse_flag("digest", request.query.get("digest")):
         view.update(node.state_digest())
@@ -225,21 +221,21 @@ async def cluster_info(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=render_metrics(_node(request)), content_type="text/plain", charset="utf-8")
+    return web.Response(text=render_metrics(request_node(request)), content_type="text/plain", charset="utf-8")
 
 
 async def list_services(request: web.Request) -> web.Response:
-    return web.json_response(await operations.list_services(_node(request), stale=request.query.get("stale")))
+    return web.json_response(await operations.list_services(request_node(request), stale=request.query.get("stale")))
 
 
 async def get_service(request: web.Request) -> web.Response:
-    node, query = _node(request), request.query
+    node, query = request_node(request), request.query
     return web.json_response(await operations.get_service(node, request.match_info["name"], stale=query.get("stale")))
 
 
 async def put_service(request: web.Request) -> web.Response:
     name = _service_name(request)
-    node, force = _node(request), request.query.get("force")
+    node, force = request_node(request), request.query.get("force")
     return web.json_response(
         await operations.put_service(
             node,
@@ -255,7 +251,7 @@ async def put_service(request: web.Request) -> web.Response:
 async def delete_service(request: web.Request) -> web.Response:
     return web.json_response(
         await operations.delete_service(
-            _node(request), request.match_info["name"], request_id=request.headers.get(IDEMPOTENCY_KEY)
+            request_node(request), request.match_info["name"], request_id=request.headers.get(IDEMPOTENCY_KEY)
         )
     )
 
@@ -274,10 +270,6 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_put("/v1/services/{name}", put_service)
     app.router.add_delete("/v1/services/{name}", delete_service)
-    from coordinator.cluster.api.http_saga import add_saga_routes
-    from coordinator.cluster.api.http_twopc import add_transaction_routes
-    from coordinator.cluster.api.openapi import OPENAPI_PATH, openapi_document
-
     add_saga_routes(app)
     add_transaction_routes(app)
     app.router.add_get(OPENAPI_PATH, openapi_document)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.http_api import _node
+from coordinator.cluster.api.http_node import request_node
 from coordinator.cluster.api.operations import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
 from coordinator.cluster.api.operations import SIGNAL_NAME as _SIGNAL  # noqa: F401 - the handlers' patterns, for the OpenAPI tests
 from coordinator.cluster.api.operations import WORKFLOW_ID as _SAGA_ID  # noqa: F401
@@ -15,7 +15,7 @@ __all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_
 
 
 async def submit_saga(request: web.Request) -> web.Response:
-    view, created = await operations.submit_workflow(_node(request), "saga", await request.read())
+    view, created = await operations.submit_workflow(request_node(request), "saga", await request.read())
     return web.json_response(view, status=201 if created else 200)
 
 
@@ -28,7 +28,7 @@ async def get_saga(request: web.Request) -> web.Response:
     one, or when S runs out). ``?stale=true`` reads the local replica."""
     query = request.query
     view = await operations.get_workflow(
-        _node(request),
+        request_node(request),
         "saga",
         request.match_info["id"],
         wait_s=query.get("wait"),
@@ -42,7 +42,7 @@ async def get_saga(request: web.Request) -> web.Response:
 async def list_sagas(request: web.Request) -> web.Response:
     query = request.query
     views = await operations.list_workflows(
-        _node(request), "saga", state=query.get("state"), limit=query.get("limit"), stale=query.get("stale")
+        request_node(request), "saga", state=query.get("state"), limit=query.get("limit"), stale=query.get("stale")
     )
     return web.json_response(views)
 
@@ -51,18 +51,18 @@ async def signal_saga(request: web.Request) -> web.Response:
     """Deliver the signal ``name`` with the JSON body as its payload (none: null)."""
     match = request.match_info
     operations.check_signal(match["id"], match["name"])  # before the body is read
-    answer = await operations.signal_saga(_node(request), match["id"], match["name"], await request.read())
+    answer = await operations.signal_saga(request_node(request), match["id"], match["name"], await request.read())
     return web.json_response(answer, status=202)
 
 
 async def redrive_saga(request: web.Request) -> web.Response:
-    return web.json_response(await operations.redrive_saga(_node(request), request.match_info["id"]), status=202)
+    return web.json_response(await operations.redrive_saga(request_node(request), request.match_info["id"]), status=202)
 
 
 async def service_outcomes(request: web.Request) -> web.Response:
     query = request.query
     answer = await operations.service_outcomes(
-        _node(request),
+        request_node(request),
         request.match_info["name"],
         after=query.get("after"),
         limit=query.get("limit"),

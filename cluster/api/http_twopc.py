@@ -11,13 +11,13 @@ from __future__ import annotations
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.http_api import _node
+from coordinator.cluster.api.http_node import request_node
 
 __all__ = ["add_transaction_routes"]
 
 
 async def submit_transaction(request: web.Request) -> web.Response:
-    view, created = await operations.submit_workflow(_node(request), "tx", await request.read())
+    view, created = await operations.submit_workflow(request_node(request), "tx", await request.read())
     return web.json_response(view, status=201 if created else 200)
 
 
@@ -26,7 +26,7 @@ async def get_transaction(request: web.Request) -> web.Response:
     (``http_sagas.get_saga``)."""
     query = request.query
     view = await operations.get_workflow(
-        _node(request),
+        request_node(request),
         "tx",
         request.match_info["id"],
         wait_s=query.get("wait"),
@@ -40,7 +40,7 @@ async def get_transaction(request: web.Request) -> web.Response:
 async def list_transactions(request: web.Request) -> web.Response:
     query = request.query
     views = await operations.list_workflows(
-        _node(request), "tx", state=query.get("state"), limit=query.get("limit"), stale=query.get("stale")
+        request_node(request), "tx", state=query.get("state"), limit=query.get("limit"), stale=query.get("stale")
     )
     return web.json_response(views)
 

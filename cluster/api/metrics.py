@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from coordinator.cluster.core.node import Node
 from coordinator.consensus.stats import Histogram
-
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
 
 __all__ = ["render_metrics"]
 

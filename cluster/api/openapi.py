@@ -21,8 +21,13 @@ import re
 from aiohttp import web
 
 from coordinator import saga, twopc
-from coordinator.cluster.api.http_api import JSON_DEPTH_MAX
-from coordinator.cluster.api.http_saga import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
+from coordinator.cluster.api.operations import (
+    JSON_DEPTH_MAX,
+    LIST_LIMIT_DEFAULT,
+    LIST_LIMIT_MAX,
+    OUTCOMES_LIMIT_MAX,
+    WAIT_S_MAX,
+)
 from coordinator.cluster.core.config import HTTP_BODY_BYTES_DEFAULT
 from coordinator.cluster.stores.registry import URL_CHARS_MAX
 from coordinator.cluster.stores.requests import REQUEST_ID_PATTERN

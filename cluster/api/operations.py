@@ -2,7 +2,7 @@
 
 Each function takes the :class:`~coordinator.cluster.core.node.Node` and plain values, and
 returns the contract's JSON-ready objects or raises a
-:class:`~coordinator.cluster.api.errors.ApiError`. The transports only decode a request into
+:class:`~coordinator.cluster.core.errors.ApiError`. The transports only decode a request into
 these arguments and encode the answer (``http_api``, ``http_sagas``,
 ``http_transactions``, ``grpc_api``), so both answer the same objects with
 the same errors.
@@ -26,11 +26,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 
 from coordinator import saga, twopc
-from coordinator.cluster.api.errors import (
+from coordinator.cluster.core.config import NodeAddress
+from coordinator.cluster.core.errors import (
     ApiError,
     Conflict,
     InvalidInput,
@@ -40,9 +41,10 @@ from coordinator.cluster.api.errors import (
     Unavailable,
     error_for_rejection,
 )
-from coordinator.cluster.core.config import NodeAddress
-from coordinator.cluster.core.limits import Limits, check_admission
+from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.core.node import Node
+from coordinator.cluster.stores.admission import check_admission
 from coordinator.cluster.stores.registry import (
     REMOTE_CHARS_MAX,
     InvalidService,
@@ -50,6 +52,7 @@ from coordinator.cluster.stores.registry import (
     validate_service_name,
 )
 from coordinator.cluster.stores.requests import valid_request_id
+from coordinator.cluster.stores.workflows import WorkflowStore
 from coordinator.consensus import (
     Command,
     EntryTooLarge,
@@ -61,10 +64,6 @@ from coordinator.consensus import (
     Rejection,
 )
 from coordinator.saga import limits as saga_limits
-
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
-    from coordinator.cluster.stores.workflows import WorkflowStore
 
 __all__ = [
     "JSON_DEPTH_MAX",
@@ -121,10 +120,6 @@ class LeaderElsewhere(ApiError):
     def __init__(self, leader: NodeAddress) -> None:
         super().__init__(f"this node is a follower; the leader is {leader.id}")
         self.leader = leader
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 # -- input ------------------------------------------------------------------------
@@ -246,7 +241,7 @@ async def linearizable(node: Node, stale: bool | str | None) -> None:
 
 async def propose(node: Node, kind: str, body: Any) -> Any:
     try:
-        result = await node.log.propose(Command(kind, body, at_ms=now_ms()))
+        result = await node.log.propose(Command(kind, body, at_ms=node.now_ms()))
     except NotLeader:
         raise _not_leader(node) from None
     except EntryTooLarge as exc:
@@ -463,7 +458,7 @@ async def submit_workflow(node: Node, kind_name: str, raw: bytes | str) -> tuple
 
 
 def _check_state_budget(node: Node, store: WorkflowStore, definition: Any, limits: Limits) -> None:
-    """Refuse early what the state machine would refuse (cluster/core/limits.py);
+    """Refuse early what the state machine would refuse (cluster/stores/admission.py);
     it checks again at apply time, where the log decides."""
     with node.log.reading():
         try:

@@ -65,12 +65,10 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.client.participant.signing import KEY_ID_PATTERN
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import PRIVATE_FILE_MODE
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
-from coordinator.cluster.executor.executor import ExecutorSettings
-from coordinator.cluster.executor.http_caller import Signer
 from coordinator.consensus import RaftSettings
 
 __all__ = [
@@ -97,6 +95,10 @@ SECRET_CHARS_MIN = 16
 SECRET_FILE_BYTES_MAX = 4096
 _NODE_ID = re.compile(r"[a-z0-9][a-z0-9-]{0,31}\Z")
 _HOST = re.compile(r"[A-Za-z0-9.-]{1,253}\Z")
+# A participant key id as the signing wire format allows it (KEY_ID_PATTERN of
+# client/participant/signing.py; tests/cluster/test_config.py checks the two
+# agree). The core imports nothing of the client, so it has its own copy.
+PARTICIPANT_KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
 
 class ConfigError(ValueError):
@@ -189,7 +191,7 @@ class ClusterConfig:
             raise ConfigError("nodes: every raft, http and grpc address must be distinct")
         if not 0 < self.http_body_bytes_max <= HTTP_BODY_BYTES_MAX:
             raise ConfigError(f"cluster.http_body_bytes_max: must be in 1..{HTTP_BODY_BYTES_MAX}")
-        if not isinstance(self.participant_key_id, str) or not KEY_ID_PATTERN.fullmatch(self.participant_key_id):
+        if not isinstance(self.participant_key_id, str) or not PARTICIPANT_KEY_ID.fullmatch(self.participant_key_id):
             raise ConfigError("cluster.participant_key_id: 1 to 64 of A-Z a-z 0-9 . _ -")
 
     def node(self, node_id: str) -> NodeAddress:
@@ -211,13 +213,6 @@ class NodeConfig:
     secret: str = field(repr=False)
     token: str | None = field(default=None, repr=False)
     participant_key: bytes | None = field(default=None, repr=False)
-
-    @property
-    def participant_signer(self) -> Signer | None:
-        """What signs participant calls, when the cluster file names a key."""
-        if self.participant_key is None:
-            return None
-        return Signer(self.cluster.participant_key_id, self.participant_key)
 
     @property
     def data_dir(self) -> Path:

@@ -10,13 +10,13 @@ charged total over ``state_bytes_max`` is refused (429 ``overloaded``), and
 one whose own charge is over ``workflow_bytes_max`` too (413 ``too_large``).
 
 The leader puts the limits it runs with into each submit command, and the
-state machine checks the command's limits at apply time - a refusal is a
-recorded rejection - so every replica decides the same even if cluster
+state machine checks the command's limits at apply time
+(cluster/stores/admission.py) - a refusal is a recorded rejection - so every replica decides the same even if cluster
 files differ, and entries written before this check replay as they applied.
 
 Per client (remote address), a node holds at most ``long_polls_per_client_max``
 long polls (``GET ...?wait=``, gRPC ``wait_s``) and ``watches_per_client_max``
-gRPC Watch streams (cluster/api/client_slots.py); more answer 429 / RESOURCE_EXHAUSTED
+gRPC Watch streams (cluster/core/client_slots.py); more answer 429 / RESOURCE_EXHAUSTED
 ``overloaded``. A Watch ends after ``watch_life_s`` with UNAVAILABLE
 ``watch_expired`` and the client reopens it (client/_grpc.py). An idle HTTP
 keep-alive or gRPC connection is closed after ``idle_connection_s``.
@@ -25,18 +25,11 @@ keep-alive or gRPC connection is closed after ``idle_connection_s``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-from coordinator.consensus import ENTRY_BYTES_MAX, Rejection
+from coordinator.consensus import ENTRY_BYTES_MAX
 from coordinator.consensus.snapshot import SNAPSHOT_BYTES_MAX
 
-__all__ = [
-    "Limits",
-    "STATE_BYTES_MAX_DEFAULT",
-    "WORKFLOW_BYTES_MAX_DEFAULT",
-    "OVERLOADED_RETRY_AFTER_S",
-    "check_admission",
-]
+__all__ = ["Limits", "STATE_BYTES_MAX_DEFAULT", "WORKFLOW_BYTES_MAX_DEFAULT", "OVERLOADED_RETRY_AFTER_S"]
 
 STATE_BYTES_MAX_DEFAULT = 256 * 1024 * 1024
 # Any definition that fits in a log entry, by default.
@@ -78,31 +71,3 @@ class Limits:
     def to_command(self) -> dict:
         """As the leader writes them into a submit command."""
         return {"state_bytes_max": self.state_bytes_max, "workflow_bytes_max": self.workflow_bytes_max}
-
-
-def _limit(raw: dict, key: str) -> int:
-    value = raw.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise Rejection("invalid", f"limits.{key}: must be a positive integer")
-    return value
-
-
-def check_admission(raw_limits: Any, noun: str, charge: int, charged: int) -> None:
-    """Refuse (as a recorded rejection) a new workflow charged ``charge``
-    bytes when ``charged`` bytes are kept. No limits in the command (an
-    entry written before the budget existed): admitted, as it was then."""
-    if raw_limits is None:
-        return
-    if not isinstance(raw_limits, dict):
-        raise Rejection("invalid", "limits: must be an object")
-    state_max, workflow_max = _limit(raw_limits, "state_bytes_max"), _limit(raw_limits, "workflow_bytes_max")
-    if charge > workflow_max:
-        raise Rejection(
-            "too_large", f"definition: {charge} bytes encoded, over the limit of {workflow_max} bytes per {noun}"
-        )
-    if charged + charge > state_max:
-        raise Rejection(
-            "overloaded",
-            f"state: {charged} bytes are kept and this {noun} needs {charge} more, over the budget of "
-            f"{state_max} bytes; retry when retention has pruned finished workflows",
-        )

@@ -1,74 +1,89 @@
-"""One node process: the replicated log, the state machine and the API."""
+"""One node: the replicated log, the state machine it applies, and the
+executor that acts on it - what the API serves and the executor reads.
+
+A Node is given its parts (the constructor): the log, the state the log
+applies, the executor, the wall clock its API stamps commands with, and
+the counter of PySyncObj's resent entries. It imports neither the executor
+nor the API; what it needs of the executor is :class:`NodeExecutor`. A node
+process is wired in cluster/launcher/process.py (``build_node``), the
+deterministic simulation's nodes in chaos/sim/node.py (``sim_node``).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import signal
+from collections.abc import Callable
+from typing import Any, Protocol
 
-from aiohttp import web
-
-from coordinator.cluster.api.client_slots import ClientSlots
-from coordinator.cluster.api.http_api import build_app
+from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeAddress, NodeConfig
-from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.state import ClusterState
-from coordinator.cluster.executor.executor import Executor
-from coordinator.consensus import LeadershipChange, PySyncObjLog
+from coordinator.consensus import Command, LeadershipChange, ReplicatedLog, TruncationCounter
 
-__all__ = ["Node", "serve"]
+__all__ = ["Node", "NodeExecutor"]
 
 log = logging.getLogger(__name__)
 
 
-class _TruncationCounter(logging.Filter):
-    """PySyncObj logs CRITICAL when a follower re-receives entries it already
-    applied (the leader resends unacknowledged entries after a lagging
-    acknowledgement): the entries are the same, so we count these instead of
-    alarming operators, and keep the count on /metrics."""
+class NodeExecutor(Protocol):
+    """What the node needs of its executor (cluster/executor/executor.py)."""
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.count = 0
+    def on_leadership(self, change: LeadershipChange) -> None:
+        """A leadership listener of the log."""
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.getMessage().startswith("truncating already-applied log entries"):
-            self.count += 1
-            return False
-        return True
+    def on_applied(self, index: int, command: Command, result: Any) -> None:
+        """An apply listener of the log."""
+
+    def admission(self, services: set[str]) -> None:
+        """Raise the error that refuses a new workflow using ``services``, if any."""
+
+    def view(self) -> dict:
+        """What /v1/cluster and /metrics show of it."""
+
+    async def close(self) -> None:
+        """Stop issuing calls and close the callers."""
 
 
 class Node:
-    def __init__(self, config: NodeConfig) -> None:
+    WATCHERS_MAX = 10_000
+
+    def __init__(
+        self,
+        config: NodeConfig,
+        *,
+        log: ReplicatedLog,
+        state: ClusterState,
+        executor: NodeExecutor,
+        clock: Callable[[], float],
+        truncations: TruncationCounter | None = None,
+    ) -> None:
+        """``log`` applies to ``state``; ``clock`` is the wall clock
+        (``time.time`` in a node process) the API stamps commands with;
+        ``truncations`` counts PySyncObj's resent entries for /metrics (a
+        fresh counter, counting nothing, by default)."""
         self.config = config
-        self.state = ClusterState()
-        self.log = PySyncObjLog(
-            self_address=config.node.raft,
-            partner_addresses=[peer.raft for peer in config.peers],
-            secret=config.secret,
-            data_dir=str(config.data_dir),
-            state_machine=self.state,
-            settings=config.cluster.raft,
-        )
-        self.http_responses: dict[int, int] = {}
-        self.truncations = _TruncationCounter()
-        logging.getLogger("pysyncobj.syncobj").addFilter(self.truncations)
+        self.state = state
+        self.log = log
+        self.executor = executor
+        self.clock = clock
+        self.truncations = truncations if truncations is not None else TruncationCounter()
+        self.http_responses: dict[int, int] = {}  # responses by status, for /metrics
         self.leader_term: int | None = None  # set while this node leads, after its first barrier
         self.leader_fence_index = 0
-        self._runner: web.AppRunner | None = None
-        self._grpc = None  # the gRPC API (coordinator.cluster.api.grpc_api.GrpcApi) while started
-        self.executor = Executor(self, config.cluster.executor)
         self._watchers: dict[str, list[asyncio.Future]] = {}
         # Long polls (HTTP ?wait=, gRPC wait_s) one client may hold (cluster/core/limits.py).
         self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
         self.log.add_leadership_listener(self._on_leadership)
-        self.log.add_leadership_listener(self.executor.on_leadership)
-        self.log.add_apply_listener(self.executor.on_applied)
+        self.log.add_leadership_listener(executor.on_leadership)
+        self.log.add_apply_listener(executor.on_applied)
         self.log.add_apply_listener(self._wake_watchers)
 
-    # -- long polls ------------------------------------------------------------
-    WATCHERS_MAX = 10_000
+    def now_ms(self) -> int:
+        """The wall clock in milliseconds: what the API stamps commands with."""
+        return int(self.clock() * 1000)
 
+    # -- long polls ------------------------------------------------------------
     def _wake_watchers(self, index: int, command, result) -> None:
         value = getattr(result, "value", None)
         if isinstance(value, dict) and isinstance(value.get("id"), str):
@@ -139,43 +154,8 @@ class Node:
         }
 
     async def start(self) -> None:
-        private_dir(self.config.data_dir)
         await self.log.start()
-        self._runner = web.AppRunner(
-            build_app(self),
-            access_log=None,
-            handle_signals=False,
-            keepalive_timeout=self.config.cluster.limits.idle_connection_s,
-        )
-        await self._runner.setup()
-        host, port = self.config.node.http.rsplit(":", 1)
-        await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
-        from coordinator.cluster.api.grpc_api import GrpcApi
-
-        self._grpc = GrpcApi(self)
-        await self._grpc.start()
-        node = self.config.node
-        log.info("%s: raft %s, http %s, grpc %s", node.id, node.raft, node.http_url, node.grpc)
 
     async def stop(self) -> None:
         await self.executor.close()
-        if self._grpc is not None:
-            await self._grpc.stop()
-        if self._runner is not None:
-            await self._runner.cleanup()
         await self.log.stop()
-
-
-async def serve(config: NodeConfig) -> None:
-    """Run one node until SIGTERM or SIGINT."""
-    node = Node(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await node.start()
-    try:
-        await stop.wait()
-    finally:
-        log.info("%s stopping", config.node.id)
-        await node.stop()

@@ -16,177 +16,64 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-import aiohttp
-
-from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.core.errors import Overloaded, Unavailable
+from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.executor.breaker import Breakers
-from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec, HttpCaller, Signer, participant_session
+from coordinator.cluster.executor.callers import ParticipantCallers
+from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec
+from coordinator.cluster.executor.reconciler import Reconciler
+from coordinator.cluster.executor.saga import SagaDriver
+from coordinator.cluster.executor.twopc import TransactionDriver
 from coordinator.cluster.stores.workflows import PRUNE_BATCH_MAX
-from coordinator.consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader
+from coordinator.consensus import Applied, Command, ConsensusError, LeadershipChange, NotLeader, ReplicatedLog
 
-if TYPE_CHECKING:  # pragma: no cover
-    from coordinator.cluster.core.node import Node
-
-__all__ = ["Executor", "ExecutorSettings", "Reconciler", "now_ms"]
+__all__ = ["Executor"]
 
 log = logging.getLogger(__name__)
 PROPOSE_BACKOFF_S = 0.05
 PROPOSE_BACKOFF_MAX_S = 1.0
-CONNECTIONS_MAX = 256
-
-
-@dataclass(frozen=True, slots=True)
-class ExecutorSettings:
-    inflight_workflows_max: int = 10_000
-    breaker_failures_to_open: int = 5
-    breaker_slow_interval_s: float = 2.0
-    retention_s: float = 24 * 3600.0
-    retention_count: int = 10_000
-    retention_check_s: float = 5.0
-
-    def __post_init__(self) -> None:
-        if not 1 <= self.inflight_workflows_max <= 1_000_000:
-            raise ValueError("inflight_workflows_max must be in 1..1000000")
-        if self.breaker_failures_to_open < 1 or self.breaker_slow_interval_s <= 0:
-            raise ValueError("breaker_failures_to_open >= 1 and breaker_slow_interval_s > 0 are required")
-        if self.retention_s < 0 or self.retention_count < 0 or self.retention_check_s <= 0:
-            raise ValueError("retention_s, retention_count >= 0 and retention_check_s > 0 are required")
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-# What a driver plans for one workflow: the calls that must be in flight
-# (by a stable key, each a factory of the outcome event to propose, or None
-# for nothing to propose) and the next deadline (at_ms, event body).
-Plan = tuple[dict[tuple, Callable[[], Awaitable[dict | None]]], tuple[int, dict] | None]
-
-
-class Reconciler:
-    """Keeps the calls in flight and the deadline timer of each workflow of
-    one kind equal to what its committed state asks for."""
-
-    kind = ""  # command prefix: "saga" or "tx"
-
-    def __init__(self, executor: Executor) -> None:
-        self.executor = executor
-        self._calls: dict[str, dict[tuple, asyncio.Task]] = {}
-        self._deadlines: dict[str, tuple[int, asyncio.TimerHandle]] = {}
-
-    # -- what each kind provides --------------------------------------------------------------
-    def active_ids(self) -> list[str]:
-        raise NotImplementedError
-
-    def plan(self, workflow_id: str) -> Plan:
-        raise NotImplementedError
-
-    def prunable(self, at_ms: int) -> list[str]:
-        raise NotImplementedError
-
-    # -- the machinery --------------------------------------------------------------------------
-    def reconcile(self, workflow_id: str) -> None:
-        executor = self.executor
-        if not executor.leading:
-            return
-        with executor.node.log.reading():
-            wanted, deadline = self.plan(workflow_id)
-        calls = self._calls.setdefault(workflow_id, {})
-        for key in list(calls):
-            if key not in wanted:
-                calls.pop(key).cancel()
-        for key, factory in wanted.items():
-            if key not in calls:
-                task = asyncio.ensure_future(self._run(workflow_id, factory, executor.generation))
-                calls[key] = task
-                task.add_done_callback(lambda t, w=workflow_id, k=key: self._forget(w, k, t))
-        if not calls:
-            self._calls.pop(workflow_id, None)
-        self._schedule_deadline(workflow_id, deadline)
-
-    async def _run(self, workflow_id: str, factory: Callable[[], Awaitable[dict | None]], generation: int) -> None:
-        event = await factory()
-        if event is not None:
-            await self.executor.propose(
-                Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms()), generation
-            )
-
-    def _forget(self, workflow_id: str, key: tuple, task: asyncio.Task) -> None:
-        calls = self._calls.get(workflow_id)
-        if calls is not None and calls.get(key) is task:
-            del calls[key]
-            if not calls:
-                del self._calls[workflow_id]
-        if not task.cancelled() and task.exception() is not None:
-            log.error("executor: %s %s call failed: %r", self.kind, workflow_id, task.exception())
-
-    def _schedule_deadline(self, workflow_id: str, deadline: tuple[int, dict] | None) -> None:
-        current = self._deadlines.get(workflow_id)
-        if current is not None and (deadline is None or current[0] != deadline[0]):
-            current[1].cancel()
-            del self._deadlines[workflow_id]
-            current = None
-        if deadline is None or current is not None:
-            return
-        at_ms, event = deadline
-        delay_s = max(0.0, (at_ms - now_ms()) / 1000) + 0.001
-        handle = asyncio.get_running_loop().call_later(
-            delay_s, self._deadline_passed, workflow_id, event, self.executor.generation
-        )
-        self._deadlines[workflow_id] = (at_ms, handle)
-
-    def _deadline_passed(self, workflow_id: str, event: dict, generation: int) -> None:
-        self._deadlines.pop(workflow_id, None)
-        command = Command(f"{self.kind}.event", {"id": workflow_id, "event": event}, now_ms())
-        asyncio.ensure_future(self.executor.propose(command, generation))
-
-    def stop(self) -> None:
-        for calls in self._calls.values():
-            for task in calls.values():
-                task.cancel()
-        self._calls.clear()
-        for _, handle in self._deadlines.values():
-            handle.cancel()
-        self._deadlines.clear()
-
-    def calls_in_flight(self) -> int:
-        return sum(len(c) for c in self._calls.values())
 
 
 class Executor:
-    def __init__(self, node: Node, settings: ExecutorSettings) -> None:
-        from coordinator.cluster.executor.saga import SagaDriver
-        from coordinator.cluster.executor.twopc import TransactionDriver
+    """The executor of one node, from its parts: the log it proposes to and
+    reads under, the state the log applies, its settings, the participant
+    callers (which record answers on ``breakers``, the same the executor
+    admits by), the wall clock its stamps and deadlines read (``time.time``
+    in a node process) and the random source of its backoff jitter."""
 
-        self.node = node
+    def __init__(
+        self,
+        log: ReplicatedLog,
+        state: ClusterState,
+        settings: ExecutorSettings,
+        *,
+        callers: ParticipantCallers,
+        breakers: Breakers,
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self.log = log
+        self.state = state
         self.settings = settings
-        self.breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s)
+        self.callers = callers
+        self.breakers = breakers
+        self.clock = clock
+        self.rng = rng
         self.leading = False
         self.fence = ""
         self.generation = 0
         self.sagas = SagaDriver(self)
         self.transactions = TransactionDriver(self)
         self.drivers: dict[str, Reconciler] = {"saga": self.sagas, "tx": self.transactions}
-        self._session: aiohttp.ClientSession | None = None
-        self._http: HttpCaller | None = None
         self._housekeeping: asyncio.Task | None = None
 
-    @property
-    def signer(self) -> Signer | None:
-        """Signs participant calls when the cluster file names a participant key."""
-        config = getattr(self.node, "config", None)
-        return getattr(config, "participant_signer", None)
-
-    @property
-    def service_policy(self) -> ServicePolicy:
-        """Which participant addresses may be called: `[services]` of the cluster file."""
-        config = getattr(self.node, "config", None)
-        return config.cluster.services if config is not None else ServicePolicy()
+    def now_ms(self) -> int:
+        """The wall clock in milliseconds: what commands are stamped with."""
+        return int(self.clock() * 1000)
 
     # -- leadership -----------------------------------------------------------------------------
     def on_leadership(self, change: LeadershipChange) -> None:
@@ -200,11 +87,8 @@ class Executor:
         self.leading = True
         self.generation += 1
         self.fence = f"{term}:{index}"
-        if self._session is None:
-            self._session = participant_session(self.service_policy, connections_max=CONNECTIONS_MAX)
-            self._http = HttpCaller(self._session, self.breakers, self.service_policy, self.signer)
         for driver in self.drivers.values():
-            with self.node.log.reading():
+            with self.log.reading():
                 active = sorted(driver.active_ids())
             log.info("executor: leading at fence %s, resuming %d %s workflows", self.fence, len(active), driver.kind)
             for workflow_id in active:
@@ -224,13 +108,9 @@ class Executor:
         log.info("executor: stopped issuing calls")
 
     async def close(self) -> None:
-        from coordinator.cluster.executor.grpc_caller import close_grpc_caller
-
+        """Stop issuing calls and close the callers."""
         self._stop()
-        await close_grpc_caller(self)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.callers.close()
 
     def on_applied(self, index: int, command: Command, result: Any) -> None:
         if not self.leading or not isinstance(result, Applied):
@@ -243,27 +123,20 @@ class Executor:
     # -- calls and proposals ------------------------------------------------------------------------
     async def call(self, service: dict | None, spec: CallSpec, operation: str) -> CallOutcome:
         """Call a registered participant over its transport."""
-        if service is None:
-            return CallOutcome("unknown", error=f"service {spec.service!r} is not registered")
-        if service.get("grpc"):
-            from coordinator.cluster.executor.grpc_caller import grpc_caller
-
-            return await grpc_caller(self).call(spec, operation)
-        assert self._http is not None
-        return await self._http.call(spec)
+        return await self.callers.call(service, spec, operation)
 
     async def propose(self, command: Command, generation: int) -> None:
         """Propose until the entry commits or this node stops leading."""
         backoff_s = PROPOSE_BACKOFF_S
         while generation == self.generation:
             try:
-                await self.node.log.propose(command)
+                await self.log.propose(command)
                 return
             except NotLeader:
                 return
             except ConsensusError as exc:
                 log.info("executor: %s not committed (%s); retrying", command.kind, exc)
-            await asyncio.sleep(backoff_s * random.uniform(0.5, 1.5))
+            await asyncio.sleep(backoff_s * self.rng.uniform(0.5, 1.5))
             backoff_s = min(PROPOSE_BACKOFF_MAX_S, backoff_s * 2)
 
     # -- retention --------------------------------------------------------------------------------
@@ -282,12 +155,12 @@ class Executor:
         without bound under sustained load."""
         proposed = 0
         for driver in self.drivers.values():
-            ids = driver.prunable(now_ms())
+            ids = driver.prunable(self.now_ms())
             for start in range(0, len(ids), PRUNE_BATCH_MAX):
                 if generation != self.generation:
                     return proposed
                 batch = ids[start : start + PRUNE_BATCH_MAX]
-                await self.propose(Command(f"{driver.kind}.prune", {"ids": batch}, now_ms()), generation)
+                await self.propose(Command(f"{driver.kind}.prune", {"ids": batch}, self.now_ms()), generation)
                 proposed += len(batch)
         return proposed
 
@@ -300,13 +173,11 @@ class Executor:
 
     # -- admission and views ------------------------------------------------------------------------
     def inflight(self) -> int:
-        state = self.node.state
+        state = self.state
         return len(state.sagas.active) + len(state.transactions.active)
 
     def admission(self, services: set[str]) -> None:
         """Raise the API error that refuses a new workflow, if any."""
-        from coordinator.cluster.api.errors import Overloaded, Unavailable
-
         if self.inflight() >= self.settings.inflight_workflows_max:
             raise Overloaded(f"{self.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)
         suspended = sorted(services & set(self.breakers.open_services()))

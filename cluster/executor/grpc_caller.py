@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import weakref
+import random
 from collections import OrderedDict
 from typing import Any
 
@@ -57,15 +57,7 @@ from coordinator.cluster.executor.http_caller import (
     call_with_retries,
 )
 
-__all__ = [
-    "CHANNELS_MAX",
-    "DEFINITE_STATUSES",
-    "FENCE_METADATA",
-    "KEY_METADATA",
-    "GrpcCaller",
-    "close_grpc_caller",
-    "grpc_caller",
-]
+__all__ = ["CHANNELS_MAX", "DEFINITE_STATUSES", "FENCE_METADATA", "KEY_METADATA", "GrpcCaller"]
 
 KEY_METADATA = "idempotency-key"
 FENCE_METADATA = "coordinator-fence"
@@ -104,7 +96,9 @@ assert tuple(_RPC_NAMES) == OPERATIONS
 
 
 class GrpcCaller:
-    """The gRPC `ParticipantCaller`. Use it on one event loop; `close()` it."""
+    """The gRPC `ParticipantCaller`. Use it on one event loop; `close()` it.
+    It opens a channel on the first call to a target, so a cluster whose
+    participants are all HTTP opens none. `rng` draws the retries' jitter."""
 
     def __init__(
         self,
@@ -114,8 +108,10 @@ class GrpcCaller:
         policy: ServicePolicy | None = None,
         resolve: Resolve = system_resolve,
         signer: Signer | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         assert channels_max > 0
+        self._rng = rng if rng is not None else random.Random()
         self._breakers = breakers
         self._channels_max = channels_max
         self._policy = policy if policy is not None else ServicePolicy()
@@ -140,7 +136,7 @@ class GrpcCaller:
             )
         except (TypeError, ValueError) as exc:  # never sent, so it never ran
             return CallOutcome("failed", error=f"cannot encode the call: {exc}"[:ERROR_CHARS_MAX])
-        return await call_with_retries(spec, self._breakers, lambda: self._once(spec, operation, request))
+        return await call_with_retries(spec, self._breakers, lambda: self._once(spec, operation, request), self._rng)
 
     async def _address(self, target: str) -> str:
         """The checked address to connect to for `target` (host:port)."""
@@ -229,28 +225,6 @@ class GrpcCaller:
         await asyncio.gather(*closing, return_exceptions=True)
         for channel in [*channels, *closing.values()]:
             await channel.close()
-
-
-_CALLERS: weakref.WeakKeyDictionary[Any, GrpcCaller] = weakref.WeakKeyDictionary()
-
-
-def grpc_caller(owner: Any) -> GrpcCaller:
-    """The GrpcCaller of `owner` (anything with a `breakers: Breakers` and
-    optionally a `service_policy: ServicePolicy`, e.g. the executor), made on first use so that HTTP-only clusters open no
-    channel. Close it with `close_grpc_caller(owner)`."""
-    caller = _CALLERS.get(owner)
-    if caller is None:
-        caller = _CALLERS[owner] = GrpcCaller(
-            owner.breakers, policy=getattr(owner, "service_policy", None), signer=getattr(owner, "signer", None)
-        )
-    return caller
-
-
-async def close_grpc_caller(owner: Any) -> None:
-    """Close the channels of `owner`'s GrpcCaller, if it made one."""
-    caller = _CALLERS.pop(owner, None)
-    if caller is not None:
-        await caller.close()
 
 
 def _output(text: str) -> Any:

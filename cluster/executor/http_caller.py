@@ -21,6 +21,7 @@ only ones it connects to.
 from __future__ import annotations
 
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver
-from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_random_exponential
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception_type, wait_exponential
 from yarl import URL
 
 from coordinator.client.participant.signing import SIGNATURE_HEADER, check_keys, sign
@@ -124,18 +125,20 @@ class ParticipantCaller(Protocol):
 
 
 async def call_with_retries(
-    spec: CallSpec, breakers: Breakers, attempt: Callable[[], Awaitable[CallOutcome]]
+    spec: CallSpec, breakers: Breakers, attempt: Callable[[], Awaitable[CallOutcome]], rng: random.Random
 ) -> CallOutcome:
     """Run `attempt` until it returns (a definite answer) or the budget is spent.
 
     `attempt` raises Retryable for an unknown outcome and records the answer
     on the service's breaker. Attempts made while that breaker is open wait
     the slow interval and do not spend the budget (bounded by
-    ATTEMPTS_HARD_MAX)."""
+    ATTEMPTS_HARD_MAX). Otherwise the wait is "full jitter": uniform, from
+    `rng`, between 0 and an exponential bound (tenacity's
+    wait_random_exponential, which draws from the global random instead)."""
     spent = 0
     attempts = 0
     last_error = ""
-    fast_wait = wait_random_exponential(multiplier=spec.backoff_s, max=spec.max_backoff_s)
+    fast_bound = wait_exponential(multiplier=spec.backoff_s, max=spec.max_backoff_s)
 
     def stop(state: RetryCallState) -> bool:
         return spent >= spec.max_attempts or attempts >= ATTEMPTS_HARD_MAX
@@ -143,7 +146,7 @@ async def call_with_retries(
     def wait(state: RetryCallState) -> float:
         if breakers.is_open(spec.service):
             return breakers.slow_wait_s()
-        return fast_wait(state)
+        return rng.uniform(0, fast_bound(state))
 
     retrying = AsyncRetrying(stop=stop, wait=wait, retry=retry_if_exception_type(Retryable), reraise=True)
     try:
@@ -193,7 +196,8 @@ def _stale_fence(text: str) -> bool:
 
 class HttpCaller:
     """Checks literal addresses itself; names are checked by the session's
-    resolver, so give it a `participant_session` of the same policy."""
+    resolver, so give it a `participant_session` of the same policy. `rng`
+    draws the retries' jitter (a fresh random.Random by default)."""
 
     def __init__(
         self,
@@ -201,11 +205,14 @@ class HttpCaller:
         breakers: Breakers,
         policy: ServicePolicy | None = None,
         signer: Signer | None = None,
+        *,
+        rng: random.Random | None = None,
     ) -> None:
         self._session = session
         self._breakers = breakers
         self._policy = policy if policy is not None else ServicePolicy()
         self._signer = signer
+        self._rng = rng if rng is not None else random.Random()
 
     async def _once(self, spec: CallSpec) -> CallOutcome:
         try:
@@ -273,4 +280,4 @@ class HttpCaller:
         """Call `spec.method {spec.url}{spec.path}` until a definite answer or
         the budget is spent (`call_with_retries`). `operation` is not used:
         over HTTP the method and path say what the call does."""
-        return await call_with_retries(spec, self._breakers, lambda: self._once(spec))
+        return await call_with_retries(spec, self._breakers, lambda: self._once(spec), self._rng)

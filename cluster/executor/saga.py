@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from coordinator import saga as machine
-from coordinator.cluster.executor.executor import Plan, Reconciler
 from coordinator.cluster.executor.http_caller import CallSpec
+from coordinator.cluster.executor.reconciler import Plan, Reconciler
 
 __all__ = ["SagaDriver"]
 
@@ -22,7 +22,7 @@ class SagaDriver(Reconciler):
 
     @property
     def store(self):
-        return self.executor.node.state.sagas
+        return self.executor.state.sagas
 
     def active_ids(self) -> list[str]:
         return list(self.store.active)
@@ -31,7 +31,7 @@ class SagaDriver(Reconciler):
         if workflow_id not in self.store.active:  # unknown, or terminal: nothing to do (and no decoding)
             return {}, None
         state = self.store.sagas[workflow_id]
-        registry = self.executor.node.state.registry
+        registry = self.executor.state.registry
         calls = {}
         for effect in machine.pending_effects(state):
             if isinstance(effect, (machine.CallAction, machine.CallCompensation)):
@@ -46,7 +46,7 @@ class SagaDriver(Reconciler):
         return calls, deadline
 
     def prunable(self, at_ms: int) -> list[str]:
-        with self.executor.node.log.reading():
+        with self.executor.log.reading():
             terminal = self.store.terminal_ages()
         return self.executor.retained(terminal, at_ms)
 

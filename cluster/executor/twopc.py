@@ -11,12 +11,11 @@ participant answers 2xx.
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 
 from coordinator import twopc as machine
-from coordinator.cluster.executor.executor import Plan, Reconciler
 from coordinator.cluster.executor.http_caller import ATTEMPTS_HARD_MAX, CallSpec
+from coordinator.cluster.executor.reconciler import Plan, Reconciler
 
 __all__ = ["TransactionDriver", "TX_CALL_TIMEOUT_S"]
 
@@ -31,7 +30,7 @@ class TransactionDriver(Reconciler):
 
     @property
     def store(self):
-        return self.executor.node.state.transactions
+        return self.executor.state.transactions
 
     def active_ids(self) -> list[str]:
         return list(self.store.active)
@@ -40,7 +39,7 @@ class TransactionDriver(Reconciler):
         if workflow_id not in self.store.active:  # unknown, or terminal: nothing to do (and no decoding)
             return {}, None
         state = self.store.transactions[workflow_id]
-        registry = self.executor.node.state.registry
+        registry = self.executor.state.registry
         calls = {}
         for effect in machine.pending_effects(state):
             if isinstance(effect, (machine.CallPrepare, machine.CallCommit, machine.CallAbort)):
@@ -51,7 +50,7 @@ class TransactionDriver(Reconciler):
         return calls, ((deadline[0], {"type": "deadline"}) if deadline is not None else None)
 
     def prunable(self, at_ms: int) -> list[str]:
-        with self.executor.node.log.reading():
+        with self.executor.log.reading():
             terminal = self.store.terminal_ages()
         return self.executor.retained(terminal, at_ms)
 
@@ -82,7 +81,7 @@ class TransactionDriver(Reconciler):
             outcome = await self.executor.call(service, self._spec(effect, service, ATTEMPTS_HARD_MAX), phase)
             if outcome.kind == "ok":
                 return {"type": "ack", "service": effect.service, "phase": phase}
-            await asyncio.sleep(backoff_s * random.uniform(0.5, 1.5))  # a 4xx: keep asking
+            await asyncio.sleep(backoff_s * self.executor.rng.uniform(0.5, 1.5))  # a 4xx: keep asking
             backoff_s = min(PHASE_TWO_BACKOFF_MAX_S, backoff_s * 2)
         return None
 

@@ -23,12 +23,13 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 
 from coordinator.cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy
-from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.cluster.launcher.supervisor import Supervisor
 from coordinator.consensus import RaftSettings
 
@@ -232,8 +233,6 @@ async def serve_on_loopback(
     """Serve an aiohttp app on 127.0.0.1 (or ``host``, such as a chaos run's
     bridge address) at a port the OS picks: (runner, base URL).
     The caller cleans the runner up."""
-    from aiohttp import web
-
     runner = web.AppRunner(app, shutdown_timeout=shutdown_timeout_s, access_log=None)
     await runner.setup()
     try:

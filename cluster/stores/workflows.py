@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Generic
 
-from coordinator.cluster.core.limits import check_admission
+from coordinator.cluster.stores.admission import check_admission
 from coordinator.cluster.stores.kept import KeptWorkflows
 from coordinator.cluster.stores.model import D, S, WorkflowModel
 from coordinator.cluster.stores.registry import ServiceRegistry
@@ -36,7 +36,7 @@ class WorkflowStore(Generic[D, S]):
         # costs heartbeats) reuses their bytes, and the garbage collector
         # never walks them.
         self.items = KeptWorkflows(self.model)
-        # The bytes charged to the whole state (cluster/core/limits.py); the
+        # The bytes charged to the whole state (cluster/stores/admission.py); the
         # cluster state sets it to count every store.
         self.charged_bytes: Callable[[], int] = lambda: self.items.bytes
 

@@ -35,7 +35,7 @@ import pytest
 from coordinator.chaos.sim import SimSettings, World
 from coordinator.chaos.sim.run import start
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.errors import NotFound
+from coordinator.cluster.core.errors import NotFound
 from coordinator.consensus import Command, encode_command
 from coordinator.consensus.codec import encode_in_term
 

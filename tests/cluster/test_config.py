@@ -3,7 +3,9 @@ import os
 
 import pytest
 
+from coordinator.client.participant.signing import KEY_ID_PATTERN
 from coordinator.cluster.core.config import (
+    PARTICIPANT_KEY_ID,
     ConfigError,
     generate_secret,
     load_cluster_file,
@@ -146,3 +148,7 @@ def test_a_symlink_planted_at_the_cluster_files_temporary_path_is_not_followed(t
     assert victim.read_text() == "precious\n"
     assert not path.is_symlink() and load_cluster_file(path).nodes == config.nodes
     assert os.stat(path).st_mode & 0o777 == 0o600
+
+
+def test_the_participant_key_id_pattern_is_the_signing_formats():
+    assert PARTICIPANT_KEY_ID.pattern == KEY_ID_PATTERN.pattern

@@ -6,13 +6,13 @@ import grpc
 import pytest
 
 from coordinator.client.errors import NotLeader, Overloaded, TooLarge, Unavailable, error_from_grpc, error_from_http
-from coordinator.cluster.api.errors import ApiError, Conflict, InvalidInput, NotFound, error_for_rejection
-from coordinator.cluster.api.errors import Overloaded as ServerOverloaded
-from coordinator.cluster.api.errors import TooLarge as ServerTooLarge
-from coordinator.cluster.api.errors import Unavailable as ServerUnavailable
 from coordinator.cluster.api.grpc_api import abort_details
 from coordinator.cluster.api.operations import LeaderElsewhere
 from coordinator.cluster.core.config import NodeAddress
+from coordinator.cluster.core.errors import ApiError, Conflict, InvalidInput, NotFound, error_for_rejection
+from coordinator.cluster.core.errors import Overloaded as ServerOverloaded
+from coordinator.cluster.core.errors import TooLarge as ServerTooLarge
+from coordinator.cluster.core.errors import Unavailable as ServerUnavailable
 
 LEADER = NodeAddress(id="n2", raft="127.0.0.1:7102", http="127.0.0.1:8102", grpc="127.0.0.1:9102")
 

@@ -16,7 +16,7 @@ from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 from coordinator.client.participant import MemoryStore
 from coordinator.client.participant.grpc_servicer import BusinessFailure, ParticipantServicer, serve_participant
 from coordinator.cluster.executor.breaker import Breakers
-from coordinator.cluster.executor.grpc_caller import GrpcCaller, close_grpc_caller, grpc_caller
+from coordinator.cluster.executor.grpc_caller import GrpcCaller
 from coordinator.cluster.executor.http_caller import CallSpec, HttpCaller, ParticipantCaller
 
 Answer = Any  # ("ok", output_json) | ("vote", bool) | (grpc.StatusCode, details) | "sleep"
@@ -285,22 +285,6 @@ async def test_both_transports_take_the_operation(caller: Any) -> None:
             await t.call(spec(url, attempts=1), "compensate") for t, url in zip(transports, targets, strict=True)
         ]
     assert [(o.kind, o.attempts) for o in outcomes] == [("unknown", 1), ("unknown", 1)]
-
-
-async def test_an_owner_gets_one_caller_sharing_its_breakers_until_closed(serve: Serve) -> None:
-    class Owner:
-        breakers = Breakers(5, 0.05)
-
-    owner = Owner()
-    _, address = await serve([("ok", "{}")])
-    first = grpc_caller(owner)
-    assert grpc_caller(owner) is first
-    assert (await first.call(spec(address), "execute")).kind == "ok"
-    assert "svc" in owner.breakers.view() and first.targets() == [address]
-    await close_grpc_caller(owner)
-    assert first.targets() == [] and grpc_caller(owner) is not first
-    await close_grpc_caller(owner)
-    await close_grpc_caller(owner)  # nothing left to close
 
 
 async def test_a_guarded_literal_address_is_never_called_and_its_answer_never_shown(serve: Serve, caller: Any) -> None:

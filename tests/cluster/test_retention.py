@@ -1,6 +1,11 @@
 """Retention prunes everything past it at each check, not one batch."""
 
-from coordinator.cluster.executor.executor import Executor, ExecutorSettings
+import random
+
+from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.executor.callers import ParticipantCallers
+from coordinator.cluster.executor.executor import Executor
 from coordinator.cluster.stores.workflows import PRUNE_BATCH_MAX
 
 
@@ -13,7 +18,12 @@ class _Driver:
 
 
 def _executor(drivers: dict, proposed: list, stop_after: int | None = None) -> Executor:
-    executor = Executor(node=None, settings=ExecutorSettings())
+    settings = ExecutorSettings()
+    breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s)
+    callers = ParticipantCallers(http=None)  # no call is made
+    executor = Executor(
+        None, None, settings, callers=callers, breakers=breakers, clock=lambda: 1_700_000_000.0, rng=random.Random(1)
+    )
     executor.generation = 7
     executor.drivers = drivers
 

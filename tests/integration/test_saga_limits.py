@@ -9,7 +9,7 @@ import pytest
 from coordinator.chaos.orders import order_saga, participants
 from coordinator.chaos.participants import Flaky, Script, Slow
 from coordinator.client import Coordinator, NotFound, Overloaded, Suspended
-from coordinator.cluster.executor.executor import ExecutorSettings
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from coordinator.cluster.core.limits import OVERLOADED_RETRY_AFTER_S
+
 __all__ = [
     "ApiError",
     "InvalidInput",
@@ -105,8 +107,6 @@ _STATUS_BY_CODE = {
 
 def error_for_rejection(code: str, message: str) -> ApiError:
     """A command the state machine refused, as the API answers it."""
-    from coordinator.cluster.core.limits import OVERLOADED_RETRY_AFTER_S
-
     error = ApiError(message, code=code, retry_after_s=OVERLOADED_RETRY_AFTER_S if code == "overloaded" else None)
     error.status = _STATUS_BY_CODE.get(code, 409)
     return error

@@ -2,7 +2,7 @@
 
 A long poll or a gRPC Watch holds a slot while it is open; past
 ``per_client_max`` slots of one address the next one is refused with
-:class:`coordinator.cluster.api.errors.Overloaded` (429, RESOURCE_EXHAUSTED), so one client
+:class:`coordinator.cluster.core.errors.Overloaded` (429, RESOURCE_EXHAUSTED), so one client
 can no longer take all of a node's long polls or watch streams
 (cluster/core/limits.py).
 """
@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from coordinator.cluster.api.errors import Overloaded
+from coordinator.cluster.core.errors import Overloaded
 
 __all__ = ["ClientSlots", "grpc_peer_host"]
 

@@ -1,0 +1,155 @@
+"""A node process: the production wiring of a Node, and its servers.
+
+``build_node(config)`` is the one place a real node is put together:
+
+- the log: :class:`coordinator.consensus.PySyncObjLog` on TCP, with the
+  cluster secret, the node's data directory and ``[raft]``;
+- the state machine it applies: :class:`coordinator.cluster.core.state.ClusterState`;
+- the executor (cluster/executor/executor.py) with the participant
+  callers - HTTP through a session whose resolver checks ``[services]``,
+  gRPC, both signing calls when the cluster file names a participant key -
+  and the circuit breakers they share with its admission;
+- the wall clock (``time.time``) and one random source (a fresh
+  ``random.Random``) for the breakers' and the backoffs' jitter.
+
+:class:`NodeProcess` starts that node, then the HTTP API and the gRPC API
+on the node's addresses, and stops them; ``serve(config)`` runs one until
+SIGTERM or SIGINT (the ``coordinator node`` command). The deterministic
+simulation builds its nodes from the same classes with its own edges
+(chaos/sim/node.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import signal
+import time
+from collections.abc import Callable
+
+from aiohttp import web
+
+from coordinator.cluster.api.grpc_api import GrpcApi
+from coordinator.cluster.api.http_api import build_app
+from coordinator.cluster.core.config import NodeConfig
+from coordinator.cluster.core.files import private_dir
+from coordinator.cluster.core.node import Node
+from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.executor.breaker import Breakers
+from coordinator.cluster.executor.callers import ParticipantCallers
+from coordinator.cluster.executor.executor import Executor
+from coordinator.cluster.executor.grpc_caller import GrpcCaller
+from coordinator.cluster.executor.http_caller import HttpCaller, Signer, participant_session
+from coordinator.consensus import PYSYNCOBJ_LOGGER, PySyncObjLog, TruncationCounter
+
+__all__ = ["CONNECTIONS_MAX", "NodeProcess", "build_node", "participant_callers", "serve"]
+
+log = logging.getLogger(__name__)
+CONNECTIONS_MAX = 256  # participant connections of the executor's HTTP session
+
+
+def participant_callers(config: NodeConfig, breakers: Breakers, rng: random.Random) -> ParticipantCallers:
+    """HTTP and gRPC, both held to ``[services]`` and signing every call when
+    the cluster file names a participant key. Closing them closes the gRPC
+    channels, then the HTTP session. Call it on the event loop."""
+    policy = config.cluster.services
+    signer = None
+    if config.participant_key is not None:
+        signer = Signer(config.cluster.participant_key_id, config.participant_key)
+    session = participant_session(policy, connections_max=CONNECTIONS_MAX)
+    grpc = GrpcCaller(breakers, policy=policy, signer=signer, rng=rng)
+    http = HttpCaller(session, breakers, policy, signer, rng=rng)
+    return ParticipantCallers(http, grpc, on_close=(grpc.close, session.close))
+
+
+def build_node(
+    config: NodeConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    rng: random.Random | None = None,
+    truncations: TruncationCounter | None = None,
+) -> Node:
+    """The node of a node process (see the module docstring). Call it on
+    the event loop: the participant session belongs to it."""
+    rng = rng if rng is not None else random.Random()
+    state = ClusterState()
+    raft_log = PySyncObjLog(
+        self_address=config.node.raft,
+        partner_addresses=[peer.raft for peer in config.peers],
+        secret=config.secret,
+        data_dir=str(config.data_dir),
+        state_machine=state,
+        settings=config.cluster.raft,
+    )
+    settings = config.cluster.executor
+    breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)
+    executor = Executor(
+        raft_log,
+        state,
+        settings,
+        callers=participant_callers(config, breakers, rng),
+        breakers=breakers,
+        clock=clock,
+        rng=rng,
+    )
+    return Node(config, log=raft_log, state=state, executor=executor, clock=clock, truncations=truncations)
+
+
+class NodeProcess:
+    """One node with its HTTP and gRPC servers: ``start()``, then ``stop()``."""
+
+    def __init__(self, config: NodeConfig) -> None:
+        self.config = config
+        self.node: Node | None = None
+        # PySyncObj's resends, counted for /metrics (coordinator.consensus.truncations).
+        self.truncations = TruncationCounter()
+        self._runner: web.AppRunner | None = None
+        self._grpc: GrpcApi | None = None
+
+    async def start(self) -> None:
+        config = self.config
+        private_dir(config.data_dir)
+        logging.getLogger(PYSYNCOBJ_LOGGER).addFilter(self.truncations)
+        node = self.node = build_node(config, truncations=self.truncations)
+        await node.start()
+        self._runner = web.AppRunner(
+            build_app(node),
+            access_log=None,
+            handle_signals=False,
+            keepalive_timeout=config.cluster.limits.idle_connection_s,
+        )
+        await self._runner.setup()
+        host, port = config.node.http.rsplit(":", 1)
+        await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
+        self._grpc = GrpcApi(node)
+        await self._grpc.start()
+        me = config.node
+        log.info("%s: raft %s, http %s, grpc %s", me.id, me.raft, me.http_url, me.grpc)
+
+    async def stop(self) -> None:
+        node = self.node
+        if node is not None:
+            await node.executor.close()  # no participant call starts while the servers drain
+        if self._grpc is not None:
+            await self._grpc.stop()
+        if self._runner is not None:
+            await self._runner.cleanup()
+        if node is not None:
+            await node.stop()
+        logging.getLogger(PYSYNCOBJ_LOGGER).removeFilter(self.truncations)
+
+
+async def serve(config: NodeConfig) -> None:
+    """Run one node process until SIGTERM or SIGINT."""
+    process = NodeProcess(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await process.start()
+    try:
+        await stop.wait()
+    finally:
+        log.info("%s stopping", config.node.id)
+        await process.stop()
