@@ -52,7 +52,7 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from coordinator.client.participant import MemoryStore, participant_route, saga_participant
+from coordinator.client.participant import IdempotencyStore, MemoryStore, participant_route, saga_participant
 from coordinator.cluster.launcher.local import serve_on_loopback
 
 __all__ = [
@@ -292,7 +292,11 @@ class RecordingService:
         *,
         records_max: int = RECORDS_MAX_DEFAULT,
         clock: Callable[[], float] = time.monotonic,
+        store: IdempotencyStore | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
+        """``store``: where the participant kit keeps answers and fences (a
+        fresh MemoryStore when None); ``wall``: the kit's wall clock."""
         _check(SERVICE_NAME_PATTERN.fullmatch(name) is not None, f"bad service name {name!r}")
         assert records_max > 0
         self.name = name
@@ -307,7 +311,8 @@ class RecordingService:
         self._effect_keys: set[str] = set()
         self.interrupted: set[str] = set()
         self._random_by_path: dict[str | None, random.Random] = {}
-        self._kit = saga_participant(MemoryStore())
+        self._wall = wall
+        self._kit = saga_participant(MemoryStore() if store is None else store, clock=wall)
 
     def set_script(self, script: Script) -> None:
         self.script = script
@@ -321,7 +326,7 @@ class RecordingService:
         self._effect_keys.clear()
         self.interrupted.clear()
         self._random_by_path.clear()
-        self._kit = saga_participant(MemoryStore())
+        self._kit = saga_participant(MemoryStore(), clock=self._wall)
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._middleware])

@@ -94,6 +94,16 @@ class MsgpackJournal(Journal):
         os.fchmod(self._fd, JOURNAL_FILE_MODE)  # one written before journals were owner-only
 
     # -- loading ------------------------------------------------------------
+    @classmethod
+    def entries_in(cls, path: str) -> list[tuple[bytes, int, int]]:
+        """The entries a restart would load from the journal at ``path`` as it
+        is now, read as a node's start reads them (a torn tail is cut)."""
+        reader = cls.__new__(cls)
+        reader._path, reader._entries = path, []
+        reader._commit_index, reader._term, reader._voted_for = 1, 0, None
+        reader._load()
+        return reader._entries
+
     def _load(self) -> None:
         with open(self._path, "rb") as f:
             data = f.read()

@@ -2,7 +2,7 @@
 
 `state_to_dict` / `state_from_dict` round-trip exactly through plain types
 (dict, list, str, int, float, bool, None) for Raft snapshots; `to_api` gives
-the contract's saga object (README.md, "HTTP API").
+the API's saga object (README.md, "HTTP API").
 """
 
 from __future__ import annotations
@@ -194,7 +194,7 @@ def state_from_dict(raw: dict) -> SagaState:
 
 
 def to_api(state: SagaState) -> dict:
-    """The contract's saga object, JSON-ready; times as ISO-8601 UTC."""
+    """The API's saga object, JSON-ready; times as ISO-8601 UTC."""
     return {
         "id": state.id,
         "state": state.status.value,

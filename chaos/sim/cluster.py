@@ -185,7 +185,7 @@ class SimCluster:
             return  # nothing acknowledged, or the entry left the log since (truncated, compacted)
         kept = journal.durable_entries()
         if ack not in kept and (not kept or kept[-1][0] < ack[0] or ack[0] >= kept[0][0]):
-            self._violation(
+            self.violation(
                 "acknowledged_entry_lost",
                 f"{node_id} acknowledged entry {ack[0]} (term {ack[1]}) "
                 f"and lost it in a power loss (it kept up to {kept[-1] if kept else None})",
@@ -313,7 +313,7 @@ class SimCluster:
         if known is None:
             self.applied_at[index] = (digest, node_id)
         elif known[0] != digest:
-            self._violation(
+            self.violation(
                 "applied_entry_changed",
                 f"{node_id} applied another entry at index {index} than {known[1]} did",
                 index=index,
@@ -327,7 +327,7 @@ class SimCluster:
             return
         other = self.leaders_by_term.setdefault(term, node_id)
         if other != node_id:
-            self._violation(
+            self.violation(
                 "two_leaders", f"{other} and {node_id} both led term {term}", term=term, nodes=[other, node_id]
             )
 
@@ -339,7 +339,7 @@ class SimCluster:
     def fatal(self, node_id: str, message: str) -> None:
         self._error(f"{node_id}: fatal: {message}")
 
-    def _violation(self, kind: str, message: str, **details: Any) -> None:
+    def violation(self, kind: str, message: str, **details: Any) -> None:
         self.world.trace.event("VIOLATION", kind, message)
         if len(self.violations) < VIOLATIONS_MAX:
             self.violations.append(

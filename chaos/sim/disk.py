@@ -112,11 +112,7 @@ class CrashableJournal(MsgpackJournal):
 
     def durable_entries(self) -> list[tuple[int, int]]:
         """(index, term) of the entries a restart would load from the file as it is now."""
-        reader = MsgpackJournal.__new__(MsgpackJournal)
-        reader._path, reader._entries = self._path, []
-        reader._commit_index, reader._term, reader._voted_for = 1, 0, None
-        reader._load()
-        return [(entry[1], entry[2]) for entry in reader._entries]
+        return [(entry[1], entry[2]) for entry in MsgpackJournal.entries_in(self._path)]
 
     def power_loss(self, rng: random.Random, *, torn: bool = True) -> int:
         """Close the file as a power loss would leave it; the bytes lost."""

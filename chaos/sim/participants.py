@@ -132,9 +132,8 @@ class SimParticipant:
         self.name = name
         self.url = f"http://{name}.sim:80"
         self._wall = wall
-        self.service = service if service is not None else RecordingService(name, script)
         self.store = store if store is not None else MemoryStore(clock=wall)
-        self.service._kit = saga_participant(self.store, clock=wall)
+        self.service = service if service is not None else RecordingService(name, script, store=self.store, wall=wall)
         self.app = self.service.app()
         self.app.freeze()
         self.down = False  # an outage: connections refused, the process runs on

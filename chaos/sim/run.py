@@ -238,7 +238,7 @@ def _check_deadlines(world: World) -> None:
         checked, violations = deadline_violations(node.state, cluster.stamps, SKEW_BOUND_S)
     world.deadlines_checked = checked
     for violation in violations:
-        cluster._violation(violation.pop("kind"), violation.pop("message"), **violation)
+        cluster.violation(violation.pop("kind"), violation.pop("message"), **violation)
 
 
 def _check_flaps(world: World) -> None:
@@ -247,7 +247,7 @@ def _check_flaps(world: World) -> None:
     )
     world.flap_stats = stats
     for violation in violations:
-        world.cluster._violation(violation.pop("kind"), violation.pop("message"), **violation)
+        world.cluster.violation(violation.pop("kind"), violation.pop("message"), **violation)
 
 
 def judge(world: World) -> list[CheckResult]:

@@ -78,20 +78,13 @@ class World:
         self.rng_disks, self.rng_skew = (random.Random(root.getrandbits(64)) for _ in range(2))
         self.trace = Trace(self.clock.monotonic, keep_lines_max=settings.trace_lines)
         self.participants = {
-            name: SimParticipant(
-                name,
-                script,
-                RecordingService(name, script, clock=self.clock.monotonic),
-                self._store(name),
-                wall=self.clock.wall,
-            )
-            for name, script in participant_scripts(seed).items()
+            name: self._participant(name, script) for name, script in participant_scripts(seed).items()
         }
         self.links = ParticipantLinks(self.participants, self.rng_participants, self.trace, settings.participant_faults)
         self.journal_class = journal_class(sync_is_a_lie=settings.planted_bug == "journal_ignores_sync")
         ids = [f"n{i}" for i in range(1, settings.nodes + 1)]
         self.cluster = SimCluster(self, ids, data_dir)
-        self.register_watch = RegisterWatch(self.clock.monotonic, self.cluster._violation)
+        self.register_watch = RegisterWatch(self.clock.monotonic, self.cluster.violation)
         self.network = Network(
             self.loop,
             self.rng_network,
@@ -111,6 +104,13 @@ class World:
         self.truncations = TruncationCounter()
         logging.getLogger(PYSYNCOBJ_LOGGER).addFilter(self.truncations)
         self.threads_at_start = threading.active_count()
+
+    def _participant(self, name: str, script: Script) -> SimParticipant:
+        """A recording service whose participant kit keeps its answers in the
+        store this run gives ``name``, on the virtual clocks."""
+        store = self._store(name)
+        service = RecordingService(name, script, clock=self.clock.monotonic, store=store, wall=self.clock.wall)
+        return SimParticipant(name, script, service, store, wall=self.clock.wall)
 
     def _store(self, name: str) -> MemoryStore:
         if self.settings.planted_bug == "participant_without_idempotency" and name == "payments":

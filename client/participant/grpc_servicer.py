@@ -115,7 +115,7 @@ from coordinator.client.participant.limits import (
     LOCKS_MAX_DEFAULT,
     TX_ID_PATTERN,
 )
-from coordinator.client.participant.saga import ACTION, COMPENSATION, _answer_without_handler, _Branch, matches
+from coordinator.client.participant.saga import ACTION, COMPENSATION, Branch, answer_without_handler, matches
 from coordinator.client.participant.store import IdempotencyStore, Record, TransactionState
 from coordinator.client.participant.twopc import TwoPhaseParticipant
 
@@ -286,7 +286,7 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
             digest = self._authenticate(method.capitalize(), request, context)
             self._check_implemented((method,))
             call = _read_call(request, context)
-            branch = _Branch.of(call.key)
+            branch = Branch.of(call.key)
             if branch is not None and branch.phase != phase:
                 raise _invalid(f"the key ends in /{branch.phase}; {method} takes keys ending in /{phase}")
             self._check_fence(call)
@@ -297,7 +297,7 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
         return await _guarded(answer, context)
 
     async def _saga_record(
-        self, method: Callable[[str, Any], Any], call: _Call, branch: _Branch | None, digest: str
+        self, method: Callable[[str, Any], Any], call: _Call, branch: Branch | None, digest: str
     ) -> tuple[Record, bool]:
         """The stored answer for the call's key (computing it if due) and
         whether it was replayed."""
@@ -311,7 +311,7 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
                 )
             return stored, True
         if branch is not None:
-            early = _answer_without_handler(self.store, branch)
+            early = answer_without_handler(self.store, branch)
             if early is not None:
                 early = dataclasses.replace(early, request_digest=digest)
                 return self.store.put_if_absent(call.key, early), False

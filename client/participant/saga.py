@@ -165,7 +165,7 @@ def saga_participant(
             digest = await auth.check(request, BODY_BYTES_MAX)
             key = parse_key(raw_key)
             check_fence(request, store)
-            branch = _Branch.of(key)
+            branch = Branch.of(key)
             async with locks.hold(key if branch is None else branch.prefix):
                 return await _answer(request, handler, store, key, branch, digest)
         except RequestRefused as refused:
@@ -191,17 +191,17 @@ def _under(path: str, prefixes: tuple[str, ...]) -> bool:
 
 
 @dataclass(frozen=True)
-class _Branch:
+class Branch:
     """One saga step as seen by a participant: its action and compensation."""
 
     prefix: str
     phase: str
 
     @staticmethod
-    def of(key: str) -> _Branch | None:
+    def of(key: str) -> Branch | None:
         prefix, separator, phase = key.rpartition("/")
         if separator and prefix and phase in (ACTION, COMPENSATION):
-            return _Branch(prefix, phase)
+            return Branch(prefix, phase)
         return None
 
     @property
@@ -214,7 +214,7 @@ class _Branch:
 
 
 async def _answer(
-    request: web.Request, handler: Handler, store: IdempotencyStore, key: str, branch: _Branch | None, digest: str
+    request: web.Request, handler: Handler, store: IdempotencyStore, key: str, branch: Branch | None, digest: str
 ) -> web.StreamResponse:
     stored = store.get(key)
     if stored is not None:
@@ -222,7 +222,7 @@ async def _answer(
             return key_reused(key)
         return response_from_record(stored, replayed=True)
     if branch is not None:
-        early = _answer_without_handler(store, branch)
+        early = answer_without_handler(store, branch)
         if early is not None:
             early = dataclasses.replace(early, request_digest=digest)
             return response_from_record(store.put_if_absent(key, early), replayed=False)
@@ -253,7 +253,7 @@ def matches(stored: Record, digest: str) -> bool:
     return not stored.request_digest or not digest or stored.request_digest == digest
 
 
-def _answer_without_handler(store: IdempotencyStore, branch: _Branch) -> Record | None:
+def answer_without_handler(store: IdempotencyStore, branch: Branch) -> Record | None:
     """The null-compensation tombstone or the hanging-action refusal, if due."""
     if branch.phase == COMPENSATION:
         answered = store.get(branch.action_key)

@@ -1,8 +1,8 @@
-"""The node's HTTP API (aiohttp): contract section 4.
+"""The node's HTTP API (aiohttp), as README.md "HTTP API" describes it.
 
 Writes go to the leader: a follower answers ``307`` with the leader's URL.
 Reads are linearizable (a shared read barrier through the log) unless
-``?stale=true`` asks for the local replica. Every error has the contract's
+``?stale=true`` asks for the local replica. Every error has the API's
 shape, built in one place (:func:`_error_response`).
 
 Browsers are kept out (:func:`browser_guard_middleware`): a page on any
@@ -93,7 +93,7 @@ async def errors_middleware(request: web.Request, handler) -> web.StreamResponse
         response = _error_response(error)
     except asyncio.CancelledError:
         raise
-    except Exception:  # noqa: BLE001 - the answer is a 500 in the contract's shape
+    except Exception:  # noqa: BLE001 - the answer is a 500 in the API's error shape
         log.exception("unhandled error on %s %s", request.method, request.path)
         response = _error_response(ApiError("internal error; see the node's log"))
     counts = request_node(request).http_responses

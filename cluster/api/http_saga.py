@@ -1,4 +1,4 @@
-"""The saga endpoints of the HTTP API (contract section 4); what they do is
+"""The saga endpoints of the HTTP API (README.md, "HTTP API"); what they do is
 in :mod:`coordinator.cluster.api.operations`."""
 
 from __future__ import annotations
@@ -8,8 +8,6 @@ from aiohttp import web
 from coordinator.cluster.api import operations
 from coordinator.cluster.api.http_node import request_node
 from coordinator.cluster.api.operations import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
-from coordinator.cluster.api.operations import SIGNAL_NAME as _SIGNAL  # noqa: F401 - the handlers' patterns, for the OpenAPI tests
-from coordinator.cluster.api.operations import WORKFLOW_ID as _SAGA_ID  # noqa: F401
 
 __all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_LIMIT_MAX", "WAIT_S_MAX"]
 

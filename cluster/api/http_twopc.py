@@ -1,4 +1,4 @@
-"""The two-phase commit endpoints of the HTTP API (contract section 4); what
+"""The two-phase commit endpoints of the HTTP API (README.md, "HTTP API"); what
 they do is in :mod:`coordinator.cluster.api.operations`.
 
 ``GET /v1/transactions/{id}`` is also how a participant left prepared learns

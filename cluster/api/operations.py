@@ -1,7 +1,7 @@
 """The node's API operations, free of any transport: what HTTP and gRPC both serve.
 
 Each function takes the :class:`~coordinator.cluster.core.node.Node` and plain values, and
-returns the contract's JSON-ready objects or raises a
+returns the API's JSON-ready objects or raises a
 :class:`~coordinator.cluster.core.errors.ApiError`. The transports only decode a request into
 these arguments and encode the answer (``http_api``, ``http_sagas``,
 ``http_transactions``, ``grpc_api``), so both answer the same objects with

@@ -416,7 +416,7 @@ def local_cluster(
     raft: RaftSettings | None = None,
     executor: ExecutorSettings | None = None,
 ) -> ClusterConfig:
-    """The contract's local layout: node i is n{i}, Raft base+i, HTTP base+1000+i, gRPC base+2000+i."""
+    """The local layout (README.md, "A cluster in one minute"): node i is n{i}, Raft base+i, HTTP base+1000+i, gRPC base+2000+i."""
     if not 1 <= nodes <= NODES_MAX:
         raise ConfigError(f"--nodes: must be 1 to {NODES_MAX}")
     if not (1 <= base_port and base_port + 2000 + nodes < 65536):

@@ -1,4 +1,4 @@
-"""Calling participant services: the contract's headers, per-call timeouts,
+"""Calling participant services: the protocol's headers, per-call timeouts,
 answer classification and retries (tenacity), shared by both transports.
 
 `HttpCaller` (here) and `GrpcCaller` (`participants_grpc`) implement

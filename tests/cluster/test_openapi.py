@@ -15,6 +15,7 @@ from coordinator import saga, twopc
 from coordinator.cluster.api import http_saga
 from coordinator.cluster.api.http_api import build_app
 from coordinator.cluster.api.openapi import OPENAPI_PATH, build_document, document_json
+from coordinator.cluster.api.operations import SIGNAL_NAME, WORKFLOW_ID
 from coordinator.cluster.core.config import ApiSettings
 from coordinator.cluster.stores import registry
 from coordinator.saga import fields as saga_fields
@@ -121,9 +122,9 @@ def test_limits_are_the_handlers_own():
 
 HANDLER_PATTERNS = {
     "ServiceName": registry.SERVICE_NAME_PATTERN,
-    "SagaId": http_saga._SAGA_ID,
-    "TransactionId": http_saga._SAGA_ID,
-    "SignalName": http_saga._SIGNAL,
+    "SagaId": WORKFLOW_ID,
+    "TransactionId": WORKFLOW_ID,
+    "SignalName": SIGNAL_NAME,
 }
 
 
