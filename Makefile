@@ -32,7 +32,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	@rm -rf $(LAYOUT) && $(BIN)/python -m pip install --quiet --no-deps --no-build-isolation --no-compile --target $(LAYOUT) . && rm -rf build
-	cd $(LAYOUT) && PYTHONPATH=$(CURDIR)/$(LAYOUT) $(CURDIR)/$(BIN)/lint-imports --config $(CURDIR)/pyproject.toml
+	cd $(LAYOUT) && PYTHONPATH=$(CURDIR)/$(LAYOUT) $(CURDIR)/$(BIN)/lint-imports --no-cache $(CURDIR)/pyproject.toml
 
 # `make soak`: SOAK_SEEDS simulated seeds on every core (coordinator simulate
 # --jobs defaults to one worker per core), then SOAK_CHAOS_S seconds of
