@@ -20,6 +20,10 @@
     allowed_origins = ["https://ops.example.com"]  # Origin headers accepted (default: none)
     allowed_hosts = ["coordinator.internal"]       # Host names accepted besides the nodes' own
 
+    [tls]                              # optional; see coordinator.cluster.core.tls
+    cert_file = "tls/{id}.crt"
+    key_file = "tls/{id}.key"
+
     [limits]                           # optional; see coordinator.cluster.core.limits.Limits
     state_bytes_max = 268435456
 
@@ -69,6 +73,7 @@ from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import PRIVATE_FILE_MODE
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
+from coordinator.cluster.core.tls import NodeTls, TlsSettings
 from coordinator.consensus import RaftSettings
 
 __all__ = [
@@ -120,10 +125,11 @@ class NodeAddress:
     raft: str
     http: str
     grpc: str
+    tls: bool = False  # the cluster file has [tls]: the APIs speak TLS only
 
     @property
     def http_url(self) -> str:
-        return f"http://{self.http}"
+        return f"{'https' if self.tls else 'http'}://{self.http}"
 
 
 API_LIST_MAX = 64
@@ -179,8 +185,13 @@ class ClusterConfig:
     services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
     api: ApiSettings = field(default_factory=ApiSettings)  # [api]: origins and Host names the HTTP API accepts
     limits: Limits = field(default_factory=Limits)
+    tls: TlsSettings | None = None  # [tls]: the APIs (and with peer = true, Raft) over TLS
 
     def __post_init__(self) -> None:
+        if any(n.tls != (self.tls is not None) for n in self.nodes):
+            object.__setattr__(
+                self, "nodes", tuple(dataclasses.replace(n, tls=self.tls is not None) for n in self.nodes)
+            )
         if not 1 <= len(self.nodes) <= NODES_MAX:
             raise ConfigError(f"nodes: a cluster has 1 to {NODES_MAX} nodes, got {len(self.nodes)}")
         ids = [n.id for n in self.nodes]
@@ -217,6 +228,11 @@ class NodeConfig:
     @property
     def data_dir(self) -> Path:
         return self.cluster.data_dir / self.node.id
+
+    @property
+    def tls(self) -> NodeTls | None:
+        """This node's TLS files, or None without ``[tls]``."""
+        return self.cluster.tls.for_node(self.node.id) if self.cluster.tls is not None else None
 
     @property
     def peers(self) -> tuple[NodeAddress, ...]:
@@ -274,7 +290,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: no such cluster file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"cluster", "raft", "executor", "services", "api", "limits", "nodes"}
+    unknown = set(doc) - {"cluster", "raft", "executor", "services", "api", "limits", "tls", "nodes"}
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
@@ -318,6 +334,35 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         participant_key_id=key_id,
         services=_services(_table(doc, "services")),
         api=_api(_table(doc, "api")),
+        tls=_tls(doc["tls"], base) if "tls" in doc else None,
+    )
+
+
+def _tls(raw: object, base: Path) -> TlsSettings:
+    if not isinstance(raw, dict):
+        raise ConfigError("[tls] must be a table")
+    unknown = set(raw) - {"cert_file", "key_file", "client_ca_file", "peer", "peer_ca_file"}
+    if unknown:
+        raise ConfigError(f"tls.{sorted(unknown)[0]}: unknown setting")
+    files: dict[str, Path | None] = {}
+    for key in ("cert_file", "key_file", "client_ca_file", "peer_ca_file"):
+        value = raw.get(key)
+        if value is None and key in ("cert_file", "key_file"):
+            raise ConfigError(f"tls.{key}: required in [tls]")
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"tls.{key}: must be a file name")
+        files[key] = (base / value).absolute() if value else None
+    peer = raw.get("peer", False)
+    if not isinstance(peer, bool):
+        raise ConfigError("tls.peer: must be true or false")
+    if peer and files["peer_ca_file"] is None:
+        raise ConfigError("tls.peer_ca_file: required with peer = true (the CA of the node certificates)")
+    return TlsSettings(
+        cert_file=str(files["cert_file"]),
+        key_file=str(files["key_file"]),
+        client_ca_file=files["client_ca_file"],
+        peer=peer,
+        peer_ca_file=files["peer_ca_file"],
     )
 
 
@@ -388,6 +433,15 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
             "allowed_origins = [" + ", ".join(_toml_value(o) for o in config.api.allowed_origins) + "]",
             "allowed_hosts = [" + ", ".join(_toml_value(h) for h in config.api.allowed_hosts) + "]",
         ]
+    if config.tls is not None:
+        tls = config.tls
+        lines += ["", "[tls]"]
+        lines.append(f"cert_file = {_toml_value(rel(Path(tls.cert_file)))}")
+        lines.append(f"key_file = {_toml_value(rel(Path(tls.key_file)))}")
+        for key in ("client_ca_file", "peer_ca_file"):
+            if getattr(tls, key) is not None:
+                lines.append(f"{key} = {_toml_value(rel(getattr(tls, key)))}")
+        lines.append(f"peer = {_toml_value(tls.peer)}")
     lines += ["", "[limits]"]
     for f in dataclasses.fields(Limits):
         lines.append(f"{f.name} = {_toml_value(getattr(config.limits, f.name))}")

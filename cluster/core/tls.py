@@ -1,0 +1,167 @@
+"""TLS of a node: ``[tls]`` of the cluster file, checked, and the SSL contexts made from it.
+
+``cluster.toml``::
+
+    [tls]
+    cert_file = "tls/{id}.crt"        # this node's certificate chain (PEM); {id} is the node's id
+    key_file = "tls/{id}.key"         # its private key (PEM, unencrypted, mode 0600)
+    client_ca_file = "tls/ca.crt"     # optional: API clients must present a certificate it signed
+    peer = true                       # optional: Raft between the nodes over mutual TLS as well
+    peer_ca_file = "tls/ca.crt"       # the CA of the node certificates (needed with peer = true)
+
+With ``[tls]`` the HTTP API and the gRPC API are served over TLS only and
+every URL a node gives out (``/v1/cluster``, a 307 to the leader) says
+``https``. With ``client_ca_file`` set too, a client must present a
+certificate signed by that CA (mutual TLS), on both APIs.
+
+With ``peer = true`` every Raft connection is mutual TLS as well, inside
+which the cluster secret still authenticates every message: a node presents
+its certificate and accepts a peer only if the peer's certificate, signed by
+``peer_ca_file``, names (as a DNS subject alternative name) the id of the
+node whose Raft address it dials or claims. Someone who learned the secret
+but holds no node certificate cannot join or read the log.
+
+A node refuses to start when a key file is readable by anyone but its owner
+(as with the cluster secret), or when a file is missing or not PEM. The
+same certificate and key serve the APIs and the Raft port: ``coordinator up
+--tls`` issues one per node, with the node's id, ``localhost`` and its
+address as names, usable as server and as client (cluster/launcher/certs.py).
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = [
+    "NODE_ID_PLACEHOLDER",
+    "NodeTls",
+    "TlsSettings",
+    "api_server_context",
+    "check_key_file",
+    "peer_client_context",
+    "peer_server_context",
+]
+
+NODE_ID_PLACEHOLDER = "{id}"
+TLS_MINIMUM = ssl.TLSVersion.TLSv1_2
+
+
+@dataclass(frozen=True, slots=True)
+class TlsSettings:
+    """``[tls]``, its paths resolved; ``cert_file`` and ``key_file`` may hold ``{id}``."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: Path | None = None
+    peer: bool = False
+    peer_ca_file: Path | None = None
+
+    def for_node(self, node_id: str) -> NodeTls:
+        return NodeTls(
+            cert_file=Path(self.cert_file.replace(NODE_ID_PLACEHOLDER, node_id)),
+            key_file=Path(self.key_file.replace(NODE_ID_PLACEHOLDER, node_id)),
+            client_ca_file=self.client_ca_file,
+            peer=self.peer,
+            peer_ca_file=self.peer_ca_file,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTls:
+    """The TLS files of one node."""
+
+    cert_file: Path
+    key_file: Path
+    client_ca_file: Path | None = None
+    peer: bool = False
+    peer_ca_file: Path | None = None
+
+    def check(self) -> None:
+        """Raise ValueError (the message names the file) unless every file
+        exists, the key is the owner's alone and the pair loads."""
+        check_key_file(self.key_file)
+        for path in (self.cert_file, self.client_ca_file, self.peer_ca_file):
+            if path is not None and not path.is_file():
+                raise ValueError(f"{path}: no such certificate file")
+        api_server_context(self)
+        if self.peer:
+            peer_server_context(self)
+
+    def read_cert(self) -> bytes:
+        return self.cert_file.read_bytes()
+
+    def read_key(self) -> bytes:
+        check_key_file(self.key_file)
+        return self.key_file.read_bytes()
+
+    def read_client_ca(self) -> bytes | None:
+        return self.client_ca_file.read_bytes() if self.client_ca_file is not None else None
+
+
+def check_key_file(path: Path) -> None:
+    """A private key must be a regular file of this user's, with no group or
+    other permission bits (0600 or stricter)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise ValueError(f"{path}: no such key file") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise ValueError(f"{path}: the key is not a regular file")
+    if info.st_uid != os.geteuid():
+        raise ValueError(f"{path}: the key is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})")
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise ValueError(f"{path}: the key is readable by others; run chmod 600 {path}")
+
+
+def _load_chain(context: ssl.SSLContext, tls: NodeTls) -> None:
+    try:
+        context.load_cert_chain(tls.cert_file, tls.key_file)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{tls.cert_file} / {tls.key_file}: not a certificate and its key in PEM ({exc})") from None
+
+
+def _load_ca(context: ssl.SSLContext, path: Path) -> None:
+    try:
+        context.load_verify_locations(cafile=path)
+    except (ssl.SSLError, OSError) as exc:
+        raise ValueError(f"{path}: not a CA certificate in PEM ({exc})") from None
+
+
+def api_server_context(tls: NodeTls) -> ssl.SSLContext:
+    """The HTTP API's server context: TLS 1.2 or later; mutual with ``client_ca_file``."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = TLS_MINIMUM
+    _load_chain(context, tls)
+    if tls.client_ca_file is not None:
+        _load_ca(context, tls.client_ca_file)
+        context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def peer_server_context(tls: NodeTls) -> ssl.SSLContext:
+    """The Raft port's server side: a peer must present a certificate of ``peer_ca_file``."""
+    if tls.peer_ca_file is None:
+        raise ValueError("tls.peer_ca_file: required with peer = true")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    _load_chain(context, tls)
+    _load_ca(context, tls.peer_ca_file)
+    context.verify_mode = ssl.CERT_REQUIRED
+    return context
+
+
+def peer_client_context(tls: NodeTls) -> ssl.SSLContext:
+    """The Raft connections this node opens: it presents its certificate and
+    checks the peer's against ``peer_ca_file`` and the node id it dials
+    (the connection's ``server_hostname``)."""
+    if tls.peer_ca_file is None:
+        raise ValueError("tls.peer_ca_file: required with peer = true")
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    _load_chain(context, tls)
+    _load_ca(context, tls.peer_ca_file)
+    return context
