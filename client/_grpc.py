@@ -20,9 +20,10 @@ from typing import Any
 import grpc
 
 from ._transport import REDIRECTS_MAX, RETRYABLE, Transport, backoff_s
-from .errors import CoordinatorError, NotLeader, Unavailable, error_from_grpc
+from .errors import CoordinatorError, NotLeader, TlsRefused, Unavailable, error_from_grpc
 from .grpc_gen import coordinator_pb2 as pb
 from .grpc_gen import coordinator_pb2_grpc
+from .tls import ClientTls
 
 __all__ = ["GrpcTransport", "CHANNELS_MAX", "RECEIVE_BYTES_MAX"]
 
@@ -71,9 +72,19 @@ class GrpcTransport(Transport):
     """Over gRPC: :mod:`coordinator.client._transport` says what a transport does."""
 
     def __init__(
-        self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None
+        self,
+        endpoints: list[str],
+        *,
+        timeout_s: float,
+        attempts: int,
+        retry_budget_s: float,
+        token: str | None,
+        tls: ClientTls | None = None,
     ) -> None:
-        super().__init__(endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token)
+        super().__init__(
+            endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token, tls=tls
+        )
+        self._credentials = tls.grpc_credentials() if tls is not None else None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channels: OrderedDict[str, tuple[grpc.aio.Channel, coordinator_pb2_grpc.CoordinatorStub]] = OrderedDict()
 
@@ -85,8 +96,28 @@ class GrpcTransport(Transport):
                 pb.ClusterRequest(), timeout=self.timeout_s, metadata=self._metadata
             )
         except grpc.aio.AioRpcError as exc:
-            raise error_from_grpc(exc) from None
+            raise self._error(exc) from None
         return json.loads(reply.object_json)
+
+    def _error(self, exc: grpc.aio.AioRpcError) -> CoordinatorError:
+        """The node's error; a handshake gRPC could not make is said plainly
+        (gRPC reports it as UNAVAILABLE, a word for any broken connection)."""
+        details = exc.details() or ""
+        if "CERTIFICATE_VERIFY_FAILED" in details or "Peer name" in details:
+            return TlsRefused(
+                f"the node's certificate is not trusted ({details[:300]}); is --ca-file "
+                "($COORDINATOR_CA_FILE) the CA that signed the nodes' certificates?"
+            )
+        error = error_from_grpc(exc)
+        hint = ""
+        if isinstance(error, Unavailable) and "Socket closed" in details:
+            if self._credentials is None:
+                hint = " (a node serving TLS drops a plain connection: --ca-file or tls=True)"
+            elif self.tls is not None and self.tls.cert_file is None:
+                hint = " (a node with mutual TLS drops a client without a certificate: --cert-file and --key-file)"
+        if hint:
+            error = type(error)(error.message + hint, code=error.code, status=error.status, details=error.details)
+        return error
 
     @staticmethod
     def normalise(endpoint: str) -> str:
@@ -103,7 +134,11 @@ class GrpcTransport(Transport):
         if len(self._channels) >= CHANNELS_MAX:
             _, (oldest, _) = self._channels.popitem(last=False)
             asyncio.ensure_future(oldest.close(grace=None))
-        channel = grpc.aio.insecure_channel(target, options=[("grpc.max_receive_message_length", RECEIVE_BYTES_MAX)])
+        options = [("grpc.max_receive_message_length", RECEIVE_BYTES_MAX)]
+        if self._credentials is not None:  # TLS: coordinator.client.tls
+            channel = grpc.aio.secure_channel(target, self._credentials, options=options)
+        else:
+            channel = grpc.aio.insecure_channel(target, options=options)
         stub = coordinator_pb2_grpc.CoordinatorStub(channel)
         self._channels[target] = (channel, stub)
         return stub
@@ -126,7 +161,7 @@ class GrpcTransport(Transport):
                     message, timeout=timeout_s or self.timeout_s, metadata=metadata
                 )
             except grpc.aio.AioRpcError as exc:
-                error = error_from_grpc(exc)
+                error = self._error(exc)
                 if isinstance(error, NotLeader) and error.leader:
                     if not await self.may_follow(target, error.leader):
                         raise self.foreign_redirect(rpc, target, error.leader) from None
@@ -167,7 +202,7 @@ class GrpcTransport(Transport):
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED and deadline is not None and loop.time() >= deadline:
                     return
-                error = error_from_grpc(exc)
+                error = self._error(exc)
             finally:
                 call.cancel()
             if isinstance(error, NotLeader) and error.leader and redirects < REDIRECTS_MAX:

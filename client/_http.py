@@ -12,7 +12,8 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from ._transport import REDIRECTS_MAX, Transport, is_terminal
-from .errors import NotLeader, Unavailable, error_from_http
+from .errors import NotLeader, TlsRefused, Unavailable, error_from_http
+from .tls import ClientTls
 
 __all__ = ["HttpTransport", "WAIT_S_MAX"]
 
@@ -78,9 +79,18 @@ class HttpTransport(Transport):
     """Over HTTP: :mod:`coordinator.client._transport` says what a transport does."""
 
     def __init__(
-        self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None
+        self,
+        endpoints: list[str],
+        *,
+        timeout_s: float,
+        attempts: int,
+        retry_budget_s: float,
+        token: str | None,
+        tls: ClientTls | None = None,
     ) -> None:
-        super().__init__(endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token)
+        super().__init__(
+            endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token, tls=tls
+        )
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None
@@ -106,7 +116,9 @@ class HttpTransport(Transport):
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
+            # https:// endpoints: verified against the given CA (else the system's), with the client certificate
+            connector = aiohttp.TCPConnector(ssl=self.tls.ssl_context()) if self.tls is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers, connector=connector)
         return self._session
 
     async def close(self) -> None:
@@ -151,10 +163,29 @@ class HttpTransport(Transport):
                     if response.status >= 400:
                         raise error_from_http(response.status, data, response.headers.get("Retry-After"))
                     return response.status, data, url
+            except aiohttp.ClientConnectorCertificateError as exc:
+                raise TlsRefused(
+                    f"{url}: the node's certificate is not trusted ({exc.certificate_error}); "
+                    "is --ca-file ($COORDINATOR_CA_FILE) the CA that signed the nodes' certificates?"
+                ) from exc
+            except aiohttp.ClientConnectorSSLError as exc:
+                raise TlsRefused(f"{url}: TLS handshake failed ({exc}); does the node serve TLS on this port?") from exc
             except (aiohttp.ClientConnectionError, aiohttp.ServerTimeoutError, TimeoutError) as exc:
                 # The request may have reached the node: for a write, outcome unknown.
-                raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}") from exc
+                raise Unavailable(f"{url}: {exc.__class__.__name__}: {exc}{self._hint(url, exc)}") from exc
         raise NotLeader(f"{method} {path}: more than {REDIRECTS_MAX} redirects")
+
+    def _hint(self, url: str, exc: Exception) -> str:
+        """What a dropped connection may mean when TLS is in play: a node with
+        ``[tls]`` drops plain HTTP, and with mutual TLS a client without a
+        certificate (after the handshake, in TLS 1.3)."""
+        if not isinstance(exc, aiohttp.ServerDisconnectedError):
+            return ""
+        if url.startswith("http://"):
+            return " (a node serving TLS drops plain HTTP: use https:// endpoints)"
+        if self.tls is None or self.tls.cert_file is None:
+            return " (a node with mutual TLS drops a client without a certificate: --cert-file and --key-file)"
+        return ""
 
     async def _send_once(self, endpoint: str, operation: str, args: dict, timeout_s: float | None) -> tuple[Any, str]:
         method, path, body = _route(operation, args)

@@ -32,6 +32,7 @@ from tenacity import (
 )
 
 from .errors import CoordinatorError, NoLeader, NotFound, NotLeader, OutcomeUnknown, Timeout, Unavailable
+from .tls import ClientTls
 from .types import SAGA_TERMINAL_STATES, TRANSACTION_TERMINAL_STATES
 
 __all__ = ["OPERATIONS", "REDIRECTS_MAX", "RETRYABLE", "Transport", "backoff_s", "is_terminal"]
@@ -77,7 +78,14 @@ def backoff_s(failures: int) -> float:
 
 class Transport:
     def __init__(
-        self, endpoints: list[str], *, timeout_s: float, attempts: int, retry_budget_s: float, token: str | None
+        self,
+        endpoints: list[str],
+        *,
+        timeout_s: float,
+        attempts: int,
+        retry_budget_s: float,
+        token: str | None,
+        tls: ClientTls | None = None,
     ) -> None:
         self.endpoints = [self.normalise(e) for e in endpoints]
         if not self.endpoints:
@@ -86,6 +94,7 @@ class Transport:
         self.attempts = attempts
         self.retry_budget_s = retry_budget_s
         self.token = token
+        self.tls = tls  # coordinator.client.tls: the CA to trust, the certificate to present
         self._leader: str | None = None
         # Where a redirect may lead (the token goes along): the endpoints,
         # and the nodes a trusted node's /v1/cluster lists (learn_nodes).

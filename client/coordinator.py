@@ -21,6 +21,7 @@ from ._grpc import GrpcTransport
 from ._http import HttpTransport
 from ._transport import Transport, is_terminal
 from .errors import Timeout
+from .tls import ClientTls
 from .types import ClusterInfo, Saga, Service, Transaction
 
 __all__ = ["Coordinator", "DEFAULT_ENDPOINTS", "DEFAULT_GRPC_ENDPOINTS", "TRANSPORTS", "endpoints_from_env"]
@@ -35,13 +36,18 @@ _ENVIRONMENT = {
 Workflow = TypeVar("Workflow", Saga, Transaction)
 
 
-def endpoints_from_env(transport: str = "http") -> list[str]:
+def endpoints_from_env(transport: str = "http", *, tls: bool = False) -> list[str]:
     """``COORDINATOR_ENDPOINTS`` (http URLs) or, for gRPC,
     ``COORDINATOR_GRPC_ENDPOINTS`` (HOST:PORT targets), comma-separated;
-    else the local cluster's defaults."""
+    else the local cluster's defaults (``https://`` ones with ``tls``)."""
     variable, defaults = _ENVIRONMENT[transport]
     raw = os.environ.get(variable, "")
-    return [e.strip() for e in raw.split(",") if e.strip()] or list(defaults)
+    given = [e.strip() for e in raw.split(",") if e.strip()]
+    if given:
+        return given
+    if tls and transport == "http":
+        return [e.replace("http://", "https://", 1) for e in defaults]
+    return list(defaults)
 
 
 class Coordinator:
@@ -52,6 +58,12 @@ class Coordinator:
     ``transport="grpc"`` their gRPC targets (``host:port``, each node's
     ``grpc`` address). Any one reachable node is enough: a follower names
     the leader. ``token``: the API token (default ``COORDINATOR_TOKEN``).
+
+    TLS (:mod:`coordinator.client.tls`): ``ca_file`` the CA that signed the
+    nodes' certificates, ``cert_file`` and ``key_file`` a client certificate
+    for mutual TLS (defaults ``COORDINATOR_CA_FILE``, ``COORDINATOR_CERT_FILE``,
+    ``COORDINATOR_KEY_FILE``). Over HTTP, ``https://`` endpoints speak TLS;
+    over gRPC, TLS is on when a file is given or ``tls=True``.
     """
 
     def __init__(
@@ -63,18 +75,26 @@ class Coordinator:
         attempts: int = 6,
         retry_budget_s: float = 30.0,
         token: str | None = None,
+        ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        tls: bool | None = None,
     ) -> None:
         if transport not in TRANSPORTS:
             raise ValueError(f"transport {transport!r} is not supported (choose from {', '.join(TRANSPORTS)})")
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
         token = token if token is not None else os.environ.get("COORDINATOR_TOKEN") or None
+        client_tls = None if tls is False else ClientTls.resolve(ca_file, cert_file, key_file)
+        if client_tls is None and tls:
+            client_tls = ClientTls()  # the system's CAs
         self._transport = TRANSPORTS[transport](
-            list(endpoints or endpoints_from_env(transport)),
+            list(endpoints or endpoints_from_env(transport, tls=client_tls is not None)),
             timeout_s=timeout_s,
             attempts=attempts,
             retry_budget_s=retry_budget_s,
             token=token,
+            tls=client_tls,
         )
         self.transport = transport
         self.endpoints = self._transport.endpoints

@@ -13,7 +13,8 @@
         ├── Conflict              409
         ├── TooLarge              413
         ├── Overloaded            429 (``retry_after_s``)
-        └── Suspended             503 suspended (``retry_after_s``)
+        │   └── Suspended         503 suspended (``retry_after_s``)
+        └── TlsRefused            the node's certificate was not trusted, or TLS was not spoken
 
 HTTP answers are mapped in one place, :func:`error_from_http`; gRPC
 statuses in one place, :func:`error_from_grpc`. Both map the node's error
@@ -44,6 +45,7 @@ __all__ = [
     "TooLarge",
     "Overloaded",
     "Suspended",
+    "TlsRefused",
     "error_from_grpc",
     "error_from_http",
 ]
@@ -125,6 +127,14 @@ class Overloaded(Rejected):
 
 class Suspended(Overloaded):
     code = "suspended"
+
+
+class TlsRefused(Rejected):
+    """The TLS handshake failed on the client's side: the node's certificate
+    is not signed by the CA the client trusts (``ca_file``), or names another
+    host, or the node does not speak TLS. A configuration error: not retried."""
+
+    code = "tls"
 
 
 _BY_CODE: dict[str, type[CoordinatorError]] = {

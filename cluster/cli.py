@@ -25,6 +25,7 @@ from coordinator.chaos.run import ChaosSettings, run_chaos, seconds_range
 from coordinator.chaos.sim.cli import add_simulate_parser
 from coordinator.client import Coordinator, CoordinatorError
 from coordinator.client.coordinator import endpoints_from_env
+from coordinator.client.tls import ClientTls
 from coordinator.cluster.bench import run as bench_run
 from coordinator.cluster.core.config import (
     ClusterConfig,
@@ -39,7 +40,9 @@ from coordinator.cluster.core.config import (
 )
 from coordinator.cluster.core.files import owner_only_umask, private_dir
 from coordinator.cluster.core.netpolicy import literal_address
+from coordinator.cluster.core.tls import NODE_ID_PLACEHOLDER, TlsSettings
 from coordinator.cluster.demo.run import run_demo
+from coordinator.cluster.launcher.certs import issue, local_tls, make_ca
 from coordinator.cluster.launcher.supervisor import Supervisor, die_with_parent
 
 __all__ = ["main"]
@@ -61,7 +64,14 @@ class _Parser(argparse.ArgumentParser):
 def _endpoints(args: argparse.Namespace) -> list[str]:
     if args.endpoints:
         return [e.strip() for e in args.endpoints.split(",") if e.strip()]
-    return endpoints_from_env()
+    return endpoints_from_env(tls=_client_tls(args) is not None)
+
+
+def _client_tls(args: argparse.Namespace) -> ClientTls | None:
+    """--ca-file, --cert-file, --key-file, else $COORDINATOR_CA_FILE and the others."""
+    return ClientTls.resolve(
+        getattr(args, "ca_file", None), getattr(args, "cert_file", None), getattr(args, "key_file", None)
+    )
 
 
 def _table(rows: list[list[str]], header: list[str]) -> str:
@@ -115,6 +125,11 @@ def cmd_node(args: argparse.Namespace) -> int:
         token=token,
         participant_key=participant_key,
     )
+    if config.tls is not None:
+        try:  # a key others can read, a missing or broken file: refuse to start
+            config.tls.check()
+        except ValueError as exc:
+            raise ConfigError(f"[tls]: {exc}") from None
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
@@ -130,6 +145,10 @@ def cmd_node(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _address(node: NodeAddress) -> tuple[str, str, str, str]:
+    return (node.id, node.raft, node.http, node.grpc)
+
+
 def _prepare_data_dir(args: argparse.Namespace) -> Path:
     data_dir = private_dir(Path(args.data_dir).resolve())
     cluster_file = data_dir / "cluster.toml"
@@ -137,13 +156,30 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
     wanted = dataclasses.replace(wanted, participant_key_file=data_dir / PARTICIPANT_KEY_FILE)
     if args.token:
         wanted = dataclasses.replace(wanted, token_file=data_dir / "api.token")
+    tls_dir = data_dir / "tls"
+    if args.tls or args.mtls:
+        wanted = dataclasses.replace(
+            wanted,
+            tls=TlsSettings(
+                cert_file=str(tls_dir / f"{NODE_ID_PLACEHOLDER}.crt"),
+                key_file=str(tls_dir / f"{NODE_ID_PLACEHOLDER}.key"),
+                client_ca_file=tls_dir / "ca.crt" if args.mtls else None,
+                peer=False,
+                peer_ca_file=tls_dir / "ca.crt",
+            ),
+        )
     if cluster_file.exists():
         existing = load_cluster_file(cluster_file)
         if args.token and existing.token_file is None:
             raise ConfigError(
                 f"{cluster_file} was created without --token; use another --data-dir for a cluster with a token"
             )
-        if [n for n in existing.nodes] != [n for n in wanted.nodes]:
+        if wanted.tls is not None and existing.tls != wanted.tls:
+            flag = "--mtls" if args.mtls else "--tls"
+            raise ConfigError(
+                f"{cluster_file} was created without {flag}; use another --data-dir for a cluster with it"
+            )
+        if [_address(n) for n in existing.nodes] != [_address(n) for n in wanted.nodes]:
             raise ConfigError(
                 f"{cluster_file} describes another cluster ({len(existing.nodes)} nodes, "
                 f"first HTTP {existing.nodes[0].http}); start with the same flags or use another --data-dir"
@@ -154,6 +190,10 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
         generate_secret(wanted.secret_file)
     read_secret(wanted.secret_file)
     config = load_cluster_file(cluster_file)
+    if config.tls is not None and Path(config.tls.cert_file).parent == tls_dir:
+        local_tls(tls_dir, [(n.id, n.http.rsplit(":", 1)[0]) for n in config.nodes])
+        if config.tls.client_ca_file is not None and not (tls_dir / "client.crt").exists():
+            issue(make_ca(tls_dir), tls_dir / "client.crt", tls_dir / "client.key", common_name="client", server=False)
     if config.token_file is not None and not config.token_file.exists():
         generate_secret(config.token_file)
     if config.participant_key_file is not None and not config.participant_key_file.exists():
@@ -161,10 +201,10 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
     return cluster_file
 
 
-def _wait_ready(endpoints: list[str], timeout_s: float, token: str | None = None) -> str | None:
+def _wait_ready(endpoints: list[str], timeout_s: float, token: str | None = None, **tls: Any) -> str | None:
     async def probe() -> str | None:
         deadline = time.monotonic() + timeout_s
-        async with Coordinator(endpoints, timeout_s=1.0, attempts=1, token=token) as client:
+        async with Coordinator(endpoints, timeout_s=1.0, attempts=1, token=token, **tls) as client:
             while time.monotonic() < deadline:
                 for endpoint in endpoints:
                     try:
@@ -210,7 +250,10 @@ def cmd_up(args: argparse.Namespace) -> int:
                 f"participant calls are signed with {config.participant_key_file} (key id "
                 f"{config.participant_key_id}): give participants keys={{{config.participant_key_id!r}: key}}"
             )
-        leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0, token=token)
+        tls: dict[str, Any] = {}
+        if config.tls is not None:
+            tls = _tls_hints(config)
+        leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0, token=token, **tls)
         print(f"leader: {leader}" if leader else "no leader yet (see the node logs)", flush=True)
         print("Ctrl-C stops every node.", flush=True)
         reported: set[str] = set()
@@ -229,6 +272,22 @@ def cmd_up(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _tls_hints(config: ClusterConfig) -> dict[str, Any]:
+    """Print what clients of a TLS cluster set; answer the files `up` itself uses to reach it."""
+    tls = config.tls
+    assert tls is not None
+    ca = tls.peer_ca_file or tls.client_ca_file
+    endpoints = ",".join(n.http_url for n in config.nodes)
+    print(f"TLS: clients: COORDINATOR_ENDPOINTS={endpoints} COORDINATOR_CA_FILE={ca}", end="")
+    files: dict[str, Any] = {"ca_file": str(ca) if ca else None}
+    if tls.client_ca_file is not None:
+        client = Path(tls.cert_file).parent / "client"
+        print(f" COORDINATOR_CERT_FILE={client}.crt COORDINATOR_KEY_FILE={client}.key", end="")
+        files.update(cert_file=f"{client}.crt", key_file=f"{client}.key")
+    print(flush=True)
+    return files
+
+
 # -- talking to a cluster -----------------------------------------------------------------
 def _token(args: argparse.Namespace) -> str | None:
     if getattr(args, "token_file", None):
@@ -238,7 +297,9 @@ def _token(args: argparse.Namespace) -> str | None:
 
 def _run_client(args: argparse.Namespace, action: Callable[[Coordinator], Any]) -> Any:
     async def go() -> Any:
-        async with Coordinator(_endpoints(args), token=_token(args)) as client:
+        tls = _client_tls(args)
+        files = dataclasses.asdict(tls) if tls is not None else {}
+        async with Coordinator(_endpoints(args), token=_token(args), **files) as client:
             return await action(client)
 
     return asyncio.run(go())
@@ -459,6 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
     def with_endpoints(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--endpoints", help="URL,URL,... (else $COORDINATOR_ENDPOINTS, else the local defaults)")
         p.add_argument("--token-file", help="the API token file (else $COORDINATOR_TOKEN)")
+        p.add_argument("--ca-file", help="the CA of the nodes' TLS certificates (else $COORDINATOR_CA_FILE)")
+        p.add_argument("--cert-file", help="a client certificate for mutual TLS (else $COORDINATOR_CERT_FILE)")
+        p.add_argument("--key-file", help="its private key (else $COORDINATOR_KEY_FILE)")
         return p
 
     up = commands.add_parser("up", help="start a local cluster of N nodes")
@@ -467,6 +531,16 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--base-port", type=_positive_int, default=7100)
     up.add_argument("--token", action="store_true", help="require an API token (generated in DATA_DIR/api.token)")
+    up.add_argument(
+        "--tls",
+        action="store_true",
+        help="serve the APIs (and Raft) over TLS: a local CA and node certificates in DATA_DIR/tls",
+    )
+    up.add_argument(
+        "--mtls",
+        action="store_true",
+        help="--tls, and clients must present a certificate (one is issued: DATA_DIR/tls/client.crt and .key)",
+    )
     up.add_argument(
         "--insecure", action="store_true", help="allow a non-loopback --host without --token (prints a warning)"
     )

@@ -352,7 +352,17 @@ class GrpcApi:
             ]
         )
         coordinator_pb2_grpc.add_CoordinatorServicer_to_server(CoordinatorService(self.node), server)
-        server.add_insecure_port(address)  # raises when the address cannot be bound
+        tls = self.node.config.tls
+        if tls is None:
+            server.add_insecure_port(address)  # raises when the address cannot be bound
+        else:  # [tls]: TLS only; with client_ca_file a client certificate is required
+            client_ca = tls.read_client_ca()
+            credentials = grpc.ssl_server_credentials(
+                [(tls.read_key(), tls.read_cert())],
+                root_certificates=client_ca,
+                require_client_auth=client_ca is not None,
+            )
+            server.add_secure_port(address, credentials)
         await server.start()
         self._server = server
 

@@ -25,11 +25,14 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
+from coordinator.client.tls import ClientTls
 from coordinator.cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
 from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.core.tls import NODE_ID_PLACEHOLDER, TlsSettings
+from coordinator.cluster.launcher.certs import issue, local_tls
 from coordinator.cluster.launcher.supervisor import Supervisor
 from coordinator.consensus import RaftSettings
 
@@ -111,6 +114,9 @@ class LocalCluster:
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
         services: ServicePolicy | None = None,
         limits: Limits | None = None,
+        tls: bool = False,
+        client_certs: bool = False,
+        peer_tls: bool = False,
     ) -> None:
         self.root = Path(root)
         private_dir(self.root)
@@ -128,6 +134,11 @@ class LocalCluster:
             self.config = replace(self.config, services=services)
         if limits is not None:
             self.config = replace(self.config, limits=limits)
+        # TLS (cluster/core/tls.py): a CA and node certificates of the run's
+        # own; `client_certs` makes it mutual and issues DIR/tls/client.crt.
+        self.tls_files: dict[str, str] = {}
+        if tls or client_certs or peer_tls:
+            self.config = self._with_tls(client_certs, peer_tls)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")
@@ -148,6 +159,26 @@ class LocalCluster:
         self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes, insecure=insecure)
         self._session: aiohttp.ClientSession | None = None
 
+    def _with_tls(self, client_certs: bool, peer_tls: bool) -> ClusterConfig:
+        tls_dir = self.root / "tls"
+        ca = local_tls(tls_dir, [(n.id, n.http.rsplit(":", 1)[0]) for n in self.config.nodes])
+        self.tls_files = {"ca_file": str(ca.cert_file)}
+        if client_certs:
+            issue(ca, tls_dir / "client.crt", tls_dir / "client.key", common_name="client", server=False)
+            self.tls_files.update(cert_file=str(tls_dir / "client.crt"), key_file=str(tls_dir / "client.key"))
+        settings = TlsSettings(
+            cert_file=str(tls_dir / f"{NODE_ID_PLACEHOLDER}.crt"),
+            key_file=str(tls_dir / f"{NODE_ID_PLACEHOLDER}.key"),
+            client_ca_file=ca.cert_file if client_certs else None,
+            peer=peer_tls,
+            peer_ca_file=ca.cert_file,
+        )
+        return replace(self.config, tls=settings)
+
+    def client_tls(self) -> ClientTls | None:
+        """What a client of this cluster trusts and presents (None without TLS)."""
+        return ClientTls(**self.tls_files) if self.tls_files else None
+
     @property
     def ids(self) -> list[str]:
         return [n.id for n in self.config.nodes]
@@ -166,7 +197,11 @@ class LocalCluster:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10), headers=headers)
+            tls = self.client_tls()
+            connector = aiohttp.TCPConnector(ssl=tls.ssl_context()) if tls is not None else None
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=10), headers=headers, connector=connector
+            )
         return self._session
 
     async def request(

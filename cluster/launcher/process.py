@@ -13,7 +13,8 @@
   ``random.Random``) for the breakers' and the backoffs' jitter.
 
 :class:`NodeProcess` starts that node, then the HTTP API and the gRPC API
-on the node's addresses, and stops them; ``serve(config)`` runs one until
+on the node's addresses (over TLS only when the cluster file has ``[tls]``),
+and stops them; ``serve(config)`` runs one until
 SIGTERM or SIGINT (the ``coordinator node`` command). The deterministic
 simulation builds its nodes from the same classes with its own edges
 (chaos/sim/node.py).
@@ -36,6 +37,7 @@ from coordinator.cluster.core.config import NodeConfig
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.node import Node
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.core.tls import api_server_context
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.callers import ParticipantCallers
 from coordinator.cluster.executor.executor import Executor
@@ -121,7 +123,9 @@ class NodeProcess:
         )
         await self._runner.setup()
         host, port = config.node.http.rsplit(":", 1)
-        await web.TCPSite(self._runner, host, int(port), reuse_address=True).start()
+        # [tls]: the API speaks TLS only (mutual with client_ca_file): cluster/core/tls.py
+        context = api_server_context(config.tls) if config.tls is not None else None
+        await web.TCPSite(self._runner, host, int(port), reuse_address=True, ssl_context=context).start()
         self._grpc = GrpcApi(node)
         await self._grpc.start()
         me = config.node
