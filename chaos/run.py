@@ -58,6 +58,7 @@ class ChaosSettings:
     min_ok_operations: int = 20
     aim: str = "mixed"  # see coordinator.chaos.nemesis.AIMS
     partition_s: tuple[float, float] = (2.0, 6.0)
+    tls: bool = False  # the APIs (and Raft) over TLS, with a CA of the run's own
 
 
 def _say(text: str, end: str = "\n") -> None:
@@ -179,7 +180,7 @@ async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
     rng = random.Random(settings.seed)
     _say(
         f"chaos: seed {settings.seed}, {settings.nodes} nodes, {settings.duration_s:g} s, faults {','.join(settings.faults)}, "
-        f"aim {settings.aim}"
+        f"aim {settings.aim}" + (", TLS" if settings.tls else "")
     )
     network, skipped = _network(settings)
     for fault, reason in skipped.items():
@@ -201,6 +202,7 @@ async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
     passed = run_passed(results)
     report = report_json(history, results, settings.seed, round(elapsed, 1), failover_ms)
     report["skipped_faults"] = skipped
+    report["tls"] = settings.tls
     print(render_table(results))
     if failover_ms:
         print(f"leader kill -> next committed write (ms): {', '.join(f'{m:g}' for m in failover_ms)}")
@@ -231,6 +233,8 @@ async def _run(
             base_port=settings.base_port,
             hosts=network.hosts() if network else None,
             launch_prefixes=network.launch_prefixes() if network else None,
+            tls=settings.tls,
+            peer_tls=settings.tls,
         )
         services = {}
         try:
@@ -240,8 +244,8 @@ async def _run(
             await cluster.wait_leader()
             endpoints = [cluster.url(i) for i in cluster.ids]
             async with (
-                Coordinator(endpoints, attempts=3, timeout_s=5, retry_budget_s=8) as client,
-                Coordinator(endpoints, attempts=30, timeout_s=10, retry_budget_s=120) as patient,
+                Coordinator(endpoints, attempts=3, timeout_s=5, retry_budget_s=8, **cluster.tls_files) as client,
+                Coordinator(endpoints, attempts=30, timeout_s=10, retry_budget_s=120, **cluster.tls_files) as patient,
             ):
                 for name, service in services.items():
                     await patient.put_service(name, service.url)

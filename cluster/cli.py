@@ -427,6 +427,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.baseline,
             args.runs,
             args.profile,
+            args.tls,
         )
     except ValueError as exc:
         raise UsageError(f"coordinator bench: {exc}") from None
@@ -457,6 +458,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         aim=args.aim,
         fault_interval_s=fault_interval_s,
         partition_s=partition_s,
+        tls=args.tls,
     )
     try:
         passed, _ = asyncio.run(run_chaos(settings))
@@ -590,6 +592,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--fault-interval", default="4,8", metavar="LOW,HIGH", help="seconds from one fault's start to the next"
     )
     chaos.add_argument("--partition-s", default="2,6", metavar="LOW,HIGH", help="how long a partition lasts")
+    chaos.add_argument(
+        "--tls", action="store_true", help="the cluster's APIs and Raft over TLS (a CA of the run's own)"
+    )
     chaos.set_defaults(run=cmd_chaos)
 
     add_simulate_parser(commands)
@@ -614,6 +619,11 @@ def build_parser() -> argparse.ArgumentParser:
         const="bench-profile.folded",
         metavar="FILE",
         help="py-spy the leader; folded stacks to FILE",
+    )
+    bench.add_argument(
+        "--tls",
+        action="store_true",
+        help="the cluster it starts serves its APIs and Raft over TLS (with --endpoints: $COORDINATOR_CA_FILE...)",
     )
     bench.set_defaults(run=cmd_bench)
 

@@ -61,10 +61,11 @@ async def worker(one: Callable[[], Awaitable[None]], until: float, results: Resu
 
 
 @contextlib.asynccontextmanager
-async def clients(endpoints: list[str], concurrency: int) -> AsyncIterator[list[Coordinator]]:
-    """One :class:`Coordinator` per WORKERS_PER_CLIENT workers; worker n uses ``made[n % len(made)]``."""
+async def clients(endpoints: list[str], concurrency: int, **tls: str | None) -> AsyncIterator[list[Coordinator]]:
+    """One :class:`Coordinator` per WORKERS_PER_CLIENT workers; worker n uses
+    ``made[n % len(made)]``; ``tls``: their ``ca_file``, ``cert_file``, ``key_file``."""
     made = [
-        Coordinator(endpoints, attempts=10, timeout_s=30)
+        Coordinator(endpoints, attempts=10, timeout_s=30, **tls)
         for _ in range(max(1, math.ceil(concurrency / WORKERS_PER_CLIENT)))
     ]
     try:

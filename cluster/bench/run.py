@@ -22,6 +22,7 @@ In the same invocation, one after the other:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import tempfile
@@ -35,6 +36,7 @@ import aiohttp
 from aiohttp import web
 
 from coordinator.client import Coordinator
+from coordinator.client.tls import ClientTls
 from coordinator.cluster.bench.baseline import run_pysyncobj_baseline
 from coordinator.cluster.bench.etcd import run_etcd_baseline
 from coordinator.cluster.bench.failover import render_failover, run_failover
@@ -64,6 +66,7 @@ class BenchOptions:
     baseline: str | None = None
     runs: int = 20  # failover only
     profile: str | None = None  # folded-stacks file for py-spy
+    tls: bool = False  # the cluster's APIs and Raft over TLS (a CA of the run's own)
 
     def __post_init__(self) -> None:
         if self.workload not in WORKLOADS + ("failover",):
@@ -76,6 +79,8 @@ class BenchOptions:
             raise ValueError(f"--runs: 1 to {FAILOVER_RUNS_MAX}")
         if self.baseline is not None and self.baseline not in BASELINES:
             raise ValueError(f"--baseline: one of {', '.join(BASELINES)}")
+        if self.tls and self.workload == "failover":
+            raise ValueError("--tls: measured for the workloads, not for --workload failover")
         if self.baseline == "etcd" and self.workload != "registry":
             raise ValueError("--baseline etcd compares registry writes with etcd puts: use --workload registry")
         if self.workload == "failover" and (self.baseline or self.profile or self.endpoints):
@@ -148,14 +153,20 @@ async def run_bench(options: BenchOptions) -> dict:
     tmp = tempfile.TemporaryDirectory(prefix="coordinator-bench-")
     profiler = Profiler(options.profile)
     endpoints = list(options.endpoints) if options.endpoints else None
+    # --endpoints: the CA and client certificate of $COORDINATOR_CA_FILE and the others
+    tls = ClientTls.resolve()
     try:
         if endpoints is None:
-            cluster = LocalCluster(Path(tmp.name) / "cluster", nodes=options.nodes)
+            cluster = LocalCluster(
+                Path(tmp.name) / "cluster", nodes=options.nodes, tls=options.tls, peer_tls=options.tls
+            )
             cluster.start()
             await cluster.wait_leader()
             endpoints = [cluster.url(i) for i in cluster.ids]
+            tls = cluster.client_tls()
+        tls_files = dataclasses.asdict(tls) if tls is not None else {}
         marks: dict[str, Any] = {}
-        async with clients(endpoints, options.concurrency) as pool:
+        async with clients(endpoints, options.concurrency, **tls_files) as pool:
             client = pool[0]
             for name, url in urls.items():
                 await client.put_service(name, url)
@@ -163,10 +174,10 @@ async def run_bench(options: BenchOptions) -> dict:
             async def mark_start() -> None:
                 info = await client.cluster()
                 marks["commit_index"], marks["client_cpu_s"] = info.commit_index, time.process_time()
-                marks["commands"] = await commands_on(endpoints)
+                marks["commands"] = await commands_on(endpoints, tls)
                 if cluster is not None:
                     marks["cpu_s"] = {n: proc_stats(cluster.supervisor.pid(n))[0] for n in cluster.ids}
-                    leader = info.leader["id"] if info.leader else None
+                    leader = marks["leader"] = info.leader["id"] if info.leader else None
                     profiler.start(cluster.supervisor.pid(leader) if leader else None, options.duration_s)
 
             results, elapsed = await closed_loop(
@@ -178,12 +189,16 @@ async def run_bench(options: BenchOptions) -> dict:
             )
             client_cpu_s = time.process_time() - marks["client_cpu_s"]
             entries = (await client.cluster()).commit_index - marks["commit_index"]
-            commands_after = await commands_on(endpoints)
+            commands_after = await commands_on(endpoints, tls)
         commands = None if commands_after is None or marks["commands"] is None else commands_after - marks["commands"]
         result = summary(options.workload, options.concurrency, results, elapsed)
         result.update(_per_workflow_and_second(result["completed"], elapsed, entries, commands))
         result["nodes"] = _node_stats(cluster, marks.get("cpu_s", {}))
         result["client_cpu_s"] = round(client_cpu_s, 2)
+        result["cpu_ms_per_workflow"] = cpu_per_workflow(
+            result["nodes"], marks.get("leader"), client_cpu_s, result["completed"]
+        )
+        result["tls"] = options.tls
         result["baseline"], result["ratio"] = None, None
         result["profile"] = await profiler.finish()
         return result
@@ -212,13 +227,37 @@ def _per_workflow_and_second(completed: int, elapsed_s: float, entries: int, com
     }
 
 
-async def commands_on(endpoints: list[str]) -> int | None:
+def cpu_per_workflow(nodes: list[dict], leader: str | None, client_cpu_s: float, completed: int) -> dict | None:
+    """Milliseconds of CPU per completed workflow over the measured window:
+    every process the run started (``total``), the leader at the start of
+    the window, the followers together, the bench client. Steadier than
+    throughput on a shared machine; None without a local cluster or with
+    nothing completed."""
+    if not nodes or not completed:
+        return None
+    leader_s = sum(n["cpu_s"] for n in nodes if n["id"] == leader)
+    followers_s = sum(n["cpu_s"] for n in nodes if n["id"] != leader)
+
+    def ms(seconds: float) -> float:
+        return round(seconds * 1000 / completed, 3)
+
+    return {
+        "total": ms(leader_s + followers_s + client_cpu_s),
+        "leader": ms(leader_s),
+        "followers": ms(followers_s),
+        "client": ms(client_cpu_s),
+    }
+
+
+async def commands_on(endpoints: list[str], tls: ClientTls | None = None) -> int | None:
     """Commands applied so far by the most advanced node (each node applies
     them all), from ``/metrics``; None if no node exports the counter."""
     token = os.environ.get("COORDINATOR_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     counts = []
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5), headers=headers) as session:
+    connector = aiohttp.TCPConnector(ssl=tls.ssl_context()) if tls is not None else None
+    timeout = aiohttp.ClientTimeout(total=5)
+    async with aiohttp.ClientSession(timeout=timeout, headers=headers, connector=connector) as session:
         for endpoint in endpoints:
             try:
                 async with session.get(endpoint.rstrip("/") + "/metrics") as response:
@@ -283,7 +322,8 @@ def render(result: dict) -> str:
         return render_failover(result)
     latency = result["latency_ms"]
     lines = [
-        f"workload {result['workload']}  concurrency {result['concurrency']}  duration {result['duration_s']} s",
+        f"workload {result['workload']}  concurrency {result['concurrency']}  duration {result['duration_s']} s"
+        + ("  TLS" if result.get("tls") else ""),
         f"completed {result['completed']}  throughput {result['throughput_per_s']}/s  errors {result['errors'] or 0}",
         f"latency ms  p50 {latency['p50']}  p90 {latency['p90']}  p99 {latency['p99']}  max {latency['max']}",
         f"per workflow: raft entries {result['entries_per_workflow']}, commands {result.get('commands_per_workflow')}; "
@@ -291,6 +331,12 @@ def render(result: dict) -> str:
     ]
     lines += [f"node {n['id']}: cpu {n['cpu_s']} s, peak rss {n['rss_mb_max']} MB" for n in result["nodes"]]
     lines.append(f"bench client: cpu {result.get('client_cpu_s')} s")
+    cost = result.get("cpu_ms_per_workflow")
+    if cost:
+        lines.append(
+            f"cpu ms per workflow: total {cost['total']}  leader {cost['leader']}  "
+            f"followers {cost['followers']}  client {cost['client']}"
+        )
     lines += _render_baseline(result)
     return "\n".join(lines)
 

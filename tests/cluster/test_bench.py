@@ -13,7 +13,7 @@ from coordinator.cluster.bench.chart import main as chart_main
 from coordinator.cluster.bench.chart import series
 from coordinator.cluster.bench.etcd import etcd_binary, etcd_command, run_etcd_baseline
 from coordinator.cluster.bench.failover import Observations, fence_term
-from coordinator.cluster.bench.run import BenchOptions, attach_baseline
+from coordinator.cluster.bench.run import BenchOptions, attach_baseline, cpu_per_workflow
 from coordinator.cluster.bench.stats import (
     commands_committed,
     distribution_ms,
@@ -123,6 +123,7 @@ def test_no_baseline_leaves_ratio_null():
         ({"workload": "failover", "nodes": 1}, "--nodes 3"),
         ({"baseline": "zookeeper"}, "--baseline"),
         ({"concurrency": 0}, "--concurrency"),
+        ({"workload": "failover", "tls": True}, "--tls"),
     ],
 )
 def test_options_refuse_what_cannot_be_measured(overrides, words):
@@ -239,3 +240,11 @@ def test_chart_writes_a_png(tmp_path):
     output = tmp_path / "docs" / "bench.png"
     assert chart_main([*paths, "-o", str(output)]) == 0
     assert output.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_cpu_per_workflow_splits_leader_followers_and_client():
+    nodes = [{"id": "n1", "cpu_s": 1.0}, {"id": "n2", "cpu_s": 3.0}, {"id": "n3", "cpu_s": 1.5}]
+    cost = cpu_per_workflow(nodes, "n2", client_cpu_s=2.0, completed=1000)
+    assert cost == {"total": 7.5, "leader": 3.0, "followers": 2.5, "client": 2.0}
+    assert cpu_per_workflow(nodes, "n2", 2.0, completed=0) is None
+    assert cpu_per_workflow([], None, 2.0, completed=10) is None

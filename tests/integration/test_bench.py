@@ -70,6 +70,17 @@ def test_bench_with_the_pysyncobj_baseline_writes_the_issue_shape(tmp_path):
     assert "never fsyncs" in stdout and "ratio" in stdout
 
 
+def test_bench_over_tls_reports_the_cpu_each_workflow_costs(tmp_path):
+    result, stdout = bench(
+        tmp_path, "--workload", "saga2", "--concurrency", "4", "--duration", "2", "--warmup", "0.5", "--tls"
+    )
+    assert result["tls"] is True and result["completed"] > 0 and not result["errors"]
+    cost = result["cpu_ms_per_workflow"]
+    assert set(cost) == {"total", "leader", "followers", "client"} and cost["leader"] > 0
+    assert cost["total"] == pytest.approx(cost["leader"] + cost["followers"] + cost["client"], abs=0.01)
+    assert "TLS" in stdout.splitlines()[0] or "  TLS" in stdout
+
+
 @pytest.mark.skipif(etcd_binary() is None, reason="no etcd binary (Debian: apt-get install etcd-server)")
 def test_bench_registry_against_etcd(tmp_path):
     result, _ = bench(
