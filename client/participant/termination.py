@@ -21,6 +21,12 @@ coordinator `GET {endpoint}/v1/transactions/{tx_id}`:
     resolver = TerminationResolver(endpoints, store, participant, after_s=30, token=api_token)
     app.cleanup_ctx.append(resolver.cleanup_ctx)
 
+A cluster serving TLS (``https://`` endpoints) is verified against the
+system's CAs, or ``ssl_context=`` (e.g.
+``coordinator.client.tls.ClientTls(ca_file=...).ssl_context()``, which also
+presents a client certificate for mutual TLS). A token with the ``read``
+role is all the resolver needs.
+
 Pass the `TwoPhaseParticipant` that `add_twopc_routes` returned as
 `handler` so the resolver and the routes share per-transaction locks; a
 plain `TwoPhaseHandler` also works (commit()/abort() are idempotent anyway).
@@ -30,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import Any
@@ -66,10 +73,12 @@ class TerminationResolver:
         request_timeout_s: float = 5.0,
         headers: Mapping[str, str] | None = None,
         token: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         """`token`: the coordinator's API token, sent as ``Authorization:
-        Bearer`` to the cluster's nodes only."""
+        Bearer`` to the cluster's nodes only; `ssl_context`: what verifies
+        ``https://`` nodes (default: the system's CAs)."""
         endpoints = tuple(endpoint.rstrip("/") for endpoint in coordinator_endpoints)
         if not 1 <= len(endpoints) <= ENDPOINTS_MAX:
             raise ValueError(f"give 1..{ENDPOINTS_MAX} coordinator endpoints (ENDPOINTS_MAX)")
@@ -97,6 +106,7 @@ class TerminationResolver:
         self._timeout = aiohttp.ClientTimeout(total=request_timeout_s)
         self._headers = dict(headers or {})
         self._clock = clock
+        self._ssl = ssl_context
         self._session: aiohttp.ClientSession | None = None
         self._task: asyncio.Task[None] | None = None
         self._stopping = asyncio.Event()
@@ -104,7 +114,7 @@ class TerminationResolver:
     async def start(self) -> None:
         assert self._task is None, "already started"
         self._stopping.clear()
-        self._session = aiohttp.ClientSession(headers=self._headers, timeout=self._timeout)
+        self._session = self._new_session()
         self._task = asyncio.create_task(self._run(), name="participant-termination-resolver")
 
     async def stop(self) -> None:
@@ -144,9 +154,13 @@ class TerminationResolver:
     async def resolve_once(self) -> int:
         """One round; return how many transactions it committed or aborted."""
         if self._session is None:
-            async with aiohttp.ClientSession(headers=self._headers, timeout=self._timeout) as session:
+            async with self._new_session() as session:
                 return await self._resolve_with(session)
         return await self._resolve_with(self._session)
+
+    def _new_session(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+        return aiohttp.ClientSession(headers=self._headers, timeout=self._timeout, connector=connector)
 
     async def _resolve_with(self, session: aiohttp.ClientSession) -> int:
         stuck = self._store.transactions_in_state(

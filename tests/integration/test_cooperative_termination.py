@@ -8,6 +8,7 @@ from aiohttp import web
 
 from coordinator.client import Coordinator
 from coordinator.client.participant import CallbackHandler, MemoryStore, TerminationResolver, add_twopc_routes
+from coordinator.cluster.launcher.local import LocalCluster
 
 pytestmark = pytest.mark.integration
 
@@ -20,6 +21,21 @@ async def serve(app):
 
 
 async def test_a_prepared_participant_cut_off_from_phase_two_learns_the_decision(cluster):
+    await _cut_off_from_phase_two(cluster, {}, {})
+
+
+async def test_the_resolver_asks_a_tls_cluster(tmp_path):
+    """Over https, verified against the cluster's CA."""
+    local = LocalCluster(tmp_path / "c", tls=True)
+    local.start()
+    try:
+        await local.wait_leader()
+        await _cut_off_from_phase_two(local, local.tls_files, {"ssl_context": local.client_tls().ssl_context()})
+    finally:
+        await local.close()
+
+
+async def _cut_off_from_phase_two(cluster, client_kwargs, resolver_kwargs):
     applied = {}
     cut_off = {"on": True}
 
@@ -47,7 +63,7 @@ async def test_a_prepared_participant_cut_off_from_phase_two_learns_the_decision
     runners = [await serve(app), await serve(other)]
     follower_only = None
     try:
-        async with Coordinator([cluster.url(i) for i in cluster.ids]) as c:
+        async with Coordinator([cluster.url(i) for i in cluster.ids], **client_kwargs) as c:
             await c.put_service("cut-off", runners[0][1])
             await c.put_service("healthy", runners[1][1])
             definition = {
@@ -70,7 +86,9 @@ async def test_a_prepared_participant_cut_off_from_phase_two_learns_the_decision
             # Ask a follower on purpose: it redirects to the leader.
             leader = await cluster.wait_leader()
             follower_only = [cluster.url(i) for i in cluster.ids if i != leader]
-            async with TerminationResolver(follower_only, store, participant, after_s=0.1, poll_interval_s=0.1):
+            async with TerminationResolver(
+                follower_only, store, participant, after_s=0.1, poll_interval_s=0.1, **resolver_kwargs
+            ):
                 while "coop-1" not in applied:
                     assert time.monotonic() < deadline, "the resolver never applied the decision"
                     await asyncio.sleep(0.05)
