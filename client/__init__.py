@@ -9,6 +9,7 @@ from .coordinator import DEFAULT_ENDPOINTS, DEFAULT_GRPC_ENDPOINTS, Coordinator
 from .errors import (
     Conflict,
     CoordinatorError,
+    Forbidden,
     InvalidRequest,
     NoLeader,
     NotFound,
@@ -48,5 +49,6 @@ __all__ = [
     "TooLarge",
     "Transaction",
     "Unauthorized",
+    "Forbidden",
     "Unavailable",
 ]
