@@ -70,9 +70,10 @@ class SagaStore(WorkflowStore[machine.SagaDefinition, machine.SagaState]):
 
     def redrive(self, index: int, at_ms: int, body: Any) -> dict:
         saga_id, state = self.lookup(body)
+        by = command_by(body)
         if state.status is not machine.SagaStatus.STUCK:
             raise Rejection("conflict", f"saga {saga_id!r} is {state.status.value}, not stuck")
-        return self._step(index, saga_id, state, machine.Redrive(at_ms=at_ms, by=command_by(body)))
+        return self._step(index, saga_id, state, machine.Redrive(at_ms=at_ms, by=by))
 
     def forget(self, pruned: set[str]) -> None:
         for service, outcomes in self.outcomes.items():
