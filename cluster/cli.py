@@ -33,13 +33,13 @@ from coordinator.cluster.core.config import (
     NodeConfig,
     generate_secret,
     load_cluster_file,
+    load_tokens,
     local_cluster,
     read_secret,
     write_cluster_file,
 )
 from coordinator.cluster.core.files import owner_only_umask, private_dir
 from coordinator.cluster.core.netpolicy import literal_address
-from coordinator.cluster.core.tokens import load_tokens
 from coordinator.cluster.demo.run import run_demo
 from coordinator.cluster.launcher.supervisor import Supervisor, die_with_parent
 

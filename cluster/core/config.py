@@ -76,7 +76,14 @@ from coordinator.cluster.core.files import PRIVATE_FILE_MODE
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
 from coordinator.cluster.core.tls import NodeTls, TlsSettings
-from coordinator.cluster.core.tokens import TokenTable
+from coordinator.cluster.core.tokens import (
+    SINGLE_TOKEN_NAME,
+    TOKENS_FILE_BYTES_MAX,
+    Token,
+    TokenFileError,
+    TokenTable,
+    parse_tokens,
+)
 from coordinator.consensus import RaftSettings
 
 __all__ = [
@@ -89,6 +96,7 @@ __all__ = [
     "write_cluster_file",
     "local_cluster",
     "generate_secret",
+    "load_tokens",
     "read_private_file",
     "read_secret",
     "NODES_MAX",
@@ -554,3 +562,27 @@ def read_private_file(path: Path, what: str, bytes_max: int = SECRET_FILE_BYTES_
         return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: {what} is not UTF-8 text") from None
+
+
+def load_tokens(token_file: Path | None, tokens_file: Path | None) -> TokenTable | None:
+    """The tokens of ``token_file`` (single-token mode) and ``tokens_file``,
+    both checked like the cluster secret; None when neither is set (the API
+    is open). ConfigError, one line, when either cannot be used."""
+    if token_file is None and tokens_file is None:
+        return None
+    tokens: list[Token] = []
+    if token_file is not None:
+        tokens.extend(TokenTable.single(read_secret(token_file, "the API token")).tokens)
+    if tokens_file is not None:
+        text = read_private_file(tokens_file, "the tokens file", TOKENS_FILE_BYTES_MAX)
+        try:
+            entries = parse_tokens(text, str(tokens_file))
+        except TokenFileError as exc:
+            raise ConfigError(str(exc)) from None
+        for i, token in enumerate(entries):
+            if token_file is not None and token.name == SINGLE_TOKEN_NAME:
+                raise ConfigError(f"{tokens_file}: tokens[{i}].name: {SINGLE_TOKEN_NAME!r} is token_file's token")
+            if token_file is not None and token.digest == tokens[0].digest:
+                raise ConfigError(f"{tokens_file}: tokens[{i}]: the same token as token_file")
+            tokens.append(token)
+    return TokenTable(tokens)

@@ -17,7 +17,8 @@ Roles are cumulative: ``read`` < ``submit`` < ``operate`` < ``admin``; a
 token may do what its role and every role below it may
 (cluster/api/roles.py says which role each route and RPC needs).
 ``[cluster] token_file`` (one token, the single-token mode) is one more
-token, named ``admin``, with role ``admin``; both files may be set.
+token, named ``admin``, with role ``admin``; both files may be set
+(``load_tokens`` in cluster/core/config.py reads them).
 
 A presented token is hashed (SHA-256) and its digest compared with every
 entry's in constant time (``hmac.compare_digest``, no early exit), so
@@ -34,7 +35,6 @@ import hmac
 import re
 import tomllib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from coordinator.cluster.stores.who import TOKEN_NAME_PATTERN
 
@@ -44,8 +44,8 @@ __all__ = [
     "TOKENS_FILE_BYTES_MAX",
     "Role",
     "Token",
+    "TokenFileError",
     "TokenTable",
-    "load_tokens",
     "parse_tokens",
 ]
 
@@ -56,6 +56,12 @@ TOKEN_CHARS_MIN = 16
 TOKEN_CHARS_MAX = 4096
 _TOKEN = re.compile(r"[\x21-\x7e]+")  # what fits in "Authorization: Bearer TOKEN"
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class TokenFileError(ValueError):
+    """A tokens file that cannot be used; one line naming the file and the entry
+    (the cluster file's loader answers it as a ConfigError: ``load_tokens`` in
+    cluster/core/config.py)."""
 
 
 class Role(enum.IntEnum):
@@ -123,78 +129,54 @@ def _digest(token: str | bytes) -> bytes:
 
 
 def parse_tokens(text: str, where: str) -> tuple[Token, ...]:
-    """The entries of a tokens file's text; ConfigError (one line, naming
+    """The entries of a tokens file's text; TokenFileError (one line, naming
     ``where`` and the entry) for anything wrong."""
-    from coordinator.cluster.core.config import ConfigError
-
     try:
         doc = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{where}: not valid TOML: {exc}") from None
+        raise TokenFileError(f"{where}: not valid TOML: {exc}") from None
     unknown = set(doc) - {"tokens"}
     if unknown:
-        raise ConfigError(f"{where}: unknown key {sorted(unknown)[0]!r} (a tokens file has [[tokens]] entries)")
+        raise TokenFileError(f"{where}: unknown key {sorted(unknown)[0]!r} (a tokens file has [[tokens]] entries)")
     entries = doc.get("tokens")
     if not isinstance(entries, list) or not entries:
-        raise ConfigError(f"{where}: needs [[tokens]] entries")
+        raise TokenFileError(f"{where}: needs [[tokens]] entries")
     if len(entries) > TOKENS_MAX:
-        raise ConfigError(f"{where}: at most {TOKENS_MAX} tokens")
+        raise TokenFileError(f"{where}: at most {TOKENS_MAX} tokens")
     tokens: list[Token] = []
     names: dict[str, int] = {}
     digests: dict[bytes, int] = {}
     for i, entry in enumerate(entries):
         at = f"{where}: tokens[{i}]"
         if not isinstance(entry, dict):
-            raise ConfigError(f"{at}: must be a table")
+            raise TokenFileError(f"{at}: must be a table")
         unknown = set(entry) - {"name", "role", "token", "sha256"}
         if unknown:
-            raise ConfigError(f"{at}.{sorted(unknown)[0]}: unknown field")
+            raise TokenFileError(f"{at}.{sorted(unknown)[0]}: unknown field")
         name = entry.get("name")
         if not isinstance(name, str) or not TOKEN_NAME_PATTERN.fullmatch(name):
-            raise ConfigError(f"{at}.name: must match [a-z0-9][a-z0-9._-]{{0,63}}")
+            raise TokenFileError(f"{at}.name: must match [a-z0-9][a-z0-9._-]{{0,63}}")
         if name in names:
-            raise ConfigError(f"{at}.name: {name!r} is also the name of tokens[{names[name]}]")
+            raise TokenFileError(f"{at}.name: {name!r} is also the name of tokens[{names[name]}]")
         role = ROLES.get(entry.get("role"))  # type: ignore[arg-type]
         if role is None:
-            raise ConfigError(f"{at}.role: must be one of {', '.join(ROLES)}, not {entry.get('role')!r}")
+            raise TokenFileError(f"{at}.role: must be one of {', '.join(ROLES)}, not {entry.get('role')!r}")
         if ("token" in entry) == ("sha256" in entry):
-            raise ConfigError(f"{at}: give exactly one of token or sha256")
+            raise TokenFileError(f"{at}: give exactly one of token or sha256")
         if "token" in entry:
             token = entry["token"]
             if not isinstance(token, str) or not TOKEN_CHARS_MIN <= len(token) <= TOKEN_CHARS_MAX:
-                raise ConfigError(f"{at}.token: must have {TOKEN_CHARS_MIN} to {TOKEN_CHARS_MAX} characters")
+                raise TokenFileError(f"{at}.token: must have {TOKEN_CHARS_MIN} to {TOKEN_CHARS_MAX} characters")
             if not _TOKEN.fullmatch(token):
-                raise ConfigError(f"{at}.token: printable ASCII only, no spaces")
+                raise TokenFileError(f"{at}.token: printable ASCII only, no spaces")
             digest = _digest(token)
         else:
             hexdigest = entry["sha256"]
             if not isinstance(hexdigest, str) or not _SHA256.fullmatch(hexdigest):
-                raise ConfigError(f"{at}.sha256: must be the 64 hex digits of the token's SHA-256")
+                raise TokenFileError(f"{at}.sha256: must be the 64 hex digits of the token's SHA-256")
             digest = bytes.fromhex(hexdigest)
         if digest in digests:
-            raise ConfigError(f"{at}: the same token as tokens[{digests[digest]}]; every token names one holder")
+            raise TokenFileError(f"{at}: the same token as tokens[{digests[digest]}]; every token names one holder")
         names[name], digests[digest] = i, i
         tokens.append(Token(name, role, digest))
     return tuple(tokens)
-
-
-def load_tokens(token_file: Path | None, tokens_file: Path | None) -> TokenTable | None:
-    """The tokens of ``token_file`` (single-token mode) and ``tokens_file``,
-    both checked like the cluster secret; None when neither is set (the API
-    is open). ConfigError, one line, when either cannot be used."""
-    from coordinator.cluster.core.config import ConfigError, read_private_file, read_secret
-
-    if token_file is None and tokens_file is None:
-        return None
-    tokens: list[Token] = []
-    if token_file is not None:
-        tokens.extend(TokenTable.single(read_secret(token_file, "the API token")).tokens)
-    if tokens_file is not None:
-        text = read_private_file(tokens_file, "the tokens file", TOKENS_FILE_BYTES_MAX)
-        for i, token in enumerate(parse_tokens(text, str(tokens_file))):
-            if token_file is not None and token.name == SINGLE_TOKEN_NAME:
-                raise ConfigError(f"{tokens_file}: tokens[{i}].name: {SINGLE_TOKEN_NAME!r} is token_file's token")
-            if token_file is not None and token.digest == tokens[0].digest:
-                raise ConfigError(f"{tokens_file}: tokens[{i}]: the same token as token_file")
-            tokens.append(token)
-    return TokenTable(tokens)

@@ -34,11 +34,10 @@ from aiohttp import web
 
 from coordinator.cluster.api.grpc_api import GrpcApi
 from coordinator.cluster.api.http_api import build_app
-from coordinator.cluster.core.config import ConfigError, NodeConfig
+from coordinator.cluster.core.config import ConfigError, NodeConfig, load_tokens
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.node import Node
 from coordinator.cluster.core.state import ClusterState
-from coordinator.cluster.core.tokens import load_tokens
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.callers import ParticipantCallers
 from coordinator.cluster.executor.executor import Executor

@@ -10,9 +10,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from coordinator.cluster.api import roles
 from coordinator.cluster.api.http_api import build_app
-from coordinator.cluster.core.config import ApiSettings, ConfigError, load_cluster_file
+from coordinator.cluster.core.config import ApiSettings, ConfigError, load_cluster_file, load_tokens
 from coordinator.cluster.core.errors import Forbidden, Unauthorized
-from coordinator.cluster.core.tokens import Role, TokenTable, load_tokens, parse_tokens
+from coordinator.cluster.core.tokens import Role, TokenFileError, TokenTable, parse_tokens
 
 GOOD = "x" * 16
 
@@ -48,7 +48,7 @@ def entry(name="ci", role="submit", secret=f'token = "{GOOD}"'):
     ],
 )
 def test_a_bad_tokens_file_is_one_line_naming_the_entry(text, message):
-    with pytest.raises(ConfigError) as error:
+    with pytest.raises(TokenFileError) as error:
         parse_tokens(text, "tokens.toml")
     assert message in str(error.value)
     assert str(error.value).startswith("tokens.toml: ") and "\n" not in str(error.value)
@@ -76,6 +76,10 @@ def test_the_file_is_checked_like_the_secret_and_token_file_is_admin(tmp_path):
     with pytest.raises(ConfigError, match="readable by others; run chmod 600"):
         load_tokens(None, tokens)
     os.chmod(tokens, 0o600)
+    write(tokens, entry(role="writer"))
+    with pytest.raises(ConfigError, match=r"tokens.toml: tokens\[0\].role"):
+        load_tokens(None, tokens)
+    write(tokens, entry("dash", "read"))
     (tmp_path / "link.toml").symlink_to(tokens)
     with pytest.raises(ConfigError, match="symbolic link"):
         load_tokens(None, tmp_path / "link.toml")
