@@ -9,6 +9,7 @@ from .coordinator import DEFAULT_ENDPOINTS, DEFAULT_GRPC_ENDPOINTS, Coordinator
 from .errors import (
     Conflict,
     CoordinatorError,
+    Forbidden,
     InvalidRequest,
     NoLeader,
     NotFound,
@@ -50,5 +51,6 @@ __all__ = [
     "TooLarge",
     "Transaction",
     "Unauthorized",
+    "Forbidden",
     "Unavailable",
 ]

@@ -110,7 +110,7 @@ class GrpcTransport(Transport):
             )
         error = error_from_grpc(exc)
         hint = ""
-        if isinstance(error, Unavailable) and "Socket closed" in details:
+        if isinstance(error, Unavailable) and ("Socket closed" in details or "Connection reset" in details):
             if self._credentials is None:
                 hint = " (a node serving TLS drops a plain connection: --ca-file or tls=True)"
             elif self.tls is not None and self.tls.cert_file is None:

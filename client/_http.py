@@ -179,7 +179,8 @@ class HttpTransport(Transport):
         """What a dropped connection may mean when TLS is in play: a node with
         ``[tls]`` drops plain HTTP, and with mutual TLS a client without a
         certificate (after the handshake, in TLS 1.3)."""
-        if not isinstance(exc, aiohttp.ServerDisconnectedError):
+        dropped = isinstance(exc, (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError))
+        if not dropped or isinstance(exc, aiohttp.ClientConnectorError):  # not: nothing listens there
             return ""
         if url.startswith("http://"):
             return " (a node serving TLS drops plain HTTP: use https:// endpoints)"

@@ -9,6 +9,7 @@
     └── Rejected                  a definite answer; never retried
         ├── InvalidRequest        400 invalid (``field`` names the problem)
         ├── Unauthorized          401
+        │   └── Forbidden         403 (the token's role is too low, or an Origin refused)
         ├── NotFound              404
         ├── Conflict              409
         ├── TooLarge              413
@@ -40,6 +41,7 @@ __all__ = [
     "Rejected",
     "InvalidRequest",
     "Unauthorized",
+    "Forbidden",
     "NotFound",
     "Conflict",
     "TooLarge",
@@ -105,6 +107,14 @@ class Unauthorized(Rejected):
     code = "unauthorized"
 
 
+class Forbidden(Unauthorized):
+    """A known token whose role the operation exceeds (``message`` names
+    both roles). A kind of Unauthorized, as gRPC's PERMISSION_DENIED was
+    before roles."""
+
+    code = "forbidden"
+
+
 class NotFound(Rejected):
     code = "not_found"
 
@@ -145,6 +155,7 @@ _BY_CODE: dict[str, type[CoordinatorError]] = {
     "outcome_unknown": OutcomeUnknown,
     "invalid": InvalidRequest,
     "unauthorized": Unauthorized,
+    "forbidden": Forbidden,
     "not_found": NotFound,
     "conflict": Conflict,
     "too_large": TooLarge,
@@ -154,6 +165,7 @@ _BY_CODE: dict[str, type[CoordinatorError]] = {
 _BY_STATUS: dict[int, type[CoordinatorError]] = {
     400: InvalidRequest,
     401: Unauthorized,
+    403: Forbidden,
     404: NotFound,
     409: Conflict,
     413: TooLarge,
@@ -185,7 +197,7 @@ _BY_GRPC_STATUS: dict[str, type[CoordinatorError]] = {
     "INVALID_ARGUMENT": InvalidRequest,
     "OUT_OF_RANGE": InvalidRequest,
     "UNAUTHENTICATED": Unauthorized,
-    "PERMISSION_DENIED": Unauthorized,
+    "PERMISSION_DENIED": Forbidden,
     "NOT_FOUND": NotFound,
     "ALREADY_EXISTS": Conflict,
     "ABORTED": Conflict,

@@ -34,6 +34,7 @@ from coordinator.cluster.core.config import (
     NodeConfig,
     generate_secret,
     load_cluster_file,
+    load_tokens,
     local_cluster,
     read_secret,
     write_cluster_file,
@@ -95,7 +96,7 @@ def insecure_bind_warning(cluster: ClusterConfig, nodes: list[NodeAddress], inse
     exposed = sorted(
         {n.http.rsplit(":", 1)[0] for n in nodes if not (_loopback_host(n.http) and _loopback_host(n.grpc))}
     )
-    if not exposed or cluster.token_file is not None:
+    if not exposed or cluster.token_file is not None or cluster.tokens_file is not None:
         return None
     if not insecure:
         raise UsageError(
@@ -115,14 +116,14 @@ def cmd_node(args: argparse.Namespace) -> int:
     warning = insecure_bind_warning(cluster, [cluster.node(args.id)], args.insecure)
     if warning:
         print(warning, file=sys.stderr, flush=True)
-    token = read_secret(cluster.token_file, "the API token") if cluster.token_file else None
+    tokens = load_tokens(cluster.token_file, cluster.tokens_file)
     key_file = cluster.participant_key_file
     participant_key = read_secret(key_file, "the participant signing key").encode() if key_file else None
     config = NodeConfig(
         cluster=cluster,
         node=cluster.node(args.id),
         secret=read_secret(cluster.secret_file),
-        token=token,
+        tokens=tokens,
         participant_key=participant_key,
     )
     if config.tls is not None:
@@ -375,6 +376,17 @@ def _print_saga(saga: Any, as_json: bool) -> None:
         for s in saga.steps
     ]
     print(_table(rows, ["STEP", "STATE", "ATTEMPTS", "OUTPUT", "ERROR"]))
+    _print_who(saga.history)
+
+
+def _print_who(history: tuple[dict, ...]) -> None:
+    """Who submitted, signalled and redrove (history records with ``by``):
+    "submitted by ci at ...", "signal approve by ops-alice at ..."."""
+    what = {"started": "submitted", "redrive": "redriven"}
+    for record in history:
+        if record.get("by"):
+            action = f"signal {record.get('signal')}" if record["event"] == "signal" else what.get(record["event"])
+            print(f"{action or record['event']} by {record['by']} at {record['at']}")
 
 
 def cmd_saga_submit(args: argparse.Namespace) -> int:
@@ -490,6 +502,7 @@ def cmd_tx_show(args: argparse.Namespace) -> int:
         f"transaction {tx.id}: {tx.state}, decision {tx.decision or '-'}  (created {tx.created_at}, updated {tx.updated_at})"
     )
     print(_table([[p["service"], p["vote"] or "-", p["state"]] for p in tx.participants], ["SERVICE", "VOTE", "STATE"]))
+    _print_who(tx.history)
     return EXIT_OK
 
 

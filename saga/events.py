@@ -73,9 +73,12 @@ class CompensationExhausted:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SignalReceived:
+    """`by`: who sent it (an API token's name), recorded in the history."""
+
     name: str
     payload: object
     at_ms: int
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,9 +93,11 @@ class DeadlineReached:
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Redrive:
-    """An operator asks a stuck saga to resume compensating."""
+    """An operator asks a stuck saga to resume compensating; `by` as for
+    `SignalReceived`."""
 
     at_ms: int
+    by: str | None = None
 
 
 Event = (

@@ -48,12 +48,14 @@ Transition = tuple[SagaState, tuple[Effect, ...]]
 _NO_EFFECTS: tuple[Effect, ...] = ()
 
 
-def start(definition: SagaDefinition, at_ms: int) -> Transition:
+def start(definition: SagaDefinition, at_ms: int, by: str | None = None) -> Transition:
     """A new saga for `definition` (which must carry its id), created at
-    `at_ms`: step 0 is dispatched."""
+    `at_ms` (submitted `by` whom, recorded in "started"): step 0 is dispatched."""
     if not is_count(at_ms):
         raise InputError(f"at_ms must be a non-negative integer, not {at_ms!r}")
-    state = initial_state(definition, at_ms)  # InputError without an id
+    if not (by is None or isinstance(by, str)):
+        raise InputError(f"by must be a name or None, not {by!r}")
+    state = initial_state(definition, at_ms, by)  # InputError without an id
     state, effects = _advance(state, 0, at_ms)
     check_state(state)
     return state, effects
@@ -182,13 +184,20 @@ def _on_signal(state: SagaState, event: SignalReceived) -> Transition:
     index = state.the_index_in(StepStatus.RUNNING)
     spec = state.definition.steps[index]
     if isinstance(spec, AwaitStep) and spec.signal == event.name:
-        state = record(state, event.at_ms, HistoryEvent.SIGNAL, step=spec.name, signal=event.name)
+        state = record(state, event.at_ms, HistoryEvent.SIGNAL, step=spec.name, signal=event.name, by=_by(event))
         state = _succeed(state, index, payload_json, 0, event.at_ms)
         return _advance(state, index + 1, event.at_ms)
-    return _buffer_signal(state, index, event.name, payload_json, event.at_ms), _NO_EFFECTS
+    return _buffer_signal(state, index, event.name, payload_json, event.at_ms, _by(event)), _NO_EFFECTS
 
 
-def _buffer_signal(state: SagaState, running: int, name: str, payload_json: str, at_ms: int) -> SagaState:
+def _by(event: SignalReceived | Redrive) -> str | None:
+    """Who sent the event, as recorded: a name, else None."""
+    return event.by if isinstance(event.by, str) else None
+
+
+def _buffer_signal(
+    state: SagaState, running: int, name: str, payload_json: str, at_ms: int, by: str | None = None
+) -> SagaState:
     """Keep a signal for a later await step (the latest payload per name);
     a signal no later step waits for, or past SIGNALS_MAX, is dropped."""
     waited = any(isinstance(spec, AwaitStep) and spec.signal == name for spec in state.definition.steps[running + 1 :])
@@ -201,7 +210,7 @@ def _buffer_signal(state: SagaState, running: int, name: str, payload_json: str,
     if state.signals_buffered >= limits.SIGNALS_MAX:
         return state
     state = replace(state, signals=state.signals + ((name, payload_json),), signals_buffered=state.signals_buffered + 1)
-    return record(state, at_ms, HistoryEvent.SIGNAL, signal=name)
+    return record(state, at_ms, HistoryEvent.SIGNAL, signal=name, by=by)
 
 
 def _on_deadline(state: SagaState, event: DeadlineReached) -> Transition:
@@ -329,7 +338,7 @@ def _on_redrive(state: SagaState, event: Redrive) -> Transition:
     index = state.the_index_in(StepStatus.COMPENSATING)
     state = replace(state, status=SagaStatus.COMPENSATING, redrives=state.redrives + 1)
     if state.redrives <= limits.REDRIVES_RECORDED_MAX:
-        state = record(state, event.at_ms, HistoryEvent.REDRIVE)
+        state = record(state, event.at_ms, HistoryEvent.REDRIVE, by=_by(event))
         state = record(state, event.at_ms, HistoryEvent.COMPENSATING)
     return _issue_compensation(state, index, event.at_ms)
 

@@ -85,7 +85,9 @@ class HistoryRecord:
     """One line of a saga's history; absent details are None.
 
     A "signal" record without `step` is a signal buffered for a later await
-    step; with `step`, one delivered to the await step running.
+    step; with `step`, one delivered to the await step running. `by` names
+    who asked, on "started", "signal" and "redrive" records: the name of the
+    API token (None: no tokens, or a record older than token names).
     """
 
     at_ms: int
@@ -94,6 +96,7 @@ class HistoryRecord:
     attempts: int | None = None
     error: str | None = None
     signal: str | None = None
+    by: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +247,7 @@ def _step_from_dict(raw: dict) -> StepState:
     )
 
 
-_RECORD_DETAILS = ("step", "attempts", "error", "signal")
+_RECORD_DETAILS = ("step", "attempts", "error", "signal", "by")
 
 
 def _record_to_dict(record: HistoryRecord) -> dict:

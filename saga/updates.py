@@ -11,8 +11,8 @@ from .evolve import evolve as replace
 from .state import FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus, StepState, StepStatus
 
 
-def initial_state(definition: SagaDefinition, at_ms: int) -> SagaState:
-    """A saga just created: every step pending, history "started"."""
+def initial_state(definition: SagaDefinition, at_ms: int, by: str | None = None) -> SagaState:
+    """A saga just created: every step pending, history "started" (`by` whom)."""
     if definition.id is None:
         raise InputError("a saga starts from a definition with an id (see with_id)")
     return SagaState(
@@ -21,7 +21,7 @@ def initial_state(definition: SagaDefinition, at_ms: int) -> SagaState:
         status=SagaStatus.STARTED,
         steps=tuple(StepState() for _ in definition.steps),
         failure=None,
-        history=(HistoryRecord(at_ms, HistoryEvent.STARTED),),
+        history=(HistoryRecord(at_ms, HistoryEvent.STARTED, by=by),),
         signals=(),
         signals_buffered=0,
         redrives=0,

@@ -62,10 +62,13 @@ Step = tuple[TxState, tuple[Effect, ...]]
 _VOTED_STATUS = {Vote.YES: ParticipantStatus.PREPARED, Vote.NO: ParticipantStatus.REFUSED}
 
 
-def start(definition: TransactionDefinition, at_ms: int) -> Step:
-    """A new transaction in `preparing`; prepare every participant."""
+def start(definition: TransactionDefinition, at_ms: int, by: str | None = None) -> Step:
+    """A new transaction in `preparing`; prepare every participant. `by`
+    (who submitted it: an API token's name) is a detail of "started"."""
     if definition.id is None:
         raise InputError("a transaction starts from a definition with an id (see with_id)")
+    if not (by is None or isinstance(by, str)):
+        raise InputError(f"by must be a name or None, not {by!r}")
     check_at_ms(at_ms)
     state = TxState(
         definition=definition,
@@ -74,7 +77,7 @@ def start(definition: TransactionDefinition, at_ms: int) -> Step:
         participants=tuple(
             ParticipantState(service, None, ParticipantStatus.PREPARING) for service in definition.services
         ),
-        history=(HistoryRecord(at_ms, "started"),),
+        history=(HistoryRecord(at_ms, "started", () if by is None else (("by", by),)),),
         created_at_ms=at_ms,
         updated_at_ms=at_ms,
     )

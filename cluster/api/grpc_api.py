@@ -15,6 +15,7 @@ API's code), ``coordinator-leader`` (not_leader: the leader's gRPC address),
 | ------------------------------------------------ | -------------------- | ------- |
 | invalid                                          | INVALID_ARGUMENT     | 400     |
 | unauthorized                                     | UNAUTHENTICATED      | 401     |
+| forbidden (the token's role is too low)          | PERMISSION_DENIED    | 403     |
 | not_found                                        | NOT_FOUND            | 404     |
 | conflict                                         | ALREADY_EXISTS       | 409     |
 | too_large                                        | RESOURCE_EXHAUSTED   | 413     |
@@ -38,8 +39,8 @@ the status of its HTTP status (:data:`STATUS_BY_HTTP`), else UNKNOWN.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
-import hmac
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -49,11 +50,12 @@ import grpc
 
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
-from coordinator.cluster.api import operations
+from coordinator.cluster.api import operations, roles
 from coordinator.cluster.api.operations import LeaderElsewhere
 from coordinator.cluster.core.client_slots import ClientSlots, grpc_peer_host
 from coordinator.cluster.core.errors import ApiError, Overloaded
 from coordinator.cluster.core.node import Node
+from coordinator.cluster.core.tokens import Token
 
 __all__ = [
     "CODE_METADATA",
@@ -80,6 +82,7 @@ IDEMPOTENCY_METADATA = "idempotency-key"
 STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
     "invalid": grpc.StatusCode.INVALID_ARGUMENT,
     "unauthorized": grpc.StatusCode.UNAUTHENTICATED,
+    "forbidden": grpc.StatusCode.PERMISSION_DENIED,
     "not_found": grpc.StatusCode.NOT_FOUND,
     "conflict": grpc.StatusCode.ALREADY_EXISTS,
     "too_large": grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -95,6 +98,7 @@ STATUS_BY_CODE: dict[str, grpc.StatusCode] = {
 STATUS_BY_HTTP: dict[int, grpc.StatusCode] = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.ALREADY_EXISTS,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -136,6 +140,15 @@ def _json(value: Any) -> str:
 
 Handler = Callable[["CoordinatorService", Any, grpc.aio.ServicerContext], Awaitable[Any]]
 
+# The token of the call being served (each RPC runs in a task of its own).
+_CALLER: contextvars.ContextVar[Token | None] = contextvars.ContextVar("caller", default=None)
+
+
+def _by() -> str | None:
+    """The name of the call's token, what a write records as ``by``."""
+    token = _CALLER.get()
+    return token.name if token is not None else None
+
 
 def _peer_address(context: Any) -> str | None:
     """The caller's address of a gRPC peer ("ipv4:1.2.3.4:5", "ipv6:[::1]:5"), without the port."""
@@ -154,7 +167,7 @@ def _unary(method: Handler) -> Handler:
     @functools.wraps(method)
     async def handler(self: CoordinatorService, request: Any, context: grpc.aio.ServicerContext) -> Any:
         try:
-            self.authorize(context)
+            _CALLER.set(self.authorize(context, method.__name__))
             return await method(self, request, context)
         except ApiError as error:
             failure = error
@@ -174,7 +187,7 @@ def _streaming(method: Callable[..., AsyncIterator[Any]]) -> Callable[..., Async
     @functools.wraps(method)
     async def handler(self: CoordinatorService, request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
         try:
-            self.authorize(context)
+            _CALLER.set(self.authorize(context, method.__name__))
             async for message in method(self, request, context):
                 yield message
             return
@@ -200,24 +213,17 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     def __init__(self, node: Node) -> None:
         self.node = node
-        token = node.config.token
-        self._expected = f"Bearer {token}".encode() if token else None
         self.watches = 0
         limits = node.config.cluster.limits
         self.watch_slots = ClientSlots("watches", limits.watches_per_client_max)
         self.watch_life_s = limits.watch_life_s
 
-    def authorize(self, context: grpc.aio.ServicerContext) -> None:
-        """With a token configured: metadata ``authorization: Bearer TOKEN``
-        (compared in constant time), else unauthorized."""
-        if self._expected is None:
-            return
-        given = next((value for key, value in context.invocation_metadata() or () if key == "authorization"), "")
-        given = given.encode() if isinstance(given, str) else bytes(given)
-        if not hmac.compare_digest(given, self._expected):
-            error = ApiError("a valid authorization: Bearer token is required", code="unauthorized")
-            error.status = 401
-            raise error
+    def authorize(self, context: grpc.aio.ServicerContext, rpc: str) -> Token | None:
+        """With tokens configured (the node's current table): metadata
+        ``authorization: Bearer TOKEN`` of a token whose role ``rpc`` needs
+        (cluster/api/roles.py), else unauthorized or forbidden. The token,
+        or None without tokens."""
+        return roles.authorize(self.node.tokens, _metadata(context, "authorization"), roles.grpc_role(rpc), rpc)
 
     # -- cluster and services ------------------------------------------------------------
     @_unary
@@ -233,6 +239,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
             force=request.force,
             remote=_peer_address(context),
             request_id=_metadata(context, IDEMPOTENCY_METADATA),
+            by=_by(),
         )
         return pb.ObjectReply(object_json=_json(await put))
 
@@ -249,7 +256,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     @_unary
     async def DeleteService(self, request: pb.DeleteServiceRequest, context: Any) -> pb.ObjectReply:
         deleted = operations.delete_service(
-            self.node, request.name, request_id=_metadata(context, IDEMPOTENCY_METADATA)
+            self.node, request.name, request_id=_metadata(context, IDEMPOTENCY_METADATA), by=_by()
         )
         return pb.ObjectReply(object_json=_json(await deleted))
 
@@ -262,7 +269,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     # -- sagas and transactions ---------------------------------------------------------------
     async def _submit(self, kind: str, request: pb.SubmitRequest) -> pb.SubmitReply:
-        view, created = await operations.submit_workflow(self.node, kind, request.definition_json)
+        view, created = await operations.submit_workflow(self.node, kind, request.definition_json, by=_by())
         return pb.SubmitReply(object_json=_json(view), created=created)
 
     async def _get(self, kind: str, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:
@@ -297,12 +304,12 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def SignalSaga(self, request: pb.SignalSagaRequest, context: Any) -> pb.ObjectReply:
-        answer = await operations.signal_saga(self.node, request.id, request.name, request.payload_json)
+        answer = await operations.signal_saga(self.node, request.id, request.name, request.payload_json, by=_by())
         return pb.ObjectReply(object_json=_json(answer))
 
     @_unary
     async def RedriveSaga(self, request: pb.RedriveSagaRequest, context: Any) -> pb.ObjectReply:
-        return pb.ObjectReply(object_json=_json(await operations.redrive_saga(self.node, request.id)))
+        return pb.ObjectReply(object_json=_json(await operations.redrive_saga(self.node, request.id, by=_by())))
 
     @_unary
     async def SubmitTransaction(self, request: pb.SubmitRequest, context: Any) -> pb.SubmitReply:

@@ -20,13 +20,12 @@ serves too.
 from __future__ import annotations
 
 import asyncio
-import hmac
 import logging
 
 from aiohttp import web
 
-from coordinator.cluster.api import operations
-from coordinator.cluster.api.http_node import NODE_KEY, request_node
+from coordinator.cluster.api import operations, roles
+from coordinator.cluster.api.http_node import NODE_KEY, TOKEN_KEY, request_by, request_node
 from coordinator.cluster.api.http_saga import add_saga_routes
 from coordinator.cluster.api.http_twopc import add_transaction_routes
 from coordinator.cluster.api.metrics import render_metrics
@@ -43,6 +42,7 @@ from coordinator.cluster.core.errors import (
 )
 from coordinator.cluster.core.netpolicy import literal_address
 from coordinator.cluster.core.node import Node
+from coordinator.cluster.core.tokens import Role
 
 __all__ = ["build_app"]
 
@@ -162,22 +162,23 @@ def browser_guard_middleware(node: Node):
     return guard
 
 
-def auth_middleware(token: str):
-    """Every request but health and readiness needs ``Authorization: Bearer TOKEN``
-    (compared in constant time)."""
-    expected = f"Bearer {token}".encode()
-
-    @web.middleware
-    async def check(request: web.Request, handler) -> web.StreamResponse:
-        if request.path not in OPEN_PATHS:
-            given = request.headers.get("Authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
-                error = ApiError("a valid Authorization: Bearer token is required", code="unauthorized")
-                error.status = 401
-                raise error
-        return await handler(request)
-
-    return check
+@web.middleware
+async def auth_middleware(request: web.Request, handler) -> web.StreamResponse:
+    """With tokens configured (the node's current table, swapped on SIGHUP),
+    every route but health and readiness needs ``Authorization: Bearer
+    TOKEN`` of a token whose role the route needs (cluster/api/roles.py):
+    401 without a known token, 403 when its role is too low. A path no route
+    matches needs any known token, then answers 404 or 405."""
+    tokens = request_node(request).tokens
+    if tokens is not None:
+        match = request.match_info
+        if match.http_exception is not None:
+            needed = roles.OPEN if request.path in OPEN_PATHS else Role.READ
+        else:
+            needed = roles.http_role(request.method, match.route.resource.canonical)
+        what = f"{request.method} {match.route.resource.canonical if match.http_exception is None else request.path}"
+        request[TOKEN_KEY] = roles.authorize(tokens, request.headers.get("Authorization"), needed, what)
+    return await handler(request)
 
 
 # -- request helpers ------------------------------------------------------------
@@ -244,6 +245,7 @@ async def put_service(request: web.Request) -> web.Response:
             force=force,
             remote=request.remote,
             request_id=request.headers.get(IDEMPOTENCY_KEY),
+            by=request_by(request),
         )
     )
 
@@ -251,15 +253,16 @@ async def put_service(request: web.Request) -> web.Response:
 async def delete_service(request: web.Request) -> web.Response:
     return web.json_response(
         await operations.delete_service(
-            request_node(request), request.match_info["name"], request_id=request.headers.get(IDEMPOTENCY_KEY)
+            request_node(request),
+            request.match_info["name"],
+            request_id=request.headers.get(IDEMPOTENCY_KEY),
+            by=request_by(request),
         )
     )
 
 
 def build_app(node: Node) -> web.Application:
-    middlewares = [errors_middleware, browser_guard_middleware(node)]
-    if node.config.token:
-        middlewares.append(auth_middleware(node.config.token))
+    middlewares = [errors_middleware, browser_guard_middleware(node), auth_middleware]
     app = web.Application(client_max_size=node.config.cluster.http_body_bytes_max, middlewares=middlewares)
     app[NODE_KEY] = node
     app.router.add_get("/healthz", healthz)

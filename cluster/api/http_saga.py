@@ -6,14 +6,16 @@ from __future__ import annotations
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.http_node import request_node
+from coordinator.cluster.api.http_node import request_by, request_node
 from coordinator.cluster.api.operations import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
 
 __all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_LIMIT_MAX", "WAIT_S_MAX"]
 
 
 async def submit_saga(request: web.Request) -> web.Response:
-    view, created = await operations.submit_workflow(request_node(request), "saga", await request.read())
+    view, created = await operations.submit_workflow(
+        request_node(request), "saga", await request.read(), by=request_by(request)
+    )
     return web.json_response(view, status=201 if created else 200)
 
 
@@ -49,12 +51,15 @@ async def signal_saga(request: web.Request) -> web.Response:
     """Deliver the signal ``name`` with the JSON body as its payload (none: null)."""
     match = request.match_info
     operations.check_signal(match["id"], match["name"])  # before the body is read
-    answer = await operations.signal_saga(request_node(request), match["id"], match["name"], await request.read())
+    answer = await operations.signal_saga(
+        request_node(request), match["id"], match["name"], await request.read(), by=request_by(request)
+    )
     return web.json_response(answer, status=202)
 
 
 async def redrive_saga(request: web.Request) -> web.Response:
-    return web.json_response(await operations.redrive_saga(request_node(request), request.match_info["id"]), status=202)
+    answer = await operations.redrive_saga(request_node(request), request.match_info["id"], by=request_by(request))
+    return web.json_response(answer, status=202)
 
 
 async def service_outcomes(request: web.Request) -> web.Response:

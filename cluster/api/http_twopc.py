@@ -11,13 +11,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.http_node import request_node
+from coordinator.cluster.api.http_node import request_by, request_node
 
 __all__ = ["add_transaction_routes"]
 
 
 async def submit_transaction(request: web.Request) -> web.Response:
-    view, created = await operations.submit_workflow(request_node(request), "tx", await request.read())
+    view, created = await operations.submit_workflow(
+        request_node(request), "tx", await request.read(), by=request_by(request)
+    )
     return web.json_response(view, status=201 if created else 200)
 
 

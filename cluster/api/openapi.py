@@ -28,6 +28,7 @@ from coordinator.cluster.api.operations import (
     OUTCOMES_LIMIT_MAX,
     WAIT_S_MAX,
 )
+from coordinator.cluster.api.roles import http_role
 from coordinator.cluster.core.config import HTTP_BODY_BYTES_DEFAULT
 from coordinator.cluster.stores.registry import URL_CHARS_MAX
 from coordinator.cluster.stores.requests import REQUEST_ID_PATTERN
@@ -229,7 +230,11 @@ def _view_schemas() -> dict:
         {
             "at": _TIME,
             "remote": _null_or(_STRING),
-            "token": _BOOLEAN,
+            "token": {**_BOOLEAN, "description": "Whether the request came with a token."},
+            "by": {
+                **_null_or(_STRING),
+                "description": "The name of the request's token (null without tokens, or before token names).",
+            },
             "previous": _obj({"url": _null_or(_STRING), "grpc": _null_or(_STRING)}, "*"),
         },
         "*",
@@ -297,6 +302,7 @@ def _view_schemas() -> dict:
             "attempts": _COUNT,
             "error": _STRING,
             "signal": _STRING,
+            "by": {**_STRING, "description": "started, signal, redrive: the name of the token that asked."},
         },
         ("at", "event"),
     )
@@ -408,13 +414,14 @@ _ERRORS = {
     "401": (
         "Unauthorized",
         _error_schema(["unauthorized"]),
-        "A token is configured and the request lacks 'Authorization: Bearer TOKEN'.",
+        "Tokens are configured and the request lacks 'Authorization: Bearer TOKEN' of one of them.",
         {"WWW-Authenticate": {"required": True, "schema": {"type": "string", "enum": ["Bearer"]}}},
     ),
     "403": (
         "Forbidden",
         _error_schema(["forbidden"]),
-        "The request has an Origin header that [api] allowed_origins does not list.",
+        "The request's token has a role too low for the route (the message names the role needed and the "
+        "token's), or the request has an Origin header that [api] allowed_origins does not list.",
         None,
     ),
     "404": (
@@ -553,6 +560,8 @@ def _op(
     statuses = errors.split() + ([] if public else ["401", "403", "421"])
     responses = {**ok, **{s: {"$ref": f"#/components/responses/{_ERRORS[s][0]}"} for s in sorted(statuses)}}
     operation: dict = {"operationId": op_id, "summary": summary, "responses": responses}
+    if not public:
+        operation["x-role"] = "see paths"  # replaced by _with_roles
     if params:
         operation["parameters"] = [{"$ref": f"#/components/parameters/{p}"} for p in params]
     if body is not None:
@@ -722,8 +731,20 @@ _DESCRIPTION = f"""The coordinator's HTTP API (README.md, "HTTP API"). JSON in a
 - HEAD is served wherever GET is; any other method not listed gets 405 (`#/components/responses/MethodNotAllowed`),
   an unknown path 404.
 - Unknown query parameters are ignored; unknown body fields are rejected.
-- With a token configured, every route but /healthz and /readyz needs `Authorization: Bearer TOKEN`.
+- With tokens configured, every route but /healthz and /readyz needs `Authorization: Bearer TOKEN`
+  (401 without a known token) of a token whose role is at least the operation's `x-role` (403 otherwise).
+  Roles are cumulative: read < submit < operate < admin.
 """
+
+
+def _with_roles(paths: dict) -> dict:
+    """Each operation's ``x-role``: the least role of the roles table."""
+    for path, item in paths.items():
+        for method, operation in item.items():
+            if isinstance(operation, dict) and "x-role" in operation:
+                role = http_role(method.upper(), path)
+                operation["x-role"] = str(role) if role is not None else "none: refused"
+    return paths
 
 
 @functools.lru_cache(maxsize=1)
@@ -735,13 +756,18 @@ def build_document() -> dict:
         "openapi": "3.1.0",
         "info": {"title": "coordinator", "version": API_VERSION, "description": _DESCRIPTION},
         "security": [{"bearer": []}, {}],
-        "paths": _paths(),
+        "paths": _with_roles(_paths()),
         "components": {
             "schemas": schemas,
             "parameters": _parameters(),
             "responses": error_responses,
             "securitySchemes": {
-                "bearer": {"type": "http", "scheme": "bearer", "description": "Only when the cluster has a token_file."}
+                "bearer": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "Only when the cluster has a token_file or a tokens_file: a token of the file, "
+                    "whose role (read, submit, operate, admin) is at least the operation's x-role.",
+                }
             },
         },
     }

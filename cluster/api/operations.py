@@ -280,10 +280,13 @@ def _forced_view(forced: dict | None) -> dict | None:
     """The last re-point forced while workflows used the service (cluster/stores/registry.py)."""
     if forced is None:
         return None
+    by = forced.get("by")
     return {
         "at": _iso(forced["at_ms"]),
         "remote": forced["remote"],
-        "token": forced["token"],
+        # Whether the request had a token: recorded as such before token names.
+        "token": forced["token"] if "token" in forced else by is not None,
+        "by": by,
         "previous": forced["previous"],
     }
 
@@ -321,11 +324,12 @@ async def put_service(
     force: bool | str | None = None,
     remote: str | None = None,
     request_id: str | None = None,
+    by: str | None = None,
 ) -> dict:
     """Register or update a service. Re-pointing one that running workflows
     use is a 409 from the state machine unless `force`; a forced put
-    carries who asked (`remote`, the request's address, and whether a token
-    is configured - then the request had it) into the log entry."""
+    carries where from (`remote`, the request's address) into the log entry
+    too. Every put records `by`, the name of the request's token."""
     name = service_name(name)
     force = parse_flag("force", force)
     request_id = _request_id(request_id)
@@ -336,9 +340,10 @@ async def put_service(
     _check_literal_address(node, target)
     require_leader(node)
     body: dict = {"name": name, "url": target["url"]} if target["url"] else {"name": name, "grpc": target["grpc"]}
+    body["by"] = by
     if force:
         body["force"] = True
-        body["by"] = {"remote": remote[:REMOTE_CHARS_MAX] if remote else None, "token": bool(node.config.token)}
+        body["remote"] = remote[:REMOTE_CHARS_MAX] if remote else None
     if request_id is not None:
         body["request"] = request_id
     return service_view(await propose(node, "service.put", body))
@@ -357,11 +362,11 @@ def _check_literal_address(node: Node, target: dict) -> None:
             raise InvalidInput(field, f"{host} is {reason}")
 
 
-async def delete_service(node: Node, name: str, *, request_id: str | None = None) -> dict:
+async def delete_service(node: Node, name: str, *, request_id: str | None = None, by: str | None = None) -> dict:
     name = service_name(name)
     request_id = _request_id(request_id)
     require_leader(node)
-    body = {"name": name} if request_id is None else {"name": name, "request": request_id}
+    body = {"name": name, "by": by} if request_id is None else {"name": name, "by": by, "request": request_id}
     return service_view(await propose(node, "service.delete", body))
 
 
@@ -426,10 +431,11 @@ def _view(node: Node, kind: _Kind, workflow_id: str) -> tuple[dict, bool]:
         return store.model.to_api(state), store.is_terminal(state)
 
 
-async def submit_workflow(node: Node, kind_name: str, raw: bytes | str) -> tuple[dict, bool]:
+async def submit_workflow(node: Node, kind_name: str, raw: bytes | str, *, by: str | None = None) -> tuple[dict, bool]:
     """Submit a saga or a transaction: (its object, whether this call created it).
 
-    The same id with the same definition again answers the existing one;
+    The same id with the same definition again answers the existing one,
+    whoever sends it (its history keeps the first submitter's ``by``);
     with another definition, Conflict."""
     kind = _kind(kind_name)
     store = kind.store(node)
@@ -451,7 +457,7 @@ async def submit_workflow(node: Node, kind_name: str, raw: bytes | str) -> tuple
     limits = node.config.cluster.limits
     _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
     value = await propose(
-        node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command()}
+        node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command(), "by": by}
     )
     view, _ = _view(node, kind, workflow_id)
     return view, bool(value["created"])
@@ -570,20 +576,21 @@ def check_signal(saga_id: str, name: str) -> None:
         raise InvalidInput("name", "must match [A-Za-z0-9._-]{1,64}")
 
 
-async def signal_saga(node: Node, saga_id: str, name: str, raw: bytes | str) -> dict:
-    """Deliver a signal; ``raw`` is the JSON payload (empty: null)."""
+async def signal_saga(node: Node, saga_id: str, name: str, raw: bytes | str, *, by: str | None = None) -> dict:
+    """Deliver a signal; ``raw`` is the JSON payload (empty: null); ``by``
+    (the token's name) goes into the saga's history."""
     check_signal(saga_id, name)
     size = len(raw.encode("utf-8", "surrogatepass")) if isinstance(raw, str) else len(raw)
     if size > saga_limits.SIGNAL_PAYLOAD_BYTES_MAX:
         raise TooLarge(f"body: a signal payload is at most {saga_limits.SIGNAL_PAYLOAD_BYTES_MAX} bytes")
     payload = parse_json(node, raw) if raw else None
     require_leader(node)
-    value = await propose(node, "saga.signal", {"id": saga_id, "name": name, "payload": payload})
+    value = await propose(node, "saga.signal", {"id": saga_id, "name": name, "payload": payload, "by": by})
     return {"id": saga_id, "signal": name, "state": value["state"], "changed": value["changed"]}
 
 
-async def redrive_saga(node: Node, saga_id: str) -> dict:
+async def redrive_saga(node: Node, saga_id: str, *, by: str | None = None) -> dict:
     saga_id = check_workflow_id(saga_id)
     require_leader(node)
-    value = await propose(node, "saga.redrive", {"id": saga_id})
+    value = await propose(node, "saga.redrive", {"id": saga_id, "by": by})
     return {"id": saga_id, "state": value["state"]}

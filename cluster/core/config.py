@@ -5,6 +5,8 @@
     [cluster]
     secret_file = "cluster.secret"     # relative paths are relative to this file
     data_dir = "."                     # node n1 keeps its state in DATA_DIR/n1
+    token_file = "api.token"           # optional: one API token, named "admin", role admin
+    tokens_file = "tokens.toml"        # optional: named tokens with roles (cluster/core/tokens.py)
     http_body_bytes_max = 1048576
     participant_key_file = "participant.key"  # optional: sign every participant call with it
     participant_key_id = "k1"
@@ -74,6 +76,14 @@ from coordinator.cluster.core.files import PRIVATE_FILE_MODE
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
 from coordinator.cluster.core.tls import NodeTls, TlsSettings
+from coordinator.cluster.core.tokens import (
+    SINGLE_TOKEN_NAME,
+    TOKENS_FILE_BYTES_MAX,
+    Token,
+    TokenFileError,
+    TokenTable,
+    parse_tokens,
+)
 from coordinator.consensus import RaftSettings
 
 __all__ = [
@@ -86,6 +96,8 @@ __all__ = [
     "write_cluster_file",
     "local_cluster",
     "generate_secret",
+    "load_tokens",
+    "read_private_file",
     "read_secret",
     "NODES_MAX",
     "HTTP_BODY_BYTES_DEFAULT",
@@ -180,6 +192,7 @@ class ClusterConfig:
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
+    tokens_file: Path | None = None  # named tokens with roles (cluster/core/tokens.py)
     participant_key_file: Path | None = None  # when set, every participant call is signed with it
     participant_key_id: str = PARTICIPANT_KEY_ID_DEFAULT
     services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
@@ -222,7 +235,8 @@ class NodeConfig:
     cluster: ClusterConfig
     node: NodeAddress
     secret: str = field(repr=False)
-    token: str | None = field(default=None, repr=False)
+    # The API tokens (token_file and tokens_file); None: the API is open.
+    tokens: TokenTable | None = field(default=None, repr=False)
     participant_key: bytes | None = field(default=None, repr=False)
 
     @property
@@ -299,6 +313,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         "data_dir",
         "http_body_bytes_max",
         "token_file",
+        "tokens_file",
         "participant_key_file",
         "participant_key_id",
     }
@@ -314,6 +329,9 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
     token_file = cluster.get("token_file")
     if token_file is not None and (not isinstance(token_file, str) or not token_file):
         raise ConfigError("cluster.token_file: must be a file name")
+    tokens_file = cluster.get("tokens_file")
+    if tokens_file is not None and (not isinstance(tokens_file, str) or not tokens_file):
+        raise ConfigError("cluster.tokens_file: must be a file name")
     key_file = cluster.get("participant_key_file")
     if key_file is not None and (not isinstance(key_file, str) or not key_file):
         raise ConfigError("cluster.participant_key_file: must be a file name")
@@ -330,6 +348,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         limits=_settings(Limits, _table(doc, "limits"), "limits"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
+        tokens_file=(base / tokens_file).resolve() if tokens_file else None,
         participant_key_file=(base / key_file).resolve() if key_file else None,
         participant_key_id=key_id,
         services=_services(_table(doc, "services")),
@@ -409,6 +428,8 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     ]
     if config.token_file is not None:
         lines.append(f"token_file = {_toml_value(rel(config.token_file))}")
+    if config.tokens_file is not None:
+        lines.append(f"tokens_file = {_toml_value(rel(config.tokens_file))}")
     if config.participant_key_file is not None:
         lines.append(f"participant_key_file = {_toml_value(rel(config.participant_key_file))}")
         lines.append(f"participant_key_id = {_toml_value(config.participant_key_id)}")
@@ -503,9 +524,19 @@ def generate_secret(path: Path) -> None:
 
 
 def read_secret(path: Path, what: str = "the cluster secret") -> str:
-    """The secret in ``path``: a regular file owned by this user and by no
-    one else readable, not a symbolic link. Every check is made on the
-    opened file (no race between checking and reading)."""
+    """The secret in ``path``: one line of at least SECRET_CHARS_MIN
+    characters, in a file :func:`read_private_file` accepts."""
+    text = read_private_file(path, what).strip()
+    if len(text) < SECRET_CHARS_MIN:
+        raise ConfigError(f"{path}: {what} must have at least {SECRET_CHARS_MIN} characters")
+    return text
+
+
+def read_private_file(path: Path, what: str, bytes_max: int = SECRET_FILE_BYTES_MAX) -> str:
+    """The text of ``path``: a regular file owned by this user and by no
+    one else readable, not a symbolic link, at most ``bytes_max`` bytes of
+    UTF-8. Every check is made on the opened file (no race between checking
+    and reading)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
     except FileNotFoundError:
@@ -522,15 +553,36 @@ def read_secret(path: Path, what: str = "the cluster secret") -> str:
             raise ConfigError(f"{path}: {what} is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})")
         if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
-        if info.st_size > SECRET_FILE_BYTES_MAX:
-            raise ConfigError(f"{path}: {what} file is over {SECRET_FILE_BYTES_MAX} bytes")
-        data = os.read(fd, SECRET_FILE_BYTES_MAX + 1)
+        if info.st_size > bytes_max:
+            raise ConfigError(f"{path}: {what} file is over {bytes_max} bytes")
+        data = os.read(fd, bytes_max + 1)
     finally:
         os.close(fd)
     try:
-        text = data.decode("utf-8").strip()
+        return data.decode("utf-8")
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: {what} is not UTF-8 text") from None
-    if len(text) < SECRET_CHARS_MIN:
-        raise ConfigError(f"{path}: {what} must have at least {SECRET_CHARS_MIN} characters")
-    return text
+
+
+def load_tokens(token_file: Path | None, tokens_file: Path | None) -> TokenTable | None:
+    """The tokens of ``token_file`` (single-token mode) and ``tokens_file``,
+    both checked like the cluster secret; None when neither is set (the API
+    is open). ConfigError, one line, when either cannot be used."""
+    if token_file is None and tokens_file is None:
+        return None
+    tokens: list[Token] = []
+    if token_file is not None:
+        tokens.extend(TokenTable.single(read_secret(token_file, "the API token")).tokens)
+    if tokens_file is not None:
+        text = read_private_file(tokens_file, "the tokens file", TOKENS_FILE_BYTES_MAX)
+        try:
+            entries = parse_tokens(text, str(tokens_file))
+        except TokenFileError as exc:
+            raise ConfigError(str(exc)) from None
+        for i, token in enumerate(entries):
+            if token_file is not None and token.name == SINGLE_TOKEN_NAME:
+                raise ConfigError(f"{tokens_file}: tokens[{i}].name: {SINGLE_TOKEN_NAME!r} is token_file's token")
+            if token_file is not None and token.digest == tokens[0].digest:
+                raise ConfigError(f"{tokens_file}: tokens[{i}]: the same token as token_file")
+            tokens.append(token)
+    return TokenTable(tokens)

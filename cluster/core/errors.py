@@ -2,7 +2,8 @@
 
     ApiError(status, code, message)
     ├── InvalidInput       400 invalid       (``field`` names the problem)
-    ├── Forbidden          403 forbidden     (an Origin not allowed)
+    ├── Unauthorized       401 unauthorized  (no token, or not one of the node's)
+    ├── Forbidden          403 forbidden     (an Origin not allowed; a token whose role is too low)
     ├── NotFound           404 not_found
     ├── Conflict           409 conflict
     ├── TooLarge           413 too_large
@@ -25,6 +26,7 @@ from coordinator.cluster.core.limits import OVERLOADED_RETRY_AFTER_S
 __all__ = [
     "ApiError",
     "InvalidInput",
+    "Unauthorized",
     "Forbidden",
     "Misdirected",
     "NotFound",
@@ -60,6 +62,10 @@ class InvalidInput(ApiError):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(f"{field}: {message}", field=field)
+
+
+class Unauthorized(ApiError):
+    status, code = 401, "unauthorized"
 
 
 class Forbidden(ApiError):

@@ -63,6 +63,9 @@ class Node:
         ``truncations`` counts PySyncObj's resent entries for /metrics (a
         fresh counter, counting nothing, by default)."""
         self.config = config
+        # The API tokens, read per request; a node process swaps the whole
+        # table on SIGHUP (cluster/launcher/process.py). None: the API is open.
+        self.tokens = config.tokens
         self.state = state
         self.log = log
         self.executor = executor

@@ -117,7 +117,12 @@ class LocalCluster:
         tls: bool = False,
         client_certs: bool = False,
         peer_tls: bool = False,
+        tokens_file: Path | None = None,
     ) -> None:
+        """``token=True`` writes a single admin token (``self.token``, which
+        ``request`` sends); ``tokens_file`` names a tokens file
+        (cluster/core/tokens.py) the caller wrote and may rewrite (then
+        SIGHUP the nodes)."""
         self.root = Path(root)
         private_dir(self.root)
         self.config: ClusterConfig = local_cluster(
@@ -144,6 +149,8 @@ class LocalCluster:
             self.config = replace(self.config, token_file=self.root / "api.token")
             generate_secret(self.config.token_file)
             self.token = self.config.token_file.read_text().strip()
+        if tokens_file is not None:
+            self.config = replace(self.config, tokens_file=Path(tokens_file).resolve())
         # Participant calls are signed; participants check them with `participant_keys`.
         self.config = replace(self.config, participant_key_file=self.root / "participant.key")
         generate_secret(self.config.participant_key_file)
@@ -155,7 +162,7 @@ class LocalCluster:
         generate_secret(self.config.secret_file)
         # Nodes placed on their own addresses (chaos network namespaces) run
         # without a token unless one is asked for: private addresses the run made.
-        insecure = bool(hosts) and not token
+        insecure = bool(hosts) and not token and tokens_file is None
         self.supervisor = Supervisor(self.cluster_file, self.config, launch_prefixes=launch_prefixes, insecure=insecure)
         self._session: aiohttp.ClientSession | None = None
 

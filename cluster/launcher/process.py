@@ -14,8 +14,9 @@
 
 :class:`NodeProcess` starts that node, then the HTTP API and the gRPC API
 on the node's addresses (over TLS only when the cluster file has ``[tls]``),
-and stops them; ``serve(config)`` runs one until
-SIGTERM or SIGINT (the ``coordinator node`` command). The deterministic
+and stops them; ``serve(config)`` runs one until SIGTERM or SIGINT (the
+``coordinator node`` command), and reads the API tokens again on SIGHUP
+(``NodeProcess.reload_tokens``). The deterministic
 simulation builds its nodes from the same classes with its own edges
 (chaos/sim/node.py).
 """
@@ -23,6 +24,7 @@ simulation builds its nodes from the same classes with its own edges
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 import signal
@@ -33,7 +35,7 @@ from aiohttp import web
 
 from coordinator.cluster.api.grpc_api import GrpcApi
 from coordinator.cluster.api.http_api import build_app
-from coordinator.cluster.core.config import NodeConfig
+from coordinator.cluster.core.config import ConfigError, NodeConfig, load_tokens
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.node import Node
 from coordinator.cluster.core.state import ClusterState
@@ -131,6 +133,26 @@ class NodeProcess:
         me = config.node
         log.info("%s: raft %s, http %s, grpc %s", me.id, me.raft, me.http_url, me.grpc)
 
+    def reload_tokens(self) -> bool:
+        """Read ``token_file`` and ``tokens_file`` again and swap the node's
+        table whole (on the event loop: every request reads one table or the
+        other, never a mix). A file that cannot be used keeps the tokens in
+        force and logs one error line. Whether the tokens changed."""
+        cluster = self.config.cluster
+        if cluster.token_file is None and cluster.tokens_file is None:
+            log.warning("SIGHUP: no token_file or tokens_file in the cluster file; nothing to read")
+            return False
+        try:
+            tokens = load_tokens(cluster.token_file, cluster.tokens_file)
+        except ConfigError as exc:
+            log.error("SIGHUP: tokens not reloaded, the old ones stay in force: %s", exc)
+            return False
+        self.config = dataclasses.replace(self.config, tokens=tokens)
+        if self.node is not None:
+            self.node.tokens = tokens
+        log.info("SIGHUP: tokens reloaded: %s", ", ".join(f"{t.name} ({t.role})" for t in tokens.tokens))
+        return True
+
     async def stop(self) -> None:
         node = self.node
         if node is not None:
@@ -145,12 +167,13 @@ class NodeProcess:
 
 
 async def serve(config: NodeConfig) -> None:
-    """Run one node process until SIGTERM or SIGINT."""
+    """Run one node process until SIGTERM or SIGINT; SIGHUP reads the tokens again."""
     process = NodeProcess(config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, process.reload_tokens)
     await process.start()
     try:
         await stop.wait()

@@ -74,7 +74,9 @@ class WorkflowModel(Protocol[D, S]):
 
     def same_definition(self, a: D, b: D) -> bool: ...
 
-    def start(self, definition: D, at_ms: int) -> tuple[S, tuple[object, ...]]: ...
+    def start(self, definition: D, at_ms: int, by: str | None = None) -> tuple[S, tuple[object, ...]]:
+        """A new workflow; `by` (who submitted it) goes into its first history record."""
+        ...
 
     def definition_to_dict(self, definition: D) -> dict:
         """Plain (msgpack-able) form: what a definition is charged (kept.py)."""

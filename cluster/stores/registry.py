@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
+from coordinator.cluster.stores.who import command_by
 from coordinator.consensus import Rejection
 from coordinator.grammar import limits as grammar_limits
 
@@ -91,21 +92,39 @@ def validate_service_body(body: Any) -> dict:
 
 
 def _forced_by(body: dict) -> tuple[bool, dict | None]:
-    """``force`` and ``by`` ({"remote": str | None, "token": bool}) of a put."""
+    """``force`` of a put, and who forced it: ``{"remote", "by"}`` (the
+    request's address, the token's name or None). An entry written before
+    tokens had names says ``by = {"remote", "token": bool}`` instead (whether
+    a token was configured); it still applies, recorded as it was."""
     force = body.get("force", False)
     if not isinstance(force, bool):
         raise InvalidService("force", "must be true or false")
     by = body.get("by")
+    if isinstance(by, dict):  # the form before token names
+        if not force:
+            return False, None
+        if set(by) != {"remote", "token"}:
+            raise InvalidService("by", "a forced put names who forced it: {remote, token}")
+        remote, token = by["remote"], by["token"]
+        if not _valid_remote(remote) or not isinstance(token, bool):
+            raise InvalidService("by", "remote is an address or null, token true or false")
+        return True, {"remote": remote, "token": token}
+    try:
+        name = command_by(body)
+    except Rejection as rejection:
+        raise InvalidService("by", rejection.message.removeprefix("by: ")) from None
+    remote = body.get("remote")
+    if not _valid_remote(remote):
+        raise InvalidService("remote", "an address or null")
     if not force:
         return False, None
-    if not isinstance(by, dict) or set(by) != {"remote", "token"}:
-        raise InvalidService("by", "a forced put names who forced it: {remote, token}")
-    remote = by["remote"]
-    if not (remote is None or (isinstance(remote, str) and len(remote) <= REMOTE_CHARS_MAX)) or not isinstance(
-        by["token"], bool
-    ):
-        raise InvalidService("by", "remote is an address or null, token true or false")
-    return True, by
+    if "by" not in body or "remote" not in body:
+        raise InvalidService("by", "a forced put names who forced it: remote and by")
+    return True, {"remote": remote, "by": name}
+
+
+def _valid_remote(remote: object) -> bool:
+    return remote is None or (isinstance(remote, str) and len(remote) <= REMOTE_CHARS_MAX)
 
 
 class ServiceRegistry:
@@ -116,12 +135,14 @@ class ServiceRegistry:
         """Register or update a service. Re-pointing one that running
         workflows use (`in_use`) is a conflict unless the body says
         ``force``; a forced re-point is recorded in the service as
-        ``forced`` (when, from which address, with a token or not, and the
+        ``forced`` (when, from which address, by which token, and the
         previous target) until the next one."""
         try:
             name = validate_service_name(body.get("name") if isinstance(body, dict) else None)
             force, by = _forced_by(body)
-            target = validate_service_body({k: v for k, v in body.items() if k not in ("name", "force", "by")})
+            target = validate_service_body(
+                {k: v for k, v in body.items() if k not in ("name", "force", "by", "remote")}
+            )
         except InvalidService as exc:
             raise Rejection("invalid", str(exc)) from None
         existing = self.services.get(name)
@@ -136,7 +157,7 @@ class ServiceRegistry:
                     f"service {name!r} is used by workflows that are still running; "
                     "re-point it with ?force=true (recorded) or wait for them to end",
                 )
-            forced = {"at_ms": at_ms, "remote": by["remote"], "token": by["token"], "previous": previous}
+            forced = {"at_ms": at_ms, **by, "previous": previous}
         service = {
             "name": name,
             **target,
@@ -150,6 +171,7 @@ class ServiceRegistry:
         return service
 
     def delete(self, body: Any) -> dict:
+        command_by(body)  # checked; recorded in the log entry only
         name = body.get("name") if isinstance(body, dict) else None
         service = self.services.pop(name, None) if isinstance(name, str) else None
         if service is None:

@@ -13,6 +13,7 @@ from typing import Any
 
 from coordinator import saga as machine
 from coordinator.cluster.stores.kept import KeptWorkflows
+from coordinator.cluster.stores.who import command_by
 from coordinator.cluster.stores.workflows import WorkflowStore
 from coordinator.consensus import Rejection, pack
 
@@ -51,6 +52,8 @@ class SagaStore(WorkflowStore[machine.SagaDefinition, machine.SagaState]):
         raw = body.get("event")
         if not isinstance(raw, dict):
             raise Rejection("invalid", "event: must be an object")
+        if "by" in raw:
+            raise Rejection("invalid", "event.by: only the API's signal and redrive commands name who sent them")
         try:
             event = machine.event_from_dict({**raw, "at_ms": at_ms})
         except ValueError as error:
@@ -62,13 +65,15 @@ class SagaStore(WorkflowStore[machine.SagaDefinition, machine.SagaState]):
         name, payload = body.get("name"), body.get("payload")
         if not isinstance(name, str):
             raise Rejection("invalid", "name: must be a string")
-        return self._step(index, saga_id, state, machine.SignalReceived(name=name, payload=payload, at_ms=at_ms))
+        by = command_by(body)
+        return self._step(index, saga_id, state, machine.SignalReceived(name=name, payload=payload, at_ms=at_ms, by=by))
 
     def redrive(self, index: int, at_ms: int, body: Any) -> dict:
         saga_id, state = self.lookup(body)
+        by = command_by(body)
         if state.status is not machine.SagaStatus.STUCK:
             raise Rejection("conflict", f"saga {saga_id!r} is {state.status.value}, not stuck")
-        return self._step(index, saga_id, state, machine.Redrive(at_ms=at_ms))
+        return self._step(index, saga_id, state, machine.Redrive(at_ms=at_ms, by=by))
 
     def forget(self, pruned: set[str]) -> None:
         for service, outcomes in self.outcomes.items():

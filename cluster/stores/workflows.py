@@ -15,6 +15,7 @@ from coordinator.cluster.stores.admission import check_admission
 from coordinator.cluster.stores.kept import KeptWorkflows
 from coordinator.cluster.stores.model import D, S, WorkflowModel
 from coordinator.cluster.stores.registry import ServiceRegistry
+from coordinator.cluster.stores.who import command_by
 from coordinator.consensus import Rejection, unpack
 
 __all__ = ["WorkflowStore", "WORKFLOWS_KEPT_MAX", "PRUNE_BATCH_MAX"]
@@ -55,6 +56,9 @@ class WorkflowStore(Generic[D, S]):
 
     # -- commands ---------------------------------------------------------------------
     def submit(self, index: int, at_ms: int, body: Any) -> dict:
+        """A new workflow, or ``created: False`` for the same id and definition
+        again: then nothing changes, and ``by`` stays the first submitter's."""
+        by = command_by(body)
         raw = body.get("definition") if isinstance(body, dict) else None
         try:
             definition = self.model.parse_definition(raw, known_services=self.registry.names())
@@ -71,7 +75,7 @@ class WorkflowStore(Generic[D, S]):
             raise Rejection(
                 "overloaded", f"{WORKFLOWS_KEPT_MAX} {self.noun}s are kept; wait for retention to prune terminal ones"
             )
-        state, _effects = self.model.start(definition, at_ms)
+        state, _effects = self.model.start(definition, at_ms, by)
         check_admission(body.get("limits"), self.noun, self.items.charge_of_new(state.definition), self.charged_bytes())
         self.store(state)
         return {"id": definition.id, "created": True}

@@ -19,9 +19,9 @@ def stub_node(api=ApiSettings(), http="127.0.0.1:8101"):
     return SimpleNamespace(
         config=SimpleNamespace(
             cluster=SimpleNamespace(http_body_bytes_max=1 << 20, nodes=nodes, api=api),
-            token=None,
             node=SimpleNamespace(id="n1", http=http),
         ),
+        tokens=None,
         http_responses={},
     )
 

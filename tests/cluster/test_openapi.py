@@ -17,6 +17,7 @@ from coordinator.cluster.api.http_api import build_app
 from coordinator.cluster.api.openapi import OPENAPI_PATH, build_document, document_json
 from coordinator.cluster.api.operations import SIGNAL_NAME, WORKFLOW_ID
 from coordinator.cluster.core.config import ApiSettings
+from coordinator.cluster.core.tokens import TokenTable
 from coordinator.cluster.stores import registry
 from coordinator.saga import fields as saga_fields
 from coordinator.twopc import definition as tx_definition
@@ -30,9 +31,9 @@ def stub_node(token=None):
     return SimpleNamespace(
         config=SimpleNamespace(
             cluster=SimpleNamespace(http_body_bytes_max=1 << 20, nodes=(), api=ApiSettings()),
-            token=token,
             node=SimpleNamespace(id="n1", http="127.0.0.1:8101"),
         ),
+        tokens=TokenTable.single(token) if token else None,
         http_responses={},
     )
 

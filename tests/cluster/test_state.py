@@ -177,3 +177,46 @@ def test_a_replaced_decision_is_refused_on_apply(monkeypatch):
     monkeypatch.setattr(twopc, "step", flipping_step)
     with pytest.raises(twopc.InvariantError, match="replaced"):
         state.apply(5, Command("tx.event", {"id": "t", "event": {"type": "deadline"}}, 99_000))
+
+
+def test_writes_record_the_token_name_and_entries_without_it_still_apply():
+    state = ClusterState()
+    state.apply(2, Command("service.put", {"name": "pay", "url": "http://10.0.0.1:9001", "by": "ops"}, 1))
+    _running_saga_on(state)
+    service = state.apply(
+        4,
+        Command(
+            "service.put",
+            {"name": "pay", "url": "http://10.0.0.2:9001", "force": True, "remote": "10.1.2.3", "by": "ops"},
+            77,
+        ),
+    )
+    assert service["forced"] == {
+        "at_ms": 77,
+        "remote": "10.1.2.3",
+        "by": "ops",
+        "previous": {"url": "http://10.0.0.1:9001", "grpc": None},
+    }
+    definition = {"id": "s-by", "steps": [{"name": "w", "await": "go"}]}
+    assert state.apply(5, Command("saga.submit", {"definition": definition, "by": "ci"}, 80))["created"]
+    again = state.apply(6, Command("saga.submit", {"definition": definition, "by": "someone-else"}, 81))
+    assert again == {"id": "s-by", "created": False}
+    state.apply(7, Command("saga.signal", {"id": "s-by", "name": "go", "payload": None, "by": "ops"}, 82))
+    history = [(r.event.value, r.by) for r in state.sagas.items["s-by"].history]
+    assert ("started", "ci") in history and ("signal", "ops") in history and ("started", "someone-else") not in history
+    before = state.digest()
+    for kind, body in (
+        ("saga.submit", {"definition": {**definition, "id": "s-2"}, "by": "Not A Name"}),
+        ("saga.signal", {"id": "s-by", "name": "go", "payload": None, "by": 5}),
+        ("saga.redrive", {"id": "s-by", "by": "x" * 65}),
+        ("service.delete", {"name": "unused", "by": ""}),
+        ("service.put", {"name": "q", "url": "http://10.0.0.9:1", "by": "-dash"}),
+        ("saga.event", {"id": "s-by", "event": {"type": "redrive", "by": "ops"}}),
+    ):
+        try:
+            state.apply(8, Command(kind, body, 83))
+        except Rejection as rejection:
+            assert rejection.code == "invalid" and "by" in rejection.message, (kind, rejection)
+        else:
+            raise AssertionError(f"accepted {kind} {body}")
+    assert state.digest() == before
