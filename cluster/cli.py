@@ -108,6 +108,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     token = read_secret(cluster.token_file, "the API token") if cluster.token_file else None
     key_file = cluster.participant_key_file
     participant_key = read_secret(key_file, "the participant signing key").encode() if key_file else None
+    cluster.participant_tls.check()  # [services] TLS files: a key others can read, a missing file refuse the start
     config = NodeConfig(
         cluster=cluster,
         node=cluster.node(args.id),
