@@ -30,6 +30,7 @@ from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy
+from coordinator.cluster.core.tls import ParticipantTls
 from coordinator.cluster.launcher.supervisor import Supervisor
 from coordinator.consensus import RaftSettings
 
@@ -111,6 +112,7 @@ class LocalCluster:
         launch_prefixes: Mapping[str, Sequence[str]] | None = None,
         services: ServicePolicy | None = None,
         limits: Limits | None = None,
+        participant_tls: ParticipantTls | None = None,
     ) -> None:
         self.root = Path(root)
         private_dir(self.root)
@@ -128,6 +130,8 @@ class LocalCluster:
             self.config = replace(self.config, services=services)
         if limits is not None:
             self.config = replace(self.config, limits=limits)
+        if participant_tls is not None:  # [services] TLS: the CA participants are verified with, our client cert
+            self.config = replace(self.config, participant_tls=participant_tls)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")
