@@ -124,14 +124,20 @@ class Coordinator:
         return ClusterInfo.from_json(await self._transport.request("cluster", {}))
 
     async def put_service(
-        self, name: str, url: str | None = None, *, grpc: str | None = None, force: bool = False
+        self, name: str, url: str | None = None, *, grpc: str | None = None, tls: bool = False, force: bool = False
     ) -> Service:
-        """Register or update a service. A service that running workflows use
-        is re-pointed only with ``force=True`` (the node records who and when);
-        else Conflict."""
-        body = {"url": url} if grpc is None else {"grpc": grpc}
+        """Register or update a service: an HTTP participant at ``url``
+        (``https://`` is called over TLS) or a gRPC one at ``grpc``
+        ("host:port"), over TLS with ``tls=True``. A service that running
+        workflows use is re-pointed only with ``force=True`` (the node
+        records who and when); else Conflict."""
         if (url is None) == (grpc is None):
             raise ValueError("give exactly one of url or grpc")
+        if tls and grpc is None:
+            raise ValueError("tls=True is for a gRPC target; for a url, https:// says it")
+        body: dict[str, Any] = {"url": url} if grpc is None else {"grpc": grpc}
+        if tls:
+            body["tls"] = True
         # One request id for every retry of this call: a retry of a write
         # that took effect is answered, not applied again after another write.
         args = {"name": name, "body": body, "force": force, "request": uuid.uuid4().hex}

@@ -27,10 +27,19 @@ class Service:
     created_at: str
     updated_at: str
     revision: int
+    tls: bool = False  # a gRPC target called over TLS (an https:// url says it itself)
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Service:
-        return cls(raw["name"], raw.get("url"), raw.get("grpc"), raw["created_at"], raw["updated_at"], raw["revision"])
+        return cls(
+            raw["name"],
+            raw.get("url"),
+            raw.get("grpc"),
+            raw["created_at"],
+            raw["updated_at"],
+            raw["revision"],
+            bool(raw.get("tls", False)),
+        )
 
 
 @dataclass(frozen=True, slots=True)

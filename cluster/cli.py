@@ -119,6 +119,7 @@ def cmd_node(args: argparse.Namespace) -> int:
     tokens = load_tokens(cluster.token_file, cluster.tokens_file)
     key_file = cluster.participant_key_file
     participant_key = read_secret(key_file, "the participant signing key").encode() if key_file else None
+    cluster.participant_tls.check()  # [services] TLS files: a key others can read, a missing file refuse the start
     config = NodeConfig(
         cluster=cluster,
         node=cluster.node(args.id),
@@ -334,16 +335,25 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_services_add(args: argparse.Namespace) -> int:
     if (args.url is None) == (args.grpc is None):
         raise UsageError("coordinator services add: give a URL or --grpc TARGET, not both")
-    service = _run_client(args, lambda c: c.put_service(args.name, args.url, grpc=args.grpc, force=args.force))
-    print(f"{service.name} -> {service.url or 'grpc://' + str(service.grpc)}")
+    if args.tls and args.grpc is None:
+        raise UsageError("coordinator services add: --tls is for --grpc TARGET; for a URL, https:// says it")
+    service = _run_client(
+        args, lambda c: c.put_service(args.name, args.url, grpc=args.grpc, tls=args.tls, force=args.force)
+    )
+    print(f"{service.name} -> {service.url or ('grpcs://' if service.tls else 'grpc://') + str(service.grpc)}")
     return EXIT_OK
 
 
 def cmd_services_list(args: argparse.Namespace) -> int:
     services = _run_client(args, lambda c: c.list_services())
-    rows = [[s.name, s.url or "-", s.grpc or "-", s.updated_at] for s in services]
-    print(_table(rows, ["NAME", "URL", "GRPC", "UPDATED"]))
+    rows = [[s.name, s.url or "-", s.grpc or "-", _transport_tls(s), s.updated_at] for s in services]
+    print(_table(rows, ["NAME", "URL", "GRPC", "TLS", "UPDATED"]))
     return EXIT_OK
+
+
+def _transport_tls(service: Any) -> str:
+    """Whether calls to it are TLS: an https:// url, or a gRPC target registered with tls."""
+    return "yes" if service.tls or (service.url or "").lower().startswith("https://") else "no"
 
 
 def cmd_services_remove(args: argparse.Namespace) -> int:
@@ -578,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("name")
     add.add_argument("url", nargs="?")
     add.add_argument("--grpc", metavar="TARGET")
+    add.add_argument("--tls", action="store_true", help="the --grpc target speaks TLS (an https:// URL says it itself)")
     add.add_argument("--force", action="store_true", help="re-point a service that running workflows use (recorded)")
     add.set_defaults(run=cmd_services_add)
     with_endpoints(service_commands.add_parser("list", help="list services")).set_defaults(run=cmd_services_list)

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 class ParticipantStub:
     """Participant: what a gRPC participant service implements ({"grpc": target}
-    in the service registry). It gets the same calls as an HTTP participant:
+    in the service registry; {"grpc": target, "tls": true} when it serves over
+    TLS). It gets the same calls as an HTTP participant:
     Execute and Compensate for a saga step's action and compensation; Prepare
     (answering a Vote), then Commit or Abort, for a two-phase commit.
 
@@ -76,7 +77,8 @@ class ParticipantStub:
 
 class ParticipantServicer:
     """Participant: what a gRPC participant service implements ({"grpc": target}
-    in the service registry). It gets the same calls as an HTTP participant:
+    in the service registry; {"grpc": target, "tls": true} when it serves over
+    TLS). It gets the same calls as an HTTP participant:
     Execute and Compensate for a saga step's action and compensation; Prepare
     (answering a Vote), then Commit or Abort, for a two-phase commit.
 
@@ -163,7 +165,8 @@ def add_ParticipantServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class Participant:
     """Participant: what a gRPC participant service implements ({"grpc": target}
-    in the service registry). It gets the same calls as an HTTP participant:
+    in the service registry; {"grpc": target, "tls": true} when it serves over
+    TLS). It gets the same calls as an HTTP participant:
     Execute and Compensate for a saga step's action and compensation; Prepare
     (answering a Vote), then Commit or Abort, for a two-phase commit.
 

@@ -20,6 +20,10 @@ the participant protocol it describes).
 - `TerminationResolver`: asks the coordinator for the decision of
   transactions left prepared too long, and applies it.
 - `MemoryStore` / `SQLiteStore`: the `IdempotencyStore` implementations.
+- `serve_http(app, host, port, tls=ServerTls(cert, key, client_ca_file=...))`
+  and `serve_participant(servicer, host, port, tls=...)`: serve a participant
+  over HTTPS or gRPC over TLS, requiring the coordinator's client
+  certificate when a client CA is given (client/participant/serving.py).
 - `signing.sign` / `signing.verify`: the `Coordinator-Signature` HMAC both
   sides share; pass `keys={key_id: secret}` to `saga_participant`,
   `add_twopc_routes` or `ParticipantServicer` to refuse unsigned calls.
@@ -39,6 +43,7 @@ from coordinator.client.participant.saga import (
     participant_route,
     saga_participant,
 )
+from coordinator.client.participant.serving import ServerTls, serve_http
 from coordinator.client.participant.store import (
     IdempotencyStore,
     MemoryStore,
@@ -56,7 +61,9 @@ __all__ = [
     "BODY_BYTES_MAX",
     "BusinessFailure",
     "ParticipantServicer",
+    "serve_http",
     "serve_participant",
+    "ServerTls",
     "KEY_CHARS_MAX",
     "NULL_COMPENSATION_BODY",
     "NULL_COMPENSATION_REFUSED_BODY",

@@ -19,6 +19,10 @@ service of `proto/coordinator.proto`.
     ...
     await server.stop(grace=1)
 
+Over TLS: ``serve_participant(..., tls=ServerTls(cert, key,
+client_ca_file=...))`` (client/participant/serving.py), registered with
+``{"grpc": "host:port", "tls": true}``.
+
 Implement the saga pair, the 2PC trio, or both; an RPC whose methods are
 not overridden answers UNIMPLEMENTED (a definite failure). Methods may be
 `async def` or plain functions. The idempotency key and the fence are read
@@ -116,6 +120,7 @@ from coordinator.client.participant.limits import (
     TX_ID_PATTERN,
 )
 from coordinator.client.participant.saga import ACTION, COMPENSATION, Branch, answer_without_handler, matches
+from coordinator.client.participant.serving import ServerTls
 from coordinator.client.participant.store import IdempotencyStore, Record, TransactionState
 from coordinator.client.participant.twopc import TwoPhaseParticipant
 
@@ -412,16 +417,21 @@ class ParticipantServicer(coordinator_pb2_grpc.ParticipantServicer):
 
 
 async def serve_participant(
-    servicer: ParticipantServicer, host: str = "127.0.0.1", port: int = 0
+    servicer: ParticipantServicer, host: str = "127.0.0.1", port: int = 0, *, tls: ServerTls | None = None
 ) -> tuple[grpc.aio.Server, int]:
     """Start a `grpc.aio` server with `servicer` on host:port (0: any free
     port); return the server and the bound port. Stop it with
-    `await server.stop(grace)`."""
+    `await server.stop(grace)`. With `tls` (`serving.ServerTls`) it serves
+    over TLS only, requiring a client certificate when `tls` names a
+    client CA; register it with ``{"grpc": "host:port", "tls": true}``."""
     server = grpc.aio.server()
     coordinator_pb2_grpc.add_ParticipantServicer_to_server(servicer, server)
     address = f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(address)
+        if tls is not None:
+            bound = server.add_secure_port(address, tls.grpc_credentials())
+        else:
+            bound = server.add_insecure_port(address)
     except RuntimeError as error:
         raise OSError(f"cannot listen on {address}: {error}") from None
     if bound == 0:

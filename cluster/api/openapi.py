@@ -221,7 +221,12 @@ def _service_put() -> dict:
         "description": "http(s), a host, no credentials, query or fragment; a trailing '/' is dropped.",
     }
     grpc = {"type": "string", "pattern": "^[A-Za-z0-9.-]{1,253}:[0-9]{1,5}$", "description": "HOST:PORT, port 1-65535."}
-    return {"oneOf": [_obj({"url": url}, "*"), _obj({"grpc": grpc}, "*")]}
+    tls = {
+        "type": "boolean",
+        "default": False,
+        "description": "The gRPC target speaks TLS (verified against [services] ca_file or the system CAs).",
+    }
+    return {"oneOf": [_obj({"url": url}, "*"), _obj({"grpc": grpc, "tls": tls}, ("grpc",))]}
 
 
 # -- response bodies ---------------------------------------------------------------------
@@ -235,7 +240,7 @@ def _view_schemas() -> dict:
                 **_null_or(_STRING),
                 "description": "The name of the request's token (null without tokens, or before token names).",
             },
-            "previous": _obj({"url": _null_or(_STRING), "grpc": _null_or(_STRING)}, "*"),
+            "previous": _obj({"url": _null_or(_STRING), "grpc": _null_or(_STRING), "tls": _BOOLEAN}, ("url", "grpc")),
         },
         "*",
     )
@@ -244,6 +249,7 @@ def _view_schemas() -> dict:
             "name": _STRING,
             "url": _null_or(_STRING),
             "grpc": _null_or(_STRING),
+            "tls": {**_BOOLEAN, "description": "A gRPC target called over TLS (an https:// url says it itself)."},
             "created_at": _TIME,
             "updated_at": _TIME,
             "revision": _COUNT,
@@ -636,7 +642,11 @@ def _paths() -> dict:
                 ok("Service", "Registered."),
                 write + " 404 409 413",
                 ("Force", "IdempotencyKey"),
-                body=_body(_ref("ServicePut"), "Exactly one of url (HTTP participant) or grpc."),
+                body=_body(
+                    _ref("ServicePut"),
+                    'Exactly one of url (HTTP participant; https:// is called over TLS) or grpc, with "tls": true '
+                    "for a gRPC participant over TLS.",
+                ),
             ),
             "delete": _op(
                 "deleteService",

@@ -269,6 +269,7 @@ def service_view(service: dict) -> dict:
         "name": service["name"],
         "url": service["url"],
         "grpc": service["grpc"],
+        "tls": bool(service.get("tls")),  # a gRPC target over TLS; a record without it is not
         "created_at": _iso(service["created_at_ms"]),
         "updated_at": _iso(service["updated_at_ms"]),
         "revision": service["revision"],
@@ -341,6 +342,8 @@ async def put_service(
     require_leader(node)
     body: dict = {"name": name, "url": target["url"]} if target["url"] else {"name": name, "grpc": target["grpc"]}
     body["by"] = by
+    if target.get("tls"):
+        body["tls"] = True  # only when true: a plain service's log entry is as before
     if force:
         body["force"] = True
         body["remote"] = remote[:REMOTE_CHARS_MAX] if remote else None

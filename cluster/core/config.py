@@ -17,6 +17,9 @@
     [services]                         # optional: which participant addresses may be called
     allowed_networks = ["10.20.0.0/16"]    # CIDRs
     allowed_hosts = ["payments.internal"]  # host names, exact
+    ca_file = "participants-ca.crt"        # optional: verify TLS participants against it
+    client_cert_file = "leader.crt"        # optional, both or neither: the certificate
+    client_key_file = "leader.key"         # shown to participants (mutual TLS)
 
     [api]                              # optional: who may talk to the HTTP API from a browser
     allowed_origins = ["https://ops.example.com"]  # Origin headers accepted (default: none)
@@ -55,6 +58,17 @@ Link-local and cloud metadata addresses (169.254.0.0/16, fe80::/10, their
 IPv4-mapped and NAT64 forms, fd00:ec2::254, ...) are refused in either case
 unless a listed network lies inside them (e.g. "169.254.169.254/32"). The
 check runs on what a name resolves to when it is called.
+
+``[services]`` TLS (cluster/core/tls.py, ``ParticipantTls``): a participant
+registered at an ``https://`` URL, or as ``{"grpc": "host:port", "tls":
+true}``, is called over TLS, its certificate chain and host name verified
+against ``ca_file`` (a PEM bundle; without it, the system's CAs). With
+``client_cert_file`` and ``client_key_file`` the leader presents that
+certificate to every TLS participant, for participants that require one; the
+key must be the owner's alone (0600), else the node refuses to start. A
+participant whose certificate does not verify is a failed connection: the
+call's outcome is unknown, as with a refused one. ``http://`` and plain gRPC
+participants are called as before.
 """
 
 from __future__ import annotations
@@ -75,7 +89,7 @@ from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import PRIVATE_FILE_MODE
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
-from coordinator.cluster.core.tls import NodeTls, TlsSettings
+from coordinator.cluster.core.tls import NodeTls, ParticipantTls, TlsSettings
 from coordinator.cluster.core.tokens import (
     SINGLE_TOKEN_NAME,
     TOKENS_FILE_BYTES_MAX,
@@ -196,6 +210,7 @@ class ClusterConfig:
     participant_key_file: Path | None = None  # when set, every participant call is signed with it
     participant_key_id: str = PARTICIPANT_KEY_ID_DEFAULT
     services: ServicePolicy = field(default_factory=ServicePolicy)  # [services]: which participants may be called
+    participant_tls: ParticipantTls = field(default_factory=ParticipantTls)  # [services]: TLS to participants
     api: ApiSettings = field(default_factory=ApiSettings)  # [api]: origins and Host names the HTTP API accepts
     limits: Limits = field(default_factory=Limits)
     tls: TlsSettings | None = None  # [tls]: the APIs (and with peer = true, Raft) over TLS
@@ -352,6 +367,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         participant_key_file=(base / key_file).resolve() if key_file else None,
         participant_key_id=key_id,
         services=_services(_table(doc, "services")),
+        participant_tls=_participant_tls(_table(doc, "services"), base),
         api=_api(_table(doc, "api")),
         tls=_tls(doc["tls"], base) if "tls" in doc else None,
     )
@@ -385,8 +401,11 @@ def _tls(raw: object, base: Path) -> TlsSettings:
     )
 
 
+_SERVICES_TLS = ("ca_file", "client_cert_file", "client_key_file")
+
+
 def _services(raw: dict) -> ServicePolicy:
-    unknown = set(raw) - {"allowed_networks", "allowed_hosts"}
+    unknown = set(raw) - {"allowed_networks", "allowed_hosts", *_SERVICES_TLS}
     if unknown:
         raise ConfigError(f"services.{sorted(unknown)[0]}: unknown setting")
     lists = {}
@@ -399,6 +418,20 @@ def _services(raw: dict) -> ServicePolicy:
         return ServicePolicy.parse(lists["allowed_networks"], lists["allowed_hosts"])
     except ValueError as exc:
         raise ConfigError(f"services.{exc}") from None
+
+
+def _participant_tls(raw: dict, base: Path) -> ParticipantTls:
+    """The TLS settings of ``[services]``; the files are checked when a node starts."""
+    files: dict[str, Path | None] = {}
+    for key in _SERVICES_TLS:
+        value = raw.get(key)
+        if value is not None and (not isinstance(value, str) or not value):
+            raise ConfigError(f"services.{key}: must be a file name")
+        files[key] = (base / value).absolute() if value else None
+    try:
+        return ParticipantTls(**files)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _toml_value(value: object) -> str:
@@ -439,14 +472,17 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     lines += ["", "[executor]"]
     for f in dataclasses.fields(ExecutorSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
-    policy = config.services
+    policy, participant_tls = config.services, config.participant_tls
+    if policy.configured or participant_tls.configured:
+        lines += ["", "[services]"]
     if policy.configured:
         lines += [
-            "",
-            "[services]",
             "allowed_networks = [" + ", ".join(_toml_value(str(n)) for n in policy.allowed_networks) + "]",
             "allowed_hosts = [" + ", ".join(_toml_value(h) for h in policy.allowed_hosts) + "]",
         ]
+    for key in _SERVICES_TLS:
+        if getattr(participant_tls, key) is not None:
+            lines.append(f"{key} = {_toml_value(rel(getattr(participant_tls, key)))}")
     if config.api.allowed_origins or config.api.allowed_hosts:
         lines += [
             "",

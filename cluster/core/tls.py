@@ -26,6 +26,16 @@ A node refuses to start when a key file is readable by anyone but its owner
 same certificate and key serve the APIs and the Raft port: ``coordinator up
 --tls`` issues one per node, with the node's id, ``localhost`` and its
 address as names, usable as server and as client (cluster/launcher/certs.py).
+
+Participants are called over TLS when their registration says so (an
+``https://`` URL, a gRPC target registered with ``"tls": true``); how the
+leader checks them, and the certificate it shows them, is ``[services]``
+(``ParticipantTls``)::
+
+    [services]
+    ca_file = "participants-ca.crt"           # optional: verify participants against it (default: the system CAs)
+    client_cert_file = "tls/leader.crt"       # optional, with client_key_file: for participants that
+    client_key_file = "tls/leader.key"        # require a client certificate (mutual TLS); the key 0600
 """
 
 from __future__ import annotations
@@ -39,6 +49,7 @@ from pathlib import Path
 __all__ = [
     "NODE_ID_PLACEHOLDER",
     "NodeTls",
+    "ParticipantTls",
     "TlsSettings",
     "api_server_context",
     "check_key_file",
@@ -165,3 +176,66 @@ def peer_client_context(tls: NodeTls) -> ssl.SSLContext:
     _load_chain(context, tls)
     _load_ca(context, tls.peer_ca_file)
     return context
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantTls:
+    """``[services]`` TLS: the CA bundle participants' certificates are
+    verified against (None: the system's) and the client certificate the
+    leader presents to them (both or neither). Plain ``http://`` and
+    non-TLS gRPC participants are called as before whatever is set here."""
+
+    ca_file: Path | None = None
+    client_cert_file: Path | None = None
+    client_key_file: Path | None = None
+
+    def __post_init__(self) -> None:
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError("services.client_cert_file and services.client_key_file: give both or neither")
+
+    @property
+    def configured(self) -> bool:
+        return any(path is not None for path in (self.ca_file, self.client_cert_file, self.client_key_file))
+
+    def check(self) -> None:
+        """Raise ValueError (one line, naming the file) unless the files are
+        usable: the key the owner's alone, every file PEM, the pair matching."""
+        self.client_context()
+
+    def client_context(self) -> ssl.SSLContext:
+        """The context ``https://`` participants are called with: their
+        certificate chain and host name verified, TLS 1.2 or later, the
+        client certificate presented when one is set."""
+        if self.client_key_file is not None:
+            check_key_file(self.client_key_file)
+        if self.ca_file is not None and not self.ca_file.is_file():
+            raise ValueError(f"{self.ca_file}: no such certificate file")
+        try:
+            context = ssl.create_default_context(cafile=self.ca_file)
+        except (ssl.SSLError, OSError) as exc:
+            raise ValueError(f"{self.ca_file}: not a CA certificate in PEM ({exc})") from None
+        context.minimum_version = TLS_MINIMUM
+        if self.client_cert_file is not None:
+            try:
+                context.load_cert_chain(self.client_cert_file, self.client_key_file)
+            except (ssl.SSLError, OSError) as exc:
+                raise ValueError(
+                    f"{self.client_cert_file} / {self.client_key_file}: not a certificate and its key in PEM ({exc})"
+                ) from None
+        return context
+
+    def grpc_files(self) -> tuple[bytes | None, bytes | None, bytes | None]:
+        """(root certificates, private key, certificate chain) as
+        ``grpc.ssl_channel_credentials`` takes them, None where unset.
+        Without ``ca_file`` the roots are the system's bundle, the file
+        OpenSSL (so the ``https://`` calls) trusts by default; where there is
+        none, None: gRPC's own default roots."""
+        if self.ca_file is not None:
+            roots: bytes | None = self.ca_file.read_bytes()
+        else:
+            system = ssl.get_default_verify_paths().cafile
+            roots = Path(system).read_bytes() if system and Path(system).is_file() else None
+        if self.client_cert_file is None or self.client_key_file is None:
+            return roots, None, None
+        check_key_file(self.client_key_file)
+        return roots, self.client_key_file.read_bytes(), self.client_cert_file.read_bytes()

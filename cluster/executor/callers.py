@@ -1,8 +1,8 @@
 """The participant calls of one node's executor: which transport a call
 takes, and closing them all.
 
-A service registered with a ``grpc`` target is called over gRPC, any other
-over HTTP (cluster/stores/registry.py). The callers are built where the
+A service registered with a ``grpc`` target is called over gRPC (over TLS
+when its record says ``tls``), any other over HTTP (cluster/stores/registry.py). The callers are built where the
 node is wired (cluster/launcher/process.py; the simulation's in
 chaos/sim/node.py) and handed to the executor, which closes them when it
 closes.
@@ -11,6 +11,7 @@ closes.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 
 from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec, ParticipantCaller
 
@@ -38,7 +39,7 @@ class ParticipantCallers:
         if service.get("grpc"):
             if self.grpc is None:
                 return CallOutcome("failed", error=f"service {spec.service!r} is gRPC; this node has no gRPC caller")
-            return await self.grpc.call(spec, operation)
+            return await self.grpc.call(replace(spec, tls=bool(service.get("tls"))), operation)
         return await self.http.call(spec, operation)
 
     async def close(self) -> None:

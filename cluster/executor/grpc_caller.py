@@ -29,6 +29,16 @@ a definite failure that never reaches the network. The channel then
 connects to the checked address itself (``ipv4:``/``ipv6:`` target, the
 registered name as authority), so gRPC's own resolver cannot pick another.
 A name that does not resolve is retried like a refused connection.
+
+A target registered with ``"tls": true`` (``spec.tls``) gets a
+``grpc.aio.secure_channel``: the participant's certificate is verified
+against ``[services]`` ``ca_file`` (else the system's CAs) for the
+registered host name (the channel's authority), and the client certificate
+of ``[services]`` is presented when one is set (``ParticipantTls`` in
+cluster/core/tls.py). A handshake that fails is UNAVAILABLE, so retried,
+and out of budget unknown, like a refused connection; its reason is logged
+once per service (``TlsFailures``). Channels are cached by (target, tls,
+checked address): the same target plain and over TLS are two channels.
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ import grpc
 from coordinator.client.grpc_gen import coordinator_pb2, coordinator_pb2_grpc
 from coordinator.client.participant.signing import SIGNATURE_METADATA
 from coordinator.cluster.core.netpolicy import AddressRefused, Resolve, ServicePolicy, system_resolve
+from coordinator.cluster.core.tls import ParticipantTls
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.http_caller import (
     ERROR_CHARS_MAX,
@@ -54,6 +65,7 @@ from coordinator.cluster.executor.http_caller import (
     CallSpec,
     Retryable,
     Signer,
+    TlsFailures,
     call_with_retries,
 )
 
@@ -98,7 +110,9 @@ assert tuple(_RPC_NAMES) == OPERATIONS
 class GrpcCaller:
     """The gRPC `ParticipantCaller`. Use it on one event loop; `close()` it.
     It opens a channel on the first call to a target, so a cluster whose
-    participants are all HTTP opens none. `rng` draws the retries' jitter."""
+    participants are all HTTP opens none. `rng` draws the retries' jitter.
+    `tls`: the CA bundle and client certificate of TLS targets (default: the
+    system CAs, no client certificate); its files are read here, once."""
 
     def __init__(
         self,
@@ -109,18 +123,24 @@ class GrpcCaller:
         resolve: Resolve = system_resolve,
         signer: Signer | None = None,
         rng: random.Random | None = None,
+        tls: ParticipantTls | None = None,
     ) -> None:
         assert channels_max > 0
+        roots, key, chain = (tls if tls is not None else ParticipantTls()).grpc_files()
+        self._credentials = grpc.ssl_channel_credentials(
+            root_certificates=roots, private_key=key, certificate_chain=chain
+        )
+        self._tls_failures = TlsFailures()
         self._rng = rng if rng is not None else random.Random()
         self._breakers = breakers
         self._channels_max = channels_max
         self._policy = policy if policy is not None else ServicePolicy()
         self._resolve = resolve
         self._signer = signer
-        # by (registered target, checked address)
-        self._channels: OrderedDict[tuple[str, str], tuple[grpc.aio.Channel, coordinator_pb2_grpc.ParticipantStub]] = (
-            OrderedDict()
-        )
+        # by (registered target, TLS or not, checked address)
+        self._channels: OrderedDict[
+            tuple[str, bool, str], tuple[grpc.aio.Channel, coordinator_pb2_grpc.ParticipantStub]
+        ] = OrderedDict()
         self._closing: dict[asyncio.Task, grpc.aio.Channel] = {}  # evicted channels
 
     async def call(self, spec: CallSpec, operation: str) -> CallOutcome:
@@ -158,7 +178,7 @@ class GrpcCaller:
         except Retryable:
             breaker.record_failure()
             raise
-        rpc = getattr(self._stub(spec.url, address), _RPC_NAMES[operation])
+        rpc = getattr(self._stub(spec.url, spec.tls, address), _RPC_NAMES[operation])
         metadata: tuple[tuple[str, str], ...] = ((KEY_METADATA, spec.idempotency_key), (FENCE_METADATA, spec.fence))
         if self._signer is not None:
             signature = self._signer.header(
@@ -180,14 +200,18 @@ class GrpcCaller:
                 return CallOutcome("failed", error=error)
             if not stale_fence:  # the service is healthy; this node is the stale one
                 breaker.record_failure()
+            if spec.tls and code == grpc.StatusCode.UNAVAILABLE and _is_tls_failure(exc.details() or ""):
+                self._tls_failures.failed(spec.service, spec.url, exc.details() or "")
             raise Retryable(error) from None
+        if spec.tls:
+            self._tls_failures.succeeded(spec.service)
         breaker.record_success()
         if operation == "prepare":
             return CallOutcome("ok", {"vote": "yes" if response.yes else "no"})
         return CallOutcome("ok", _output(response.output_json))
 
-    def _stub(self, target: str, address: str) -> coordinator_pb2_grpc.ParticipantStub:
-        key = (target, address)
+    def _stub(self, target: str, tls: bool, address: str) -> coordinator_pb2_grpc.ParticipantStub:
+        key = (target, tls, address)
         entry = self._channels.get(key)
         if entry is not None:
             self._channels.move_to_end(key)
@@ -199,21 +223,22 @@ class GrpcCaller:
             task.add_done_callback(lambda done: self._closing.pop(done, None))
         port = target.rpartition(":")[2]
         pinned = f"ipv6:[{address}]:{port}" if ":" in address else f"ipv4:{address}:{port}"
-        channel = grpc.aio.insecure_channel(
-            pinned,
-            options=[
-                ("grpc.max_receive_message_length", RECEIVE_BYTES_MAX),
-                ("grpc.enable_retries", 0),  # retries are ours: one key, one budget
-                ("grpc.default_authority", target),
-            ],
-        )
+        options = [
+            ("grpc.max_receive_message_length", RECEIVE_BYTES_MAX),
+            ("grpc.enable_retries", 0),  # retries are ours: one key, one budget
+            ("grpc.default_authority", target),  # with TLS, also the name the certificate must have
+        ]
+        if tls:
+            channel = grpc.aio.secure_channel(pinned, self._credentials, options=options)
+        else:
+            channel = grpc.aio.insecure_channel(pinned, options=options)
         stub = coordinator_pb2_grpc.ParticipantStub(channel)
         self._channels[key] = (channel, stub)
         return stub
 
     def targets(self) -> list[str]:
         """The targets with an open channel, least recently used first."""
-        return list(dict.fromkeys(target for target, _ in self._channels))
+        return list(dict.fromkeys(target for target, _, _ in self._channels))
 
     async def close(self) -> None:
         """Close every channel; calls still running on them are cancelled."""
@@ -225,6 +250,15 @@ class GrpcCaller:
         await asyncio.gather(*closing, return_exceptions=True)
         for channel in [*channels, *closing.values()]:
             await channel.close()
+
+
+_TLS_WORDS = ("ssl", "tls", "handshake", "certificate")
+
+
+def _is_tls_failure(details: str) -> bool:
+    """Whether an UNAVAILABLE's details tell of a failed TLS handshake."""
+    lowered = details.lower()
+    return any(word in lowered for word in _TLS_WORDS)
 
 
 def _output(text: str) -> Any:

@@ -10,7 +10,17 @@ interval. Over HTTP:
 | 2xx                                      | ok, the JSON body is the output |
 | 4xx but 408 and 429                      | failed (definite)               |
 | 408, 429, 5xx, timeout, refused          | retried; out of budget: unknown |
+| a TLS handshake that fails               | retried; out of budget: unknown |
 | an address the [services] policy refuses | failed (definite), never sent   |
+
+``https://`` participants are called with the session's SSL context
+(`participant_session(..., ssl=...)`: ``[services]`` ``ca_file`` or the
+system CAs, and the client certificate when one is set; see
+`ParticipantTls` in cluster/core/tls.py). A certificate that does not
+verify, or a participant that refuses ours, is a failed connection like a
+refused one: nothing ran there that the call can know of, so the outcome is
+unknown and the call is retried. Its reason is logged once per service
+(`TlsFailures`) until it changes or a call gets through, without a traceback.
 
 The address check (`cluster/core/netpolicy.py`) runs at call time: a literal
 address here, a name in the session's resolver (`participant_session`),
@@ -21,7 +31,9 @@ only ones it connects to.
 from __future__ import annotations
 
 import json
+import logging
 import random
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -48,6 +60,7 @@ __all__ = [
     "ParticipantCaller",
     "Retryable",
     "Signer",
+    "TlsFailures",
     "call_with_retries",
     "participant_session",
 ]
@@ -55,6 +68,8 @@ __all__ = [
 ATTEMPTS_HARD_MAX = 100_000  # attempts while a breaker is open do not spend the budget; this bounds them
 ERROR_CHARS_MAX = 500
 OUTPUT_BYTES_MAX = 64 * 1024
+
+log = logging.getLogger(__name__)
 
 # What a call does at the participant: a saga step's action or compensation,
 # or a 2PC phase. HTTP says it with the spec's method and path; gRPC picks
@@ -87,6 +102,7 @@ class CallSpec:
     max_attempts: int
     backoff_s: float
     max_backoff_s: float
+    tls: bool = False  # gRPC: the target speaks TLS (the registration's "tls"); HTTP: the URL's scheme says it
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,13 +179,63 @@ async def call_with_retries(
 
 
 def participant_session(
-    policy: ServicePolicy, *, connections_max: int, resolver: AbstractResolver | None = None
+    policy: ServicePolicy,
+    *,
+    connections_max: int,
+    resolver: AbstractResolver | None = None,
+    ssl: ssl.SSLContext | None = None,
 ) -> aiohttp.ClientSession:
     """The session participant calls go through: every address a name
     resolves to is checked against `policy` before aiohttp connects to it
-    (`resolver`, the system's by default, is asked first)."""
-    connector = aiohttp.TCPConnector(limit=connections_max, resolver=PolicyResolver(policy, resolver))
+    (`resolver`, the system's by default, is asked first). ``https://``
+    participants are verified with `ssl` (``ParticipantTls.client_context()``;
+    None: aiohttp's default, the system CAs)."""
+    connector = aiohttp.TCPConnector(
+        limit=connections_max, resolver=PolicyResolver(policy, resolver), ssl=ssl if ssl is not None else True
+    )
     return aiohttp.ClientSession(connector=connector)
+
+
+TLS_REASON_CHARS_MAX = 300
+
+
+class TlsFailures:
+    """Logs why TLS to a participant failed, once per service until the
+    reason changes or a call to it gets through (a retried call must not
+    log every attempt). Holds one reason per service name."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        self._logger = logger
+        self._last: dict[str, str] = {}
+
+    def failed(self, service: str, target: str, reason: str) -> None:
+        reason = reason[:TLS_REASON_CHARS_MAX]
+        if self._last.get(service) == reason:
+            return
+        self._last[service] = reason
+        self._logger.warning(
+            "participant %s (%s): TLS failed, the call's outcome is unknown: %s", service, target, reason
+        )
+
+    def succeeded(self, service: str) -> None:
+        self._last.pop(service, None)
+
+
+def _tls_reason(exc: BaseException) -> str | None:
+    """Why TLS failed, when `exc` (or what it wraps) is a TLS failure."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return str(exc.certificate_error)
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLError):
+            return str(current)
+        if isinstance(current, aiohttp.ClientSSLError):
+            return str(current)
+        wrapped = getattr(current, "os_error", None)
+        current = wrapped if isinstance(wrapped, BaseException) else (current.__cause__ or current.__context__)
+    return None
 
 
 def _refused(exc: AddressRefused) -> CallOutcome:
@@ -213,6 +279,7 @@ class HttpCaller:
         self._policy = policy if policy is not None else ServicePolicy()
         self._signer = signer
         self._rng = rng if rng is not None else random.Random()
+        self._tls_failures = TlsFailures()
 
     async def _once(self, spec: CallSpec) -> CallOutcome:
         try:
@@ -258,7 +325,13 @@ class HttpCaller:
             return _refused(exc)
         except (TimeoutError, aiohttp.ClientError, OSError) as exc:
             breaker.record_failure()
+            reason = _tls_reason(exc)
+            if reason is not None:
+                self._tls_failures.failed(spec.service, f"{url.scheme}://{url.raw_authority}", reason)
+                raise Retryable(f"TLS: {reason}"[:ERROR_CHARS_MAX]) from None
             raise Retryable(f"{exc.__class__.__name__}: {exc}"[:ERROR_CHARS_MAX]) from None
+        if url.scheme == "https":
+            self._tls_failures.succeeded(spec.service)
         text = raw.decode("utf-8", "replace")
         if 200 <= status < 300:
             breaker.record_success()

@@ -31,7 +31,7 @@ from coordinator.cluster.core.executor_settings import ExecutorSettings
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy
-from coordinator.cluster.core.tls import NODE_ID_PLACEHOLDER, TlsSettings
+from coordinator.cluster.core.tls import NODE_ID_PLACEHOLDER, ParticipantTls, TlsSettings
 from coordinator.cluster.launcher.certs import issue, local_tls
 from coordinator.cluster.launcher.supervisor import Supervisor
 from coordinator.consensus import RaftSettings
@@ -118,6 +118,7 @@ class LocalCluster:
         client_certs: bool = False,
         peer_tls: bool = False,
         tokens_file: Path | None = None,
+        participant_tls: ParticipantTls | None = None,
     ) -> None:
         """``token=True`` writes a single admin token (``self.token``, which
         ``request`` sends); ``tokens_file`` names a tokens file
@@ -144,6 +145,8 @@ class LocalCluster:
         self.tls_files: dict[str, str] = {}
         if tls or client_certs or peer_tls:
             self.config = self._with_tls(client_certs, peer_tls)
+        if participant_tls is not None:  # [services] TLS: the CA participants are verified with, our client cert
+            self.config = replace(self.config, participant_tls=participant_tls)
         self.token: str | None = None
         if token:
             self.config = replace(self.config, token_file=self.root / "api.token")

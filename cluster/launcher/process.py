@@ -7,7 +7,9 @@
 - the state machine it applies: :class:`coordinator.cluster.core.state.ClusterState`;
 - the executor (cluster/executor/executor.py) with the participant
   callers - HTTP through a session whose resolver checks ``[services]``,
-  gRPC, both signing calls when the cluster file names a participant key -
+  gRPC, both verifying TLS participants with ``[services]``' CA and
+  client certificate, both signing calls when the cluster file names a
+  participant key -
   and the circuit breakers they share with its admission;
 - the wall clock (``time.time``) and one random source (a fresh
   ``random.Random``) for the breakers' and the backoffs' jitter.
@@ -54,15 +56,16 @@ CONNECTIONS_MAX = 256  # participant connections of the executor's HTTP session
 
 
 def participant_callers(config: NodeConfig, breakers: Breakers, rng: random.Random) -> ParticipantCallers:
-    """HTTP and gRPC, both held to ``[services]`` and signing every call when
-    the cluster file names a participant key. Closing them closes the gRPC
+    """HTTP and gRPC, both held to ``[services]`` (its address policy, and
+    its TLS settings for ``https://`` and TLS gRPC participants) and signing
+    every call when the cluster file names a participant key. Closing them closes the gRPC
     channels, then the HTTP session. Call it on the event loop."""
-    policy = config.cluster.services
+    policy, tls = config.cluster.services, config.cluster.participant_tls
     signer = None
     if config.participant_key is not None:
         signer = Signer(config.cluster.participant_key_id, config.participant_key)
-    session = participant_session(policy, connections_max=CONNECTIONS_MAX)
-    grpc = GrpcCaller(breakers, policy=policy, signer=signer, rng=rng)
+    session = participant_session(policy, connections_max=CONNECTIONS_MAX, ssl=tls.client_context())
+    grpc = GrpcCaller(breakers, policy=policy, signer=signer, rng=rng, tls=tls)
     http = HttpCaller(session, breakers, policy, signer, rng=rng)
     return ParticipantCallers(http, grpc, on_close=(grpc.close, session.close))
 

@@ -1,5 +1,12 @@
 """The service registry: the participants sagas and transactions may call.
 
+A record names an HTTP participant by its base URL (``https://`` is
+called over TLS) or a gRPC one by its target, with ``tls`` true when the
+target speaks TLS. ``tls`` is stored only when true: a record without it
+(any record written before it existed, in a journal or a snapshot) is a
+plain gRPC or HTTP participant, and the records of services that do not
+use it are the same as before, so the state's digest is too.
+
 Validation here is shared by the HTTP edge (to answer 400 early) and the
 state machine (which re-checks every command it applies: the log is the
 truth, not the edge).
@@ -22,6 +29,7 @@ __all__ = [
     "URL_CHARS_MAX",
     "ServiceRegistry",
     "validate_service_name",
+    "service_target",
     "validate_service_body",
 ]
 
@@ -78,17 +86,32 @@ def _validate_grpc(target: object) -> str:
 
 
 def validate_service_body(body: Any) -> dict:
-    """``{"url": ...}`` or ``{"grpc": ...}``, exactly one, nothing else."""
+    """``{"url": ...}`` or ``{"grpc": ..., "tls": bool}`` (``tls`` optional),
+    exactly one of url and grpc, nothing else. The target: ``url`` and
+    ``grpc`` (one None), and ``tls: True`` only for a TLS gRPC target."""
     if not isinstance(body, dict):
         raise InvalidService("body", "must be a JSON object")
     for key in body:
-        if key not in ("url", "grpc"):
+        if key not in ("url", "grpc", "tls"):
             raise InvalidService(str(key), "unknown field")
     if ("url" in body) == ("grpc" in body):
         raise InvalidService("body", "give exactly one of url or grpc")
     if "url" in body:
+        if "tls" in body:
+            raise InvalidService("tls", "only with grpc; for a url, https:// says it")
         return {"url": _validate_url(body["url"]), "grpc": None}
-    return {"url": None, "grpc": _validate_grpc(body["grpc"])}
+    tls = body.get("tls", False)
+    if not isinstance(tls, bool):
+        raise InvalidService("tls", "must be true or false")
+    target = {"url": None, "grpc": _validate_grpc(body["grpc"])}
+    return {**target, "tls": True} if tls else target
+
+
+def service_target(service: dict) -> dict:
+    """Where a record points, as `validate_service_body` returns it (a
+    record without ``tls`` is not TLS)."""
+    target = {"url": service["url"], "grpc": service["grpc"]}
+    return {**target, "tls": True} if service.get("tls") else target
 
 
 def _forced_by(body: dict) -> tuple[bool, dict | None]:
@@ -149,7 +172,7 @@ class ServiceRegistry:
         if existing is None and len(self.services) >= SERVICES_MAX:
             raise Rejection("conflict", f"the registry is full ({SERVICES_MAX} services)")
         forced = existing.get("forced") if existing else None
-        previous = {"url": existing["url"], "grpc": existing["grpc"]} if existing else None
+        previous = service_target(existing) if existing else None
         if previous is not None and previous != target and in_use(name):
             if not force:
                 raise Rejection(

@@ -46,6 +46,12 @@ def test_services_add_needs_a_url_or_grpc():
     assert result.returncode == 2 and "URL or --grpc" in result.stderr
 
 
+def test_services_add_tls_is_for_a_grpc_target_only():
+    result = run("services", "add", "orders", "https://127.0.0.1:1", "--tls", "--endpoints", "http://127.0.0.1:1")
+    assert result.returncode == 2 and "--tls is for --grpc" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
 def test_a_non_loopback_bind_without_a_token_is_refused_unless_insecure(tmp_path):
     result = run("up", "--host", "0.0.0.0", "--data-dir", str(tmp_path / "d"), "--base-port", "23100")
     assert result.returncode == 2, result.stderr

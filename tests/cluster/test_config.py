@@ -152,3 +152,71 @@ def test_a_symlink_planted_at_the_cluster_files_temporary_path_is_not_followed(t
 
 def test_the_participant_key_id_pattern_is_the_signing_formats():
     assert PARTICIPANT_KEY_ID.pattern == KEY_ID_PATTERN.pattern
+
+
+def _participant_certs(tmp_path):
+    """A CA and a client certificate of it, as an operator would have them."""
+    from coordinator.cluster.launcher.certs import issue, make_ca
+
+    ca = make_ca(tmp_path / "pki")
+    issue(ca, tmp_path / "leader.crt", tmp_path / "leader.key", common_name="leader", server=False)
+    return ca.cert_file, tmp_path / "leader.crt", tmp_path / "leader.key"
+
+
+def test_services_tls_is_read_and_written_back_and_leaves_the_policy_unset(tmp_path):
+    from coordinator.cluster.core.tls import ParticipantTls
+
+    config = local_cluster(nodes=1, host="127.0.0.1", base_port=7100, data_dir=tmp_path)
+    assert not config.participant_tls.configured  # the default: system CAs, no client certificate
+    ca, cert, key = _participant_certs(tmp_path)
+    with_tls = dataclasses.replace(config, participant_tls=ParticipantTls(ca, cert, key))
+    write_cluster_file(tmp_path / "cluster.toml", with_tls)
+    text = (tmp_path / "cluster.toml").read_text()
+    assert 'ca_file = "pki/ca.crt"' in text and "allowed_networks" not in text
+    loaded = load_cluster_file(tmp_path / "cluster.toml")
+    assert loaded == with_tls and not loaded.services.configured  # the address policy stays the default
+    context = loaded.participant_tls.client_context()
+    assert context.verify_mode.name == "CERT_REQUIRED" and context.check_hostname
+    assert context.minimum_version.name == "TLSv1_2"
+
+
+@pytest.mark.parametrize(
+    "services, problem",
+    [
+        ("client_cert_file='c.crt'", "give both or neither"),
+        ("client_key_file='c.key'", "give both or neither"),
+        ("ca_file=''", "services.ca_file: must be a file name"),
+        ("ca_file=3", "services.ca_file: must be a file name"),
+    ],
+)
+def test_bad_services_tls_is_refused(tmp_path, services, problem):
+    path = tmp_path / "cluster.toml"
+    path.write_text(
+        f"[cluster]\nsecret_file='s'\n[services]\n{services}\n[[nodes]]\nid='n1'\nraft='h:1'\nhttp='h:2'\ngrpc='h:3'\n"
+    )
+    with pytest.raises(ConfigError, match=problem):
+        load_cluster_file(path)
+
+
+def test_a_node_with_a_client_key_others_can_read_refuses_to_start_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    from coordinator.cluster.core.tls import ParticipantTls
+
+    ca, cert, key = _participant_certs(tmp_path)
+    config = local_cluster(nodes=1, host="127.0.0.1", base_port=7100, data_dir=tmp_path)
+    config = dataclasses.replace(config, participant_tls=ParticipantTls(ca, cert, key))
+    write_cluster_file(tmp_path / "cluster.toml", config)
+    generate_secret(config.secret_file)
+    os.chmod(key, 0o644)
+    node = [sys.executable, "-m", "coordinator", "node", "--config", str(tmp_path / "cluster.toml"), "--id", "n1"]
+    result = subprocess.run(node, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.strip().count("\n") == 0 and "readable by others" in result.stderr
+    assert str(key) in result.stderr
+    os.chmod(key, 0o600)
+    (tmp_path / "pki" / "ca.crt").write_text("not a certificate\n")
+    result = subprocess.run(node, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1 and result.stderr.strip().count("\n") == 0
+    assert "not a CA certificate in PEM" in result.stderr

@@ -9,9 +9,11 @@ class _Caller:
     def __init__(self, name: str) -> None:
         self.name = name
         self.calls: list[tuple[str, str]] = []
+        self.tls: list[bool] = []
 
     async def call(self, spec: CallSpec, operation: str) -> CallOutcome:
         self.calls.append((spec.service, operation))
+        self.tls.append(spec.tls)
         return CallOutcome("ok", self.name, attempts=1)
 
 
@@ -25,6 +27,15 @@ async def test_a_grpc_service_goes_over_grpc_and_any_other_over_http():
     assert (await callers.call({"grpc": "h:1"}, _spec("g"), "prepare")).output == "grpc"
     assert (await callers.call({"url": "http://h"}, _spec("h"), "execute")).output == "http"
     assert (grpc.calls, http.calls) == ([("g", "prepare")], [("h", "execute")])
+
+
+async def test_a_grpc_call_is_tls_as_its_record_says_and_a_record_without_tls_is_plain():
+    http, grpc = _Caller("http"), _Caller("grpc")
+    callers = ParticipantCallers(http, grpc)
+    await callers.call({"grpc": "h:1", "tls": True}, _spec("g"), "execute")
+    await callers.call({"grpc": "h:1"}, _spec("g"), "execute")  # written before tls existed
+    await callers.call({"url": "https://h"}, _spec("h"), "execute")
+    assert grpc.tls == [True, False] and http.tls == [False]  # over HTTP the URL's scheme says it
 
 
 async def test_an_unregistered_service_is_an_unknown_outcome_and_calls_nothing():
