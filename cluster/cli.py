@@ -115,6 +115,8 @@ def cmd_node(args: argparse.Namespace) -> int:
         token=token,
         participant_key=participant_key,
     )
+    if config.tls is not None and config.tls.peer:
+        config.tls.check()  # a bad file: one line on stderr and exit 1 (main), as a bad cluster file
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         format=f"%(asctime)s {config.node.id} %(levelname)s %(name)s: %(message)s",
