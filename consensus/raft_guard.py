@@ -17,7 +17,8 @@ garbage cost a leader 24 MB and its leadership (README.md, "Security").
   more than one frame and one read are ever buffered;
 - an authentication deadline: an incoming connection that has not sent its
   valid hello (the key exchange and its node address, which need the
-  secret) within :data:`RAFT_AUTH_TIMEOUT_S` is closed;
+  secret; with peer TLS, the TLS handshake before them) within
+  :data:`RAFT_AUTH_TIMEOUT_S` is closed;
 - connection caps: at most :data:`RAFT_FOREIGN_PER_ADDRESS_MAX` connections
   from one address that is not a cluster peer and
   :data:`RAFT_FOREIGN_CONNECTIONS_MAX` from all of them (more are closed at
