@@ -128,7 +128,7 @@ def cmd_node(args: argparse.Namespace) -> int:
         participant_key=participant_key,
     )
     if config.tls is not None:
-        try:  # a key others can read, a missing or broken file: refuse to start
+        try:  # a key others can read, a missing or broken file: one line on stderr, exit 1 (main)
             config.tls.check()
         except ValueError as exc:
             raise ConfigError(f"[tls]: {exc}") from None

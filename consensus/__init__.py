@@ -11,6 +11,7 @@ from .codec import (
     unpack,
 )
 from .errors import CodecError, ConsensusError, EntryTooLarge, NotLeader, NotWritten, OutcomeUnknown, QueueFull
+from .peer_tls import PeerTls
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Rejection, ReplicatedLog, Role, StateMachine
 from .pysyncobj_log import LogObserver, PySyncObjLog
 from .settings import RaftSettings
@@ -31,6 +32,7 @@ __all__ = [
     "NotLeader",
     "NotWritten",
     "OutcomeUnknown",
+    "PeerTls",
     "PySyncObjLog",
     "QueueFull",
     "RaftSettings",

@@ -36,6 +36,7 @@ from .batching import Batcher
 from .codec import Command, encode_command, encode_in_term
 from .errors import NotLeader, NotWritten, OutcomeUnknown, error_for_fail_reason
 from .journal import MsgpackJournal
+from .peer_tls import PeerTls, peer_tls_transport
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
 from .raft_guard import guarded_tcp_transport
 from .settings import RaftSettings
@@ -160,7 +161,9 @@ def _elect_soon_after_leader_loss(raft: SyncObj, node, first_s: float, stagger_s
         raft._SyncObj__raftElectionDeadline = deadline
 
 
-def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPTransport) -> type:
+def _syncing_transport(
+    journals: list, settings: RaftSettings, base: type = TCPTransport, peer_tls: PeerTls | None = None
+) -> type:
     """A transport that makes appended entries durable before a follower
     acknowledges them (PySyncObj's ``next_node_idx`` answer), guards two
     PySyncObj bugs on the way in (:func:`_stale_reset`, :func:`_snapshot_commit`,
@@ -168,9 +171,11 @@ def _syncing_transport(journals: list, settings: RaftSettings, base: type = TCPT
     drops keepalives (:meth:`_RaftNode._keepalive`) before PySyncObj sees
     them, and elects soon when the leader's connection closes
     (:func:`_elect_soon_after_leader_loss`). A TCP transport is also
-    bounded before its password check (:mod:`coordinator.consensus.raft_guard`)."""
+    bounded before its password check (:mod:`coordinator.consensus.raft_guard`)
+    and, with ``peer_tls``, speaks mutual TLS (:mod:`coordinator.consensus.peer_tls`)."""
+    transport = guarded_tcp_transport(base) if peer_tls is None else peer_tls_transport(base, peer_tls)
 
-    class SyncingTransport(guarded_tcp_transport(base)):
+    class SyncingTransport(transport):
         def __init__(self, syncObj, selfNode, otherNodes):
             self._coordinator_raft = syncObj
             super().__init__(syncObj, selfNode, otherNodes)
@@ -224,9 +229,10 @@ class _RaftNode(SyncObj):
         settings: RaftSettings,
         transport_base: type = TCPTransport,
         node_class: type = TCPNode,
+        peer_tls: PeerTls | None = None,
     ) -> None:
         self._coordinator_apply = apply
-        transport = _syncing_transport(journals, settings, transport_base)
+        transport = _syncing_transport(journals, settings, transport_base, peer_tls)
         super().__init__(self_address, partners, conf, nodeClass=node_class, transportClass=transport)
         # The leader counts its own copy toward a commit at the start of a
         # tick: what it appended during a tick is synced at the end of it.
@@ -307,6 +313,11 @@ class PySyncObjLog(LogBase):
       the process exits, status 70);
     - ``monotonic``: the clock ``stop`` waits on.
 
+    ``peer_tls`` (a real node's, with ``[tls] peer = true``): every Raft
+    connection is mutual TLS as well (:mod:`coordinator.consensus.peer_tls`);
+    its ``names`` must give the node id of this node's and every partner's
+    address. It applies to a TCP transport only.
+
     The keepalive and the early election after a leader's connection closes
     (:class:`_RaftNode`, :func:`_elect_soon_after_leader_loss`) read
     PySyncObj's own clock, ``pysyncobj.syncobj.monotonicTime``, on purpose:
@@ -331,11 +342,15 @@ class PySyncObjLog(LogBase):
         observer: LogObserver | None = None,
         on_fatal: Callable[[str], None] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        peer_tls: PeerTls | None = None,
     ) -> None:
         super().__init__(state_machine)
         settings = settings if settings is not None else RaftSettings()
         if not secret and issubclass(transport_base, TCPTransport):
             raise ValueError("the Raft port always runs with the cluster secret")
+        if peer_tls is not None:
+            peer_tls.check_addresses([self_address, *partner_addresses])
+        self._peer_tls = peer_tls
         self._self_address = self_address
         self._partners = list(partner_addresses)
         self._secret = secret or None
@@ -404,6 +419,7 @@ class PySyncObjLog(LogBase):
                 self._settings,
                 self._transport_base,
                 self._node_class,
+                self._peer_tls,
             )
         self.journal = journals[0]
 

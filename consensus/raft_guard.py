@@ -17,13 +17,19 @@ garbage cost a leader 24 MB and its leadership (README.md, "Security").
   more than one frame and one read are ever buffered;
 - an authentication deadline: an incoming connection that has not sent its
   valid hello (the key exchange and its node address, which need the
-  secret) within :data:`RAFT_AUTH_TIMEOUT_S` is closed;
+  secret; with peer TLS, the TLS handshake before them) within
+  :data:`RAFT_AUTH_TIMEOUT_S` is closed;
 - connection caps: at most :data:`RAFT_FOREIGN_PER_ADDRESS_MAX` connections
   from one address that is not a cluster peer and
   :data:`RAFT_FOREIGN_CONNECTIONS_MAX` from all of them (more are closed at
   once), and at most :data:`RAFT_PENDING_PER_PEER_ADDRESS_MAX`
   unauthenticated ones from a peer's address (the oldest goes first: a real
   peer authenticates within a round trip).
+
+The read step takes its bytes from a source (:func:`socket_source`, or
+the plaintext of a TLS connection: :mod:`coordinator.consensus.peer_tls`
+subclasses the guarded transport and gives its own source), so the same
+frame checks hold with and without peer TLS.
 
 Everything runs on PySyncObj's tick thread, like the transport itself.
 """
@@ -50,6 +56,7 @@ __all__ = [
     "RAFT_PENDING_PER_PEER_ADDRESS_MAX",
     "frame_bytes_for",
     "guarded_tcp_transport",
+    "socket_source",
 ]
 
 log = logging.getLogger(__name__)
@@ -113,22 +120,45 @@ def _frames_verdict(buffer: bytes, limit: int) -> bool | None:
     return len(buffer) >= 4 + length
 
 
-def _bound_reads(conn, limit) -> None:
-    """Replace ``conn``'s read step (``TcpConnection.__processRead``) by one
-    that checks every length prefix as it arrives and stops reading while a
-    whole frame waits to be parsed. PySyncObj's poller is level-triggered:
-    what stays in the socket is read on the next round."""
+def socket_source(conn):
+    """The plain bytes source of ``conn``: one ``recv`` from its socket per
+    call (PySyncObj's own read), the bytes read, or None when there is
+    nothing more to read now or the connection closed (then it has been
+    disconnected). The socket is looked up on every call: an outgoing
+    connection gets a new one on each reconnect."""
 
-    def process_read() -> bool:
+    def read() -> bytes | None:
         sock = conn._TcpConnection__socket
         try:
             incoming = sock.recv(conn._TcpConnection__recvBufferSize)
         except OSError as e:
             if e.errno not in (socket.errno.EAGAIN, socket.errno.EWOULDBLOCK):
                 conn.disconnect()
-            return False
+            return None
         if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) or not incoming:
             conn.disconnect()
+            return None
+        return incoming
+
+    return read
+
+
+def _bound_reads(conn, limit, source=None) -> None:
+    """Replace ``conn``'s read step (``TcpConnection.__processRead``) by one
+    that takes bytes from ``source`` (by default :func:`socket_source`; peer
+    TLS gives the plaintext of one socket read, consensus/peer_tls.py),
+    checks every length prefix as it arrives and stops reading while a whole
+    frame waits to be parsed. PySyncObj's poller is level-triggered: what
+    stays in the socket is read on the next round.
+
+    ``source()`` returns the bytes of one read (possibly none: a TLS
+    handshake record carries no plaintext), or None to stop reading - the
+    socket has nothing more now, or the source closed the connection."""
+    source = source if source is not None else socket_source(conn)
+
+    def process_read() -> bool:
+        incoming = source()
+        if incoming is None:
             return False
         buffer = conn._TcpConnection__readBuffer + incoming
         verdict = _frames_verdict(buffer, limit())
@@ -162,6 +192,11 @@ def guarded_tcp_transport(base: type) -> type:
             self._guard_refused = 0
             self._guard_logged_at = 0.0
             super().__init__(syncObj, selfNode, otherNodes)
+
+        def _read_source(self, conn):
+            """Where ``conn``'s bounded reads take their bytes: the socket
+            (a subclass reads through TLS, consensus/peer_tls.py)."""
+            return socket_source(conn)
 
         def _guard_is_peer(self, address: str) -> bool:
             if self._guard_peer_ips is None:
@@ -202,7 +237,11 @@ def guarded_tcp_transport(base: type) -> type:
                 return
             self._guard_pending[conn] = (address, _syncobj_module.monotonicTime() + RAFT_AUTH_TIMEOUT_S)
             unknown = self._unknownConnections
-            _bound_reads(conn, lambda: RAFT_HELLO_FRAME_BYTES_MAX if conn in unknown else RAFT_FRAME_BYTES_MAX)
+            _bound_reads(
+                conn,
+                lambda: RAFT_HELLO_FRAME_BYTES_MAX if conn in unknown else RAFT_FRAME_BYTES_MAX,
+                self._read_source(conn),
+            )
             super()._onNewIncomingConnection(conn)
 
         def addNode(self, node):
@@ -210,7 +249,7 @@ def guarded_tcp_transport(base: type) -> type:
             self._guard_peer_ips = None
             conn = self._connections.get(node)
             if conn is not None:  # the outgoing connection to a peer
-                _bound_reads(conn, lambda: RAFT_FRAME_BYTES_MAX)
+                _bound_reads(conn, lambda: RAFT_FRAME_BYTES_MAX, self._read_source(conn))
 
         def _onDisconnected(self, conn):
             self._guard_pending.pop(conn, None)

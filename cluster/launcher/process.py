@@ -3,7 +3,8 @@
 ``build_node(config)`` is the one place a real node is put together:
 
 - the log: :class:`coordinator.consensus.PySyncObjLog` on TCP, with the
-  cluster secret, the node's data directory and ``[raft]``;
+  cluster secret, the node's data directory and ``[raft]``, and with
+  ``[tls] peer = true`` mutual TLS between the nodes (:func:`peer_tls`);
 - the state machine it applies: :class:`coordinator.cluster.core.state.ClusterState`;
 - the executor (cluster/executor/executor.py) with the participant
   callers - HTTP through a session whose resolver checks ``[services]``,
@@ -41,15 +42,15 @@ from coordinator.cluster.core.config import ConfigError, NodeConfig, load_tokens
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.node import Node
 from coordinator.cluster.core.state import ClusterState
-from coordinator.cluster.core.tls import api_server_context
+from coordinator.cluster.core.tls import api_server_context, peer_client_context, peer_server_context
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.callers import ParticipantCallers
 from coordinator.cluster.executor.executor import Executor
 from coordinator.cluster.executor.grpc_caller import GrpcCaller
 from coordinator.cluster.executor.http_caller import HttpCaller, Signer, participant_session
-from coordinator.consensus import PYSYNCOBJ_LOGGER, PySyncObjLog, TruncationCounter
+from coordinator.consensus import PYSYNCOBJ_LOGGER, PeerTls, PySyncObjLog, TruncationCounter
 
-__all__ = ["CONNECTIONS_MAX", "NodeProcess", "build_node", "participant_callers", "serve"]
+__all__ = ["CONNECTIONS_MAX", "NodeProcess", "build_node", "participant_callers", "peer_tls", "serve"]
 
 log = logging.getLogger(__name__)
 CONNECTIONS_MAX = 256  # participant connections of the executor's HTTP session
@@ -70,6 +71,18 @@ def participant_callers(config: NodeConfig, breakers: Breakers, rng: random.Rand
     return ParticipantCallers(http, grpc, on_close=(grpc.close, session.close))
 
 
+def peer_tls(config: NodeConfig) -> PeerTls | None:
+    """The Raft port's mutual TLS with ``[tls] peer = true``, else None: this
+    node's certificate, the peer CA, and every node's Raft address to its id
+    (the name a peer's certificate must carry). ValueError (naming the file)
+    when a file is bad."""
+    tls = config.tls
+    if tls is None or not tls.peer:
+        return None
+    names = {node.raft: node.id for node in config.cluster.nodes}
+    return PeerTls(peer_server_context(tls), peer_client_context(tls), names)
+
+
 def build_node(
     config: NodeConfig,
     *,
@@ -88,6 +101,7 @@ def build_node(
         data_dir=str(config.data_dir),
         state_machine=state,
         settings=config.cluster.raft,
+        peer_tls=peer_tls(config),
     )
     settings = config.cluster.executor
     breakers = Breakers(settings.breaker_failures_to_open, settings.breaker_slow_interval_s, rng=rng)

@@ -73,3 +73,35 @@ def test_insecure_warns_loudly_and_loopback_or_a_token_need_nothing(tmp_path):
     assert insecure_bind_warning(loopback, list(loopback.nodes), False) is None
     named = local_cluster(nodes=1, host="localhost", base_port=23200, data_dir=tmp_path)
     assert insecure_bind_warning(named, list(named.nodes), False) is None
+
+
+def _peer_tls_cluster(tmp_path):
+    """A cluster file with [tls] peer = true and good files (tls/ca.crt, tls/n1.*)."""
+    from coordinator.cluster.core.config import generate_secret, write_cluster_file
+    from coordinator.cluster.core.tls import TlsSettings
+    from coordinator.cluster.launcher.certs import local_tls
+
+    tls_dir = tmp_path / "tls"
+    local_tls(tls_dir, [("n1", "127.0.0.1")])
+    config = local_cluster(nodes=1, host="127.0.0.1", base_port=23300, data_dir=tmp_path)
+    tls = TlsSettings(str(tls_dir / "{id}.crt"), str(tls_dir / "{id}.key"), peer=True, peer_ca_file=tls_dir / "ca.crt")
+    write_cluster_file(tmp_path / "cluster.toml", dataclasses.replace(config, tls=tls))
+    generate_secret(config.secret_file)
+    return tmp_path / "cluster.toml", tls_dir
+
+
+@pytest.mark.parametrize(
+    ("spoil", "says"),
+    [
+        (lambda d: (d / "ca.crt").write_text("not a certificate\n"), "ca.crt: not a CA certificate in PEM"),
+        (lambda d: (d / "n1.key").chmod(0o644), "n1.key: the key is readable by others"),
+        (lambda d: (d / "ca.crt").unlink(), "ca.crt: no such certificate file"),
+    ],
+)
+def test_a_bad_peer_tls_file_stops_the_node_with_one_line_and_exit_1(tmp_path, spoil, says):
+    cluster_file, tls_dir = _peer_tls_cluster(tmp_path)
+    spoil(tls_dir)
+    result = run("node", "--config", str(cluster_file), "--id", "n1")
+    assert result.returncode == 1, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and says in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
