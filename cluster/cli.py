@@ -166,7 +166,7 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
                 cert_file=str(tls_dir / f"{NODE_ID_PLACEHOLDER}.crt"),
                 key_file=str(tls_dir / f"{NODE_ID_PLACEHOLDER}.key"),
                 client_ca_file=tls_dir / "ca.crt" if args.mtls else None,
-                peer=False,
+                peer=True,
                 peer_ca_file=tls_dir / "ca.crt",
             ),
         )

@@ -104,7 +104,7 @@ def test_up_tls_makes_a_ca_and_a_certificate_per_node_once(tmp_path):
     cluster_file = _prepare_data_dir(args)
     config = load_cluster_file(cluster_file)
     tls_dir = tmp_path / "d" / "tls"
-    assert config.tls.peer_ca_file == tls_dir / "ca.crt" and config.tls.client_ca_file is None
+    assert config.tls.peer and config.tls.peer_ca_file == tls_dir / "ca.crt" and config.tls.client_ca_file is None
     for node in ("n1", "n2"):
         cert = x509.load_pem_x509_certificate((tls_dir / f"{node}.crt").read_bytes())
         names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

@@ -1,4 +1,5 @@
-"""A cluster with [tls]: the APIs speak TLS only, and say https.
+"""A cluster with [tls]: the APIs speak TLS only, and say https; with
+peer = true the Raft port speaks mutual TLS.
 
 Real node processes with certificates from their own CA; the client over
 HTTP and gRPC with the right CA works, a wrong CA, plain HTTP or plain gRPC
@@ -7,6 +8,8 @@ refused with an error that says why.
 """
 
 import asyncio
+import socket
+import ssl
 
 import aiohttp
 import pytest
@@ -36,7 +39,7 @@ async def _refused(make, error_class, *words):
 
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def tls_cluster(tmp_path_factory):
-    local = LocalCluster(tmp_path_factory.mktemp("tls") / "c", tls=True)
+    local = LocalCluster(tmp_path_factory.mktemp("tls") / "c", tls=True, peer_tls=True)
     local.start()
     try:
         await local.wait_leader()
@@ -129,3 +132,32 @@ async def test_a_node_refuses_to_start_with_a_key_others_can_read(tmp_path):
         assert "Traceback" not in log
     finally:
         await local.close()
+
+
+async def test_the_raft_port_speaks_mutual_tls_only(tls_cluster):
+    """The nodes elected a leader over it (the fixture). A client without a
+    certificate is refused once the handshake ends; with a peer's
+    certificate it gets a TLS 1.3 session, over which the node reads
+    PySyncObj's framing (a zero-length frame is garbage: it closes)."""
+    local = tls_cluster
+    host, port = local.config.node("n2").raft.rsplit(":", 1)
+    tls = local.config.tls.for_node("n1")
+
+    def session(certificate: bool) -> tuple[str | None, object]:
+        context = ssl.create_default_context(cafile=str(tls.peer_ca_file))
+        if certificate:
+            context.load_cert_chain(tls.cert_file, tls.key_file)
+        with socket.create_connection((host, int(port)), timeout=5) as raw:
+            with context.wrap_socket(raw, server_hostname="n2") as wrapped:
+                version = wrapped.version()
+                try:
+                    wrapped.sendall(b"\0" * 4)
+                    return version, wrapped.recv(1)
+                except (ssl.SSLError, ConnectionError, TimeoutError) as exc:
+                    return version, exc
+
+    _, refused = await asyncio.to_thread(session, False)
+    assert isinstance(refused, ssl.SSLError) and "certificate required" in str(refused), refused
+    version, answer = await asyncio.to_thread(session, True)
+    assert version == "TLSv1.3"
+    assert not isinstance(answer, ssl.SSLError), answer
