@@ -9,7 +9,7 @@ from cryptography import x509
 
 from coordinator.cluster.cli import _prepare_data_dir
 from coordinator.cluster.core.config import ConfigError, load_cluster_file, write_cluster_file
-from coordinator.cluster.core.tls import NodeTls, api_server_context, peer_client_context
+from coordinator.cluster.core.tls import NodeTls, api_server_context, peer_client_context, peer_server_context
 from coordinator.cluster.launcher.certs import local_tls
 
 NODES = """
@@ -130,3 +130,46 @@ def test_up_mtls_also_issues_a_client_certificate(tmp_path):
     cert = x509.load_pem_x509_certificate((tls_dir / "client.crt").read_bytes())
     usage = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     assert list(usage) == [x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]
+
+
+def _handshake(server: ssl.SSLContext, client: ssl.SSLContext, server_hostname: str) -> str:
+    """A TLS handshake over a socket pair; the version agreed, or the error."""
+    import socket
+    import threading
+
+    left, right = socket.socketpair()
+    errors: list[Exception] = []
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(left, server_side=True) as s:
+                s.recv(1)
+        except (ssl.SSLError, OSError) as exc:
+            errors.append(exc)
+
+    thread = threading.Thread(target=serve)
+    thread.start()
+    try:
+        with client.wrap_socket(right, server_hostname=server_hostname) as c:
+            c.sendall(b"x")
+            version = c.version()
+    finally:
+        thread.join(5)
+    if errors:
+        raise errors[0]
+    return version
+
+
+def test_a_bundle_of_two_cas_admits_node_certificates_of_either(tmp_path):
+    """The CA rotation README describes: both CAs in one PEM file as peer_ca_file."""
+    old = local_tls(tmp_path / "old", [("n1", "127.0.0.1")])
+    new = local_tls(tmp_path / "new", [("n2", "127.0.0.1")])
+    bundle = tmp_path / "bundle.crt"
+    bundle.write_bytes(old.cert_file.read_bytes() + new.cert_file.read_bytes())
+    n1 = NodeTls(tmp_path / "old" / "n1.crt", tmp_path / "old" / "n1.key", peer=True, peer_ca_file=bundle)
+    n2 = NodeTls(tmp_path / "new" / "n2.crt", tmp_path / "new" / "n2.key", peer=True, peer_ca_file=bundle)
+    assert _handshake(peer_server_context(n1), peer_client_context(n2), "n1") == "TLSv1.3"
+    assert _handshake(peer_server_context(n2), peer_client_context(n1), "n2") == "TLSv1.3"
+    only_old = NodeTls(n1.cert_file, n1.key_file, peer=True, peer_ca_file=old.cert_file)
+    with pytest.raises(ssl.SSLError):
+        _handshake(peer_server_context(n2), peer_client_context(only_old), "n2")
