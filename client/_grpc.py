@@ -23,7 +23,6 @@ from ._transport import REDIRECTS_MAX, RETRYABLE, Transport, backoff_s
 from .errors import CoordinatorError, NotLeader, TlsRefused, Unavailable, error_from_grpc
 from .grpc_gen import coordinator_pb2 as pb
 from .grpc_gen import coordinator_pb2_grpc
-from .tls import ClientTls
 
 __all__ = ["GrpcTransport", "CHANNELS_MAX", "RECEIVE_BYTES_MAX"]
 
@@ -71,19 +70,9 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
 class GrpcTransport(Transport):
     """Over gRPC: :mod:`coordinator.client._transport` says what a transport does."""
 
-    def __init__(
-        self,
-        endpoints: list[str],
-        *,
-        timeout_s: float,
-        attempts: int,
-        retry_budget_s: float,
-        token: str | None,
-        tls: ClientTls | None = None,
-    ) -> None:
-        super().__init__(
-            endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token, tls=tls
-        )
+    def __init__(self, endpoints: list[str], **options: Any) -> None:
+        super().__init__(endpoints, **options)  # the options of Transport
+        tls, token = self.tls, self.token
         self._credentials = tls.grpc_credentials() if tls is not None else None
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channels: OrderedDict[str, tuple[grpc.aio.Channel, coordinator_pb2_grpc.CoordinatorStub]] = OrderedDict()

@@ -13,7 +13,6 @@ import aiohttp
 
 from ._transport import REDIRECTS_MAX, Transport, is_terminal
 from .errors import NotLeader, TlsRefused, Unavailable, error_from_http
-from .tls import ClientTls
 
 __all__ = ["HttpTransport", "WAIT_S_MAX"]
 
@@ -78,19 +77,9 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
 class HttpTransport(Transport):
     """Over HTTP: :mod:`coordinator.client._transport` says what a transport does."""
 
-    def __init__(
-        self,
-        endpoints: list[str],
-        *,
-        timeout_s: float,
-        attempts: int,
-        retry_budget_s: float,
-        token: str | None,
-        tls: ClientTls | None = None,
-    ) -> None:
-        super().__init__(
-            endpoints, timeout_s=timeout_s, attempts=attempts, retry_budget_s=retry_budget_s, token=token, tls=tls
-        )
+    def __init__(self, endpoints: list[str], **options: Any) -> None:
+        super().__init__(endpoints, **options)  # the options of Transport
+        timeout_s, token = self.timeout_s, self.token
         self._timeout = aiohttp.ClientTimeout(total=timeout_s)
         self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._session: aiohttp.ClientSession | None = None

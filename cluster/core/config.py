@@ -79,14 +79,13 @@ import errno
 import os
 import re
 import secrets
-import stat
 import tempfile
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from coordinator.cluster.core.executor_settings import ExecutorSettings
-from coordinator.cluster.core.files import PRIVATE_FILE_MODE
+from coordinator.cluster.core.files import PRIVATE_FILE_MODE, owner_only_problem
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
 from coordinator.cluster.core.tls import NodeTls, ParticipantTls, TlsSettings
@@ -583,12 +582,9 @@ def read_private_file(path: Path, what: str, bytes_max: int = SECRET_FILE_BYTES_
         raise ConfigError(f"{path}: cannot open {what}: {exc.strerror}") from None
     try:
         info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ConfigError(f"{path}: {what} is not a regular file")
-        if info.st_uid != os.geteuid():
-            raise ConfigError(f"{path}: {what} is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})")
-        if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise ConfigError(f"{path}: {what} is readable by others; run chmod 600 {path}")
+        problem = owner_only_problem(info, path, what)
+        if problem is not None:
+            raise ConfigError(problem)
         if info.st_size > bytes_max:
             raise ConfigError(f"{path}: {what} file is over {bytes_max} bytes")
         data = os.read(fd, bytes_max + 1)

@@ -12,9 +12,17 @@ once at start for what PySyncObj creates itself (the snapshot it receives,
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
-__all__ = ["OWNER_ONLY_UMASK", "PRIVATE_DIR_MODE", "PRIVATE_FILE_MODE", "private_dir", "owner_only_umask"]
+__all__ = [
+    "OWNER_ONLY_UMASK",
+    "PRIVATE_DIR_MODE",
+    "PRIVATE_FILE_MODE",
+    "owner_only_problem",
+    "owner_only_umask",
+    "private_dir",
+]
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -33,3 +41,16 @@ def private_dir(path: Path) -> Path:
     path.mkdir(mode=PRIVATE_DIR_MODE, parents=True, exist_ok=True)
     os.chmod(path, PRIVATE_DIR_MODE)
     return path
+
+
+def owner_only_problem(info: os.stat_result, path: Path, what: str) -> str | None:
+    """Why a file holding a secret or a key (``what``, with this ``stat``)
+    must not be used: not a regular file, another user's, or readable by
+    group or others; None when it is the owner's alone."""
+    if not stat.S_ISREG(info.st_mode):
+        return f"{path}: {what} is not a regular file"
+    if info.st_uid != os.geteuid():
+        return f"{path}: {what} is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})"
+    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        return f"{path}: {what} is readable by others; run chmod 600 {path}"
+    return None

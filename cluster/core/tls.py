@@ -42,9 +42,10 @@ from __future__ import annotations
 
 import os
 import ssl
-import stat
 from dataclasses import dataclass
 from pathlib import Path
+
+from coordinator.cluster.core.files import owner_only_problem
 
 __all__ = [
     "NODE_ID_PLACEHOLDER",
@@ -117,15 +118,12 @@ def check_key_file(path: Path) -> None:
     """A private key must be a regular file of this user's, with no group or
     other permission bits (0600 or stricter)."""
     try:
-        info = os.stat(path)
+        info = os.stat(path)  # a symbolic link is followed: mounted secrets are often links
     except FileNotFoundError:
         raise ValueError(f"{path}: no such key file") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise ValueError(f"{path}: the key is not a regular file")
-    if info.st_uid != os.geteuid():
-        raise ValueError(f"{path}: the key is owned by uid {info.st_uid}, not by this user (uid {os.geteuid()})")
-    if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise ValueError(f"{path}: the key is readable by others; run chmod 600 {path}")
+    problem = owner_only_problem(info, path, "the key")
+    if problem is not None:
+        raise ValueError(problem)
 
 
 def _load_chain(context: ssl.SSLContext, tls: NodeTls) -> None:
