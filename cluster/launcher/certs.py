@@ -10,7 +10,9 @@
   server (the APIs, the Raft port) and as client (Raft connections it opens,
   mutual TLS), valid two years.
 
-Every key is written owner-only (0600), by O_EXCL on a fresh name. Files
+Every file is written owner-only (0600, as everything the coordinator
+creates; a certificate is public, copy it where it must go), by O_EXCL on
+a fresh name. Files
 already there are kept: run again, it issues only what is missing (a node
 added), so a cluster started again keeps its certificates. Made with
 ``cryptography`` (already a dependency for PySyncObj's Fernet): openssl's
@@ -109,7 +111,7 @@ def make_ca(directory: Path, *, name: str = "coordinator local CA") -> Certifica
         .sign(key, hashes.SHA256())
     )
     _write(ca.key_file, _key_pem(key), PRIVATE_FILE_MODE)
-    _write(ca.cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(ca.cert_file, cert.public_bytes(serialization.Encoding.PEM), PRIVATE_FILE_MODE)
     return ca
 
 
@@ -159,7 +161,7 @@ def issue(
         builder = builder.add_extension(_san(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write(key_file, _key_pem(key), PRIVATE_FILE_MODE)
-    _write(cert_file, cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    _write(cert_file, cert.public_bytes(serialization.Encoding.PEM), PRIVATE_FILE_MODE)
 
 
 def local_tls(directory: Path, nodes: Iterable[tuple[str, str]]) -> CertificateAuthority:

@@ -57,7 +57,10 @@ async def test_a_clusters_data_dir_is_owner_only(tmp_path):
 
 def test_coordinator_up_writes_owner_only_files(tmp_path):
     data_dir = tmp_path / "up"
-    args = argparse.Namespace(data_dir=str(data_dir), nodes=3, host="127.0.0.1", base_port=24000, token=True)
+    args = argparse.Namespace(
+        data_dir=str(data_dir), nodes=3, host="127.0.0.1", base_port=24000, token=True, tls=False, mtls=True
+    )
     cluster_file = _prepare_data_dir(args)
     assert cluster_file.exists() and (data_dir / "cluster.secret").exists() and (data_dir / "api.token").exists()
+    assert (data_dir / "tls" / "ca.key").exists() and (data_dir / "tls" / "client.key").exists()
     assert _open_to_others(data_dir) == []
