@@ -1,176 +1,161 @@
-"""Prometheus text exposition of a node's Raft and API figures."""
+"""Prometheus text exposition of a node's Raft and API figures, by ``prometheus_client``.
+
+The figures live where they are measured (the log's stats, the state, the
+executor, the HTTP counters), so the node has one custom collector that
+reads them at scrape time (``prometheus_client``'s pattern for exporting
+figures owned elsewhere), in a registry of its own: nothing is global,
+several nodes in one process (the simulator, tests) never share a metric.
+Every metric carries the ``node`` label; the names are those of the
+hand-written exposition this replaced.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from coordinator.cluster.core.node import Node
 from coordinator.consensus.stats import Histogram
 
-__all__ = ["render_metrics"]
+__all__ = ["NodeCollector", "render_metrics"]
+
+ROLES = ("leader", "follower", "candidate")
 
 
-def _histogram(lines: list[str], name: str, help_text: str, histogram: Histogram, labels: str) -> None:
+def _gauge(name: str, help_text: str, node: str, value: float) -> GaugeMetricFamily:
+    family = GaugeMetricFamily(name, help_text, labels=["node"])
+    family.add_metric([node], value)
+    return family
+
+
+def _counter(name: str, help_text: str, node: str, value: float) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=["node"])
+    family.add_metric([node], value)
+    return family
+
+
+def _labelled(
+    family: GaugeMetricFamily | CounterMetricFamily, node: str, samples: list[tuple[str, float]]
+) -> GaugeMetricFamily | CounterMetricFamily:
+    for label, value in samples:
+        family.add_metric([node, label], value)
+    return family
+
+
+def _histogram(name: str, help_text: str, node: str, histogram: Histogram) -> HistogramMetricFamily:
     buckets, total, count = histogram.snapshot()
-    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} histogram"]
-    for bound, cumulative in buckets:
-        lines.append(f'{name}_bucket{{{labels},le="{bound:g}"}} {cumulative}')
-    lines.append(f'{name}_bucket{{{labels},le="+Inf"}} {count}')
-    lines.append(f"{name}_sum{{{labels}}} {total:.6f}")
-    lines.append(f"{name}_count{{{labels}}} {count}")
+    family = HistogramMetricFamily(name, help_text, labels=["node"])
+    family.add_metric(
+        [node], [(f"{bound:g}", cumulative) for bound, cumulative in buckets] + [("+Inf", count)], sum_value=total
+    )
+    return family
 
 
-def _simple(lines: list[str], name: str, kind: str, help_text: str, samples: list[tuple[str, float]]) -> None:
-    lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-    lines += [f"{name}{{{labels}}} {value}" for labels, value in samples]
+class NodeCollector:
+    """Reads one node's figures when Prometheus scrapes."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+
+    def collect(self) -> Iterator[Metric]:
+        node = self.node
+        status = node.log.status()
+        stats = node.log.stats
+        n = node.config.node.id
+        yield _gauge("coordinator_raft_term", "Current Raft term.", n, status.term)
+        yield _gauge("coordinator_raft_commit_index", "Raft commit index known to this node.", n, status.commit_index)
+        yield _gauge("coordinator_raft_applied_index", "Last log index applied here.", n, status.applied_index)
+        role = GaugeMetricFamily("coordinator_raft_role", "1 for this node's current role.", labels=["node", "role"])
+        yield _labelled(role, n, [(r, int(status.role.value == r)) for r in ROLES])
+        yield _gauge("coordinator_raft_has_quorum", "1 if this node hears a majority.", n, int(status.has_quorum))
+        peers = GaugeMetricFamily(
+            "coordinator_raft_peer_connected", "1 if the Raft connection to the peer is up.", labels=["node", "peer"]
+        )
+        yield _labelled(peers, n, [(peer, int(up)) for peer, up in sorted(status.peers.items())])
+        proposals = CounterMetricFamily(
+            "coordinator_proposals",
+            "Proposals by outcome (applied, rejected, not_written, unknown, timeout).",
+            labels=["node", "outcome"],
+        )
+        yield _labelled(proposals, n, sorted(stats.proposals.items()) or [("applied", 0)])
+        yield _counter(
+            "coordinator_applied_rejections", "Entries applied as recorded rejections.", n, stats.applied_rejections
+        )
+        yield _counter(
+            "coordinator_stale_term_entries",
+            "Entries refused because a later leader appended what an earlier one proposed.",
+            n,
+            stats.stale_term_entries,
+        )
+        yield _counter(
+            "coordinator_entries_applied", "Log entries applied here (a batch counts once).", n, stats.entries_applied
+        )
+        yield _counter(
+            "coordinator_commands_applied",
+            "Commands applied here (each command of a batch).",
+            n,
+            stats.commands_applied,
+        )
+        yield _counter(
+            "coordinator_read_barriers", "Barrier entries proposed for linearizable reads.", n, stats.barriers
+        )
+        yield _counter("coordinator_barrier_reads", "Reads served after a barrier.", n, stats.barrier_reads)
+        snapshots = node.log.snapshots if hasattr(node.log, "snapshots") else None
+        if snapshots is not None:
+            yield _counter("coordinator_snapshots_taken", "Snapshots written at log compaction.", n, snapshots.taken)
+            yield _counter("coordinator_snapshots_restored", "Snapshots loaded.", n, snapshots.restored)
+        yield _counter(
+            "coordinator_raft_resent_entries",
+            "Times a follower re-received entries it had applied (PySyncObj resends; same entries).",
+            n,
+            node.truncations.count,
+        )
+        yield _histogram(
+            "coordinator_apply_seconds", "Time to apply one entry to the state machine.", n, stats.apply_seconds
+        )
+        yield _histogram(
+            "coordinator_commit_seconds", "Time from proposal to applied result on the leader.", n, stats.commit_seconds
+        )
+        with node.log.reading():
+            services = len(node.state.registry.services)
+            in_flight = [("saga", len(node.state.sagas.active)), ("tx", len(node.state.transactions.active))]
+            kept = [("saga", len(node.state.sagas.items)), ("tx", len(node.state.transactions.items))]
+        yield _gauge("coordinator_services", "Registered participant services.", n, services)
+        workflows = GaugeMetricFamily(
+            "coordinator_workflows_in_flight", "Unfinished workflows by kind.", labels=["node", "kind"]
+        )
+        yield _labelled(workflows, n, in_flight)
+        kept_family = GaugeMetricFamily(
+            "coordinator_workflows_kept",
+            "Workflows kept (in flight and terminal, until retention prunes them) by kind.",
+            labels=["node", "kind"],
+        )
+        yield _labelled(kept_family, n, kept)
+        executor = node.executor.view()
+        yield _gauge(
+            "coordinator_executor_calls_in_flight",
+            "Participant calls in flight on this node.",
+            n,
+            executor["calls_in_flight"],
+        )
+        breakers = GaugeMetricFamily(
+            "coordinator_breaker_open",
+            "1 while the circuit breaker of a participant service is open.",
+            labels=["node", "service"],
+        )
+        yield _labelled(breakers, n, [(name, int(b["open"])) for name, b in executor["breakers"].items()] or [("", 0)])
+        responses = CounterMetricFamily(
+            "coordinator_http_responses", "HTTP responses by status.", labels=["node", "status"]
+        )
+        yield _labelled(responses, n, [(str(k), v) for k, v in sorted(node.http_responses.items())] or [("200", 0)])
 
 
 def render_metrics(node: Node) -> str:
-    status = node.log.status()
-    stats = node.log.stats
-    n = f'node="{node.config.node.id}"'
-    lines: list[str] = []
-    _simple(lines, "coordinator_raft_term", "gauge", "Current Raft term.", [(n, status.term)])
-    _simple(
-        lines,
-        "coordinator_raft_commit_index",
-        "gauge",
-        "Raft commit index known to this node.",
-        [(n, status.commit_index)],
-    )
-    _simple(
-        lines, "coordinator_raft_applied_index", "gauge", "Last log index applied here.", [(n, status.applied_index)]
-    )
-    _simple(
-        lines,
-        "coordinator_raft_role",
-        "gauge",
-        "1 for this node's current role.",
-        [(f'{n},role="{role}"', int(status.role.value == role)) for role in ("leader", "follower", "candidate")],
-    )
-    _simple(
-        lines, "coordinator_raft_has_quorum", "gauge", "1 if this node hears a majority.", [(n, int(status.has_quorum))]
-    )
-    _simple(
-        lines,
-        "coordinator_raft_peer_connected",
-        "gauge",
-        "1 if the Raft connection to the peer is up.",
-        [(f'{n},peer="{peer}"', int(up)) for peer, up in sorted(status.peers.items())],
-    )
-    _simple(
-        lines,
-        "coordinator_proposals_total",
-        "counter",
-        "Proposals by outcome (applied, rejected, not_written, unknown, timeout).",
-        [(f'{n},outcome="{k}"', v) for k, v in sorted(stats.proposals.items())] or [(f'{n},outcome="applied"', 0)],
-    )
-    _simple(
-        lines,
-        "coordinator_applied_rejections_total",
-        "counter",
-        "Entries applied as recorded rejections.",
-        [(n, stats.applied_rejections)],
-    )
-    _simple(
-        lines,
-        "coordinator_stale_term_entries_total",
-        "counter",
-        "Entries refused because a later leader appended what an earlier one proposed.",
-        [(n, stats.stale_term_entries)],
-    )
-    _simple(
-        lines,
-        "coordinator_entries_applied_total",
-        "counter",
-        "Log entries applied here (a batch counts once).",
-        [(n, stats.entries_applied)],
-    )
-    _simple(
-        lines,
-        "coordinator_commands_applied_total",
-        "counter",
-        "Commands applied here (each command of a batch).",
-        [(n, stats.commands_applied)],
-    )
-    _simple(
-        lines,
-        "coordinator_read_barriers_total",
-        "counter",
-        "Barrier entries proposed for linearizable reads.",
-        [(n, stats.barriers)],
-    )
-    _simple(
-        lines, "coordinator_barrier_reads_total", "counter", "Reads served after a barrier.", [(n, stats.barrier_reads)]
-    )
-    snapshots = node.log.snapshots if hasattr(node.log, "snapshots") else None
-    if snapshots is not None:
-        _simple(
-            lines,
-            "coordinator_snapshots_taken_total",
-            "counter",
-            "Snapshots written at log compaction.",
-            [(n, snapshots.taken)],
-        )
-        _simple(
-            lines, "coordinator_snapshots_restored_total", "counter", "Snapshots loaded.", [(n, snapshots.restored)]
-        )
-    _simple(
-        lines,
-        "coordinator_raft_resent_entries_total",
-        "counter",
-        "Times a follower re-received entries it had applied (PySyncObj resends; same entries).",
-        [(n, node.truncations.count)],
-    )
-    _histogram(
-        lines, "coordinator_apply_seconds", "Time to apply one entry to the state machine.", stats.apply_seconds, n
-    )
-    _histogram(
-        lines,
-        "coordinator_commit_seconds",
-        "Time from proposal to applied result on the leader.",
-        stats.commit_seconds,
-        n,
-    )
-    with node.log.reading():
-        services = len(node.state.registry.services)
-    _simple(lines, "coordinator_services", "gauge", "Registered participant services.", [(n, services)])
-    with node.log.reading():
-        workflows = [("saga", len(node.state.sagas.active)), ("tx", len(node.state.transactions.active))]
-        kept = [("saga", len(node.state.sagas.items)), ("tx", len(node.state.transactions.items))]
-    _simple(
-        lines,
-        "coordinator_workflows_in_flight",
-        "gauge",
-        "Unfinished workflows by kind.",
-        [(f'{n},kind="{k}"', v) for k, v in workflows],
-    )
-    _simple(
-        lines,
-        "coordinator_workflows_kept",
-        "gauge",
-        "Workflows kept (in flight and terminal, until retention prunes them) by kind.",
-        [(f'{n},kind="{k}"', v) for k, v in kept],
-    )
-    executor = node.executor.view()
-    _simple(
-        lines,
-        "coordinator_executor_calls_in_flight",
-        "gauge",
-        "Participant calls in flight on this node.",
-        [(n, executor["calls_in_flight"])],
-    )
-    breakers = executor["breakers"]
-    _simple(
-        lines,
-        "coordinator_breaker_open",
-        "gauge",
-        "1 while the circuit breaker of a participant service is open.",
-        [(f'{n},service="{name}"', int(b["open"])) for name, b in breakers.items()] or [(f'{n},service=""', 0)],
-    )
-    _simple(
-        lines,
-        "coordinator_http_responses_total",
-        "counter",
-        "HTTP responses by status.",
-        [(f'{n},status="{k}"', v) for k, v in sorted(node.http_responses.items())] or [(f'{n},status="200"', 0)],
-    )
-    return "\n".join(lines) + "\n"
+    """The node's figures in the Prometheus text format (version 0.0.4).
+    A registry per scrape is cheap (registering reads nothing: no
+    ``describe``, ``auto_describe`` off) and holds no state between scrapes."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(NodeCollector(node))
+    return generate_latest(registry).decode()
