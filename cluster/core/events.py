@@ -8,7 +8,7 @@ Sources, all on the thread the log applies on (PySyncObj's tick thread):
   records a command appended to the saga or transaction it touched (one
   ``workflow`` event per record, ``type`` = the record's ``event``: started,
   step_succeeded, step_failed, step_unknown, compensating, signal, vote,
-  decision, completed, ...), the workflows a prune removed (``pruned``), and
+  decided, completed, ...), the workflows a prune removed (``pruned``), and
   the service a registry command wrote (``service`` events ``put`` and
   ``deleted``). Nothing replicated is changed or read outside apply's lock;
   a failure here is logged and never reaches apply.
