@@ -281,11 +281,12 @@ class EventHub:
     def _queue(self, item: Any) -> None:  # under the lock
         self._pending.append(item)
         if len(self._pending) > PENDING_MAX:  # the loop is stuck: keep memory bounded, record the gap
-            lost = self._pending.popleft()
-            while self._pending and not isinstance(self._pending[0], _Event):
-                self._pending.popleft()
-            key = lost.key if isinstance(lost, _Event) else lost[1]
-            self._pending.appendleft(("gap", key))
+            lost: Key = (0, 0)
+            # keys only grow along the queue: the last one dropped is the gap's end
+            while len(self._pending) >= PENDING_MAX or not isinstance(self._pending[0], _Event):
+                item = self._pending.popleft()
+                lost = item.key if isinstance(item, _Event) else item[1]
+            self._pending.appendleft(("gap", lost))
         if not self._drain_scheduled and self._loop is not None:
             self._drain_scheduled = True
             try:
@@ -329,7 +330,7 @@ class EventHub:
     def _gap(self, key: Key) -> None:
         """Events up to ``key`` were lost here: the ring restarts after it and
         every subscriber is told (``reset``)."""
-        if key <= self.floor and not self.ring:
+        if key <= self.floor:
             return
         lost_after = self.ring[-1].key if self.ring else self.floor
         self.ring.clear()

@@ -5,6 +5,7 @@ import asyncio
 
 import pytest
 
+from coordinator.cluster.core import events
 from coordinator.cluster.core.errors import InvalidInput, Overloaded
 from coordinator.cluster.core.events import WHOLE_ENTRY, EventHub, format_id, parse_id
 from coordinator.cluster.core.state import ClusterState
@@ -171,3 +172,17 @@ async def test_role_events_sort_after_the_entry_applied_before_them_and_close_en
     ]
     hub.close()
     assert subscription.end == "shutdown" and await subscription.next(1.0) is None
+
+
+async def test_a_stuck_loop_keeps_a_bounded_queue_and_readers_get_a_reset(monkeypatch):
+    monkeypatch.setattr(events, "PENDING_MAX", 3)
+    hub, state = hub_state()  # not attached yet: nothing is handed over
+    for n in range(2, 12):
+        state.apply(n, Command("service.put", {"name": f"s{n}", "url": "http://127.0.0.1:9001"}, n))
+        assert len(hub._pending) <= 3
+    hub.attach(asyncio.get_running_loop())
+    await settle()
+    assert [e.key for e in hub.ring] == [(10, 0), (11, 0)] and hub.floor == (9, 0)
+    reset, *rest = await drain(hub.subscribe(parse_id("2.0"), ALL, None))
+    assert (reset["kind"], reset["lost_after"], [e["id"] for e in rest]) == ("reset", "2.0", [])
+    assert [e["id"] for e in await drain(hub.subscribe(parse_id("9.0"), ALL, None))] == ["10.0", "11.0"]
