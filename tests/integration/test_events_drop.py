@@ -93,3 +93,36 @@ async def test_the_client_resumes_after_a_drop_and_yields_every_event_once(local
     assert [parse_id(e["id"]) for e in got] == sorted({parse_id(e["id"]) for e in got})
     assert all(e["kind"] == "workflow" for e in got), got  # no reset: the ring still held them
     assert await metric(local, follower, "coordinator_event_streams_dropped_total") >= 2
+
+
+async def test_a_node_that_stops_ends_its_streams_and_the_client_goes_on_at_the_next(local):
+    leader = await local.wait_leader()
+    first, second = (i for i in local.ids if i != leader)
+    async with Coordinator([local.url(first), local.url(second)]) as reader:
+        stream = reader.events(workflow="drop-3")
+        got: list[dict] = []
+
+        async def run() -> None:
+            async for event in stream:
+                got.append(event)
+                if event["type"] == "completed":
+                    return
+
+        collecting = asyncio.ensure_future(asyncio.wait_for(run(), 3 * WAIT_S))
+        await asyncio.sleep(0.3)
+        async with Coordinator([local.url(leader)]) as client:
+            await client.submit_saga(one_step_saga("drop-3"))
+            for _ in range(int(WAIT_S / 0.1)):
+                if got:
+                    break
+                await asyncio.sleep(0.1)
+            assert [e["type"] for e in got] == ["started"]
+            started = asyncio.get_running_loop().time()
+            code = await asyncio.to_thread(local.supervisor.stop, first)
+            assert asyncio.get_running_loop().time() - started < 5, "a node with an open stream stopped slowly"
+            assert code == 0, code
+            await client.signal_saga("drop-3", "go")
+        await collecting
+        await stream.aclose()
+    assert [e["type"] for e in got] == ["started", "signal", "step_succeeded", "completed"], got
+    assert [parse_id(e["id"]) for e in got] == sorted({parse_id(e["id"]) for e in got})
