@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 
 import aiohttp
 import pytest
@@ -106,6 +107,20 @@ async def raw_events(url: str, headers: dict, count: int, timeout_s: float = WAI
     return out
 
 
+async def wait_streams(local, node_id: str, count: int) -> None:
+    """Until ``node_id`` serves exactly ``count`` event streams (/metrics):
+    0 before a test opens its stream (those of earlier tests end within a
+    second of their reader leaving), 1 once it is open - then a write made
+    after it is seen live, however loaded the machine."""
+    for _ in range(100):
+        text = (await local.request("GET", node_id, "/metrics")).text
+        match = re.search(r"^coordinator_event_streams\{[^}]*\} ([0-9.]+)$", text, re.MULTILINE)
+        if match and float(match.group(1)) == count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{node_id} never served {count} event streams")
+
+
 def keys(events: list[dict]) -> list[tuple[int, int]]:
     return [parse_id(e["id"]) for e in events]
 
@@ -125,10 +140,11 @@ async def run_saga(local, saga_id: str) -> None:
 
 async def test_a_saga_shows_on_a_followers_stream_in_log_order_and_resumes_without_gaps(local):
     follower = local.url(node(local, "follower"))
+    await wait_streams(local, node(local, "follower"), 0)
     async with Coordinator([follower], token=READER) as reader:
         stream = reader.events(workflow="ev-1")
         collecting = asyncio.ensure_future(collect(stream, lambda got: got[-1]["type"] == "completed"))
-        await asyncio.sleep(0.3)  # subscribed: what follows is live
+        await wait_streams(local, node(local, "follower"), 1)  # subscribed: what follows is live
         await run_saga(local, "ev-1")
         events = await collecting
         await stream.aclose()
@@ -151,10 +167,11 @@ async def test_a_saga_shows_on_a_followers_stream_in_log_order_and_resumes_witho
 
 async def test_kinds_filter_and_service_events(local):
     follower = local.url(node(local, "follower"))
+    await wait_streams(local, node(local, "follower"), 0)
     async with Coordinator([follower], token=READER) as reader:
         stream = reader.events(kinds=["service"])
         collecting = asyncio.ensure_future(collect(stream, lambda got: got[-1].get("service") == "ev-svc"))
-        await asyncio.sleep(0.3)
+        await wait_streams(local, node(local, "follower"), 1)
         await run_saga(local, "ev-2")  # workflow events: filtered out
         assert (await local.put_service(node(local, "leader"), "ev-svc", "http://127.0.0.1:9")).status == 200
         events = await collecting
@@ -176,8 +193,9 @@ async def test_an_id_older_than_the_ring_gets_a_reset_then_live_events(local):
     async def read() -> list[tuple[str, dict]]:
         return await raw_events(url, headers, count=2)
 
+    await wait_streams(local, follower, 0)
     reading = asyncio.ensure_future(read())
-    await asyncio.sleep(0.3)
+    await wait_streams(local, follower, 1)
     assert (await local.put_service(leader, "ev-after-reset", "http://127.0.0.1:9")).status == 200
     (reset_name, reset), (live_name, live) = await reading
     assert reset_name == "reset" and reset["lost_after"] == "1.0", reset

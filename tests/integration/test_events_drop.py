@@ -47,6 +47,17 @@ async def metric(local, node_id: str, name: str) -> float:
     return float(match.group(1))
 
 
+async def wait_streams(local, node_id: str, count: int = 1) -> None:
+    """Until ``node_id`` serves exactly ``count`` event streams: 0 before a
+    test opens one (earlier ones end within a second of their reader
+    leaving), 1 after - then what is written next is seen live."""
+    for _ in range(100):
+        if await metric(local, node_id, "coordinator_event_streams") == count:
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"{node_id} never served {count} event streams")
+
+
 async def test_a_reader_that_falls_behind_is_dropped_with_a_final_event_and_released(local):
     leader = await local.wait_leader()
     follower = next(i for i in local.ids if i != leader)
@@ -72,6 +83,7 @@ async def test_a_reader_that_falls_behind_is_dropped_with_a_final_event_and_rele
 async def test_the_client_resumes_after_a_drop_and_yields_every_event_once(local):
     leader = await local.wait_leader()
     follower = next(i for i in local.ids if i != leader)
+    await wait_streams(local, follower, 0)
     async with Coordinator([local.url(follower)]) as reader:
         stream = reader.events(workflow="drop-2")
         got: list[dict] = []
@@ -83,7 +95,7 @@ async def test_the_client_resumes_after_a_drop_and_yields_every_event_once(local
                     return
 
         collecting = asyncio.ensure_future(asyncio.wait_for(run(), WAIT_S))
-        await asyncio.sleep(0.3)
+        await wait_streams(local, follower)
         async with Coordinator([local.url(leader)]) as client:
             await client.submit_saga(one_step_saga("drop-2"))
             await client.signal_saga("drop-2", "go")
@@ -98,6 +110,7 @@ async def test_the_client_resumes_after_a_drop_and_yields_every_event_once(local
 async def test_a_node_that_stops_ends_its_streams_and_the_client_goes_on_at_the_next(local):
     leader = await local.wait_leader()
     first, second = (i for i in local.ids if i != leader)
+    await wait_streams(local, first, 0)
     async with Coordinator([local.url(first), local.url(second)]) as reader:
         stream = reader.events(workflow="drop-3")
         got: list[dict] = []
@@ -109,7 +122,7 @@ async def test_a_node_that_stops_ends_its_streams_and_the_client_goes_on_at_the_
                     return
 
         collecting = asyncio.ensure_future(asyncio.wait_for(run(), 3 * WAIT_S))
-        await asyncio.sleep(0.3)
+        await wait_streams(local, first)
         async with Coordinator([local.url(leader)]) as client:
             await client.submit_saga(one_step_saga("drop-3"))
             for _ in range(int(WAIT_S / 0.1)):
