@@ -24,7 +24,8 @@ same log events with the same ids, so ``Last-Event-ID`` from one node
 resumes on another. A role event has no entry: it takes the index of the
 last entry that yielded an event and the next ordinal after that entry's
 events, so it sorts where it happened; role events differ between nodes.
-An id ``"INDEX"`` alone means "after every event of entry INDEX".
+An id ``"INDEX"`` alone means "after every event of entry INDEX", and
+``"0"`` means from the start.
 
 Hand-over. The tick thread only appends to ``pending`` (under a lock,
 bounded by ``PENDING_MAX``: past it the oldest are dropped and counted as a
@@ -33,8 +34,8 @@ gap) and schedules :meth:`_drain` on the event loop with
 subscribers live on the loop only.
 
 Ring and floor. The loop keeps the last ``ring_size`` events. ``floor`` is
-the id after which the hub has every event: 0 on a node that applied its
-log from the start, the snapshot's index after a restore, the evicted id
+the id after which the hub has every event: the start (``"0"``) on a node
+that applied its log from its first entry, the snapshot's index after a restore, the evicted id
 once the ring is full. A subscriber resuming after an id below the floor
 first gets one ``reset`` event (the events after that id up to the newest
 one are not sent: reload the state by GET) and then live events; at or
@@ -85,13 +86,19 @@ ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 Key = tuple[int, int]
 
 
+# Before every event, role events at index 0 included: the id "0".
+START: Key = (0, -1)
+
+
 def format_id(key: Key) -> str:
     index, ordinal = key
-    return str(index) if ordinal >= WHOLE_ENTRY else f"{index}.{ordinal}"
+    return str(index) if ordinal >= WHOLE_ENTRY or key == START else f"{index}.{ordinal}"
 
 
 def parse_id(text: str, field: str = "Last-Event-ID") -> Key:
-    """``"I.N"`` or ``"I"`` (after all of entry I); InvalidInput (400) naming ``field`` otherwise."""
+    """``"I.N"``, ``"I"`` (after all of entry I) or ``"0"`` (from the start:
+    the role events a node has before applying any entry too);
+    InvalidInput (400) naming ``field`` otherwise."""
     index, dot, ordinal = text.strip().partition(".")
     try:
         key = (int(index), int(ordinal) if dot else WHOLE_ENTRY)
@@ -99,7 +106,7 @@ def parse_id(text: str, field: str = "Last-Event-ID") -> Key:
         raise InvalidInput(field, f"{text[:40]!r} is not an event id: INDEX or INDEX.N") from None
     if key[0] < 0 or key[1] < 0 or (dot and key[1] >= WHOLE_ENTRY):
         raise InvalidInput(field, f"{text[:40]!r}: out of range")
-    return key
+    return START if key == (0, WHOLE_ENTRY) else key
 
 
 @dataclass(slots=True)
@@ -170,7 +177,7 @@ class EventHub:
         self._role: tuple[int, int] | None = None
         # -- the loop's side --
         self.ring: collections.deque[_Event] = collections.deque()
-        self.floor: Key = (0, WHOLE_ENTRY)
+        self.floor: Key = START
         self.subscribers: set[Subscription] = set()
         self.dropped = 0  # subscribers dropped as too slow, for the log and tests
 

@@ -46,6 +46,7 @@ def saga_run(state: ClusterState, first: int = 2) -> None:
 def test_ids_round_trip_and_bad_ids_are_400():
     assert parse_id("12.3") == (12, 3) and format_id((12, 3)) == "12.3"
     assert parse_id("12") == (12, WHOLE_ENTRY) and format_id((12, WHOLE_ENTRY)) == "12"
+    assert parse_id("0") == (0, -1) and format_id((0, -1)) == "0"  # from the start: before role events at 0
     for bad in ("", "x", "1.x", "-1", "1.-2", "1.2.3"):
         with pytest.raises(InvalidInput):
             parse_id(bad)
@@ -54,7 +55,7 @@ def test_ids_round_trip_and_bad_ids_are_400():
 async def test_applied_commands_become_events_in_log_order_with_entry_ordinals():
     hub, state = hub_state()
     hub.attach(asyncio.get_running_loop())
-    subscription = hub.subscribe(since=(0, WHOLE_ENTRY), kinds=ALL, workflow=None)
+    subscription = hub.subscribe(since=parse_id("0"), kinds=ALL, workflow=None)
     saga_run(state)
     await settle()
     events = await drain(subscription)
@@ -94,9 +95,9 @@ async def test_resume_after_an_id_gives_exactly_the_later_events_and_filters_app
     await settle()
     resumed = await drain(hub.subscribe(since=parse_id("3.0"), kinds=ALL, workflow=None))
     assert [e["id"] for e in resumed] == ["4.0", "4.1"]
-    only_services = await drain(hub.subscribe(since=(0, WHOLE_ENTRY), kinds=frozenset({"service"}), workflow=None))
+    only_services = await drain(hub.subscribe(since=parse_id("0"), kinds=frozenset({"service"}), workflow=None))
     assert [e["id"] for e in only_services] == ["2.0"]
-    other = await drain(hub.subscribe(since=(0, WHOLE_ENTRY), kinds=ALL, workflow="nope"))
+    other = await drain(hub.subscribe(since=parse_id("0"), kinds=ALL, workflow="nope"))
     assert other == []
 
 
@@ -158,6 +159,9 @@ async def test_the_subscriber_cap_is_429_and_leaving_frees_a_place():
 async def test_role_events_sort_after_the_entry_applied_before_them_and_close_ends_streams():
     hub, state = hub_state()
     hub.attach(asyncio.get_running_loop())
+    hub.role(0, 0)  # before any entry: id 0.0, which "0" (from the start) includes
+    await settle()
+    assert [e["id"] for e in await drain(hub.subscribe(parse_id("0"), ALL, None))] == ["0.0"]
     subscription = hub.subscribe(None, ALL, None)
     state.apply(2, Command("service.put", {"name": "a", "url": "http://127.0.0.1:9001"}, 1))
     hub.role(2, 5)

@@ -138,6 +138,18 @@ async def run_saga(local, saga_id: str) -> None:
         assert saga.state == "completed"
 
 
+async def test_each_node_streams_its_own_role_and_term_from_the_start(local):
+    leader, follower = node(local, "leader"), node(local, "follower")
+    term = (await local.cluster_view(leader))["term"]
+    for node_id, role in ((leader, "leader"), (follower, "follower")):
+        async with Coordinator([local.url(node_id)], token=READER) as reader:
+            stream = reader.events(kinds=["role"], last_event_id="0")
+            events = await collect(stream, lambda got, r=role: (got[-1]["role"], got[-1]["term"]) == (r, term))
+            await stream.aclose()
+        assert {e["kind"] for e in events} == {"role"}, events
+        assert keys(events) == sorted(set(keys(events))), events
+
+
 async def test_a_saga_shows_on_a_followers_stream_in_log_order_and_resumes_without_gaps(local):
     follower = local.url(node(local, "follower"))
     await wait_streams(local, node(local, "follower"), 0)
