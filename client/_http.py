@@ -12,7 +12,7 @@ from urllib.parse import quote, urlsplit
 import aiohttp
 
 from ._transport import REDIRECTS_MAX, Transport, backoff_s, is_terminal
-from .errors import NotLeader, Overloaded, TlsRefused, Unavailable, error_from_http
+from .errors import CoordinatorError, NotLeader, Overloaded, Rejected, TlsRefused, Unavailable, error_from_http
 
 __all__ = ["EVENTS_FAILURES_MAX", "HttpTransport", "WAIT_S_MAX"]
 
@@ -221,9 +221,10 @@ class HttpTransport(Transport):
         """``GET /v1/events?QUERY`` as dicts (each event's JSON), for ever.
 
         A broken connection, a node that stopped, a 429 or a ``dropped``
-        event: the next node in turn is asked with ``Last-Event-ID`` of the
-        last event yielded (a ``reset`` is yielded like any other event: the
-        caller reloads what it follows by GET). 400, 401, 403 raise. After
+        event, a 5xx: the next node in turn is asked with ``Last-Event-ID``
+        of the last event yielded (a ``reset`` is yielded like any other
+        event: the caller reloads what it follows by GET). 400, 401, 403
+        raise. A stream that ends before any event counts as a failure. After
         EVENTS_FAILURES_MAX failed connections in a row, Unavailable."""
         failures, turn = 0, 0
         last_error = ""
@@ -246,16 +247,23 @@ class HttpTransport(Transport):
                         except ValueError:
                             data = None
                         raise error_from_http(response.status, data, response.headers.get("Retry-After"))
-                    failures = 0
+                    yielded = False
                     async for name, data in _server_sent_events(response.content):
                         if name == "dropped":
                             break
                         event = json.loads(data)
                         if isinstance(event, dict) and isinstance(event.get("id"), str):
                             last_event_id = event["id"]
+                        failures, yielded = 0, True
                         yield event
-                    continue  # the stream ended (the node stops, or dropped us): the next node
-            except Overloaded as exc:
+                    if yielded:
+                        continue  # the stream ended (the node stops, or dropped us): the next node at once
+                    last_error = f"{endpoint}: the stream ended before any event"
+            except Overloaded as exc:  # 429: too many streams there
+                last_error = str(exc)
+            except Rejected:  # 400, 401, 403: asking again will not help
+                raise
+            except CoordinatorError as exc:  # 5xx: a node that stops (503 stopping)
                 last_error = str(exc)
             except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
                 last_error = f"{endpoint}: {exc.__class__.__name__}: {exc}"

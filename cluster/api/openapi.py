@@ -475,10 +475,11 @@ _ERRORS = {
     "503": (
         "Unavailable",
         _error_schema(
-            ["no_leader", "suspended", "not_written", "outcome_unknown"], services={"type": "array", "items": _STRING}
+            ["no_leader", "suspended", "not_written", "outcome_unknown", "stopping"],
+            services={"type": "array", "items": _STRING},
         ),
-        "No leader yet, the write's outcome is unknown or it was not written (retry), or intake is suspended "
-        "for a service whose circuit is open.",
+        "No leader yet, the write's outcome is unknown or it was not written (retry), intake is suspended "
+        "for a service whose circuit is open, or (an event stream) the node is stopping.",
         _RETRY_AFTER,
     ),
 }
@@ -764,7 +765,7 @@ def _paths() -> dict:
                         "content": {"text/event-stream": {"schema": _STRING}},
                     }
                 },
-                "400 429",
+                "400 429 503",
                 ("EventKinds", "EventWorkflow", "EventSince", "LastEventId"),
             )
         },

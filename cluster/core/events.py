@@ -60,7 +60,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from coordinator.cluster.core.errors import InvalidInput, Overloaded
+from coordinator.cluster.core.errors import InvalidInput, Overloaded, Unavailable
 from coordinator.grammar import format_ms
 
 __all__ = ["EVENT_KINDS", "EventHub", "Subscription", "format_id", "parse_id"]
@@ -180,6 +180,7 @@ class EventHub:
         self.floor: Key = START
         self.subscribers: set[Subscription] = set()
         self.dropped = 0  # subscribers dropped as too slow, for the log and tests
+        self.closed = False  # the node stops: no new stream
 
     # -- feeding (the tick thread) ------------------------------------------------
     def before(self, state: Any, command: Any) -> Any:
@@ -202,14 +203,14 @@ class EventHub:
         return None
 
     def after(self, state: Any, index: int, command: Any, result: Any, before: Any) -> None:
-        """The events of one applied command (see the module docstring)."""
+        """The events of one applied command (see the module docstring).
+        Never raises: apply would record a rejection on this replica only."""
         try:
             events = list(self._derive(state, command, result, before))
+            if events:
+                self._emit(index, events)
         except Exception:  # noqa: BLE001 - events never reach apply
             log.exception("events: deriving the events of entry %d failed", index)
-            return
-        if events:
-            self._emit(index, events)
 
     def _derive(self, state: Any, command: Any, result: Any, before: Any) -> Iterable[dict]:
         kind = command.kind
@@ -263,7 +264,7 @@ class EventHub:
 
     def restored(self, applied_index: int) -> None:
         """A snapshot replaced the state: the events up to ``applied_index``
-        were never derived here."""
+        were never derived here. Never raises (it runs inside the restore)."""
         with self._lock:
             self._last_index, self._next_ordinal = applied_index, 0
             self._queue(("gap", (applied_index, WHOLE_ENTRY)))
@@ -365,7 +366,9 @@ class EventHub:
 
     def subscribe(self, since: Key | None, kinds: frozenset[str], workflow: str | None) -> Subscription:
         """A new stream (on the loop): after ``since`` (None: live only).
-        Overloaded (429) past ``subscribers_max``."""
+        Overloaded (429) past ``subscribers_max``; Unavailable (503) once closed."""
+        if self.closed:
+            raise Unavailable("this node is stopping; read another node", code="stopping", retry_after_s=1)
         if len(self.subscribers) >= self.subscribers_max:
             raise Overloaded(
                 f"{self.subscribers_max} event streams are open on this node, the most it serves; "
@@ -386,7 +389,8 @@ class EventHub:
         self.subscribers.discard(subscription)
 
     def close(self) -> None:
-        """The node stops: every stream ends."""
+        """The node stops: every stream ends, and no new one starts."""
+        self.closed = True
         for subscriber in self.subscribers:
             subscriber.end = subscriber.end or "shutdown"
             subscriber.wake.set()

@@ -6,7 +6,7 @@ import asyncio
 import pytest
 
 from coordinator.cluster.core import events
-from coordinator.cluster.core.errors import InvalidInput, Overloaded
+from coordinator.cluster.core.errors import InvalidInput, Overloaded, Unavailable
 from coordinator.cluster.core.events import WHOLE_ENTRY, EventHub, format_id, parse_id
 from coordinator.cluster.core.state import ClusterState
 from coordinator.consensus import Command, Rejection
@@ -176,6 +176,8 @@ async def test_role_events_sort_after_the_entry_applied_before_them_and_close_en
     ]
     hub.close()
     assert subscription.end == "shutdown" and await subscription.next(1.0) is None
+    with pytest.raises(Unavailable):  # a stream opened while the node stops would hold its HTTP server
+        hub.subscribe(None, ALL, None)
 
 
 async def test_a_stuck_loop_keeps_a_bounded_queue_and_readers_get_a_reset(monkeypatch):
