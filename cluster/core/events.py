@@ -35,8 +35,10 @@ subscribers live on the loop only.
 
 Ring and floor. The loop keeps the last ``ring_size`` events. ``floor`` is
 the id after which the hub has every event: the start (``"0"``) on a node
-that applied its log from its first entry, the snapshot's index after a restore, the evicted id
-once the ring is full. A subscriber resuming after an id below the floor
+that applied its log from its first entry, the snapshot's index after a
+restore (a node that restarts from its snapshot, or installs a leader's),
+the evicted id once the ring is full. A node that restarts without a
+snapshot applies its journal again and derives the same events again. A subscriber resuming after an id below the floor
 first gets one ``reset`` event (the events after that id up to the newest
 one are not sent: reload the state by GET) and then live events; at or
 above the floor it gets exactly the ring's events after that id, then live
