@@ -192,3 +192,13 @@ async def test_a_stuck_loop_keeps_a_bounded_queue_and_readers_get_a_reset(monkey
     reset, *rest = await drain(hub.subscribe(parse_id("2.0"), ALL, None))
     assert (reset["kind"], reset["lost_after"], [e["id"] for e in rest]) == ("reset", "2.0", [])
     assert [e["id"] for e in await drain(hub.subscribe(parse_id("9.0"), ALL, None))] == ["10.0", "11.0"]
+
+
+async def test_resuming_on_a_node_behind_the_id_skips_what_the_reader_has():
+    hub, state = hub_state()
+    hub.attach(asyncio.get_running_loop())
+    subscription = hub.subscribe(parse_id("4.1"), ALL, None)  # read elsewhere up to 4.1
+    saga_run(state)  # entries 2 to 4, this node applies them only now
+    state.apply(5, Command("service.put", {"name": "b", "url": "http://127.0.0.1:9002"}, 4000))
+    await settle()
+    assert [e["id"] for e in await drain(subscription)] == ["5.0"]
