@@ -11,10 +11,10 @@ from urllib.parse import quote, urlsplit
 
 import aiohttp
 
-from ._transport import REDIRECTS_MAX, Transport, is_terminal
-from .errors import NotLeader, TlsRefused, Unavailable, error_from_http
+from ._transport import REDIRECTS_MAX, Transport, backoff_s, is_terminal
+from .errors import CoordinatorError, NotLeader, Overloaded, Rejected, TlsRefused, Unavailable, error_from_http
 
-__all__ = ["HttpTransport", "WAIT_S_MAX"]
+__all__ = ["EVENTS_FAILURES_MAX", "HttpTransport", "WAIT_S_MAX"]
 
 # The longest long poll a node grants (GET ...?wait=S); longer waits are several polls.
 WAIT_S_MAX = 60.0
@@ -25,6 +25,10 @@ _COLLECTIONS = {"saga": "sagas", "tx": "transactions"}
 # (what a browser page on another site could send; cluster/api/http_api.py).
 _WRITE_HEADERS = {"Content-Type": "application/json"}
 _WRITES = frozenset({"POST", "PUT", "DELETE", "PATCH"})
+# An event stream sends at least a comment every 15 s (cluster/api/http_events.py).
+EVENTS_READ_TIMEOUT_S = 45.0
+# Failed connections in a row (every node tried in turn) before events() gives up.
+EVENTS_FAILURES_MAX = 10
 
 
 def _base(url: str) -> str:
@@ -212,3 +216,81 @@ class HttpTransport(Transport):
                 yield data
             if is_terminal(kind, data) or (deadline is not None and loop.time() >= deadline):
                 return
+
+    async def events(self, query: str, last_event_id: str | None) -> AsyncIterator[dict]:
+        """``GET /v1/events?QUERY`` as dicts (each event's JSON), for ever.
+
+        A broken connection, a node that stopped, a 429 or a ``dropped``
+        event, a 5xx: the next node in turn is asked with ``Last-Event-ID``
+        of the last event yielded (a ``reset`` is yielded like any other
+        event: the caller reloads what it follows by GET). 400, 401, 403
+        raise. A stream that ends before any event counts as a failure. After
+        EVENTS_FAILURES_MAX failed connections in a row, Unavailable."""
+        failures, turn = 0, 0
+        last_error = ""
+        while True:
+            endpoints = self.endpoints
+            endpoint = endpoints[turn % len(endpoints)]
+            turn += 1
+            headers = {"Accept": "text/event-stream"}
+            if last_event_id is not None:
+                headers["Last-Event-ID"] = last_event_id
+            timeout = aiohttp.ClientTimeout(total=None, sock_connect=self.timeout_s, sock_read=EVENTS_READ_TIMEOUT_S)
+            try:
+                async with self._client().get(
+                    f"{endpoint}/v1/events{query}", headers=headers, timeout=timeout, allow_redirects=False
+                ) as response:
+                    if response.status != 200:
+                        text = await response.text()
+                        try:
+                            data = json.loads(text) if text else None
+                        except ValueError:
+                            data = None
+                        raise error_from_http(response.status, data, response.headers.get("Retry-After"))
+                    yielded = False
+                    async for name, data in _server_sent_events(response.content):
+                        if name == "dropped":
+                            break
+                        event = json.loads(data)
+                        if isinstance(event, dict) and isinstance(event.get("id"), str):
+                            last_event_id = event["id"]
+                        failures, yielded = 0, True
+                        yield event
+                    if yielded:
+                        continue  # the stream ended (the node stops, or dropped us): the next node at once
+                    last_error = f"{endpoint}: the stream ended before any event"
+            except Overloaded as exc:  # 429: too many streams there
+                last_error = str(exc)
+            except Rejected:  # 400, 401, 403: asking again will not help
+                raise
+            except CoordinatorError as exc:  # 5xx: a node that stops (503 stopping)
+                last_error = str(exc)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as exc:
+                last_error = f"{endpoint}: {exc.__class__.__name__}: {exc}"
+            failures += 1
+            if failures >= EVENTS_FAILURES_MAX:
+                raise Unavailable(f"GET /v1/events: {failures} failed connections in a row; last: {last_error}")
+            await asyncio.sleep(backoff_s(failures // len(self.endpoints)))
+
+
+async def _server_sent_events(content: aiohttp.StreamReader) -> AsyncIterator[tuple[str, str]]:
+    """(event name, data) of each event of a text/event-stream; comments skipped."""
+    name, data = "message", []
+    while True:
+        line = await content.readline()
+        if not line:
+            return
+        text = line.decode().rstrip("\r\n")
+        if not text:
+            if data:
+                yield name, "\n".join(data)
+            name, data = "message", []
+        elif text.startswith(":"):
+            continue
+        else:
+            field, _, value = text.partition(":")
+            value = value.removeprefix(" ")
+            if field == "event":
+                name = value
+            elif field == "data":
+                data.append(value)

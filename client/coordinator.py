@@ -12,10 +12,12 @@ give the same results and raise the same errors.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterable
 from typing import Any, TypeVar
+from urllib.parse import urlencode
 
 from ._grpc import GrpcTransport
 from ._http import HttpTransport
@@ -209,6 +211,40 @@ class Coordinator:
     async def list_transactions(self, state: str | None = None, limit: int = 100) -> list[Transaction]:
         data = await self._transport.request("list_tx", {"state": state, "limit": limit})
         return [Transaction.from_json(t) for t in data["transactions"]]
+
+    # -- the event stream ------------------------------------------------------------------------
+    def events(
+        self, kinds: Iterable[str] | None = None, workflow: str | None = None, last_event_id: str | None = None
+    ) -> AsyncIterator[dict]:
+        """What the nodes apply, as it happens: ``GET /v1/events`` (README.md,
+        "Event stream"), one dict per event (``id``, ``index``, ``kind``,
+        ``type``, ...), for ever; close it with ``contextlib.aclosing``.
+
+        ``kinds``: of ``workflow``, ``service``, ``role`` (default all);
+        ``workflow``: one workflow's events; ``last_event_id``: resume after
+        that event. Any node serves it from its own replica; on a break the
+        next node is asked with the last id yielded, so nothing is missed or
+        repeated while the nodes hold the events - otherwise a ``reset`` event
+        (``kind`` "reset") comes first: reload the state you follow by GET.
+        ``role`` events are each node's own. Over HTTP only (``transport="grpc"``
+        raises TypeError at the call); :class:`SyncCoordinator` does not offer it."""
+        if not isinstance(self._transport, HttpTransport):
+            raise TypeError("events() streams over HTTP; this client's transport is " + self.transport)
+        return self._events(self._transport, kinds, workflow, last_event_id)
+
+    @staticmethod
+    async def _events(
+        transport: HttpTransport, kinds: Iterable[str] | None, workflow: str | None, last_event_id: str | None
+    ) -> AsyncIterator[dict]:
+        params = {}
+        if kinds is not None:
+            params["kinds"] = ",".join(kinds)
+        if workflow is not None:
+            params["workflow"] = workflow
+        query = ("?" + urlencode(params)) if params else ""
+        async with contextlib.aclosing(transport.events(query, last_event_id)) as events:
+            async for event in events:
+                yield event
 
     # -- following a workflow -------------------------------------------------------------------
     async def _states(

@@ -1,7 +1,9 @@
 """SyncCoordinator: the async client driven from a private event loop thread.
 
 It copies no logic: every public coroutine method of :class:`Coordinator`
-is exposed as a blocking method of the same name.
+is exposed as a blocking method of the same name. The event stream
+(:meth:`Coordinator.events`) is not: it never ends, so it has no blocking
+form; use :class:`Coordinator` for it.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class SyncCoordinator:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result()
 
     def __getattr__(self, name: str) -> Any:
+        if name == "events":
+            raise TypeError("SyncCoordinator has no events(): the stream never ends; use the async Coordinator")
         attribute = getattr(self._client, name)
         if name.startswith("_") or not inspect.iscoroutinefunction(attribute):
             return attribute

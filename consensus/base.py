@@ -15,7 +15,7 @@ from .applier import BARRIER_KIND, Applier
 from .barrier import ReadBarrier
 from .codec import Command
 from .errors import ConsensusError, NotWritten, OutcomeUnknown
-from .port import Applied, ApplyListener, LeadershipChange, LeadershipListener, Rejected, StateMachine
+from .port import Applied, ApplyListener, LeadershipChange, LeadershipListener, Rejected, RoleListener, StateMachine
 from .stats import LogStats
 
 log = logging.getLogger(__name__)
@@ -31,6 +31,7 @@ class LogBase:
         self._applier = Applier(state_machine, self._lock, self.stats)
         self._apply_listeners: list[ApplyListener] = []
         self._leadership_listeners: list[LeadershipListener] = []
+        self._role_listeners: list[RoleListener] = []
         self._applied: collections.deque = collections.deque()
         self._drain_scheduled = False
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -58,6 +59,17 @@ class LogBase:
 
     def add_leadership_listener(self, listener: LeadershipListener) -> None:
         self._leadership_listeners.append(listener)
+
+    def add_role_listener(self, listener: RoleListener) -> None:
+        self._role_listeners.append(listener)
+
+    def _emit_role(self, role: int, term: int) -> None:
+        """On the log's own thread: the listeners must not block."""
+        for listener in self._role_listeners:
+            try:
+                listener(role, term)
+            except Exception:  # noqa: BLE001 - a listener bug must not stop the log
+                log.exception("role listener failed")
 
     def _apply_entry(self, index: int, data: bytes, term: int | None = None) -> Any:
         """Runs where the log applies entries (PySyncObj's tick thread).

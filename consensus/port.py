@@ -89,6 +89,8 @@ class StateMachine(Protocol):
 
 ApplyListener = Callable[[int, Command, "Applied | Rejected"], None]
 LeadershipListener = Callable[[LeadershipChange], None]
+# (role, term): 0 follower, 1 candidate, 2 leader; on the log's own thread.
+RoleListener = Callable[[int, int], None]
 
 
 @runtime_checkable
@@ -113,3 +115,8 @@ class ReplicatedLog(Protocol):
     def add_apply_listener(self, listener: ApplyListener) -> None: ...
 
     def add_leadership_listener(self, listener: LeadershipListener) -> None: ...
+
+    def add_role_listener(self, listener: RoleListener) -> None:
+        """Called with (role, term) whenever either changes, on the thread
+        the log applies on (it must not block); not called by a log that has
+        no roles (the in-memory one)."""

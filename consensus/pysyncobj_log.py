@@ -422,6 +422,20 @@ class PySyncObjLog(LogBase):
                 self._peer_tls,
             )
         self.journal = journals[0]
+        self._role_seen: tuple[int, int] | None = None
+        self._node.addOnTickCallback(self._watch_role)
+
+    def _watch_role(self) -> None:
+        """Each tick (PySyncObj's tick thread): tell the role listeners when
+        the role or the term changed. PySyncObj's state callback misses a
+        follower moving to a newer leader's term, so both are compared here."""
+        node = self._node
+        if node is None or not self._role_listeners:
+            return
+        seen = (int(node._SyncObj__raftState), node.raftCurrentTerm)
+        if seen != self._role_seen:
+            self._role_seen = seen
+            self._emit_role(*seen)
 
     def raft(self) -> SyncObj | None:
         """The PySyncObj node (None before start and after stop): what a

@@ -25,6 +25,7 @@ import logging
 from aiohttp import web
 
 from coordinator.cluster.api import operations, roles
+from coordinator.cluster.api.http_events import add_event_routes
 from coordinator.cluster.api.http_node import NODE_KEY, TOKEN_KEY, request_by, request_node
 from coordinator.cluster.api.http_saga import add_saga_routes
 from coordinator.cluster.api.http_twopc import add_transaction_routes
@@ -275,5 +276,6 @@ def build_app(node: Node) -> web.Application:
     app.router.add_delete("/v1/services/{name}", delete_service)
     add_saga_routes(app)
     add_transaction_routes(app)
+    add_event_routes(app)
     app.router.add_get(OPENAPI_PATH, openapi_document)
     return app

@@ -70,6 +70,14 @@ class NodeCollector:
         role = GaugeMetricFamily("coordinator_raft_role", "1 for this node's current role.", labels=["node", "role"])
         yield _labelled(role, n, [(r, int(status.role.value == r)) for r in ROLES])
         yield _gauge("coordinator_raft_has_quorum", "1 if this node hears a majority.", n, int(status.has_quorum))
+        hub = self.node.events
+        yield _gauge("coordinator_event_streams", "Open GET /v1/events streams on this node.", n, len(hub.subscribers))
+        yield _counter(
+            "coordinator_event_streams_dropped",
+            "Event streams dropped because their reader fell behind ([limits] events_queue_size).",
+            n,
+            hub.dropped,
+        )
         peers = GaugeMetricFamily(
             "coordinator_raft_peer_connected", "1 if the Raft connection to the peer is up.", labels=["node", "peer"]
         )

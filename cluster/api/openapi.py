@@ -469,16 +469,17 @@ _ERRORS = {
     "429": (
         "Overloaded",
         _error_schema(["overloaded"]),
-        "The in-flight workflow or proposal limit, the state's byte budget ([limits] state_bytes_max) or this client's long polls ([limits] long_polls_per_client_max) are reached.",
+        "The in-flight workflow or proposal limit, the state's byte budget ([limits] state_bytes_max), this client's long polls ([limits] long_polls_per_client_max) or the event streams ([limits] events_subscribers_max, events_per_client_max) are reached.",
         _RETRY_AFTER,
     ),
     "503": (
         "Unavailable",
         _error_schema(
-            ["no_leader", "suspended", "not_written", "outcome_unknown"], services={"type": "array", "items": _STRING}
+            ["no_leader", "suspended", "not_written", "outcome_unknown", "stopping"],
+            services={"type": "array", "items": _STRING},
         ),
-        "No leader yet, the write's outcome is unknown or it was not written (retry), or intake is suspended "
-        "for a service whose circuit is open.",
+        "No leader yet, the write's outcome is unknown or it was not written (retry), intake is suspended "
+        "for a service whose circuit is open, or (an event stream) the node is stopping.",
         _RETRY_AFTER,
     ),
 }
@@ -545,6 +546,27 @@ def _parameters() -> dict:
             "schema": {"type": "string", "pattern": f"^[ \\t]*{REQUEST_ID_PATTERN.pattern}[ \\t]*$"},
             "description": "One id for every retry of this write: a retry of a write that took "
             "effect gets its first answer and is not applied again.",
+        },
+        "EventKinds": query(
+            "kinds",
+            {"type": "string", "pattern": "^(workflow|service|role)(,(workflow|service|role))*$"},
+            "Only events of these kinds (comma-separated; default all).",
+        ),
+        "EventWorkflow": query(
+            "workflow", {"type": "string", "minLength": 1, "maxLength": 256}, "Only this workflow's events."
+        ),
+        "EventSince": query(
+            "since",
+            {"type": "string", "pattern": "^[0-9]+(\\.[0-9]+)?$"},
+            "Resume after this event id (as Last-Event-ID, which wins when both are given).",
+        ),
+        "LastEventId": {
+            "name": "Last-Event-ID",
+            "in": "header",
+            "required": False,
+            "schema": {"type": "string", "pattern": "^[ \\t]*[0-9]+(\\.[0-9]+)?[ \\t]*$"},
+            "description": "Resume after this event id (INDEX.N, or INDEX: after all of entry INDEX): "
+            "the events after it that this node holds, or first one reset event when it holds no longer.",
         },
         "SagaState": query("state", _enum(saga.SagaStatus), "Only sagas in this state."),
         "TransactionState": query("state", _enum(twopc.TxStatus), "Only transactions in this state."),
@@ -729,6 +751,23 @@ def _paths() -> dict:
                 read + " 404 429",
                 ("Wait", "Since", "Stale"),
             ),
+        },
+        "/v1/events": {
+            "get": _op(
+                "events",
+                "Server-Sent Events of what this node applies, from its own replica (never redirected): "
+                "event kinds workflow, service and role, each with id INDEX.N (its log entry and ordinal); "
+                "reset (events after Last-Event-ID are no longer held: reload by GET) and a final dropped "
+                "(this reader fell behind). A ': keepalive' comment every 15 s. See README.md, 'Event stream'.",
+                {
+                    "200": {
+                        "description": "The stream (text/event-stream); each data line is one event as JSON.",
+                        "content": {"text/event-stream": {"schema": _STRING}},
+                    }
+                },
+                "400 429 503",
+                ("EventKinds", "EventWorkflow", "EventSince", "LastEventId"),
+            )
         },
     }
 

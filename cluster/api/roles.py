@@ -54,6 +54,7 @@ HTTP_ROLES: dict[tuple[str, str], Role | _Open] = {
     ("POST", "/v1/transactions"): SUBMIT,
     ("GET", "/v1/transactions"): READ,
     ("GET", "/v1/transactions/{id}"): READ,
+    ("GET", "/v1/events"): READ,
 }
 
 # RPC of the Coordinator service (proto/coordinator.proto) -> role

@@ -17,7 +17,11 @@ files differ, and entries written before this check replay as they applied.
 Per client (remote address), a node holds at most ``long_polls_per_client_max``
 long polls (``GET ...?wait=``, gRPC ``wait_s``) and ``watches_per_client_max``
 gRPC Watch streams (cluster/core/client_slots.py); more answer 429 / RESOURCE_EXHAUSTED
-``overloaded``. A Watch ends after ``watch_life_s`` with UNAVAILABLE
+``overloaded``. The event stream (``GET /v1/events``, cluster/core/events.py)
+keeps the last ``events_ring_size`` events for resuming, serves at most
+``events_subscribers_max`` streams per node and ``events_per_client_max`` per
+client (more: 429 ``overloaded``), and drops a stream whose reader falls
+``events_queue_size`` events behind. A Watch ends after ``watch_life_s`` with UNAVAILABLE
 ``watch_expired`` and the client reopens it (client/_grpc.py). An idle HTTP
 keep-alive or gRPC connection is closed after ``idle_connection_s``.
 """
@@ -45,6 +49,12 @@ OVERLOADED_RETRY_AFTER_S = 5
 LONG_POLLS_PER_CLIENT_DEFAULT = 256
 WATCHES_PER_CLIENT_DEFAULT = 100
 WATCH_LIFE_S_DEFAULT = 600.0
+# About a minute of a busy node's events (a saga of a few steps yields ~6
+# events per submission) to resume from; an event is a few hundred bytes.
+EVENTS_RING_SIZE_DEFAULT = 10_000
+EVENTS_QUEUE_SIZE_DEFAULT = 1_000
+EVENTS_SUBSCRIBERS_MAX_DEFAULT = 64
+EVENTS_PER_CLIENT_DEFAULT = 16
 # aiohttp's own default is 3630 s.
 IDLE_CONNECTION_S_DEFAULT = 75.0
 
@@ -57,6 +67,10 @@ class Limits:
     watches_per_client_max: int = WATCHES_PER_CLIENT_DEFAULT
     watch_life_s: float = WATCH_LIFE_S_DEFAULT
     idle_connection_s: float = IDLE_CONNECTION_S_DEFAULT
+    events_ring_size: int = EVENTS_RING_SIZE_DEFAULT
+    events_queue_size: int = EVENTS_QUEUE_SIZE_DEFAULT
+    events_subscribers_max: int = EVENTS_SUBSCRIBERS_MAX_DEFAULT
+    events_per_client_max: int = EVENTS_PER_CLIENT_DEFAULT
 
     def __post_init__(self) -> None:
         if not 1 <= self.state_bytes_max <= STATE_BYTES_MAX_MAX:
@@ -67,6 +81,10 @@ class Limits:
             raise ValueError("long_polls_per_client_max and watches_per_client_max must be in 1..100000")
         if not 0 < self.watch_life_s <= 24 * 3600 or not 0 < self.idle_connection_s <= 24 * 3600:
             raise ValueError("watch_life_s and idle_connection_s must be in (0, 86400]")
+        if not 1 <= self.events_ring_size <= 1_000_000 or not 1 <= self.events_queue_size <= 1_000_000:
+            raise ValueError("events_ring_size and events_queue_size must be in 1..1000000")
+        if not 1 <= self.events_subscribers_max <= 10_000 or not 1 <= self.events_per_client_max <= 10_000:
+            raise ValueError("events_subscribers_max and events_per_client_max must be in 1..10000")
 
     def to_command(self) -> dict:
         """As the leader writes them into a submit command."""

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeAddress, NodeConfig
+from coordinator.cluster.core.events import EventHub
 from coordinator.cluster.core.state import ClusterState
 from coordinator.consensus import Command, LeadershipChange, ReplicatedLog, TruncationCounter
 
@@ -77,6 +78,18 @@ class Node:
         self._watchers: dict[str, list[asyncio.Future]] = {}
         # Long polls (HTTP ?wait=, gRPC wait_s) one client may hold (cluster/core/limits.py).
         self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
+        # What this replica applies, as events (GET /v1/events): fed on the
+        # apply path by the state's observer hook and the log's role listener.
+        limits = config.cluster.limits
+        self.events = EventHub(
+            ring_size=limits.events_ring_size,
+            queue_size=limits.events_queue_size,
+            subscribers_max=limits.events_subscribers_max,
+            clock=clock,
+        )
+        self.event_streams = ClientSlots("event streams", limits.events_per_client_max)
+        state.observer = self.events
+        self.log.add_role_listener(self.events.role)
         self.log.add_leadership_listener(self._on_leadership)
         self.log.add_leadership_listener(executor.on_leadership)
         self.log.add_apply_listener(executor.on_applied)
@@ -157,8 +170,10 @@ class Node:
         }
 
     async def start(self) -> None:
+        self.events.attach(asyncio.get_running_loop())
         await self.log.start()
 
     async def stop(self) -> None:
+        self.events.close()
         await self.executor.close()
         await self.log.stop()

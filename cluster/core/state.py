@@ -35,6 +35,11 @@ class ClusterState:
         self.sagas.charged_bytes = self.transactions.charged_bytes = self.charged_bytes
         self.applied_index = 0
         self.sequence = 0  # commands applied without rejection
+        # Sees each command applied without rejection and each restore, to
+        # derive the node's events (cluster/core/events.py EventHub): its
+        # ``before``/``after``/``restored`` read the state, change nothing and
+        # never raise. Not replicated; None: nobody watches.
+        self.observer: Any = None
         self._handlers: dict[str, Callable[[int, Command], Any]] = {
             "service.put": lambda index, c: self.registry.put(index, c.at_ms, c.body, self.service_in_use),
             "service.delete": self._delete_service,
@@ -86,10 +91,14 @@ class ClusterState:
                 return answer  # applied before: the first answer, nothing changes
             command = Command(command.kind, {k: v for k, v in command.body.items() if k != "request"}, command.at_ms)
         sequence = self.sequence + 1
+        observer = self.observer
+        before = observer.before(self, command) if observer is not None else None
         result = handler(sequence, command)
         self.sequence = sequence
         if request_id is not None:
             self.requests.record(request_id, command.at_ms, dict(result) if isinstance(result, dict) else result)
+        if observer is not None:
+            observer.after(self, index, command, result, before)
         return result
 
     def snapshot(self) -> dict:
@@ -112,6 +121,8 @@ class ClusterState:
         self.transactions.restore(snapshot["transactions"])
         self.applied_index = snapshot["applied_index"]
         self.sequence = snapshot["sequence"]
+        if self.observer is not None:
+            self.observer.restored(self.applied_index)
 
     def digest(self) -> str:
         """A hash of the whole state: equal on every node that applied the same entries."""

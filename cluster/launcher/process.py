@@ -174,6 +174,7 @@ class NodeProcess:
         node = self.node
         if node is not None:
             await node.executor.close()  # no participant call starts while the servers drain
+            node.events.close()  # event streams end now: the HTTP server does not wait for them
         if self._grpc is not None:
             await self._grpc.stop()
         if self._runner is not None:

@@ -60,6 +60,7 @@ EXPECTED_HTTP = {
     ("GET", "/v1/sagas/{id}"): READ,
     ("GET", "/v1/transactions"): READ,
     ("GET", "/v1/transactions/{id}"): READ,
+    ("GET", "/v1/events"): READ,
     ("POST", "/v1/sagas"): SUBMIT,
     ("POST", "/v1/transactions"): SUBMIT,
     ("POST", "/v1/sagas/{id}/signals/{name}"): OPERATE,

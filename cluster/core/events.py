@@ -1,0 +1,403 @@
+"""What a node applies, as a stream of events: ``GET /v1/events``.
+
+Sources, all on the thread the log applies on (PySyncObj's tick thread):
+
+- :class:`ClusterState` calls :meth:`EventHub.before` and
+  :meth:`EventHub.after` around every command it applies without rejection
+  (``state.observer``). The events are *derived* by comparing: the history
+  records a command appended to the saga or transaction it touched (one
+  ``workflow`` event per record, ``type`` = the record's ``event``: started,
+  step_succeeded, step_failed, step_unknown, compensating, signal, vote,
+  decided, completed, ...), the workflows a prune removed (``pruned``), and
+  the service a registry command wrote (``service`` events ``put`` and
+  ``deleted``). Nothing replicated is changed or read outside apply's lock;
+  a failure here is logged and never reaches apply.
+- :meth:`EventHub.restored` when a snapshot replaces the state: the events
+  of the entries it covers are never seen here (see "floor" below).
+- :meth:`EventHub.role` when the node's Raft role or term changes (``role``
+  events, this node's own: they are not replicated).
+
+Ids. A log event's id is ``"INDEX.N"``: the index of the entry applied and
+its ordinal N among the events of that entry (a batch entry holds several
+commands, a command may yield several events). Every replica derives the
+same log events with the same ids, so ``Last-Event-ID`` from one node
+resumes on another. A role event has no entry: it takes the index of the
+last entry that yielded an event and the next ordinal after that entry's
+events, so it sorts where it happened; role events differ between nodes.
+An id ``"INDEX"`` alone means "after every event of entry INDEX", and
+``"0"`` means from the start.
+
+Hand-over. The tick thread only appends to ``pending`` (under a lock,
+bounded by ``PENDING_MAX``: past it the oldest are dropped and counted as a
+gap) and schedules :meth:`_drain` on the event loop with
+``call_soon_threadsafe``; it never waits for the loop. The ring and the
+subscribers live on the loop only.
+
+Ring and floor. The loop keeps the last ``ring_size`` events. ``floor`` is
+the id after which the hub has every event: the start (``"0"``) on a node
+that applied its log from its first entry, the snapshot's index after a
+restore (a node that restarts from its snapshot, or installs a leader's),
+the evicted id once the ring is full. A node that restarts without a
+snapshot applies its journal again and derives the same events again. A subscriber resuming after an id below the floor
+first gets one ``reset`` event (the events after that id up to the newest
+one are not sent: reload the state by GET) and then live events; at or
+above the floor it gets exactly the ring's events after that id, then live
+ones - no gap, no duplicate.
+
+Subscribers. At most ``subscribers_max`` (:class:`Overloaded`, 429). Each
+has a queue of ``queue_size`` live events; a subscriber whose queue is full
+when an event arrives is dropped: its queue is emptied at once (the memory
+is not held for a slow reader), it is sent a final ``dropped`` event and
+its stream ends. The backlog a resume is served is a list of references
+to events the ring holds, at most ``ring_size``, not counted in the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from coordinator.cluster.core.errors import InvalidInput, Overloaded, Unavailable
+from coordinator.grammar import format_ms
+
+__all__ = ["EVENT_KINDS", "EventHub", "Subscription", "format_id", "parse_id"]
+
+log = logging.getLogger(__name__)
+
+EVENT_KINDS = frozenset({"workflow", "service", "role"})
+# An ordinal above any real one: the key of "after every event of entry I".
+WHOLE_ENTRY = 1 << 62
+# Events waiting for the loop; past this the loop is stuck and the oldest go.
+PENDING_MAX = 100_000
+WORKFLOW_COMMANDS = {
+    "saga.submit": "saga",
+    "saga.event": "saga",
+    "saga.signal": "saga",
+    "saga.redrive": "saga",
+    "tx.submit": "transaction",
+    "tx.event": "transaction",
+}
+PRUNE_COMMANDS = {"saga.prune": "saga", "tx.prune": "transaction"}
+ROLES = {0: "follower", 1: "candidate", 2: "leader"}
+
+Key = tuple[int, int]
+
+
+# Before every event, role events at index 0 included: the id "0".
+START: Key = (0, -1)
+
+
+def format_id(key: Key) -> str:
+    index, ordinal = key
+    return str(index) if ordinal >= WHOLE_ENTRY or key == START else f"{index}.{ordinal}"
+
+
+def parse_id(text: str, field: str = "Last-Event-ID") -> Key:
+    """``"I.N"``, ``"I"`` (after all of entry I) or ``"0"`` (from the start:
+    the role events a node has before applying any entry too);
+    InvalidInput (400) naming ``field`` otherwise."""
+    index, dot, ordinal = text.strip().partition(".")
+    try:
+        key = (int(index), int(ordinal) if dot else WHOLE_ENTRY)
+    except ValueError:
+        raise InvalidInput(field, f"{text[:40]!r} is not an event id: INDEX or INDEX.N") from None
+    if key[0] < 0 or key[1] < 0 or (dot and key[1] >= WHOLE_ENTRY):
+        raise InvalidInput(field, f"{text[:40]!r}: out of range")
+    return START if key == (0, WHOLE_ENTRY) else key
+
+
+@dataclass(slots=True)
+class _Event:
+    key: Key
+    data: dict  # the JSON object sent, id included
+
+    @property
+    def kind(self) -> str:
+        return self.data["kind"]
+
+
+@dataclass(slots=True, eq=False)  # compared (and hashed) by identity
+class Subscription:
+    """One stream: ``backlog`` first, then live events from ``queue``;
+    ``end`` says why it stopped (``dropped`` or ``shutdown``)."""
+
+    kinds: frozenset[str]
+    workflow: str | None
+    queue_size: int
+    backlog: collections.deque = field(default_factory=collections.deque)
+    queue: collections.deque = field(default_factory=collections.deque)
+    after: Key = (0, -1)  # nothing at or before this id is sent live
+    end: str | None = None
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def wants(self, data: dict) -> bool:
+        return data["kind"] in self.kinds and (self.workflow is None or data.get("workflow") == self.workflow)
+
+    def offer(self, key: Key, event: dict) -> None:
+        if self.end is not None or key <= self.after:
+            return
+        if len(self.queue) >= self.queue_size:
+            self.queue.clear()
+            self.end = "dropped"
+        else:
+            self.queue.append(event)
+        self.wake.set()
+
+    async def next(self, timeout_s: float) -> dict | None:
+        """The next event; None after ``timeout_s`` without one or once it
+        ended (then ``end`` is set, after the queue is empty)."""
+        while True:
+            if self.backlog:
+                return self.backlog.popleft()
+            if self.queue:
+                return self.queue.popleft()
+            if self.end is not None:
+                return None
+            self.wake.clear()
+            try:
+                await asyncio.wait_for(self.wake.wait(), timeout_s)
+            except TimeoutError:
+                return None
+
+
+class EventHub:
+    def __init__(self, *, ring_size: int, queue_size: int, subscribers_max: int, clock: Callable[[], float]) -> None:
+        self.ring_size, self.queue_size, self.subscribers_max = ring_size, queue_size, subscribers_max
+        self.clock = clock
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # -- the tick thread's side --
+        self._lock = threading.Lock()
+        self._pending: collections.deque = collections.deque()  # _Event or ("gap", Key)
+        self._drain_scheduled = False
+        self._last_index = 0
+        self._next_ordinal = 0
+        self._role: tuple[int, int] | None = None
+        # -- the loop's side --
+        self.ring: collections.deque[_Event] = collections.deque()
+        self.floor: Key = START
+        self.subscribers: set[Subscription] = set()
+        self.dropped = 0  # subscribers dropped as too slow, for the log and tests
+        self.closed = False  # the node stops: no new stream
+
+    # -- feeding (the tick thread) ------------------------------------------------
+    def before(self, state: Any, command: Any) -> Any:
+        """What ``after`` compares with: the history length of the workflow
+        the command touches (None: none yet), or the ids a prune may remove."""
+        try:
+            body = command.body if isinstance(command.body, dict) else {}
+            if command.kind in WORKFLOW_COMMANDS:
+                store = state.sagas if command.kind.startswith("saga.") else state.transactions
+                workflow_id = body.get("id") if not command.kind.endswith(".submit") else None
+                if isinstance(workflow_id, str) and workflow_id in store.active:
+                    return len(store.items[workflow_id].history)
+                return None
+            if command.kind in PRUNE_COMMANDS:
+                store = state.sagas if command.kind == "saga.prune" else state.transactions
+                ids = body.get("ids")
+                return [i for i in ids if isinstance(i, str) and i in store.items] if isinstance(ids, list) else []
+        except Exception:  # noqa: BLE001 - events never reach apply
+            log.exception("events: reading before %s failed", getattr(command, "kind", "?"))
+        return None
+
+    def after(self, state: Any, index: int, command: Any, result: Any, before: Any) -> None:
+        """The events of one applied command (see the module docstring).
+        Never raises: apply would record a rejection on this replica only."""
+        try:
+            events = list(self._derive(state, command, result, before))
+            if events:
+                self._emit(index, events)
+        except Exception:  # noqa: BLE001 - events never reach apply
+            log.exception("events: deriving the events of entry %d failed", index)
+
+    def _derive(self, state: Any, command: Any, result: Any, before: Any) -> Iterable[dict]:
+        kind = command.kind
+        at = format_ms(command.at_ms)
+        if kind in WORKFLOW_COMMANDS:
+            if not isinstance(result, dict) or not (result.get("changed") or result.get("created")):
+                return
+            workflow_type = WORKFLOW_COMMANDS[kind]
+            store = state.sagas if workflow_type == "saga" else state.transactions
+            workflow_state = store.items.get(result["id"])
+            if workflow_state is None:
+                return
+            records = store.model.to_api(workflow_state)["history"]
+            for record in records[before or 0 :]:
+                yield {
+                    "kind": "workflow",
+                    "type": record["event"],
+                    "workflow": result["id"],
+                    "workflow_type": workflow_type,
+                    "state": _status(workflow_state),
+                    "at": record.get("at", at),
+                    "record": record,
+                }
+        elif kind in PRUNE_COMMANDS:
+            for workflow_id in before or ():
+                if workflow_id not in (state.sagas if kind == "saga.prune" else state.transactions).items:
+                    yield {
+                        "kind": "workflow",
+                        "type": "pruned",
+                        "workflow": workflow_id,
+                        "workflow_type": PRUNE_COMMANDS[kind],
+                        "at": at,
+                    }
+        elif kind in ("service.put", "service.delete") and isinstance(result, dict):
+            yield {
+                "kind": "service",
+                "type": "put" if kind == "service.put" else "deleted",
+                "service": result.get("name"),
+                "at": at,
+                "record": result,
+            }
+
+    def _emit(self, index: int, datas: list[dict]) -> None:
+        with self._lock:
+            if index != self._last_index:
+                self._last_index, self._next_ordinal = index, 0
+            for data in datas:
+                key = (index, self._next_ordinal)
+                self._next_ordinal += 1
+                self._queue(_Event(key, {"id": format_id(key), "index": index, **data}))
+
+    def restored(self, applied_index: int) -> None:
+        """A snapshot replaced the state: the events up to ``applied_index``
+        were never derived here. Never raises (it runs inside the restore)."""
+        with self._lock:
+            self._last_index, self._next_ordinal = applied_index, 0
+            self._queue(("gap", (applied_index, WHOLE_ENTRY)))
+
+    def role(self, role: int, term: int) -> None:
+        """The node's Raft role (0 follower, 1 candidate, 2 leader) or term changed."""
+        if self._role == (role, term):
+            return
+        self._role = (role, term)
+        data = {
+            "kind": "role",
+            "type": "role",
+            "role": ROLES.get(role, str(role)),
+            "term": term,
+            "at": format_ms(int(self.clock() * 1000)),
+        }
+        with self._lock:
+            key = (self._last_index, self._next_ordinal)
+            self._next_ordinal += 1
+            self._queue(_Event(key, {"id": format_id(key), "index": key[0], **data}))
+
+    def _queue(self, item: Any) -> None:  # under the lock
+        self._pending.append(item)
+        if len(self._pending) > PENDING_MAX:  # the loop is stuck: keep memory bounded, record the gap
+            lost: Key = (0, 0)
+            # keys only grow along the queue: the last one dropped is the gap's end
+            while len(self._pending) >= PENDING_MAX or not isinstance(self._pending[0], _Event):
+                item = self._pending.popleft()
+                lost = item.key if isinstance(item, _Event) else item[1]
+            self._pending.appendleft(("gap", lost))
+        if not self._drain_scheduled and self._loop is not None:
+            self._drain_scheduled = True
+            try:
+                self._loop.call_soon_threadsafe(self._drain)
+            except RuntimeError:  # the loop closed: the node is stopping
+                pass
+
+    # -- the loop --------------------------------------------------------------------
+    def attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Start handing events to ``loop`` (the node's, at start)."""
+        with self._lock:
+            self._loop = loop
+            if self._pending and not self._drain_scheduled:
+                self._drain_scheduled = True
+                loop.call_soon(self._drain)
+
+    def _drain(self) -> None:
+        with self._lock:
+            self._drain_scheduled = False
+            items, self._pending = self._pending, collections.deque()
+        for item in items:
+            if isinstance(item, _Event):
+                self._publish(item)
+            else:
+                self._gap(item[1])
+
+    def _publish(self, event: _Event) -> None:
+        if event.key <= self.floor:  # seen already (a gap's floor passed it)
+            return
+        self.ring.append(event)
+        while len(self.ring) > self.ring_size:
+            self.floor = self.ring.popleft().key
+        for subscriber in list(self.subscribers):
+            if subscriber.wants(event.data):
+                subscriber.offer(event.key, event.data)
+                if subscriber.end == "dropped":
+                    self.subscribers.discard(subscriber)
+                    self.dropped += 1
+                    log.info("events: a subscriber was too slow (%d queued) and was dropped", self.queue_size)
+
+    def _gap(self, key: Key) -> None:
+        """Events up to ``key`` were lost here: the ring restarts after it and
+        every subscriber is told (``reset``)."""
+        if key <= self.floor:
+            return
+        lost_after = self.ring[-1].key if self.ring else self.floor
+        self.ring.clear()
+        self.floor = max(self.floor, key)
+        reset = self._reset(lost_after, self.floor)
+        for subscriber in self.subscribers:
+            subscriber.offer(self.floor, reset)
+
+    @staticmethod
+    def _reset(after: Key, until: Key) -> dict:
+        return {
+            "id": format_id(until),
+            "kind": "reset",
+            "type": "reset",
+            "lost_after": format_id(after),
+            "lost_until": format_id(until),
+            "message": (
+                f"events after {format_id(after)} up to {format_id(until)} are not held by this node; "
+                "reload the state by GET, then follow the events after this one"
+            ),
+        }
+
+    def newest(self) -> Key:
+        return self.ring[-1].key if self.ring else self.floor
+
+    def subscribe(self, since: Key | None, kinds: frozenset[str], workflow: str | None) -> Subscription:
+        """A new stream (on the loop): after ``since`` (None: live only).
+        Overloaded (429) past ``subscribers_max``; Unavailable (503) once closed."""
+        if self.closed:
+            raise Unavailable("this node is stopping; read another node", code="stopping", retry_after_s=1)
+        if len(self.subscribers) >= self.subscribers_max:
+            raise Overloaded(
+                f"{self.subscribers_max} event streams are open on this node, the most it serves; "
+                "retry later or read another node",
+                retry_after_s=1,
+            )
+        subscription = Subscription(kinds, workflow, self.queue_size)
+        subscription.after = self.newest() if since is None else max(since, self.newest())
+        if since is not None:
+            if since < self.floor:
+                subscription.backlog.append(self._reset(since, self.newest()))
+            else:
+                subscription.backlog.extend(e.data for e in self.ring if e.key > since and subscription.wants(e.data))
+        self.subscribers.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self.subscribers.discard(subscription)
+
+    def close(self) -> None:
+        """The node stops: every stream ends, and no new one starts."""
+        self.closed = True
+        for subscriber in self.subscribers:
+            subscriber.end = subscriber.end or "shutdown"
+            subscriber.wake.set()
+        self.subscribers.clear()
+
+
+def _status(state: Any) -> str:
+    return str(getattr(state.status, "value", state.status))
