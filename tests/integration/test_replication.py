@@ -88,7 +88,8 @@ async def test_health_readiness_and_metrics(cluster):
     leader = await cluster.wait_leader()
     text = (await cluster.request("GET", leader, "/metrics")).text
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    # The names and types of the hand-written exposition that prometheus_client replaced
+    # The names and types of the hand-written exposition that prometheus_client replaced, and the
+    # event streams
     # (the parser gives a counter's name without _total).
     assert {name: f.type for name, f in families.items()} == METRIC_TYPES
 
@@ -121,6 +122,7 @@ METRIC_TYPES = {
             "coordinator_workflows_kept",
             "coordinator_executor_calls_in_flight",
             "coordinator_breaker_open",
+            "coordinator_event_streams",
         ],
         "gauge",
     ),
@@ -137,6 +139,7 @@ METRIC_TYPES = {
             "coordinator_snapshots_restored",
             "coordinator_raft_resent_entries",
             "coordinator_http_responses",
+            "coordinator_event_streams_dropped",
         ],
         "counter",
     ),
