@@ -280,9 +280,13 @@ async def test_without_peer_tls_the_secret_alone_streams_the_log(cluster, tmp_pa
         leader = await _started(cluster, tmp_path, tls=False)
         peer = _Peer(cluster.addresses[leader])
         peer.hello("readonly")
+        # PySyncObj sends a read-only node the entries from the log's end when it
+        # registers it: wait for its first AppendEntries (a heartbeat) before proposing.
+        first = peer.receive(WAIT_S, until=lambda m: any(isinstance(x, dict) for _, x in m))
+        assert first and not peer.closed
         for n in range(3, 6):
             assert isinstance(await cluster.logs[leader].propose(_put(n)), Applied)
-        messages = peer.receive(WAIT_S, until=lambda m: len(_entries(m)) >= 3)
+        messages = first + peer.receive(WAIT_S, until=lambda m: len(_entries(first + m)) >= 3)
         peer.close()
         assert len(_entries(messages)) >= 3 and not peer.closed
     finally:
