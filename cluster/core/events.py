@@ -8,7 +8,12 @@ Sources, all on the thread the log applies on (PySyncObj's tick thread):
   records a command appended to the saga or transaction it touched (one
   ``workflow`` event per record, ``type`` = the record's ``event``: started,
   step_succeeded, step_failed, step_unknown, compensating, signal, vote,
-  decided, completed, ...), the workflows a prune removed (``pruned``), and
+  decided, completed, ...), then one ``call_started`` event per participant
+  call the command started (``call``: step, service, phase, idempotency
+  key - derived from the state: a step that became the running one, a
+  compensation begun or redriven, a prepare or phase-2 call owed; a call a
+  new leader issues again starts no new event), the workflows a prune
+  removed (``pruned``), and
   the service a registry command wrote (``service`` events ``put`` and
   ``deleted``). Nothing replicated is changed or read outside apply's lock;
   a failure here is logged and never reaches apply.
@@ -64,6 +69,9 @@ from typing import Any
 
 from coordinator.cluster.core.errors import InvalidInput, Overloaded, Unavailable
 from coordinator.grammar import format_ms
+from coordinator.saga.definition import ActionStep
+from coordinator.saga.state import FORWARD_STATES, SagaStatus, StepStatus
+from coordinator.twopc.model import ACKNOWLEDGED_STATUS, idempotency_key
 
 __all__ = ["EVENT_KINDS", "EventHub", "Subscription", "format_id", "parse_id"]
 
@@ -186,15 +194,17 @@ class EventHub:
 
     # -- feeding (the tick thread) ------------------------------------------------
     def before(self, state: Any, command: Any) -> Any:
-        """What ``after`` compares with: the history length of the workflow
-        the command touches (None: none yet), or the ids a prune may remove."""
+        """What ``after`` compares with: the history length and the calls in
+        progress of the workflow the command touches (None: none yet), or the
+        ids a prune may remove."""
         try:
             body = command.body if isinstance(command.body, dict) else {}
             if command.kind in WORKFLOW_COMMANDS:
                 store = state.sagas if command.kind.startswith("saga.") else state.transactions
                 workflow_id = body.get("id") if not command.kind.endswith(".submit") else None
                 if isinstance(workflow_id, str) and workflow_id in store.active:
-                    return len(store.items[workflow_id].history)
+                    workflow_state = store.items[workflow_id]
+                    return len(workflow_state.history), calls_in_progress(workflow_state)
                 return None
             if command.kind in PRUNE_COMMANDS:
                 store = state.sagas if command.kind == "saga.prune" else state.transactions
@@ -225,16 +235,25 @@ class EventHub:
             workflow_state = store.items.get(result["id"])
             if workflow_state is None:
                 return
+            seen, calls_before = before or (0, frozenset())
             records = store.model.to_api(workflow_state)["history"]
-            for record in records[before or 0 :]:
+            common = {"kind": "workflow", "workflow": result["id"], "workflow_type": workflow_type}
+            for record in records[seen:]:
                 yield {
-                    "kind": "workflow",
+                    **common,
                     "type": record["event"],
-                    "workflow": result["id"],
-                    "workflow_type": workflow_type,
                     "state": _status(workflow_state),
                     "at": record.get("at", at),
                     "record": record,
+                }
+            calls = calls_in_progress(workflow_state)
+            for call in sorted(calls - calls_before):
+                yield {
+                    **common,
+                    "type": "call_started",
+                    "state": _status(workflow_state),
+                    "at": at,
+                    "call": call.view(),
                 }
         elif kind in PRUNE_COMMANDS:
             for workflow_id in before or ():
@@ -397,6 +416,56 @@ class EventHub:
             subscriber.end = subscriber.end or "shutdown"
             subscriber.wake.set()
         self.subscribers.clear()
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Call:
+    """A participant call a workflow's state says is owed now: what the
+    leader is calling (or, on a new leader, will call again)."""
+
+    number: int  # the step's 1-based position (saga), the participant's (2PC)
+    step: str  # the step's name (saga), the participant's service (2PC)
+    service: str
+    phase: str  # action, compensation (saga); prepare, commit, abort (2PC)
+    idempotency_key: str
+    round: int = 0  # a saga's redrives: a redriven compensation is a new call
+
+    def view(self) -> dict:
+        return {
+            "number": self.number,
+            "step": self.step,
+            "service": self.service,
+            "phase": self.phase,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+def calls_in_progress(state: Any) -> frozenset[Call]:
+    """The participant calls ``state`` owes, as the machines' own
+    ``pending_effects`` would issue them (saga/machine.py, twopc/machine.py),
+    without building their bodies. Duck-typed: a saga state has ``steps``."""
+    if state.terminal:
+        return frozenset()
+    if hasattr(state, "steps"):
+        status = StepStatus.RUNNING if state.status in FORWARD_STATES else None
+        if state.status is SagaStatus.COMPENSATING:
+            status = StepStatus.COMPENSATING
+        for index, (spec, step) in enumerate(zip(state.definition.steps, state.steps, strict=True)):
+            if step.status is status and isinstance(spec, ActionStep):
+                phase = "action" if status is StepStatus.RUNNING else "compensation"
+                key = f"{state.id}/{spec.name}/{phase}"
+                rounds = state.redrives if phase == "compensation" else 0
+                return frozenset({Call(index + 1, spec.name, spec.service, phase, key, rounds)})
+        return frozenset()
+    if state.decision is None:
+        owed = [(i, p, "prepare") for i, p in enumerate(state.participants) if p.vote is None]
+    else:
+        phase = "commit" if str(state.decision) == "commit" else "abort"
+        acknowledged = ACKNOWLEDGED_STATUS[state.decision]
+        owed = [(i, p, phase) for i, p in enumerate(state.participants) if p.status != acknowledged]
+    return frozenset(
+        Call(i + 1, p.service, p.service, phase, idempotency_key(state.tx_id, p.service, phase)) for i, p, phase in owed
+    )
 
 
 def _status(state: Any) -> str:

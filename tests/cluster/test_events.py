@@ -62,10 +62,18 @@ async def test_applied_commands_become_events_in_log_order_with_entry_ordinals()
     assert [(e["id"], e["kind"], e["type"]) for e in events] == [
         ("2.0", "service", "put"),
         ("3.0", "workflow", "started"),
+        ("3.1", "workflow", "call_started"),
         ("4.0", "workflow", "step_succeeded"),
         ("4.1", "workflow", "completed"),
     ]
     assert events[1]["workflow"] == "s1" and events[1]["workflow_type"] == "saga"
+    assert events[2]["call"] == {
+        "number": 1,
+        "step": "s0",
+        "service": "a",
+        "phase": "action",
+        "idempotency_key": "s1/s0/action",
+    }
     assert events[-1]["state"] == "completed" and events[-1]["index"] == 4
 
 
@@ -94,11 +102,64 @@ async def test_resume_after_an_id_gives_exactly_the_later_events_and_filters_app
     saga_run(state)
     await settle()
     resumed = await drain(hub.subscribe(since=parse_id("3.0"), kinds=ALL, workflow=None))
-    assert [e["id"] for e in resumed] == ["4.0", "4.1"]
+    assert [e["id"] for e in resumed] == ["3.1", "4.0", "4.1"]
     only_services = await drain(hub.subscribe(since=parse_id("0"), kinds=frozenset({"service"}), workflow=None))
     assert [e["id"] for e in only_services] == ["2.0"]
     other = await drain(hub.subscribe(since=parse_id("0"), kinds=ALL, workflow="nope"))
     assert other == []
+
+
+async def test_call_started_follows_the_calls_a_state_owes_sagas_and_transactions():
+    """A step becoming the running one, each compensation in reverse order,
+    a redriven compensation, 2PC prepares and phase-2 calls: one
+    ``call_started`` each, after the history records of the same command."""
+    hub, state = hub_state()
+    hub.attach(asyncio.get_running_loop())
+    subscription = hub.subscribe(since=None, kinds=ALL, workflow=None)
+    for name in ("a", "b"):
+        state.apply(2, Command("service.put", {"name": name, "url": "http://127.0.0.1:9001"}, 1))
+    steps = [
+        {
+            "name": n,
+            "service": svc,
+            "action": {"method": "POST", "path": "/do"},
+            "compensation": {"method": "POST", "path": "/undo"},
+        }
+        for n, svc in (("s0", "a"), ("s1", "b"), ("s2", "a"))
+    ]
+    state.apply(3, Command("saga.submit", {"definition": {"id": "g", "steps": steps}}, 2))
+    for step in (0, 1):
+        state.apply(4, Command("saga.event", {"id": "g", "event": {**SUCCEEDED, "step": step}}, 3))
+    failed = {"type": "action_failed", "step": 2, "error": "declined", "attempts": 1}
+    state.apply(5, Command("saga.event", {"id": "g", "event": failed}, 4))
+    exhausted = {"type": "compensation_exhausted", "step": 1, "error": "down", "attempts": 3, "redrives": 0}
+    state.apply(6, Command("saga.event", {"id": "g", "event": exhausted}, 5))
+    state.apply(7, Command("saga.redrive", {"id": "g"}, 6))
+    tx = {
+        "id": "t",
+        "participants": [
+            {"service": s, **{p: {"path": f"/{p}"} for p in ("prepare", "commit", "abort")}} for s in ("a", "b")
+        ],
+    }
+    state.apply(8, Command("tx.submit", {"definition": tx}, 7))
+    state.apply(9, Command("tx.event", {"id": "t", "event": {"type": "vote", "service": "a", "vote": "no"}}, 8))
+    await settle()
+    calls = [
+        (e["workflow"], e["call"]["step"], e["call"]["phase"], e["id"])
+        for e in await drain(subscription)
+        if e["type"] == "call_started"
+    ]
+    assert calls == [
+        ("g", "s0", "action", "3.1"),
+        ("g", "s1", "action", "4.1"),
+        ("g", "s2", "action", "4.3"),
+        ("g", "s1", "compensation", "5.3"),  # s2's action failed: nothing of it to undo
+        ("g", "s1", "compensation", "7.2"),  # stuck at 6, redriven at 7: the same call again
+        ("t", "a", "prepare", "8.1"),
+        ("t", "b", "prepare", "8.2"),
+        ("t", "a", "abort", "9.2"),
+        ("t", "b", "abort", "9.3"),
+    ]
 
 
 async def test_an_id_older_than_the_ring_gets_one_reset_then_live_events():
