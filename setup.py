@@ -15,4 +15,7 @@ for folder in FOLDERS:
     package_dir[f"coordinator.{folder}"] = folder
     packages += [f"coordinator.{folder}", *(f"coordinator.{folder}.{sub}" for sub in find_packages(folder))]
 
-setup(packages=packages, package_dir=package_dir)
+# The dashboard's files (cluster/api/http_ui.py serves them from the package).
+package_data = {"coordinator.cluster.api": ["ui/*.html", "ui/*.js", "ui/*.css"]}
+
+setup(packages=packages, package_dir=package_dir, package_data=package_data)

@@ -9,8 +9,16 @@ Browsers are kept out (:func:`browser_guard_middleware`): a page on any
 site may send "simple" requests (text/plain or form POSTs) to a node, and a
 rebinding DNS name may make the node its own origin. So a write carrying a
 body needs ``Content-Type: application/json`` (415), an ``Origin`` header
-must be in ``[api] allowed_origins`` (403), and the ``Host`` must be a
-node's configured host, a loopback name or in ``[api] allowed_hosts`` (421).
+must be in ``[api] allowed_origins`` or be one of the cluster's own (403),
+and the ``Host`` must be a node's configured host, a loopback name or in
+``[api] allowed_hosts`` (421).
+
+The cluster's own origins are the pages its nodes serve (the dashboard,
+``/ui/``): the scheme the nodes speak, a host the Host check accepts and the
+HTTP port of one of the nodes. A page of one node may call another (it moves
+to another node when its own dies): for such a cross-origin caller, a CORS
+preflight is answered here and the answer carries
+``Access-Control-Allow-Origin`` (:func:`cors_headers`).
 
 The handlers only decode requests and encode answers: what they do is in
 :mod:`coordinator.cluster.api.operations`, which the gRPC API (:mod:`coordinator.cluster.api.grpc_api`)
@@ -23,12 +31,14 @@ import asyncio
 import logging
 
 from aiohttp import web
+from yarl import URL
 
 from coordinator.cluster.api import operations, roles
 from coordinator.cluster.api.http_events import add_event_routes
 from coordinator.cluster.api.http_node import NODE_KEY, TOKEN_KEY, request_by, request_node
 from coordinator.cluster.api.http_saga import add_saga_routes
 from coordinator.cluster.api.http_twopc import add_transaction_routes
+from coordinator.cluster.api.http_ui import add_ui_routes
 from coordinator.cluster.api.metrics import render_metrics
 from coordinator.cluster.api.openapi import OPENAPI_PATH, openapi_document
 from coordinator.cluster.api.operations import LeaderElsewhere
@@ -133,10 +143,48 @@ def accepted_hosts(node: Node) -> tuple[frozenset[str], bool]:
     return frozenset(hosts), host_name(node.config.node.http) in WILDCARD_HOSTS
 
 
+def cluster_origin_check(node: Node):
+    """A predicate: is this Origin header a page served by a node of this
+    cluster (see the module docstring)?"""
+    hosts, any_address = accepted_hosts(node)
+    scheme = "https" if node.config.node.tls else "http"
+    ports = frozenset(n.http.rsplit(":", 1)[1] for n in node.config.cluster.nodes)
+
+    def check(origin: str) -> bool:
+        try:
+            url = URL(origin)
+        except ValueError:
+            return False
+        if url.scheme != scheme or url.host is None or url.path not in ("", "/") or url.explicit_port is None:
+            return False
+        host = url.host.lower().rstrip(".")
+        accepted = host in hosts or _is_loopback(host) or (any_address and literal_address(host) is not None)
+        return accepted and str(url.explicit_port) in ports
+
+    return check
+
+
+CORS_METHODS = "GET, POST, PUT, DELETE"
+CORS_HEADERS = "Authorization, Content-Type, Idempotency-Key, Last-Event-ID"
+CORS_MAX_AGE_S = 600
+CORS_KEY = web.RequestKey("cors_origin", str)
+
+
+async def cors_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """``on_response_prepare``: the CORS answer for a cluster page on another
+    node (set by the guard), on every response, streams and errors included."""
+    origin = request.get(CORS_KEY)
+    if origin is not None:
+        response.headers["Access-Control-Allow-Origin"] = origin
+        response.headers["Access-Control-Expose-Headers"] = "Location, Retry-After"
+        response.headers.add("Vary", "Origin")
+
+
 def browser_guard_middleware(node: Node):
     """Refuse what only a browser on another site would send; see the module docstring."""
     hosts, any_address = accepted_hosts(node)
     origins = frozenset(node.config.cluster.api.allowed_origins)
+    own_origin = cluster_origin_check(node)
 
     @web.middleware
     async def guard(request: web.Request, handler) -> web.StreamResponse:
@@ -148,10 +196,23 @@ def browser_guard_middleware(node: Node):
                     f"Host {header[:100]!r} is not a name of this node; add it to [api] allowed_hosts in the cluster file"
                 )
         origin = request.headers.get("Origin")
-        if origin is not None and origin.lower() not in origins:
-            raise Forbidden(
-                f"Origin {origin[:100]!r} is not allowed; add it to [api] allowed_origins in the cluster file"
-            )
+        if origin is not None:
+            same = header is not None and origin.lower() == f"{request.scheme}://{header.lower()}"
+            if not same and own_origin(origin):
+                request[CORS_KEY] = origin
+                if request.method == "OPTIONS" and "Access-Control-Request-Method" in request.headers:
+                    return web.Response(
+                        status=204,
+                        headers={
+                            "Access-Control-Allow-Methods": CORS_METHODS,
+                            "Access-Control-Allow-Headers": CORS_HEADERS,
+                            "Access-Control-Max-Age": str(CORS_MAX_AGE_S),
+                        },
+                    )
+            elif not same and origin.lower() not in origins:
+                raise Forbidden(
+                    f"Origin {origin[:100]!r} is not allowed; add it to [api] allowed_origins in the cluster file"
+                )
         if request.method in WRITE_METHODS:
             content_type = request.headers.get("Content-Type")
             if content_type is None and request.body_exists:
@@ -277,5 +338,7 @@ def build_app(node: Node) -> web.Application:
     add_saga_routes(app)
     add_transaction_routes(app)
     add_event_routes(app)
+    add_ui_routes(app, node)
     app.router.add_get(OPENAPI_PATH, openapi_document)
+    app.on_response_prepare.append(cors_headers)
     return app

@@ -42,6 +42,7 @@ API_VERSION = "1"
 AFTER_MAX = 2**62  # the bound operations.service_outcomes checks ?after against
 
 _STRING = {"type": "string"}
+_HTML = {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}}
 _COUNT = {"type": "integer", "minimum": 0}
 _BOOLEAN = {"type": "boolean"}
 _TIME = {"type": "string", "format": "date-time"}
@@ -641,6 +642,26 @@ def _paths() -> dict:
             )
         },
         OPENAPI_PATH: {"get": _op("openapi", "This document.", {"200": _json({"type": "object"}, "OpenAPI 3.1.")})},
+        "/ui": {"get": _op("dashboardBare", "The dashboard's page, as /ui/.", _HTML, public=True)},
+        "/ui/": {"get": _op("dashboard", "The dashboard's page (HTML); no token needed.", _HTML, public=True)},
+        "/ui/{file}": {
+            "parameters": [
+                {
+                    "name": "file",
+                    "in": "path",
+                    "required": True,
+                    "schema": _STRING,
+                    "description": "A file of the page.",
+                }
+            ],
+            "get": _op(
+                "dashboardFile",
+                "A file of the dashboard (JavaScript, CSS); no token needed.",
+                {"200": {"description": "The file.", "content": {"text/javascript": {"schema": _STRING}}}},
+                "404",
+                public=True,
+            ),
+        },
         "/v1/cluster": {
             "get": _op(
                 "cluster",

@@ -55,6 +55,10 @@ HTTP_ROLES: dict[tuple[str, str], Role | _Open] = {
     ("GET", "/v1/transactions"): READ,
     ("GET", "/v1/transactions/{id}"): READ,
     ("GET", "/v1/events"): READ,
+    # the dashboard's files: no data in them; the page asks for a token
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/"): OPEN,
+    ("GET", "/ui/{file}"): OPEN,
 }
 
 # RPC of the Coordinator service (proto/coordinator.proto) -> role

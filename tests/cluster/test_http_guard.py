@@ -19,7 +19,7 @@ def stub_node(api=ApiSettings(), http="127.0.0.1:8101"):
     return SimpleNamespace(
         config=SimpleNamespace(
             cluster=SimpleNamespace(http_body_bytes_max=1 << 20, nodes=nodes, api=api),
-            node=SimpleNamespace(id="n1", http=http),
+            node=SimpleNamespace(id="n1", http=http, tls=False),
         ),
         tokens=None,
         http_responses={},
@@ -78,6 +78,68 @@ async def test_an_origin_must_be_listed(origin, expected):
     assert code == expected
     if expected == 403:
         assert body["error"]["code"] == "forbidden"
+
+
+@pytest.mark.parametrize(
+    ("origin", "expected"),
+    [
+        ("http://127.0.0.1:8101", 200),  # this node's own page (same origin)
+        ("http://localhost:8101", 200),  # the same page by a loopback name
+        ("http://n2.coord.internal:8102", 200),  # another node's page: the dashboard moved there
+        ("http://127.0.0.1:8102", 200),  # another node's port on a loopback address
+        ("https://127.0.0.1:8101", 403),  # not the scheme the nodes speak
+        ("http://127.0.0.1:9999", 403),  # no node's HTTP port: another program on this host
+        ("http://evil.example:8101", 403),  # a rebinding name on a node's port
+        ("http://n2.coord.internal", 403),  # no port
+    ],
+)
+async def test_the_cluster_s_own_pages_are_allowed_origins(origin, expected):
+    code, body = await status(stub_node(), Origin=origin, Host="127.0.0.1:8101")
+    assert code == expected, body
+
+
+async def test_a_page_of_another_node_gets_cors_answers_and_others_do_not():
+    client = TestClient(TestServer(build_app(stub_node())))
+    await client.start_server()
+    try:
+        other = "http://n2.coord.internal:8102"
+        preflight = {"Origin": other, "Access-Control-Request-Method": "POST"}
+        response = await client.request("OPTIONS", "/v1/sagas", headers={**preflight, "Host": "127.0.0.1:8101"})
+        assert response.status == 204
+        assert response.headers["Access-Control-Allow-Origin"] == other
+        assert "Authorization" in response.headers["Access-Control-Allow-Headers"]
+        assert "POST" in response.headers["Access-Control-Allow-Methods"]
+        # a real request from it: the answer names the origin, errors included
+        response = await client.get("/v1/nowhere", headers={"Origin": other, "Host": "127.0.0.1:8101"})
+        assert response.status == 404 and response.headers["Access-Control-Allow-Origin"] == other
+        # the same page as the node itself: no CORS headers needed or sent
+        response = await client.get(OPENAPI_PATH, headers={"Origin": "http://127.0.0.1:8101", "Host": "127.0.0.1:8101"})
+        assert response.status == 200 and "Access-Control-Allow-Origin" not in response.headers
+        # an origin of no node: refused, and the preflight gets no CORS answer
+        evil = {"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        response = await client.request("OPTIONS", "/v1/sagas", headers={**evil, "Host": "127.0.0.1:8101"})
+        assert response.status == 403 and "Access-Control-Allow-Origin" not in response.headers
+    finally:
+        await client.close()
+
+
+async def test_the_dashboard_files_are_served_with_a_strict_policy_and_no_others():
+    client = TestClient(TestServer(build_app(stub_node())))
+    await client.start_server()
+    try:
+        page = await client.get("/ui/")
+        assert page.status == 200 and page.content_type == "text/html"
+        policy = page.headers["Content-Security-Policy"]
+        assert "script-src 'self'" in policy and "frame-ancestors 'none'" in policy
+        assert "http://n2.coord.internal:8102" in policy  # it may move to another node
+        script = await client.get("/ui/app.js")
+        assert script.status == 200 and script.content_type == "text/javascript"
+        for name in ("../http_ui.py", "%2e%2e%2fhttp_ui.py", "nothing.js"):
+            assert (await client.get("/ui/" + name)).status == 404, name
+        bare = await client.get("/ui")
+        assert bare.status == 200 and await bare.read() == await page.read()
+    finally:
+        await client.close()
     assert (await status(stub_node(), Origin="https://ops.example"))[0] == 403  # default: none
 
 

@@ -23,7 +23,7 @@ from coordinator.saga import fields as saga_fields
 from coordinator.twopc import definition as tx_definition
 
 METHODS = ("get", "put", "post", "delete", "patch", "options", "head", "trace")
-PUBLIC = {"/healthz", "/readyz"}
+PUBLIC = {"/healthz", "/readyz", "/ui", "/ui/", "/ui/{file}"}  # the dashboard's files hold no data
 
 
 def stub_node(token=None):
@@ -31,7 +31,7 @@ def stub_node(token=None):
     return SimpleNamespace(
         config=SimpleNamespace(
             cluster=SimpleNamespace(http_body_bytes_max=1 << 20, nodes=(), api=ApiSettings()),
-            node=SimpleNamespace(id="n1", http="127.0.0.1:8101"),
+            node=SimpleNamespace(id="n1", http="127.0.0.1:8101", tls=False),
         ),
         tokens=TokenTable.single(token) if token else None,
         http_responses={},

@@ -117,7 +117,7 @@ async def test_a_route_missing_from_the_table_is_refused_even_to_admin():
     node = SimpleNamespace(
         config=SimpleNamespace(
             cluster=SimpleNamespace(http_body_bytes_max=1 << 20, nodes=(), api=ApiSettings()),
-            node=SimpleNamespace(id="n1", http="127.0.0.1:8101"),
+            node=SimpleNamespace(id="n1", http="127.0.0.1:8101", tls=False),
         ),
         tokens=TokenTable.single("a" * 32),
         http_responses={},

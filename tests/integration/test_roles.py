@@ -61,6 +61,9 @@ EXPECTED_HTTP = {
     ("GET", "/v1/transactions"): READ,
     ("GET", "/v1/transactions/{id}"): READ,
     ("GET", "/v1/events"): READ,
+    ("GET", "/ui"): OPEN,
+    ("GET", "/ui/"): OPEN,
+    ("GET", "/ui/{file}"): OPEN,
     ("POST", "/v1/sagas"): SUBMIT,
     ("POST", "/v1/transactions"): SUBMIT,
     ("POST", "/v1/sagas/{id}/signals/{name}"): OPERATE,
@@ -91,7 +94,7 @@ EXPECTED_GRPC = {
     "DeleteService": ADMIN,
 }
 SERVICE = pb.DESCRIPTOR.services_by_name["Coordinator"]
-PATH_VALUES = {"{name}": "nope", "{id}": "nope"}
+PATH_VALUES = {"{name}": "nope", "{id}": "nope", "{file}": "app.js"}
 
 
 def write_private(path, text: str) -> None:
