@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint soak venv clean proto etcd
+.PHONY: run test lint soak venv clean proto etcd browser
 
 $(STAMP): pyproject.toml setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -20,7 +20,7 @@ $(VENV): $(STAMP)
 run: $(STAMP)
 	$(BIN)/coordinator demo
 
-test: lint etcd
+test: lint etcd browser
 	PATH="$(CURDIR)/$(VENV)/etcd/usr/bin:$$PATH" $(BIN)/python -m pytest
 
 # ruff (lint, then the format check), then the import layers of pyproject.toml.
@@ -89,3 +89,21 @@ proto: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
+
+# The dashboard's browser tests (tests/integration/test_dashboard.py) drive
+# Debian's headless Chromium through chromedriver. Where they are missing and
+# this runs as root, install them (apt-get update first only if the plain
+# install fails); otherwise say so: those tests then skip, saying why.
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    echo "installing Debian's chromium and chromium-driver for the browser tests"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    timeout 900 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1 || \
+	      { timeout 300 apt-get update -q >/dev/null 2>&1; \
+	        timeout 900 apt-get install -y -q chromium chromium-driver >/dev/null 2>&1; } || \
+	      echo "could not install chromium: the browser tests will skip"; \
+	  else \
+	    echo "chromium or chromedriver is missing and make test is not root: the browser tests will skip"; \
+	  fi; \
+	fi
