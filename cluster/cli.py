@@ -257,6 +257,12 @@ def cmd_up(args: argparse.Namespace) -> int:
             tls = _tls_hints(config)
         leader = _wait_ready([n.http_url for n in config.nodes], timeout_s=15.0, token=token, **tls)
         print(f"leader: {leader}" if leader else "no leader yet (see the node logs)", flush=True)
+        print(
+            f"dashboard: {config.nodes[0].http_url}/ui/ (every node serves it"
+            + ("; it asks for the API token" if token else "")
+            + ")",
+            flush=True,
+        )
         print("Ctrl-C stops every node.", flush=True)
         reported: set[str] = set()
         while not stopping:
@@ -491,7 +497,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    return asyncio.run(run_demo())
+    return asyncio.run(run_demo(ui=args.ui))
 
 
 # -- transactions -------------------------------------------------------------------------
@@ -596,7 +602,13 @@ def build_parser() -> argparse.ArgumentParser:
     remove.add_argument("name")
     remove.set_defaults(run=cmd_services_remove)
 
-    commands.add_parser("demo", help="run the demo scenarios on a local three-node cluster").set_defaults(run=cmd_demo)
+    demo = commands.add_parser("demo", help="run the demo scenarios on a local three-node cluster")
+    demo.add_argument(
+        "--ui",
+        action="store_true",
+        help="then keep the cluster up with a slow stream of demo workflows for the dashboard, until Ctrl-C",
+    )
+    demo.set_defaults(run=cmd_demo)
 
     chaos = commands.add_parser("chaos", help="run a cluster under faults and check what clients and participants saw")
     chaos.add_argument("--nodes", type=_positive_int, default=3)

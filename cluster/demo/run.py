@@ -5,13 +5,22 @@ and the scenarios of README.md, "The demo", printed as they happen.
 2. the payment declined: the saga compensates inventory, then orders;
 3. two-phase commit over three participants: one commits, one aborts on a no vote;
 4. a saga whose leader is SIGKILLed mid-way; another node finishes it.
+
+With ``ui`` (``coordinator demo --ui``) it then keeps the cluster and the
+services up and submits a slow stream of demo workflows for the dashboard
+(``/ui/`` on any node): orders that complete, some whose payment is
+declined (they compensate), some that wait for a signal the stream sends a
+little later, and transactions that commit or abort - until Ctrl-C.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
+import itertools
 import logging
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -24,6 +33,8 @@ from coordinator.cluster.launcher.local import LocalCluster
 __all__ = ["run_demo"]
 
 SCENARIO_TIMEOUT_S = 60.0
+STREAM_EVERY_S = 1.5  # one demo workflow this often in --ui mode
+SIGNAL_AFTER = 4  # a waiting order gets its signal this many workflows later
 
 
 def say(text: str) -> None:
@@ -48,7 +59,7 @@ async def _scenario(title: str) -> None:
     say(f"== {title}")
 
 
-async def run_demo() -> int:
+async def run_demo(ui: bool = False) -> int:
     logging.basicConfig(level=logging.ERROR)  # the scenarios print what happens
     failures: list[str] = []
     with tempfile.TemporaryDirectory(prefix="coordinator-demo-") as root:
@@ -70,6 +81,8 @@ async def run_demo() -> int:
                 await _two_phase_commit(client, failures)
                 await _bank_transfer(client, failures, cluster.participant_keys)
                 await _leader_killed(client, cluster, failures)
+                if ui:
+                    await _stream_for_the_dashboard(client, cluster)
         finally:
             for service in services.values():
                 await service.close()
@@ -166,3 +179,55 @@ async def _leader_killed(client: Coordinator, cluster: LocalCluster, failures: l
         failures.append(f"order-3 ended {saga.state}, expected completed")
     cluster.supervisor.start(leader)
     say(f"    {leader} restarted from its data dir")
+
+
+async def _stream_for_the_dashboard(client: Coordinator, cluster: LocalCluster) -> None:
+    """Until SIGINT or SIGTERM: one demo workflow every STREAM_EVERY_S."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await cluster.wait_leader()
+    say("")
+    say("== the dashboard")
+    say(
+        f"    open {cluster.url(cluster.ids[0])}/ui/ (every node serves it: "
+        + ", ".join(f"{cluster.url(i)}/ui/" for i in cluster.ids[1:])
+        + ")"
+    )
+    say(f"    a demo workflow every {STREAM_EVERY_S:g} s: orders, declined payments, orders awaiting a signal,")
+    say("    transactions that commit or abort. Ctrl-C stops it all.")
+    waiting: list[tuple[int, str]] = []
+    try:
+        for n in itertools.count(1):
+            try:
+                await _one_for_the_dashboard(client, n, waiting)
+            except Exception as error:  # noqa: BLE001 - a failover mid-way: the stream goes on
+                say(f"    live-{n}: {type(error).__name__}: {error}")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), STREAM_EVERY_S)
+            if stop.is_set():
+                return
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+
+
+async def _one_for_the_dashboard(client: Coordinator, n: int, waiting: list[tuple[int, str]]) -> None:
+    while waiting and waiting[0][0] <= n:
+        _, saga_id = waiting.pop(0)
+        await client.signal_saga(saga_id, "reviewed", {"verdict": "ok"})
+    if n % 3 == 0:
+        await client.submit_transaction(demo_transaction(f"live-{n}", card="declined" if n % 2 else "4242"))
+        say(f"    live-{n}: a transaction{' the payment votes no on' if n % 2 else ''}")
+        return
+    if n % 5 == 0:
+        definition = copy.deepcopy(demo_saga(f"live-{n}"))
+        definition["steps"].insert(2, {"name": "fraud-review", "await": "reviewed", "timeout_s": 300})
+        saga = await client.submit_saga(definition)
+        waiting.append((n + SIGNAL_AFTER, saga.id))
+        say(f"    live-{n}: an order waiting for the reviewed signal")
+        return
+    declined = n % 4 == 0
+    await client.submit_saga(demo_saga(f"live-{n}", card="declined" if declined else "4242"))
+    say(f"    live-{n}: an order{' whose payment is declined' if declined else ''}")
