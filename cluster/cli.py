@@ -27,6 +27,7 @@ from coordinator.client import Coordinator, CoordinatorError
 from coordinator.client.coordinator import endpoints_from_env
 from coordinator.client.tls import ClientTls
 from coordinator.cluster.bench import run as bench_run
+from coordinator.cluster.bench.dashboards import DashboardsUnavailable
 from coordinator.cluster.core.config import (
     ClusterConfig,
     ConfigError,
@@ -456,10 +457,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.runs,
             args.profile,
             args.tls,
+            args.dashboards,
         )
     except ValueError as exc:
         raise UsageError(f"coordinator bench: {exc}") from None
-    result = asyncio.run(bench_run.run(options))
+    try:
+        result = asyncio.run(bench_run.run(options))
+    except DashboardsUnavailable as exc:
+        raise UsageError(f"coordinator bench: {exc}") from None
     print(bench_run.render(result))
     bench_run.dump(result, args.json)
     return EXIT_OK if result["completed"] else EXIT_FAILED
@@ -660,6 +665,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--tls",
         action="store_true",
         help="the cluster it starts serves its APIs and Raft over TLS (with --endpoints: $COORDINATOR_CA_FILE...)",
+    )
+    bench.add_argument(
+        "--dashboards",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the workload without, then with N dashboards open in headless Chromium (on the followers)",
     )
     bench.set_defaults(run=cmd_bench)
 

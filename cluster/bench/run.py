@@ -16,12 +16,19 @@ In the same invocation, one after the other:
   registry writes/s over its puts/s;
 - ``--profile FILE``: py-spy samples the leader during the measured run
   (:mod:`coordinator.cluster.bench.profile`).
+- ``--dashboards N``: the workload first without, then with N dashboards
+  open in headless Chromium on the followers
+  (:mod:`coordinator.cluster.bench.dashboards`); ``dashboards`` compares the
+  two runs (throughput, the leader's CPU per workflow) and gives the
+  browser's CPU.
 
 ``--workload failover`` is :mod:`coordinator.cluster.bench.failover`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import json
 import os
@@ -38,6 +45,7 @@ from aiohttp import web
 from coordinator.client import Coordinator
 from coordinator.client.tls import ClientTls
 from coordinator.cluster.bench.baseline import run_pysyncobj_baseline
+from coordinator.cluster.bench.dashboards import DASHBOARDS_MAX, Dashboards
 from coordinator.cluster.bench.etcd import run_etcd_baseline
 from coordinator.cluster.bench.failover import render_failover, run_failover
 from coordinator.cluster.bench.load import clients, closed_loop, registry_write, summary
@@ -67,8 +75,15 @@ class BenchOptions:
     runs: int = 20  # failover only
     profile: str | None = None  # folded-stacks file for py-spy
     tls: bool = False  # the cluster's APIs and Raft over TLS (a CA of the run's own)
+    dashboards: int = 0  # dashboard pages open in headless Chromium during the run
 
     def __post_init__(self) -> None:
+        if not 0 <= self.dashboards <= DASHBOARDS_MAX:
+            raise ValueError(f"--dashboards: 0 to {DASHBOARDS_MAX}")
+        if self.dashboards and (self.endpoints or self.workload == "failover" or self.tls or self.nodes < 2):
+            raise ValueError(
+                "--dashboards: on a cluster the bench starts, of 2 or more nodes, without --tls or failover"
+            )
         if self.workload not in WORKLOADS + ("failover",):
             raise ValueError(f"--workload: one of {', '.join(WORKLOADS + ('failover',))}")
         if not 1 <= self.concurrency <= CONCURRENCY_MAX:
@@ -155,6 +170,7 @@ async def run_bench(options: BenchOptions) -> dict:
     endpoints = list(options.endpoints) if options.endpoints else None
     # --endpoints: the CA and client certificate of $COORDINATOR_CA_FILE and the others
     tls = ClientTls.resolve()
+    dashboards: Dashboards | None = None
     try:
         if endpoints is None:
             cluster = LocalCluster(
@@ -170,6 +186,9 @@ async def run_bench(options: BenchOptions) -> dict:
             client = pool[0]
             for name, url in urls.items():
                 await client.put_service(name, url)
+            if options.dashboards and cluster is not None:
+                dashboards = await _open_dashboards(cluster, endpoints, options.dashboards)
+                marks["dashboards_on"] = dashboards.on  # type: ignore[attr-defined]
 
             async def mark_start() -> None:
                 info = await client.cluster()
@@ -179,6 +198,8 @@ async def run_bench(options: BenchOptions) -> dict:
                     marks["cpu_s"] = {n: proc_stats(cluster.supervisor.pid(n))[0] for n in cluster.ids}
                     leader = marks["leader"] = info.leader["id"] if info.leader else None
                     profiler.start(cluster.supervisor.pid(leader) if leader else None, options.duration_s)
+                if dashboards is not None:
+                    dashboards.mark()
 
             results, elapsed = await closed_loop(
                 lambda n: one_workflow(pool[n % len(pool)], options.workload),
@@ -199,16 +220,63 @@ async def run_bench(options: BenchOptions) -> dict:
             result["nodes"], marks.get("leader"), client_cpu_s, result["completed"]
         )
         result["tls"] = options.tls
+        if dashboards is not None:
+            streams = await event_streams(endpoints)
+            result["dashboards"] = {
+                "count": options.dashboards,
+                "on": marks["dashboards_on"],
+                "event_streams_open": streams,
+                "browser_cpu_s": dashboards.cpu_s(),
+            }
         result["baseline"], result["ratio"] = None, None
         result["profile"] = await profiler.finish()
         return result
     finally:
         await profiler.stop()
+        if dashboards is not None:
+            await dashboards.stop()
         if cluster is not None:
             await cluster.close()
         for runner in runners:
             await runner.cleanup()
         tmp.cleanup()
+
+
+DASHBOARD_STREAMS_S = 30.0
+
+
+async def event_streams(endpoints: list[str]) -> int:
+    """Event streams open on the nodes now (their ``coordinator_event_streams``)."""
+    total = 0
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
+        for endpoint in endpoints:
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
+                async with session.get(endpoint.rstrip("/") + "/metrics") as response:
+                    for line in (await response.text()).splitlines():
+                        if line.startswith("coordinator_event_streams{"):
+                            total += int(float(line.rsplit(" ", 1)[1]))
+    return total
+
+
+async def _open_dashboards(cluster: LocalCluster, endpoints: list[str], count: int) -> Dashboards:
+    """``count`` pages of /ui/, on the followers in turn; back once every
+    page holds its event stream (the nodes' gauge says so)."""
+    leader = await cluster.wait_leader()
+    followers = [i for i in cluster.ids if i != leader]
+    on = [followers[n % len(followers)] for n in range(count)]
+    dashboards = Dashboards([f"{cluster.url(i)}/ui/" for i in on])
+    dashboards.on = on  # type: ignore[attr-defined]
+    try:
+        await dashboards.start()
+        deadline = time.monotonic() + DASHBOARD_STREAMS_S
+        while (streams := await event_streams(endpoints)) < count:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"--dashboards: {streams} of {count} pages hold an event stream after 30 s")
+            await asyncio.sleep(0.2)
+    except BaseException:
+        await dashboards.stop()
+        raise
+    return dashboards
 
 
 def _per_workflow_and_second(completed: int, elapsed_s: float, entries: int, commands: int | None) -> dict:
@@ -307,13 +375,33 @@ async def run(options: BenchOptions) -> dict:
     """The whole invocation: our run, then the baseline's, one after the other."""
     if options.workload == "failover":
         return await run_failover(options)
+    without = await run_bench(dataclasses.replace(options, dashboards=0)) if options.dashboards else None
     result = await run_bench(options)
+    if without is not None:
+        result["dashboards"].update(compare_runs(without, result))
     baseline = None
     if options.baseline == "pysyncobj":
         baseline = await run_pysyncobj_baseline(options.concurrency, options.duration_s, options.warmup_s)
     elif options.baseline == "etcd":
         baseline = await run_etcd_baseline(options.concurrency, options.duration_s, options.warmup_s)
     return attach_baseline(result, baseline)
+
+
+def compare_runs(without: dict, with_: dict) -> dict:
+    """The run with dashboards against the run without: throughput and the
+    leader's CPU per workflow, and how they changed (a fraction)."""
+
+    def change(before: float | None, after: float | None) -> float | None:
+        return None if not before or after is None else round(after / before - 1, 3)
+
+    leader_without = (without.get("cpu_ms_per_workflow") or {}).get("leader")
+    leader_with = (with_.get("cpu_ms_per_workflow") or {}).get("leader")
+    return {
+        "throughput_without_per_s": without["throughput_per_s"],
+        "throughput_change": change(without["throughput_per_s"], with_["throughput_per_s"]),
+        "leader_cpu_ms_per_workflow_without": leader_without,
+        "leader_cpu_ms_per_workflow_change": change(leader_without, leader_with),
+    }
 
 
 # -- output -----------------------------------------------------------------------------------
@@ -338,7 +426,24 @@ def render(result: dict) -> str:
             f"followers {cost['followers']}  client {cost['client']}"
         )
     lines += _render_baseline(result)
+    dashboards = result.get("dashboards")
+    if dashboards:
+        lines.append(
+            f"dashboards: {dashboards['count']} open on {', '.join(dashboards['on'])} "
+            f"({dashboards['event_streams_open']} event streams), browser cpu {dashboards['browser_cpu_s']} s"
+        )
+        if "throughput_change" in dashboards:
+            lines.append(
+                f"  without them: throughput {dashboards['throughput_without_per_s']}/s "
+                f"(with: {_percent(dashboards['throughput_change'])}), leader cpu ms per workflow "
+                f"{dashboards['leader_cpu_ms_per_workflow_without']} "
+                f"(with: {_percent(dashboards['leader_cpu_ms_per_workflow_change'])})"
+            )
     return "\n".join(lines)
+
+
+def _percent(change: float | None) -> str:
+    return "?" if change is None else f"{change * 100:+.1f}%"
 
 
 def _render_baseline(result: dict) -> list[str]:

@@ -3,11 +3,13 @@ same invocation; the JSON has the KEYS below and the ratio is a number.
 No speed is asserted: the figures depend on the machine and its load."""
 
 import json
+import os
 import subprocess
 import sys
 
 import pytest
 
+from coordinator.cluster.bench.dashboards import CHROMIUM
 from coordinator.cluster.bench.etcd import etcd_binary
 
 pytestmark = pytest.mark.integration
@@ -79,6 +81,32 @@ def test_bench_over_tls_reports_the_cpu_each_workflow_costs(tmp_path):
     assert set(cost) == {"total", "leader", "followers", "client"} and cost["leader"] > 0
     assert cost["total"] == pytest.approx(cost["leader"] + cost["followers"] + cost["client"], abs=0.01)
     assert "TLS" in stdout.splitlines()[0] or "  TLS" in stdout
+
+
+@pytest.mark.skipif(
+    not os.access(CHROMIUM, os.X_OK), reason=f"no {CHROMIUM} (make test installs Debian's chromium as root)"
+)
+def test_bench_with_dashboards_runs_without_then_with_the_pages_open(tmp_path):
+    result, stdout = bench(
+        tmp_path, "--workload", "saga2", "--concurrency", "4", "--duration", "2", "--warmup", "1", "--dashboards", "2"
+    )
+    dashboards = result["dashboards"]
+    assert dashboards["count"] == 2 and len(dashboards["on"]) == 2
+    assert dashboards["event_streams_open"] == 2  # both pages really hold their event stream
+    assert dashboards["browser_cpu_s"] > 0
+    assert dashboards["throughput_without_per_s"] > 0 and dashboards["throughput_change"] is not None
+    assert "dashboards: 2 open on" in stdout and "without them: throughput" in stdout
+
+
+def test_bench_dashboards_need_a_cluster_the_bench_starts():
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator", "bench", "--dashboards", "2", "--endpoints", "http://127.0.0.1:1"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--dashboards" in result.stderr
 
 
 @pytest.mark.skipif(etcd_binary() is None, reason="no etcd binary (Debian: apt-get install etcd-server)")

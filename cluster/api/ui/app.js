@@ -14,6 +14,7 @@ const HISTORY_SAMPLES = 120; // 10 minutes of 5 s samples
 const FEED_MAX = 200;
 const PAGE_SIZE = 25;
 const PACKET_MS = 900;
+const PACKETS_MAX = 24; // in flight on the topology; more calls than this are listed, not animated
 const SVG_NS = "http://www.w3.org/2000/svg";
 const TERMINAL_EVENTS = new Set(["completed", "compensated", "committed", "aborted"]);
 
@@ -89,6 +90,17 @@ function notice(text, error = false) {
 function debounce(fn, ms) {
   let timer = null;
   return (...args) => { clearTimeout(timer); timer = setTimeout(() => fn(...args), ms); };
+}
+
+// At most once per `ms`, the last call always served: under a steady stream
+// of events a debounce would never fire.
+function throttle(fn, ms) {
+  let last = 0, timer = null;
+  return () => {
+    if (timer) return;
+    const wait = Math.max(0, last + ms - Date.now());
+    timer = setTimeout(() => { timer = null; last = Date.now(); fn(); }, wait);
+  };
 }
 
 // -- the API -------------------------------------------------------------------------
@@ -337,8 +349,8 @@ function handleBlock(block) {
   onEvent(kind, event);
 }
 
-const refreshList = debounce(() => { if (app.route.name === "workflows") loadWorkflows(); }, 600);
-const refreshWorkflow = debounce(() => { if (app.route.name === "workflow") loadWorkflow(); }, 200);
+const refreshList = throttle(() => { if (app.route.name === "workflows") loadWorkflows(); }, 1000);
+const refreshWorkflow = throttle(() => { if (app.route.name === "workflow") loadWorkflow(); }, 250);
 const refreshServices = debounce(loadServices, 300);
 const refreshCluster = debounce(pollCluster, 100);
 
@@ -392,15 +404,26 @@ function describe(event) {
   }
 }
 
+// Lines wait for the next frame and go in together, the newest FEED_MAX
+// only: a busy cluster applies thousands of events a second.
+const pendingFeed = [];
 function feed(event) {
   const line = describe(event);
   if (!line) return;
+  pendingFeed.push([event, line]);
+  if (pendingFeed.length > FEED_MAX) pendingFeed.shift();
+  if (pendingFeed.length === 1) requestAnimationFrame(flushFeed);
+}
+
+function flushFeed() {
   const list = $("feed");
-  const item = el("li", { class: line.tone, "data-workflow": event.workflow, "data-type": event.type },
-    el("time", { text: timeOf(event.at) }), line.label, line.service && !line.label.includes(line.service) ? ` → ${line.service}` : "", el("span", { class: "hint", text: `  ${line.who}` }));
-  list.prepend(item);
+  const items = pendingFeed.splice(0).map(([event, line]) => {
+    if (line.service && app.route.name === "topology" && !document.hidden) animate(line);
+    return el("li", { class: line.tone, "data-workflow": event.workflow, "data-type": event.type },
+      el("time", { text: timeOf(event.at) }), line.label, line.service && !line.label.includes(line.service) ? ` → ${line.service}` : "", el("span", { class: "hint", text: `  ${line.who}` }));
+  });
+  list.prepend(...items.reverse());
   while (list.children.length > FEED_MAX) list.lastChild.remove();
-  if (line.service && app.route.name === "topology" && !document.hidden) animate(line);
 }
 
 const layout = { coordinator: { x: 40, y: 40, w: 380, h: 440 }, services: { x: 640, y: 40, w: 320, h: 440 }, servicePos: new Map() };
@@ -480,7 +503,7 @@ function linkUp(a, b) {
 
 function animate(line) {
   const target = layout.servicePos.get(line.service);
-  if (!target) return;
+  if (!target || $("topology").querySelectorAll(".packet").length >= PACKETS_MAX) return;
   const c = layout.coordinator;
   const from = { x: c.x + c.w, y: c.y + c.h / 2 };
   const [start, end] = line.out ? [from, target] : [target, from];
