@@ -35,6 +35,7 @@ async def get_saga(request: web.Request) -> web.Response:
         since=query.get("since"),
         stale=query.get("stale"),
         client=request.remote,
+        definition=query.get("definition"),
     )
     return web.json_response(view)
 

@@ -42,6 +42,7 @@ API_VERSION = "1"
 AFTER_MAX = 2**62  # the bound operations.service_outcomes checks ?after against
 
 _STRING = {"type": "string"}
+_DEFINITION = {"type": "object", "description": "With ?definition=true: the definition as stored."}
 _HTML = {"200": {"description": "The page.", "content": {"text/html": {"schema": {"type": "string"}}}}}
 _COUNT = {"type": "integer", "minimum": 0}
 _BOOLEAN = {"type": "boolean"}
@@ -325,8 +326,9 @@ def _view_schemas() -> dict:
             "redrives": _COUNT,
             "created_at": _TIME,
             "updated_at": _TIME,
+            "definition": _DEFINITION,
         },
-        "*",
+        ("id", "state", "steps", "failure", "history", "redrives", "created_at", "updated_at"),
     )
     participant = _obj(
         {"service": _STRING, "vote": _null_or(_enum(twopc.Vote)), "state": _enum(twopc.ParticipantStatus)}, "*"
@@ -357,8 +359,9 @@ def _view_schemas() -> dict:
             "history": {"type": "array", "items": tx_record},
             "created_at": _TIME,
             "updated_at": _TIME,
+            "definition": _DEFINITION,
         },
-        "*",
+        ("id", "state", "decision", "participants", "history", "created_at", "updated_at"),
     )
     outcome = _obj(
         {
@@ -510,6 +513,11 @@ def _parameters() -> dict:
             "digest",
             {"type": "string", "enum": ["true", "false"], "default": "false"},
             "true: add a hash of this replica's applied state.",
+        ),
+        "Definition": query(
+            "definition",
+            {"type": "string", "enum": ["true", "false"], "default": "false"},
+            "true: the answer carries the definition too (the submitted shape, every default explicit).",
         ),
         "Force": query(
             "force",
@@ -721,7 +729,7 @@ def _paths() -> dict:
         },
         "/v1/sagas/{id}": {
             "parameters": [{"$ref": "#/components/parameters/SagaId"}],
-            "get": _op("getSaga", "One saga.", ok("Saga"), read + " 404 429", ("Wait", "Since", "Stale")),
+            "get": _op("getSaga", "One saga.", ok("Saga"), read + " 404 429", ("Wait", "Since", "Stale", "Definition")),
         },
         "/v1/sagas/{id}/signals/{name}": {
             "parameters": [{"$ref": "#/components/parameters/SagaId"}, {"$ref": "#/components/parameters/SignalName"}],
@@ -770,7 +778,7 @@ def _paths() -> dict:
                 "One transaction (also how a prepared participant learns the decision).",
                 ok("Transaction"),
                 read + " 404 429",
-                ("Wait", "Since", "Stale"),
+                ("Wait", "Since", "Stale", "Definition"),
             ),
         },
         "/v1/events": {

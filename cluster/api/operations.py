@@ -425,13 +425,18 @@ def _kind(kind: str) -> _Kind:
         raise InvalidInput("kind", f"must be one of {', '.join(sorted(WORKFLOW_KINDS))}") from None
 
 
-def _view(node: Node, kind: _Kind, workflow_id: str) -> tuple[dict, bool]:
+def _view(node: Node, kind: _Kind, workflow_id: str, definition: bool = False) -> tuple[dict, bool]:
+    """(the API object, terminal); ``definition``: with the definition as
+    stored (the submitted shape, every default explicit)."""
     store = kind.store(node)
     with node.log.reading():
         state = store.items.get(workflow_id)
         if state is None:
             raise NotFound(f"no {store.noun} {workflow_id!r}")
-        return store.model.to_api(state), store.is_terminal(state)
+        view = store.model.to_api(state)
+        if definition:
+            view["definition"] = store.model.definition_to_dict(state.definition)
+        return view, store.is_terminal(state)
 
 
 async def submit_workflow(node: Node, kind_name: str, raw: bytes | str, *, by: str | None = None) -> tuple[dict, bool]:
@@ -487,27 +492,36 @@ async def get_workflow(
     since: str | None = None,
     stale: bool | str | None = None,
     client: str | None = None,
+    definition: bool | str | None = None,
 ) -> dict:
     """One workflow. With ``wait_s``, while this node leads, wait up to that
     long for a terminal state, or with ``since`` (an ``updated_at``) for any
     state updated after it; such a long poll holds one of the slots of
-    ``client`` (its remote address, ``node.long_polls``)."""
+    ``client`` (its remote address, ``node.long_polls``). ``definition``:
+    the answer carries the workflow's definition too."""
     kind = _kind(kind_name)
     workflow_id = check_workflow_id(workflow_id)
     wait_s = parse_number("wait", wait_s, 0.0, 0.0, WAIT_S_MAX)
+    with_definition = parse_flag("definition", definition)
     if wait_s > 0:
         with node.long_polls.hold(client):
-            return await _long_poll(node, kind, workflow_id, wait_s, since, stale)
-    return await _long_poll(node, kind, workflow_id, 0.0, since, stale)
+            return await _long_poll(node, kind, workflow_id, wait_s, since, stale, with_definition)
+    return await _long_poll(node, kind, workflow_id, 0.0, since, stale, with_definition)
 
 
 async def _long_poll(
-    node: Node, kind: _Kind, workflow_id: str, wait_s: float, since: str | None, stale: bool | str | None
+    node: Node,
+    kind: _Kind,
+    workflow_id: str,
+    wait_s: float,
+    since: str | None,
+    stale: bool | str | None,
+    definition: bool = False,
 ) -> dict:
     await linearizable(node, stale)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
-    view, terminal = _view(node, kind, workflow_id)
+    view, terminal = _view(node, kind, workflow_id, definition)
     while (
         not terminal
         and (since is None or view["updated_at"] == since)
@@ -515,7 +529,7 @@ async def _long_poll(
         and node.log.is_leader()
     ):
         await node.wait_change(workflow_id, deadline - loop.time())
-        view, terminal = _view(node, kind, workflow_id)
+        view, terminal = _view(node, kind, workflow_id, definition)
     return view
 
 

@@ -28,6 +28,16 @@ async def test_the_order_saga_completes_with_one_effect_per_step(cluster):
         assert charge.body == {"amount": 30, "order": order_id}  # substitution
         term = (await cluster.cluster_view(await cluster.wait_leader()))["term"]
         assert charge.fence.startswith(f"{term}:")
+        # ?definition=true (the dashboard's workflow page): the definition as
+        # stored, also from a follower's replica; without it, none.
+        leader = await cluster.wait_leader()
+        follower = next(i for i in cluster.ids if i != leader)
+        view = (await cluster.request("GET", follower, "/v1/sagas/order-1?stale=true&definition=true")).json
+        submitted = order_saga("order-1")
+        assert view["definition"]["id"] == "order-1"
+        assert [s["name"] for s in view["definition"]["steps"]] == [s["name"] for s in submitted["steps"]]
+        assert view["definition"]["steps"][0]["action"]["path"] == submitted["steps"][0]["action"]["path"]
+        assert "definition" not in (await cluster.request("GET", follower, "/v1/sagas/order-1?stale=true")).json
         # The same id and definition again: 200 with the same saga, nothing new runs.
         again = await c.submit_saga(order_saga("order-1"))
         assert again.state == "completed"
