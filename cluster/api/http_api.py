@@ -283,6 +283,14 @@ async def cluster_info(request: web.Request) -> web.Response:
     return web.json_response(view)
 
 
+async def cluster_recent(request: web.Request) -> web.Response:
+    """This node's last minutes (cluster/core/recent.py): local, never redirected."""
+    node = request_node(request)
+    return web.json_response(
+        {"node": node.config.node.id, "interval_s": node.recent.interval_s, "windows": node.recent.view()}
+    )
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=render_metrics(request_node(request)), content_type="text/plain", charset="utf-8")
 
@@ -331,6 +339,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/cluster", cluster_info)
+    app.router.add_get("/v1/cluster/recent", cluster_recent)
     app.router.add_get("/v1/services", list_services)
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_put("/v1/services/{name}", put_service)

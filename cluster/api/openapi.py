@@ -381,6 +381,28 @@ def _view_schemas() -> dict:
             {"service": _STRING, "outcomes": {"type": "array", "items": outcome}, "next_after": _COUNT}, "*"
         ),
         "ClusterView": cluster,
+        "RecentWindows": _obj(
+            {
+                "node": _STRING,
+                "interval_s": {"type": "number"},
+                "windows": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "at": _TIME,
+                            "seconds": {"type": "number"},
+                            "commands_per_s": {"type": "number"},
+                            "workflows_finished_per_s": {"type": "number"},
+                            "commit_p99_ms": _null_or({"type": "number"}),
+                            "commits": _COUNT,
+                            "calls_in_flight": _COUNT,
+                        },
+                        "*",
+                    ),
+                },
+            },
+            "*",
+        ),
         "Saga": saga_object,
         "SagaList": _obj({"sagas": {"type": "array", "items": _ref("Saga")}}, "*"),
         "SignalAccepted": _obj({"id": _STRING, "signal": _STRING, "state": saga_state, "changed": _BOOLEAN}, "*"),
@@ -678,6 +700,14 @@ def _paths() -> dict:
                 ok("ClusterView"),
                 "400",
                 ("Digest",),
+            )
+        },
+        "/v1/cluster/recent": {
+            "get": _op(
+                "clusterRecent",
+                "This node's last minutes, in windows of interval_s: commands applied and workflows finished "
+                "per second, the commit p99 (a leader's), participant calls in flight. Local, never redirected.",
+                ok("RecentWindows"),
             )
         },
         "/v1/services": {

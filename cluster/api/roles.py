@@ -41,6 +41,7 @@ HTTP_ROLES: dict[tuple[str, str], Role | _Open] = {
     ("GET", "/metrics"): READ,
     ("GET", "/v1/openapi.json"): READ,
     ("GET", "/v1/cluster"): READ,
+    ("GET", "/v1/cluster/recent"): READ,
     ("GET", "/v1/services"): READ,
     ("GET", "/v1/services/{name}"): READ,
     ("PUT", "/v1/services/{name}"): ADMIN,

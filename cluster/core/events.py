@@ -90,6 +90,7 @@ WORKFLOW_COMMANDS = {
     "tx.submit": "transaction",
     "tx.event": "transaction",
 }
+TERMINAL_RECORDS = frozenset({"completed", "compensated", "committed", "aborted"})
 PRUNE_COMMANDS = {"saga.prune": "saga", "tx.prune": "transaction"}
 ROLES = {0: "follower", 1: "candidate", 2: "leader"}
 
@@ -190,6 +191,7 @@ class EventHub:
         self.floor: Key = START
         self.subscribers: set[Subscription] = set()
         self.dropped = 0  # subscribers dropped as too slow, for the log and tests
+        self.finished = 0  # workflows that reached a terminal state here (the dashboard's throughput)
         self.closed = False  # the node stops: no new stream
 
     # -- feeding (the tick thread) ------------------------------------------------
@@ -239,6 +241,8 @@ class EventHub:
             records = store.model.to_api(workflow_state)["history"]
             common = {"kind": "workflow", "workflow": result["id"], "workflow_type": workflow_type}
             for record in records[seen:]:
+                if record["event"] in TERMINAL_RECORDS:
+                    self.finished += 1
                 yield {
                     **common,
                     "type": record["event"],

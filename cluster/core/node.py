@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from coordinator.cluster.core.client_slots import ClientSlots
 from coordinator.cluster.core.config import NodeAddress, NodeConfig
 from coordinator.cluster.core.events import EventHub
+from coordinator.cluster.core.recent import RecentStats, Sample
 from coordinator.cluster.core.state import ClusterState
 from coordinator.consensus import Command, LeadershipChange, ReplicatedLog, TruncationCounter
 
@@ -88,6 +89,8 @@ class Node:
             clock=clock,
         )
         self.event_streams = ClientSlots("event streams", limits.events_per_client_max)
+        # The last minutes, sampled by the node process (sample_recent).
+        self.recent = RecentStats()
         state.observer = self.events
         self.log.add_role_listener(self.events.role)
         self.log.add_leadership_listener(self._on_leadership)
@@ -136,6 +139,28 @@ class Node:
         else:
             self.leader_term = None
             log.info("%s lost leadership at term %d", self.config.node.id, change.term)
+
+    def sample_recent(self) -> None:
+        """One sample of what the node measures into ``recent`` (cluster/core/recent.py)."""
+        stats = self.log.stats
+        buckets, _, count = stats.commit_seconds.snapshot()
+        self.recent.add(
+            Sample(
+                at_s=self.clock(),
+                commands=stats.commands_applied,
+                finished=self.events.finished,
+                commit_buckets=tuple(buckets),
+                commit_count=count,
+                calls_in_flight=self.executor.view()["calls_in_flight"],
+            )
+        )
+
+    async def sample_recent_forever(self) -> None:
+        """Every ``recent.interval_s``, until cancelled (node processes only:
+        the simulator's nodes take no samples)."""
+        while True:
+            self.sample_recent()
+            await asyncio.sleep(self.recent.interval_s)
 
     def leader_address(self) -> NodeAddress | None:
         return self.config.cluster.by_raft_address(self.log.status().leader)

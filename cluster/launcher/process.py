@@ -127,6 +127,7 @@ class NodeProcess:
         self.truncations = TruncationCounter()
         self._runner: web.AppRunner | None = None
         self._grpc: GrpcApi | None = None
+        self._sampler: asyncio.Task | None = None
 
     async def start(self) -> None:
         config = self.config
@@ -134,6 +135,7 @@ class NodeProcess:
         logging.getLogger(PYSYNCOBJ_LOGGER).addFilter(self.truncations)
         node = self.node = build_node(config, truncations=self.truncations)
         await node.start()
+        self._sampler = asyncio.ensure_future(node.sample_recent_forever())
         self._runner = web.AppRunner(
             build_app(node),
             access_log=None,
@@ -172,6 +174,8 @@ class NodeProcess:
 
     async def stop(self) -> None:
         node = self.node
+        if self._sampler is not None:
+            self._sampler.cancel()
         if node is not None:
             await node.executor.close()  # no participant call starts while the servers drain
             node.events.close()  # event streams end now: the HTTP server does not wait for them

@@ -382,6 +382,8 @@ async def test_sigkill_of_the_leader_shows_the_new_leader_within_2_s(local, page
         assert new in followers
         assert shown_after_s <= APPEARS_S, f"the new leader showed {shown_after_s:.2f} s after the kill"
         await tab.wait(f"return document.querySelector('#nodes tr[data-node={json.dumps(new)}] .role.leader')")
+        # the charts come from the nodes' own last minutes, full at first sight
+        await tab.wait("return document.querySelectorAll('#chart-applied polyline[points*=\",\"]').length >= 2")
         await tab.shot("cluster.png")
     finally:
         local.supervisor.start(old)

@@ -1,6 +1,7 @@
 """Three real nodes on loopback: one leader, redirects, linearizable reads."""
 
 import asyncio
+import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -106,6 +107,27 @@ async def test_health_readiness_and_metrics(cluster):
     assert value("coordinator_workflows_in_flight", kind="saga") == 0
     assert value("coordinator_workflows_kept", kind="saga") == 0
     assert "coordinator_breaker_open" in text
+
+
+async def test_each_node_keeps_its_last_minutes_in_windows(cluster):
+    """GET /v1/cluster/recent: the node process samples every 5 s; the
+    leader's windows count the commands it applied and its commits."""
+    leader = await cluster.wait_leader()
+    for n in range(5):
+        await cluster.put_service(leader, f"recent-{n}", "http://127.0.0.1:9100")
+    deadline = time.monotonic() + 20
+    while True:
+        recent = (await cluster.request("GET", leader, "/v1/cluster/recent")).json
+        assert recent["node"] == leader and recent["interval_s"] == 5
+        busy = [w for w in recent["windows"] if w["commits"] > 0]
+        if busy:
+            break
+        assert time.monotonic() < deadline, recent
+        await asyncio.sleep(0.5)
+    assert busy[0]["commands_per_s"] > 0 and busy[0]["commit_p99_ms"] > 0
+    follower = next(i for i in cluster.ids if i != leader)
+    windows = (await cluster.request("GET", follower, "/v1/cluster/recent")).json["windows"]
+    assert all(w["commits"] == 0 and w["commit_p99_ms"] is None for w in windows)  # only a leader proposes
 
 
 METRIC_TYPES = {

@@ -53,6 +53,7 @@ EXPECTED_HTTP = {
     ("GET", "/metrics"): READ,
     ("GET", "/v1/openapi.json"): READ,
     ("GET", "/v1/cluster"): READ,
+    ("GET", "/v1/cluster/recent"): READ,
     ("GET", "/v1/services"): READ,
     ("GET", "/v1/services/{name}"): READ,
     ("GET", "/v1/services/{name}/outcomes"): READ,

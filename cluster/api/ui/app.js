@@ -9,8 +9,8 @@ const TOKEN_KEY = "coordinator.token"; // sessionStorage: this tab only
 const REQUEST_TIMEOUT_MS = 2500;
 const CLUSTER_POLL_MS = 1000;
 const PEERS_POLL_MS = 2000;
-const METRICS_POLL_MS = 5000;
-const HISTORY_SAMPLES = 120; // 10 minutes of 5 s samples
+const RECENT_POLL_MS = 5000;
+const RECENT_SPAN_MS = 10 * 60 * 1000; // what the nodes keep of their last minutes
 const FEED_MAX = 200;
 const PAGE_SIZE = 25;
 const PACKET_MS = 900;
@@ -29,8 +29,7 @@ const app = {
   stepServices: new Map(), // "workflow/step" -> service, learned from call_started
   lastEventId: null,
   streamAbort: null,
-  finished: [], // [second, count]
-  metrics: { applied: new Map(), p99: [], last: new Map() },
+  recent: new Map(), // node id -> its GET /v1/cluster/recent
   route: { name: "topology" },
   list: { cursors: [null], page: 0, next: null },
   tokenPrompt: null,
@@ -365,7 +364,6 @@ function onEvent(kind, event) {
   if (kind === "service") { refreshServices(); return; }
   if (kind !== "workflow") return;
   feed(event);
-  if (TERMINAL_EVENTS.has(event.type)) countFinished();
   if (app.route.name === "workflows") refreshList();
   if (app.route.name === "workflow" && app.route.id === event.workflow) refreshWorkflow();
 }
@@ -455,7 +453,7 @@ function renderTopology() {
     }
   }
   for (const n of nodes) {
-    const view = app.peerViews.get(n.id);
+    const view = peerView(n.id);
     const leader = app.view && app.view.leader && app.view.leader.id === n.id;
     const down = view === null;
     const p = positions.get(n.id);
@@ -489,13 +487,21 @@ function renderTopology() {
   root.replaceChildren(...parts, ...packets);
 }
 
+// A node is down when it did not answer its last poll, or when the node this
+// page talks to says it cannot reach it (fresher than that poll).
+function peerView(id) {
+  const mine = app.view;
+  if (mine && id !== mine.node && (mine.nodes.find((n) => n.id === id) || {}).reachable === false) return null;
+  return id === (mine && mine.node) ? mine : app.peerViews.get(id);
+}
+
 function leaderBreakers() {
   const leader = app.view && app.view.leader && app.peerViews.get(app.view.leader.id);
   return leader && leader.executor ? leader.executor.breakers : null;
 }
 
 function linkUp(a, b) {
-  const va = app.peerViews.get(a), vb = app.peerViews.get(b);
+  const va = peerView(a), vb = peerView(b);
   if (va === null || vb === null) return false;
   const reach = (view, other) => !view || (view.nodes.find((n) => n.id === other) || {}).reachable !== false;
   return reach(va, b) && reach(vb, a);
@@ -716,7 +722,7 @@ async function redriveOne() {
 function renderNodes() {
   const body = $("nodes").querySelector("tbody");
   body.replaceChildren(...app.nodes.map((n) => {
-    const v = app.peerViews.get(n.id);
+    const v = peerView(n.id);
     if (!v) return el("tr", { "data-node": n.id }, el("td", { text: n.id }), el("td", { class: "mono", text: n.http }), el("td", { colspan: 8, text: "not answering" }));
     const links = v.nodes.filter((m) => m.id !== v.node && m.reachable).length;
     const breakers = Object.entries((v.executor && v.executor.breakers) || {}).filter(([, b]) => b.open).map(([name]) => name);
@@ -730,56 +736,12 @@ function renderNodes() {
   drawCharts();
 }
 
-function countFinished() {
-  const second = Math.floor(Date.now() / 5000);
-  const last = app.finished[app.finished.length - 1];
-  if (last && last[0] === second) last[1] += 1;
-  else app.finished.push([second, 1]);
-  while (app.finished.length > HISTORY_SAMPLES) app.finished.shift();
-}
-
-function parseMetrics(text) {
-  const out = [];
-  for (const line of text.split("\n")) {
-    if (!line || line.startsWith("#")) continue;
-    const match = /^([a-zA-Z_:][\w:]*)(\{([^}]*)\})?\s+(\S+)/.exec(line);
-    if (!match) continue;
-    const labels = {};
-    for (const pair of (match[3] || "").matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[pair[1]] = pair[2];
-    out.push({ name: match[1], labels, value: Number(match[4]) });
-  }
-  return out;
-}
-
-async function pollMetrics() {
-  const now = Date.now();
+// The last minutes as each node measured them (GET /v1/cluster/recent): the
+// charts are full from the first look, not only since the page opened.
+async function pollRecent() {
   await Promise.all(app.nodes.map(async (n) => {
-    const view = app.peerViews.get(n.id);
-    if (view === null) return;
-    let samples;
-    try { samples = parseMetrics(await request(n.http, "/metrics", { timeoutMs: 2000 })); } catch (error) { return; }
-    const applied = samples.find((s) => s.name === "coordinator_commands_applied_total");
-    const buckets = samples.filter((s) => s.name === "coordinator_commit_seconds_bucket").map((s) => [s.labels.le === "+Inf" ? Infinity : Number(s.labels.le), s.value]);
-    const last = app.metrics.last.get(n.id);
-    app.metrics.last.set(n.id, { at: now, applied: applied ? applied.value : 0, buckets });
-    if (!last) return;
-    const seconds = (now - last.at) / 1000;
-    const series = app.metrics.applied.get(n.id) || [];
-    series.push([now, Math.max(0, ((applied ? applied.value : 0) - last.applied) / seconds)]);
-    while (series.length > HISTORY_SAMPLES) series.shift();
-    app.metrics.applied.set(n.id, series);
-    const leader = app.view && app.view.leader && app.view.leader.id === n.id;
-    if (leader && buckets.length) {
-      const before = new Map(last.buckets);
-      const deltas = buckets.map(([le, v]) => [le, v - (before.get(le) || 0)]);
-      const count = deltas[deltas.length - 1][1];
-      if (count > 0) {
-        const found = deltas.find(([, v]) => v >= 0.99 * count);
-        const p99 = found ? found[0] : Infinity;
-        app.metrics.p99.push([now, Number.isFinite(p99) ? p99 * 1000 : null]);
-        while (app.metrics.p99.length > HISTORY_SAMPLES) app.metrics.p99.shift();
-      }
-    }
+    if (app.peerViews.get(n.id) === null) return;
+    try { app.recent.set(n.id, await request(n.http, "/v1/cluster/recent", { timeoutMs: 2000 })); } catch (error) { /* next time */ }
   }));
   if (app.route.name === "cluster") drawCharts();
 }
@@ -789,7 +751,7 @@ function drawChart(id, series) {
   const width = 600, height = 140, left = 40, bottom = 20;
   const points = series.flatMap((s) => s.points).filter(([, v]) => v !== null);
   const max = Math.max(1, ...points.map(([, v]) => v));
-  const now = Date.now(), span = HISTORY_SAMPLES * METRICS_POLL_MS;
+  const now = Date.now(), span = RECENT_SPAN_MS;
   const x = (t) => left + ((t - (now - span)) / span) * (width - left);
   const y = (v) => height - bottom - (v / max) * (height - bottom - 10);
   const colors = ["#58a6ff", "#3fb950", "#e3b341", "#f0883e", "#bc8cff"];
@@ -803,10 +765,12 @@ function drawChart(id, series) {
 }
 
 function drawCharts() {
-  const rate = app.finished.map(([bucket, n]) => [bucket * 5000, n / 5]);
-  drawChart("chart-rate", [{ name: "all", points: rate }]);
-  drawChart("chart-p99", [{ name: "leader", points: app.metrics.p99 }]);
-  drawChart("chart-applied", [...app.metrics.applied.entries()].map(([id, points]) => ({ name: id, points })));
+  const series = (id, field) => ((app.recent.get(id) || {}).windows || []).map((w) => [Date.parse(w.at), w[field]]);
+  const leader = app.view && app.view.leader ? app.view.leader.id : null;
+  const mine = app.view ? app.view.node : null;
+  drawChart("chart-rate", [{ name: mine || "", points: series(mine, "workflows_finished_per_s") }]);
+  drawChart("chart-p99", [{ name: leader || "no leader", points: series(leader, "commit_p99_ms") }]);
+  drawChart("chart-applied", app.nodes.map((n) => ({ name: n.id, points: series(n.id, "commands_per_s") })));
 }
 
 // -- routing ----------------------------------------------------------------------------------
@@ -836,10 +800,10 @@ function start() {
   $("wf-redrive").addEventListener("click", redriveOne);
   $("token-button").addEventListener("click", () => askToken().then((ok) => { if (ok) { pollCluster(); route(); } }));
   route();
-  pollCluster().then(() => { pollPeers().then(() => { if (app.route.name === "topology") renderTopology(); }); loadServices(); restartStream(); });
+  pollCluster().then(() => { pollRecent(); pollPeers().then(() => { if (app.route.name === "topology") renderTopology(); }); loadServices(); restartStream(); });
   setInterval(pollCluster, CLUSTER_POLL_MS);
   setInterval(() => pollPeers().then(() => { if (app.route.name === "topology") renderTopology(); if (app.route.name === "cluster") renderNodes(); }), PEERS_POLL_MS);
-  setInterval(pollMetrics, METRICS_POLL_MS);
+  setInterval(pollRecent, RECENT_POLL_MS);
 }
 
 start();
