@@ -30,6 +30,10 @@ async def test_the_order_saga_completes_with_one_effect_per_step(cluster):
         assert charge.body == {"amount": 30, "order": order_id}  # substitution
         term = (await cluster.cluster_view(await cluster.wait_leader()))["term"]
         assert charge.fence.startswith(f"{term}:")
+        # The same id and definition again: 200 with the same saga, nothing new runs.
+        again = await c.submit_saga(order_saga("order-1"))
+        assert again.state == "completed"
+        assert len(effects_by_key(services.values())) == 4
         # Each step's record names the fence its call carried, and how long it took.
         succeeded = [r for r in saga.history if r["event"] == "step_succeeded"]
         assert [r["step"] for r in succeeded] == ["create-order", "reserve", "charge", "ship"]
@@ -37,10 +41,6 @@ async def test_the_order_saga_completes_with_one_effect_per_step(cluster):
             assert re.fullmatch(r"[0-9]+:[0-9]+", record["fence"]) and record["fence"] == charge.fence, record
             assert isinstance(record["duration_ms"], int) and record["duration_ms"] >= 0, record
         assert all("fence" not in r for r in saga.history if r["event"] in ("started", "completed"))
-        # The same id and definition again: 200 with the same saga, nothing new runs.
-        again = await c.submit_saga(order_saga("order-1"))
-        assert again.state == "completed"
-        assert len(effects_by_key(services.values())) == 4
 
 
 async def test_payment_declined_compensates_inventory_then_orders(cluster):
