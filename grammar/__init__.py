@@ -18,6 +18,10 @@ path, a body a participant could not parse) reaches both machines:
     unknown_field_problem()
                           a field an object may not have
     format_ms()           a time (ms since the epoch) as the API writes it
+    fence_problem(), duration_problem()
+                          what the executor reports of a participant call
+                          in an outcome event: the fence it sent, how long
+                          the call took (both machines record them)
 
 The checks return what is wrong (None when nothing is) and raise nothing:
 each machine raises its own DefinitionError with it. Pure, like the
@@ -29,6 +33,8 @@ not import each other, so what they share can only live below both.
 from . import limits
 from .checks import (
     dot_segment_problem,
+    duration_problem,
+    fence_problem,
     field,
     json_value_problem,
     path_problem,
@@ -43,6 +49,8 @@ from .times import format_ms
 __all__ = [
     "FieldError",
     "dot_segment_problem",
+    "duration_problem",
+    "fence_problem",
     "field",
     "format_ms",
     "json_value_problem",

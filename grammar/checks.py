@@ -1,4 +1,5 @@
-"""Checks of the parts both definitions share; each returns what is wrong, or None.
+"""Checks of the parts both definitions share, and of what both machines
+record of a participant call; each returns what is wrong, or None.
 
 A problem is a message for a DefinitionError ("must start with '/'"); a
 JSON body's problem comes with the field it is about, since it may lie deep
@@ -167,3 +168,26 @@ def _scalar_problem(value: object) -> str | None:
     if isinstance(value, float):
         return None if math.isfinite(value) else "must be a finite number"
     return f"is not a JSON value ({type_name(value)})"
+
+
+# -- participant calls ---------------------------------------------------------------
+# Not of a definition: what the executor reports of a call in an outcome event
+# (limits.FENCE_CHARS_MAX); None is a value not reported (an older entry).
+
+
+def fence_problem(raw: object) -> str | None:
+    """A call's fence: None, or visible ASCII of at most FENCE_CHARS_MAX characters."""
+    if raw is None:
+        return None
+    return pattern_problem(raw, limits.FENCE_PATTERN)
+
+
+def duration_problem(raw: object) -> str | None:
+    """A call's duration in milliseconds: None, or an int in [0, CALL_DURATION_MS_MAX]."""
+    if raw is None:
+        return None
+    if isinstance(raw, bool) or not isinstance(raw, int):
+        return f"must be an integer, not {type_name(raw)}"
+    if not 0 <= raw <= limits.CALL_DURATION_MS_MAX:
+        return f"must be between 0 and {limits.CALL_DURATION_MS_MAX} (got {raw})"
+    return None

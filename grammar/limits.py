@@ -1,4 +1,5 @@
-"""The bounds saga and two-phase commit definitions share.
+"""The bounds saga and two-phase commit definitions share, and those of what
+both record of a participant call.
 
 saga/limits.py and twopc/limits.py name them again beside their own bounds.
 Patterns are matched with `fullmatch`.
@@ -25,3 +26,14 @@ BODY_DEPTH_MAX = 32
 # Integers in a body must fit msgpack's signed 64-bit range (Raft entries).
 BODY_INT_MIN = -(2**63)
 BODY_INT_MAX = 2**63 - 1
+
+# What the executor records of each participant call, in the outcome event it
+# proposes and so in the workflow's history: the fence it sent
+# (Coordinator-Fence, "{term}:{index}": visible ASCII, as a header value is)
+# and the call's duration in milliseconds, from the first attempt's start to
+# the final outcome, retries and backoff included. Thirty days is beyond any
+# retry budget (saga/limits.py: 50 attempts of at most 300 s and 300 s of
+# backoff); the executor records a longer call as this.
+FENCE_CHARS_MAX = 64
+FENCE_PATTERN = re.compile(rf"[!-~]{{1,{FENCE_CHARS_MAX}}}")
+CALL_DURATION_MS_MAX = 30 * 24 * 3600 * 1000

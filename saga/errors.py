@@ -10,7 +10,9 @@
     InputError          (a ValueError) an argument the model does not take:
                         `start()` with a definition without an id or an
                         `at_ms` that is not a non-negative int, a plain event
-                        that does not decode. A bug of the caller.
+                        that does not decode, an outcome event built with a
+                        bad `fence` or `duration_ms` (saga/events.py). A
+                        bug of the caller.
     TypeError           `step()` was given an object that is not a saga
                         event (the same answer as twopc/machine.py's).
     InvariantError      (an AssertionError) a state breaks what holds of
@@ -25,7 +27,8 @@ object) and no effects. That is what makes redelivery harmless.
 
 One difference with twopc stays: a saga event's fields are checked when it
 is applied (a no-op), a transaction event's when it is built (twopc/model.py;
-its store then rejects the entry). Each is how the log has always applied
+its store then rejects the entry) - but for `fence` and `duration_ms`,
+checked when built in both machines: no entry before them has them. Each is how the log has always applied
 such entries, and a replica must apply an old journal as it did
 (tests/cluster/test_state_old_journal.py).
 """

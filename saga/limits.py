@@ -46,6 +46,10 @@ SIGNALS_MAX = 64
 # An error text a participant or the executor reports is kept up to this many
 # characters; longer texts are cut and marked " [truncated]".
 ERROR_CHARS_MAX = 1024
+# What an outcome event may report of the call, recorded in its history
+# record (grammar/limits.py): the fence sent and the duration in ms.
+FENCE_CHARS_MAX = shared.FENCE_CHARS_MAX
+CALL_DURATION_MS_MAX = shared.CALL_DURATION_MS_MAX
 # Redrive cycles ("stuck", "redrive", "compensating") recorded in a saga's
 # history; later cycles still work and are counted in `redrives`.
 REDRIVES_RECORDED_MAX = 16

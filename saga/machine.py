@@ -42,7 +42,7 @@ from .evolve import evolve as replace
 from .invariants import TO_COMPENSATE, check_state, check_transition
 from .jsonvalue import encode_bounded
 from .state import FORWARD_STATES, Failure, FailureReason, HistoryEvent, SagaState, SagaStatus, StepStatus
-from .updates import error_text, initial_state, is_count, is_index, record, running_action, update_step
+from .updates import call_details, error_text, initial_state, is_count, is_index, record, running_action, update_step
 
 Transition = tuple[SagaState, tuple[Effect, ...]]
 _NO_EFFECTS: tuple[Effect, ...] = ()
@@ -137,10 +137,12 @@ def _advance(state: SagaState, first: int, at_ms: int) -> Transition:
     return state, (Finished(saga_id=state.id, state=SagaStatus.COMPLETED),)
 
 
-def _succeed(state: SagaState, index: int, output_json: str, attempts: int, at_ms: int) -> SagaState:
+def _succeed(state: SagaState, index: int, output_json: str, attempts: int, at_ms: int, **call: object) -> SagaState:
+    """Step `index` succeeded; `call`: what its action's outcome reported of
+    the call (call_details), for the record."""
     state = update_step(state, index, status=StepStatus.SUCCEEDED, attempts=attempts, output_json=output_json)
     name = state.definition.steps[index].name
-    state = record(state, at_ms, HistoryEvent.STEP_SUCCEEDED, step=name, attempts=attempts)
+    state = record(state, at_ms, HistoryEvent.STEP_SUCCEEDED, step=name, attempts=attempts, **call)
     return replace(state, status=SagaStatus.RUNNING)
 
 
@@ -152,9 +154,16 @@ def _on_action_succeeded(state: SagaState, event: ActionSucceeded) -> Transition
         output_json = encode_bounded(event.output, limits.STEP_OUTPUT_BYTES_MAX)
     except ValueError as error:
         # It took effect but its output cannot be kept: compensate it.
-        unknown = ActionUnknown(step=index, error=f"output {error}", attempts=event.attempts, at_ms=event.at_ms)
+        unknown = ActionUnknown(
+            step=index,
+            error=f"output {error}",
+            attempts=event.attempts,
+            at_ms=event.at_ms,
+            fence=event.fence,
+            duration_ms=event.duration_ms,
+        )
         return _on_action_outcome(state, unknown)
-    state = _succeed(state, index, output_json, event.attempts, event.at_ms)
+    state = _succeed(state, index, output_json, event.attempts, event.at_ms, **call_details(event))
     return _advance(state, index + 1, event.at_ms)
 
 
@@ -168,7 +177,7 @@ def _on_action_outcome(state: SagaState, event: ActionFailed | ActionUnknown) ->
     text = error_text(event.error)
     name = state.definition.steps[index].name
     state = update_step(state, index, status=status, attempts=event.attempts, error=text)
-    state = record(state, event.at_ms, history, step=name, attempts=event.attempts, error=text)
+    state = record(state, event.at_ms, history, step=name, attempts=event.attempts, error=text, **call_details(event))
     return _turn_around(state, event.at_ms, FailureReason.STEP_FAILED, name, text)
 
 
@@ -288,8 +297,9 @@ def _issue_compensation(state: SagaState, index: int, at_ms: int) -> Transition:
         return _stuck(state, index, at_ms, f"substitution failed: {error}", None), _NO_EFFECTS
 
 
-def _stuck(state: SagaState, index: int, at_ms: int, error: str, attempts: int | None) -> SagaState:
-    """The compensation of step `index` gave up: wait for a redrive."""
+def _stuck(state: SagaState, index: int, at_ms: int, error: str, attempts: int | None, **call: object) -> SagaState:
+    """The compensation of step `index` gave up: wait for a redrive; `call`
+    as for `_succeed`."""
     changes: dict[str, object] = {"compensation_error": error}
     if attempts is not None:
         changes["compensation_attempts"] = attempts
@@ -297,7 +307,7 @@ def _stuck(state: SagaState, index: int, at_ms: int, error: str, attempts: int |
     state = replace(state, status=SagaStatus.STUCK)
     if state.redrives <= limits.REDRIVES_RECORDED_MAX:
         name = state.definition.steps[index].name
-        state = record(state, at_ms, HistoryEvent.STUCK, step=name, attempts=attempts, error=error)
+        state = record(state, at_ms, HistoryEvent.STUCK, step=name, attempts=attempts, error=error, **call)
     return state
 
 
@@ -320,7 +330,14 @@ def _on_compensation_succeeded(state: SagaState, event: CompensationSucceeded) -
         return state, _NO_EFFECTS
     state = update_step(state, index, status=StepStatus.COMPENSATED, compensation_attempts=event.attempts)
     name = state.definition.steps[index].name
-    state = record(state, event.at_ms, HistoryEvent.COMPENSATION_SUCCEEDED, step=name, attempts=event.attempts)
+    state = record(
+        state,
+        event.at_ms,
+        HistoryEvent.COMPENSATION_SUCCEEDED,
+        step=name,
+        attempts=event.attempts,
+        **call_details(event),
+    )
     return _compensate_next(state, event.at_ms)
 
 
@@ -329,7 +346,7 @@ def _on_compensation_exhausted(state: SagaState, event: CompensationExhausted) -
     if index is None:
         return state, _NO_EFFECTS
     text = error_text(event.error)
-    return _stuck(state, index, event.at_ms, text, event.attempts), _NO_EFFECTS
+    return _stuck(state, index, event.at_ms, text, event.attempts, **call_details(event)), _NO_EFFECTS
 
 
 def _on_redrive(state: SagaState, event: Redrive) -> Transition:

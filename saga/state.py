@@ -88,6 +88,12 @@ class HistoryRecord:
     step; with `step`, one delivered to the await step running. `by` names
     who asked, on "started", "signal" and "redrive" records: the name of the
     API token (None: no tokens, or a record older than token names).
+    `fence` and `duration_ms`, on the record of a participant call's outcome
+    ("step_succeeded", "step_failed", "step_unknown" of an action;
+    "compensation_succeeded"; "stuck" of a compensation out of retries):
+    the Coordinator-Fence the leader sent and how long the call took, in ms,
+    retries and backoff included (None: an outcome without a call, or a
+    record older than them).
     """
 
     at_ms: int
@@ -97,6 +103,8 @@ class HistoryRecord:
     error: str | None = None
     signal: str | None = None
     by: str | None = None
+    fence: str | None = None
+    duration_ms: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,7 +255,10 @@ def _step_from_dict(raw: dict) -> StepState:
     )
 
 
-_RECORD_DETAILS = ("step", "attempts", "error", "signal", "by")
+# A detail is in a record's plain and API forms only when it is not None: a
+# record without the later ones ("by", "fence", "duration_ms") encodes as
+# it did before them.
+_RECORD_DETAILS = ("step", "attempts", "error", "signal", "by", "fence", "duration_ms")
 
 
 def _record_to_dict(record: HistoryRecord) -> dict:

@@ -59,6 +59,12 @@ def update_step(state: SagaState, index: int, **changes: object) -> SagaState:
     return replace(state, steps=state.steps[:index] + (step_state,) + state.steps[index + 1 :])
 
 
+def call_details(event: object) -> dict[str, object]:
+    """What an outcome event reports of its call (`fence`, `duration_ms`),
+    as details of its history record."""
+    return {"fence": getattr(event, "fence", None), "duration_ms": getattr(event, "duration_ms", None)}
+
+
 def record(state: SagaState, at_ms: int, event: HistoryEvent, **details: object) -> SagaState:
     entry = HistoryRecord(at_ms, event, **details)  # type: ignore[arg-type]
     return replace(state, history=state.history + (entry,))

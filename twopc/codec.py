@@ -12,7 +12,17 @@ from coordinator.grammar import format_ms
 
 from .definition import definition_from_dict, definition_to_dict
 from .errors import InputError, invariant
-from .model import Decision, HistoryRecord, ParticipantState, ParticipantStatus, TxState, TxStatus, check_invariants
+from .model import (
+    CALL_DETAILS,
+    Decision,
+    HistoryRecord,
+    ParticipantState,
+    ParticipantStatus,
+    TxState,
+    TxStatus,
+    check_call,
+    check_invariants,
+)
 from .tally import Vote
 
 __all__ = ["format_ms", "state_from_dict", "state_to_dict", "to_api"]
@@ -91,6 +101,7 @@ def _record_to_dict(record: HistoryRecord) -> dict:
 
 def _record_from_dict(raw: dict) -> HistoryRecord:
     details = tuple((key, value) for key, value in raw.items() if key not in _RECORD_KEYS)
-    if not all(isinstance(value, str) for _, value in details):
-        raise InputError(f"the details of a history record must be strings: {details!r}")
+    if not all(isinstance(value, str) for key, value in details if key not in CALL_DETAILS):
+        raise InputError(f"the details of a history record must be strings (but duration_ms): {details!r}")
+    check_call(raw.get("fence"), raw.get("duration_ms"))
     return HistoryRecord(_int(raw["at_ms"]), raw["event"], details)

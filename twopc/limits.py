@@ -25,6 +25,11 @@ BODY_DEPTH_MAX = shared.BODY_DEPTH_MAX
 BODY_INT_MIN = shared.BODY_INT_MIN
 BODY_INT_MAX = shared.BODY_INT_MAX
 
+# What a vote or an acknowledgement may report of the call, recorded in its
+# history record (grammar/limits.py): the fence sent and the duration in ms.
+FENCE_CHARS_MAX = shared.FENCE_CHARS_MAX
+CALL_DURATION_MS_MAX = shared.CALL_DURATION_MS_MAX
+
 TX_TIMEOUT_S_DEFAULT = 10
 TX_TIMEOUT_S_MAX = 3600
 

@@ -49,6 +49,7 @@ from .model import (
     TxState,
     TxStatus,
     VoteReceived,
+    call_details,
     check_at_ms,
     check_invariants,
     idempotency_key,
@@ -141,6 +142,7 @@ def _on_vote(state: TxState, event: VoteReceived) -> Step:
         "vote",
         service=event.service,
         vote=str(event.vote),
+        **call_details(event),
     )
     votes = {p.service: p.vote for p in state.participants}
     result = tally(state.definition.services, votes)
@@ -172,6 +174,7 @@ def _on_acknowledged(state: TxState, event: Acknowledged) -> Step:
         "acknowledged",
         service=event.service,
         phase=str(event.phase),
+        **call_details(event),
     )
     if any(p.status != done for p in state.participants):
         return state, ()
@@ -236,7 +239,7 @@ def _replace_at(items: tuple, index: int, item: object) -> tuple:
     return items[:index] + (item,) + items[index + 1 :]
 
 
-def _record(state: TxState, at_ms: int, event: str, **details: str) -> TxState:
+def _record(state: TxState, at_ms: int, event: str, **details: str | int) -> TxState:
     record = HistoryRecord(at_ms, event, tuple(details.items()))
     history = state.history + (record,)
     invariant(len(history) <= limits.HISTORY_RECORDS_MAX, state.tx_id, "history is bounded")

@@ -17,6 +17,8 @@ import enum
 import json
 from dataclasses import dataclass
 
+from coordinator.grammar import duration_problem, fence_problem
+
 from . import limits
 from .definition import TransactionDefinition
 from .errors import InputError, InvariantError, invariant
@@ -76,11 +78,12 @@ class ParticipantState:
 
 @dataclass(frozen=True, slots=True)
 class HistoryRecord:
-    """One line of history: {"at", "event", **details}; details are strings."""
+    """One line of history: {"at", "event", **details}; details are strings,
+    but `duration_ms` (CALL_DETAILS), an int."""
 
     at_ms: int
     event: str
-    details: tuple[tuple[str, str], ...] = ()
+    details: tuple[tuple[str, str | int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,17 +121,46 @@ def check_at_ms(at_ms: object) -> None:
         raise InputError(f"at_ms must be a non-negative int, not {at_ms!r}")
 
 
+# What a vote or an acknowledgement may report of the participant call it
+# answers: the Coordinator-Fence the executor sent and how long the call
+# took in ms, retries and backoff included. None: not reported (an entry
+# written before them). The details of the event's history record.
+CALL_DETAILS = ("fence", "duration_ms")
+
+
+def check_call(fence: object, duration_ms: object) -> None:
+    """InputError unless `fence` and `duration_ms` are None or within bounds
+    (grammar/limits.py)."""
+    problem = fence_problem(fence)
+    if problem is not None:
+        raise InputError(f"fence: {problem}")
+    problem = duration_problem(duration_ms)
+    if problem is not None:
+        raise InputError(f"duration_ms: {problem}")
+
+
+def call_details(event: VoteReceived | Acknowledged) -> dict[str, str | int]:
+    """The reported ones of `fence` and `duration_ms`, as record details."""
+    reported = {"fence": event.fence, "duration_ms": event.duration_ms}
+    return {name: value for name, value in reported.items() if value is not None}
+
+
 @dataclass(frozen=True, slots=True)
 class VoteReceived:
-    """A participant's answer to prepare ("yes"; "no" or a 4xx is "no")."""
+    """A participant's answer to prepare ("yes"; "no" or a 4xx is "no");
+    `fence`, `duration_ms`: what the executor measured of the call
+    (CALL_DETAILS)."""
 
     service: str
     vote: Vote
     at_ms: int
+    fence: str | None = None
+    duration_ms: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "vote", Vote(self.vote))
         check_at_ms(self.at_ms)
+        check_call(self.fence, self.duration_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,15 +175,19 @@ class DeadlineReached:
 
 @dataclass(frozen=True, slots=True)
 class Acknowledged:
-    """A participant answered 2xx to the commit or abort call."""
+    """A participant answered 2xx to the commit or abort call; `fence`,
+    `duration_ms` as for VoteReceived."""
 
     service: str
     phase: Decision
     at_ms: int
+    fence: str | None = None
+    duration_ms: int | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "phase", Decision(self.phase))
         check_at_ms(self.at_ms)
+        check_call(self.fence, self.duration_ms)
 
 
 Event = VoteReceived | DeadlineReached | Acknowledged

@@ -32,6 +32,7 @@ from coordinator.cluster.api.roles import http_role
 from coordinator.cluster.core.config import HTTP_BODY_BYTES_DEFAULT
 from coordinator.cluster.stores.registry import URL_CHARS_MAX
 from coordinator.cluster.stores.requests import REQUEST_ID_PATTERN
+from coordinator.grammar import limits as call_limits
 from coordinator.saga import limits as saga_limits
 from coordinator.twopc import limits as tx_limits
 
@@ -87,6 +88,25 @@ def _json(schema: dict, description: str, headers: dict | None = None) -> dict:
     if headers:
         response["headers"] = headers
     return response
+
+
+# What a history record tells of the participant call whose outcome it records
+# (saga: step_succeeded, step_failed, step_unknown, compensation_succeeded,
+# stuck; transaction: vote, acknowledged), absent on every other record and on
+# records written before it was kept.
+_CALL_DETAILS = {
+    "fence": _pattern(
+        call_limits.FENCE_PATTERN,
+        maxLength=call_limits.FENCE_CHARS_MAX,
+        description="The Coordinator-Fence the leader sent with the call: TERM:INDEX of its leadership.",
+    ),
+    "duration_ms": {
+        "type": "integer",
+        "minimum": 0,
+        "maximum": call_limits.CALL_DURATION_MS_MAX,
+        "description": "How long the call took, from its first attempt to its outcome, retries and backoff included.",
+    },
+}
 
 
 # -- request bodies ------------------------------------------------------------------
@@ -311,6 +331,7 @@ def _view_schemas() -> dict:
             "error": _STRING,
             "signal": _STRING,
             "by": {**_STRING, "description": "started, signal, redrive: the name of the token that asked."},
+            **_CALL_DETAILS,
         },
         ("at", "event"),
     )
@@ -346,6 +367,7 @@ def _view_schemas() -> dict:
                     *(str(s) for s in twopc.TxStatus if s.terminal),
                 ]
             ),
+            **_CALL_DETAILS,
         },
         ("at", "event"),
         extra=_STRING,

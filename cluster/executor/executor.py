@@ -75,6 +75,14 @@ class Executor:
         """The wall clock in milliseconds: what commands are stamped with."""
         return int(self.clock() * 1000)
 
+    def monotonic_s(self) -> float:
+        """The event loop's clock, in seconds: what call durations are
+        measured on, as the calls' timeouts and backoffs run on it. Not the
+        wall ``clock``, which may step (NTP; in the simulator the skew
+        nemesis jumps a node's) where a duration must not; in the simulator
+        it is the virtual loop's time, so durations stay deterministic."""
+        return asyncio.get_running_loop().time()
+
     # -- leadership -----------------------------------------------------------------------------
     def on_leadership(self, change: LeadershipChange) -> None:
         if change.is_leader:

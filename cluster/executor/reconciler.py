@@ -18,6 +18,8 @@ from typing import Protocol
 from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec
 from coordinator.consensus import Command, ReplicatedLog
+from coordinator.grammar import fence_problem
+from coordinator.grammar.limits import CALL_DURATION_MS_MAX
 
 __all__ = ["DriverHost", "Plan", "Reconciler"]
 
@@ -35,6 +37,8 @@ class DriverHost(Protocol):
     fence: str  # "term:index" of the leadership the calls are made under
 
     def now_ms(self) -> int: ...
+
+    def monotonic_s(self) -> float: ...
 
     async def call(self, service: dict | None, spec: CallSpec, operation: str) -> CallOutcome: ...
 
@@ -134,6 +138,18 @@ class Reconciler:
         for _, handle in self._deadlines.values():
             handle.cancel()
         self._deadlines.clear()
+
+    def measured(self, fence: str, started_s: float) -> dict:
+        """What an outcome event reports of its call (the machines record
+        it in the outcome's history record): ``fence``, the fence sent, and
+        ``duration_ms``, the time since ``started_s`` (``monotonic_s`` when
+        the first attempt began) - retries and backoff included - clamped to
+        the machines' bounds, so that the event is never refused for it."""
+        elapsed_ms = round((self.executor.monotonic_s() - started_s) * 1000)
+        reported: dict = {"duration_ms": min(max(0, elapsed_ms), CALL_DURATION_MS_MAX)}
+        if fence_problem(fence) is None:  # always "term:index" while leading
+            reported["fence"] = fence
+        return reported
 
     def calls_in_flight(self) -> int:
         return sum(len(c) for c in self._calls.values())

@@ -65,13 +65,15 @@ class SagaDriver(Reconciler):
             backoff_s=effect.retry.backoff_s,
             max_backoff_s=effect.retry.max_backoff_s,
         )
+        started_s = self.executor.monotonic_s()
         outcome = await self.executor.call(service, spec, "compensate" if compensating else "execute")
+        measured = self.measured(spec.fence, started_s)
         if compensating:
-            base = {"step": effect.step, "attempts": outcome.attempts, "redrives": effect.redrives}
+            base = {"step": effect.step, "attempts": outcome.attempts, "redrives": effect.redrives, **measured}
             if outcome.kind == "ok":
                 return {"type": "compensation_succeeded", **base}
             return {"type": "compensation_exhausted", "error": outcome.error, **base}
-        base = {"step": effect.step, "attempts": outcome.attempts}
+        base = {"step": effect.step, "attempts": outcome.attempts, **measured}
         if outcome.kind == "ok":
             return {"type": "action_succeeded", "output": outcome.output, **base}
         if outcome.kind == "failed":

@@ -70,17 +70,24 @@ class TransactionDriver(Reconciler):
         )
 
     async def _perform(self, effect: Any, service: dict | None, phase: str) -> dict | None:
+        """The vote or the ack to propose, with the call's fence and its
+        duration from the first attempt (phase two: of every round)."""
+        started_s = self.executor.monotonic_s()
         if phase == "prepare":
-            outcome = await self.executor.call(service, self._spec(effect, service, ATTEMPTS_HARD_MAX), "prepare")
+            spec = self._spec(effect, service, ATTEMPTS_HARD_MAX)
+            outcome = await self.executor.call(service, spec, "prepare")
             if outcome.kind == "unknown":
                 return None  # only the deadline decides now
             yes = outcome.kind == "ok" and isinstance(outcome.output, dict) and outcome.output.get("vote") == "yes"
-            return {"type": "vote", "service": effect.service, "vote": "yes" if yes else "no"}
+            measured = self.measured(spec.fence, started_s)
+            return {"type": "vote", "service": effect.service, "vote": "yes" if yes else "no", **measured}
         backoff_s = PHASE_TWO_BACKOFF_S
         for _ in range(PHASE_TWO_ROUNDS_MAX):
-            outcome = await self.executor.call(service, self._spec(effect, service, ATTEMPTS_HARD_MAX), phase)
+            spec = self._spec(effect, service, ATTEMPTS_HARD_MAX)
+            outcome = await self.executor.call(service, spec, phase)
             if outcome.kind == "ok":
-                return {"type": "ack", "service": effect.service, "phase": phase}
+                measured = self.measured(spec.fence, started_s)
+                return {"type": "ack", "service": effect.service, "phase": phase, **measured}
             await asyncio.sleep(backoff_s * self.executor.rng.uniform(0.5, 1.5))  # a 4xx: keep asking
             backoff_s = min(PHASE_TWO_BACKOFF_MAX_S, backoff_s * 2)
         return None

@@ -21,14 +21,17 @@ __all__ = ["TransactionStore", "event_from_body"]
 
 def event_from_body(raw: Any, at_ms: int) -> machine.Event:
     """``{"type": "vote", "service", "vote"}``, ``{"type": "ack", "service",
-    "phase"}`` or ``{"type": "deadline"}`` as a machine event."""
+    "phase"}`` or ``{"type": "deadline"}`` as a machine event. A vote and an
+    ack may carry the call's ``fence`` and ``duration_ms`` (entries written
+    before them do not)."""
     if not isinstance(raw, dict):
         raise ValueError("event: must be an object")
     kind = raw.get("type")
+    call = {"fence": raw.get("fence"), "duration_ms": raw.get("duration_ms")}
     if kind == "vote":
-        return machine.VoteReceived(service=raw.get("service"), vote=raw.get("vote"), at_ms=at_ms)
+        return machine.VoteReceived(service=raw.get("service"), vote=raw.get("vote"), at_ms=at_ms, **call)
     if kind == "ack":
-        return machine.Acknowledged(service=raw.get("service"), phase=raw.get("phase"), at_ms=at_ms)
+        return machine.Acknowledged(service=raw.get("service"), phase=raw.get("phase"), at_ms=at_ms, **call)
     if kind == "deadline":
         return machine.DeadlineReached(at_ms=at_ms)
     raise ValueError(f"event: unknown type {kind!r}")

@@ -204,3 +204,52 @@ def test_the_document_accepts_whatever_the_handlers_accept(name, text):
         schema = schema[key]
     if _accepts(check, text):
         assert _documented(schema, text), f"{name}: the handler accepts {text!r}, the document does not"
+
+
+def _check_record(schema: dict, record: dict) -> None:
+    """A history record against the document's schema of one (the parts it uses)."""
+    assert set(schema["required"]) <= set(record), record
+    for key, value in record.items():
+        prop = schema["properties"].get(key, schema["additionalProperties"])
+        assert prop, f"{key} is not documented"
+        if prop.get("type") == "integer":
+            assert isinstance(value, int) and prop["minimum"] <= value <= prop.get("maximum", value), (key, value)
+        elif prop.get("type") == "string":
+            assert isinstance(value, str), (key, value)
+            if "pattern" in prop:
+                assert _documented(prop, value), (key, value)
+            if "enum" in prop:
+                assert value in prop["enum"], (key, value)
+
+
+def test_history_records_with_a_call_are_as_documented():
+    """The fence and duration of a participant call, on a saga's and a
+    transaction's history records, as the document describes them."""
+    schemas = build_document()["components"]["schemas"]
+    saga_record = schemas["Saga"]["properties"]["history"]["items"]
+    tx_record = schemas["Transaction"]["properties"]["history"]["items"]
+    definition = saga.parse_definition(
+        {"id": "s", "steps": [{"name": "a", "service": "a", "action": {"method": "POST", "path": "/a"}}]}
+    )
+    state, _ = saga.start(definition, 1000)
+    call = {"fence": "12:345", "duration_ms": 67}
+    state, _ = saga.step(state, saga.ActionFailed(step=0, error="no", attempts=2, at_ms=1100, **call))
+    records = saga.to_api(state)["history"]
+    assert any(r.get("fence") == "12:345" and r.get("duration_ms") == 67 for r in records)
+    for record in records:
+        _check_record(saga_record, record)
+    tx = twopc.parse_definition(
+        {
+            "id": "t",
+            "participants": [
+                {"service": "a", "prepare": {"path": "/p"}, "commit": {"path": "/c"}, "abort": {"path": "/x"}}
+            ],
+        }
+    )
+    tx_state, _ = twopc.start(tx, 1000)
+    tx_state, _ = twopc.step(tx_state, twopc.VoteReceived("a", "yes", 1100, **call))
+    tx_state, _ = twopc.step(tx_state, twopc.Acknowledged("a", "commit", 1200, **call))
+    records = twopc.to_api(tx_state)["history"]
+    assert sum(r.get("duration_ms") == 67 for r in records) == 2
+    for record in records:
+        _check_record(tx_record, record)

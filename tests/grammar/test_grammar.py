@@ -100,6 +100,28 @@ def test_the_machines_name_the_shared_bounds() -> None:
     assert saga.limits.SERVICE_NAME_PATTERN is twopc.limits.SERVICE_NAME_PATTERN is limits.SERVICE_NAME_PATTERN
     assert saga.limits.PATH_CHARS_MAX == twopc.limits.PATH_CHARS_MAX == limits.PATH_CHARS_MAX
     assert saga.limits.STEP_BODY_BYTES_MAX == twopc.limits.BODY_BYTES_MAX == limits.BODY_BYTES_MAX
+    assert saga.limits.FENCE_CHARS_MAX == twopc.limits.FENCE_CHARS_MAX == limits.FENCE_CHARS_MAX
+    assert saga.limits.CALL_DURATION_MS_MAX == twopc.limits.CALL_DURATION_MS_MAX == limits.CALL_DURATION_MS_MAX
+
+
+@pytest.mark.parametrize("fence", [None, "0:0", "12:3456", "x" * limits.FENCE_CHARS_MAX, "term-7/index-9"])
+def test_a_fence_the_executor_may_send(fence: object) -> None:
+    assert grammar.fence_problem(fence) is None
+
+
+@pytest.mark.parametrize("fence", ["", "x" * (limits.FENCE_CHARS_MAX + 1), "3: 4", "3:4\n", "é", 34, b"3:4"])
+def test_a_fence_no_header_carries_is_a_problem(fence: object) -> None:
+    assert grammar.fence_problem(fence) is not None
+
+
+@pytest.mark.parametrize("duration_ms", [None, 0, 1, limits.CALL_DURATION_MS_MAX])
+def test_a_duration_within_bounds(duration_ms: object) -> None:
+    assert grammar.duration_problem(duration_ms) is None
+
+
+@pytest.mark.parametrize("duration_ms", [-1, limits.CALL_DURATION_MS_MAX + 1, 1.0, True, "5"])
+def test_a_duration_out_of_bounds_or_not_an_int_is_a_problem(duration_ms: object) -> None:
+    assert grammar.duration_problem(duration_ms) is not None
 
 
 def _answer(check, *args) -> str | None:

@@ -1,5 +1,7 @@
 """Sagas on a real three-node cluster against recording participants."""
 
+import re
+
 import pytest
 
 from coordinator.chaos.orders import order_saga, participants
@@ -42,6 +44,13 @@ async def test_the_order_saga_completes_with_one_effect_per_step(cluster):
         again = await c.submit_saga(order_saga("order-1"))
         assert again.state == "completed"
         assert len(effects_by_key(services.values())) == 4
+        # Each step's record names the fence its call carried, and how long it took.
+        succeeded = [r for r in saga.history if r["event"] == "step_succeeded"]
+        assert [r["step"] for r in succeeded] == ["create-order", "reserve", "charge", "ship"]
+        for record in succeeded:
+            assert re.fullmatch(r"[0-9]+:[0-9]+", record["fence"]) and record["fence"] == charge.fence, record
+            assert isinstance(record["duration_ms"], int) and record["duration_ms"] >= 0, record
+        assert all("fence" not in r for r in saga.history if r["event"] in ("started", "completed"))
 
 
 async def test_payment_declined_compensates_inventory_then_orders(cluster):
@@ -72,6 +81,9 @@ async def test_5xx_and_timeouts_are_retried_with_the_same_key_and_take_effect_on
         assert saga.state == "completed", saga.raw
         assert saga.step("reserve")["attempts"] == 3
         assert saga.step("charge")["attempts"] >= 2
+        # The duration spans every attempt: at least the first one's 0.3 s timeout.
+        [charged] = [r for r in saga.history if r["event"] == "step_succeeded" and r["step"] == "charge"]
+        assert charged["attempts"] >= 2 and charged["duration_ms"] >= 300, charged
         inventory_requests = [r for r in services["inventory"].service.requests if r.path == "/reservations"]
         assert {r.idempotency_key for r in inventory_requests} == {"flaky-1/reserve/action"}
         assert len(inventory_requests) == 3

@@ -3,6 +3,7 @@ each point: after some votes, after the decision, during phase 2."""
 
 import asyncio
 import contextlib
+import re
 import time
 
 import pytest
@@ -77,6 +78,18 @@ async def test_all_yes_commits_everywhere(cluster):
         assert {p["state"] for p in tx.participants} == {"committed"}
         assert phases(services, "t-commit") == {s: ["prepare", "commit"] for s in SERVICES}
         assert_one_effect_per_key(services)
+        # Each vote and acknowledgement names the fence its call carried, and how long it took.
+        calls = [r for r in tx.history if r["event"] in ("vote", "acknowledged")]
+        assert sorted((r["event"], r["service"]) for r in calls) == sorted(
+            (event, s) for event in ("vote", "acknowledged") for s in SERVICES
+        )
+        sent = {(r.idempotency_key, r.fence) for s in services.values() for r in s.service.requests}
+        for record in calls:
+            assert re.fullmatch(r"[0-9]+:[0-9]+", record["fence"]), record
+            phase = "prepare" if record["event"] == "vote" else record["phase"]
+            assert (f"t-commit/{record['service']}/{phase}", record["fence"]) in sent, record
+            assert isinstance(record["duration_ms"], int) and record["duration_ms"] >= 0, record
+        assert all("duration_ms" not in r for r in tx.history if r["event"] in ("started", "decided", "committed"))
 
 
 async def test_one_no_vote_aborts_every_participant(cluster):
