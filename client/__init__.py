@@ -25,7 +25,7 @@ from .errors import (
     Unavailable,
 )
 from .sync import SyncCoordinator
-from .types import ClusterInfo, NodeInfo, Saga, Service, Transaction
+from .types import ClusterInfo, NodeInfo, Saga, Service, Transaction, WorkflowPage
 
 __all__ = [
     "DEFAULT_ENDPOINTS",
@@ -50,6 +50,7 @@ __all__ = [
     "Timeout",
     "TooLarge",
     "Transaction",
+    "WorkflowPage",
     "Unauthorized",
     "Forbidden",
     "Unavailable",

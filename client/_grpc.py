@@ -55,6 +55,9 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
         return "SignalSaga", pb.SignalSagaRequest(id=args["id"], name=args["name"], payload_json=payload)
     if operation == "redrive_saga":
         return "RedriveSaga", pb.RedriveSagaRequest(id=args["id"])
+    if operation == "redrive_sagas" or args.get("filters"):
+        # The gRPC API has no filters, cursor or bulk redrive yet (README.md, "HTTP API").
+        raise ValueError(f"{operation}: list filters, paging and bulk redrive need the HTTP transport")
     verb, kind = operation.split("_", 1)  # submit|get|list _ saga|tx
     noun = {"saga": "Saga", "tx": "Transaction"}[kind]
     if verb == "submit":

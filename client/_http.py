@@ -61,6 +61,8 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
         return "POST", f"/v1/sagas/{_part(args['id'])}/signals/{_part(args['name'])}", args["payload"]
     if operation == "redrive_saga":
         return "POST", f"/v1/sagas/{_part(args['id'])}/redrive", None
+    if operation == "redrive_sagas":
+        return "POST", "/v1/sagas/redrive", args["body"]
     verb, kind = operation.split("_", 1)  # submit|get|list _ saga|tx
     collection = _COLLECTIONS[kind]
     if verb == "submit":
@@ -74,7 +76,8 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
         return "GET", f"/v1/{collection}/{_part(args['id'])}{query}", None
     if verb == "list":
         state = f"&state={_part(args['state'])}" if args["state"] else ""
-        return "GET", f"/v1/{collection}?limit={_part(args['limit'])}{state}", None
+        filters = "".join(f"&{name}={_part(value)}" for name, value in args.get("filters", {}).items())
+        return "GET", f"/v1/{collection}?limit={_part(args['limit'])}{state}{filters}", None
     raise AssertionError(f"no route for {operation}")
 
 

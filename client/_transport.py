@@ -54,12 +54,13 @@ OPERATIONS = {
     "service_outcomes": ("name", "after"),
     "submit_saga": ("definition",),
     "get_saga": ("id", "wait_s", "since"),
-    "list_saga": ("state", "limit"),
+    "list_saga": ("state", "limit", "filters"),
     "signal_saga": ("id", "name", "payload"),
     "redrive_saga": ("id",),
+    "redrive_sagas": ("body",),
     "submit_tx": ("definition",),
     "get_tx": ("id", "wait_s", "since"),
-    "list_tx": ("state", "limit"),
+    "list_tx": ("state", "limit", "filters"),
 }
 
 

@@ -24,7 +24,7 @@ from ._http import HttpTransport
 from ._transport import Transport, is_terminal
 from .errors import Timeout
 from .tls import ClientTls
-from .types import ClusterInfo, Saga, Service, Transaction
+from .types import ClusterInfo, Saga, Service, Transaction, WorkflowPage
 
 __all__ = ["Coordinator", "DEFAULT_ENDPOINTS", "DEFAULT_GRPC_ENDPOINTS", "TRANSPORTS", "endpoints_from_env"]
 
@@ -181,9 +181,58 @@ class Coordinator:
         async for data in self._states("saga", saga_id, timeout, every_change=True):
             yield Saga.from_json(data)
 
-    async def list_sagas(self, state: str | None = None, limit: int = 100) -> list[Saga]:
-        data = await self._transport.request("list_saga", {"state": state, "limit": limit})
-        return [Saga.from_json(s) for s in data["sagas"]]
+    async def list_sagas(self, state: str | None = None, limit: int = 100, **filters: Any) -> list[Saga]:
+        """Sagas by creation time; ``filters`` as :meth:`list_sagas_page`."""
+        return list((await self.list_sagas_page(state, limit, **filters)).items)
+
+    async def list_sagas_page(
+        self,
+        state: str | None = None,
+        limit: int = 100,
+        *,
+        service: str | None = None,
+        q: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        order: str = "asc",
+        after: str | None = None,
+        summary: bool = False,
+    ) -> WorkflowPage:
+        """One page of sagas: of ``state``, calling ``service``, whose id
+        contains ``q``, created in [``created_after``, ``created_before``)
+        (ISO-8601), oldest first (``order="desc"``: newest), after the cursor
+        ``after`` (a previous page's ``next``). ``summary``: summary dicts,
+        no history. The filters, order, cursor and summary need HTTP."""
+        args = _list_args(state, limit, service, q, created_after, created_before, order, after, summary)
+        data = await self._transport.request("list_saga", args)
+        items = data["sagas"] if summary else [Saga.from_json(s) for s in data["sagas"]]
+        return _page(data, items)
+
+    async def redrive_sagas(
+        self,
+        *,
+        service: str | None = None,
+        q: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        limit: int | None = None,
+        dry_run: bool = False,
+    ) -> dict:
+        """Redrive the oldest stuck sagas matching the filter (as
+        :meth:`list_sagas_page`), at most ``limit`` (the server's bound when
+        None), each one log entry; ``dry_run`` only says which. Answers
+        ``matched``, ``ids``, ``redriven``, ``remaining``, ``dry_run``. HTTP only."""
+        body: dict[str, Any] = {"dry_run": dry_run}
+        for name, value in (
+            ("service", service),
+            ("q", q),
+            ("created_after", created_after),
+            ("created_before", created_before),
+            ("limit", limit),
+        ):
+            if value is not None:
+                body[name] = value
+        return await self._transport.request("redrive_sagas", {"body": body})
 
     async def signal_saga(self, saga_id: str, name: str, payload: Any = None) -> dict:
         return await self._transport.request("signal_saga", {"id": saga_id, "name": name, "payload": payload})
@@ -208,9 +257,28 @@ class Coordinator:
         async for data in self._states("tx", tx_id, timeout, every_change=True):
             yield Transaction.from_json(data)
 
-    async def list_transactions(self, state: str | None = None, limit: int = 100) -> list[Transaction]:
-        data = await self._transport.request("list_tx", {"state": state, "limit": limit})
-        return [Transaction.from_json(t) for t in data["transactions"]]
+    async def list_transactions(self, state: str | None = None, limit: int = 100, **filters: Any) -> list[Transaction]:
+        """Transactions by creation time; ``filters`` as :meth:`list_sagas_page`."""
+        return list((await self.list_transactions_page(state, limit, **filters)).items)
+
+    async def list_transactions_page(
+        self,
+        state: str | None = None,
+        limit: int = 100,
+        *,
+        service: str | None = None,
+        q: str | None = None,
+        created_after: str | None = None,
+        created_before: str | None = None,
+        order: str = "asc",
+        after: str | None = None,
+        summary: bool = False,
+    ) -> WorkflowPage:
+        """As :meth:`list_sagas_page`, for transactions."""
+        args = _list_args(state, limit, service, q, created_after, created_before, order, after, summary)
+        data = await self._transport.request("list_tx", args)
+        items = data["transactions"] if summary else [Transaction.from_json(t) for t in data["transactions"]]
+        return _page(data, items)
 
     # -- the event stream ------------------------------------------------------------------------
     def events(
@@ -271,3 +339,32 @@ def _with_id(definition: Any) -> dict:
     raw = definition.build() if hasattr(definition, "build") else dict(definition)
     raw.setdefault("id", uuid.uuid4().hex)
     return raw
+
+
+def _list_args(
+    state: str | None,
+    limit: int,
+    service: str | None,
+    q: str | None,
+    created_after: str | None,
+    created_before: str | None,
+    order: str,
+    after: str | None,
+    summary: bool,
+) -> dict:
+    """The list operation's arguments; ``filters`` only what differs from a plain list."""
+    filters = {
+        "service": service,
+        "q": q,
+        "created_after": created_after,
+        "created_before": created_before,
+        "order": None if order == "asc" else order,
+        "after": after,
+        "view": "summary" if summary else None,
+    }
+    return {"state": state, "limit": limit, "filters": {k: v for k, v in filters.items() if v is not None}}
+
+
+def _page(data: dict, items: list) -> WorkflowPage:
+    # A node older than the filters answers the list alone.
+    return WorkflowPage(tuple(items), data.get("counts", {}), data.get("total", len(items)), data.get("next"))

@@ -11,6 +11,7 @@ __all__ = [
     "ClusterInfo",
     "Saga",
     "Transaction",
+    "WorkflowPage",
     "SAGA_TERMINAL_STATES",
     "TRANSACTION_TERMINAL_STATES",
 ]
@@ -132,3 +133,16 @@ class Transaction:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Transaction:
         return cls(decision=raw.get("decision"), participants=tuple(raw.get("participants", ())), **_common(raw))
+
+
+@dataclass(frozen=True, slots=True)
+class WorkflowPage:
+    """One page of a filtered list: ``items`` (Saga or Transaction, or the
+    summary dicts of ``view="summary"``), ``counts`` per state of those
+    matching every filter but the state, ``total`` matching every filter,
+    and ``next``: the cursor of the next page (``after=``), None on the last."""
+
+    items: tuple[Any, ...]
+    counts: dict[str, int]
+    total: int
+    next: str | None

@@ -420,8 +420,19 @@ def cmd_saga_show(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _filters(args: argparse.Namespace) -> dict:
+    """The list filters of the CLI flags that were given."""
+    given = {
+        "service": args.service,
+        "q": args.match,
+        "created_after": args.created_after,
+        "created_before": args.created_before,
+    }
+    return {k: v for k, v in given.items() if v is not None}
+
+
 def cmd_saga_list(args: argparse.Namespace) -> int:
-    sagas = _run_client(args, lambda c: c.list_sagas(args.state, args.limit))
+    sagas = _run_client(args, lambda c: c.list_sagas(args.state, args.limit, order=args.order, **_filters(args)))
     rows = [[s.id, s.state, s.created_at, s.updated_at] for s in sagas]
     print(_table(rows, ["ID", "STATE", "CREATED", "UPDATED"]))
     return EXIT_OK
@@ -438,8 +449,29 @@ def cmd_saga_signal(args: argparse.Namespace) -> int:
 
 
 def cmd_saga_redrive(args: argparse.Namespace) -> int:
-    answer = _run_client(args, lambda c: c.redrive_saga(args.id))
-    print(f"{args.id}: {answer['state']}")
+    filters = _filters(args)
+    bulk = args.stuck or filters or args.limit is not None or args.dry_run or args.yes
+    if (args.id is None) == (not bulk):
+        raise UsageError("coordinator saga redrive: give a saga ID, or --stuck with filters, not both")
+    if not bulk:
+        answer = _run_client(args, lambda c: c.redrive_saga(args.id))
+        print(f"{args.id}: {answer['state']}")
+        return EXIT_OK
+    if not args.stuck:
+        raise UsageError("coordinator saga redrive: the bulk form redrives stuck sagas: add --stuck")
+    preview = _run_client(args, lambda c: c.redrive_sagas(limit=args.limit, dry_run=True, **filters))
+    shown = ", ".join(preview["ids"][:10]) + (", ..." if len(preview["ids"]) > 10 else "")
+    print(f"{preview['matched']} stuck saga(s) match; this call would redrive {len(preview['ids'])}: {shown or '-'}")
+    if args.dry_run or not preview["ids"]:
+        return EXIT_OK
+    if not args.yes:
+        if not sys.stdin.isatty():
+            raise UsageError("coordinator saga redrive: not a terminal to confirm on; add --yes")
+        if input(f"redrive {len(preview['ids'])} saga(s)? [y/N] ").strip().lower() not in ("y", "yes"):
+            print("nothing redriven")
+            return EXIT_OK
+    answer = _run_client(args, lambda c: c.redrive_sagas(limit=len(preview["ids"]), **filters))
+    print(f"redriven {answer['redriven']} of {answer['matched']} matching; {answer['remaining']} left for another call")
     return EXIT_OK
 
 
@@ -552,6 +584,13 @@ def _positive_int(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="coordinator", description="A Raft-replicated saga and 2PC coordinator.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    def with_filters(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--service", help="only workflows calling this service")
+        p.add_argument("--match", metavar="TEXT", help="only ids containing TEXT")
+        p.add_argument("--created-after", metavar="TIME", help="ISO-8601, e.g. 2026-12-04T14:00:00Z")
+        p.add_argument("--created-before", metavar="TIME", help="ISO-8601, exclusive")
+        return p
 
     def with_endpoints(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
         p.add_argument("--endpoints", help="URL,URL,... (else $COORDINATOR_ENDPOINTS, else the local defaults)")
@@ -690,14 +729,28 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["started", "running", "completed", "failed", "timed_out", "compensating", "compensated", "stuck"],
     )
     listing.add_argument("--limit", type=_positive_int, default=100)
+    listing.add_argument("--order", choices=["asc", "desc"], default="asc", help="by creation time")
+    with_filters(listing)
     listing.set_defaults(run=cmd_saga_list)
     signal_parser = with_endpoints(saga_commands.add_parser("signal", help="send a signal to an await step"))
     signal_parser.add_argument("id")
     signal_parser.add_argument("name")
     signal_parser.add_argument("payload", nargs="?", help="JSON payload")
     signal_parser.set_defaults(run=cmd_saga_signal)
-    redrive = with_endpoints(saga_commands.add_parser("redrive", help="resume compensating a stuck saga"))
-    redrive.add_argument("id")
+    redrive = with_endpoints(
+        saga_commands.add_parser(
+            "redrive",
+            help="resume compensating a stuck saga, or (--stuck) every stuck saga a filter selects",
+            description="coordinator saga redrive ID, or coordinator saga redrive --stuck [filters] "
+            "[--limit N] [--dry-run] [--yes]: a preview first, then a confirmation (or --yes).",
+        )
+    )
+    redrive.add_argument("id", nargs="?")
+    redrive.add_argument("--stuck", action="store_true", help="the bulk form: stuck sagas matching the filters")
+    with_filters(redrive)
+    redrive.add_argument("--limit", type=_positive_int, help="at most this many (the server bounds it too)")
+    redrive.add_argument("--dry-run", action="store_true", help="only say which sagas would be redriven")
+    redrive.add_argument("--yes", action="store_true", help="no confirmation")
     redrive.set_defaults(run=cmd_saga_redrive)
 
     transactions = commands.add_parser("tx", help="two-phase commit transactions")

@@ -50,6 +50,7 @@ if TYPE_CHECKING:  # pragma: no cover - what the lazy names below resolve to
         Transaction,
         Unauthorized,
         Unavailable,
+        WorkflowPage,
     )
 
 __all__ = [
@@ -78,6 +79,7 @@ __all__ = [
     "Transaction",
     "Unauthorized",
     "Unavailable",
+    "WorkflowPage",
 ]
 
 

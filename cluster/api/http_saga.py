@@ -8,6 +8,7 @@ from aiohttp import web
 from coordinator.cluster.api import operations
 from coordinator.cluster.api.http_node import request_by, request_node
 from coordinator.cluster.api.operations import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
+from coordinator.cluster.api.selection import FILTER_FIELDS
 
 __all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_LIMIT_MAX", "WAIT_S_MAX"]
 
@@ -43,7 +44,15 @@ async def get_saga(request: web.Request) -> web.Response:
 async def list_sagas(request: web.Request) -> web.Response:
     query = request.query
     views = await operations.list_workflows(
-        request_node(request), "saga", state=query.get("state"), limit=query.get("limit"), stale=query.get("stale")
+        request_node(request),
+        "saga",
+        state=query.get("state"),
+        limit=query.get("limit"),
+        stale=query.get("stale"),
+        filters={name: query.get(name) for name in FILTER_FIELDS},
+        order=query.get("order"),
+        after=query.get("after"),
+        view=query.get("view"),
     )
     return web.json_response(views)
 
@@ -63,6 +72,12 @@ async def redrive_saga(request: web.Request) -> web.Response:
     return web.json_response(answer, status=202)
 
 
+async def redrive_sagas(request: web.Request) -> web.Response:
+    """Redrive the stuck sagas a filter selects (operations.redrive_sagas)."""
+    answer = await operations.redrive_sagas(request_node(request), await request.read(), by=request_by(request))
+    return web.json_response(answer)
+
+
 async def service_outcomes(request: web.Request) -> web.Response:
     query = request.query
     answer = await operations.service_outcomes(
@@ -78,6 +93,7 @@ async def service_outcomes(request: web.Request) -> web.Response:
 def add_saga_routes(app: web.Application) -> None:
     app.router.add_post("/v1/sagas", submit_saga)
     app.router.add_get("/v1/sagas", list_sagas)
+    app.router.add_post("/v1/sagas/redrive", redrive_sagas)
     app.router.add_get("/v1/sagas/{id}", get_saga)
     app.router.add_post("/v1/sagas/{id}/signals/{name}", signal_saga)
     app.router.add_post("/v1/sagas/{id}/redrive", redrive_saga)

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from coordinator import saga, twopc
 from coordinator.cluster.api.operations import (
+    BULK_REDRIVE_MAX,
     JSON_DEPTH_MAX,
     LIST_LIMIT_DEFAULT,
     LIST_LIMIT_MAX,
@@ -29,6 +30,7 @@ from coordinator.cluster.api.operations import (
     WAIT_S_MAX,
 )
 from coordinator.cluster.api.roles import http_role
+from coordinator.cluster.api.selection import ID_TEXT_CHARS_MAX
 from coordinator.cluster.core.config import HTTP_BODY_BYTES_DEFAULT
 from coordinator.cluster.stores.registry import URL_CHARS_MAX
 from coordinator.cluster.stores.requests import REQUEST_ID_PATTERN
@@ -396,6 +398,18 @@ def _view_schemas() -> dict:
         "*",
     )
     saga_state = _enum(saga.SagaStatus)
+    summary_base = {
+        "id": _STRING,
+        "services": {"type": "array", "items": _STRING},
+        "created_at": _TIME,
+        "updated_at": _TIME,
+    }
+    saga_summary = _obj(
+        {**summary_base, "state": saga_state, "failure": saga_object["properties"]["failure"], "steps": _COUNT}, "*"
+    )
+    tx_summary = _obj(
+        {**summary_base, "state": _enum(twopc.TxStatus), "decision": _null_or(_enum(twopc.Decision))}, "*"
+    )
     return {
         "Service": service,
         "ServiceList": _obj({"services": {"type": "array", "items": _ref("Service")}}, "*"),
@@ -426,12 +440,59 @@ def _view_schemas() -> dict:
             "*",
         ),
         "Saga": saga_object,
-        "SagaList": _obj({"sagas": {"type": "array", "items": _ref("Saga")}}, "*"),
+        "SagaList": _list("sagas", "Saga", saga_summary),
+        "BulkRedriveRequest": _obj(
+            {
+                "state": {"type": "string", "enum": ["stuck"], "default": "stuck"},
+                "service": _STRING,
+                "q": {"type": "string", "maxLength": ID_TEXT_CHARS_MAX},
+                "created_after": _TIME,
+                "created_before": _TIME,
+                "limit": {"type": "integer", "minimum": 1, "maximum": BULK_REDRIVE_MAX},
+                "dry_run": _BOOLEAN,
+            }
+        ),
+        "BulkRedrive": _obj(
+            {
+                "matched": _COUNT,
+                "ids": {"type": "array", "items": _STRING},
+                "redriven": _COUNT,
+                "remaining": _COUNT,
+                "dry_run": _BOOLEAN,
+            },
+            "*",
+        ),
         "SignalAccepted": _obj({"id": _STRING, "signal": _STRING, "state": saga_state, "changed": _BOOLEAN}, "*"),
         "RedriveAccepted": _obj({"id": _STRING, "state": saga_state}, "*"),
         "Transaction": transaction,
-        "TransactionList": _obj({"transactions": {"type": "array", "items": _ref("Transaction")}}, "*"),
+        "TransactionList": _list("transactions", "Transaction", tx_summary),
     }
+
+
+_LIST_PARAMS = (
+    "ListService",
+    "ListText",
+    "CreatedAfter",
+    "CreatedBefore",
+    "Order",
+    "ListAfter",
+    "ListView",
+    "Limit",
+    "Stale",
+)
+
+
+def _list(key: str, full: str, summary: dict) -> dict:
+    """A page of a list: its items (full objects, or summaries with view=summary), counts, total, next."""
+    return _obj(
+        {
+            key: {"type": "array", "items": {"anyOf": [_ref(full), summary]}},
+            "counts": {"type": "object", "additionalProperties": _COUNT},
+            "total": _COUNT,
+            "next": _null_or(_STRING),
+        },
+        "*",
+    )
 
 
 def _error_schema(codes: list[str], **extra: dict) -> dict:
@@ -579,6 +640,17 @@ def _parameters() -> dict:
             "Long-poll up to this many seconds until the workflow is terminal (on the leader).",
         ),
         "Limit": limit(LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX),
+        "ListService": query("service", _STRING, "Only workflows whose definition calls this service."),
+        "ListText": query("q", {"type": "string", "maxLength": ID_TEXT_CHARS_MAX}, "Only ids containing this text."),
+        "CreatedAfter": query("created_after", _TIME, "Only workflows created at or after this time."),
+        "CreatedBefore": query("created_before", _TIME, "Only workflows created before this time."),
+        "Order": query("order", {"type": "string", "enum": ["asc", "desc"], "default": "asc"}, "By creation time."),
+        "ListAfter": query("after", _STRING, "The next cursor of the previous page (same filters and order)."),
+        "ListView": query(
+            "view",
+            {"type": "string", "enum": ["full", "summary"], "default": "full"},
+            "summary: id, state, services, times and failure (saga) or decision (transaction), no history.",
+        ),
         "OutcomesLimit": limit(OUTCOMES_LIMIT_MAX, OUTCOMES_LIMIT_MAX),
         "After": query(
             "after",
@@ -777,7 +849,24 @@ def _paths() -> dict:
                 write + " 409 413",
                 body=_body(_ref("SagaDefinition"), "Every action step's service must be registered (HTTP)."),
             ),
-            "get": _op("listSagas", "Sagas in creation order.", ok("SagaList"), read, ("SagaState", "Limit", "Stale")),
+            "get": _op(
+                "listSagas",
+                "Sagas by creation time (oldest first unless order=desc), filtered, one page; "
+                "counts per state, total and the next page's cursor.",
+                ok("SagaList"),
+                read,
+                ("SagaState", *_LIST_PARAMS),
+            ),
+        },
+        "/v1/sagas/redrive": {
+            "post": _op(
+                "redriveSagas",
+                "Redrive the oldest stuck sagas matching a filter, at most limit, one log entry each "
+                "(as a single redrive); dry_run previews. A saga no longer stuck is left alone.",
+                ok("BulkRedrive"),
+                "307 400 413 415 503",
+                body=_body(_ref("BulkRedriveRequest"), "The filter; all fields optional.", required=False),
+            )
         },
         "/v1/sagas/{id}": {
             "parameters": [{"$ref": "#/components/parameters/SagaId"}],
@@ -820,7 +909,7 @@ def _paths() -> dict:
                 "Transactions in creation order.",
                 ok("TransactionList"),
                 read,
-                ("TransactionState", "Limit", "Stale"),
+                ("TransactionState", *_LIST_PARAMS),
             ),
         },
         "/v1/transactions/{id}": {

@@ -24,12 +24,14 @@ import math
 import re
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 from urllib.parse import urlsplit
 
 from coordinator import saga, twopc
+from coordinator.cluster.api.selection import format_cursor, parse_cursor, parse_filter
 from coordinator.cluster.core.config import NodeAddress
 from coordinator.cluster.core.errors import (
     ApiError,
@@ -45,6 +47,7 @@ from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import literal_address
 from coordinator.cluster.core.node import Node
 from coordinator.cluster.stores.admission import check_admission
+from coordinator.cluster.stores.listing import select
 from coordinator.cluster.stores.registry import (
     REMOTE_CHARS_MAX,
     InvalidService,
@@ -67,6 +70,7 @@ from coordinator.saga import limits as saga_limits
 
 __all__ = [
     "JSON_DEPTH_MAX",
+    "BULK_REDRIVE_MAX",
     "LIST_LIMIT_DEFAULT",
     "LIST_LIMIT_MAX",
     "OUTCOMES_LIMIT_MAX",
@@ -90,6 +94,7 @@ __all__ = [
     "propose",
     "put_service",
     "redrive_saga",
+    "redrive_sagas",
     "require_leader",
     "service_name",
     "service_outcomes",
@@ -533,6 +538,10 @@ async def _long_poll(
     return view
 
 
+LIST_VIEWS = ("full", "summary")
+ORDERS = ("asc", "desc")
+
+
 async def list_workflows(
     node: Node,
     kind_name: str,
@@ -540,15 +549,56 @@ async def list_workflows(
     state: str | None = None,
     limit: int | str | None = None,
     stale: bool | str | None = None,
+    filters: Mapping[str, Any] | None = None,
+    order: str | None = None,
+    after: str | None = None,
+    view: str | None = None,
 ) -> dict:
+    """One page of workflows by (created_at, id), oldest first unless
+    ``order`` is ``desc``; ``filters``: service, q (id contains),
+    created_after, created_before (cluster/api/selection.py); ``after``:
+    the ``next`` of the previous page. The answer adds ``counts`` (per state,
+    of those matching every filter but the state), ``total`` and ``next``."""
     kind = _kind(kind_name)
-    if state is not None and state not in kind.states:
-        raise InvalidInput("state", f"must be one of {', '.join(sorted(kind.states))}")
+    where = parse_filter(filters or {}, state, kind.states)
     limit = int(parse_number("limit", limit, LIST_LIMIT_DEFAULT, 1, LIST_LIMIT_MAX))
+    order = "asc" if order is None else order
+    view = "full" if view is None else view
+    if order not in ORDERS:
+        raise InvalidInput("order", "must be asc or desc")
+    if view not in LIST_VIEWS:
+        raise InvalidInput("view", "must be full or summary")
+    cursor = parse_cursor(after)
     await linearizable(node, stale)
     store = kind.store(node)
     with node.log.reading():
-        return {kind.plural: [store.model.to_api(w) for w in store.items.listed(state, limit)]}
+        page = select(
+            store.items.rows(), where, statuses=kind.states, limit=limit, descending=order == "desc", after=cursor
+        )
+        states = [store.items[workflow_id] for workflow_id in page.ids]
+        render = store.model.to_api if view == "full" else partial(_summary_view, store)
+        items = [render(w) for w in states]
+    return {kind.plural: items, "counts": page.counts, "total": page.total, "next": format_cursor(page.next)}
+
+
+def _summary_view(store: WorkflowStore, state: Any) -> dict:
+    """A list row: what a dashboard shows of a workflow without its history."""
+    view = {
+        "id": store.state_id(state),
+        "state": str(getattr(state.status, "value", state.status)),
+        "services": list(store.services_of(state.definition)),
+        "created_at": _iso(state.created_at_ms),
+        "updated_at": _iso(state.updated_at_ms),
+    }
+    if hasattr(state, "steps"):
+        failure = state.failure
+        view["failure"] = (
+            None if failure is None else {"reason": failure.reason.value, "step": failure.step, "error": failure.error}
+        )
+        view["steps"] = len(state.steps)
+    else:
+        view["decision"] = None if state.decision is None else str(state.decision)
+    return view
 
 
 async def watch_workflow(
@@ -604,6 +654,55 @@ async def signal_saga(node: Node, saga_id: str, name: str, raw: bytes | str, *, 
     require_leader(node)
     value = await propose(node, "saga.signal", {"id": saga_id, "name": name, "payload": payload, "by": by})
     return {"id": saga_id, "signal": name, "state": value["state"], "changed": value["changed"]}
+
+
+BULK_REDRIVE_MAX = 100  # sagas one bulk redrive call redrives at most
+BULK_FIELDS = frozenset({"state", "service", "q", "created_after", "created_before", "limit", "dry_run"})
+
+
+async def redrive_sagas(node: Node, raw: bytes | str, *, by: str | None = None) -> dict:
+    """``POST /v1/sagas/redrive``: redrive the oldest stuck sagas matching a
+    filter (the JSON body: state, service, q, created_after, created_before,
+    limit, dry_run), at most ``limit`` (default and bound BULK_REDRIVE_MAX),
+    one ``saga.redrive`` log entry each, as a single redrive writes it.
+    Idempotent in effect: a saga no longer stuck when its entry applies is
+    left alone and not counted. With ``dry_run``, nothing is proposed: the
+    answer says which it would redrive."""
+    body = parse_json(node, raw) if raw else {}
+    if not isinstance(body, dict):
+        raise InvalidInput("body", "must be a JSON object")
+    unknown = sorted(set(body) - BULK_FIELDS)
+    if unknown:
+        raise InvalidInput(unknown[0], f"unknown field; known: {', '.join(sorted(BULK_FIELDS))}")
+    state = body.get("state", saga.SagaStatus.STUCK.value)
+    if state != saga.SagaStatus.STUCK.value:
+        raise InvalidInput("state", "a redrive applies to stuck sagas only: stuck")
+    where = parse_filter(body, state, WORKFLOW_KINDS["saga"].states)
+    limit = body.get("limit", BULK_REDRIVE_MAX)
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= BULK_REDRIVE_MAX:
+        raise InvalidInput("limit", f"must be an integer from 1 to {BULK_REDRIVE_MAX}")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidInput("dry_run", "must be true or false")
+    require_leader(node)
+    await linearizable(node, False)
+    with node.log.reading():
+        page = select(node.state.sagas.items.rows(), where, statuses=WORKFLOW_KINDS["saga"].states, limit=limit)
+    redriven = 0
+    if not dry_run:
+        for saga_id in page.ids:
+            try:
+                value = await propose(node, "saga.redrive", {"id": saga_id, "by": by})
+            except Conflict:  # no longer stuck: redriven by someone else meanwhile, or done
+                continue
+            redriven += bool(value.get("changed"))
+    return {
+        "matched": page.total,
+        "ids": page.ids,
+        "redriven": redriven,
+        "remaining": page.total - len(page.ids),
+        "dry_run": dry_run,
+    }
 
 
 async def redrive_saga(node: Node, saga_id: str, *, by: str | None = None) -> dict:

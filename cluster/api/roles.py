@@ -52,6 +52,7 @@ HTTP_ROLES: dict[tuple[str, str], Role | _Open] = {
     ("GET", "/v1/sagas/{id}"): READ,
     ("POST", "/v1/sagas/{id}/signals/{name}"): OPERATE,
     ("POST", "/v1/sagas/{id}/redrive"): OPERATE,
+    ("POST", "/v1/sagas/redrive"): OPERATE,
     ("POST", "/v1/transactions"): SUBMIT,
     ("GET", "/v1/transactions"): READ,
     ("GET", "/v1/transactions/{id}"): READ,

@@ -26,7 +26,7 @@ limits bound them meanwhile (saga/limits.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Generic
 
 from coordinator.cluster.stores.model import D, S, WorkflowModel
@@ -40,13 +40,18 @@ WORKFLOW_OVERHEAD_BYTES = 1024
 
 
 class KeptWorkflows(Generic[D, S]):
-    def __init__(self, model: WorkflowModel[D, S]) -> None:
+    def __init__(
+        self, model: WorkflowModel[D, S], services_of: Callable[[D], tuple[str, ...]] = lambda definition: ()
+    ) -> None:
         self._model = model
+        self._services_of = services_of  # the services a definition calls, sorted
         self._kept: dict[str, S | bytes] = {}  # id -> state object (unfinished) or bytes (terminal)
         self.active: set[str] = set()  # ids of the unfinished ones
-        # id of a terminal workflow -> (created_at_ms, updated_at_ms, status): for
-        # retention and listing without decoding.
-        self._summary: dict[str, tuple[int, int, str]] = {}
+        # id of a terminal workflow -> (created_at_ms, updated_at_ms, status, services):
+        # for retention, listing and filtering without decoding (a tuple of
+        # strings: nothing the garbage collector tracks).
+        self._summary: dict[str, tuple[int, int, str, tuple[str, ...]]] = {}
+        self._services_seen: dict[tuple[str, ...], tuple[str, ...]] = {}
         self.bytes = 0  # charged for the state budget, all kept workflows
         self._charged: dict[str, int] = {}
         self._definition_bytes: dict[str, int] = {}  # of the unfinished ones
@@ -73,7 +78,9 @@ class KeptWorkflows(Generic[D, S]):
         self._kept[workflow_id] = value = packed if packed is not None else pack(self._model.state_to_dict(state))
         self._charge(workflow_id, len(value))
         self._definition_bytes.pop(workflow_id, None)
-        self._summary[workflow_id] = (state.created_at_ms, state.updated_at_ms, state.status.value)
+        services = self._services_of(state.definition)
+        services = self._services_seen.setdefault(services, services)  # one tuple per set of services
+        self._summary[workflow_id] = (state.created_at_ms, state.updated_at_ms, state.status.value, services)
         self.active.discard(workflow_id)
 
     def __delitem__(self, workflow_id: str) -> None:
@@ -111,16 +118,19 @@ class KeptWorkflows(Generic[D, S]):
         """(updated_at_ms, id) of every terminal workflow."""
         return [(summary[1], workflow_id) for workflow_id, summary in self._summary.items()]
 
-    def listed(self, status: str | None, limit: int) -> list[S]:
-        """The first ``limit`` states by (created_at_ms, id), of one status or all."""
-        keys = []
+    def rows(self) -> Iterator[tuple[int, str, str, tuple[str, ...]]]:
+        """(created_at_ms, id, status, services) of every kept workflow, none
+        decoded (cluster/stores/listing.py selects from them)."""
         for workflow_id, value in self._kept.items():
             if isinstance(value, bytes):
-                created_at_ms, _, state_status = self._summary[workflow_id]
+                created_at_ms, _, status, services = self._summary[workflow_id]
+                yield created_at_ms, workflow_id, status, services
             else:
-                created_at_ms, state_status = value.created_at_ms, value.status.value
-            if status is None or state_status == status:
-                keys.append((created_at_ms, workflow_id))
+                yield value.created_at_ms, workflow_id, value.status.value, self._services_of(value.definition)
+
+    def listed(self, status: str | None, limit: int) -> list[S]:
+        """The first ``limit`` states by (created_at_ms, id), of one status or all."""
+        keys = [(created, workflow_id) for created, workflow_id, s, _ in self.rows() if status is None or s == status]
         keys.sort()
         return [self[workflow_id] for _, workflow_id in keys[:limit]]
 

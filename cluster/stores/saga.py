@@ -46,6 +46,10 @@ class SagaStore(WorkflowStore[machine.SagaDefinition, machine.SagaState]):
     def state_id(state: machine.SagaState) -> str:
         return state.id
 
+    @staticmethod
+    def services_of(definition: machine.SagaDefinition) -> tuple[str, ...]:
+        return tuple(sorted({s.service for s in definition.steps if isinstance(s, machine.ActionStep)}))
+
     # -- commands ------------------------------------------------------------------
     def event(self, index: int, at_ms: int, body: Any) -> dict:
         saga_id, state = self.lookup(body)

@@ -49,6 +49,10 @@ class TransactionStore(WorkflowStore[machine.TransactionDefinition, machine.TxSt
     def state_id(state: machine.TxState) -> str:
         return state.tx_id
 
+    @staticmethod
+    def services_of(definition: machine.TransactionDefinition) -> tuple[str, ...]:
+        return tuple(sorted(definition.services))
+
     def event(self, index: int, at_ms: int, body: Any) -> dict:
         tx_id, state = self.lookup(body)
         try:

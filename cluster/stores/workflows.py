@@ -36,7 +36,7 @@ class WorkflowStore(Generic[D, S]):
         # (Raft log compaction, on PySyncObj's tick thread, where a long stall
         # costs heartbeats) reuses their bytes, and the garbage collector
         # never walks them.
-        self.items = KeptWorkflows(self.model)
+        self.items = KeptWorkflows(self.model, self.services_of)
         # The bytes charged to the whole state (cluster/stores/admission.py); the
         # cluster state sets it to count every store.
         self.charged_bytes: Callable[[], int] = lambda: self.items.bytes
@@ -48,6 +48,11 @@ class WorkflowStore(Generic[D, S]):
 
     @staticmethod
     def state_id(state: S) -> str:
+        raise NotImplementedError
+
+    @staticmethod
+    def services_of(definition: D) -> tuple[str, ...]:
+        """The services a definition calls, sorted (for listing by service)."""
         raise NotImplementedError
 
     @staticmethod
@@ -115,7 +120,7 @@ class WorkflowStore(Generic[D, S]):
         return self.items.packed()
 
     def restore_packed(self, packed: list) -> None:
-        self.items = KeptWorkflows(self.model)
+        self.items = KeptWorkflows(self.model, self.services_of)
         for data in packed:
             if not isinstance(data, bytes):
                 raise ValueError("a kept workflow in a snapshot must be msgpack bytes")

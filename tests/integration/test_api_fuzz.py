@@ -205,6 +205,11 @@ BODIES = {
         _one_bad_slot, st.just(_TX), st.just(_TX_FIELDS), HOSTILE_VALUES, st.sampled_from(sorted(_TX_FIELDS))
     ),
     "POST /v1/sagas/{id}/signals/{name}": HOSTILE_VALUES.map(str.encode),
+    "POST /v1/sagas/redrive": st.builds(
+        lambda field, v: b'{"dry_run": true, "%s": %s}' % (field.encode(), v.encode()),
+        st.sampled_from(["state", "service", "q", "created_after", "created_before", "limit", "dry_run", "zz"]),
+        HOSTILE_VALUES,
+    ),
 }
 ANY_BODY = st.one_of(
     st.sampled_from(
@@ -227,10 +232,16 @@ ANY_BODY = st.one_of(
 PATH_VALUES = {
     "name": st.sampled_from([*SERVICES, "go", "nothing"]),
     "id": st.sampled_from(["fuzz-saga", "fuzz-await", "fuzz-tx", "nothing"]),
+    "file": st.sampled_from(["app.js", "app.css", "index.html", "nothing.js", "..%2Fhttp_ui.py"]),
 }
 PATH_TEXT = st.one_of(st.text(max_size=200), st.sampled_from(["", "%", "..", "a" * 129, "0" * 64, "\x00", "é", "a/b"]))
 QUERIES = st.dictionaries(
-    st.sampled_from(["stale", "wait", "since", "limit", "after", "state", "x"]),
+    st.sampled_from(
+        [
+            *("stale", "wait", "since", "limit", "after", "state", "x", "service", "q"),
+            *("created_after", "created_before", "order", "view", "definition"),
+        ]
+    ),
     st.sampled_from(["true", "false", "1", "-1", "0.5", "1e9", "nan", "inf", "", "60.0001", "running"])
     | st.text(max_size=20),
     max_size=4,
@@ -248,13 +259,17 @@ def _matches(template: str, path: str) -> bool:
 
 
 def documented_statuses(document: dict, method: str, path: str) -> set[int]:
+    """As aiohttp routes: of every template the path matches, the first one
+    with this method (``/v1/sagas/redrive`` is POST's own, and GET's saga
+    "redrive"); 405 when one matches but none has the method."""
+    matched = False
     for template, item in document["paths"].items():
         if _matches(template, path):
+            matched = True
             operation = item.get(method.lower())
-            if operation is None:
-                return {405}
-            return {int(status) for status in operation["responses"]}
-    return {404}
+            if operation is not None:
+                return {int(status) for status in operation["responses"]}
+    return {405} if matched else {404}
 
 
 def _segment(text: str) -> str:

@@ -69,6 +69,7 @@ EXPECTED_HTTP = {
     ("POST", "/v1/transactions"): SUBMIT,
     ("POST", "/v1/sagas/{id}/signals/{name}"): OPERATE,
     ("POST", "/v1/sagas/{id}/redrive"): OPERATE,
+    ("POST", "/v1/sagas/redrive"): OPERATE,
     ("PUT", "/v1/services/{name}"): ADMIN,
     ("DELETE", "/v1/services/{name}"): ADMIN,
 }
