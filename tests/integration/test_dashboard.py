@@ -263,7 +263,7 @@ async def test_a_submitted_saga_shows_within_2_s_and_its_calls_animate_on_the_to
     await tab.wait("return document.querySelector('#feed li[data-workflow=\"ui-happy\"]')", APPEARS_S)
     assert time.monotonic() - submitted <= APPEARS_S
     await tab.wait("return window.packets.includes('[STEP 1] create-order')")
-    await tab.shot("topology.png")
+    await tab.shot("topology-first-call.png")
     await local.client.wait_saga("ui-happy", timeout=WAIT_S)
     await tab.wait("return window.packets.includes('[OK] schedule-shipping')")
     packets = await tab.js("return window.packets")
@@ -286,11 +286,22 @@ async def test_a_submitted_saga_shows_within_2_s_and_its_calls_animate_on_the_to
 
 async def test_a_declined_payment_shows_its_compensations_in_reverse_order(local, page):
     _, followers = await leader_and_followers(local)
-    saga = await local.client.submit_saga(demo_saga("ui-declined", card="declined"))
-    saga = await local.client.wait_saga(saga.id, timeout=WAIT_S)
-    assert saga.state == "compensated"
     tab = await page()
-    await live(tab, local.url(followers[1]) + "/ui/#/saga/ui-declined")
+    await live(tab, local.url(followers[1]) + "/ui/#/topology")
+    await local.client.submit_saga(demo_saga("ui-declined", card="declined"))
+    # the compensations animate too, in their own colour
+    await tab.wait("return document.querySelector('#topology .packet.comp')")
+    await tab.shot("topology.png")
+    saga = await local.client.wait_saga("ui-declined", timeout=WAIT_S)
+    assert saga.state == "compensated"
+    feed = await tab.wait(
+        "const lines = [...document.querySelectorAll('#feed li[data-workflow=\"ui-declined\"]')]"
+        ".map((li) => li.textContent); return lines.some((l) => l.includes('[DONE]')) && lines"
+    )
+    compensations = [line for line in reversed(feed) if "[COMPENSATE]" in line]
+    assert [c.split("[COMPENSATE] ")[1].split(" ")[0] for c in compensations] == ["reserve-inventory", "create-order"]
+    assert any("[DECLINED] charge-payment" in line for line in feed)
+    await tab.js("window.location.hash = '#/saga/ui-declined'")
     await tab.wait(
         "return document.getElementById('wf-state') && document.getElementById('wf-state').textContent === 'compensated'"
     )
@@ -345,6 +356,47 @@ async def test_redrive_from_the_page_is_refused_to_a_read_token_and_works_with_o
     redrives = [r for r in history if r["event"] == "redrive"]
     assert len(redrives) == 1 and redrives[0]["by"] == "operator"
     assert await tab.js("return document.getElementById('wf-redrive').hidden")
+
+
+async def test_bulk_redrive_by_filter_previews_confirms_and_redrives(local, page):
+    _, followers = await leader_and_followers(local)
+    local.shop.mended = False
+    for n in (1, 2):
+        await local.client.submit_saga(stuck_saga(f"ui-bulk-{n}"))
+    for n in (1, 2):
+        deadline = time.monotonic() + WAIT_S
+        while (await local.client.get_saga(f"ui-bulk-{n}")).state != "stuck":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+    local.shop.mended = True
+    tab = await page(OPERATOR)
+    await live(tab, local.url(followers[1]) + "/ui/#/workflows")
+    # filters: the shop's stuck sagas whose id has "ui-bulk"; the stuck chip counts them
+    await tab.js(
+        "const s = document.getElementById('f-service'); s.value = 'shop'; s.dispatchEvent(new Event('change'))"
+    )
+    await tab.call(tab.driver.find_element(By.ID, "f-q").send_keys, "ui-bulk")
+    await tab.wait("return document.querySelector('#counts .chip[data-state=\"stuck\"]')?.textContent === 'stuck 2'")
+    await tab.js("document.querySelector('#counts .chip[data-state=\"stuck\"]').click()")
+    await tab.wait("return document.querySelectorAll('#workflows tbody tr').length === 2")
+    await tab.shot("workflows.png")
+    await tab.click("bulk-redrive")
+    await tab.wait("return document.getElementById('confirm-dialog').open")
+    text = await tab.text("confirm-text")
+    assert text.startswith("2 stuck saga(s) match. Redrive 2 now"), text
+    for n in (1, 2):  # the preview changed nothing
+        assert (await local.client.get_saga(f"ui-bulk-{n}")).state == "stuck"
+    await tab.click("confirm-ok")
+    result = await tab.wait("return document.getElementById('bulk-result').textContent")
+    assert result == "redriven 2 of 2; 0 left", result
+    for n in (1, 2):
+        deadline = time.monotonic() + WAIT_S
+        while (saga := await local.client.get_saga(f"ui-bulk-{n}")).state != "compensated":
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.1)
+        assert [r.get("by") for r in saga.history if r["event"] == "redrive"] == ["operator"]
+    await tab.wait("return document.querySelector('#counts .chip[data-state=\"stuck\"]')?.textContent === 'stuck 0'")
+    assert await tab.errors() == []
 
 
 async def test_the_page_moves_to_another_node_when_its_own_dies(local, page):

@@ -378,18 +378,22 @@ function describe(event) {
     app.stepServices.set(`${event.workflow}/${c.step}`, c.service);
     const labels = { action: `[STEP ${c.number}] ${c.step}`, compensation: `[COMPENSATE] ${c.step}`, prepare: `[PREPARE] ${c.service}`, commit: `[COMMIT] ${c.service}`, abort: `[ABORT] ${c.service}` };
     const tone = c.phase === "compensation" || c.phase === "abort" ? "comp" : "call";
-    return { label: labels[c.phase] || `[${c.phase}] ${c.step}`, tone, service: c.service, out: true, who };
+    const label = labels[c.phase] || `[${c.phase}] ${c.step}`;
+    return { label, short: label, tone, service: c.service, out: true, who, call: true };
   }
   const service = r.service || app.stepServices.get(`${event.workflow}/${r.step}`);
   const step = r.step || r.service || "";
+  const reason = r.error ? `: ${r.error}` : "";
+  // a call's outcome travels back from its service (call: true); other records only go to the feed
+  const back = (label, tone, detail = "") => ({ label: label + detail, short: label, tone, service, who, call: true });
   switch (event.type) {
-    case "step_succeeded": return { label: `[OK] ${step}`, tone: "ok", service, who };
-    case "step_failed": return { label: `[DECLINED] ${step}${r.error ? ": " + r.error : ""}`, tone: "bad", service, who };
-    case "step_unknown": return { label: `[UNKNOWN] ${step}`, tone: "warn", service, who };
-    case "compensation_succeeded": return { label: `[COMPENSATED] ${step}`, tone: "comp", service, who };
-    case "stuck": return { label: `[STUCK] ${step}${r.error ? ": " + r.error : ""}`, tone: "bad", service, who };
-    case "vote": return { label: `[VOTE ${String(r.vote || "").toUpperCase()}] ${r.service}`, tone: r.vote === "yes" ? "ok" : "bad", service, who };
-    case "acknowledged": return { label: `[${String(r.phase || "").toUpperCase()} OK] ${r.service}`, tone: r.phase === "abort" ? "comp" : "ok", service, who };
+    case "step_succeeded": return back(`[OK] ${step}`, "ok");
+    case "step_failed": return back(`[DECLINED] ${step}`, "bad", reason);
+    case "step_unknown": return back(`[UNKNOWN] ${step}`, "warn", reason);
+    case "compensation_succeeded": return back(`[COMPENSATED] ${step}`, "comp");
+    case "stuck": return back(`[STUCK] ${step}`, "bad", reason);
+    case "vote": return back(`[VOTE ${String(r.vote || "").toUpperCase()}] ${r.service}`, r.vote === "yes" ? "ok" : "bad");
+    case "acknowledged": return back(`[${String(r.phase || "").toUpperCase()} OK] ${r.service}`, r.phase === "abort" ? "comp" : "ok");
     case "started": return { label: "[START]", tone: "info", who };
     case "decided": return { label: `[DECIDED ${String(r.decision || "").toUpperCase()}] ${who}`, tone: r.decision === "commit" ? "ok" : "comp", who };
     case "completed": case "committed": return { label: `[DONE] ${who} ${event.type}`, tone: "ok", who };
@@ -416,9 +420,11 @@ function feed(event) {
 function flushFeed() {
   const list = $("feed");
   const items = pendingFeed.splice(0).map(([event, line]) => {
-    if (line.service && app.route.name === "topology" && !document.hidden) animate(line);
+    if (line.call && line.service && app.route.name === "topology" && !document.hidden) animate(line);
+    const head = line.short || line.label;
+    const arrow = line.service && !head.includes(line.service) ? ` → ${line.service}` : "";
     return el("li", { class: line.tone, "data-workflow": event.workflow, "data-type": event.type },
-      el("time", { text: timeOf(event.at) }), line.label, line.service && !line.label.includes(line.service) ? ` → ${line.service}` : "", el("span", { class: "hint", text: `  ${line.who}` }));
+      el("time", { text: timeOf(event.at) }), head, arrow, line.label.slice(head.length), el("span", { class: "hint", text: `  ${line.who}` }));
   });
   list.prepend(...items.reverse());
   while (list.children.length > FEED_MAX) list.lastChild.remove();
@@ -513,9 +519,9 @@ function animate(line) {
   const c = layout.coordinator;
   const from = { x: c.x + c.w, y: c.y + c.h / 2 };
   const [start, end] = line.out ? [from, target] : [target, from];
-  const group = svg("g", { class: `packet ${line.tone}`, "data-label": line.label },
+  const group = svg("g", { class: `packet ${line.tone}`, "data-label": line.short },
     svg("circle", { r: 7, cx: start.x, cy: start.y }),
-    svg("text", { x: start.x, y: start.y - 12, text: line.label }));
+    svg("text", { x: start.x, y: start.y - 12, text: line.short }));
   $("topology").append(group);
   const began = performance.now();
   const circle = group.firstChild, text = group.lastChild;
@@ -683,7 +689,7 @@ function timelineRow(kind, id, r) {
     el("td", { text: r.attempts ?? "" }),
     el("td", { class: "mono", text: key }),
     el("td", { class: "mono", text: r.fence || "" }),
-    el("td", { text: r.duration_ms !== undefined ? `${r.duration_ms} ms` : "" }),
+    el("td", { class: "nowrap", text: r.duration_ms !== undefined ? `${r.duration_ms} ms` : "" }),
     el("td", { text: outcome }),
     el("td", { text: r.by || "" }));
 }
