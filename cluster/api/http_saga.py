@@ -8,7 +8,7 @@ from aiohttp import web
 from coordinator.cluster.api import operations
 from coordinator.cluster.api.http_node import request_by, request_node
 from coordinator.cluster.api.operations import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
-from coordinator.cluster.api.selection import FILTER_FIELDS
+from coordinator.cluster.api.selection import list_arguments
 
 __all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_LIMIT_MAX", "WAIT_S_MAX"]
 
@@ -43,17 +43,7 @@ async def get_saga(request: web.Request) -> web.Response:
 
 async def list_sagas(request: web.Request) -> web.Response:
     query = request.query
-    views = await operations.list_workflows(
-        request_node(request),
-        "saga",
-        state=query.get("state"),
-        limit=query.get("limit"),
-        stale=query.get("stale"),
-        filters={name: query.get(name) for name in FILTER_FIELDS},
-        order=query.get("order"),
-        after=query.get("after"),
-        view=query.get("view"),
-    )
+    views = await operations.list_workflows(request_node(request), "saga", **list_arguments(query))
     return web.json_response(views)
 
 

@@ -12,7 +12,7 @@ from aiohttp import web
 
 from coordinator.cluster.api import operations
 from coordinator.cluster.api.http_node import request_by, request_node
-from coordinator.cluster.api.selection import FILTER_FIELDS
+from coordinator.cluster.api.selection import list_arguments
 
 __all__ = ["add_transaction_routes"]
 
@@ -43,17 +43,7 @@ async def get_transaction(request: web.Request) -> web.Response:
 
 async def list_transactions(request: web.Request) -> web.Response:
     query = request.query
-    views = await operations.list_workflows(
-        request_node(request),
-        "tx",
-        state=query.get("state"),
-        limit=query.get("limit"),
-        stale=query.get("stale"),
-        filters={name: query.get(name) for name in FILTER_FIELDS},
-        order=query.get("order"),
-        after=query.get("after"),
-        view=query.get("view"),
-    )
+    views = await operations.list_workflows(request_node(request), "tx", **list_arguments(query))
     return web.json_response(views)
 
 

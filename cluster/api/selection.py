@@ -15,7 +15,15 @@ from typing import Any
 from coordinator.cluster.core.errors import InvalidInput
 from coordinator.cluster.stores.listing import Filter
 
-__all__ = ["FILTER_FIELDS", "ID_TEXT_CHARS_MAX", "format_cursor", "parse_cursor", "parse_filter", "parse_time"]
+__all__ = [
+    "FILTER_FIELDS",
+    "ID_TEXT_CHARS_MAX",
+    "format_cursor",
+    "list_arguments",
+    "parse_cursor",
+    "parse_filter",
+    "parse_time",
+]
 
 ID_TEXT_CHARS_MAX = 128
 SERVICE_CHARS_MAX = 128
@@ -71,3 +79,16 @@ def parse_filter(values: Mapping[str, Any], status: str | None, statuses: frozen
         created_from_ms=parse_time("created_after", values.get("created_after")),
         created_before_ms=parse_time("created_before", values.get("created_before")),
     )
+
+
+def list_arguments(query: Mapping[str, str]) -> dict:
+    """The keyword arguments of ``operations.list_workflows`` in a list request's query."""
+    return {
+        "state": query.get("state"),
+        "limit": query.get("limit"),
+        "stale": query.get("stale"),
+        "filters": {name: query.get(name) for name in FILTER_FIELDS},
+        "order": query.get("order"),
+        "after": query.get("after"),
+        "view": query.get("view"),
+    }

@@ -32,11 +32,12 @@ import pytest_asyncio
 from aiohttp import web
 
 from coordinator.client import Coordinator
+from coordinator.cluster.bench.dashboards import BROWSER_FLAGS, CHROMIUM
 from coordinator.cluster.core.tokens import Role
 from coordinator.cluster.demo.services import demo_saga, start_demo_services
 from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
+CHROMEDRIVER = "/usr/bin/chromedriver"
 missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not os.access(path, os.X_OK)]
 try:
     from selenium import webdriver
@@ -73,18 +74,7 @@ class Page:
         options = webdriver.ChromeOptions()
         options.binary_location = CHROMIUM
         self.profile = tempfile.mkdtemp(prefix="dashboard-chromium-")
-        for flag in (
-            "--headless=new",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-quic",
-            "--no-first-run",
-            "--disable-background-networking",
-            "--disable-component-update",
-            "--disable-sync",
-            "--window-size=1400,1000",
-            f"--user-data-dir={self.profile}",
-        ):
+        for flag in (*BROWSER_FLAGS, "--window-size=1400,1000", f"--user-data-dir={self.profile}"):
             options.add_argument(flag)
         options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
         self.driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
