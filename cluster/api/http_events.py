@@ -26,6 +26,7 @@ this client) and 401/403 (the route needs a ``read`` token).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import json
 
@@ -64,11 +65,27 @@ def parse_filters(query, last_event_id: str | None) -> tuple[frozenset[str], str
     return kinds, workflow, since
 
 
-def _frame(event: dict) -> bytes:
+# Frames already encoded, by event id, per node (its app): every stream of
+# a node sends the same event the same way, so N dashboards cost one
+# encoding, not N. An id names one event on a node (the hub never reuses
+# one); reset and dropped events are a reader's own and are not kept.
+FRAMES_KEPT = 4096
+FRAMES_KEY = web.AppKey("event_frames", collections.OrderedDict)
+
+
+def _frame(event: dict, frames: collections.OrderedDict | None = None) -> bytes:
     """One SSE event; without ``id`` (``dropped``) the reader's last id stands."""
+    shared = frames is not None and "id" in event and event["kind"] not in ("reset", "dropped")
+    if shared and (frame := frames.get(event["id"])) is not None:
+        return frame
     data = json.dumps(event, separators=(",", ":"))
     id_line = f"id: {event['id']}\n" if "id" in event else ""
-    return f"{id_line}event: {event['kind']}\ndata: {data}\n\n".encode()
+    frame = f"{id_line}event: {event['kind']}\ndata: {data}\n\n".encode()
+    if shared:
+        frames[event["id"]] = frame
+        if len(frames) > FRAMES_KEPT:
+            frames.popitem(last=False)
+    return frame
 
 
 async def _pump(
@@ -91,7 +108,7 @@ async def _pump(
             return
         event = await subscription.next(min(CHECK_S, heartbeat_s))
         if event is not None:
-            await response.write(_frame(event))
+            await response.write(_frame(event, request.app[FRAMES_KEY]))
             last_id, quiet_since = event["id"], loop.time()
             continue
         if subscription.end == "dropped":
@@ -136,4 +153,5 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
 
 
 def add_event_routes(app: web.Application) -> None:
+    app[FRAMES_KEY] = collections.OrderedDict()
     app.router.add_get(EVENTS_PATH, stream_events)

@@ -394,13 +394,14 @@ def compare_runs(without: dict, with_: dict) -> dict:
     def change(before: float | None, after: float | None) -> float | None:
         return None if not before or after is None else round(after / before - 1, 3)
 
-    leader_without = (without.get("cpu_ms_per_workflow") or {}).get("leader")
-    leader_with = (with_.get("cpu_ms_per_workflow") or {}).get("leader")
+    cost_without, cost_with = without.get("cpu_ms_per_workflow") or {}, with_.get("cpu_ms_per_workflow") or {}
     return {
         "throughput_without_per_s": without["throughput_per_s"],
         "throughput_change": change(without["throughput_per_s"], with_["throughput_per_s"]),
-        "leader_cpu_ms_per_workflow_without": leader_without,
-        "leader_cpu_ms_per_workflow_change": change(leader_without, leader_with),
+        "leader_cpu_ms_per_workflow_without": cost_without.get("leader"),
+        "leader_cpu_ms_per_workflow_change": change(cost_without.get("leader"), cost_with.get("leader")),
+        "followers_cpu_ms_per_workflow_without": cost_without.get("followers"),
+        "latency_ms_without": without["latency_ms"],
     }
 
 

@@ -263,3 +263,18 @@ async def test_resuming_on_a_node_behind_the_id_skips_what_the_reader_has():
     state.apply(5, Command("service.put", {"name": "b", "url": "http://127.0.0.1:9002"}, 4000))
     await settle()
     assert [e["id"] for e in await drain(subscription)] == ["5.0"]
+
+
+def test_a_node_encodes_each_event_once_for_all_its_streams():
+    import collections
+
+    from coordinator.cluster.api.http_events import _frame
+
+    frames = collections.OrderedDict()
+    event = {"id": "7.0", "index": 7, "kind": "workflow", "type": "started"}
+    first = _frame(event, frames)
+    assert first.startswith(b"id: 7.0\nevent: workflow\ndata: {") and first.endswith(b"\n\n")
+    assert _frame(dict(event), frames) is first  # the second stream gets the same bytes
+    reset = {"id": "9", "kind": "reset", "type": "reset", "lost_after": "2.0"}
+    _frame(reset, frames)  # a reader's own: not kept for others
+    assert list(frames) == ["7.0"]
