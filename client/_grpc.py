@@ -55,9 +55,8 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
         return "SignalSaga", pb.SignalSagaRequest(id=args["id"], name=args["name"], payload_json=payload)
     if operation == "redrive_saga":
         return "RedriveSaga", pb.RedriveSagaRequest(id=args["id"])
-    if operation == "redrive_sagas" or args.get("filters"):
-        # The gRPC API has no filters, cursor or bulk redrive yet (README.md, "HTTP API").
-        raise ValueError(f"{operation}: list filters, paging and bulk redrive need the HTTP transport")
+    if operation == "redrive_sagas":  # the JSON body's fields; absent ones stay "", 0, false
+        return "RedriveSagas", pb.RedriveSagasRequest(**args["body"])
     verb, kind = operation.split("_", 1)  # submit|get|list _ saga|tx
     noun = {"saga": "Saga", "tx": "Transaction"}[kind]
     if verb == "submit":
@@ -66,7 +65,8 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
         message = pb.GetWorkflowRequest(id=args["id"], wait_s=args.get("wait_s") or 0.0, since=args.get("since") or "")
         return f"Get{noun}", message
     if verb == "list":
-        return f"List{noun}s", pb.ListWorkflowsRequest(state=args["state"] or "", limit=args["limit"])
+        filters = args.get("filters", {})
+        return f"List{noun}s", pb.ListWorkflowsRequest(state=args["state"] or "", limit=args["limit"], **filters)
     raise AssertionError(f"no RPC for {operation}")
 
 

@@ -202,7 +202,7 @@ class Coordinator:
         contains ``q``, created in [``created_after``, ``created_before``)
         (ISO-8601), oldest first (``order="desc"``: newest), after the cursor
         ``after`` (a previous page's ``next``). ``summary``: summary dicts,
-        no history. The filters, order, cursor and summary need HTTP."""
+        no history."""
         args = _list_args(state, limit, service, q, created_after, created_before, order, after, summary)
         data = await self._transport.request("list_saga", args)
         items = data["sagas"] if summary else [Saga.from_json(s) for s in data["sagas"]]
@@ -221,7 +221,7 @@ class Coordinator:
         """Redrive the oldest stuck sagas matching the filter (as
         :meth:`list_sagas_page`), at most ``limit`` (the server's bound when
         None), each one log entry; ``dry_run`` only says which. Answers
-        ``matched``, ``ids``, ``redriven``, ``remaining``, ``dry_run``. HTTP only."""
+        ``matched``, ``ids``, ``redriven``, ``remaining``, ``dry_run``."""
         body: dict[str, Any] = {"dry_run": dry_run}
         for name, value in (
             ("service", service),

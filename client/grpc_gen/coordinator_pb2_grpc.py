@@ -411,6 +411,11 @@ class CoordinatorStub:
                 request_serializer=coordinator__pb2.RedriveSagaRequest.SerializeToString,
                 response_deserializer=coordinator__pb2.ObjectReply.FromString,
                 _registered_method=True)
+        self.RedriveSagas = channel.unary_unary(
+                '/coordinator.v1.Coordinator/RedriveSagas',
+                request_serializer=coordinator__pb2.RedriveSagasRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
         self.SubmitTransaction = channel.unary_unary(
                 '/coordinator.v1.Coordinator/SubmitTransaction',
                 request_serializer=coordinator__pb2.SubmitRequest.SerializeToString,
@@ -524,7 +529,8 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListSagas(self, request, context):
-        """GET /v1/sagas[?state&limit]: {"sagas": [...]}.
+        """GET /v1/sagas[?state&limit&service&q&created_after&created_before&order&after&view]:
+        {"sagas": [...], "counts": {...}, "total", "next"}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -545,6 +551,15 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def RedriveSagas(self, request, context):
+        """POST /v1/sagas/redrive: redrive the oldest stuck sagas that match the
+        filters, one log entry each: {"matched", "ids", "redriven", "remaining",
+        "dry_run"}.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SubmitTransaction(self, request, context):
         """POST /v1/transactions.
         """
@@ -560,7 +575,7 @@ class CoordinatorServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListTransactions(self, request, context):
-        """GET /v1/transactions[?state&limit]: {"transactions": [...]}.
+        """GET /v1/transactions[?state&limit&...] as ListSagas: {"transactions": [...], "counts", "total", "next"}.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -634,6 +649,11 @@ def add_CoordinatorServicer_to_server(servicer, server):
             'RedriveSaga': grpc.unary_unary_rpc_method_handler(
                     servicer.RedriveSaga,
                     request_deserializer=coordinator__pb2.RedriveSagaRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'RedriveSagas': grpc.unary_unary_rpc_method_handler(
+                    servicer.RedriveSagas,
+                    request_deserializer=coordinator__pb2.RedriveSagasRequest.FromString,
                     response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
             ),
             'SubmitTransaction': grpc.unary_unary_rpc_method_handler(
@@ -984,6 +1004,33 @@ class Coordinator:
             target,
             '/coordinator.v1.Coordinator/RedriveSaga',
             coordinator__pb2.RedriveSagaRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RedriveSagas(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/RedriveSagas',
+            coordinator__pb2.RedriveSagasRequest.SerializeToString,
             coordinator__pb2.ObjectReply.FromString,
             options,
             channel_credentials,

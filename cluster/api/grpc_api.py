@@ -52,6 +52,7 @@ from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
 from coordinator.cluster.api import operations, roles
 from coordinator.cluster.api.operations import LeaderElsewhere
+from coordinator.cluster.api.selection import FILTER_FIELDS
 from coordinator.cluster.core.client_slots import ClientSlots, grpc_peer_host
 from coordinator.cluster.core.errors import ApiError, Overloaded
 from coordinator.cluster.core.node import Node
@@ -286,7 +287,15 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     async def _list(self, kind: str, request: pb.ListWorkflowsRequest) -> pb.ObjectReply:
         views = await operations.list_workflows(
-            self.node, kind, state=request.state or None, limit=request.limit or None, stale=request.stale
+            self.node,
+            kind,
+            state=request.state or None,
+            limit=request.limit or None,
+            stale=request.stale,
+            filters={name: getattr(request, name) or None for name in FILTER_FIELDS},  # "": absent
+            order=request.order or None,
+            after=request.after or None,
+            view=request.view or None,
         )
         return pb.ObjectReply(object_json=_json(views))
 
@@ -310,6 +319,17 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
     @_unary
     async def RedriveSaga(self, request: pb.RedriveSagaRequest, context: Any) -> pb.ObjectReply:
         return pb.ObjectReply(object_json=_json(await operations.redrive_saga(self.node, request.id, by=_by())))
+
+    @_unary
+    async def RedriveSagas(self, request: pb.RedriveSagasRequest, context: Any) -> pb.ObjectReply:
+        """The body of POST /v1/sagas/redrive, from the message ("" and 0: absent)."""
+        body: dict[str, Any] = {name: getattr(request, name) for name in ("state", *FILTER_FIELDS)}
+        body = {name: value for name, value in body.items() if value}
+        if request.limit:
+            body["limit"] = request.limit
+        body["dry_run"] = request.dry_run
+        answer = await operations.redrive_sagas(self.node, json.dumps(body), by=_by())
+        return pb.ObjectReply(object_json=_json(answer))
 
     @_unary
     async def SubmitTransaction(self, request: pb.SubmitRequest, context: Any) -> pb.SubmitReply:

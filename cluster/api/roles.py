@@ -78,6 +78,7 @@ GRPC_ROLES: dict[str, Role] = {
     "SubmitTransaction": SUBMIT,
     "SignalSaga": OPERATE,
     "RedriveSaga": OPERATE,
+    "RedriveSagas": OPERATE,
     "PutService": ADMIN,
     "DeleteService": ADMIN,
 }

@@ -171,6 +171,30 @@ async def test_lists_filter_count_and_page_and_bulk_redrive_is_bounded_recorded_
             await reader.redrive_sagas(service="mall")
 
 
+async def test_the_same_over_grpc(local):
+    """ListSagas with filters and pages, RedriveSagas: what HTTP answers."""
+    client = local.client
+    local.shop.mended = False
+    await client.submit_saga(saga("grpc-1", service="mall"))
+    await until_state(client, "grpc-1", "stuck")
+    endpoints = [local.config.node(i).grpc for i in local.ids]
+    async with Coordinator(endpoints, transport="grpc", token=OPERATOR) as grpc_client:
+        page = await grpc_client.list_sagas_page("stuck", 10, service="mall", q="grpc-", summary=True)
+        assert [s["id"] for s in page.items] == ["grpc-1"] and page.total == 1 and page.next is None
+        assert page.counts["stuck"] == 1 and page.items[0]["services"] == ["mall"]
+        http = await client.list_sagas_page("stuck", 10, service="mall", q="grpc-", summary=True)
+        assert (http.items, http.counts, http.total, http.next) == (page.items, page.counts, page.total, page.next)
+        preview = await grpc_client.redrive_sagas(service="mall", q="grpc-", dry_run=True)
+        assert preview == {"matched": 1, "ids": ["grpc-1"], "redriven": 0, "remaining": 0, "dry_run": True}
+        local.shop.mended = True
+        done = await grpc_client.redrive_sagas(service="mall", q="grpc-", limit=5)
+        assert done["redriven"] == 1
+    await until_state(client, "grpc-1", "compensated")
+    async with Coordinator(endpoints, transport="grpc", token=READER) as reader:
+        with pytest.raises(Forbidden):
+            await reader.redrive_sagas(service="mall", dry_run=True)
+
+
 def cli(local, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
     endpoints = ",".join(local.url(i) for i in local.ids)
     env = {**os.environ, "COORDINATOR_ENDPOINTS": endpoints, "COORDINATOR_TOKEN": OPERATOR}

@@ -92,6 +92,7 @@ EXPECTED_GRPC = {
     "SubmitTransaction": SUBMIT,
     "SignalSaga": OPERATE,
     "RedriveSaga": OPERATE,
+    "RedriveSagas": OPERATE,
     "PutService": ADMIN,
     "DeleteService": ADMIN,
 }
