@@ -467,8 +467,12 @@ def cmd_saga_redrive(args: argparse.Namespace) -> int:
     if not args.yes:
         if not sys.stdin.isatty():
             raise UsageError("coordinator saga redrive: not a terminal to confirm on; add --yes")
-        if input(f"redrive {len(preview['ids'])} saga(s)? [y/N] ").strip().lower() not in ("y", "yes"):
-            print("nothing redriven")
+        try:
+            answer = input(f"redrive {len(preview['ids'])} saga(s)? [y/N] ")
+        except EOFError:  # Ctrl-D answers no
+            answer = ""
+        if answer.strip().lower() not in ("y", "yes"):
+            print("\nnothing redriven" if not answer else "nothing redriven")
             return EXIT_OK
     answer = _run_client(args, lambda c: c.redrive_sagas(limit=len(preview["ids"]), **filters))
     print(f"redriven {answer['redriven']} of {answer['matched']} matching; {answer['remaining']} left for another call")

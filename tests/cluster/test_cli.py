@@ -105,3 +105,37 @@ def test_a_bad_peer_tls_file_stops_the_node_with_one_line_and_exit_1(tmp_path, s
     assert result.returncode == 1, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and says in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("answer", [EOFError, "", "n", "y"])
+def test_bulk_redrive_asks_on_a_terminal_and_ctrl_d_or_no_redrives_nothing(monkeypatch, capsys, answer):
+    from coordinator.cluster import cli
+
+    calls = []
+
+    def fake_client(args, action):
+        class Client:
+            async def redrive_sagas(self, **kwargs):
+                calls.append(kwargs)
+                dry = kwargs.get("dry_run", False)
+                return {"matched": 2, "ids": ["a", "b"], "redriven": 0 if dry else 2, "remaining": 0, "dry_run": dry}
+
+        import asyncio
+
+        return asyncio.run(action(Client()))
+
+    def fake_input(prompt):
+        if answer is EOFError:
+            raise EOFError
+        return answer
+
+    monkeypatch.setattr(cli, "_run_client", fake_client)
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    monkeypatch.setattr("builtins.input", fake_input)
+    assert cli.main(["saga", "redrive", "--stuck", "--service", "shop"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("2 stuck saga(s) match; this call would redrive 2: a, b")
+    if answer == "y":
+        assert [c.get("dry_run", False) for c in calls] == [True, False] and "redriven 2 of 2" in out
+    else:
+        assert [c.get("dry_run", False) for c in calls] == [True] and "nothing redriven" in out
