@@ -674,6 +674,9 @@ async def redrive_sagas(node: Node, raw: bytes | str, *, by: str | None = None) 
     unknown = sorted(set(body) - BULK_FIELDS)
     if unknown:
         raise InvalidInput(unknown[0], f"unknown field; known: {', '.join(sorted(BULK_FIELDS))}")
+    nulls = sorted(name for name, value in body.items() if value is None)
+    if nulls:
+        raise InvalidInput(nulls[0], "must not be null; leave a field out for no filter")
     state = body.get("state", saga.SagaStatus.STUCK.value)
     if state != saga.SagaStatus.STUCK.value:
         raise InvalidInput("state", "a redrive applies to stuck sagas only: stuck")

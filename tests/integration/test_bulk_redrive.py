@@ -141,6 +141,8 @@ async def test_lists_filter_count_and_page_and_bulk_redrive_is_bounded_recorded_
     assert status == 400 and body["error"]["message"].startswith("state:")
     status, body = await call(local, "POST", leader, "/v1/sagas/redrive", OPERATOR, {**filter_, "limit": 0})
     assert status == 400
+    status, body = await call(local, "POST", leader, "/v1/sagas/redrive", OPERATOR, {**filter_, "q": None})
+    assert status == 400 and body["error"]["message"].startswith("q: must not be null")
     status, preview = await call(local, "POST", leader, "/v1/sagas/redrive", OPERATOR, {**filter_, "dry_run": True})
     assert status == 200 and preview == {
         "matched": 3,
