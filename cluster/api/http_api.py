@@ -135,6 +135,12 @@ def _is_loopback(host: str) -> bool:
     return host in LOOPBACK_NAMES if address is None else address.is_loopback
 
 
+def host_accepted(host: str, hosts: frozenset[str], any_address: bool) -> bool:
+    """A Host (or an Origin's host) names this cluster: a node's or a listed
+    name, a loopback name or address, or any address on a wildcard bind."""
+    return host in hosts or _is_loopback(host) or (any_address and literal_address(host) is not None)
+
+
 def accepted_hosts(node: Node) -> tuple[frozenset[str], bool]:
     """The Host names the node answers to, and whether any IP address is
     one of them too (a node bound to a wildcard address)."""
@@ -158,8 +164,7 @@ def cluster_origin_check(node: Node):
         if url.scheme != scheme or url.host is None or url.path not in ("", "/") or url.explicit_port is None:
             return False
         host = url.host.lower().rstrip(".")
-        accepted = host in hosts or _is_loopback(host) or (any_address and literal_address(host) is not None)
-        return accepted and str(url.explicit_port) in ports
+        return host_accepted(host, hosts, any_address) and str(url.explicit_port) in ports
 
     return check
 
@@ -191,7 +196,7 @@ def browser_guard_middleware(node: Node):
         header = request.headers.get("Host")
         if header is not None and request.path not in OPEN_PATHS:
             host = host_name(header)
-            if not (host in hosts or _is_loopback(host) or (any_address and literal_address(host) is not None)):
+            if not host_accepted(host, hosts, any_address):
                 raise Misdirected(
                     f"Host {header[:100]!r} is not a name of this node; add it to [api] allowed_hosts in the cluster file"
                 )
