@@ -50,7 +50,7 @@ from coordinator.cluster.bench.etcd import run_etcd_baseline
 from coordinator.cluster.bench.failover import render_failover, run_failover
 from coordinator.cluster.bench.load import clients, closed_loop, registry_write, summary
 from coordinator.cluster.bench.profile import Profiler
-from coordinator.cluster.bench.stats import commands_committed, proc_stats, ratio
+from coordinator.cluster.bench.stats import commands_committed, metric_value, proc_stats, ratio
 from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
 __all__ = ["BASELINES", "BenchOptions", "WORKLOADS", "dump", "render", "run", "run_bench"]
@@ -247,15 +247,7 @@ DASHBOARD_STREAMS_S = 30.0
 
 async def event_streams(endpoints: list[str]) -> int:
     """Event streams open on the nodes now (their ``coordinator_event_streams``)."""
-    total = 0
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
-        for endpoint in endpoints:
-            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
-                async with session.get(endpoint.rstrip("/") + "/metrics") as response:
-                    for line in (await response.text()).splitlines():
-                        if line.startswith("coordinator_event_streams{"):
-                            total += int(float(line.rsplit(" ", 1)[1]))
-    return total
+    return sum(metric_value(text, "coordinator_event_streams") or 0 for text in await metrics_texts(endpoints))
 
 
 async def _open_dashboards(cluster: LocalCluster, endpoints: list[str], count: int) -> Dashboards:
@@ -317,23 +309,26 @@ def cpu_per_workflow(nodes: list[dict], leader: str | None, client_cpu_s: float,
     }
 
 
-async def commands_on(endpoints: list[str], tls: ClientTls | None = None) -> int | None:
-    """Commands applied so far by the most advanced node (each node applies
-    them all), from ``/metrics``; None if no node exports the counter."""
+async def metrics_texts(endpoints: list[str], tls: ClientTls | None = None) -> list[str]:
+    """The ``/metrics`` text of every node that answers (with $COORDINATOR_TOKEN when set)."""
     token = os.environ.get("COORDINATOR_TOKEN")
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    counts = []
+    texts = []
     connector = aiohttp.TCPConnector(ssl=tls.ssl_context()) if tls is not None else None
     timeout = aiohttp.ClientTimeout(total=5)
     async with aiohttp.ClientSession(timeout=timeout, headers=headers, connector=connector) as session:
         for endpoint in endpoints:
-            try:
+            with contextlib.suppress(TimeoutError, aiohttp.ClientError):
                 async with session.get(endpoint.rstrip("/") + "/metrics") as response:
-                    count = commands_committed(await response.text()) if response.status == 200 else None
-            except (TimeoutError, aiohttp.ClientError):
-                count = None
-            if count is not None:
-                counts.append(count)
+                    if response.status == 200:
+                        texts.append(await response.text())
+    return texts
+
+
+async def commands_on(endpoints: list[str], tls: ClientTls | None = None) -> int | None:
+    """Commands applied so far by the most advanced node (each node applies
+    them all), from ``/metrics``; None if no node exports the counter."""
+    counts = [c for text in await metrics_texts(endpoints, tls) if (c := commands_committed(text)) is not None]
     return max(counts, default=None)
 
 

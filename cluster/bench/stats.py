@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 __all__ = [
+    "metric_value",
     "commands_committed",
     "distribution_ms",
     "latency_summary_ms",
@@ -72,8 +73,14 @@ def commands_committed(metrics_text: str) -> int | None:
     ``coordinator_proposals_total`` is no substitute: the executor's proposal
     of a step outcome is cancelled by the state change it causes before it is
     counted, so it misses most commands of a workflow."""
+    return metric_value(metrics_text, COMMANDS_METRIC)
+
+
+def metric_value(metrics_text: str, name: str) -> int | None:
+    """The value of the first sample of ``name`` in a node's ``/metrics``
+    text (each node labels its own samples with its id); None without one."""
     for line in metrics_text.splitlines():
-        if line.startswith(COMMANDS_METRIC + "{") or line.startswith(COMMANDS_METRIC + " "):
+        if line.startswith(name + "{") or line.startswith(name + " "):
             return int(float(line.rsplit(" ", 1)[1]))
     return None
 
