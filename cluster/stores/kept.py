@@ -128,12 +128,6 @@ class KeptWorkflows(Generic[D, S]):
             else:
                 yield value.created_at_ms, workflow_id, value.status.value, self._services_of(value.definition)
 
-    def listed(self, status: str | None, limit: int) -> list[S]:
-        """The first ``limit`` states by (created_at_ms, id), of one status or all."""
-        keys = [(created, workflow_id) for created, workflow_id, s, _ in self.rows() if status is None or s == status]
-        keys.sort()
-        return [self[workflow_id] for _, workflow_id in keys[:limit]]
-
     def packed(self) -> list[bytes]:
         """Every kept state in msgpack form, in keeping order."""
         return [

@@ -7,6 +7,7 @@ import pytest
 
 from coordinator import saga, twopc
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.stores.listing import Filter, select
 from coordinator.cluster.stores.model import WorkflowDefinition, WorkflowModel, WorkflowState
 from coordinator.consensus import Command
 
@@ -61,8 +62,9 @@ def test_a_terminal_saga_reads_back_as_it_was_and_keeps_its_place():
     assert done.id == "a" and done.steps[0].output == {"n": 0}
     assert state.sagas.items["a"] == done  # decoded again, equal
     assert list(state.sagas.items) == ["a", "b"]  # insertion order, not completion order
-    assert [s.id for s in state.sagas.items.listed("completed", 10)] == ["a", "b"]
-    assert state.sagas.items.listed("running", 10) == []
+    statuses = {"completed", "running"}
+    assert select(state.sagas.items.rows(), Filter(status="completed"), statuses=statuses, limit=10).ids == ["a", "b"]
+    assert select(state.sagas.items.rows(), Filter(status="running"), statuses=statuses, limit=10).ids == []
     assert sorted(i for _, i in state.sagas.terminal_ages()) == ["a", "b"]
 
 
