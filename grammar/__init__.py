@@ -18,6 +18,8 @@ path, a body a participant could not parse) reaches both machines:
     unknown_field_problem()
                           a field an object may not have
     format_ms()           a time (ms since the epoch) as the API writes it
+    release_problem()     the release a definition may name: it runs only
+                          on workers of that release (limits.RELEASE_PATTERN)
     fence_problem(), duration_problem()
                           what the executor reports of a participant call
                           in an outcome event: the fence it sent, how long
@@ -39,6 +41,7 @@ from .checks import (
     json_value_problem,
     path_problem,
     pattern_problem,
+    release_problem,
     size_problem,
     type_name,
     unknown_field_problem,
@@ -57,6 +60,7 @@ __all__ = [
     "limits",
     "path_problem",
     "pattern_problem",
+    "release_problem",
     "size_problem",
     "type_name",
     "unknown_field_problem",

@@ -170,6 +170,26 @@ def _scalar_problem(value: object) -> str | None:
     return f"is not a JSON value ({type_name(value)})"
 
 
+# -- releases ------------------------------------------------------------------------
+# The release a definition may name (limits.RELEASE_PATTERN): the workflow runs
+# only on workers of that release. None is no release named (any worker).
+
+_RELEASE_RULE = (
+    f"must be a string of 1 to {limits.RELEASE_CHARS_MAX} of A-Z a-z 0-9 . _ + - starting with a letter or digit"
+)
+
+
+def release_problem(raw: object) -> str | None:
+    """A release: None, or a version string matching RELEASE_PATTERN."""
+    if raw is None:
+        return None
+    if not isinstance(raw, str):
+        return f"{_RELEASE_RULE}, not {type_name(raw)}"
+    if not limits.RELEASE_PATTERN.fullmatch(raw):
+        return f"{_RELEASE_RULE} (got {raw[:140]!r})"
+    return None
+
+
 # -- participant calls ---------------------------------------------------------------
 # Not of a definition: what the executor reports of a call in an outcome event
 # (limits.FENCE_CHARS_MAX); None is a value not reported (an older entry).

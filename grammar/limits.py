@@ -37,3 +37,10 @@ BODY_INT_MAX = 2**63 - 1
 FENCE_CHARS_MAX = 64
 FENCE_PATTERN = re.compile(rf"[!-~]{{1,{FENCE_CHARS_MAX}}}")
 CALL_DURATION_MS_MAX = 30 * 24 * 3600 * 1000
+
+# The release a saga or transaction may name: it runs only on workers of that
+# release (the executor matches it against [workers] of the cluster file). A
+# version string: a letter or digit, then up to 63 of letters, digits and
+# ". _ + -" ("2.4.1", "v2.4.1-rc.1+build.7").
+RELEASE_CHARS_MAX = 64
+RELEASE_PATTERN = re.compile(rf"[A-Za-z0-9][A-Za-z0-9._+-]{{0,{RELEASE_CHARS_MAX - 1}}}")

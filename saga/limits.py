@@ -17,6 +17,8 @@ SAGA_ID_PATTERN = shared.WORKFLOW_ID_PATTERN
 STEP_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
 SERVICE_NAME_PATTERN = shared.SERVICE_NAME_PATTERN
 SIGNAL_NAME_PATTERN = re.compile(r"[A-Za-z0-9._-]{1,64}")
+# The release a definition may name: it runs only on workers of that release.
+RELEASE_PATTERN = shared.RELEASE_PATTERN
 
 METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 

@@ -13,6 +13,8 @@ from coordinator.grammar import limits as shared
 
 TX_ID_PATTERN = shared.WORKFLOW_ID_PATTERN
 SERVICE_NAME_PATTERN = shared.SERVICE_NAME_PATTERN
+# The release a definition may name: it runs only on workers of that release.
+RELEASE_PATTERN = shared.RELEASE_PATTERN
 
 PARTICIPANTS_MIN = 1
 PARTICIPANTS_MAX = 16

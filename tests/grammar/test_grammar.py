@@ -124,6 +124,42 @@ def test_a_duration_out_of_bounds_or_not_an_int_is_a_problem(duration_ms: object
     assert grammar.duration_problem(duration_ms) is not None
 
 
+@pytest.mark.parametrize(
+    "release", [None, "1", "2.4.1", "v2.4.1-rc.1+build.7", "release_2024", "x" * limits.RELEASE_CHARS_MAX]
+)
+def test_a_release_a_definition_may_name(release: object) -> None:
+    assert grammar.release_problem(release) is None
+
+
+@pytest.mark.parametrize(
+    "release",
+    [
+        "",
+        "x" * (limits.RELEASE_CHARS_MAX + 1),
+        "a b",
+        "-x",
+        ".x",
+        "+x",
+        "_x",
+        "2.4\n",
+        "2.4/1",
+        "é",
+        2,
+        2.4,
+        True,
+        ["2"],
+    ],
+)
+def test_a_release_out_of_the_pattern_is_a_problem(release: object) -> None:
+    problem = grammar.release_problem(release)
+    assert problem is not None and problem.startswith("must be a string of 1 to 64 of A-Z a-z 0-9 . _ + -")
+
+
+def test_the_release_pattern_is_the_one_documented() -> None:
+    assert limits.RELEASE_PATTERN.pattern == "[A-Za-z0-9][A-Za-z0-9._+-]{0,63}"
+    assert saga.limits.RELEASE_PATTERN is twopc.limits.RELEASE_PATTERN is limits.RELEASE_PATTERN
+
+
 def _answer(check, *args) -> str | None:
     """str() of the DefinitionError `check(*args)` raises, or None."""
     try:
