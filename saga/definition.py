@@ -12,7 +12,8 @@ A definition as a user sends it (README.md, "Sagas and transactions from the CLI
         "timeout_s": 5,                                  # optional
         "retry": {"max_attempts": 5, "backoff_s": 0.1, "max_backoff_s": 5}},
        {"name": "approval", "await": "approved", "timeout_s": 300}],
-     "timeout_s": 600}                                   # optional: no deadline
+     "timeout_s": 600,                                   # optional: no deadline
+     "release": "2.4.1"}                                 # optional: only its workers run it
 
 `null` for an optional field means "absent". An absent body means no body is
 sent. Bodies are kept as canonical JSON text (`body_json`): immutable,
@@ -30,7 +31,7 @@ from .errors import DefinitionError
 from .jsonvalue import decode_json
 from .substitution import check_references
 
-_ROOT_FIELDS = ("id", "steps", "timeout_s")
+_ROOT_FIELDS = ("id", "steps", "timeout_s", "release")
 _STEP_FIELDS = ("name", "service", "action", "compensation", "timeout_s", "retry", "await")
 _CALL_FIELDS = ("method", "path", "body")
 _COMPENSATION_FIELDS = ("method", "path", "body", "retry")
@@ -112,6 +113,9 @@ class SagaDefinition:
     id: str | None
     steps: tuple[Step, ...]
     timeout_s: float | None = None
+    # Run only on workers of this release (grammar/limits.py RELEASE_PATTERN);
+    # None: on any worker.
+    release: str | None = None
 
     @property
     def step_names(self) -> tuple[str, ...]:
@@ -136,7 +140,8 @@ def parse_definition(
     timeout_s = None
     if fields.present(obj, "timeout_s"):
         timeout_s = fields.seconds(obj["timeout_s"], "timeout_s", 0, limits.SAGA_TIMEOUT_S_MAX)
-    definition = SagaDefinition(saga_id, steps, timeout_s)
+    release = fields.release(obj.get("release"), "release")
+    definition = SagaDefinition(saga_id, steps, timeout_s, release)
     if not stored:
         _check_plain_paths(definition)
     return definition
@@ -160,19 +165,25 @@ def same_definition(a: SagaDefinition, b: SagaDefinition) -> bool:
 
     The parser normalises every default and every body (canonical JSON with
     sorted keys), so this is equality of the parsed forms: key order in a
-    body does not matter; 1 and true differ; ids are compared too.
+    body does not matter; 1 and true differ; ids and releases are compared too.
     """
     return a == b
 
 
 def definition_to_dict(definition: SagaDefinition) -> dict:
     """Plain (JSON and msgpack-able) form in the user's shape, defaults
-    explicit. `definition_from_dict(definition_to_dict(d)) == d`."""
-    return {
+    explicit. `definition_from_dict(definition_to_dict(d)) == d`.
+
+    "release" is there only when one is named: a definition without one
+    encodes as it did before the field (journals, snapshots, digests)."""
+    plain = {
         "id": definition.id,
         "steps": [_step_to_dict(step) for step in definition.steps],
         "timeout_s": definition.timeout_s,
     }
+    if definition.release is not None:
+        plain["release"] = definition.release
+    return plain
 
 
 def definition_from_dict(raw: object) -> SagaDefinition:

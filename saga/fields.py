@@ -13,6 +13,7 @@ from coordinator.grammar import (
     json_value_problem,
     path_problem,
     pattern_problem,
+    release_problem,
     type_name,
     unknown_field_problem,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "plain_path",
     "present",
     "reject_unknown_fields",
+    "release",
     "require",
     "seconds",
     "type_name",
@@ -69,6 +71,14 @@ def expect_pattern(raw: object, where: str, pattern: re.Pattern[str]) -> str:
     if problem is not None:
         raise DefinitionError(where, problem)
     return str(raw)
+
+
+def release(raw: object, where: str) -> str | None:
+    """The release a definition names (None: none, any worker runs it)."""
+    problem = release_problem(raw)
+    if problem is not None:
+        raise DefinitionError(where, problem)
+    return None if raw is None else str(raw)
 
 
 def seconds(raw: object, where: str, default: float, maximum: float, allow_zero: bool = False) -> float:

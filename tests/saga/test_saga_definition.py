@@ -375,6 +375,7 @@ def test_defaults_made_explicit_are_the_same_definition():
         ("steps.1.await", "approved-2"),
         ("timeout_s", None),
         ("id", "order-43"),
+        ("release", "2.4.1"),
     ],
 )
 def test_any_real_difference_is_another_definition(path, value):
@@ -389,6 +390,58 @@ def test_with_id_fills_a_generated_id_and_checks_it():
     assert caught.value.field == "id"
 
 
+# -- release: run only on workers of one release ---------------------------------
+
+
+def test_a_definition_may_name_a_release():
+    definition = parse_definition(changed("release", "v2.4.1-rc.1+build.7"))
+    assert definition.release == "v2.4.1-rc.1+build.7"
+    assert definition_to_dict(definition)["release"] == "v2.4.1-rc.1+build.7"
+
+
+@pytest.mark.parametrize("release", [DELETE, None])
+def test_without_a_release_any_worker_runs_it(release):
+    definition = parse_definition(valid() if release is DELETE else changed("release", release))
+    assert definition.release is None
+
+
+@pytest.mark.parametrize("release", ["", "x" * 65, "a b", "-x", ".x", "2.4/1", 2, 2.4, True, ["2.4"], {"v": "2"}])
+def test_a_bad_release_is_refused_naming_the_field(release):
+    error = rejects(changed("release", release), "release")
+    assert "must be a string of 1 to 64 of A-Z a-z 0-9 . _ + -" in error.message
+
+
+def test_a_release_of_64_characters_is_the_longest():
+    assert parse_definition(changed("release", "7" * 64)).release == "7" * 64
+
+
+def test_a_release_round_trips_through_the_plain_form():
+    definition = parse_definition(changed("release", "2.4.1"))
+    plain = definition_to_dict(definition)
+    assert definition_from_dict(plain) == definition
+    assert definition_from_dict(msgpack.unpackb(msgpack.packb(plain))) == definition
+    assert definition_from_dict(json.loads(json.dumps(plain))).release == "2.4.1"
+
+
+def test_without_a_release_the_plain_form_is_what_it_was():
+    """No "release" key: journals, snapshots and state digests written
+    before the field encode byte for byte the same."""
+    plain = definition_to_dict(parse_definition(valid()))
+    assert "release" not in plain
+    assert list(plain) == ["id", "steps", "timeout_s"]
+    assert definition_from_dict(plain).release is None
+
+
+def test_the_release_makes_another_definition():
+    without = parse_definition(valid())
+    assert not same_definition(without, parse_definition(changed("release", "2.4.1")))
+    assert not same_definition(
+        parse_definition(changed("release", "2.4.1")), parse_definition(changed("release", "2.4.2"))
+    )
+    assert same_definition(parse_definition(changed("release", "2.4.1")), parse_definition(changed("release", "2.4.1")))
+    assert same_definition(without, parse_definition(changed("release", None)))
+
+
 # -- fuzz: only DefinitionError, never anything else ------------------------------
 
 JSON = st.recursive(
@@ -400,6 +453,7 @@ FIELDS = [
     "id",
     "steps",
     "timeout_s",
+    "release",
     "name",
     "service",
     "action",
