@@ -8,7 +8,8 @@ A definition as a user sends it (README.md, "Sagas and transactions from the CLI
         "prepare": {"path": "/reserve", "body": {"sku": "W-1"}},
         "commit":  {"path": "/reserve/commit"},       # body optional
         "abort":   {"path": "/reserve/abort"}}],
-     "timeout_s": 10}                                  # optional
+     "timeout_s": 10,                                  # optional
+     "release": "2.4.1"}                               # optional: only its workers run it
 
 Every call is a POST. `null` for an optional field means "absent". An absent
 body is the empty object `{}`. Bodies are kept as compact JSON text
@@ -27,6 +28,7 @@ from coordinator.grammar import (
     json_value_problem,
     path_problem,
     pattern_problem,
+    release_problem,
     size_problem,
     type_name,
     unknown_field_problem,
@@ -37,7 +39,7 @@ from . import limits
 from .errors import DefinitionError
 
 _ROOT = "definition"
-_ROOT_FIELDS = ("id", "participants", "timeout_s")
+_ROOT_FIELDS = ("id", "participants", "timeout_s", "release")
 _PARTICIPANT_FIELDS = ("service", "prepare", "commit", "abort")
 _CALL_FIELDS = ("path", "body")
 _PHASES = ("prepare", "commit", "abort")
@@ -70,6 +72,9 @@ class TransactionDefinition:
     id: str | None
     participants: tuple[ParticipantDefinition, ...]
     timeout_s: int | float = limits.TX_TIMEOUT_S_DEFAULT
+    # Run only on workers of this release (grammar/limits.py RELEASE_PATTERN);
+    # None: on any worker.
+    release: str | None = None
 
     @property
     def services(self) -> tuple[str, ...]:
@@ -100,9 +105,10 @@ def parse_definition(
     tx_id = _parse_id(obj.get("id"))
     participants = _parse_participants(obj, known_services)
     timeout_s = _parse_timeout(obj.get("timeout_s"))
+    release = _parse_release(obj.get("release"))
     if not stored:
         _check_plain_paths(participants)
-    return TransactionDefinition(tx_id, participants, timeout_s)
+    return TransactionDefinition(tx_id, participants, timeout_s, release)
 
 
 def _check_plain_paths(participants: tuple) -> None:
@@ -120,8 +126,11 @@ def with_id(definition: TransactionDefinition, tx_id: str) -> TransactionDefinit
 
 
 def definition_to_dict(definition: TransactionDefinition) -> dict:
-    """Plain (JSON and msgpack-able) form with every default explicit."""
-    return {
+    """Plain (JSON and msgpack-able) form with every default explicit.
+
+    "release" is there only when one is named: a definition without one
+    encodes as it did before the field (journals, snapshots, digests)."""
+    plain = {
         "id": definition.id,
         "participants": [
             {"service": p.service, **{phase: _call_to_dict(getattr(p, phase)) for phase in _PHASES}}
@@ -129,6 +138,9 @@ def definition_to_dict(definition: TransactionDefinition) -> dict:
         ],
         "timeout_s": definition.timeout_s,
     }
+    if definition.release is not None:
+        plain["release"] = definition.release
+    return plain
 
 
 def definition_from_dict(raw: object) -> TransactionDefinition:
@@ -139,7 +151,8 @@ def definition_from_dict(raw: object) -> TransactionDefinition:
 def same_definition(a: TransactionDefinition, b: TransactionDefinition) -> bool:
     """True when both describe the same transaction once defaults are explicit.
 
-    Body objects compare regardless of key order; 1, 1.0 and true differ.
+    Body objects compare regardless of key order; 1, 1.0 and true differ;
+    ids and releases are compared too.
     """
     return _normal_form(a) == _normal_form(b)
 
@@ -153,6 +166,7 @@ def _normal_form(definition: TransactionDefinition) -> tuple:
         definition.id,
         float(definition.timeout_s),
         tuple((p.service, call(p.prepare), call(p.commit), call(p.abort)) for p in definition.participants),
+        definition.release,
     )
 
 
@@ -205,6 +219,14 @@ def _parse_timeout(raw: object) -> int | float:
     if not math.isfinite(raw) or raw <= 0 or raw > limits.TX_TIMEOUT_S_MAX:
         raise DefinitionError("timeout_s", f"must be greater than 0 and at most {limits.TX_TIMEOUT_S_MAX} (got {raw})")
     return raw
+
+
+def _parse_release(raw: object) -> str | None:
+    """The release a definition names (None: none, any worker runs it)."""
+    problem = release_problem(raw)
+    if problem is not None:
+        raise DefinitionError("release", problem)
+    return None if raw is None else str(raw)
 
 
 def _parse_participants(obj: dict, known_services: frozenset[str] | None) -> tuple[ParticipantDefinition, ...]:

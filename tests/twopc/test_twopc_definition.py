@@ -5,9 +5,18 @@ from __future__ import annotations
 import copy
 import json
 
+import msgpack
 import pytest
 
-from coordinator.twopc import DefinitionError, definition_to_dict, limits, parse_definition, same_definition, with_id
+from coordinator.twopc import (
+    DefinitionError,
+    definition_from_dict,
+    definition_to_dict,
+    limits,
+    parse_definition,
+    same_definition,
+    with_id,
+)
 
 
 def participant(service: str = "inventory", **overrides: object) -> dict:
@@ -320,6 +329,7 @@ def test_same_definition_ignores_body_key_order_only() -> None:
         lambda raw: raw["participants"].reverse(),
         lambda raw: raw["participants"][0]["abort"].update(path="/other"),
         lambda raw: raw["participants"][1].update(service="shipping"),
+        lambda raw: raw.update(release="2.4.1"),
     ],
 )
 def test_different_definitions_differ(change) -> None:
@@ -377,3 +387,55 @@ def test_a_stored_definition_from_before_the_rule_still_loads() -> None:
 
     raw = definition(participant(prepare={"path": "/p?x=1"}))
     assert definition_from_dict(raw).participants[0].prepare.path == "/p?x=1"
+
+
+# -- release: run only on workers of one release -------------------------------
+
+
+def test_a_definition_may_name_a_release() -> None:
+    parsed = parse_definition(definition(release="v2.4.1-rc.1+build.7"))
+    assert parsed.release == "v2.4.1-rc.1+build.7"
+    assert definition_to_dict(parsed)["release"] == "v2.4.1-rc.1+build.7"
+
+
+def test_without_a_release_any_worker_runs_it() -> None:
+    assert parse_definition(definition()).release is None
+    assert parse_definition(definition(release=None)).release is None  # null means absent
+
+
+@pytest.mark.parametrize("release", ["", "x" * 65, "a b", "-x", ".x", "2.4/1", 2, 2.4, True, ["2.4"], {"v": "2"}])
+def test_a_bad_release_is_refused_naming_the_field(release: object) -> None:
+    error = error_for(definition(release=release))
+    assert error.field == "release"
+    assert "must be a string of 1 to 64 of A-Z a-z 0-9 . _ + -" in error.message
+
+
+def test_a_release_of_64_characters_is_the_longest() -> None:
+    assert parse_definition(definition(release="7" * 64)).release == "7" * 64
+
+
+def test_a_release_round_trips_through_the_plain_form() -> None:
+    parsed = parse_definition(definition(release="2.4.1"))
+    plain = definition_to_dict(parsed)
+    assert definition_from_dict(plain) == parsed
+    assert definition_from_dict(msgpack.unpackb(msgpack.packb(plain))) == parsed
+    assert definition_from_dict(json.loads(json.dumps(plain))).release == "2.4.1"
+
+
+def test_without_a_release_the_plain_form_is_what_it_was() -> None:
+    """No "release" key: journals, snapshots and state digests written
+    before the field encode byte for byte the same."""
+    plain = definition_to_dict(parse_definition(definition()))
+    assert "release" not in plain
+    assert list(plain) == ["id", "participants", "timeout_s"]
+    assert definition_from_dict(plain).release is None
+
+
+def test_the_release_makes_another_definition() -> None:
+    without = parse_definition(definition())
+    assert not same_definition(without, parse_definition(definition(release="2.4.1")))
+    assert not same_definition(
+        parse_definition(definition(release="2.4.1")), parse_definition(definition(release="2.4.2"))
+    )
+    assert same_definition(parse_definition(definition(release="2.4.1")), parse_definition(definition(release="2.4.1")))
+    assert same_definition(without, parse_definition(definition(release=None)))

@@ -32,15 +32,17 @@ json_value = st.recursive(
 paths = st.from_regex(r"/[a-z0-9/]{0,10}", fullmatch=True).filter(lambda p: not p.startswith("//"))
 call = st.fixed_dictionaries({"path": paths}, optional={"body": json_value})
 definitions = st.builds(
-    lambda services, calls, tx_id, timeout_s: {
+    lambda services, calls, tx_id, timeout_s, release: {
         "participants": [{"service": s, "prepare": calls[0], "commit": calls[1], "abort": calls[2]} for s in services],
         **({"id": tx_id} if tx_id is not None else {}),
         **({"timeout_s": timeout_s} if timeout_s is not None else {}),
+        **({"release": release} if release is not None else {}),
     },
     st.lists(st.from_regex(limits.SERVICE_NAME_PATTERN, fullmatch=True), min_size=1, max_size=4, unique=True),
     st.tuples(call, call, call),
     st.none() | st.from_regex(limits.TX_ID_PATTERN, fullmatch=True),
     st.none() | st.integers(1, 3600) | st.floats(0.001, 3600),
+    st.none() | st.from_regex(limits.RELEASE_PATTERN, fullmatch=True),
 )
 
 
@@ -53,5 +55,6 @@ def test_round_trip_through_plain_data(raw: dict) -> None:
     assert definition_from_dict(msgpack.unpackb(msgpack.packb(plain))) == parsed
     assert definition_from_dict(json.loads(json.dumps(plain))) == parsed
     assert same_definition(parse_definition(plain), parsed)
+    assert ("release" in plain) == (parsed.release is not None) == ("release" in raw)
     assert isinstance(parsed, TransactionDefinition)
     hash(parsed)  # frozen all the way down
