@@ -112,6 +112,11 @@ _CALL_DETAILS = {
 
 
 # -- request bodies ------------------------------------------------------------------
+# The release a saga or transaction may name (grammar/limits.py), the same for both.
+_RELEASE = {
+    **_null_or(_pattern(call_limits.RELEASE_PATTERN, maxLength=call_limits.RELEASE_CHARS_MAX)),
+    "description": "run only on workers of this release (see [workers] in the cluster file)",
+}
 _PATH_TEXT = (
     "A path on the registered service: starts with '/', not '//', no '://', no "
     "whitespace or control characters, no '?' or '#', no '.' or '..' segment (also "
@@ -181,6 +186,7 @@ def _saga_schemas() -> dict:
                 "items": {"oneOf": [_ref("SagaActionStep"), _ref("SagaAwaitStep")]},
             },
             "timeout_s": _seconds(saga_limits.SAGA_TIMEOUT_S_MAX),
+            "release": _RELEASE,
         },
         ("steps",),
         description="A saga definition (null for an optional field means absent; an absent id is generated).",
@@ -230,6 +236,7 @@ def _transaction_schemas() -> dict:
                 "items": _ref("TransactionParticipant"),
             },
             "timeout_s": _seconds(tx_limits.TX_TIMEOUT_S_MAX),
+            "release": _RELEASE,
         },
         ("participants",),
         description=f"A 2PC transaction (timeout_s defaults to {tx_limits.TX_TIMEOUT_S_DEFAULT}).",

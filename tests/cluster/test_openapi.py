@@ -181,6 +181,14 @@ BODY_FIELDS = {
     "grpc": (lambda t: registry.validate_service_body({"grpc": t}), ("ServicePut", "oneOf", 1, "properties", "grpc")),
     "saga path": (lambda t: saga_fields.path(t, "path"), ("SagaCall", "properties", "path")),
     "transaction path": (lambda t: tx_definition._parse_path(t, "path"), ("TransactionCall", "properties", "path")),
+    "saga release": (
+        lambda t: saga_fields.release(t, "release"),
+        ("SagaDefinition", "properties", "release", "anyOf", 0),
+    ),
+    "transaction release": (
+        lambda t: tx_definition._parse_release(t),
+        ("TransactionDefinition", "properties", "release", "anyOf", 0),
+    ),
 }
 TEXTS = st.one_of(
     st.text(),
@@ -192,6 +200,7 @@ TEXTS = st.one_of(
 @pytest.mark.parametrize("name", sorted(BODY_FIELDS))
 @settings(max_examples=300, deadline=None)
 @given(text=TEXTS)
+@example(text="v2.4.1-rc.1+build.7")
 @example(text="\x01http://h:1")  # urlsplit() strips leading C0 controls before the scheme check
 @example(text="http://h:1/\ufeff")
 @example(text="/a\u00a0b")
@@ -204,6 +213,17 @@ def test_the_document_accepts_whatever_the_handlers_accept(name, text):
         schema = schema[key]
     if _accepts(check, text):
         assert _documented(schema, text), f"{name}: the handler accepts {text!r}, the document does not"
+
+
+@pytest.mark.parametrize("definition", ["SagaDefinition", "TransactionDefinition"])
+def test_a_definition_may_name_a_release(definition):
+    """Optional (null is absent), the pattern of grammar/limits.py, and what it is for."""
+    schema = build_document()["components"]["schemas"][definition]
+    release = schema["properties"]["release"]
+    assert "release" not in schema["required"]
+    assert release["anyOf"][1] == {"type": "null"}
+    assert release["anyOf"][0]["pattern"] == "^[A-Za-z0-9][A-Za-z0-9._+-]{0,63}$"
+    assert release["description"] == "run only on workers of this release (see [workers] in the cluster file)"
 
 
 def _check_record(schema: dict, record: dict) -> None:
