@@ -13,6 +13,9 @@
     tx = TransactionBuilder("tx-1", timeout_s=10).participant(
         "bank-a", prepare=("/tx/prepare", {"delta": -30}), commit="/tx/commit", abort="/tx/abort")
 
+Both take ``release="2.4.1"`` too: the workflow then runs only on workers
+of that release (``[workers]`` in the cluster file); without it, on any.
+
 ``build()`` checks the definition with the same pure validation the cluster
 applies and raises :class:`coordinator.client.InvalidRequest` naming the field.
 """
@@ -55,12 +58,17 @@ def _call(call: tuple) -> dict:
 
 
 class SagaBuilder:
-    def __init__(self, saga_id: str | None = None, *, timeout_s: float | None = None) -> None:
+    def __init__(
+        self, saga_id: str | None = None, *, timeout_s: float | None = None, release: str | None = None
+    ) -> None:
+        """``release``: run only on workers of this release (None: any worker)."""
         self._definition: dict[str, Any] = {"steps": []}
         if saga_id is not None:
             self._definition["id"] = saga_id
         if timeout_s is not None:
             self._definition["timeout_s"] = timeout_s
+        if release is not None:
+            self._definition["release"] = release
 
     def step(
         self,
@@ -103,12 +111,15 @@ class SagaBuilder:
 
 
 class TransactionBuilder:
-    def __init__(self, tx_id: str | None = None, *, timeout_s: float | None = None) -> None:
+    def __init__(self, tx_id: str | None = None, *, timeout_s: float | None = None, release: str | None = None) -> None:
+        """``release``: run only on workers of this release (None: any worker)."""
         self._definition: dict[str, Any] = {"participants": []}
         if tx_id is not None:
             self._definition["id"] = tx_id
         if timeout_s is not None:
             self._definition["timeout_s"] = timeout_s
+        if release is not None:
+            self._definition["release"] = release
 
     def participant(self, service: str, *, prepare: tuple | str, commit: str, abort: str) -> TransactionBuilder:
         """``prepare`` is PATH or (PATH, BODY); commit and abort are paths."""

@@ -63,3 +63,31 @@ def test_transaction_builder():
     assert built["participants"][1]["prepare"] == {"path": "/p"}
     with pytest.raises(InvalidRequest):
         TransactionBuilder().build()
+
+
+def test_both_builders_may_name_a_release():
+    built = SagaBuilder("order-43", release="2.4.1").step("a", "s", action=("POST", "/x")).build()
+    assert built["release"] == "2.4.1"
+    assert saga.parse_definition(built).release == "2.4.1"
+    built = (
+        TransactionBuilder("tx-2", timeout_s=10, release="v3.0.0-rc.1+b7")
+        .participant("bank-a", prepare="/p", commit="/c", abort="/a")
+        .build()
+    )
+    assert built["release"] == "v3.0.0-rc.1+b7"
+    assert twopc.parse_definition(built).release == "v3.0.0-rc.1+b7"
+
+
+def test_without_a_release_the_builders_send_none():
+    assert "release" not in SagaBuilder().step("a", "s", action=("POST", "/x")).build()
+    assert "release" not in TransactionBuilder().participant("b", prepare="/p", commit="/c", abort="/a").build()
+
+
+@pytest.mark.parametrize("release", ["", "a b", "-x", "x" * 65])
+def test_builders_refuse_a_bad_release_naming_the_field(release):
+    with pytest.raises(InvalidRequest) as info:
+        SagaBuilder(release=release).step("a", "s", action=("POST", "/x")).build()
+    assert info.value.field == "release"
+    with pytest.raises(InvalidRequest) as info:
+        TransactionBuilder(release=release).participant("b", prepare="/p", commit="/c", abort="/a").build()
+    assert info.value.field == "release"
