@@ -144,6 +144,7 @@ async def test_await_step_resumes_on_signal_and_its_deadline_compensates(cluster
             "steps[0].retry.max_attempts",
         ),
         (lambda d: d.update(colour="red"), "colour"),
+        (lambda d: d.update(release="a b"), "release"),
     ],
 )
 async def test_bad_definitions_get_400_naming_the_field_and_change_nothing(cluster, mutate, field):
@@ -166,6 +167,24 @@ async def test_an_id_reused_with_another_definition_is_a_conflict(cluster):
             await c.submit_saga(other)
         saga = await c.wait_saga("same-id", timeout=20)
         assert len(saga.steps) == 4
+
+
+async def test_a_release_is_stored_shown_with_the_definition_and_part_of_its_sameness(cluster):
+    """A saga naming a release: ?definition=true shows it, the same id with
+    another release (or none) is a conflict; a saga without one shows none."""
+    async with participants(cluster), client_for(cluster) as c:
+        await c.submit_saga({**order_saga("pinned-1"), "release": "2.4.1"})
+        await c.submit_saga(order_saga("unpinned-1"))
+        leader = await cluster.wait_leader()
+        pinned = (await cluster.request("GET", leader, "/v1/sagas/pinned-1?definition=true")).json
+        assert pinned["definition"]["release"] == "2.4.1"
+        unpinned = (await cluster.request("GET", leader, "/v1/sagas/unpinned-1?definition=true")).json
+        assert "release" not in unpinned["definition"]
+        assert "release" not in (await cluster.request("GET", leader, "/v1/sagas/pinned-1")).json
+        for other in ({**order_saga("pinned-1"), "release": "2.4.2"}, order_saga("pinned-1")):
+            with pytest.raises(Conflict):
+                await c.submit_saga(other)
+        assert (await c.submit_saga({**order_saga("pinned-1"), "release": "2.4.1"})).id == "pinned-1"
 
 
 async def test_outcome_replay_lists_successful_outcomes_in_log_order(cluster):

@@ -164,6 +164,7 @@ async def test_leader_killed_during_phase_two(cluster):
         (lambda d: d.update(timeout_s=-1), "timeout_s"),
         (lambda d: d["participants"][0]["prepare"].update(path="http://evil/x"), "participants[0].prepare.path"),
         (lambda d: d.update(participants=[]), "participants"),
+        (lambda d: d.update(release="-x"), "release"),
     ],
 )
 async def test_bad_transactions_get_400_naming_the_field_and_change_nothing(cluster, mutate, field):
@@ -186,6 +187,24 @@ async def test_the_same_id_with_another_definition_is_a_conflict(cluster):
             await c.submit_transaction(other)
         again = await c.submit_transaction(transfer("t-same"))
         assert again.id == "t-same"
+
+
+async def test_a_release_is_stored_shown_with_the_definition_and_part_of_its_sameness(cluster):
+    """A transaction naming a release: ?definition=true shows it, the same id
+    with another release (or none) is a conflict; one without shows none."""
+    async with banks(cluster) as (_, c):
+        await c.submit_transaction({**transfer("t-pinned"), "release": "2.4.1"})
+        await c.submit_transaction(transfer("t-unpinned"))
+        leader = await cluster.wait_leader()
+        pinned = (await cluster.request("GET", leader, "/v1/transactions/t-pinned?definition=true")).json
+        assert pinned["definition"]["release"] == "2.4.1"
+        unpinned = (await cluster.request("GET", leader, "/v1/transactions/t-unpinned?definition=true")).json
+        assert "release" not in unpinned["definition"]
+        assert "release" not in (await cluster.request("GET", leader, "/v1/transactions/t-pinned")).json
+        for other in ({**transfer("t-pinned"), "release": "2.4.2"}, transfer("t-pinned")):
+            with pytest.raises(Conflict):
+                await c.submit_transaction(other)
+        assert (await c.submit_transaction({**transfer("t-pinned"), "release": "2.4.1"})).id == "t-pinned"
 
 
 async def _votes(c, tx_id, n):
