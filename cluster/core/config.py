@@ -32,6 +32,15 @@
     [limits]                           # optional; see coordinator.cluster.core.limits.Limits
     state_bytes_max = 268435456
 
+    [executor]                         # optional; see coordinator.cluster.core.executor_settings
+    mode = "remote"                    # "local" (default) | "remote" | "auto": who calls participants
+
+    [workers]                          # optional: the transition workers it admits
+    ids = ["w1", "w2"]                 # the worker ids it knows (none by default)
+    releases = ["0.1.0"]               # the releases it admits (empty: any)
+    heartbeat_s = 1.0
+    lease_s = 5.0
+
     [[nodes]]
     id = "n1"
     raft = "127.0.0.1:7101"
@@ -84,7 +93,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.core.files import PRIVATE_FILE_MODE, owner_only_problem
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy, literal_address
@@ -204,6 +213,7 @@ class ClusterConfig:
     raft: RaftSettings = field(default_factory=RaftSettings)
     http_body_bytes_max: int = HTTP_BODY_BYTES_DEFAULT
     executor: ExecutorSettings = field(default_factory=ExecutorSettings)
+    workers: WorkerSettings = field(default_factory=WorkerSettings)  # [workers]: the transition workers admitted
     token_file: Path | None = None  # when set, every API request needs "Authorization: Bearer TOKEN"
     tokens_file: Path | None = None  # named tokens with roles (cluster/core/tokens.py)
     participant_key_file: Path | None = None  # when set, every participant call is signed with it
@@ -224,6 +234,8 @@ class ClusterConfig:
         ids = [n.id for n in self.nodes]
         if len(set(ids)) != len(ids):
             raise ConfigError("nodes: node ids must be unique")
+        if set(ids) & set(self.workers.ids):
+            raise ConfigError(f"workers.ids: {sorted(set(ids) & set(self.workers.ids))[0]!r} is a node's id")
         addresses = [a for n in self.nodes for a in (n.raft, n.http, n.grpc)]
         if len(set(addresses)) != len(addresses):
             raise ConfigError("nodes: every raft, http and grpc address must be distinct")
@@ -318,7 +330,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         raise ConfigError(f"{path}: no such cluster file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    unknown = set(doc) - {"cluster", "raft", "executor", "services", "api", "limits", "tls", "nodes"}
+    unknown = set(doc) - {"cluster", "raft", "executor", "workers", "services", "api", "limits", "tls", "nodes"}
     if unknown:
         raise ConfigError(f"{path}: unknown section [{sorted(unknown)[0]}]")
     cluster = _table(doc, "cluster")
@@ -359,6 +371,7 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         data_dir=(base / str(cluster.get("data_dir", "."))).resolve(),
         raft=_settings(RaftSettings, _table(doc, "raft"), "raft"),
         executor=_settings(ExecutorSettings, _table(doc, "executor"), "executor"),
+        workers=_workers(_table(doc, "workers")),
         limits=_settings(Limits, _table(doc, "limits"), "limits"),
         http_body_bytes_max=body_max,
         token_file=(base / token_file).resolve() if token_file else None,
@@ -370,6 +383,27 @@ def load_cluster_file(path: str | os.PathLike) -> ClusterConfig:
         api=_api(_table(doc, "api")),
         tls=_tls(doc["tls"], base) if "tls" in doc else None,
     )
+
+
+def _workers(raw: dict) -> WorkerSettings:
+    unknown = set(raw) - {"ids", "releases", "heartbeat_s", "lease_s"}
+    if unknown:
+        raise ConfigError(f"workers.{sorted(unknown)[0]}: unknown setting")
+    values: dict = {}
+    for key in ("ids", "releases"):
+        value = raw.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"workers.{key}: must be a list of strings")
+        values[key] = tuple(value)
+    for key in ("heartbeat_s", "lease_s"):
+        if key in raw:
+            if isinstance(raw[key], bool) or not isinstance(raw[key], (int, float)):
+                raise ConfigError(f"workers.{key}: must be a number")
+            values[key] = float(raw[key])
+    try:
+        return WorkerSettings(**values)
+    except ValueError as exc:
+        raise ConfigError(f"workers.{exc}") from None
 
 
 def _tls(raw: object, base: Path) -> TlsSettings:
@@ -471,6 +505,16 @@ def write_cluster_file(path: str | os.PathLike, config: ClusterConfig) -> None:
     lines += ["", "[executor]"]
     for f in dataclasses.fields(ExecutorSettings):
         lines.append(f"{f.name} = {_toml_value(getattr(config.executor, f.name))}")
+    workers = config.workers
+    if workers != WorkerSettings():
+        lines += [
+            "",
+            "[workers]",
+            "ids = [" + ", ".join(_toml_value(i) for i in workers.ids) + "]",
+            "releases = [" + ", ".join(_toml_value(r) for r in workers.releases) + "]",
+            f"heartbeat_s = {_toml_value(workers.heartbeat_s)}",
+            f"lease_s = {_toml_value(workers.lease_s)}",
+        ]
     policy, participant_tls = config.services, config.participant_tls
     if policy.configured or participant_tls.configured:
         lines += ["", "[services]"]
@@ -525,6 +569,7 @@ def local_cluster(
     data_dir: Path,
     raft: RaftSettings | None = None,
     executor: ExecutorSettings | None = None,
+    workers: WorkerSettings | None = None,
 ) -> ClusterConfig:
     """The local layout (README.md, "A cluster in one minute"): node i is n{i}, Raft base+i, HTTP base+1000+i, gRPC base+2000+i."""
     if not 1 <= nodes <= NODES_MAX:
@@ -548,6 +593,7 @@ def local_cluster(
         data_dir=data_dir,
         raft=raft or RaftSettings(),
         executor=executor or ExecutorSettings(),
+        workers=workers or WorkerSettings(),
     )
 
 
