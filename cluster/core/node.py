@@ -43,6 +43,9 @@ class NodeExecutor(Protocol):
     def view(self) -> dict:
         """What /v1/cluster and /metrics show of it."""
 
+    def workers_view(self) -> dict:
+        """GET /v1/workers: the transition workers it admitted or refused."""
+
     async def close(self) -> None:
         """Stop issuing calls and close the callers."""
 

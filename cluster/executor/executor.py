@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 from coordinator.cluster.core.errors import Overloaded, Unavailable
-from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.callers import ParticipantCallers
+from coordinator.cluster.executor.dispatch import Dispatcher
 from coordinator.cluster.executor.http_caller import CallOutcome, CallSpec
 from coordinator.cluster.executor.reconciler import Reconciler
 from coordinator.cluster.executor.saga import SagaDriver
@@ -43,7 +44,10 @@ class Executor:
     reads under, the state the log applies, its settings, the participant
     callers (which record answers on ``breakers``, the same the executor
     admits by), the wall clock its stamps and deadlines read (``time.time``
-    in a node process) and the random source of its backoff jitter."""
+    in a node process) and the random source of its backoff jitter.
+    ``workers`` and ``node_id``: whom its dispatcher admits as transition
+    workers and what it calls itself to them, when ``settings.mode`` is not
+    ``local`` (cluster/executor/dispatch.py)."""
 
     def __init__(
         self,
@@ -55,6 +59,8 @@ class Executor:
         breakers: Breakers,
         clock: Callable[[], float],
         rng: random.Random,
+        workers: WorkerSettings | None = None,
+        node_id: str = "",
     ) -> None:
         self.log = log
         self.state = state
@@ -63,6 +69,7 @@ class Executor:
         self.breakers = breakers
         self.clock = clock
         self.rng = rng
+        self.dispatcher = Dispatcher(settings, workers or WorkerSettings(), callers, node_id=node_id, clock=clock)
         self.leading = False
         self.fence = ""
         self.generation = 0
@@ -95,6 +102,7 @@ class Executor:
         self.leading = True
         self.generation += 1
         self.fence = f"{term}:{index}"
+        self.dispatcher.start_leading(self.fence)
         for driver in self.drivers.values():
             with self.log.reading():
                 active = sorted(driver.active_ids())
@@ -110,6 +118,7 @@ class Executor:
         self.generation += 1
         for driver in self.drivers.values():
             driver.stop()
+        self.dispatcher.stop_leading()
         if self._housekeeping is not None:
             self._housekeeping.cancel()
             self._housekeeping = None
@@ -130,8 +139,9 @@ class Executor:
 
     # -- calls and proposals ------------------------------------------------------------------------
     async def call(self, service: dict | None, spec: CallSpec, operation: str) -> CallOutcome:
-        """Call a registered participant over its transport."""
-        return await self.callers.call(service, spec, operation)
+        """Call a registered participant: over its transport from here, or
+        through a worker (``[executor] mode``; cluster/executor/dispatch.py)."""
+        return await self.dispatcher.call(service, spec, operation)
 
     async def propose(self, command: Command, generation: int) -> None:
         """Propose until the entry commits or this node stops leading."""
@@ -188,7 +198,7 @@ class Executor:
         """Raise the API error that refuses a new workflow, if any."""
         if self.inflight() >= self.settings.inflight_workflows_max:
             raise Overloaded(f"{self.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)
-        suspended = sorted(services & set(self.breakers.open_services()))
+        suspended = sorted(services & (set(self.breakers.open_services()) | self.dispatcher.open_services()))
         if suspended:
             raise Unavailable(
                 f"intake suspended: the circuit of {', '.join(suspended)} is open",
@@ -197,10 +207,15 @@ class Executor:
                 services=suspended,
             )
 
+    def workers_view(self) -> dict:
+        return self.dispatcher.view()
+
     def view(self) -> dict:
         return {
             "leading": self.leading,
             "fence": self.fence if self.leading else None,
             "calls_in_flight": sum(d.calls_in_flight() for d in self.drivers.values()),
             "breakers": self.breakers.view(),
+            "mode": self.dispatcher.mode,
+            "workers": self.dispatcher.counters(),
         }

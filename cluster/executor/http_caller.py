@@ -103,6 +103,9 @@ class CallSpec:
     backoff_s: float
     max_backoff_s: float
     tls: bool = False  # gRPC: the target speaks TLS (the registration's "tls"); HTTP: the URL's scheme says it
+    # The workflow's release, when its definition names one: only workers of
+    # that release may make the call (cluster/executor/dispatch.py). Never sent.
+    release: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

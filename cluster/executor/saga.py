@@ -32,11 +32,12 @@ class SagaDriver(Reconciler):
             return {}, None
         state = self.store.sagas[workflow_id]
         registry = self.executor.state.registry
+        release = state.definition.release  # only workers of this release make its calls
         calls = {}
         for effect in machine.pending_effects(state):
             if isinstance(effect, (machine.CallAction, machine.CallCompensation)):
                 service = registry.get(effect.service)
-                calls[_key(effect)] = lambda e=effect, s=service: self._perform(e, s)
+                calls[_key(effect)] = lambda e=effect, s=service: self._perform(e, s, release)
         deadline = machine.next_deadline(state)
         if deadline is not None:
             at_ms, event = deadline
@@ -50,7 +51,7 @@ class SagaDriver(Reconciler):
             terminal = self.store.terminal_ages()
         return self.executor.retained(terminal, at_ms)
 
-    async def _perform(self, effect: Any, service: dict | None) -> dict:
+    async def _perform(self, effect: Any, service: dict | None, release: str | None = None) -> dict:
         compensating = isinstance(effect, machine.CallCompensation)
         spec = CallSpec(
             service=effect.service,
@@ -64,6 +65,7 @@ class SagaDriver(Reconciler):
             max_attempts=effect.retry.max_attempts,
             backoff_s=effect.retry.backoff_s,
             max_backoff_s=effect.retry.max_backoff_s,
+            release=release,
         )
         started_s = self.executor.monotonic_s()
         outcome = await self.executor.call(service, spec, "compensate" if compensating else "execute")

@@ -40,12 +40,13 @@ class TransactionDriver(Reconciler):
             return {}, None
         state = self.store.transactions[workflow_id]
         registry = self.executor.state.registry
+        release = state.definition.release  # only workers of this release make its calls
         calls = {}
         for effect in machine.pending_effects(state):
             if isinstance(effect, (machine.CallPrepare, machine.CallCommit, machine.CallAbort)):
                 phase = _phase(effect)
                 service = registry.get(effect.service)
-                calls[(phase, effect.service)] = lambda e=effect, s=service, p=phase: self._perform(e, s, p)
+                calls[(phase, effect.service)] = lambda e=effect, s=service, p=phase: self._perform(e, s, p, release)
         deadline = machine.next_deadline(state)
         return calls, ((deadline[0], {"type": "deadline"}) if deadline is not None else None)
 
@@ -54,7 +55,7 @@ class TransactionDriver(Reconciler):
             terminal = self.store.terminal_ages()
         return self.executor.retained(terminal, at_ms)
 
-    def _spec(self, effect: Any, service: dict | None, attempts: int) -> CallSpec:
+    def _spec(self, effect: Any, service: dict | None, attempts: int, release: str | None) -> CallSpec:
         return CallSpec(
             service=effect.service,
             url=(service or {}).get("url") or (service or {}).get("grpc") or "",
@@ -67,14 +68,15 @@ class TransactionDriver(Reconciler):
             max_attempts=attempts,
             backoff_s=PHASE_TWO_BACKOFF_S,
             max_backoff_s=PHASE_TWO_BACKOFF_MAX_S,
+            release=release,
         )
 
-    async def _perform(self, effect: Any, service: dict | None, phase: str) -> dict | None:
+    async def _perform(self, effect: Any, service: dict | None, phase: str, release: str | None = None) -> dict | None:
         """The vote or the ack to propose, with the call's fence and its
         duration from the first attempt (phase two: of every round)."""
         started_s = self.executor.monotonic_s()
         if phase == "prepare":
-            spec = self._spec(effect, service, ATTEMPTS_HARD_MAX)
+            spec = self._spec(effect, service, ATTEMPTS_HARD_MAX, release)
             outcome = await self.executor.call(service, spec, "prepare")
             if outcome.kind == "unknown":
                 return None  # only the deadline decides now
@@ -83,7 +85,7 @@ class TransactionDriver(Reconciler):
             return {"type": "vote", "service": effect.service, "vote": "yes" if yes else "no", **measured}
         backoff_s = PHASE_TWO_BACKOFF_S
         for _ in range(PHASE_TWO_ROUNDS_MAX):
-            spec = self._spec(effect, service, ATTEMPTS_HARD_MAX)
+            spec = self._spec(effect, service, ATTEMPTS_HARD_MAX, release)
             outcome = await self.executor.call(service, spec, phase)
             if outcome.kind == "ok":
                 measured = self.measured(spec.fence, started_s)

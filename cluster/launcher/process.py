@@ -44,31 +44,13 @@ from coordinator.cluster.core.node import Node
 from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.core.tls import api_server_context, peer_client_context, peer_server_context
 from coordinator.cluster.executor.breaker import Breakers
-from coordinator.cluster.executor.callers import ParticipantCallers
+from coordinator.cluster.executor.callers import participant_callers
 from coordinator.cluster.executor.executor import Executor
-from coordinator.cluster.executor.grpc_caller import GrpcCaller
-from coordinator.cluster.executor.http_caller import HttpCaller, Signer, participant_session
 from coordinator.consensus import PYSYNCOBJ_LOGGER, PeerTls, PySyncObjLog, TruncationCounter
 
-__all__ = ["CONNECTIONS_MAX", "NodeProcess", "build_node", "participant_callers", "peer_tls", "serve"]
+__all__ = ["NodeProcess", "build_node", "peer_tls", "serve"]
 
 log = logging.getLogger(__name__)
-CONNECTIONS_MAX = 256  # participant connections of the executor's HTTP session
-
-
-def participant_callers(config: NodeConfig, breakers: Breakers, rng: random.Random) -> ParticipantCallers:
-    """HTTP and gRPC, both held to ``[services]`` (its address policy, and
-    its TLS settings for ``https://`` and TLS gRPC participants) and signing
-    every call when the cluster file names a participant key. Closing them closes the gRPC
-    channels, then the HTTP session. Call it on the event loop."""
-    policy, tls = config.cluster.services, config.cluster.participant_tls
-    signer = None
-    if config.participant_key is not None:
-        signer = Signer(config.cluster.participant_key_id, config.participant_key)
-    session = participant_session(policy, connections_max=CONNECTIONS_MAX, ssl=tls.client_context())
-    grpc = GrpcCaller(breakers, policy=policy, signer=signer, rng=rng, tls=tls)
-    http = HttpCaller(session, breakers, policy, signer, rng=rng)
-    return ParticipantCallers(http, grpc, on_close=(grpc.close, session.close))
 
 
 def peer_tls(config: NodeConfig) -> PeerTls | None:
@@ -109,10 +91,12 @@ def build_node(
         raft_log,
         state,
         settings,
-        callers=participant_callers(config, breakers, rng),
+        callers=participant_callers(config.cluster, config.participant_key, breakers, rng),
         breakers=breakers,
         clock=clock,
         rng=rng,
+        workers=config.cluster.workers,
+        node_id=config.node.id,
     )
     return Node(config, log=raft_log, state=state, executor=executor, clock=clock, truncations=truncations)
 
