@@ -46,6 +46,8 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
         return "GetService", pb.GetServiceRequest(name=args["name"])
     if operation == "list_services":
         return "ListServices", pb.ListServicesRequest()
+    if operation == "list_workers":
+        return "ListWorkers", pb.ListWorkersRequest()
     if operation == "delete_service":
         return "DeleteService", pb.DeleteServiceRequest(name=args["name"])
     if operation == "service_outcomes":

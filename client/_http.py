@@ -57,6 +57,8 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
         return "GET", f"{service}/outcomes?after={_part(args['after'])}", None
     if operation == "list_services":
         return "GET", "/v1/services", None
+    if operation == "list_workers":
+        return "GET", "/v1/workers", None
     if operation == "signal_saga":
         return "POST", f"/v1/sagas/{_part(args['id'])}/signals/{_part(args['name'])}", args["payload"]
     if operation == "redrive_saga":

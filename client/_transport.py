@@ -50,6 +50,7 @@ OPERATIONS = {
     "put_service": ("name", "body", "force", "request"),
     "get_service": ("name",),
     "list_services": (),
+    "list_workers": (),
     "delete_service": ("name", "request"),
     "service_outcomes": ("name", "after"),
     "submit_saga": ("definition",),

@@ -152,6 +152,12 @@ class Coordinator:
         data = await self._transport.request("list_services", {})
         return [Service.from_json(s) for s in data["services"]]
 
+    async def workers(self) -> dict:
+        """The leader's transition workers (GET /v1/workers): ``{"mode",
+        "queued", "releases", "workers": [{"id", "release", "services",
+        "capacity", "in_flight", "last_heartbeat", "admitted", "reason", ...}]}``."""
+        return await self._transport.request("list_workers", {})
+
     async def delete_service(self, name: str) -> Service:
         args = {"name": name, "request": uuid.uuid4().hex}
         return Service.from_json(await self._transport.request("delete_service", args))

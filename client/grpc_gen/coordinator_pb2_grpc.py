@@ -436,6 +436,16 @@ class CoordinatorStub:
                 request_serializer=coordinator__pb2.WatchRequest.SerializeToString,
                 response_deserializer=coordinator__pb2.WorkflowEvent.FromString,
                 _registered_method=True)
+        self.ListWorkers = channel.unary_unary(
+                '/coordinator.v1.Coordinator/ListWorkers',
+                request_serializer=coordinator__pb2.ListWorkersRequest.SerializeToString,
+                response_deserializer=coordinator__pb2.ObjectReply.FromString,
+                _registered_method=True)
+        self.Work = channel.stream_stream(
+                '/coordinator.v1.Coordinator/Work',
+                request_serializer=coordinator__pb2.WorkerMessage.SerializeToString,
+                response_deserializer=coordinator__pb2.LeaderMessage.FromString,
+                _registered_method=True)
 
 
 class CoordinatorServicer:
@@ -593,6 +603,27 @@ class CoordinatorServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListWorkers(self, request, context):
+        """GET /v1/workers: {"workers": [...], "mode", "queued"} on the leader.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Work(self, request_iterator, context):
+        """A transition worker's session with the leader (`coordinator worker`).
+        The worker sends a hello first, then heartbeats and reports; the leader
+        answers welcome, then dispatches and cancels. A node that does not lead
+        answers an error with code "not_leader" and the leader's gRPC address,
+        and ends the stream; so does the leader for a worker it does not admit
+        (code "unknown_worker", "release_refused", "invalid", ...). An error about
+        one report (code "not_held", "stale_fence", "invalid") leaves the
+        session open: nothing of that report was applied.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CoordinatorServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -675,6 +706,16 @@ def add_CoordinatorServicer_to_server(servicer, server):
                     servicer.Watch,
                     request_deserializer=coordinator__pb2.WatchRequest.FromString,
                     response_serializer=coordinator__pb2.WorkflowEvent.SerializeToString,
+            ),
+            'ListWorkers': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListWorkers,
+                    request_deserializer=coordinator__pb2.ListWorkersRequest.FromString,
+                    response_serializer=coordinator__pb2.ObjectReply.SerializeToString,
+            ),
+            'Work': grpc.stream_stream_rpc_method_handler(
+                    servicer.Work,
+                    request_deserializer=coordinator__pb2.WorkerMessage.FromString,
+                    response_serializer=coordinator__pb2.LeaderMessage.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1140,6 +1181,60 @@ class Coordinator:
             '/coordinator.v1.Coordinator/Watch',
             coordinator__pb2.WatchRequest.SerializeToString,
             coordinator__pb2.WorkflowEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListWorkers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/coordinator.v1.Coordinator/ListWorkers',
+            coordinator__pb2.ListWorkersRequest.SerializeToString,
+            coordinator__pb2.ObjectReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Work(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/coordinator.v1.Coordinator/Work',
+            coordinator__pb2.WorkerMessage.SerializeToString,
+            coordinator__pb2.LeaderMessage.FromString,
             options,
             channel_credentials,
             insecure,

@@ -51,6 +51,7 @@ import grpc
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
 from coordinator.cluster.api import operations, roles
+from coordinator.cluster.api.grpc_workers import serve_worker
 from coordinator.cluster.api.operations import LeaderElsewhere
 from coordinator.cluster.api.selection import FILTER_FIELDS
 from coordinator.cluster.core.client_slots import ClientSlots, grpc_peer_host
@@ -357,6 +358,20 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
                     yield pb.WorkflowEvent(object_json=_json(view), terminal=terminal)
             finally:
                 self.watches -= 1
+
+    # -- transition workers ---------------------------------------------------------------------
+    @_unary
+    async def ListWorkers(self, request: pb.ListWorkersRequest, context: Any) -> pb.ObjectReply:
+        return pb.ObjectReply(object_json=_json(operations.list_workers(self.node, stale=request.stale)))
+
+    async def Work(self, requests: AsyncIterator[pb.WorkerMessage], context: Any) -> AsyncIterator[pb.LeaderMessage]:
+        """A worker's stream (cluster/api/grpc_workers.py), with a token of the role ``Work`` needs."""
+        try:
+            self.authorize(context, "Work")
+        except ApiError as error:
+            await context.abort(*abort_details(error))
+        async for message in serve_worker(self.node, requests, context):
+            yield message
 
 
 class GrpcApi:

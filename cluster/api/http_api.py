@@ -296,6 +296,10 @@ async def cluster_recent(request: web.Request) -> web.Response:
     )
 
 
+async def list_workers(request: web.Request) -> web.Response:
+    return web.json_response(operations.list_workers(request_node(request), stale=request.query.get("stale")))
+
+
 async def metrics(request: web.Request) -> web.Response:
     return web.Response(text=render_metrics(request_node(request)), content_type="text/plain", charset="utf-8")
 
@@ -345,6 +349,7 @@ def build_app(node: Node) -> web.Application:
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/v1/cluster", cluster_info)
     app.router.add_get("/v1/cluster/recent", cluster_recent)
+    app.router.add_get("/v1/workers", list_workers)
     app.router.add_get("/v1/services", list_services)
     app.router.add_get("/v1/services/{name}", get_service)
     app.router.add_put("/v1/services/{name}", put_service)

@@ -446,6 +446,34 @@ def _view_schemas() -> dict:
             },
             "*",
         ),
+        "WorkerList": _obj(
+            {
+                "mode": {"type": "string", "enum": ["local", "remote", "auto"]},
+                "leading": _BOOLEAN,
+                "queued": _COUNT,
+                "releases": {"type": "array", "items": _STRING},
+                "workers": {
+                    "type": "array",
+                    "items": _obj(
+                        {
+                            "id": _STRING,
+                            "release": _STRING,
+                            "services": {"type": "array", "items": _STRING, "description": '["*"]: every service'},
+                            "capacity": _COUNT,
+                            "in_flight": _COUNT,
+                            "completed": _COUNT,
+                            "connected_at": _null_or(_TIME),
+                            "last_heartbeat": _null_or(_TIME),
+                            "open_breakers": {"type": "array", "items": _STRING},
+                            "admitted": _BOOLEAN,
+                            "reason": _null_or(_STRING),
+                        },
+                        "*",
+                    ),
+                },
+            },
+            "*",
+        ),
         "Saga": saga_object,
         "SagaList": _list("sagas", "Saga", saga_summary),
         "BulkRedriveRequest": _obj(
@@ -809,6 +837,18 @@ def _paths() -> dict:
                 "This node's last minutes, in windows of interval_s: commands applied and workflows finished "
                 "per second, the commit p99 (a leader's), participant calls in flight. Local, never redirected.",
                 ok("RecentWindows"),
+            )
+        },
+        "/v1/workers": {
+            "get": _op(
+                "listWorkers",
+                "The leader's transition workers: admitted ones with their leases in flight and last heartbeat, "
+                "then those refused lately with the reason; the executor mode and the calls queued. "
+                "A follower redirects (workers connect to the leader); ?stale=true answers this node's own "
+                "table (a follower's is empty).",
+                ok("WorkerList"),
+                read,
+                ("Stale",),
             )
         },
         "/v1/services": {

@@ -244,6 +244,15 @@ async def linearizable(node: Node, stale: bool | str | None) -> None:
         raise Unavailable(f"the read barrier did not commit: {exc}", code="no_leader", retry_after_s=1) from None
 
 
+def list_workers(node: Node, *, stale: bool | str | None = None) -> dict:
+    """GET /v1/workers: the leader's transition workers (cluster/executor/dispatch.py).
+    Workers connect to the leader only, so a follower redirects; with
+    ``stale`` any node answers its own table (a follower's is empty)."""
+    if not parse_flag("stale", stale):
+        require_leader(node)
+    return node.executor.workers_view()
+
+
 async def propose(node: Node, kind: str, body: Any) -> Any:
     try:
         result = await node.log.propose(Command(kind, body, at_ms=node.now_ms()))

@@ -57,6 +57,7 @@ HTTP_ROLES: dict[tuple[str, str], Role | _Open] = {
     ("GET", "/v1/transactions"): READ,
     ("GET", "/v1/transactions/{id}"): READ,
     ("GET", "/v1/events"): READ,
+    ("GET", "/v1/workers"): READ,
     # the dashboard's files: no data in them; the page asks for a token
     ("GET", "/ui"): OPEN,
     ("GET", "/ui/"): OPEN,
@@ -74,6 +75,9 @@ GRPC_ROLES: dict[str, Role] = {
     "GetTransaction": READ,
     "ListTransactions": READ,
     "Watch": READ,
+    "ListWorkers": READ,
+    # a transition worker's stream: what it reports becomes workflow outcomes
+    "Work": OPERATE,
     "SubmitSaga": SUBMIT,
     "SubmitTransaction": SUBMIT,
     "SignalSaga": OPERATE,
