@@ -40,6 +40,7 @@ from coordinator.cluster.core.config import (
     read_secret,
     write_cluster_file,
 )
+from coordinator.cluster.core.executor_settings import WorkerSettings
 from coordinator.cluster.core.files import owner_only_umask, private_dir
 from coordinator.cluster.core.netpolicy import literal_address
 from coordinator.cluster.core.tls import NODE_ID_PLACEHOLDER, TlsSettings
@@ -153,12 +154,23 @@ def _address(node: NodeAddress) -> tuple[str, str, str, str]:
 
 
 def _prepare_data_dir(args: argparse.Namespace) -> Path:
+    workers = getattr(args, "workers", 0)
     data_dir = private_dir(Path(args.data_dir).resolve())
     cluster_file = data_dir / "cluster.toml"
     wanted = local_cluster(nodes=args.nodes, host=args.host, base_port=args.base_port, data_dir=data_dir)
     wanted = dataclasses.replace(wanted, participant_key_file=data_dir / PARTICIPANT_KEY_FILE)
     if args.token:
         wanted = dataclasses.replace(wanted, token_file=data_dir / "api.token")
+    if workers:
+        from coordinator.cluster.worker.process import release_of_this_package
+
+        wanted = dataclasses.replace(
+            wanted,
+            executor=dataclasses.replace(wanted.executor, mode="remote"),
+            workers=WorkerSettings(
+                ids=tuple(f"w{i}" for i in range(1, workers + 1)), releases=(release_of_this_package(),)
+            ),
+        )
     tls_dir = data_dir / "tls"
     if args.tls or args.mtls:
         wanted = dataclasses.replace(
@@ -182,6 +194,13 @@ def _prepare_data_dir(args: argparse.Namespace) -> Path:
             raise ConfigError(
                 f"{cluster_file} was created without {flag}; use another --data-dir for a cluster with it"
             )
+        if workers and not set(wanted.workers.ids) <= set(existing.workers.ids):
+            raise ConfigError(
+                f"{cluster_file} admits workers {list(existing.workers.ids)}, not w1..w{workers}; "
+                "use another --data-dir"
+            )
+        if not workers and existing.executor.mode == "remote":
+            raise ConfigError(f"{cluster_file} runs in remote executor mode: start it with --workers N")
         if [_address(n) for n in existing.nodes] != [_address(n) for n in wanted.nodes]:
             raise ConfigError(
                 f"{cluster_file} describes another cluster ({len(existing.nodes)} nodes, "
@@ -239,12 +258,19 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     supervisor.start_all()
+    workers = list(config.workers.ids[: args.workers]) if args.workers else []
+    for worker_id in workers:
+        supervisor.start_worker(worker_id)
     try:
         print(f"cluster file: {cluster_file}")
         for node in config.nodes:
             print(
                 f"  {node.id}  http {node.http_url}  grpc {node.grpc}  raft {node.raft}  log {supervisor.log_path(node.id)}"
             )
+        if workers:
+            print(f"executor mode {config.executor.mode}: participant calls are made by the workers")
+        for worker_id in workers:
+            print(f"  {worker_id}  worker  log {supervisor.log_path(worker_id)}")
         token = read_secret(config.token_file, "the API token") if config.token_file else None
         if token:
             print(f"API token: {config.token_file} (clients: COORDINATOR_TOKEN=$(cat {config.token_file}))")
@@ -271,13 +297,13 @@ def cmd_up(args: argparse.Namespace) -> int:
                 if node_id not in reported:
                     reported.add(node_id)
                     print(f"{node_id} exited with {code}; see {supervisor.log_path(node_id)}", flush=True)
-            if len(reported) == len(config.nodes):
+            if all(node.id in reported for node in config.nodes):
                 print("every node has exited", file=sys.stderr)
                 return EXIT_FAILED
             time.sleep(0.2)
     finally:
         supervisor.stop_all()
-        print("stopped every node")
+        print("stopped every node" + (" and worker" if workers else ""))
     return EXIT_OK
 
 
@@ -295,6 +321,67 @@ def _tls_hints(config: ClusterConfig) -> dict[str, Any]:
         files.update(cert_file=f"{client}.crt", key_file=f"{client}.key")
     print(flush=True)
     return files
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    die_with_parent()
+    owner_only_umask()
+    from coordinator.cluster.executor.dispatch import WorkerHello
+    from coordinator.cluster.launcher.event_loop import run
+    from coordinator.cluster.worker.process import WorkerOptions, WorkerRejected, release_of_this_package, serve
+
+    cluster = load_cluster_file(args.config)
+    services = tuple(s.strip() for s in (args.services or "").split(",") if s.strip())
+    hello = WorkerHello(args.id, args.release or release_of_this_package(), services, args.capacity)
+    problem = hello.problem()
+    if problem is not None:
+        raise UsageError(f"coordinator worker: {problem}")
+    if args.id not in cluster.workers.ids:
+        print(f"coordinator worker: note: {args.id!r} is not in [workers] ids of {args.config}", file=sys.stderr)
+    token = _token(args) or (read_secret(cluster.token_file, "the API token") if cluster.token_file else None)
+    key_file = cluster.participant_key_file
+    cluster.participant_tls.check()
+    tls = _client_tls(args)
+    if cluster.tls is not None and tls is None and cluster.tls.peer_ca_file is not None:
+        tls = ClientTls(ca_file=str(cluster.tls.peer_ca_file))
+    options = WorkerOptions(
+        hello,
+        token=token,
+        tls=tls,
+        participant_key=read_secret(key_file, "the participant signing key").encode() if key_file else None,
+    )
+    logging.basicConfig(
+        level=getattr(logging, args.log_level.upper()),
+        format=f"%(asctime)s {args.id} %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        run(serve(cluster, options))
+    except WorkerRejected as exc:
+        print(f"coordinator worker {args.id}: the cluster refused its token: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    view = _run_client(args, lambda c: c.workers())
+    rows = [
+        [
+            w["id"],
+            w["release"],
+            ",".join(w["services"]),
+            str(w["capacity"]),
+            str(w["in_flight"]),
+            w["last_heartbeat"] or "-",
+            "yes" if w["admitted"] else f"no: {w.get('reason') or '-'}",
+        ]
+        for w in view["workers"]
+    ]
+    print(f"mode {view['mode']}, {view['queued']} call(s) queued")
+    if rows:
+        print(_table(rows, ["WORKER", "RELEASE", "SERVICES", "CAPACITY", "IN FLIGHT", "LAST HEARTBEAT", "ADMITTED"]))
+    else:
+        print("no worker is connected")
+    return EXIT_OK
 
 
 # -- talking to a cluster -----------------------------------------------------------------
@@ -611,6 +698,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--base-port", type=_positive_int, default=7100)
     up.add_argument("--token", action="store_true", help="require an API token (generated in DATA_DIR/api.token)")
     up.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=0,
+        metavar="N",
+        help="also start N transition workers (w1..wN) and run the cluster in remote executor mode",
+    )
+    up.add_argument(
         "--tls",
         action="store_true",
         help="serve the APIs (and Raft) over TLS: a local CA and node certificates in DATA_DIR/tls",
@@ -633,6 +727,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--insecure", action="store_true", help="allow a non-loopback address without an API token (prints a warning)"
     )
     node.set_defaults(run=cmd_node)
+
+    worker = commands.add_parser("worker", help="run a transition worker: it makes the calls the leader leases it")
+    worker.add_argument("--config", required=True)
+    worker.add_argument("--id", required=True, help="one of [workers] ids in the cluster file")
+    worker.add_argument("--release", help="the release it says it is (default: the installed package's version)")
+    worker.add_argument("--services", metavar="NAME,NAME", help="the services it can reach (default: every one)")
+    worker.add_argument("--capacity", type=_positive_int, default=16, help="calls it makes at once (1-1024)")
+    worker.add_argument("--token-file", help="the API token file (else $COORDINATOR_TOKEN, else token_file)")
+    worker.add_argument("--ca-file", help="the CA of the nodes' TLS certificates (else [tls] peer_ca_file)")
+    worker.add_argument("--cert-file", help="a client certificate for mutual TLS (else $COORDINATOR_CERT_FILE)")
+    worker.add_argument("--key-file", help="its private key (else $COORDINATOR_KEY_FILE)")
+    worker.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    worker.set_defaults(run=cmd_worker)
+
+    with_endpoints(commands.add_parser("workers", help="the leader's transition workers")).set_defaults(run=cmd_workers)
 
     with_endpoints(commands.add_parser("status", help="a table of every node")).set_defaults(run=cmd_status)
 

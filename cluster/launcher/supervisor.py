@@ -70,31 +70,38 @@ class Supervisor:
         self.processes: dict[str, subprocess.Popen] = {}
 
     def log_path(self, node_id: str) -> Path:
+        """A node's log; a worker's (``start_worker``) is ``worker.log`` beside it."""
+        if node_id in self.config.workers.ids:
+            return self.config.data_dir / node_id / "worker.log"
         return self.config.data_dir / node_id / "node.log"
 
     def start(self, node_id: str) -> subprocess.Popen:
         self.config.node(node_id)
-        current = self.processes.get(node_id)
+        return self._spawn(
+            node_id,
+            ["node", "--config", str(self.cluster_file), "--id", node_id, *(["--insecure"] if self.insecure else [])],
+        )
+
+    def start_worker(self, worker_id: str, args: Sequence[str] = ()) -> subprocess.Popen:
+        """``coordinator worker`` with ``worker_id`` of ``[workers] ids``, and
+        ``args`` (``--release``, ``--services``, ...). The same methods as a
+        node's signal, pause, kill and stop it, by its id."""
+        if worker_id not in self.config.workers.ids:
+            raise ValueError(f"{worker_id!r} is not in [workers] ids")
+        return self._spawn(worker_id, ["worker", "--config", str(self.cluster_file), "--id", worker_id, *args])
+
+    def _spawn(self, process_id: str, command: list[str]) -> subprocess.Popen:
+        current = self.processes.get(process_id)
         if current is not None and current.poll() is None:
-            raise RuntimeError(f"{node_id} is already running (pid {current.pid})")
+            raise RuntimeError(f"{process_id} is already running (pid {current.pid})")
+        node_id = process_id
         log_path = self.log_path(node_id)
         private_dir(log_path.parent)
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
         os.fchmod(fd, PRIVATE_FILE_MODE)  # a log written before files were owner-only
         with os.fdopen(fd, "ab") as log_file:
             process = subprocess.Popen(
-                [
-                    *self.launch_prefixes.get(node_id, ()),
-                    self.python,
-                    "-m",
-                    "coordinator",
-                    "node",
-                    "--config",
-                    str(self.cluster_file),
-                    "--id",
-                    node_id,
-                    *(["--insecure"] if self.insecure else []),
-                ],
+                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "coordinator", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
@@ -106,6 +113,9 @@ class Supervisor:
     def start_all(self) -> None:
         for node in self.config.nodes:
             self.start(node.id)
+
+    def node_ids(self) -> list[str]:
+        return [node.id for node in self.config.nodes]
 
     def alive(self, node_id: str) -> bool:
         process = self.processes.get(node_id)
