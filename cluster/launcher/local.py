@@ -27,7 +27,7 @@ from aiohttp import web
 
 from coordinator.client.tls import ClientTls
 from coordinator.cluster.core.config import ClusterConfig, generate_secret, local_cluster, write_cluster_file
-from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.core.files import private_dir
 from coordinator.cluster.core.limits import Limits
 from coordinator.cluster.core.netpolicy import ServicePolicy
@@ -108,6 +108,7 @@ class LocalCluster:
         nodes: int = 3,
         raft: RaftSettings | None = None,
         executor: ExecutorSettings | None = None,
+        workers: WorkerSettings | None = None,
         token: bool = False,
         base_port: int | None = None,
         hosts: Mapping[str, str] | None = None,
@@ -133,6 +134,7 @@ class LocalCluster:
             data_dir=self.root,
             raft=raft,
             executor=executor,
+            workers=workers,
         )
         if hosts:
             self.config = _placed(self.config, hosts)
