@@ -51,7 +51,7 @@ import grpc
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
 from coordinator.cluster.api import operations, roles
-from coordinator.cluster.api.grpc_workers import serve_worker
+from coordinator.cluster.api.grpc_workers import first_message, serve_worker
 from coordinator.cluster.api.operations import LeaderElsewhere
 from coordinator.cluster.api.selection import FILTER_FIELDS
 from coordinator.cluster.core.client_slots import ClientSlots, grpc_peer_host
@@ -365,12 +365,17 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         return pb.ObjectReply(object_json=_json(operations.list_workers(self.node, stale=request.stale)))
 
     async def Work(self, requests: AsyncIterator[pb.WorkerMessage], context: Any) -> AsyncIterator[pb.LeaderMessage]:
-        """A worker's stream (cluster/api/grpc_workers.py), with a token of the role ``Work`` needs."""
+        """A worker's stream (cluster/api/grpc_workers.py), with a token of the role ``Work`` needs.
+
+        The first message is read before the token is checked: ending the
+        call while the client was still sending it reached the client as
+        INTERNAL ("execute_batch" of its send) instead of the refusal."""
+        first = await first_message(requests)
         try:
             self.authorize(context, "Work")
         except ApiError as error:
             await context.abort(*abort_details(error))
-        async for message in serve_worker(self.node, requests, context):
+        async for message in serve_worker(self.node, first, requests, context):
             yield message
 
 

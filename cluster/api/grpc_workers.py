@@ -1,6 +1,7 @@
 """The ``Work`` RPC: one transition worker's stream, on the leader.
 
-The first message must be the worker's hello (within ``HELLO_WAIT_S``); the
+The first message must be the worker's hello (within ``HELLO_WAIT_S``;
+read before the token is checked, cluster/api/grpc_api.py); the
 node hands it to its dispatcher (cluster/executor/dispatch.py), which admits
 the worker or says why not. Then two flows share the stream: what the
 dispatcher sends the worker (welcome, dispatches, cancels, errors) is
@@ -34,7 +35,7 @@ from coordinator.cluster.executor.dispatch import (
 )
 from coordinator.cluster.executor.worker_wire import WireError, leader_message, read_worker_message
 
-__all__ = ["HELLO_WAIT_S", "serve_worker"]
+__all__ = ["HELLO_WAIT_S", "first_message", "serve_worker"]
 
 log = logging.getLogger(__name__)
 HELLO_WAIT_S = 10.0
@@ -60,12 +61,21 @@ class _QueueLink:
             self.closed = True
 
 
-async def serve_worker(node: Node, requests: AsyncIterator[Any], context: Any) -> AsyncIterator[pb.LeaderMessage]:
-    """The leader's side of one worker's stream (already authorized)."""
-    dispatcher: Dispatcher = node.executor.dispatcher  # type: ignore[attr-defined]
+async def first_message(requests: AsyncIterator[Any]) -> Any:
+    """The stream's first message, or None when none came within ``HELLO_WAIT_S``."""
     try:
-        first = await asyncio.wait_for(anext(requests), HELLO_WAIT_S)
+        return await asyncio.wait_for(anext(requests), HELLO_WAIT_S)
     except (TimeoutError, StopAsyncIteration):
+        return None
+
+
+async def serve_worker(
+    node: Node, first: Any, requests: AsyncIterator[Any], context: Any
+) -> AsyncIterator[pb.LeaderMessage]:
+    """The leader's side of one worker's stream (already authorized), whose
+    first message was ``first`` (None: none came)."""
+    dispatcher: Dispatcher = node.executor.dispatcher  # type: ignore[attr-defined]
+    if first is None:
         yield leader_message(WorkerProblem("invalid", f"no hello within {HELLO_WAIT_S:g} s"))
         return
     try:

@@ -148,6 +148,40 @@ class NodeCollector:
             n,
             executor["calls_in_flight"],
         )
+        workers = executor["workers"]  # the dispatcher's (cluster/executor/dispatch.py); zero in local mode
+        yield _gauge(
+            "coordinator_workers_connected",
+            "Transition workers admitted by this leader.",
+            n,
+            workers["workers_connected"],
+        )
+        yield _gauge(
+            "coordinator_worker_commands_queued",
+            "Participant calls waiting for a worker that can take them (remote and auto modes).",
+            n,
+            workers["commands_queued"],
+        )
+        yield _counter(
+            "coordinator_worker_dispatches", "Participant calls leased to workers.", n, workers["dispatched_total"]
+        )
+        yield _counter(
+            "coordinator_worker_redispatches",
+            "Calls leased again after a worker lost them or answered malformed.",
+            n,
+            workers["redispatches_total"],
+        )
+        yield _counter(
+            "coordinator_worker_leases_lost",
+            "Calls whose worker lost its lease (its stream ended, or it missed heartbeats).",
+            n,
+            workers["leases_lost_total"],
+        )
+        yield _counter(
+            "coordinator_worker_reports_dropped",
+            "Worker reports dropped (not held, another fence, malformed).",
+            n,
+            workers["reports_dropped_total"],
+        )
         breakers = GaugeMetricFamily(
             "coordinator_breaker_open",
             "1 while the circuit breaker of a participant service is open.",

@@ -305,6 +305,18 @@ def _view_schemas() -> dict:
                     "fence": _null_or(_STRING),
                     "calls_in_flight": _COUNT,
                     "breakers": {"type": "object", "additionalProperties": breaker},
+                    "mode": {"type": "string", "enum": ["local", "remote", "auto"]},
+                    "workers": _obj(
+                        {
+                            "workers_connected": _COUNT,
+                            "commands_queued": _COUNT,
+                            "dispatched_total": _COUNT,
+                            "redispatches_total": _COUNT,
+                            "leases_lost_total": _COUNT,
+                            "reports_dropped_total": _COUNT,
+                        },
+                        "*",
+                    ),
                 },
                 "*",
             ),

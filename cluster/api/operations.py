@@ -475,7 +475,7 @@ async def submit_workflow(node: Node, kind_name: str, raw: bytes | str, *, by: s
             if not model.same_definition(existing.definition, model.with_id(definition, workflow_id)):
                 raise Conflict(f"id: {store.noun} {workflow_id!r} exists with another definition")
             return model.to_api(existing), False
-    node.executor.admission(kind.services(definition))
+    node.executor.admission(kind.services(definition), definition.release)
     limits = node.config.cluster.limits
     _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
     value = await propose(

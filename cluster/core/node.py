@@ -37,8 +37,8 @@ class NodeExecutor(Protocol):
     def on_applied(self, index: int, command: Command, result: Any) -> None:
         """An apply listener of the log."""
 
-    def admission(self, services: set[str]) -> None:
-        """Raise the error that refuses a new workflow using ``services``, if any."""
+    def admission(self, services: set[str], release: str | None = None) -> None:
+        """Raise the error that refuses a new workflow using ``services`` (pinned to ``release``), if any."""
 
     def view(self) -> dict:
         """What /v1/cluster and /metrics show of it."""

@@ -289,8 +289,9 @@ class Dispatcher:
     # -- calls ----------------------------------------------------------------------------------------
     async def call(self, service: dict | None, spec: CallSpec, operation: str) -> CallOutcome:
         """The outcome of one participant call, made by the leader or by a worker."""
-        if self.mode == "local" or service is None:
+        if service is None or (self.mode == "local" and spec.release is None):
             return await self.local.call(service, spec, operation)
+        # (a pinned call in local mode - submitted before the mode changed - waits: no worker is admitted)
         self._seq += 1
         registration = {k: service[k] for k in ("url", "grpc", "tls") if k in service}
         dispatch = Dispatch(f"{self._term_tag}-{self._seq}", operation, registration, spec)

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
-from coordinator.cluster.core.errors import Overloaded, Unavailable
+from coordinator.cluster.core.errors import InvalidInput, Overloaded, Unavailable
 from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.executor.breaker import Breakers
@@ -194,8 +194,20 @@ class Executor:
         state = self.state
         return len(state.sagas.active) + len(state.transactions.active)
 
-    def admission(self, services: set[str]) -> None:
-        """Raise the API error that refuses a new workflow, if any."""
+    def admission(self, services: set[str], release: str | None = None) -> None:
+        """Raise the API error that refuses a new workflow, if any. A
+        workflow that names a ``release`` runs only on workers of it: refused
+        in local mode (no worker ever runs it) and for a release ``[workers]
+        releases`` does not admit (none ever could)."""
+        if release is not None:
+            if self.dispatcher.mode == "local":
+                raise InvalidInput(
+                    "release",
+                    "this cluster's executor mode is local: only workers run a workflow pinned to a release "
+                    "([executor] mode = remote or auto)",
+                )
+            if not self.dispatcher.workers.admits(release):
+                raise InvalidInput("release", f"{release!r} is not one of [workers] releases")
         if self.inflight() >= self.settings.inflight_workflows_max:
             raise Overloaded(f"{self.settings.inflight_workflows_max} workflows are in flight", retry_after_s=1)
         suspended = sorted(services & (set(self.breakers.open_services()) | self.dispatcher.open_services()))

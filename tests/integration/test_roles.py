@@ -62,6 +62,7 @@ EXPECTED_HTTP = {
     ("GET", "/v1/transactions"): READ,
     ("GET", "/v1/transactions/{id}"): READ,
     ("GET", "/v1/events"): READ,
+    ("GET", "/v1/workers"): READ,
     ("GET", "/ui"): OPEN,
     ("GET", "/ui/"): OPEN,
     ("GET", "/ui/{file}"): OPEN,
@@ -85,9 +86,11 @@ EXPECTED_GRPC = {
             "GetTransaction",
             "ListTransactions",
             "Watch",
+            "ListWorkers",
         ),
         READ,
     ),
+    "Work": OPERATE,  # a transition worker's stream: its reports become workflow outcomes
     "SubmitSaga": SUBMIT,
     "SubmitTransaction": SUBMIT,
     "SignalSaga": OPERATE,
@@ -192,6 +195,13 @@ async def grpc_code(target: str, method, token: str | None) -> grpc.StatusCode:
     async with grpc.aio.insecure_channel(target) as channel:
         path = f"/{SERVICE.full_name}/{method.name}"
         try:
+            if method.client_streaming:  # Work: one (empty) message, read the first answer
+                call = channel.stream_stream(path, request_serializer=type(request).SerializeToString)(
+                    iter([request]), metadata=metadata, timeout=10
+                )
+                async for _ in call:
+                    break
+                return grpc.StatusCode.OK
             if method.server_streaming:
                 call = channel.unary_stream(path, request_serializer=type(request).SerializeToString)(
                     request, metadata=metadata, timeout=10
