@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -34,7 +35,7 @@ from coordinator.client import Conflict, Coordinator, InvalidRequest
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
 from coordinator.client.grpc_gen import coordinator_pb2_grpc
 from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
-from coordinator.cluster.launcher.local import LocalCluster, fast_raft, serve_on_loopback
+from coordinator.cluster.launcher.local import LocalCluster, fast_raft, free_base_port, serve_on_loopback
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 
@@ -340,3 +341,80 @@ async def test_a_report_it_does_not_hold_and_a_malformed_message_get_an_error(se
 
 async def _gone(client: Coordinator, worker_id: str) -> bool:
     return worker_id not in {w["id"] for w in (await client.workers())["workers"] if w["admitted"]}
+
+
+async def test_up_with_workers_runs_remote_and_its_workers_make_the_calls(tmp_path) -> None:
+    """``coordinator up --workers 2``: remote mode, w1 and w2 admitted, a saga
+    runs through them; Ctrl-C stops nodes and workers (exit 0)."""
+    participant = Participant()
+    participant.released.set()
+    runner, url = await serve_on_loopback(participant.app(), shutdown_timeout_s=1)
+    data_dir = tmp_path / "up"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "coordinator", "up", "--workers", "2", "--data-dir", str(data_dir)]
+        + ["--base-port", str(free_base_port(3))],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    lines: list[str] = []
+    try:
+        endpoints: list[str] = []
+        while not any(line.startswith("Ctrl-C") for line in lines):
+            line = await asyncio.wait_for(asyncio.to_thread(process.stdout.readline), 60)
+            assert line, "".join(lines)
+            lines.append(line)
+            match = re.match(r"\s+n\d+\s+http (http://\S+)", line)
+            if match:
+                endpoints.append(match.group(1))
+        text = "".join(lines)
+        assert "executor mode remote" in text and re.search(r"^\s+w1\s+worker", text, re.M), text
+        assert 'mode = "remote"' in (data_dir / "cluster.toml").read_text()
+        async with Coordinator(endpoints) as client:
+            await until(lambda: admitted(client, {"w1", "w2"}))
+            await client.put_service("shop", url)
+            saga = await client.submit_saga({"id": "up-saga", "steps": [step("a"), step("b")]})
+            assert (await client.wait_saga(saga.id, timeout=WAIT_S)).state == "completed"
+            view = await client.workers()
+            assert sum(w["completed"] for w in view["workers"]) >= 2
+        process.send_signal(signal.SIGINT)
+        out, _ = process.communicate(timeout=60)
+        assert process.returncode == 0 and "stopped every node and worker" in out, out
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        await runner.cleanup()
+    assert participant.effects["up-saga/b/action"] == 1
+
+
+async def test_a_worker_reaches_a_tls_cluster_with_the_clusters_ca(tmp_path) -> None:
+    """[tls]: the nodes' APIs speak TLS only; a worker verifies them with the
+    cluster file's CA and runs a saga in remote mode."""
+    participant = Participant()
+    participant.released.set()
+    runner, url = await serve_on_loopback(participant.app(), shutdown_timeout_s=1)
+    cluster = LocalCluster(
+        tmp_path / "tls",
+        raft=fast_raft(),
+        executor=ExecutorSettings(mode="remote"),
+        workers=WorkerSettings(ids=("w1",)),
+        token=True,
+        tls=True,
+    )
+    cluster.start()
+    try:
+        await cluster.wait_leader()
+        cluster.supervisor.start_worker("w1")
+        tls = cluster.client_tls()
+        async with Coordinator(
+            [cluster.url(i) for i in cluster.ids], token=cluster.token, ca_file=tls.ca_file
+        ) as client:
+            await client.put_service("shop", url)
+            await until(lambda: admitted(client, {"w1"}))
+            saga = await client.submit_saga({"id": "tls-saga", "steps": [step("a")]})
+            assert (await client.wait_saga(saga.id, timeout=WAIT_S)).state == "completed"
+    finally:
+        await cluster.close()
+        await runner.cleanup()
+    assert participant.effects["tls-saga/a/action"] == 1
