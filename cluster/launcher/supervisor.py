@@ -65,8 +65,9 @@ class Supervisor:
         self.config = config
         self.python = python
         self.launch_prefixes = {node_id: tuple(prefix) for node_id, prefix in (launch_prefixes or {}).items()}
-        for node_id in self.launch_prefixes:
-            config.node(node_id)
+        for process_id in self.launch_prefixes:
+            if process_id not in config.workers.ids:
+                config.node(process_id)
         self.processes: dict[str, subprocess.Popen] = {}
 
     def log_path(self, node_id: str) -> Path:
@@ -94,28 +95,24 @@ class Supervisor:
         current = self.processes.get(process_id)
         if current is not None and current.poll() is None:
             raise RuntimeError(f"{process_id} is already running (pid {current.pid})")
-        node_id = process_id
-        log_path = self.log_path(node_id)
+        log_path = self.log_path(process_id)
         private_dir(log_path.parent)
         fd = os.open(log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW, PRIVATE_FILE_MODE)
         os.fchmod(fd, PRIVATE_FILE_MODE)  # a log written before files were owner-only
         with os.fdopen(fd, "ab") as log_file:
             process = subprocess.Popen(
-                [*self.launch_prefixes.get(node_id, ()), self.python, "-m", "coordinator", *command],
+                [*self.launch_prefixes.get(process_id, ()), self.python, "-m", "coordinator", *command],
                 stdin=subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=subprocess.STDOUT,
                 env={**os.environ, PARENT_PID_ENV: str(os.getpid())},
             )
-        self.processes[node_id] = process
+        self.processes[process_id] = process
         return process
 
     def start_all(self) -> None:
         for node in self.config.nodes:
             self.start(node.id)
-
-    def node_ids(self) -> list[str]:
-        return [node.id for node in self.config.nodes]
 
     def alive(self, node_id: str) -> bool:
         process = self.processes.get(node_id)

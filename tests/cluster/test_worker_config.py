@@ -95,7 +95,12 @@ SPEC = CallSpec(
     [
         Welcome("n1", "3:7", 0.5, 3.0),
         Dispatch("3-7-1", "execute", {"url": "http://127.0.0.1:9001"}, SPEC),
-        Dispatch("3-7-2", "prepare", {"grpc": "127.0.0.1:9002", "tls": True}, dataclasses.replace(SPEC, url="127.0.0.1:9002", body=None)),
+        Dispatch(
+            "3-7-2",
+            "prepare",
+            {"grpc": "127.0.0.1:9002", "tls": True},
+            dataclasses.replace(SPEC, url="127.0.0.1:9002", body=None),
+        ),
         Cancel("3-7-1"),
         WorkerProblem("not_leader", "n1 does not lead", leader="127.0.0.1:9102"),
         WorkerProblem("not_held", "no call", dispatch_id="3-7-9"),
