@@ -3,11 +3,13 @@ stream's messages on the wire (cluster/executor/worker_wire.py)."""
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 
 import pytest
 
 from coordinator.client.grpc_gen import coordinator_pb2 as pb
+from coordinator.cluster.cli import _prepare_data_dir
 from coordinator.cluster.core.config import ConfigError, load_cluster_file, local_cluster, write_cluster_file
 from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.executor.dispatch import (
@@ -144,3 +146,31 @@ def test_malformed_leader_messages_are_named():
         read_leader_message(pb.LeaderMessage(dispatch=pb.WorkerDispatch(operation="delete", registration_json="{}")))
     with pytest.raises(WireError, match="registration_json"):
         read_leader_message(pb.LeaderMessage(dispatch=pb.WorkerDispatch(operation="execute", registration_json="[]")))
+
+
+def _up_args(data_dir, workers: int) -> argparse.Namespace:
+    return argparse.Namespace(
+        data_dir=str(data_dir),
+        nodes=3,
+        host="127.0.0.1",
+        base_port=7100,
+        token=False,
+        tls=False,
+        mtls=False,
+        workers=workers,
+    )
+
+
+def test_up_with_workers_writes_remote_mode_and_keeps_to_it(tmp_path):
+    cluster_file = _prepare_data_dir(_up_args(tmp_path / "d", 2))
+    config = load_cluster_file(cluster_file)
+    assert config.executor.mode == "remote" and config.workers.ids == ("w1", "w2")
+    assert len(config.workers.releases) == 1  # this package's version
+    assert _prepare_data_dir(_up_args(tmp_path / "d", 1)) == cluster_file  # w1 is among them
+    with pytest.raises(ConfigError, match="remote executor mode"):
+        _prepare_data_dir(_up_args(tmp_path / "d", 0))
+    with pytest.raises(ConfigError, match="w1..w3"):
+        _prepare_data_dir(_up_args(tmp_path / "d", 3))
+    _prepare_data_dir(_up_args(tmp_path / "plain", 0))
+    with pytest.raises(ConfigError, match="admits workers"):
+        _prepare_data_dir(_up_args(tmp_path / "plain", 2))
