@@ -7,6 +7,11 @@ recording participant as a killed process (handlers cancelled, connections
 dropped) and serves it again 0.3-3 s later on the same address and store;
 ``link-flap`` resets every Raft connection of one node 2-5 times, 0.2-1 s
 apart, while the process lives (``ss -K`` in its namespace).
+With transition workers (``coordinator chaos --workers N``): ``worker-kill``
+SIGKILLs one worker and starts it again 0.5-2 s later, ``worker-pause``
+SIGSTOPs one for longer than its lease, then SIGCONTs it - the leader must
+take its calls back and give them to another worker, and drop whatever the
+paused one reports late.
 
 Faults are picked at random (FAULT_WEIGHTS) and start one after the other,
 each a seeded ``interval_s`` after the previous one started (or when it
@@ -27,13 +32,23 @@ from coordinator.cluster.launcher.local import LocalCluster
 
 from .netns import Network
 
-__all__ = ["AIMS", "FAULTS", "FAULT_WEIGHTS", "NO_NETWORK", "NO_PARTICIPANTS", "Nemesis"]
+__all__ = ["AIMS", "FAULTS", "FAULT_WEIGHTS", "NO_NETWORK", "NO_PARTICIPANTS", "NO_WORKERS", "WORKER_FAULTS", "Nemesis"]
 
-FAULTS = ("kill", "pause", "restart-all", "partition", "participant-crash", "link-flap")
+FAULTS = ("kill", "pause", "restart-all", "partition", "participant-crash", "link-flap", "worker-kill", "worker-pause")
+WORKER_FAULTS = ("worker-kill", "worker-pause")
 # How often each fault is picked, relative to the others: a restart of every
 # node costs the cluster several seconds (processes start, journals replay,
 # an election), so it comes less often than the single-node faults.
-FAULT_WEIGHTS = {"kill": 3, "pause": 3, "partition": 2, "restart-all": 1, "participant-crash": 2, "link-flap": 2}
+FAULT_WEIGHTS = {
+    "kill": 3,
+    "pause": 3,
+    "partition": 2,
+    "restart-all": 1,
+    "participant-crash": 2,
+    "link-flap": 2,
+    "worker-kill": 2,
+    "worker-pause": 2,
+}
 # "mixed": the leader LEADER_AIM of the time, else a random node;
 # "leader": the leader whenever one is found within LEADER_WAIT_S.
 AIMS = ("mixed", "leader", "random")
@@ -42,6 +57,7 @@ LEADER_WAIT_S = 3.0
 VIEW_TIMEOUT_S = 1.0
 NO_NETWORK = "the nodes are not in network namespaces"
 NO_PARTICIPANTS = "no participants to crash were given"
+NO_WORKERS = "the cluster runs no workers (--workers N)"
 
 
 @dataclass
@@ -59,6 +75,9 @@ class Nemesis:
     # fault -> why this run cannot inject it
     skipped: Mapping[str, str] = field(default_factory=dict)
     services: Mapping[str, Any] = field(default_factory=dict)  # name -> coordinator.chaos.participants.RunningService
+    workers: tuple[str, ...] = ()  # worker ids started by the supervisor (remote executor mode)
+    lease_s: float = 1.5  # a paused worker stays paused longer than this
+    worker_args: tuple[str, ...] = ()  # what a worker is started again with
     _target_rng: random.Random = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +91,9 @@ class Nemesis:
                 self.skipped = {**self.skipped, kind: NO_NETWORK}
         if "participant-crash" in self.faults and not self.services and "participant-crash" not in self.skipped:
             self.skipped = {**self.skipped, "participant-crash": NO_PARTICIPANTS}
+        for kind in WORKER_FAULTS:
+            if kind in self.faults and not self.workers and kind not in self.skipped:
+                self.skipped = {**self.skipped, kind: NO_WORKERS}
         # Targets draw from their own generator: whether a leader was found
         # (timing) must not shift the seeded schedule of fault kinds.
         self._target_rng = random.Random(self.rng.random())
@@ -150,6 +172,8 @@ class Nemesis:
                 await self.services[name].restart()
                 entry["restarted_at_s"] = self._now_s()
             return started
+        if kind in WORKER_FAULTS:
+            return await self._worker_fault(kind)
         node_id, leader = await self._target()
         started = time.monotonic()
         if kind == "kill":
@@ -171,6 +195,26 @@ class Nemesis:
             await self._flap(node_id, leader)
         else:
             raise ValueError(f"unknown fault {kind!r}")
+        return started
+
+    async def _worker_fault(self, kind: str) -> float:
+        supervisor = self.cluster.supervisor
+        worker_id = self._target_rng.choice(self.workers)
+        started = time.monotonic()
+        if kind == "worker-kill":
+            down_s = round(self.rng.uniform(0.5, 2.0), 2)
+            entry = self._record(kind, worker_id, down_s=down_s)
+            supervisor.kill(worker_id)
+            await asyncio.sleep(down_s)
+            supervisor.start_worker(worker_id, self.worker_args)
+            entry["restarted_at_s"] = self._now_s()
+        else:
+            pause_s = round(self.lease_s * self.rng.uniform(1.3, 2.5), 2)
+            entry = self._record(kind, worker_id, pause_s=pause_s)
+            supervisor.pause(worker_id)
+            await asyncio.sleep(pause_s)
+            supervisor.resume(worker_id)
+            entry["resumed_at_s"] = self._now_s()
         return started
 
     async def _partition(self, node_id: str, leader: bool) -> None:
@@ -204,3 +248,7 @@ class Nemesis:
             self.cluster.supervisor.resume(node_id)
             if not self.cluster.supervisor.alive(node_id):
                 self.cluster.supervisor.start(node_id)
+        for worker_id in self.workers:
+            self.cluster.supervisor.resume(worker_id)
+            if not self.cluster.supervisor.alive(worker_id):
+                self.cluster.supervisor.start_worker(worker_id, self.worker_args)

@@ -9,6 +9,12 @@ loopback and the run says that it skipped partitions, and why.
 
 The flags are parsed by ``coordinator chaos`` (coordinator.cluster.cli);
 ``--aim``, ``--fault-interval`` and ``--partition-s`` tune the nemesis.
+
+``--workers N`` runs the cluster in remote executor mode with N transition
+workers (w1..wN, in this process's network namespace: they reach the nodes
+and the participants as the clients do), adds ``worker-kill`` and
+``worker-pause`` to the default faults, and fails the run if no call was
+leased to a worker.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ from pathlib import Path
 import aiohttp
 
 from coordinator.client import Coordinator, CoordinatorError
+from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.launcher.local import LocalCluster
 
 from . import netns
@@ -40,6 +47,10 @@ from .workload import Workload
 __all__ = ["ChaosSettings", "run_chaos", "seconds_range"]
 
 SETTLE_S_MAX = 90.0
+# Workers heartbeat often and lose their leases quickly, so that a killed or
+# paused worker's calls move within the run's fault spacing.
+WORKER_HEARTBEAT_S = 0.25
+WORKER_LEASE_S = 1.5
 DIGEST_WAIT_S = 30.0
 LIST_LIMIT = 1000
 
@@ -59,6 +70,7 @@ class ChaosSettings:
     aim: str = "mixed"  # see coordinator.chaos.nemesis.AIMS
     partition_s: tuple[float, float] = (2.0, 6.0)
     tls: bool = False  # the APIs (and Raft) over TLS, with a CA of the run's own
+    workers: int = 0  # transition workers: the cluster runs in remote executor mode
 
 
 def _say(text: str, end: str = "\n") -> None:
@@ -74,9 +86,47 @@ def _scripts(seed: int) -> dict[str, Script]:
     return scripts
 
 
-async def _progress(history: History, nemesis: Nemesis, cluster: LocalCluster, started: float, until: float) -> None:
+class WorkerCounts:
+    """What the nodes' dispatchers counted (GET /v1/cluster executor.workers),
+    the largest value each node showed: a node's counters start again when
+    its process does, so the sums are lower bounds."""
+
+    FIELDS = ("dispatched_total", "redispatches_total", "leases_lost_total", "reports_dropped_total")
+
+    def __init__(self) -> None:
+        self.by_node: dict[str, dict[str, int]] = {}
+
+    async def sample(self, cluster: LocalCluster) -> None:
+        for node_id in cluster.ids:
+            view = await _quick_view(cluster, node_id)
+            counts = (view or {}).get("executor", {}).get("workers") or {}
+            seen = self.by_node.setdefault(node_id, dict.fromkeys(self.FIELDS, 0))
+            for name in self.FIELDS:
+                seen[name] = max(seen[name], int(counts.get(name, 0)))
+
+    def totals(self) -> dict[str, int]:
+        return {name: sum(node[name] for node in self.by_node.values()) for name in self.FIELDS}
+
+
+async def _quick_view(cluster: LocalCluster, node_id: str) -> dict | None:
+    try:
+        return await asyncio.wait_for(cluster.cluster_view(node_id), 1.0)
+    except TimeoutError:  # a paused node
+        return None
+
+
+async def _progress(
+    history: History,
+    nemesis: Nemesis,
+    cluster: LocalCluster,
+    started: float,
+    until: float,
+    worker_counts: WorkerCounts | None = None,
+) -> None:
     while time.monotonic() < until:
         await asyncio.sleep(1.0)
+        if worker_counts is not None:
+            await worker_counts.sample(cluster)
         counts = history.outcome_counts()
         leader = await nemesis.leader() or "-"
         _say(
@@ -192,9 +242,10 @@ async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
         )
     history = History()
     failover_ms: list[float] = []
+    worker_counts = WorkerCounts() if settings.workers else None
     try:
         with _sigterm_cancels():
-            elapsed = await _run(settings, rng, network, skipped, history, failover_ms)
+            elapsed = await _run(settings, rng, network, skipped, history, failover_ms, worker_counts)
     finally:
         if network is not None:
             network.close()
@@ -204,6 +255,17 @@ async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
     report["skipped_faults"] = skipped
     report["tls"] = settings.tls
     print(render_table(results))
+    if worker_counts is not None:
+        totals = worker_counts.totals()
+        report["workers"] = {"workers": settings.workers, **totals}
+        print(
+            f"workers: {settings.workers}, calls leased {totals['dispatched_total']}, leased again "
+            f"{totals['redispatches_total']}, leases lost {totals['leases_lost_total']}, reports dropped "
+            f"{totals['reports_dropped_total']} (at least: a restarted node counts afresh)"
+        )
+        if totals["dispatched_total"] == 0:  # remote mode that never used a worker proves nothing
+            print("workers: FAIL: no call was leased to a worker")
+            passed = False
     if failover_ms:
         print(f"leader kill -> next committed write (ms): {', '.join(f'{m:g}' for m in failover_ms)}")
     for result in results:
@@ -222,6 +284,7 @@ async def _run(
     skipped: dict[str, str],
     history: History,
     failover_ms: list[float],
+    worker_counts: WorkerCounts | None = None,
 ) -> float:
     """Cluster, participants, workload and nemesis; the history filled; the
     seconds from the start of the faults to the end of the checks' inputs."""
@@ -235,12 +298,23 @@ async def _run(
             launch_prefixes=network.launch_prefixes() if network else None,
             tls=settings.tls,
             peer_tls=settings.tls,
+            executor=ExecutorSettings(mode="remote") if settings.workers else None,
+            workers=WorkerSettings(
+                ids=tuple(f"w{i}" for i in range(1, settings.workers + 1)),
+                heartbeat_s=WORKER_HEARTBEAT_S,
+                lease_s=WORKER_LEASE_S,
+            )
+            if settings.workers
+            else None,
         )
+        worker_ids = cluster.config.workers.ids
         services = {}
         try:
             for name, script in _scripts(settings.seed).items():
                 services[name] = await start_recording_service(name, script, host=host)
             cluster.start()
+            for worker_id in worker_ids:  # in this namespace: they reach the nodes and participants on the bridge
+                cluster.supervisor.start_worker(worker_id)
             await cluster.wait_leader()
             endpoints = [cluster.url(i) for i in cluster.ids]
             async with (
@@ -262,6 +336,8 @@ async def _run(
                     partition_s=settings.partition_s,
                     skipped=skipped,
                     services=services,
+                    workers=worker_ids,
+                    lease_s=WORKER_LEASE_S,
                 )
                 workload = Workload(
                     client,
@@ -274,7 +350,7 @@ async def _run(
                     await asyncio.gather(
                         workload.run(until),
                         nemesis.run(until),
-                        _progress(history, nemesis, cluster, started, until),
+                        _progress(history, nemesis, cluster, started, until, worker_counts),
                         _failover_probe(patient, nemesis, until, failover_ms),
                     )
                 finally:
@@ -283,6 +359,8 @@ async def _run(
                 await cluster.wait_leader(timeout_s=60)
                 _say("chaos: faults stopped; waiting for every workflow to finish")
                 await _settle(patient, workload, history)
+                if worker_counts is not None:
+                    await worker_counts.sample(cluster)
                 for saga in await patient.list_sagas(limit=LIST_LIMIT):
                     history.record_workflow(saga.raw)
                 for tx in await patient.list_transactions(limit=LIST_LIMIT):

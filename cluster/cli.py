@@ -20,7 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from coordinator.chaos.nemesis import FAULTS
+from coordinator.chaos.nemesis import FAULTS, WORKER_FAULTS
 from coordinator.chaos.run import ChaosSettings, run_chaos, seconds_range
 from coordinator.chaos.sim.cli import add_simulate_parser
 from coordinator.client import Coordinator, CoordinatorError
@@ -51,6 +51,7 @@ from coordinator.cluster.launcher.supervisor import Supervisor, die_with_parent
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+DEFAULT_CHAOS_FAULTS = "kill,pause,restart-all,partition"
 # What `coordinator up` signs participant calls with (DATA_DIR/participant.key).
 PARTICIPANT_KEY_FILE = "participant.key"
 
@@ -594,7 +595,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    faults = tuple(f.strip() for f in args.faults.split(",") if f.strip())
+    faults = tuple(f.strip() for f in (args.faults or DEFAULT_CHAOS_FAULTS).split(",") if f.strip())
+    if not 0 <= args.workers <= 9:
+        raise UsageError("coordinator chaos: --workers: 0 to 9")
+    if args.workers and args.faults is None:
+        faults += WORKER_FAULTS
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
         raise UsageError(f"coordinator chaos: --faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
@@ -615,6 +620,7 @@ def cmd_chaos(args: argparse.Namespace) -> int:
         fault_interval_s=fault_interval_s,
         partition_s=partition_s,
         tls=args.tls,
+        workers=args.workers,
     )
     try:
         passed, _ = asyncio.run(run_chaos(settings))
@@ -770,7 +776,17 @@ def build_parser() -> argparse.ArgumentParser:
     chaos = commands.add_parser("chaos", help="run a cluster under faults and check what clients and participants saw")
     chaos.add_argument("--nodes", type=_positive_int, default=3)
     chaos.add_argument("--duration", type=float, default=60.0)
-    chaos.add_argument("--faults", default="kill,pause,restart-all,partition")
+    chaos.add_argument(
+        "--faults",
+        help=f"comma-separated, of {','.join(FAULTS)} (default {DEFAULT_CHAOS_FAULTS}; with --workers, also the worker faults)",
+    )
+    chaos.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the cluster in remote executor mode with N transition workers, and kill and pause them too",
+    )
     chaos.add_argument("--seed", type=int)
     chaos.add_argument("--rate", type=float, default=20.0, help="target client operations per second")
     chaos.add_argument("--base-port", type=_positive_int)
