@@ -582,6 +582,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
             args.profile,
             args.tls,
             args.dashboards,
+            args.workers,
         )
     except ValueError as exc:
         raise UsageError(f"coordinator bench: {exc}") from None
@@ -840,6 +841,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         metavar="N",
         help="run the workload without, then with N dashboards open in headless Chromium (on the followers)",
+    )
+    bench.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        metavar="N",
+        help="run the workload in local executor mode, then in remote mode with N workers, and compare",
     )
     bench.set_defaults(run=cmd_bench)
 

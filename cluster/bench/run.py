@@ -22,6 +22,13 @@ In the same invocation, one after the other:
   two runs (throughput, the leader's CPU per workflow) and gives the
   browser's CPU.
 
+- ``--workers N``: the workload first with the cluster in ``local``
+  executor mode (the leader calls the participants), then on a fresh
+  cluster in ``remote`` mode with N worker processes (w1..wN) making the
+  calls; ``workers`` compares the two runs (throughput, latency, CPU per
+  workflow of the leader, the followers, the workers and the client) and
+  gives the leader's CPU per workflow remote over local.
+
 ``--workload failover`` is :mod:`coordinator.cluster.bench.failover`.
 """
 
@@ -51,6 +58,7 @@ from coordinator.cluster.bench.failover import render_failover, run_failover
 from coordinator.cluster.bench.load import clients, closed_loop, registry_write, summary
 from coordinator.cluster.bench.profile import Profiler
 from coordinator.cluster.bench.stats import commands_committed, metric_value, proc_stats, ratio
+from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.launcher.local import LocalCluster, serve_on_loopback
 
 __all__ = ["BASELINES", "BenchOptions", "WORKLOADS", "dump", "render", "run", "run_bench"]
@@ -61,6 +69,11 @@ PARTICIPANTS = ("p1", "p2", "p3", "p4")
 CONCURRENCY_MAX = 10_000
 DURATION_S_MAX = 24 * 3600.0
 FAILOVER_RUNS_MAX = 1_000
+WORKERS_MAX = 9
+# What the leader's CPU per workflow in remote mode should be at most, as a
+# fraction of local mode's (issue 16).
+WORKERS_LEADER_TARGET = 0.4
+WORKERS_ADMITTED_S = 30.0
 
 
 @dataclass(frozen=True)
@@ -76,8 +89,18 @@ class BenchOptions:
     profile: str | None = None  # folded-stacks file for py-spy
     tls: bool = False  # the cluster's APIs and Raft over TLS (a CA of the run's own)
     dashboards: int = 0  # dashboard pages open in headless Chromium during the run
+    workers: int = 0  # run local mode, then remote mode with this many workers
 
     def __post_init__(self) -> None:
+        if not 0 <= self.workers <= WORKERS_MAX:
+            raise ValueError(f"--workers: 0 to {WORKERS_MAX}")
+        if self.workers and (
+            self.endpoints or self.workload in ("failover", "registry") or self.dashboards or self.baseline
+        ):
+            raise ValueError(
+                "--workers: on a cluster the bench starts, with a saga or twopc workload, "
+                "without --dashboards or --baseline"
+            )
         if not 0 <= self.dashboards <= DASHBOARDS_MAX:
             raise ValueError(f"--dashboards: 0 to {DASHBOARDS_MAX}")
         if self.dashboards and (self.endpoints or self.workload == "failover" or self.tls or self.nodes < 2):
@@ -173,10 +196,18 @@ async def run_bench(options: BenchOptions) -> dict:
     dashboards: Dashboards | None = None
     try:
         if endpoints is None:
+            remote = options.workers > 0
             cluster = LocalCluster(
-                Path(tmp.name) / "cluster", nodes=options.nodes, tls=options.tls, peer_tls=options.tls
+                Path(tmp.name) / "cluster",
+                nodes=options.nodes,
+                tls=options.tls,
+                peer_tls=options.tls,
+                executor=ExecutorSettings(mode="remote") if remote else None,
+                workers=WorkerSettings(ids=tuple(f"w{i}" for i in range(1, options.workers + 1))) if remote else None,
             )
             cluster.start()
+            for worker_id in cluster.config.workers.ids:  # a worker never limits the run: room for every client
+                cluster.supervisor.start_worker(worker_id, ["--capacity", str(max(16, options.concurrency))])
             await cluster.wait_leader()
             endpoints = [cluster.url(i) for i in cluster.ids]
             tls = cluster.client_tls()
@@ -186,6 +217,8 @@ async def run_bench(options: BenchOptions) -> dict:
             client = pool[0]
             for name, url in urls.items():
                 await client.put_service(name, url)
+            if cluster is not None and cluster.config.workers.ids:
+                await _workers_admitted(client, set(cluster.config.workers.ids))
             if options.dashboards and cluster is not None:
                 dashboards = await _open_dashboards(cluster, endpoints, options.dashboards)
                 marks["dashboards_on"] = dashboards.on  # type: ignore[attr-defined]
@@ -195,7 +228,8 @@ async def run_bench(options: BenchOptions) -> dict:
                 marks["commit_index"], marks["client_cpu_s"] = info.commit_index, time.process_time()
                 marks["commands"] = await commands_on(endpoints, tls)
                 if cluster is not None:
-                    marks["cpu_s"] = {n: proc_stats(cluster.supervisor.pid(n))[0] for n in cluster.ids}
+                    processes = [*cluster.ids, *cluster.config.workers.ids]
+                    marks["cpu_s"] = {n: proc_stats(cluster.supervisor.pid(n))[0] for n in processes}
                     leader = marks["leader"] = info.leader["id"] if info.leader else None
                     profiler.start(cluster.supervisor.pid(leader) if leader else None, options.duration_s)
                 if dashboards is not None:
@@ -215,9 +249,16 @@ async def run_bench(options: BenchOptions) -> dict:
         result = summary(options.workload, options.concurrency, results, elapsed)
         result.update(_per_workflow_and_second(result["completed"], elapsed, entries, commands))
         result["nodes"] = _node_stats(cluster, marks.get("cpu_s", {}))
+        result["executor_mode"] = "remote" if options.workers else "local"
+        if cluster is not None and cluster.config.workers.ids:
+            result["worker_processes"] = _node_stats(cluster, marks.get("cpu_s", {}), cluster.config.workers.ids)
         result["client_cpu_s"] = round(client_cpu_s, 2)
         result["cpu_ms_per_workflow"] = cpu_per_workflow(
-            result["nodes"], marks.get("leader"), client_cpu_s, result["completed"]
+            result["nodes"],
+            marks.get("leader"),
+            client_cpu_s,
+            result["completed"],
+            workers_cpu_s=sum(w["cpu_s"] for w in result.get("worker_processes", [])),
         )
         result["tls"] = options.tls
         if dashboards is not None:
@@ -243,6 +284,17 @@ async def run_bench(options: BenchOptions) -> dict:
 
 
 DASHBOARD_STREAMS_S = 30.0
+
+
+async def _workers_admitted(client: Coordinator, ids: set[str]) -> None:
+    deadline = time.monotonic() + WORKERS_ADMITTED_S
+    while True:
+        view = await client.workers()
+        if ids <= {w["id"] for w in view["workers"] if w["admitted"]}:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"--workers: not every worker was admitted within {WORKERS_ADMITTED_S:g} s: {view}")
+        await asyncio.sleep(0.1)
 
 
 async def event_streams(endpoints: list[str]) -> int:
@@ -287,12 +339,14 @@ def _per_workflow_and_second(completed: int, elapsed_s: float, entries: int, com
     }
 
 
-def cpu_per_workflow(nodes: list[dict], leader: str | None, client_cpu_s: float, completed: int) -> dict | None:
+def cpu_per_workflow(
+    nodes: list[dict], leader: str | None, client_cpu_s: float, completed: int, *, workers_cpu_s: float = 0.0
+) -> dict | None:
     """Milliseconds of CPU per completed workflow over the measured window:
     every process the run started (``total``), the leader at the start of
-    the window, the followers together, the bench client. Steadier than
-    throughput on a shared machine; None without a local cluster or with
-    nothing completed."""
+    the window, the followers together, the bench client, and the workers
+    together (``workers``, 0 in local mode). Steadier than throughput on a
+    shared machine; None without a local cluster or with nothing completed."""
     if not nodes or not completed:
         return None
     leader_s = sum(n["cpu_s"] for n in nodes if n["id"] == leader)
@@ -302,10 +356,11 @@ def cpu_per_workflow(nodes: list[dict], leader: str | None, client_cpu_s: float,
         return round(seconds * 1000 / completed, 3)
 
     return {
-        "total": ms(leader_s + followers_s + client_cpu_s),
+        "total": ms(leader_s + followers_s + client_cpu_s + workers_cpu_s),
         "leader": ms(leader_s),
         "followers": ms(followers_s),
         "client": ms(client_cpu_s),
+        "workers": ms(workers_cpu_s),
     }
 
 
@@ -332,9 +387,12 @@ async def commands_on(endpoints: list[str], tls: ClientTls | None = None) -> int
     return max(counts, default=None)
 
 
-def _node_stats(cluster: LocalCluster | None, cpu_before: dict[str, float]) -> list[dict]:
+def _node_stats(
+    cluster: LocalCluster | None, cpu_before: dict[str, float], ids: tuple[str, ...] | None = None
+) -> list[dict]:
+    """CPU and peak RSS of the nodes (or of the processes ``ids`` names, such as the workers)."""
     stats = []
-    for node_id in cluster.ids if cluster is not None else []:
+    for node_id in (ids if ids is not None else cluster.ids) if cluster is not None else []:
         cpu_s, rss_mb = proc_stats(cluster.supervisor.pid(node_id))
         stats.append(
             {"id": node_id, "cpu_s": round(cpu_s - cpu_before.get(node_id, 0.0), 2), "rss_mb_max": round(rss_mb, 1)}
@@ -371,9 +429,12 @@ async def run(options: BenchOptions) -> dict:
     if options.workload == "failover":
         return await run_failover(options)
     without = await run_bench(dataclasses.replace(options, dashboards=0)) if options.dashboards else None
+    local = await run_bench(dataclasses.replace(options, workers=0)) if options.workers else None
     result = await run_bench(options)
     if without is not None:
         result["dashboards"].update(compare_runs(without, result))
+    if local is not None:
+        result["workers"] = compare_modes(local, result, options.workers)
     baseline = None
     if options.baseline == "pysyncobj":
         baseline = await run_pysyncobj_baseline(options.concurrency, options.duration_s, options.warmup_s)
@@ -400,6 +461,33 @@ def compare_runs(without: dict, with_: dict) -> dict:
     }
 
 
+def compare_modes(local: dict, remote: dict, workers: int) -> dict:
+    """The remote-mode run (``remote``, with ``workers`` workers) against the
+    local-mode run: both runs' throughput, latency and CPU per workflow, and
+    the leader's CPU per workflow remote over local against the target."""
+
+    def brief(run: dict) -> dict:
+        return {
+            "throughput_per_s": run["throughput_per_s"],
+            "latency_ms": run["latency_ms"],
+            "cpu_ms_per_workflow": run.get("cpu_ms_per_workflow"),
+            "nodes": run["nodes"],
+            "client_cpu_s": run.get("client_cpu_s"),
+        }
+
+    local_leader = (local.get("cpu_ms_per_workflow") or {}).get("leader")
+    remote_leader = (remote.get("cpu_ms_per_workflow") or {}).get("leader")
+    leader_ratio = round(remote_leader / local_leader, 3) if local_leader and remote_leader is not None else None
+    return {
+        "count": workers,
+        "local": brief(local),
+        "remote": {**brief(remote), "worker_processes": remote.get("worker_processes", [])},
+        "leader_cpu_ratio": leader_ratio,
+        "leader_cpu_ratio_target": WORKERS_LEADER_TARGET,
+        "target_met": None if leader_ratio is None else leader_ratio <= WORKERS_LEADER_TARGET,
+    }
+
+
 # -- output -----------------------------------------------------------------------------------
 def render(result: dict) -> str:
     if result["workload"] == "failover":
@@ -414,14 +502,20 @@ def render(result: dict) -> str:
         f"per second: raft entries {result.get('log_entries_per_s')}, commands {result.get('commands_per_s')}",
     ]
     lines += [f"node {n['id']}: cpu {n['cpu_s']} s, peak rss {n['rss_mb_max']} MB" for n in result["nodes"]]
+    lines += [
+        f"worker {w['id']}: cpu {w['cpu_s']} s, peak rss {w['rss_mb_max']} MB"
+        for w in result.get("worker_processes", [])
+    ]
     lines.append(f"bench client: cpu {result.get('client_cpu_s')} s")
     cost = result.get("cpu_ms_per_workflow")
     if cost:
         lines.append(
             f"cpu ms per workflow: total {cost['total']}  leader {cost['leader']}  "
             f"followers {cost['followers']}  client {cost['client']}"
+            + (f"  workers {cost['workers']}" if cost.get("workers") else "")
         )
     lines += _render_baseline(result)
+    lines += _render_workers(result.get("workers"))
     dashboards = result.get("dashboards")
     if dashboards:
         lines.append(
@@ -436,6 +530,28 @@ def render(result: dict) -> str:
                 f"(with: {_percent(dashboards['leader_cpu_ms_per_workflow_change'])})"
             )
     return "\n".join(lines)
+
+
+def _render_workers(workers: dict | None) -> list[str]:
+    """Local mode against remote mode with workers (``--workers``)."""
+    if not workers:
+        return []
+    lines = [f"executor modes (same invocation; remote with {workers['count']} worker(s)):"]
+    for mode in ("local", "remote"):
+        run = workers[mode]
+        cost = run["cpu_ms_per_workflow"] or {}
+        lines.append(
+            f"  {mode:<6} throughput {run['throughput_per_s']}/s  p50 {run['latency_ms']['p50']} ms  "
+            f"p99 {run['latency_ms']['p99']} ms  cpu ms/workflow: leader {cost.get('leader')}  followers "
+            f"{cost.get('followers')}  workers {cost.get('workers')}  client {cost.get('client')}  total {cost.get('total')}"
+        )
+    ratio_text = "?" if workers["leader_cpu_ratio"] is None else f"{workers['leader_cpu_ratio'] * 100:.0f}%"
+    verdict = {True: "met", False: "missed", None: "?"}[workers["target_met"]]
+    lines.append(
+        f"  leader cpu per workflow, remote over local: {ratio_text} "
+        f"(target at most {workers['leader_cpu_ratio_target'] * 100:.0f}%: {verdict})"
+    )
+    return lines
 
 
 def _percent(change: float | None) -> str:
