@@ -98,6 +98,33 @@ def test_bench_with_dashboards_runs_without_then_with_the_pages_open(tmp_path):
     assert "dashboards: 2 open on" in stdout and "without them: throughput" in stdout
 
 
+def test_bench_with_workers_runs_local_then_remote_mode_and_compares(tmp_path):
+    result, stdout = bench(
+        tmp_path, "--workload", "saga2", "--concurrency", "4", "--duration", "2", "--warmup", "1", "--workers", "2"
+    )
+    assert result["executor_mode"] == "remote"
+    workers = result["workers"]
+    assert workers["count"] == 2 and workers["local"]["throughput_per_s"] > 0
+    processes = workers["remote"]["worker_processes"]
+    assert [w["id"] for w in processes] == ["w1", "w2"]
+    assert sum(w["cpu_s"] for w in processes) > 0  # the workers made the calls
+    assert workers["local"]["cpu_ms_per_workflow"]["workers"] == 0
+    assert workers["remote"]["cpu_ms_per_workflow"]["workers"] > 0
+    assert workers["leader_cpu_ratio"] > 0 and workers["target_met"] in (True, False)
+    assert "executor modes" in stdout and "remote over local" in stdout and "worker w1: cpu" in stdout
+
+
+def test_bench_workers_need_a_workflow_workload():
+    result = subprocess.run(
+        [sys.executable, "-m", "coordinator", "bench", "--workload", "registry", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--workers" in result.stderr
+
+
 def test_bench_dashboards_need_a_cluster_the_bench_starts():
     result = subprocess.run(
         [sys.executable, "-m", "coordinator", "bench", "--dashboards", "2", "--endpoints", "http://127.0.0.1:1"],
