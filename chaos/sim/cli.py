@@ -31,9 +31,10 @@ from pathlib import Path
 from typing import NoReturn
 
 from coordinator.chaos.checkers import report_json
+from coordinator.cluster.core.executor_settings import ExecutorSettings
 
 from .run import SimResult, simulate
-from .settings import FAULTS, PLANTED_BUGS, SNAPSHOTS_OFTEN, SimSettings
+from .settings import FAULTS, PLANTED_BUGS, SNAPSHOTS_OFTEN, WORKERS_MAX, SimSettings
 
 __all__ = ["SeedOutcome", "add_simulate_parser", "cmd_simulate", "main", "run_seeds"]
 
@@ -114,6 +115,14 @@ def _arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--faults", default=",".join(FAULTS), help=f"comma-separated, of {', '.join(FAULTS)}")
     parser.add_argument("--rate", type=float, default=6.0, help="client operations per simulated second")
     parser.add_argument(
+        "--workers",
+        type=int,
+        choices=range(0, WORKERS_MAX + 1),
+        metavar=f"0-{WORKERS_MAX}",
+        help="transition workers, the cluster in remote executor mode (default: the seed decides - about one "
+        "seed in three runs 1-3 workers in remote or auto mode; none with --planted-bug)",
+    )
+    parser.add_argument(
         "--snapshots-often",
         action="store_true",
         help="compact the log every 150 entries or 20 s (production: 5000 or 300 s)",
@@ -148,7 +157,10 @@ def _settings(args: argparse.Namespace) -> SimSettings:
     unknown = sorted(set(faults) - set(FAULTS))
     if unknown:
         raise ValueError(f"--faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
-    extra = {"raft": SNAPSHOTS_OFTEN} if args.snapshots_often else {}
+    extra: dict = {"raft": SNAPSHOTS_OFTEN} if args.snapshots_often else {}
+    extra["workers"] = args.workers if args.workers is not None else (0 if args.planted_bug else None)
+    if args.workers:
+        extra["executor"] = ExecutorSettings(mode="remote")
     return SimSettings(
         nodes=args.nodes,
         duration_s=args.duration,

@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from coordinator.cluster.core.config import ClusterConfig, NodeAddress, NodeConfig
-from coordinator.cluster.core.executor_settings import ExecutorSettings
+from coordinator.cluster.core.executor_settings import ExecutorSettings, WorkerSettings
 from coordinator.cluster.core.node import Node
 from coordinator.consensus import RaftSettings
 
@@ -44,6 +44,7 @@ from .network import Network
 from .node import sim_node
 from .participants import ParticipantLinks, SimSession
 from .trace import Trace
+from .workers import sim_worker_settings
 
 __all__ = ["SimCluster", "SimWorld", "TICK_PERIOD_S"]
 
@@ -57,6 +58,7 @@ class _Settings(Protocol):
     raft: RaftSettings
     executor: ExecutorSettings
     planted_bug: str | None
+    workers: int | None
 
 
 class SimWorld(Protocol):
@@ -104,6 +106,7 @@ class SimCluster:
             data_dir=data_dir,
             raft=settings.raft,
             executor=settings.executor,
+            workers=sim_worker_settings(settings.workers) if settings.workers else WorkerSettings(),
         )
         self.slots = {a.id: _Slot(a.id, NodeConfig(self.config, a, secret="simulated")) for a in addresses}
         self._by_address = {slot.address: slot for slot in self.slots.values()}
@@ -115,6 +118,8 @@ class SimCluster:
         self.errors: list[str] = []
         self.candidacies: list[tuple[float, str, int]] = []  # (virtual time, node, term)
         self.stamps: dict[int, tuple[float, float]] = {}  # at_ms proposed -> (first, last) virtual time
+        # What the dispatchers of crashed node processes had counted (cluster/executor/dispatch.py).
+        self.dispatcher_totals: dict[str, int] = {}
         for slot in self.slots.values():
             slot.disk = SimDisk(
                 random.Random(world.rng_disks.getrandbits(64)),
@@ -160,6 +165,7 @@ class SimCluster:
         if process is None or node is None:
             return
         process.kill()
+        self.bank_dispatcher_counts(node)
         slot.process, slot.node, slot.tick_handle = None, None, None
         if slot.disk is not None:
             slot.disk.busy_until = 0.0  # the sync in progress dies with the process
@@ -178,6 +184,12 @@ class SimCluster:
         self.world.network.set_stalled(slot.address, False)
         await node.log.stop()  # detaches the transport; the journal is already closed
         self.world.trace.event("crash", node_id, slot.incarnation, "power-loss" if power_loss else "kill", lost)
+
+    def bank_dispatcher_counts(self, node: Node) -> None:
+        """Add what ``node``'s dispatcher counted to ``dispatcher_totals`` (its process ends)."""
+        for name, value in node.executor.dispatcher.counters().items():
+            if name.endswith("_total"):
+                self.dispatcher_totals[name] = self.dispatcher_totals.get(name, 0) + value
 
     def _check_acknowledged_kept(self, node_id: str, held: set[tuple[int, int]], journal: Any) -> None:
         ack = self.world.network.last_ack(self.slots[node_id].address)

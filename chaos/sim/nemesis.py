@@ -22,6 +22,11 @@
     client-reach        for 1-5 s the clients reach only the followers, or only
                         the node that led when it began (a deposed leader, if
                         the leadership moves)
+    worker-kill         (with workers) one worker killed, its calls stopped;
+                        restarted 0.5-3 s later
+    worker-pause        (with workers) one worker neither sends nor reads for
+                        1.3-2.5 leases: its calls are leased again, and what it
+                        sends when it wakes must be dropped
 
 Message-level faults (delays, resets, lost, late and duplicated participant
 calls) run all along, in the network and the participant links.
@@ -34,7 +39,7 @@ import random
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from .settings import FAULTS
+from .settings import FAULTS, WORKER_FAULTS
 
 if TYPE_CHECKING:  # pragma: no cover
     from .world import World
@@ -54,6 +59,8 @@ WEIGHTS = {
     "slow-disk": 2,
     "clock-skew": 2,
     "client-reach": 2,
+    "worker-kill": 2,
+    "worker-pause": 2,
 }
 FAULTS_PER_RUN_MAX = 10_000
 # Any two nodes' wall clocks differ by at most this (each within half of it of true time).
@@ -73,7 +80,9 @@ class SimNemesis:
             raise ValueError(f"unknown faults {unknown}; known: {', '.join(FAULTS)}")
         self.world = world
         self.rng = rng
-        self.faults = tuple(f for f in FAULTS if f in faults)
+        # Worker faults only with workers: a run without draws as it always did.
+        with_workers = bool(world.workers.workers)
+        self.faults = tuple(f for f in FAULTS if f in faults and (with_workers or f not in WORKER_FAULTS))
         self.interval_s = interval_s
         self.count = 0
         self._undo: list[asyncio.Task] = []
@@ -180,6 +189,19 @@ class SimNemesis:
             self.world.clock.offsets[node_id] = offset
             self._record(kind, node_id, offset_s=round(offset, 3))
             self._later(rng.uniform(2.0, 10.0), lambda: self._skew(node_id, 0.0))
+        elif kind == "worker-kill":
+            worker = self.world.workers.workers[rng.choice(sorted(self.world.workers.workers))]
+            if worker.alive:
+                worker.kill()
+                self._record(kind, worker.id)
+                self._later(rng.uniform(0.5, 3.0), worker.start)
+        elif kind == "worker-pause":
+            worker = self.world.workers.workers[rng.choice(sorted(self.world.workers.workers))]
+            if worker.alive and not worker.paused:
+                worker.pause()
+                lease_s = self.world.cluster.config.workers.lease_s
+                self._record(kind, worker.id)
+                self._later(lease_s * rng.uniform(1.3, 2.5), worker.resume)
         elif kind == "client-reach":
             leader = cluster.leader()
             if leader is not None:
@@ -236,5 +258,6 @@ class SimNemesis:
             participant.restart(forget=self.world.settings.planted_bug == "participant_forgets_on_crash")
         self.world.client_reach = None
         self.world.clock.offsets.clear()
+        self.world.workers.heal_all()
         for slot in self.world.cluster.slots.values():
             slot.disk.slow_until = 0.0

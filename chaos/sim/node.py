@@ -126,5 +126,7 @@ def sim_node(
         breakers=breakers,
         clock=clock,
         rng=rng,
+        workers=config.cluster.workers,
+        node_id=config.node.id,
     )
     return Node(config, log=log, state=state, executor=executor, clock=clock)

@@ -199,6 +199,7 @@ class ParticipantLinks:
         self.quiet = False  # after the faults: every request and answer arrives promptly
         self._root = contextvars.Context()  # handlers belong to no node process
         self.calls = 0
+        self.calls_by_caller: dict[str, int] = {}  # "n1", "w2": who made the calls
 
     def _delay(self) -> float:
         faults = self.faults
@@ -219,6 +220,7 @@ class ParticipantLinks:
         target = URL(url)
         participant = self.by_host.get(target.host)
         self.calls += 1
+        self.calls_by_caller[caller] = self.calls_by_caller.get(caller, 0) + 1
         key = headers.get("Idempotency-Key")
         if participant is None or participant.down or participant.crashed:
             await asyncio.sleep(self.rng.uniform(*self.faults.delay_s))

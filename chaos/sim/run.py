@@ -19,11 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import shutil
 import tempfile
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +48,7 @@ QUIESCE_S_MAX = 60.0
 LEADER_AFTER_HEAL_S_MAX = 30.0
 READ_BACK_S_MAX = 60.0
 SETUP_S_MAX = 60.0
+WORKER_SEEDS_SHARE = 1 / 3
 
 
 @dataclass
@@ -204,6 +206,7 @@ async def start(world: World) -> SimWorkload:
         world, client, world.rng_workload, rate_per_s=settings.rate_per_s, processes=settings.processes
     )
     await world.cluster.start_all()
+    world.workers.start_all()
     await _register_participants(
         world, SimWorkload(world, _patient(world), world.rng_workload, rate_per_s=1, processes=1)
     )
@@ -218,6 +221,7 @@ async def finish(world: World, workload: SimWorkload) -> None:
     """Stop the faults, let every workflow finish, and record what the checkers read."""
     world.quiet()
     await world.cluster.heal_all()
+    world.workers.heal_all()
     world.trace.event("healed")
     await _settle(world, workload)
     await _read_back(world, _patient(world))
@@ -225,6 +229,29 @@ async def finish(world: World, workload: SimWorkload) -> None:
     world.history.add_effects(e for p in world.participants.values() for e in p.service.effects)
     _check_deadlines(world)
     _check_flaps(world)
+    _check_workers(world)
+
+
+def _check_workers(world: World) -> None:
+    """With workers: what every node process's dispatcher counted over the
+    run, and in remote mode no participant call made by a node."""
+    if not world.workers.workers:
+        return
+    counts = dict(world.cluster.dispatcher_totals)
+    for node_id in world.cluster.ids:
+        node = world.cluster.node(node_id)
+        if node is not None:
+            for name, value in node.executor.dispatcher.counters().items():
+                if name.endswith("_total"):
+                    counts[name] = counts.get(name, 0) + value
+    world.dispatcher_counts = counts
+    by_nodes = {c: n for c, n in world.links.calls_by_caller.items() if c in world.cluster.ids}
+    if world.settings.executor.mode == "remote" and by_nodes:
+        world.cluster.violation(
+            "leader_called_participant",
+            f"in remote mode the nodes made participant calls themselves: {by_nodes}",
+            calls=by_nodes,
+        )
 
 
 def _check_deadlines(world: World) -> None:
@@ -268,9 +295,23 @@ async def _scenario(world: World) -> None:
     await finish(world, workload)
 
 
+def seed_workers(seed: int, settings: SimSettings) -> SimSettings:
+    """``settings`` with its workers decided: as given, or (``workers`` None)
+    by the seed, from a stream of its own - about one seed in three runs
+    with 1-3 workers, three in four of those in remote mode, else auto - so
+    the seed's other draws stay what they were."""
+    if settings.workers is not None:
+        return settings
+    rng = random.Random(f"{seed}:workers")
+    if rng.random() >= WORKER_SEEDS_SHARE:
+        return replace(settings, workers=0)
+    mode = "remote" if rng.random() < 0.75 else "auto"
+    return replace(settings, workers=rng.randint(1, 3), executor=replace(settings.executor, mode=mode))
+
+
 def simulate(seed: int, settings: SimSettings | None = None) -> SimResult:
     """Run the whole scenario for ``seed``; the checkers' verdicts and the trace digest."""
-    settings = settings or SimSettings()
+    settings = seed_workers(seed, settings or SimSettings())
     started = time.perf_counter()
     data_dir = Path(tempfile.mkdtemp(prefix=f"coordinator-sim-{seed}-"))
     world = World(seed, settings, data_dir)
@@ -317,4 +358,18 @@ def world_stats(world: World) -> dict[str, Any]:
         "disk_stalls": sum(s.disk.stalls for s in cluster.slots.values()),
         "deadlines_checked": getattr(world, "deadlines_checked", 0),
         "stale_reads_checked": world.register_watch.reads_checked,
+        **_worker_stats(world),
+    }
+
+
+def _worker_stats(world: World) -> dict[str, Any]:
+    """With workers: the mode, how many, and what the dispatchers counted (the nodes alive at the end)."""
+    if not world.workers.workers:
+        return {}
+    return {
+        "executor_mode": world.settings.executor.mode,
+        "workers": len(world.workers.workers),
+        "worker_calls": {c: n for c, n in sorted(world.links.calls_by_caller.items()) if c.startswith("w")},
+        "node_calls": {c: n for c, n in sorted(world.links.calls_by_caller.items()) if not c.startswith("w")},
+        **getattr(world, "dispatcher_counts", {}),
     }

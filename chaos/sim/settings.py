@@ -16,7 +16,7 @@ from coordinator.consensus import RaftSettings
 from .network import LinkFaults
 from .participants import ParticipantFaults
 
-__all__ = ["FAULTS", "NODES_MAX", "PLANTED_BUGS", "SNAPSHOTS_OFTEN", "SimSettings"]
+__all__ = ["FAULTS", "NODES_MAX", "PLANTED_BUGS", "SNAPSHOTS_OFTEN", "WORKER_FAULTS", "WORKERS_MAX", "SimSettings"]
 
 # What the nemesis injects, in the order it draws from (see its docstring).
 FAULTS = (
@@ -31,7 +31,12 @@ FAULTS = (
     "slow-disk",
     "clock-skew",
     "client-reach",
+    # Only in a run with workers (remote or auto executor mode): last, so a
+    # run without workers draws its faults as before they existed.
+    "worker-kill",
+    "worker-pause",
 )
+WORKER_FAULTS = ("worker-kill", "worker-pause")
 
 # Bugs the checkers must catch (the simulation's self-test):
 #   participant_without_idempotency  payments runs every delivery of a call again
@@ -53,6 +58,7 @@ PLANTED_BUGS = (
     "skew_beyond_bound",
 )
 NODES_MAX = 7
+WORKERS_MAX = 5
 
 
 def _raft_settings() -> RaftSettings:
@@ -82,8 +88,15 @@ class SimSettings:
     min_ok_operations: int = 5
     trace_lines: int = 0  # lines of the trace kept for reading (0: only its digest)
     planted_bug: str | None = None
+    # Transition workers beside the nodes (chaos/sim/workers.py), with
+    # executor.mode "remote" or "auto"; None: the seed decides (simulate()).
+    workers: int | None = 0
 
     def __post_init__(self) -> None:
+        if self.workers is not None and not 0 <= self.workers <= WORKERS_MAX:
+            raise ValueError(f"workers must be 0..{WORKERS_MAX}")
+        if self.workers and self.executor.mode == "local":
+            raise ValueError("workers need executor mode remote or auto")
         if not 1 <= self.nodes <= NODES_MAX:
             raise ValueError(f"nodes must be 1..{NODES_MAX}")
         if self.duration_s < 0 or self.settle_s_max <= 0 or self.rate_per_s <= 0 or self.processes < 1:

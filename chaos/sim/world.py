@@ -35,6 +35,7 @@ from .network import Network
 from .participants import ParticipantLinks, SimParticipant
 from .settings import SimSettings
 from .trace import Trace
+from .workers import SimWorkers
 
 __all__ = ["World"]
 
@@ -76,6 +77,7 @@ class World:
         self._runtime: dict[str, Any] = {"random": random.Random(root.getrandbits(64)).getstate()}
         # Streams added later come after: the ones above draw as they did.
         self.rng_disks, self.rng_skew = (random.Random(root.getrandbits(64)) for _ in range(2))
+        rng_workers = random.Random(root.getrandbits(64))
         self.trace = Trace(self.clock.monotonic, keep_lines_max=settings.trace_lines)
         self.participants = {
             name: self._participant(name, script) for name, script in participant_scripts(seed).items()
@@ -94,6 +96,7 @@ class World:
             self.cluster.wake_address,
         )
         self.network.elect_on_every_reset = settings.planted_bug == "election_on_every_reset"
+        self.workers = SimWorkers(self, rng_workers)
         self.history = History(clock=self.clock.monotonic)
         self.closed = False
         self.client_reach: set[str] | None = None  # the nodes clients can reach (None: all)
@@ -153,6 +156,7 @@ class World:
         loop = self.loop
         try:
             if not loop.is_closed():
+                self.workers.stop_all()
                 self.run(self.cluster.stop_all())
                 for _ in range(CLOSE_ROUNDS_MAX):  # cancelling may start more (finally blocks)
                     pending = [t for t in asyncio.all_tasks(loop) if not t.done()]
