@@ -260,8 +260,12 @@ def cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     supervisor.start_all()
     workers = list(config.workers.ids[: args.workers]) if args.workers else []
+    worker_args: list[str] = []
+    if config.tls is not None and config.tls.client_ca_file is not None:  # --mtls: the client certificate up issued
+        client = Path(config.tls.cert_file).parent / "client"
+        worker_args = ["--cert-file", f"{client}.crt", "--key-file", f"{client}.key"]
     for worker_id in workers:
-        supervisor.start_worker(worker_id)
+        supervisor.start_worker(worker_id, worker_args)
     try:
         print(f"cluster file: {cluster_file}")
         for node in config.nodes:
@@ -343,8 +347,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
     key_file = cluster.participant_key_file
     cluster.participant_tls.check()
     tls = _client_tls(args)
-    if cluster.tls is not None and tls is None and cluster.tls.peer_ca_file is not None:
-        tls = ClientTls(ca_file=str(cluster.tls.peer_ca_file))
+    if cluster.tls is not None and (tls is None or tls.ca_file is None) and cluster.tls.peer_ca_file is not None:
+        ca_file = str(cluster.tls.peer_ca_file)  # the CA of the node certificates
+        tls = dataclasses.replace(tls, ca_file=ca_file) if tls is not None else ClientTls(ca_file=ca_file)
     options = WorkerOptions(
         hello,
         token=token,
