@@ -3,7 +3,9 @@
 Roles are cumulative (cluster/core/tokens.py): ``read`` < ``submit`` <
 ``operate`` < ``admin``. ``read`` is every GET and every Get, List, Watch
 and Cluster RPC; ``submit`` submits sagas and transactions; ``operate``
-signals and redrives sagas; ``admin`` changes the service registry.
+signals and redrives sagas, and serves as a transition worker (the
+``Work`` stream: its reports become outcomes); ``admin`` changes the
+service registry.
 ``OPEN`` routes (health and readiness) need no token at all.
 
 Deny by default: a route or RPC not in the table is refused with 403 /
