@@ -43,8 +43,8 @@ from .disk import SimDisk
 from .network import Network
 from .node import sim_node
 from .participants import ParticipantLinks, SimSession
+from .settings import sim_worker_settings
 from .trace import Trace
-from .workers import sim_worker_settings
 
 __all__ = ["SimCluster", "SimWorld", "TICK_PERIOD_S"]
 

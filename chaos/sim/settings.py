@@ -10,13 +10,23 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from coordinator.cluster.core.executor_settings import WorkerSettings
 from coordinator.cluster.executor.executor import ExecutorSettings
 from coordinator.consensus import RaftSettings
 
 from .network import LinkFaults
 from .participants import ParticipantFaults
 
-__all__ = ["FAULTS", "NODES_MAX", "PLANTED_BUGS", "SNAPSHOTS_OFTEN", "WORKER_FAULTS", "WORKERS_MAX", "SimSettings"]
+__all__ = [
+    "FAULTS",
+    "NODES_MAX",
+    "PLANTED_BUGS",
+    "SNAPSHOTS_OFTEN",
+    "WORKER_FAULTS",
+    "WORKERS_MAX",
+    "SimSettings",
+    "sim_worker_settings",
+]
 
 # What the nemesis injects, in the order it draws from (see its docstring).
 FAULTS = (
@@ -59,6 +69,11 @@ PLANTED_BUGS = (
 )
 NODES_MAX = 7
 WORKERS_MAX = 5
+
+
+def sim_worker_settings(count: int) -> WorkerSettings:
+    """[workers] of a simulated run (chaos/sim/workers.py): w1..wN, short heartbeats and leases."""
+    return WorkerSettings(ids=tuple(f"w{i}" for i in range(1, count + 1)), heartbeat_s=0.25, lease_s=1.0)
 
 
 def _raft_settings() -> RaftSettings:

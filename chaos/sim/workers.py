@@ -29,9 +29,8 @@ from __future__ import annotations
 import asyncio
 import random
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from coordinator.cluster.core.executor_settings import WorkerSettings
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.callers import ParticipantCallers
 from coordinator.cluster.executor.dispatch import (
@@ -49,10 +48,7 @@ from coordinator.cluster.worker.agent import WorkerAgent
 from .clock import Process
 from .participants import SimSession
 
-if TYPE_CHECKING:  # pragma: no cover
-    from .world import World
-
-__all__ = ["RELEASE", "SimWorker", "SimWorkers", "sim_worker_settings"]
+__all__ = ["RELEASE", "SimWorker", "SimWorkers"]
 
 RELEASE = "sim"
 CAPACITY = 8
@@ -62,9 +58,8 @@ REFUSED_RETRY_S = 1.0
 _END = object()
 
 
-def sim_worker_settings(count: int) -> WorkerSettings:
-    """[workers] of a simulated run: w1..wN, short heartbeats and leases."""
-    return WorkerSettings(ids=tuple(f"w{i}" for i in range(1, count + 1)), heartbeat_s=0.25, lease_s=1.0)
+# ``world`` below is the run's World (chaos/sim/world.py): that module builds
+# the workers, so this one does not import it back.
 
 
 class _Link:
@@ -97,7 +92,7 @@ class _Session:
 
 
 class SimWorker:
-    def __init__(self, world: World, worker_id: str, rng: random.Random) -> None:
+    def __init__(self, world: Any, worker_id: str, rng: random.Random) -> None:
         self.world = world
         self.id = worker_id
         self.rng = rng
@@ -263,7 +258,7 @@ class SimWorker:
 class SimWorkers:
     """The run's workers (none unless the run is in remote or auto mode)."""
 
-    def __init__(self, world: World, rng: random.Random) -> None:
+    def __init__(self, world: Any, rng: random.Random) -> None:
         ids = world.cluster.config.workers.ids if world.settings.executor.mode != "local" else ()
         self.workers = {worker_id: SimWorker(world, worker_id, random.Random(rng.getrandbits(64))) for worker_id in ids}
 

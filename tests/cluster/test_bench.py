@@ -245,6 +245,8 @@ def test_chart_writes_a_png(tmp_path):
 def test_cpu_per_workflow_splits_leader_followers_and_client():
     nodes = [{"id": "n1", "cpu_s": 1.0}, {"id": "n2", "cpu_s": 3.0}, {"id": "n3", "cpu_s": 1.5}]
     cost = cpu_per_workflow(nodes, "n2", client_cpu_s=2.0, completed=1000)
-    assert cost == {"total": 7.5, "leader": 3.0, "followers": 2.5, "client": 2.0}
+    assert cost == {"total": 7.5, "leader": 3.0, "followers": 2.5, "client": 2.0, "workers": 0.0}
+    with_workers = cpu_per_workflow(nodes, "n2", client_cpu_s=2.0, completed=1000, workers_cpu_s=1.5)
+    assert with_workers["workers"] == 1.5 and with_workers["total"] == 9.0
     assert cpu_per_workflow(nodes, "n2", 2.0, completed=0) is None
     assert cpu_per_workflow([], None, 2.0, completed=10) is None

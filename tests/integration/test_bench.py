@@ -78,7 +78,8 @@ def test_bench_over_tls_reports_the_cpu_each_workflow_costs(tmp_path):
     )
     assert result["tls"] is True and result["completed"] > 0 and not result["errors"]
     cost = result["cpu_ms_per_workflow"]
-    assert set(cost) == {"total", "leader", "followers", "client"} and cost["leader"] > 0
+    assert set(cost) == {"total", "leader", "followers", "client", "workers"} and cost["leader"] > 0
+    assert cost["workers"] == 0  # local mode: no worker
     assert cost["total"] == pytest.approx(cost["leader"] + cost["followers"] + cost["client"], abs=0.01)
     assert "TLS" in stdout.splitlines()[0] or "  TLS" in stdout
 
