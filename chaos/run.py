@@ -16,7 +16,9 @@ and the participants as the clients do), adds ``worker-kill`` and
 ``worker-pause`` to the default faults, and adds the ``workers`` checker:
 calls were leased to workers, and no participant call came from a node
 process (each call's sender is found by its connection:
-coordinator.chaos.callers).
+coordinator.chaos.callers). Without ``--workers`` the worker faults, when
+named (``make soak`` names every fault), are skipped: said first and kept
+in the report's ``skipped_faults``, as partitions without namespaces are.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ from . import netns
 from .callers import UNKNOWN, CallerLookup
 from .checkers import check_workers, render_table, report_json, run_all, run_passed
 from .history import History
-from .nemesis import Nemesis
+from .nemesis import NO_WORKERS, WORKER_FAULTS, Nemesis
 from .orders import SERVICES
 from .participants import Chaos, Fail, Script, Vote, start_recording_service
 from .workload import Workload
@@ -245,6 +247,8 @@ async def run_chaos(settings: ChaosSettings) -> tuple[bool, dict]:
         f"aim {settings.aim}" + (", TLS" if settings.tls else "")
     )
     network, skipped = _network(settings)
+    if not settings.workers:
+        skipped.update({kind: NO_WORKERS for kind in WORKER_FAULTS if kind in settings.faults})
     for fault, reason in skipped.items():
         _say(f"chaos: skipping {fault}: {reason}")
     if network is not None:
