@@ -5,6 +5,10 @@ anything else (no network, no clock but the linearizability time limit).
     print(render_table(results))
     report = report_json(history, results, seed=7, duration_s=60, failover_ms=[820])
 
+`check_workers` alone judges what a run counted beside its history: with
+transition workers, that calls were leased to them and that no node made
+a participant call itself.
+
 Every checker returns a `CheckResult` whose verdict is "pass", "fail" or
 "unknown" (only the linearizability search can give up); `passed` is True
 for a proven pass only. A run passes when no checker fails (`run_passed`).
@@ -41,6 +45,7 @@ __all__ = [
     "check_registry_linearizable",
     "check_sagas",
     "check_transactions",
+    "check_workers",
     "render_table",
     "report_json",
     "run_all",
@@ -605,6 +610,50 @@ def check_liveness(history: History, *, min_ok_operations: int) -> CheckResult:
         ]
     )
     return _result("liveness", len(operations), violations)
+
+
+# -- 8. workers (remote executor mode) --------------------------------------
+
+
+def check_workers(
+    *, dispatched_total: int, calls_by_caller: Mapping[str, int], workers: Iterable[str], unknown: str = "unknown"
+) -> CheckResult:
+    """Remote mode that did something: ``dispatched_total`` calls were leased
+    to a worker (what the nodes' dispatchers counted); of the participant
+    calls, by the process that sent them (``calls_by_caller``: a worker id, a
+    node id, or ``unknown`` when it could not be found), none came from a
+    node, and some were found to come from a worker (else the attribution
+    proved nothing)."""
+    workers = set(workers)
+    calls = sum(calls_by_caller.values())
+    by_workers = sum(n for caller, n in calls_by_caller.items() if caller in workers)
+    by_nodes = {
+        caller: n for caller, n in sorted(calls_by_caller.items()) if caller not in workers and caller != unknown
+    }
+    violations = []
+    if dispatched_total <= 0:
+        violations.append(_violation("nothing_leased", "remote mode, and no call was leased to a worker"))
+    if by_nodes:
+        violations.append(
+            _violation(
+                "node_called_participant",
+                f"in remote mode node processes made participant calls themselves: {by_nodes}",
+                calls=by_nodes,
+            )
+        )
+    if calls and not by_workers:
+        violations.append(
+            _violation(
+                "callers_not_found",
+                f"none of {calls} participant calls was traced to a worker process",
+                calls=dict(calls_by_caller),
+            )
+        )
+    notes = [
+        f"leased {dispatched_total}",
+        "calls by " + ", ".join(f"{c} {n}" for c, n in sorted(calls_by_caller.items())),
+    ]
+    return _result("workers", calls, violations, notes=notes)
 
 
 # -- running and reporting ---------------------------------------------------

@@ -11,11 +11,15 @@ SERVICES = ("orders", "inventory", "payments", "shipping")
 
 
 @contextlib.asynccontextmanager
-async def participants(cluster, scripts: dict | None = None, *, host: str = "127.0.0.1"):
+async def participants(cluster, scripts: dict | None = None, *, host: str = "127.0.0.1", caller_of=None):
     """``host``: where the participants listen (a chaos run's bridge address
-    when the nodes run in network namespaces)."""
+    when the nodes run in network namespaces); ``caller_of``: who sent each
+    call (coordinator.chaos.callers.CallerLookup), kept in its RequestRecord."""
     scripts = scripts or {}
-    running = {name: await start_recording_service(name, scripts.get(name, Script()), host=host) for name in SERVICES}
+    running = {
+        name: await start_recording_service(name, scripts.get(name, Script()), host=host, caller_of=caller_of)
+        for name in SERVICES
+    }
     try:
         leader = await cluster.wait_leader()
         for name, service in running.items():

@@ -260,6 +260,7 @@ class RequestRecord:
     status: int | None  # None: no answer (cancelled at shutdown)
     replayed: bool
     duration_s: float
+    caller: str | None = None  # the process that sent it, when the service was given ``caller_of``
 
 
 def kind_of(key: str) -> str:
@@ -294,9 +295,12 @@ class RecordingService:
         clock: Callable[[], float] = time.monotonic,
         store: IdempotencyStore | None = None,
         wall: Callable[[], float] = time.time,
+        caller_of: Callable[[web.Request], str] | None = None,
     ) -> None:
         """``store``: where the participant kit keeps answers and fences (a
-        fresh MemoryStore when None); ``wall``: the kit's wall clock."""
+        fresh MemoryStore when None); ``wall``: the kit's wall clock;
+        ``caller_of``: who sent a request, kept in its RequestRecord
+        (``coordinator.chaos.callers.CallerLookup``)."""
         _check(SERVICE_NAME_PATTERN.fullmatch(name) is not None, f"bad service name {name!r}")
         assert records_max > 0
         self.name = name
@@ -312,6 +316,7 @@ class RecordingService:
         self.interrupted: set[str] = set()
         self._random_by_path: dict[str | None, random.Random] = {}
         self._wall = wall
+        self._caller_of = caller_of
         self._kit = saga_participant(MemoryStore() if store is None else store, clock=wall)
 
     def set_script(self, script: Script) -> None:
@@ -346,6 +351,7 @@ class RecordingService:
             message = f"{self.name} recorded records_max ({self._records_max}) requests"
             return web.json_response(_error_body("recorder_full", message), status=503)
         at_s = self.clock()
+        caller = self._caller_of(request) if self._caller_of is not None else None
         try:
             body = await _json_body(request)
         except (ValueError, web.HTTPException):
@@ -375,6 +381,7 @@ class RecordingService:
                     status,
                     replayed,
                     self.clock() - at_s,
+                    caller,
                 )
             )
 
@@ -541,10 +548,15 @@ class RunningService:
 
 
 async def start_recording_service(
-    name: str, script: Script | None = None, *, records_max: int = RECORDS_MAX_DEFAULT, host: str = "127.0.0.1"
+    name: str,
+    script: Script | None = None,
+    *,
+    records_max: int = RECORDS_MAX_DEFAULT,
+    host: str = "127.0.0.1",
+    caller_of: Callable[[web.Request], str] | None = None,
 ) -> RunningService:
     """Serve a new RecordingService on 127.0.0.1 (or ``host``) at a port the OS picks."""
-    service = RecordingService(name, script, records_max=records_max)
+    service = RecordingService(name, script, records_max=records_max, caller_of=caller_of)
     runner, url = await serve_on_loopback(service.app(), shutdown_timeout_s=CLOSE_TIMEOUT_S, host=host)
     return RunningService(service, url, runner)
 

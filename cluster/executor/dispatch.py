@@ -476,11 +476,28 @@ class Dispatcher:
             self._pump()
 
     async def _watch_leases(self) -> None:
-        """End the session of every worker silent for ``lease_s``."""
+        """End the session of every worker silent for ``lease_s``.
+
+        Time this process did not run does not count against its workers: a
+        leader stopped (SIGSTOP, a VM pause) or whose event loop stalled wakes
+        with their heartbeats of that time still unread, and this watch, due
+        long ago, would otherwise run first and end every healthy session (a
+        chaos run saw both workers lose their leases the instant a paused
+        leader resumed). A tick that comes late by more than its interval adds
+        the lateness to every session's ``last_seen_s``; a worker that was
+        already silent before the stall still loses its leases, that much
+        later."""
         settings = self.workers
+        interval_s = settings.heartbeat_s / 2
+        last_tick_s = self._now_s()
         while True:
-            await asyncio.sleep(settings.heartbeat_s / 2)
+            await asyncio.sleep(interval_s)
             now_s = self._now_s()
+            late_s = now_s - last_tick_s - interval_s
+            last_tick_s = now_s
+            if late_s > interval_s:
+                for session in self.sessions.values():
+                    session.last_seen_s += late_s
             for session in list(self.sessions.values()):
                 if now_s - session.last_seen_s > settings.lease_s:
                     problem = WorkerProblem("lease_lost", f"no heartbeat for {settings.lease_s:g} s")

@@ -19,6 +19,7 @@ from coordinator.chaos.checkers import (
     check_registry_linearizable,
     check_sagas,
     check_transactions,
+    check_workers,
     render_table,
     report_json,
     run_all,
@@ -510,3 +511,27 @@ def test_violations_beyond_the_bound_are_counted_not_kept() -> None:
 def test_a_result_without_violations_cannot_claim_to_fail(verdict: str) -> None:
     with pytest.raises(AssertionError):
         CheckResult("x", verdict == PASS, 0, [{"kind": "k"}], verdict, 1)
+
+
+def test_workers_pass_when_calls_were_leased_and_only_workers_called() -> None:
+    result = check_workers(
+        dispatched_total=40, calls_by_caller={"w1": 30, "w2": 12, "unknown": 2}, workers=["w1", "w2"]
+    )
+    assert result.verdict == PASS and result.checked == 44
+    assert result.notes == ("leased 40", "calls by unknown 2, w1 30, w2 12")
+
+
+def test_workers_fail_when_nothing_was_leased() -> None:
+    result = check_workers(dispatched_total=0, calls_by_caller={}, workers=["w1"])
+    assert result.verdict == FAIL and [v["kind"] for v in result.violations] == ["nothing_leased"]
+
+
+def test_workers_fail_when_a_node_called_a_participant() -> None:
+    result = check_workers(dispatched_total=9, calls_by_caller={"w1": 8, "n2": 1}, workers=["w1", "w2"])
+    assert result.verdict == FAIL
+    assert [(v["kind"], v["calls"]) for v in result.violations] == [("node_called_participant", {"n2": 1})]
+
+
+def test_workers_fail_when_no_call_could_be_traced_to_a_worker() -> None:
+    result = check_workers(dispatched_total=9, calls_by_caller={"unknown": 9}, workers=["w1"])
+    assert result.verdict == FAIL and [v["kind"] for v in result.violations] == ["callers_not_found"]

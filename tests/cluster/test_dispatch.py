@@ -4,6 +4,7 @@ makes each call by mode, leases, pinning, refusals, dropped reports."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
@@ -225,6 +226,31 @@ async def test_a_silent_worker_loses_its_leases() -> None:
     answer(d, beating, again, output="ok")
     assert (await asyncio.wait_for(task, 1)).output == "ok"
     assert not alive.closed
+
+
+async def test_a_leader_that_did_not_run_for_a_lease_does_not_take_the_leases_of_workers_it_did_not_hear() -> None:
+    """A leader stopped (SIGSTOP) or with its loop stalled past a lease wakes
+    with its workers' heartbeats of that time unread: their leases stand;
+    a worker silent after that still loses them."""
+    d, _ = dispatcher(lease_s=0.2)
+    link = Link()
+    session = d.connect(WorkerHello("w1", "1.0"), link)
+    task = asyncio.ensure_future(d.call(SERVICE, spec(), "execute"))
+    await settle()
+    (held,) = link.dispatches()
+    d.heartbeat(session, Heartbeat())
+    time.sleep(0.6)  # the loop does not run for three leases; the watch's tick is due long before
+    await settle()
+    assert not link.closed, link.problem
+    d.heartbeat(session, Heartbeat())  # what the worker sent meanwhile, read now
+    for _ in range(6):
+        await asyncio.sleep(0.05)
+        d.heartbeat(session, Heartbeat())
+    assert not link.closed and d.leases_lost_total == 0
+    answer(d, session, held, output="ok")
+    assert (await asyncio.wait_for(task, 1)).output == "ok"
+    await asyncio.sleep(0.5)  # silent now, the loop running: the lease is lost
+    assert link.closed and link.problem.code == "lease_lost"
 
 
 async def test_losing_leadership_ends_every_session_and_the_same_id_replaces_its_old_session() -> None:

@@ -3,8 +3,18 @@ with two worker processes, under leader kills, worker kills (SIGKILL, then a
 restart) and worker pauses (SIGSTOP past the lease), then every checker:
 no acknowledged write lost, 2PC atomic, sagas compensated in order, one
 effect per idempotency key, the registry linearizable, the replicas equal,
-every workflow finished - and calls were leased to the workers, and leases
-were lost and their calls leased again."""
+every workflow finished - and calls were leased to the workers, leases
+were lost and their calls leased again, and every participant call whose
+sender was found came from a worker process, none from a node.
+
+Why a lost lease is as good as certain, not only likely: faults come one
+at a time, so a paused worker stays paused past its lease (1.3-2.5 leases)
+under a steady leader, which keeps leasing it calls until the lease runs
+out (25 operations a second, several calls each; the least loaded worker
+gets the next call, and the paused one is that as soon as the other holds
+more); those calls are still needed when the lease is lost (step timeouts
+of 2 s, longer than the 1.5 s lease), so they are leased again. Seed 7 has
+several worker pauses and kills; each one alone makes it nearly sure."""
 
 import json
 import signal
@@ -50,6 +60,10 @@ def test_chaos_with_workers_passes_every_checker(tmp_path):
     assert all(check["verdict"] == "pass" for check in report["checkers"]), report["checkers"]
     kinds = [fault["kind"] for fault in report["faults"]]
     assert {"kill", "worker-kill", "worker-pause"} <= set(kinds), kinds
+    assert "workers" in {check["name"] for check in report["checkers"]}
     workers = report["workers"]
     assert workers["workers"] == 2 and workers["dispatched_total"] > 100
     assert workers["leases_lost_total"] >= 1 and workers["redispatches_total"] >= 1, workers
+    callers = workers["calls_by_caller"]
+    assert set(callers) <= {"w1", "w2", "unknown"}, callers  # no node process called a participant
+    assert callers.get("w1", 0) + callers.get("w2", 0) > 100, callers
