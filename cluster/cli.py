@@ -852,7 +852,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=0,
         metavar="N",
-        help="run the workload in local executor mode, then in remote mode with N workers, and compare",
+        help="run the workload in local executor mode, then in remote mode with N workers, and compare "
+        "(each worker's --capacity: the calls the clients can have in flight over N, at least 16; "
+        "--profile then writes a file per mode: bench-profile-local.folded, bench-profile-remote.folded)",
     )
     bench.set_defaults(run=cmd_bench)
 

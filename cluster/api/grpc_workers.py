@@ -10,6 +10,11 @@ reports) is read by a task of its own and handed to the dispatcher. A
 message that cannot be read is answered with an ``invalid`` error about it
 and nothing of it is applied; the session stays open. When the stream ends
 either way, the worker loses its leases.
+
+The writer sends what the dispatcher queued since its last write in as few
+messages as the worker reads: to a worker whose hello set ``batches``, a
+run of dispatches shares messages (cluster/executor/worker_wire.py); the
+reader takes the reports a worker packed together one by one, in order.
 """
 
 from __future__ import annotations
@@ -33,12 +38,19 @@ from coordinator.cluster.executor.dispatch import (
     WorkerRefused,
     WorkerSession,
 )
-from coordinator.cluster.executor.worker_wire import WireError, leader_message, read_worker_message
+from coordinator.cluster.executor.worker_wire import (
+    WireError,
+    batched_leader_messages,
+    leader_message,
+    read_worker_message,
+    read_worker_messages,
+)
 
 __all__ = ["HELLO_WAIT_S", "first_message", "serve_worker"]
 
 log = logging.getLogger(__name__)
 HELLO_WAIT_S = 10.0
+WRITE_MAX = 256  # messages the writer takes from its queue for one round of writes
 _END = object()
 
 
@@ -96,13 +108,18 @@ async def serve_worker(
                 problem = WorkerProblem(problem.code, problem.message, leader=leader.grpc)
         yield leader_message(problem)
         return
+    batches = first.hello.batches  # it reads more_dispatches
     reader = asyncio.ensure_future(_read(dispatcher, session, requests, link))
     try:
         while True:
-            message = await link.queue.get()
-            if message is _END:
+            queued = [await link.queue.get()]
+            while queued[-1] is not _END and len(queued) < WRITE_MAX and not link.queue.empty():
+                queued.append(link.queue.get_nowait())
+            ended = queued[-1] is _END
+            for message in batched_leader_messages(queued[:-1] if ended else queued, batches):
+                yield message
+            if ended:
                 return
-            yield leader_message(message)
     finally:
         reader.cancel()
         dispatcher.disconnected(session, "its stream ended")
@@ -111,17 +128,15 @@ async def serve_worker(
 async def _read(dispatcher: Dispatcher, session: WorkerSession, requests: AsyncIterator[Any], link: _QueueLink) -> None:
     try:
         async for raw in requests:
-            try:
-                message = read_worker_message(raw)
-            except WireError as exc:
-                link.send(WorkerProblem("invalid", str(exc)))
-                continue
-            if isinstance(message, Heartbeat):
-                dispatcher.heartbeat(session, message)
-            elif isinstance(message, Report):
-                dispatcher.report(session, message)
-            else:
-                link.send(WorkerProblem("invalid", "a second hello on one stream"))
+            for message in read_worker_messages(raw):
+                if isinstance(message, WireError):
+                    link.send(WorkerProblem("invalid", str(message)))
+                elif isinstance(message, Heartbeat):
+                    dispatcher.heartbeat(session, message)
+                elif isinstance(message, Report):
+                    dispatcher.report(session, message)
+                else:
+                    link.send(WorkerProblem("invalid", "a second hello on one stream"))
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - the stream broke: the session ends

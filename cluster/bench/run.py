@@ -26,8 +26,13 @@ In the same invocation, one after the other:
   executor mode (the leader calls the participants), then on a fresh
   cluster in ``remote`` mode with N worker processes (w1..wN) making the
   calls; ``workers`` compares the two runs (throughput, latency, CPU per
-  workflow of the leader, the followers, the workers and the client) and
-  gives the leader's CPU per workflow remote over local.
+  workflow of every process: the leader, each follower, each worker, the
+  client) and gives the leader's CPU per workflow remote over local. Each
+  mode gets a cluster of its own, both started empty: the mode is read from
+  the cluster file at start, and a second run on the first one's data would
+  find its stores (and snapshots) fuller, and its leader warmer, than the
+  first did. With ``--profile FILE`` each mode gets its own file
+  (``FILE`` with ``-local`` and ``-remote`` before its suffix).
 
 ``--workload failover`` is :mod:`coordinator.cluster.bench.failover`.
 """
@@ -38,6 +43,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import math
 import os
 import tempfile
 import time
@@ -74,6 +80,11 @@ WORKERS_MAX = 9
 # fraction of local mode's (issue 16).
 WORKERS_LEADER_TARGET = 0.4
 WORKERS_ADMITTED_S = 30.0
+WORKER_CAPACITY_MIN = 16  # a worker's own default (coordinator worker --capacity)
+# Participant calls one workflow of the workload has in flight at once: a
+# saga's steps run one after the other, a transaction prepares (commits,
+# aborts) with its three participants together.
+CALLS_AT_ONCE = {"saga2": 1, "saga4": 1, "twopc3": 3}
 
 
 @dataclass(frozen=True)
@@ -183,6 +194,15 @@ async def one_workflow(client: Coordinator, workload: str) -> None:
             raise RuntimeError(f"transaction ended {tx.state}")
 
 
+def worker_capacity(workload: str, concurrency: int, workers: int) -> int:
+    """``--capacity`` of each bench worker: the calls the clients can have in
+    flight at once, shared by the workers, and at least a worker's default
+    (WORKER_CAPACITY_MIN), so the workers together never hold back the run
+    while none is sized far past its share."""
+    calls = concurrency * CALLS_AT_ONCE.get(workload, 1)
+    return max(WORKER_CAPACITY_MIN, math.ceil(calls / max(1, workers)))
+
+
 # -- our run --------------------------------------------------------------------------------
 async def run_bench(options: BenchOptions) -> dict:
     """Our cluster under ``options.workload``: the result without baseline."""
@@ -194,6 +214,7 @@ async def run_bench(options: BenchOptions) -> dict:
     # --endpoints: the CA and client certificate of $COORDINATOR_CA_FILE and the others
     tls = ClientTls.resolve()
     dashboards: Dashboards | None = None
+    capacity = worker_capacity(options.workload, options.concurrency, options.workers)
     try:
         if endpoints is None:
             remote = options.workers > 0
@@ -206,8 +227,8 @@ async def run_bench(options: BenchOptions) -> dict:
                 workers=WorkerSettings(ids=tuple(f"w{i}" for i in range(1, options.workers + 1))) if remote else None,
             )
             cluster.start()
-            for worker_id in cluster.config.workers.ids:  # a worker never limits the run: room for every client
-                cluster.supervisor.start_worker(worker_id, ["--capacity", str(max(16, options.concurrency))])
+            for worker_id in cluster.config.workers.ids:
+                cluster.supervisor.start_worker(worker_id, ["--capacity", str(capacity)])
             await cluster.wait_leader()
             endpoints = [cluster.url(i) for i in cluster.ids]
             tls = cluster.client_tls()
@@ -227,6 +248,8 @@ async def run_bench(options: BenchOptions) -> dict:
                 info = await client.cluster()
                 marks["commit_index"], marks["client_cpu_s"] = info.commit_index, time.process_time()
                 marks["commands"] = await commands_on(endpoints, tls)
+                if options.workers:
+                    marks["dispatches"] = await dispatches_on(endpoints, tls)
                 if cluster is not None:
                     processes = [*cluster.ids, *cluster.config.workers.ids]
                     marks["cpu_s"] = {n: proc_stats(cluster.supervisor.pid(n))[0] for n in processes}
@@ -245,6 +268,7 @@ async def run_bench(options: BenchOptions) -> dict:
             client_cpu_s = time.process_time() - marks["client_cpu_s"]
             entries = (await client.cluster()).commit_index - marks["commit_index"]
             commands_after = await commands_on(endpoints, tls)
+            dispatches_after = await dispatches_on(endpoints, tls) if options.workers else {}
         commands = None if commands_after is None or marks["commands"] is None else commands_after - marks["commands"]
         result = summary(options.workload, options.concurrency, results, elapsed)
         result.update(_per_workflow_and_second(result["completed"], elapsed, entries, commands))
@@ -252,6 +276,10 @@ async def run_bench(options: BenchOptions) -> dict:
         result["executor_mode"] = "remote" if options.workers else "local"
         if cluster is not None and cluster.config.workers.ids:
             result["worker_processes"] = _node_stats(cluster, marks.get("cpu_s", {}), cluster.config.workers.ids)
+            result["worker_capacity"] = capacity
+            result["worker_dispatches"] = {
+                name: after - marks["dispatches"][name] for name, after in dispatches_after.items()
+            }
         result["client_cpu_s"] = round(client_cpu_s, 2)
         result["cpu_ms_per_workflow"] = cpu_per_workflow(
             result["nodes"],
@@ -260,6 +288,7 @@ async def run_bench(options: BenchOptions) -> dict:
             result["completed"],
             workers_cpu_s=sum(w["cpu_s"] for w in result.get("worker_processes", [])),
         )
+        _per_process(result, marks.get("leader"))
         result["tls"] = options.tls
         if dashboards is not None:
             streams = await event_streams(endpoints)
@@ -380,6 +409,38 @@ async def metrics_texts(endpoints: list[str], tls: ClientTls | None = None) -> l
     return texts
 
 
+# The dispatchers' counters (cluster/api/metrics.py): calls leased to
+# workers, leased again, and lost with their worker's lease.
+DISPATCH_METRICS = {
+    "dispatched": "coordinator_worker_dispatches_total",
+    "redispatched": "coordinator_worker_redispatches_total",
+    "leases_lost": "coordinator_worker_leases_lost_total",
+}
+
+
+async def dispatches_on(endpoints: list[str], tls: ClientTls | None = None) -> dict[str, int]:
+    """The dispatchers' counters summed over the nodes that answer (only a
+    leader's move; a node that lost the lead keeps its figures)."""
+    texts = await metrics_texts(endpoints, tls)
+    return {name: sum(metric_value(t, metric) or 0 for t in texts) for name, metric in DISPATCH_METRICS.items()}
+
+
+def _per_process(result: dict, leader: str | None) -> None:
+    """Each node (with its role over the window) and each worker gets its
+    CPU per completed workflow; so does the bench client."""
+    completed = result["completed"]
+
+    def ms(seconds: float) -> float | None:
+        return round(seconds * 1000 / completed, 3) if completed else None
+
+    for node in result["nodes"]:
+        node["role"] = "leader" if node["id"] == leader else "follower"
+        node["cpu_ms_per_workflow"] = ms(node["cpu_s"])
+    for worker in result.get("worker_processes", []):
+        worker["cpu_ms_per_workflow"] = ms(worker["cpu_s"])
+    result["client_cpu_ms_per_workflow"] = (result.get("cpu_ms_per_workflow") or {}).get("client")
+
+
 async def commands_on(endpoints: list[str], tls: ClientTls | None = None) -> int | None:
     """Commands applied so far by the most advanced node (each node applies
     them all), from ``/metrics``; None if no node exports the counter."""
@@ -429,7 +490,12 @@ async def run(options: BenchOptions) -> dict:
     if options.workload == "failover":
         return await run_failover(options)
     without = await run_bench(dataclasses.replace(options, dashboards=0)) if options.dashboards else None
-    local = await run_bench(dataclasses.replace(options, workers=0)) if options.workers else None
+    local = None
+    if options.workers:
+        local = await run_bench(
+            dataclasses.replace(options, workers=0, profile=profile_of_mode(options.profile, "local"))
+        )
+        options = dataclasses.replace(options, profile=profile_of_mode(options.profile, "remote"))
     result = await run_bench(options)
     if without is not None:
         result["dashboards"].update(compare_runs(without, result))
@@ -441,6 +507,14 @@ async def run(options: BenchOptions) -> dict:
     elif options.baseline == "etcd":
         baseline = await run_etcd_baseline(options.concurrency, options.duration_s, options.warmup_s)
     return attach_baseline(result, baseline)
+
+
+def profile_of_mode(path: str | None, mode: str) -> str | None:
+    """``--profile`` FILE of one executor mode: ``-local`` or ``-remote`` before its suffix."""
+    if path is None:
+        return None
+    given = Path(path)
+    return str(given.with_name(f"{given.stem}-{mode}{given.suffix}"))
 
 
 def compare_runs(without: dict, with_: dict) -> dict:
@@ -468,11 +542,17 @@ def compare_modes(local: dict, remote: dict, workers: int) -> dict:
 
     def brief(run: dict) -> dict:
         return {
+            "completed": run["completed"],
+            "errors": run["errors"],
             "throughput_per_s": run["throughput_per_s"],
             "latency_ms": run["latency_ms"],
+            "entries_per_workflow": run["entries_per_workflow"],
+            "commands_per_workflow": run.get("commands_per_workflow"),
             "cpu_ms_per_workflow": run.get("cpu_ms_per_workflow"),
             "nodes": run["nodes"],
             "client_cpu_s": run.get("client_cpu_s"),
+            "client_cpu_ms_per_workflow": run.get("client_cpu_ms_per_workflow"),
+            "profile": (run.get("profile") or {}).get("file"),
         }
 
     local_leader = (local.get("cpu_ms_per_workflow") or {}).get("leader")
@@ -481,7 +561,12 @@ def compare_modes(local: dict, remote: dict, workers: int) -> dict:
     return {
         "count": workers,
         "local": brief(local),
-        "remote": {**brief(remote), "worker_processes": remote.get("worker_processes", [])},
+        "remote": {
+            **brief(remote),
+            "worker_processes": remote.get("worker_processes", []),
+            "worker_capacity": remote.get("worker_capacity"),
+            "worker_dispatches": remote.get("worker_dispatches"),
+        },
         "leader_cpu_ratio": leader_ratio,
         "leader_cpu_ratio_target": WORKERS_LEADER_TARGET,
         "target_met": None if leader_ratio is None else leader_ratio <= WORKERS_LEADER_TARGET,
@@ -544,6 +629,17 @@ def _render_workers(workers: dict | None) -> list[str]:
             f"  {mode:<6} throughput {run['throughput_per_s']}/s  p50 {run['latency_ms']['p50']} ms  "
             f"p99 {run['latency_ms']['p99']} ms  cpu ms/workflow: leader {cost.get('leader')}  followers "
             f"{cost.get('followers')}  workers {cost.get('workers')}  client {cost.get('client')}  total {cost.get('total')}"
+        )
+        processes = [f"{n['id']} ({n.get('role', '?')}) {n.get('cpu_ms_per_workflow')}" for n in run["nodes"]]
+        processes += [f"{w['id']} (worker) {w.get('cpu_ms_per_workflow')}" for w in run.get("worker_processes", [])]
+        processes.append(f"client {run.get('client_cpu_ms_per_workflow')}")
+        lines.append(f"         per process, cpu ms/workflow: {', '.join(processes)}")
+    remote = workers["remote"]
+    if remote.get("worker_dispatches") is not None:
+        counts = remote["worker_dispatches"]
+        lines.append(
+            f"  remote: {counts.get('dispatched')} calls leased to the workers ({counts.get('redispatched')} again, "
+            f"{counts.get('leases_lost')} leases lost), worker capacity {remote.get('worker_capacity')}"
         )
     ratio_text = "?" if workers["leader_cpu_ratio"] is None else f"{workers['leader_cpu_ratio'] * 100:.0f}%"
     verdict = {True: "met", False: "missed", None: "?"}[workers["target_met"]]

@@ -8,7 +8,9 @@ sends a heartbeat every ``heartbeat_s`` the leader's welcome asks for, and
 runs each dispatch through a :class:`WorkerAgent` with the participant
 callers a node would build from the same cluster file (``[services]``
 policy and TLS, the participant signing key). When the stream ends, every
-call it was making stops: the leader gives them to another worker.
+call it was making stops: the leader gives them to another worker. The
+reports ready at once go in one message when the leader's welcome says it
+reads batches (cluster/executor/worker_wire.py).
 
 A refusal (an id the cluster does not know, a release it does not admit,
 a cluster in local mode) is logged once and tried again every
@@ -34,7 +36,12 @@ from coordinator.cluster.core.config import ClusterConfig
 from coordinator.cluster.executor.breaker import Breakers
 from coordinator.cluster.executor.callers import participant_callers
 from coordinator.cluster.executor.dispatch import Cancel, Dispatch, Report, Welcome, WorkerHello, WorkerProblem
-from coordinator.cluster.executor.worker_wire import WireError, read_leader_message, worker_message
+from coordinator.cluster.executor.worker_wire import (
+    WireError,
+    batched_worker_messages,
+    read_leader_messages,
+    worker_message,
+)
 from coordinator.cluster.worker.agent import WorkerAgent
 
 __all__ = ["REFUSED_RETRY_S", "WorkerOptions", "WorkerRejected", "release_of_this_package", "run_worker", "serve"]
@@ -46,6 +53,7 @@ RETRY_MAX_S = 2.0
 REFUSED_RETRY_S = 5.0
 WELCOME_WAIT_S = 10.0
 MESSAGE_BYTES_MAX = 32 * 1024 * 1024
+WRITE_MAX = 256  # messages the stream's writer takes from its queue for one round of writes
 _SESSION_CODES = ("not_leader", "lease_lost", "replaced")
 
 
@@ -124,18 +132,23 @@ async def _session(
         channel = grpc.aio.secure_channel(target, credentials, options=options)
     else:
         channel = grpc.aio.insecure_channel(target, options=options)
-    outgoing: asyncio.Queue = asyncio.Queue()
-    outgoing.put_nowait(worker_message(agent.hello))
+    outgoing: asyncio.Queue = asyncio.Queue()  # heartbeats and reports, then None to end
+    leader_reads_batches = False  # the welcome's batches: the leader reads more_reports
 
     async def requests() -> AsyncIterator:
+        yield worker_message(agent.hello)
         while True:
-            message = await outgoing.get()
-            if message is None:
+            queued = [await outgoing.get()]
+            while queued[-1] is not None and len(queued) < WRITE_MAX and not outgoing.empty():
+                queued.append(outgoing.get_nowait())
+            ended = queued[-1] is None
+            for message in batched_worker_messages(queued[:-1] if ended else queued, leader_reads_batches):
+                yield message
+            if ended:
                 return
-            yield message
 
     def send(report: Report) -> None:
-        outgoing.put_nowait(worker_message(report))
+        outgoing.put_nowait(report)
 
     stream = coordinator_pb2_grpc.CoordinatorStub(channel).Work(requests(), metadata=metadata)
     beating: asyncio.Task | None = None
@@ -151,31 +164,31 @@ async def _session(
             raw = reading.result()
             if raw is grpc.aio.EOF:
                 return problem
-            try:
-                message = read_leader_message(raw)
-            except WireError as exc:
-                log.error("worker %s: a message from %s cannot be read: %s", agent.hello.id, target, exc)
-                continue
-            if isinstance(message, Welcome):
-                log.info("worker %s: admitted by %s (fence %s)", agent.hello.id, message.node, message.fence)
-                logged.last = None
-                if beating is not None:
-                    beating.cancel()
-                beating = asyncio.ensure_future(_beat(agent, outgoing, message.heartbeat_s))
-            elif isinstance(message, Dispatch):
-                agent.dispatched(message, send)
-            elif isinstance(message, Cancel):
-                agent.cancelled(message.dispatch_id)
-            elif message.dispatch_id:
-                logged(
-                    f"worker {agent.hello.id}: report {message.dispatch_id} dropped ({message.code}): {message.message}"
-                )
-            else:
-                problem = message
-                if message.code not in _SESSION_CODES:
-                    logged(f"worker {agent.hello.id}: refused by {target}: {message.code}: {message.message}")
+            for message in read_leader_messages(raw):
+                if isinstance(message, WireError):
+                    log.error("worker %s: a message from %s cannot be read: %s", agent.hello.id, target, message)
+                elif isinstance(message, Welcome):
+                    log.info("worker %s: admitted by %s (fence %s)", agent.hello.id, message.node, message.fence)
+                    logged.last = None
+                    leader_reads_batches = raw.welcome.batches
+                    if beating is not None:
+                        beating.cancel()
+                    beating = asyncio.ensure_future(_beat(agent, outgoing, message.heartbeat_s))
+                elif isinstance(message, Dispatch):
+                    agent.dispatched(message, send)
+                elif isinstance(message, Cancel):
+                    agent.cancelled(message.dispatch_id)
+                elif message.dispatch_id:
+                    logged(
+                        f"worker {agent.hello.id}: report {message.dispatch_id} dropped ({message.code}): "
+                        f"{message.message}"
+                    )
                 else:
-                    log.info("worker %s: session with %s ended: %s", agent.hello.id, target, message.message)
+                    problem = message
+                    if message.code not in _SESSION_CODES:
+                        logged(f"worker {agent.hello.id}: refused by {target}: {message.code}: {message.message}")
+                    else:
+                        log.info("worker %s: session with %s ended: %s", agent.hello.id, target, message.message)
     except grpc.aio.AioRpcError as exc:
         if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
             raise WorkerRejected(f"{target}: {exc.details()}") from None
@@ -194,7 +207,7 @@ async def _session(
 async def _beat(agent: WorkerAgent, outgoing: asyncio.Queue, every_s: float) -> None:
     while True:
         await asyncio.sleep(every_s)
-        outgoing.put_nowait(worker_message(agent.heartbeat()))
+        outgoing.put_nowait(agent.heartbeat())
 
 
 def release_of_this_package() -> str:

@@ -13,7 +13,13 @@ from coordinator.cluster.bench.chart import main as chart_main
 from coordinator.cluster.bench.chart import series
 from coordinator.cluster.bench.etcd import etcd_binary, etcd_command, run_etcd_baseline
 from coordinator.cluster.bench.failover import Observations, fence_term
-from coordinator.cluster.bench.run import BenchOptions, attach_baseline, cpu_per_workflow
+from coordinator.cluster.bench.run import (
+    BenchOptions,
+    attach_baseline,
+    cpu_per_workflow,
+    profile_of_mode,
+    worker_capacity,
+)
 from coordinator.cluster.bench.stats import (
     commands_committed,
     distribution_ms,
@@ -250,3 +256,22 @@ def test_cpu_per_workflow_splits_leader_followers_and_client():
     assert with_workers["workers"] == 1.5 and with_workers["total"] == 9.0
     assert cpu_per_workflow(nodes, "n2", 2.0, completed=0) is None
     assert cpu_per_workflow([], None, 2.0, completed=10) is None
+
+
+def test_cpu_per_workflow_counts_the_workers_in_the_total():
+    nodes = [{"id": "n1", "cpu_s": 1.0}, {"id": "n2", "cpu_s": 3.0}]
+    cost = cpu_per_workflow(nodes, "n1", client_cpu_s=1.0, completed=500, workers_cpu_s=1.5)
+    assert cost == {"total": 13.0, "leader": 2.0, "followers": 6.0, "client": 2.0, "workers": 3.0}
+
+
+def test_bench_workers_share_the_calls_in_flight_and_hold_at_least_a_workers_default():
+    assert worker_capacity("saga2", 64, 2) == 32  # one call at a time per saga
+    assert worker_capacity("saga2", 64, 3) == 22  # rounded up: never fewer slots than calls
+    assert worker_capacity("twopc3", 64, 2) == 96  # three prepares at once per transaction
+    assert worker_capacity("saga2", 8, 2) == 16  # a worker's own default at least
+
+
+def test_bench_profile_of_each_executor_mode_gets_its_own_file():
+    assert profile_of_mode("out/bench-profile.folded", "local") == "out/bench-profile-local.folded"
+    assert profile_of_mode("prof", "remote") == "prof-remote"
+    assert profile_of_mode(None, "local") is None

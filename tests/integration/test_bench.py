@@ -105,14 +105,25 @@ def test_bench_with_workers_runs_local_then_remote_mode_and_compares(tmp_path):
     )
     assert result["executor_mode"] == "remote"
     workers = result["workers"]
-    assert workers["count"] == 2 and workers["local"]["throughput_per_s"] > 0
-    processes = workers["remote"]["worker_processes"]
+    local, remote = workers["local"], workers["remote"]
+    assert workers["count"] == 2 and local["completed"] > 0 and remote["completed"] > 0
+    processes = remote["worker_processes"]
     assert [w["id"] for w in processes] == ["w1", "w2"]
     assert sum(w["cpu_s"] for w in processes) > 0  # the workers made the calls
-    assert workers["local"]["cpu_ms_per_workflow"]["workers"] == 0
-    assert workers["remote"]["cpu_ms_per_workflow"]["workers"] > 0
+    assert all(w["cpu_ms_per_workflow"] is not None for w in processes)
+    assert remote["worker_capacity"] == 16  # concurrency 4 over 2 workers, raised to a worker's default
+    # every call of the remote run went through a worker: two per saga2 completed in the window,
+    # less the first calls of the (at most 4) sagas already running when the window opened
+    assert remote["worker_dispatches"]["dispatched"] >= 2 * (remote["completed"] - 4) > 0
+    assert local["cpu_ms_per_workflow"]["workers"] == 0
+    assert remote["cpu_ms_per_workflow"]["workers"] > 0
+    for run in (local, remote):  # each process's CPU per workflow, with its role
+        assert sorted(n["role"] for n in run["nodes"]) == ["follower", "follower", "leader"]
+        assert all(n["cpu_ms_per_workflow"] is not None for n in run["nodes"])
+        assert run["client_cpu_ms_per_workflow"] is not None
     assert workers["leader_cpu_ratio"] > 0 and workers["target_met"] in (True, False)
     assert "executor modes" in stdout and "remote over local" in stdout and "worker w1: cpu" in stdout
+    assert "w1 (worker)" in stdout and "calls leased to the workers" in stdout
 
 
 def test_bench_workers_need_a_workflow_workload():
