@@ -59,7 +59,11 @@ def test_bench_with_the_pysyncobj_baseline_writes_the_issue_shape(tmp_path):
     assert result["workload"] == "saga2" and result["concurrency"] == 4 and result["completed"] > 0
     assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
     assert [n["id"] for n in result["nodes"]] == ["n1", "n2", "n3"]
-    assert all(set(n) == {"id", "cpu_s", "rss_mb_max"} and n["rss_mb_max"] > 0 for n in result["nodes"])
+    assert all(
+        set(n) == {"id", "cpu_s", "rss_mb_max", "role", "cpu_ms_per_workflow"} and n["rss_mb_max"] > 0
+        for n in result["nodes"]
+    )
+    assert sorted(n["role"] for n in result["nodes"]) == ["follower", "follower", "leader"]
     baseline = result["baseline"]
     assert baseline["name"] == "pysyncobj" and baseline["fsync"] is False
     assert isinstance(baseline["throughput_per_s"], float) and baseline["throughput_per_s"] > 0
