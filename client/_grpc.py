@@ -62,7 +62,8 @@ def _message(operation: str, args: dict) -> tuple[str, Any]:
     verb, kind = operation.split("_", 1)  # submit|get|list _ saga|tx
     noun = {"saga": "Saga", "tx": "Transaction"}[kind]
     if verb == "submit":
-        return f"Submit{noun}", pb.SubmitRequest(definition_json=json.dumps(args["definition"]))
+        request = pb.SubmitRequest(definition_json=json.dumps(args["definition"]), wait_s=args.get("wait_s") or 0.0)
+        return f"Submit{noun}", request
     if verb == "get":
         message = pb.GetWorkflowRequest(id=args["id"], wait_s=args.get("wait_s") or 0.0, since=args.get("since") or "")
         return f"Get{noun}", message

@@ -68,7 +68,8 @@ def _route(operation: str, args: dict) -> tuple[str, str, Any]:
     verb, kind = operation.split("_", 1)  # submit|get|list _ saga|tx
     collection = _COLLECTIONS[kind]
     if verb == "submit":
-        return "POST", f"/v1/{collection}", args["definition"]
+        query = f"?wait={args['wait_s']:.3f}" if args.get("wait_s") else ""
+        return "POST", f"/v1/{collection}{query}", args["definition"]
     if verb == "get":
         query = ""
         if args.get("wait_s") is not None:

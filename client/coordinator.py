@@ -12,6 +12,7 @@ give the same results and raise the same errors.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -20,7 +21,7 @@ from typing import Any, TypeVar
 from urllib.parse import urlencode
 
 from ._grpc import GrpcTransport
-from ._http import HttpTransport
+from ._http import WAIT_S_MAX, WAIT_SLACK_S, HttpTransport
 from ._transport import Transport, is_terminal
 from .errors import Timeout
 from .tls import ClientTls
@@ -166,11 +167,19 @@ class Coordinator:
         return await self._transport.request("service_outcomes", {"name": name, "after": after})
 
     # -- sagas ---------------------------------------------------------------------------
-    async def submit_saga(self, definition: Any) -> Saga:
+    async def submit_saga(self, definition: Any, *, wait: float | None = None) -> Saga:
         """Submit a saga (a dict, or a builder with ``build()``). An id is
         generated here when absent, so a retried submission cannot create
-        two sagas: the cluster answers the same id with the existing one."""
-        return Saga.from_json(await self._transport.request("submit_saga", {"definition": _with_id(definition)}))
+        two sagas: the cluster answers the same id with the existing one.
+        ``wait`` (seconds, at most 60): the same request then answers once
+        the saga is terminal, or as it stands after ``wait`` s (check
+        ``state``); :meth:`run_saga` waits until terminal."""
+        return Saga.from_json(await self._submit("saga", definition, wait))
+
+    async def run_saga(self, definition: Any, timeout: float = 30.0) -> Saga:
+        """Submit a saga and wait until it is terminal: one request when it
+        ends within 60 s; :class:`Timeout` if it is not within ``timeout`` s."""
+        return await self._run("saga", definition, timeout, Saga.from_json)
 
     async def get_saga(self, saga_id: str) -> Saga:
         return Saga.from_json(await self._transport.request("get_saga", {"id": saga_id}))
@@ -247,9 +256,14 @@ class Coordinator:
         return await self._transport.request("redrive_saga", {"id": saga_id})
 
     # -- transactions ----------------------------------------------------------------------
-    async def submit_transaction(self, definition: Any) -> Transaction:
-        """Submit a 2PC transaction; an id is generated here when absent (safe retries)."""
-        return Transaction.from_json(await self._transport.request("submit_tx", {"definition": _with_id(definition)}))
+    async def submit_transaction(self, definition: Any, *, wait: float | None = None) -> Transaction:
+        """Submit a 2PC transaction; an id is generated here when absent (safe
+        retries). ``wait`` as for :meth:`submit_saga`."""
+        return Transaction.from_json(await self._submit("tx", definition, wait))
+
+    async def run_transaction(self, definition: Any, timeout: float = 30.0) -> Transaction:
+        """Submit a transaction and wait until it is decided and done, as :meth:`run_saga`."""
+        return await self._run("tx", definition, timeout, Transaction.from_json)
 
     async def get_transaction(self, tx_id: str) -> Transaction:
         return Transaction.from_json(await self._transport.request("get_tx", {"id": tx_id}))
@@ -332,6 +346,23 @@ class Coordinator:
             state = "unknown" if last is None else last.get("state")
             within = "" if timeout is None else f" after {timeout:g} s"
             raise Timeout(f"{workflow_id} is still {state}{within}", details={"workflow": last})
+
+    async def _submit(self, kind: str, definition: Any, wait: float | None) -> dict:
+        args: dict[str, Any] = {"definition": _with_id(definition)}
+        if not wait:
+            return await self._transport.request(f"submit_{kind}", args)
+        if not 0 < wait <= WAIT_S_MAX:
+            raise ValueError(f"wait must be more than 0 and at most {WAIT_S_MAX:g} s")
+        args["wait_s"] = wait
+        return await self._transport.request(f"submit_{kind}", args, timeout_s=wait + WAIT_SLACK_S)
+
+    async def _run(self, kind: str, definition: Any, timeout: float, parse: Callable[[dict], Workflow]) -> Workflow:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        data = await self._submit(kind, definition, min(timeout, WAIT_S_MAX) if timeout > 0 else None)
+        if is_terminal(kind, data):
+            return parse(data)
+        return await self._wait(kind, data["id"], max(0.0, deadline - loop.time()), parse)
 
     async def _wait(self, kind: str, workflow_id: str, timeout: float, parse: Callable[[dict], Workflow]) -> Workflow:
         last: dict | None = None

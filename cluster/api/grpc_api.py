@@ -270,8 +270,15 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
         return pb.ObjectReply(object_json=_json(answer))
 
     # -- sagas and transactions ---------------------------------------------------------------
-    async def _submit(self, kind: str, request: pb.SubmitRequest) -> pb.SubmitReply:
-        view, created = await operations.submit_workflow(self.node, kind, request.definition_json, by=_by())
+    async def _submit(self, kind: str, request: pb.SubmitRequest, context: Any) -> pb.SubmitReply:
+        view, created = await operations.submit_workflow(
+            self.node,
+            kind,
+            request.definition_json,
+            by=_by(),
+            wait_s=request.wait_s,
+            client=grpc_peer_host(context.peer()),
+        )
         return pb.SubmitReply(object_json=_json(view), created=created)
 
     async def _get(self, kind: str, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:
@@ -302,7 +309,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def SubmitSaga(self, request: pb.SubmitRequest, context: Any) -> pb.SubmitReply:
-        return await self._submit("saga", request)
+        return await self._submit("saga", request, context)
 
     @_unary
     async def GetSaga(self, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:
@@ -334,7 +341,7 @@ class CoordinatorService(coordinator_pb2_grpc.CoordinatorServicer):
 
     @_unary
     async def SubmitTransaction(self, request: pb.SubmitRequest, context: Any) -> pb.SubmitReply:
-        return await self._submit("tx", request)
+        return await self._submit("tx", request, context)
 
     @_unary
     async def GetTransaction(self, request: pb.GetWorkflowRequest, context: Any) -> pb.ObjectReply:

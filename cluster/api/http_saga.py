@@ -15,7 +15,12 @@ __all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_
 
 async def submit_saga(request: web.Request) -> web.Response:
     view, created = await operations.submit_workflow(
-        request_node(request), "saga", await request.read(), by=request_by(request)
+        request_node(request),
+        "saga",
+        await request.read(),
+        by=request_by(request),
+        wait_s=request.query.get("wait"),
+        client=request.remote,
     )
     return web.json_response(view, status=201 if created else 200)
 

@@ -19,7 +19,12 @@ __all__ = ["add_transaction_routes"]
 
 async def submit_transaction(request: web.Request) -> web.Response:
     view, created = await operations.submit_workflow(
-        request_node(request), "tx", await request.read(), by=request_by(request)
+        request_node(request),
+        "tx",
+        await request.read(),
+        by=request_by(request),
+        wait_s=request.query.get("wait"),
+        client=request.remote,
     )
     return web.json_response(view, status=201 if created else 200)
 

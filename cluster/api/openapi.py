@@ -686,6 +686,12 @@ def _parameters() -> dict:
             {"type": "number", "minimum": 0, "maximum": WAIT_S_MAX, "default": 0},
             "Long-poll up to this many seconds until the workflow is terminal (on the leader).",
         ),
+        "SubmitWait": query(
+            "wait",
+            {"type": "number", "minimum": 0, "maximum": WAIT_S_MAX, "default": 0},
+            "Submit and wait: up to this many seconds for a terminal state before answering, in one "
+            "of the client's long-poll slots (none free: 429, nothing submitted).",
+        ),
         "Limit": limit(LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX),
         "ListService": query("service", _STRING, "Only workflows whose definition calls this service."),
         "ListText": query("q", {"type": "string", "maxLength": ID_TEXT_CHARS_MAX}, "Only ids containing this text."),
@@ -903,9 +909,10 @@ def _paths() -> dict:
         "/v1/sagas": {
             "post": _op(
                 "submitSaga",
-                "Submit a saga.",
+                "Submit a saga; with wait, answer once it is terminal or the wait runs out (one request).",
                 saga_written,
-                write + " 409 413",
+                write + " 409 413 429",
+                ("SubmitWait",),
                 body=_body(_ref("SagaDefinition"), "Every action step's service must be registered (HTTP)."),
             ),
             "get": _op(
@@ -958,9 +965,10 @@ def _paths() -> dict:
         "/v1/transactions": {
             "post": _op(
                 "submitTransaction",
-                "Submit a 2PC transaction.",
+                "Submit a 2PC transaction; with wait, answer once it is done or the wait runs out (one request).",
                 tx_written,
-                write + " 409 413",
+                write + " 409 413 429",
+                ("SubmitWait",),
                 body=_body(_ref("TransactionDefinition"), "Every participant's service must be registered."),
             ),
             "get": _op(

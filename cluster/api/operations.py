@@ -453,13 +453,45 @@ def _view(node: Node, kind: _Kind, workflow_id: str, definition: bool = False) -
         return view, store.is_terminal(state)
 
 
-async def submit_workflow(node: Node, kind_name: str, raw: bytes | str, *, by: str | None = None) -> tuple[dict, bool]:
+async def submit_workflow(
+    node: Node,
+    kind_name: str,
+    raw: bytes | str,
+    *,
+    by: str | None = None,
+    wait_s: float | str | None = None,
+    client: str | None = None,
+) -> tuple[dict, bool]:
     """Submit a saga or a transaction: (its object, whether this call created it).
 
     The same id with the same definition again answers the existing one,
     whoever sends it (its history keeps the first submitter's ``by``);
-    with another definition, Conflict."""
+    with another definition, Conflict.
+
+    ``wait_s`` (at most WAIT_S_MAX): submit and wait in one request - the
+    answer is the workflow once terminal, or as it stands after that long,
+    as ``GET ...?wait`` would give it, without the client's second request
+    and its read barrier (the submission's own commit is the barrier). The
+    wait holds one of ``client``'s long-poll slots, taken before anything is
+    proposed: a client without a free slot is refused (429) and nothing is
+    submitted."""
+    wait_s = parse_number("wait", wait_s, 0.0, 0.0, WAIT_S_MAX)
     kind = _kind(kind_name)
+    if wait_s <= 0:
+        view, created, _ = await _submit(node, kind, raw, by)
+        return view, created
+    with node.long_polls.hold(client):
+        view, created, terminal = await _submit(node, kind, raw, by)
+        if terminal:
+            return view, created
+        # A submission answered with the existing workflow proposed nothing:
+        # that answer was read locally, so its wait starts with a barrier.
+        stale = True if created else None
+        return await _long_poll(node, kind, view["id"], wait_s, None, stale), created
+
+
+async def _submit(node: Node, kind: _Kind, raw: bytes | str, by: str | None) -> tuple[dict, bool, bool]:
+    """(the workflow's object, whether this call created it, whether it is terminal)."""
     store = kind.store(node)
     model = store.model
     body = parse_json(node, raw)
@@ -474,15 +506,15 @@ async def submit_workflow(node: Node, kind_name: str, raw: bytes | str, *, by: s
         if existing is not None:
             if not model.same_definition(existing.definition, model.with_id(definition, workflow_id)):
                 raise Conflict(f"id: {store.noun} {workflow_id!r} exists with another definition")
-            return model.to_api(existing), False
+            return model.to_api(existing), False, store.is_terminal(existing)
     node.executor.admission(kind.services(definition), definition.release)
     limits = node.config.cluster.limits
     _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
     value = await propose(
         node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command(), "by": by}
     )
-    view, _ = _view(node, kind, workflow_id)
-    return view, bool(value["created"])
+    view, terminal = _view(node, kind, workflow_id)
+    return view, bool(value["created"]), terminal
 
 
 def _check_state_budget(node: Node, store: WorkflowStore, definition: Any, limits: Limits) -> None:

@@ -182,14 +182,13 @@ async def one_workflow(client: Coordinator, workload: str) -> None:
         await client.put_service(*registry_write())
         return
     kind, definition = workflow(workload)
+    # Submit and wait in one request, as a client that wants the outcome does.
     if kind == "saga":
-        await client.submit_saga(definition)
-        saga = await client.wait_saga(definition["id"], timeout=60)
+        saga = await client.run_saga(definition, timeout=60)
         if saga.state != "completed":
             raise RuntimeError(f"saga ended {saga.state}")
     else:
-        await client.submit_transaction(definition)
-        tx = await client.wait_transaction(definition["id"], timeout=60)
+        tx = await client.run_transaction(definition, timeout=60)
         if tx.state != "committed":
             raise RuntimeError(f"transaction ended {tx.state}")
 

@@ -62,6 +62,36 @@ async def test_long_polls_per_client_are_capped(capped):
             assert again.status == 200
 
 
+async def test_a_submission_that_waits_holds_a_long_poll_slot(capped):
+    """``POST /v1/sagas?wait=S`` waits as a long poll does, in the same
+    slots: over the cap it is refused before anything is submitted."""
+    leader = await capped.wait_leader()
+    base = capped.url(leader) + "/v1/sagas"
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=15)) as session:
+        held = [
+            asyncio.create_task(
+                session.post(base + "?wait=4", json={"id": f"s{i}", "steps": [{"name": "a", "await": "go"}]})
+            )
+            for i in range(LIMITS.long_polls_per_client_max)
+        ]
+        await asyncio.sleep(1.0)
+        assert not any(t.done() for t in held)
+        over = {"id": "s-over", "steps": [{"name": "a", "await": "go"}]}
+        async with session.post(base + "?wait=4", json=over) as refused:
+            body = await refused.json()
+            assert refused.status == 429 and body["error"]["code"] == "overloaded", body
+        async with session.get(base + "/s-over") as absent:  # nothing was submitted
+            assert absent.status == 404
+        async with session.post(base + "?wait=soon", json=over) as invalid:
+            body = await invalid.json()
+            assert invalid.status == 400 and body["error"]["field"] == "wait", body
+        for response in await asyncio.gather(*held):  # created, and answered running when the wait ran out
+            assert response.status == 201 and (await response.json())["state"] in ("started", "running")
+            response.release()
+        async with session.get(base + "/s-over") as absent:
+            assert absent.status == 404
+
+
 async def test_watches_per_client_are_capped_and_end_after_their_life(capped):
     leader = await capped.wait_leader()
     async with grpc.aio.insecure_channel(capped.config.node(leader).grpc) as channel:

@@ -204,6 +204,37 @@ async def test_transactions_submit_get_list_wait(cluster, transport):
         assert isinstance(listed[0], Transaction)
 
 
+async def test_submit_and_wait_in_one_request(cluster, transport):
+    """``wait`` on a submission (HTTP ``POST ...?wait=S``, gRPC ``wait_s``):
+    the answer is the terminal workflow, or the workflow as it stands when
+    the wait runs out; ``run_*`` waits on until terminal."""
+    scripts = {"payments": Script().with_path("/prepare-no", Vote("no"))}
+    async with participants(cluster, scripts), client_for(cluster, transport) as c:
+        done = await c.run_saga(order_saga("run-1"), timeout=20)
+        assert done.state == "completed" and done.raw == await http_json(cluster, "/v1/sagas/run-1")
+        assert (await c.submit_saga(order_saga("run-1"), wait=5)).raw == done.raw  # terminal: at once
+
+        started = asyncio.get_running_loop().time()
+        waiting = await c.submit_saga(approval_saga("run-2"), wait=1.0)  # awaits its signal
+        assert waiting.state == "running" and asyncio.get_running_loop().time() - started >= 0.9
+        again = await c.submit_saga(approval_saga("run-2"), wait=0.3)  # the same saga, still running
+        assert again.id == "run-2" and again.state == "running"
+        with pytest.raises(Timeout):
+            await c.run_saga(approval_saga("run-2"), timeout=0.5)
+        await c.signal_saga("run-2", "approved", {"by": "ops"})
+        assert (await c.run_saga(approval_saga("run-2"), timeout=20)).state == "completed"
+
+        committed = await c.run_transaction(transaction("run-tx-1"), timeout=20)
+        assert (committed.state, committed.decision) == ("committed", "commit")
+        assert committed.raw == await http_json(cluster, "/v1/transactions/run-tx-1")
+        aborted = await c.submit_transaction(transaction("run-tx-2", prepare_path="/prepare-no"), wait=20)
+        assert (aborted.state, aborted.decision) == ("aborted", "abort")
+        with pytest.raises(ValueError):
+            await c.submit_saga(order_saga("run-3"), wait=61)
+        with pytest.raises(Conflict):  # refused before any wait
+            await c.submit_saga({**order_saga("run-1"), "timeout_s": 99}, wait=5)
+
+
 async def test_a_follower_alone_is_enough(cluster, transport):
     leader = await cluster.wait_leader()
     follower = next(i for i in cluster.ids if i != leader)
