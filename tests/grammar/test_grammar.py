@@ -95,6 +95,18 @@ def test_format_ms_is_iso_8601_utc() -> None:
     assert saga.state.format_ms is twopc.format_ms is grammar.format_ms
 
 
+@settings(max_examples=500)
+@given(st.integers(min_value=-62_135_596_800_000, max_value=253_402_300_799_999))
+def test_format_ms_is_datetimes_isoformat_whatever_it_kept(at_ms: int) -> None:
+    """format_ms keeps the part down to the second: the answer is still
+    exactly datetime's, before and after its cache fills."""
+    from datetime import UTC, datetime, timedelta
+
+    expected = (datetime(1970, 1, 1, tzinfo=UTC) + timedelta(milliseconds=at_ms)).isoformat(timespec="milliseconds")
+    assert grammar.format_ms(at_ms) == expected.replace("+00:00", "Z")
+    assert grammar.format_ms(at_ms) == grammar.format_ms(at_ms)
+
+
 def test_the_machines_name_the_shared_bounds() -> None:
     assert saga.limits.SAGA_ID_PATTERN is twopc.limits.TX_ID_PATTERN is limits.WORKFLOW_ID_PATTERN
     assert saga.limits.SERVICE_NAME_PATTERN is twopc.limits.SERVICE_NAME_PATTERN is limits.SERVICE_NAME_PATTERN
