@@ -57,6 +57,7 @@ from .state import (
     SagaStatus,
     StepState,
     StepStatus,
+    history_to_api,
     state_from_dict,
     state_to_dict,
     to_api,
@@ -111,6 +112,7 @@ __all__ = [
     "state_to_dict",
     "step",
     "substitute",
+    "history_to_api",
     "to_api",
     "with_id",
 ]

@@ -224,11 +224,17 @@ def to_api(state: SagaState) -> dict:
         "failure": None
         if state.failure is None
         else {"reason": state.failure.reason.value, "step": state.failure.step, "error": state.failure.error},
-        "history": [_record_to_api(r) for r in state.history],
+        "history": history_to_api(state),
         "redrives": state.redrives,
         "created_at": format_ms(state.created_at_ms),
         "updated_at": format_ms(state.updated_at_ms),
     }
+
+
+def history_to_api(state: SagaState, start: int = 0) -> list[dict]:
+    """The API's history records from the ``start``-th on: the event stream
+    renders only the records a command added, not the whole saga."""
+    return [_record_to_api(r) for r in state.history[start:]]
 
 
 def _step_to_dict(step: StepState) -> dict:

@@ -25,7 +25,7 @@ from .model import (
 )
 from .tally import Vote
 
-__all__ = ["format_ms", "state_from_dict", "state_to_dict", "to_api"]
+__all__ = ["format_ms", "history_to_api", "state_from_dict", "state_to_dict", "to_api"]
 
 _RECORD_KEYS = ("at_ms", "event")
 
@@ -67,6 +67,14 @@ def state_from_dict(raw: dict) -> TxState:
     return state
 
 
+def history_to_api(state: TxState, start: int = 0) -> list[dict]:
+    """The API's history records from the ``start``-th on (the event stream's)."""
+    return [
+        {"at": format_ms(record.at_ms), "event": record.event, **dict(record.details)}
+        for record in state.history[start:]
+    ]
+
+
 def to_api(state: TxState) -> dict:
     """The transaction object the HTTP API answers with."""
     return {
@@ -76,9 +84,7 @@ def to_api(state: TxState) -> dict:
         "participants": [
             {"service": p.service, "vote": _optional_str(p.vote), "state": str(p.status)} for p in state.participants
         ],
-        "history": [
-            {"at": format_ms(record.at_ms), "event": record.event, **dict(record.details)} for record in state.history
-        ],
+        "history": history_to_api(state),
         "created_at": format_ms(state.created_at_ms),
         "updated_at": format_ms(state.updated_at_ms),
     }

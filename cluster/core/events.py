@@ -238,9 +238,9 @@ class EventHub:
             if workflow_state is None:
                 return
             seen, calls_before = before or (0, frozenset())
-            records = store.model.to_api(workflow_state)["history"]
+            records = store.model.history_to_api(workflow_state, seen)
             common = {"kind": "workflow", "workflow": result["id"], "workflow_type": workflow_type}
-            for record in records[seen:]:
+            for record in records:
                 if record["event"] in TERMINAL_RECORDS:
                     self.finished += 1
                 yield {

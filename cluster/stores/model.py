@@ -91,3 +91,7 @@ class WorkflowModel(Protocol[D, S]):
     def to_api(self, state: S) -> dict:
         """The API's object for the workflow (cluster/api/operations.py)."""
         ...
+
+    def history_to_api(self, state: S, start: int = 0) -> list[dict]:
+        """The API object's history records from the ``start``-th on."""
+        ...
