@@ -34,6 +34,7 @@ refuses literal addresses early (:meth:`ServicePolicy.refusal`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import re
 import socket
@@ -106,8 +107,11 @@ class AddressRefused(Exception):
         self.reason = reason
 
 
+@functools.lru_cache(maxsize=1024)
 def literal_address(host: str) -> Address | None:
-    """`host` as an IP address when it is one (brackets and a zone allowed), else None."""
+    """`host` as an IP address when it is one (brackets and a zone allowed), else None.
+    Cached: every participant call parses its URL's host, and a cluster calls
+    few hosts (ipaddress's parse is ~5 us); addresses are immutable."""
     text = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     try:
         return ipaddress.ip_address(text)

@@ -130,3 +130,21 @@ async def test_a_guarded_literal_address_is_never_called_and_its_answer_never_sh
     assert "refused by the [services] address policy" in outcome.error
     assert "instance-credentials" not in outcome.error and outcome.output is None
     assert target.seen == []
+
+
+@pytest.mark.parametrize(("backoff_s", "max_backoff_s"), [(0.1, 2.0), (0.05, 30.0), (1.0, 1.0), (0.0, 5.0)])
+def test_the_backoff_bound_is_tenacitys_wait_exponential(backoff_s, max_backoff_s):
+    """The retry loop is written out (hot path); its waits stay tenacity's."""
+    from tenacity import wait_exponential
+
+    from coordinator.cluster.executor.http_caller import backoff_bound_s
+
+    spec = CallSpec("s", "http://127.0.0.1:1", "GET", "/p", None, "k", "f", 1.0, 3, backoff_s, max_backoff_s)
+    tenacity_bound = wait_exponential(multiplier=backoff_s, max=max_backoff_s)
+
+    class State:  # the one field wait_exponential reads of tenacity's RetryCallState
+        attempt_number = 0
+
+    for attempts in range(1, 1200):
+        State.attempt_number = attempts
+        assert backoff_bound_s(spec, attempts) == pytest.approx(tenacity_bound(State))
