@@ -112,7 +112,11 @@ class LogBase:
     async def _timed(self, future: asyncio.Future, timeout_s: float) -> Applied | Rejected:
         started = time.perf_counter()
         try:
-            result = await asyncio.wait_for(asyncio.shield(future), timeout_s)
+            # asyncio.timeout, not wait_for: one timer per proposal and no
+            # extra future (every command passes here); shield keeps the
+            # future for the apply callback when the wait times out.
+            async with asyncio.timeout(timeout_s):
+                result = await asyncio.shield(future)
         except TimeoutError:
             self.stats.count_proposal("timeout")
             raise OutcomeUnknown(f"no result within {timeout_s:g} s") from None

@@ -80,6 +80,7 @@ class Node:
         self.leader_term: int | None = None  # set while this node leads, after its first barrier
         self.leader_fence_index = 0
         self._watchers: dict[str, list[asyncio.Future]] = {}
+        self._watching = 0  # futures in _watchers (each wait_change counts its own)
         # Long polls (HTTP ?wait=, gRPC wait_s) one client may hold (cluster/core/limits.py).
         self.long_polls = ClientSlots("long polls", config.cluster.limits.long_polls_per_client_max)
         # What this replica applies, as events (GET /v1/events): fed on the
@@ -115,16 +116,20 @@ class Node:
 
     async def wait_change(self, workflow_id: str, timeout_s: float) -> None:
         """Return when an entry about ``workflow_id`` is applied here, or after ``timeout_s``."""
-        if sum(len(w) for w in self._watchers.values()) >= self.WATCHERS_MAX:
+        if self._watching >= self.WATCHERS_MAX:
             await asyncio.sleep(min(timeout_s, 1.0))
             return
         future = asyncio.get_running_loop().create_future()
         self._watchers.setdefault(workflow_id, []).append(future)
+        self._watching += 1
         try:
-            await asyncio.wait_for(future, timeout_s)
+            # asyncio.timeout, not wait_for: one timer, no extra future (hot: every long poll)
+            async with asyncio.timeout(timeout_s):
+                await future
         except TimeoutError:
             pass
         finally:
+            self._watching -= 1
             waiting = self._watchers.get(workflow_id)
             if waiting is not None and future in waiting:
                 waiting.remove(future)
