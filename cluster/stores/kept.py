@@ -15,6 +15,12 @@ The map keeps one insertion order for both forms (a value replaced in place
 keeps its position), so every replica - and a replica restored from a
 snapshot - lists and snapshots workflows in the same order.
 
+The last :data:`RECENT_TERMINAL_MAX` workflows to end are also kept as
+objects, beside their bytes: what reads a workflow right after it ends (the
+event stream, on every node, for the very command that ended it; a client's
+long poll on the leader) would otherwise decode it again at once. A
+bounded handful of objects, which the collector walks cheaply.
+
 It also charges each workflow its size for the state budget
 (cluster/core/limits.py), as a function of the state alone - so a replica that
 applied every entry and one restored from a snapshot charge the same: a
@@ -26,17 +32,20 @@ limits bound them meanwhile (saga/limits.py).
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Generic
 
 from coordinator.cluster.stores.model import D, S, WorkflowModel
 from coordinator.consensus import pack, unpack
 
-__all__ = ["KeptWorkflows", "WORKFLOW_OVERHEAD_BYTES"]
+__all__ = ["KeptWorkflows", "RECENT_TERMINAL_MAX", "WORKFLOW_OVERHEAD_BYTES"]
 
 # History, step records and bookkeeping of an unfinished workflow, beyond
 # its definition.
 WORKFLOW_OVERHEAD_BYTES = 1024
+# Terminal workflows kept as objects too, the most recent to end (see above).
+RECENT_TERMINAL_MAX = 256
 
 
 class KeptWorkflows(Generic[D, S]):
@@ -55,6 +64,7 @@ class KeptWorkflows(Generic[D, S]):
         self.bytes = 0  # charged for the state budget, all kept workflows
         self._charged: dict[str, int] = {}
         self._definition_bytes: dict[str, int] = {}  # of the unfinished ones
+        self._recent: OrderedDict[str, S] = OrderedDict()  # the last terminal ones, as objects
 
     def charge_of_new(self, definition: D) -> int:
         """What an unfinished workflow with this definition is charged."""
@@ -69,6 +79,7 @@ class KeptWorkflows(Generic[D, S]):
         """Keep ``state``, packed from now on if it is terminal.
         ``packed``: its msgpack form when the caller has it (a snapshot)."""
         if not state.terminal:
+            self._recent.pop(workflow_id, None)
             self._kept[workflow_id] = state
             self.active.add(workflow_id)
             if workflow_id not in self._definition_bytes:
@@ -82,9 +93,14 @@ class KeptWorkflows(Generic[D, S]):
         services = self._services_seen.setdefault(services, services)  # one tuple per set of services
         self._summary[workflow_id] = (state.created_at_ms, state.updated_at_ms, state.status.value, services)
         self.active.discard(workflow_id)
+        self._recent[workflow_id] = state
+        self._recent.move_to_end(workflow_id)
+        if len(self._recent) > RECENT_TERMINAL_MAX:
+            self._recent.popitem(last=False)
 
     def __delitem__(self, workflow_id: str) -> None:
         del self._kept[workflow_id]
+        self._recent.pop(workflow_id, None)
         self.bytes -= self._charged.pop(workflow_id)
         self._definition_bytes.pop(workflow_id, None)
         self._summary.pop(workflow_id, None)
@@ -96,7 +112,8 @@ class KeptWorkflows(Generic[D, S]):
         if value is None:
             return default
         if isinstance(value, bytes):
-            return self._model.state_from_dict(unpack(value))
+            recent = self._recent.get(workflow_id)
+            return recent if recent is not None else self._model.state_from_dict(unpack(value))
         return value
 
     def __getitem__(self, workflow_id: str) -> S:

@@ -7,9 +7,10 @@ import pytest
 
 from coordinator import saga, twopc
 from coordinator.cluster.core.state import ClusterState
+from coordinator.cluster.stores.kept import RECENT_TERMINAL_MAX
 from coordinator.cluster.stores.listing import Filter, select
 from coordinator.cluster.stores.model import WorkflowDefinition, WorkflowModel, WorkflowState
-from coordinator.consensus import Command
+from coordinator.consensus import Command, unpack
 
 SERVICES = ("p1", "p2")
 
@@ -97,7 +98,8 @@ def test_resubmitting_a_terminal_saga_answers_it_without_a_new_one():
 
 def test_kept_terminal_sagas_add_nothing_for_the_garbage_collector_to_walk():
     state, index = _state()
-    for n in range(200):
+    # past RECENT_TERMINAL_MAX: the few most recent are kept as objects too, a bounded number
+    for n in range(RECENT_TERMINAL_MAX + 200):
         _complete(state, index, f"warm{n}")
     gc.collect()
     before = len(gc.get_objects())
@@ -108,7 +110,22 @@ def test_kept_terminal_sagas_add_nothing_for_the_garbage_collector_to_walk():
     # As objects, each completed saga was about 25 tracked objects (50,000
     # here); what is left is its outcome record per step, for outcome replay.
     assert grown <= 2 * 2_000, grown
-    assert len(state.sagas.items) == 2_200
+    assert len(state.sagas.items) == RECENT_TERMINAL_MAX + 2_200
+
+
+def test_a_workflow_that_just_ended_is_read_without_decoding_and_equal_to_its_bytes():
+    state, index = _state()
+    for n in range(RECENT_TERMINAL_MAX + 5):
+        _complete(state, index, f"s{n}")
+    items = state.sagas.items
+    newest, oldest = items.get(f"s{RECENT_TERMINAL_MAX + 4}"), items.get("s0")
+    assert items.get(f"s{RECENT_TERMINAL_MAX + 4}") is newest  # kept as the object
+    assert items.get("s0") is not oldest  # past the bound: decoded again at each read
+    for workflow_id in (f"s{RECENT_TERMINAL_MAX + 4}", "s0"):
+        decoded = saga.state_from_dict(unpack(dict(zip(items, items.packed(), strict=True))[workflow_id]))
+        assert items.get(workflow_id) == decoded
+    del items[f"s{RECENT_TERMINAL_MAX + 4}"]
+    assert items.get(f"s{RECENT_TERMINAL_MAX + 4}") is None
 
 
 @pytest.mark.parametrize("kind", ["sagas", "transactions"])
