@@ -75,15 +75,17 @@ class KeptWorkflows(Generic[D, S]):
         self._charged[workflow_id] = charge
 
     # -- writes ------------------------------------------------------------------------
-    def put(self, workflow_id: str, state: S, packed: bytes | None = None) -> None:
+    def put(self, workflow_id: str, state: S, packed: bytes | None = None, charge: int | None = None) -> None:
         """Keep ``state``, packed from now on if it is terminal.
-        ``packed``: its msgpack form when the caller has it (a snapshot)."""
+        ``packed``: its msgpack form when the caller has it (a snapshot);
+        ``charge``: ``charge_of_new`` of its definition when the caller has
+        it (a submission, which checked it against the budget)."""
         if not state.terminal:
             self._recent.pop(workflow_id, None)
             self._kept[workflow_id] = state
             self.active.add(workflow_id)
             if workflow_id not in self._definition_bytes:
-                self._definition_bytes[workflow_id] = self.charge_of_new(state.definition)
+                self._definition_bytes[workflow_id] = charge if charge is not None else self.charge_of_new(state.definition)
             self._charge(workflow_id, self._definition_bytes[workflow_id])
             return
         self._kept[workflow_id] = value = packed if packed is not None else pack(self._model.state_to_dict(state))

@@ -81,8 +81,9 @@ class WorkflowStore(Generic[D, S]):
                 "overloaded", f"{WORKFLOWS_KEPT_MAX} {self.noun}s are kept; wait for retention to prune terminal ones"
             )
         state, _effects = self.model.start(definition, at_ms, by)
-        check_admission(body.get("limits"), self.noun, self.items.charge_of_new(state.definition), self.charged_bytes())
-        self.store(state)
+        charge = self.items.charge_of_new(state.definition)
+        check_admission(body.get("limits"), self.noun, charge, self.charged_bytes())
+        self.items.put(self.state_id(state), state, charge=charge)
         return {"id": definition.id, "created": True}
 
     def prune(self, index: int, at_ms: int, body: Any) -> dict:
