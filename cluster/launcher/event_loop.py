@@ -21,11 +21,13 @@ __all__ = ["loop_name", "run"]
 ENV = "COORDINATOR_EVENT_LOOP"
 # Two threads hand work to each other all the time: PySyncObj's tick thread
 # (every Raft message, apply and callback) and the event loop (HTTP, calls,
-# proposals). With CPython's default 5 ms GIL switch interval each hand-off
-# can wait for the other thread's whole slice; 0.5 ms gave the saga2 bench
-# at concurrency 16 ~1.5x the throughput and two thirds of the latency.
+# proposals). Before group commit, 0.5 ms gave the saga2 bench at
+# concurrency 16 ~1.5x the throughput of CPython's default 5 ms. Measured
+# again after the CPU work of issue 17 (interleaved runs, BENCHMARKS.md),
+# the default is as fast or faster at concurrency 1, 16 and 64 and costs
+# 5-10 % less CPU per saga: forced switches every 0.5 ms were overhead.
 SWITCH_ENV = "COORDINATOR_SWITCH_INTERVAL_S"
-SWITCH_INTERVAL_S = "0.0005"
+SWITCH_INTERVAL_S = "0.005"
 
 
 def _uvloop():
