@@ -8,6 +8,7 @@ inside the body ("steps[0].action.body.items[3]").
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from collections.abc import Iterable
@@ -62,6 +63,14 @@ def path_problem(raw: object) -> str | None:
     """A request path on a registered service: never a URL of its own."""
     if not isinstance(raw, str):
         return f"must be a string, not {type_name(raw)}"
+    return _path_problem(raw)
+
+
+# Every node checks every definition's paths at apply, and workflows use few
+# distinct paths: the answers for the last ones are kept (pure functions of
+# a string).
+@functools.lru_cache(maxsize=1024)
+def _path_problem(raw: str) -> str | None:
     if len(raw) > limits.PATH_CHARS_MAX:
         return f"is {len(raw)} characters, over the limit of {limits.PATH_CHARS_MAX}"
     if not raw.startswith("/"):
@@ -79,6 +88,7 @@ _ENCODED = re.compile(r"%(2[eEfF]|5[cC]|25)")
 _DECODED = {"2e": ".", "2f": "/", "5c": "\\", "25": "%"}
 
 
+@functools.lru_cache(maxsize=1024)  # as _path_problem
 def dot_segment_problem(raw: str) -> str | None:
     """Why `raw` could leave the service's base path (yarl and servers
     resolve '.' and '..' segments, some after percent-decoding, some on
