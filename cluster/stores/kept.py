@@ -85,7 +85,9 @@ class KeptWorkflows(Generic[D, S]):
             self._kept[workflow_id] = state
             self.active.add(workflow_id)
             if workflow_id not in self._definition_bytes:
-                self._definition_bytes[workflow_id] = charge if charge is not None else self.charge_of_new(state.definition)
+                self._definition_bytes[workflow_id] = (
+                    charge if charge is not None else self.charge_of_new(state.definition)
+                )
             self._charge(workflow_id, self._definition_bytes[workflow_id])
             return
         self._kept[workflow_id] = value = packed if packed is not None else pack(self._model.state_to_dict(state))
