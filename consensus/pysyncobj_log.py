@@ -4,8 +4,10 @@
 - Always a journal (:mod:`coordinator.consensus.journal`, msgpack, group-committed fsync) and a full dump
   file written through msgpack hooks (:mod:`coordinator.consensus.snapshot`): no pickle
   in any file, no fork.
-- ``password`` is always the cluster secret and the Raft port binds only the
-  configured address: without both, anyone reaching the port runs code.
+- Every frame is sealed with the cluster secret (:mod:`coordinator.consensus.peer_frames`,
+  AES-GCM; PySyncObj's ``password`` when the node has no TCP transport of
+  ours) and the Raft port binds only the configured address: without both,
+  anyone reaching the port runs code.
 - ``appendEntriesUseBatch`` is off: no 100 ms wait per sequential write.
 - ``leaderFallbackTimeout`` is short: a leader cut off from its peers steps
   down within about two election timeouts.
@@ -36,6 +38,7 @@ from .batching import Batcher
 from .codec import Command, encode_command, encode_in_term
 from .errors import NotLeader, NotWritten, OutcomeUnknown, error_for_fail_reason
 from .journal import MsgpackJournal
+from .peer_frames import PeerFrames
 from .peer_tls import PeerTls, peer_tls_transport
 from .port import Applied, LeadershipChange, LogStatus, Rejected, Role, StateMachine
 from .raft_guard import guarded_tcp_transport
@@ -230,8 +233,11 @@ class _RaftNode(SyncObj):
         transport_base: type = TCPTransport,
         node_class: type = TCPNode,
         peer_tls: PeerTls | None = None,
+        frames: PeerFrames | None = None,
     ) -> None:
         self._coordinator_apply = apply
+        # Set before PySyncObj starts: its transport asks for it as each connection opens.
+        self._coordinator_frames = frames
         transport = _syncing_transport(journals, settings, transport_base, peer_tls)
         super().__init__(self_address, partners, conf, nodeClass=node_class, transportClass=transport)
         # The leader counts its own copy toward a commit at the start of a
@@ -240,6 +246,15 @@ class _RaftNode(SyncObj):
         self._keepalive_s = settings.connection_timeout_s / 4
         self._keepalive_at = 0.0
         self.addOnTickCallback(self._keepalive)
+
+    @property
+    def encryptor(self):
+        """What every Raft connection seals and opens its frames with
+        (:mod:`coordinator.consensus.peer_frames`); PySyncObj's own Fernet
+        only when none was given (its ``password`` is then the secret)."""
+        if self._coordinator_frames is not None:
+            return self._coordinator_frames
+        return self._getEncryptor()
 
     def _keepalive(self) -> None:
         """Send every peer a message four times per connection timeout.
@@ -408,6 +423,13 @@ class PySyncObjLog(LogBase):
         self._loop = asyncio.get_running_loop()
         os.makedirs(self._data_dir, exist_ok=True)
         conf = self._conf()
+        frames = None
+        if self._secret and issubclass(self._transport_base, TCPTransport):
+            # The frames are sealed with the secret by PeerFrames, not by the
+            # Fernet PySyncObj would derive from the password (a second
+            # 100 000-round PBKDF2 at start, and never used).
+            frames = PeerFrames(self._secret, self._settings.peer_frames)
+            conf.password = None
         journals: list[MsgpackJournal] = []
         with _msgpack_journal(conf.journalFile, self._settings.fsync, journals, self._journal_class):
             self._node = _RaftNode(
@@ -420,6 +442,7 @@ class PySyncObjLog(LogBase):
                 self._transport_base,
                 self._node_class,
                 self._peer_tls,
+                frames,
             )
         self.journal = journals[0]
         self._role_seen: tuple[int, int] | None = None

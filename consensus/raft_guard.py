@@ -3,7 +3,7 @@
 PySyncObj 0.3.17's TCP connection (``pysyncobj.tcp_connection``) reads
 everything a socket has into one ``bytes`` buffer - growing by copying - and
 only then parses frames: a 4-byte signed length, then zlib'd pickle
-encrypted with the cluster secret (Fernet). Any length up to 2 GiB is
+encrypted with the cluster secret (consensus/peer_frames.py). Any length up to 2 GiB is
 buffered before a byte of it is decrypted, its server accepts any number of
 connections, and a connection that sends nothing is never closed. 24 MiB of
 garbage cost a leader 24 MB and its leadership (README.md, "Security").
@@ -78,7 +78,9 @@ _PICKLE_GROWTH_MAX = 4
 def frame_bytes_for(message_bytes: int) -> int:
     """The largest frame PySyncObj sends for a pickled message of this size:
     zlib's worst case (stored blocks), then a Fernet token (version,
-    timestamp, IV, padded ciphertext, HMAC) in base64."""
+    timestamp, IV, padded ciphertext, HMAC) in base64 - the larger of the
+    two sealings a node reads (consensus/peer_frames.py: an AES-GCM frame
+    adds 49 bytes and no base64)."""
     compressed = message_bytes + message_bytes // 16000 * 5 + 64
     token = 1 + 8 + 16 + (compressed // 16 + 1) * 16 + 32
     return 4 * ((token + 2) // 3)

@@ -29,6 +29,10 @@ class RaftSettings:
     # Group commit (consensus/batching.py): entries in flight before new
     # commands queue up and go out together as one entry.
     pipeline_entries_max: int = 2
+    # What Raft frames are sealed with (consensus/peer_frames.py): "aead"
+    # (AES-GCM), or "fernet" (PySyncObj's own) while nodes of a release that
+    # reads only Fernet are still running; both are always read.
+    peer_frames: str = "aead"
 
     def __post_init__(self) -> None:
         problems = []
@@ -50,5 +54,7 @@ class RaftSettings:
             problems.append("proposal_timeout_s must be in (0, 120]")
         if not 1 <= self.pipeline_entries_max <= 1024:
             problems.append("pipeline_entries_max must be in 1..1024")
+        if self.peer_frames not in ("aead", "fernet"):
+            problems.append('peer_frames must be "aead" or "fernet"')
         if problems:
             raise ValueError("; ".join(problems))

@@ -5,6 +5,7 @@ protocol (its key exchange, its hello) with the cluster secret."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import socket
 import ssl
@@ -22,6 +23,7 @@ from coordinator.cluster.core.state import ClusterState
 from coordinator.cluster.core.tls import NodeTls, peer_client_context, peer_server_context
 from coordinator.cluster.launcher.certs import issue, local_tls, make_ca
 from coordinator.consensus import Applied, Command, PeerTls, PySyncObjLog, RaftSettings
+from coordinator.consensus.peer_frames import PeerFrames
 from coordinator.consensus.raft_guard import RAFT_AUTH_TIMEOUT_S, RAFT_FRAME_BYTES_MAX
 
 SECRET = "peer-tls-test-secret-0123456789abcdef"
@@ -61,7 +63,7 @@ class Cluster:
         tls = _node_tls(self.tls_dir, node_id, self.tls_dir / "ca.crt")
         return PeerTls(peer_server_context(tls), peer_client_context(tls), self.names)
 
-    async def start(self, node_id: str, data: Path, *, tls: bool) -> None:
+    async def start(self, node_id: str, data: Path, *, tls: bool, settings: RaftSettings = SETTINGS) -> None:
         state = ClusterState()
         roles = self.roles.setdefault(node_id, [])
 
@@ -81,7 +83,7 @@ class Cluster:
             secret=SECRET,
             data_dir=str(data / node_id),
             state_machine=state,
-            settings=SETTINGS,
+            settings=settings,
             observer=Observer(),
             peer_tls=self.peer_tls(node_id) if tls else None,
         )
@@ -138,13 +140,18 @@ class _Peer:
     """Dials a node, optionally over TLS with a certificate, and speaks
     PySyncObj's key exchange and hello with the cluster secret."""
 
-    def __init__(self, address: str, context: ssl.SSLContext | None = None, server_hostname: str | None = None):
+    def __init__(
+        self, address: str, context: ssl.SSLContext | None = None, server_hostname: str | None = None, encryptor=None
+    ):
         host, port = address.rsplit(":", 1)
         sock = socket.create_connection((host, int(port)), timeout=WAIT_S)
         if context is not None:
             sock = context.wrap_socket(sock, server_hostname=server_hostname)
         self.sock = sock
-        self.encryptor = getEncryptor(SECRET)
+        # A node's own frames (consensus/peer_frames.py) unless told otherwise
+        # (PySyncObj's Fernet: a node of an older release).
+        self.encryptor = encryptor if encryptor is not None else PeerFrames(SECRET)
+        self.markers: set[int] = set()  # the first byte of each frame read: 0xC1 sealed, "g" Fernet (base64)
         self.my_key = os.urandom(32)
         self.their_key: bytes | None = None
         self.buffer = b""
@@ -171,6 +178,7 @@ class _Peer:
             if len(self.buffer) < 4 + length:
                 break
             data, self.buffer = self.buffer[4 : 4 + length], self.buffer[4 + length :]
+            self.markers.add(data[0])
             messages.append(pickle.loads(zlib.decompress(self.encryptor.decrypt(data))))
         return messages
 
@@ -289,6 +297,59 @@ async def test_without_peer_tls_the_secret_alone_streams_the_log(cluster, tmp_pa
         messages = first + peer.receive(WAIT_S, until=lambda m: len(_entries(first + m)) >= 3)
         peer.close()
         assert len(_entries(messages)) >= 3 and not peer.closed
+    finally:
+        await cluster.stop()
+
+
+# -- how frames are sealed (consensus/peer_frames.py) -------------------------------------
+async def test_frames_are_sealed_with_aes_gcm_and_fernet_frames_are_still_read(cluster, tmp_path):
+    """A node seals with AES-GCM; a peer that seals with Fernet (a node of
+    an older release, or one told peer_frames = "fernet") is still read."""
+    try:
+        leader = await _started(cluster, tmp_path, tls=False)
+        peer = _Peer(cluster.addresses[leader], encryptor=PeerFrames(SECRET, send="fernet"))
+        peer.hello("readonly")
+        first = peer.receive(WAIT_S, until=lambda m: any(isinstance(x, dict) for _, x in m))
+        assert first and not peer.closed  # its Fernet frames were read
+        assert peer.markers == {0xC1}  # and the node's are sealed
+        stranger = _Peer(cluster.addresses[leader], encryptor=PeerFrames("another-secret-0123456789abcdef"))
+        stranger.hello("readonly")
+        assert stranger.receive(WAIT_S) == [] and stranger.closed
+        peer.close()
+    finally:
+        await cluster.stop()
+
+
+async def test_a_cluster_moves_from_fernet_to_sealed_frames_one_node_at_a_time(cluster, tmp_path):
+    """During an upgrade, nodes told peer_frames = "fernet" talk with an
+    older release (Fernet only) and with nodes already sealing."""
+    fernet = dataclasses.replace(SETTINGS, peer_frames="fernet")
+    try:
+        await cluster.start("n1", tmp_path / "data", tls=False, settings=fernet)
+        for node_id in ("n2", "n3"):
+            await cluster.start(node_id, tmp_path / "data", tls=False)
+        leader = await cluster.leader()
+        for n in range(3):
+            assert isinstance(await cluster.logs[leader].propose(_put(n)), Applied)
+        await _eventually(lambda: all(len(state.registry.services) == 3 for state in cluster.states.values()))
+    finally:
+        await cluster.stop()
+
+
+async def test_a_node_told_fernet_is_read_by_an_older_release(cluster, tmp_path):
+    """The first step of that move: every node on this release, sealing with
+    Fernet, and a node of the older release (Fernet only) reads them."""
+    fernet = dataclasses.replace(SETTINGS, peer_frames="fernet")
+    try:
+        for node_id in cluster.ids:
+            await cluster.start(node_id, tmp_path / "data", tls=False, settings=fernet)
+        leader = await cluster.leader()
+        old_release = _Peer(cluster.addresses[leader], encryptor=getEncryptor(SECRET))  # Fernet only
+        old_release.hello("readonly")
+        first = old_release.receive(WAIT_S, until=lambda m: any(isinstance(x, dict) for _, x in m))
+        assert first and not old_release.closed
+        assert old_release.markers == {ord("g")}
+        old_release.close()
     finally:
         await cluster.stop()
 
