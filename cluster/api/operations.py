@@ -453,6 +453,17 @@ def _view(node: Node, kind: _Kind, workflow_id: str, definition: bool = False) -
         return view, store.is_terminal(state)
 
 
+def _terminal(node: Node, kind: _Kind, workflow_id: str) -> bool:
+    """Whether the workflow is terminal, without rendering it; NotFound as _view."""
+    store = kind.store(node)
+    with node.log.reading():
+        if workflow_id in store.items.active:
+            return False
+        if workflow_id not in store.items:
+            raise NotFound(f"no {store.noun} {workflow_id!r}")
+        return True
+
+
 async def submit_workflow(
     node: Node,
     kind_name: str,
@@ -478,20 +489,19 @@ async def submit_workflow(
     wait_s = parse_number("wait", wait_s, 0.0, 0.0, WAIT_S_MAX)
     kind = _kind(kind_name)
     if wait_s <= 0:
-        view, created, _ = await _submit(node, kind, raw, by)
-        return view, created
+        workflow_id, created = await _submit(node, kind, raw, by)
+        return _view(node, kind, workflow_id)[0], created
     with node.long_polls.hold(client):
-        view, created, terminal = await _submit(node, kind, raw, by)
-        if terminal:
-            return view, created
+        workflow_id, created = await _submit(node, kind, raw, by)
         # A submission answered with the existing workflow proposed nothing:
-        # that answer was read locally, so its wait starts with a barrier.
+        # that answer is read locally, so its wait starts with a barrier.
         stale = True if created else None
-        return await _long_poll(node, kind, view["id"], wait_s, None, stale), created
+        return await _long_poll(node, kind, workflow_id, wait_s, None, stale), created
 
 
-async def _submit(node: Node, kind: _Kind, raw: bytes | str, by: str | None) -> tuple[dict, bool, bool]:
-    """(the workflow's object, whether this call created it, whether it is terminal)."""
+async def _submit(node: Node, kind: _Kind, raw: bytes | str, by: str | None) -> tuple[str, bool]:
+    """(the workflow's id, whether this call created it); Conflict for the
+    same id with another definition."""
     store = kind.store(node)
     model = store.model
     body = parse_json(node, raw)
@@ -506,15 +516,14 @@ async def _submit(node: Node, kind: _Kind, raw: bytes | str, by: str | None) -> 
         if existing is not None:
             if not model.same_definition(existing.definition, model.with_id(definition, workflow_id)):
                 raise Conflict(f"id: {store.noun} {workflow_id!r} exists with another definition")
-            return model.to_api(existing), False, store.is_terminal(existing)
+            return workflow_id, False
     node.executor.admission(kind.services(definition), definition.release)
     limits = node.config.cluster.limits
     _check_state_budget(node, store, model.with_id(definition, workflow_id), limits)
     value = await propose(
         node, kind.submit_command, {"definition": {**body, "id": workflow_id}, "limits": limits.to_command(), "by": by}
     )
-    view, terminal = _view(node, kind, workflow_id)
-    return view, bool(value["created"]), terminal
+    return workflow_id, bool(value["created"])
 
 
 def _check_state_budget(node: Node, store: WorkflowStore, definition: Any, limits: Limits) -> None:
@@ -567,6 +576,10 @@ async def _long_poll(
     await linearizable(node, stale)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + wait_s
+    if since is None:  # until terminal: the object is rendered once, at the end
+        while not _terminal(node, kind, workflow_id) and loop.time() < deadline and node.log.is_leader():
+            await node.wait_change(workflow_id, deadline - loop.time())
+        return _view(node, kind, workflow_id, definition)[0]
     view, terminal = _view(node, kind, workflow_id, definition)
     while (
         not terminal
