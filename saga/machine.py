@@ -21,6 +21,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from coordinator.grammar.evolve import evolve as replace
+
 from . import limits
 from .calls import action_effect, await_deadline_ms, await_effect, compensation_effect, saga_deadline_ms
 from .definition import ActionStep, AwaitStep, SagaDefinition
@@ -38,7 +40,6 @@ from .events import (
     Redrive,
     SignalReceived,
 )
-from .evolve import evolve as replace
 from .invariants import TO_COMPENSATE, check_state, check_transition
 from .jsonvalue import encode_bounded
 from .state import FORWARD_STATES, Failure, FailureReason, HistoryEvent, SagaState, SagaStatus, StepStatus

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import TypeGuard
 
+from coordinator.grammar.evolve import evolve as replace
+
 from . import limits
 from .definition import ActionStep, SagaDefinition
 from .errors import InputError
-from .evolve import evolve as replace
 from .state import FORWARD_STATES, HistoryEvent, HistoryRecord, SagaState, SagaStatus, StepState, StepStatus
 
 
