@@ -21,7 +21,7 @@ the effects, and `pending_effects` tells a new leader what is still owed.
 
 from __future__ import annotations
 
-from dataclasses import replace
+from coordinator.grammar.evolve import evolve as replace
 
 from . import limits
 

@@ -218,3 +218,28 @@ def test_both_machines_accept_and_refuse_the_same_bodies(body: object) -> None:
     saga_answer = _answer(saga_fields.body_json, body, "w")
     twopc_answer = _answer(twopc_definition._encode_body, body, "w")
     assert saga_answer == twopc_answer
+
+
+def test_evolve_is_replace_for_the_machines_states_and_refuses_a_post_init() -> None:
+    import dataclasses
+
+    from coordinator.grammar.evolve import evolve
+
+    definition = twopc.parse_definition(
+        {
+            "id": "t",
+            "participants": [
+                {"service": "a", "prepare": {"path": "/p"}, "commit": {"path": "/c"}, "abort": {"path": "/x"}}
+            ],
+        }
+    )
+    state, _ = twopc.start(definition, 5)
+    participant = state.participants[0]
+    assert evolve(state, updated_at_ms=9) == dataclasses.replace(state, updated_at_ms=9)
+    assert evolve(participant, status=participant.status) == participant
+    saga_state, _ = saga.start(saga.parse_definition({"id": "s", "steps": [{"name": "w", "await": "go"}]}), 5)
+    assert evolve(saga_state, redrives=1) == dataclasses.replace(saga_state, redrives=1)
+    with pytest.raises(TypeError):
+        evolve(state, no_such_field=1)
+    with pytest.raises(TypeError, match="__post_init__"):
+        evolve(twopc.DeadlineReached(at_ms=1), at_ms=2)
