@@ -186,6 +186,10 @@ class EventHub:
         self._last_index = 0
         self._next_ordinal = 0
         self._role: tuple[int, int] | None = None
+        # workflow id -> (its state after its last command, the calls that state
+        # owes): what the next command's ``before`` would compute again.
+        # Unfinished workflows only (bounded as they are); dropped on restore.
+        self._calls: dict[str, tuple[Any, frozenset]] = {}
         # -- the loop's side --
         self.ring: collections.deque[_Event] = collections.deque()
         self.floor: Key = START
@@ -206,7 +210,7 @@ class EventHub:
                 workflow_id = body.get("id") if not command.kind.endswith(".submit") else None
                 if isinstance(workflow_id, str) and workflow_id in store.active:
                     workflow_state = store.items[workflow_id]
-                    return len(workflow_state.history), calls_in_progress(workflow_state)
+                    return len(workflow_state.history), self._calls_of(workflow_id, workflow_state)
                 return None
             if command.kind in PRUNE_COMMANDS:
                 store = state.sagas if command.kind == "saga.prune" else state.transactions
@@ -251,6 +255,10 @@ class EventHub:
                     "record": record,
                 }
             calls = calls_in_progress(workflow_state)
+            if workflow_state.terminal:
+                self._calls.pop(result["id"], None)
+            else:
+                self._calls[result["id"]] = (workflow_state, calls)
             for call in sorted(calls - calls_before):
                 yield {
                     **common,
@@ -278,6 +286,15 @@ class EventHub:
                 "record": result,
             }
 
+    def _calls_of(self, workflow_id: str, state: Any) -> frozenset[Call]:
+        """``calls_in_progress(state)``: as ``after`` found it for this very
+        state object (states are immutable; any change is a new object) when
+        the workflow's last command was applied, else computed."""
+        seen = self._calls.get(workflow_id)
+        if seen is not None and seen[0] is state:
+            return seen[1]
+        return calls_in_progress(state)
+
     def _emit(self, index: int, datas: list[dict]) -> None:
         with self._lock:
             if index != self._last_index:
@@ -290,6 +307,7 @@ class EventHub:
     def restored(self, applied_index: int) -> None:
         """A snapshot replaced the state: the events up to ``applied_index``
         were never derived here. Never raises (it runs inside the restore)."""
+        self._calls.clear()
         with self._lock:
             self._last_index, self._next_ordinal = applied_index, 0
             self._queue(("gap", (applied_index, WHOLE_ENTRY)))
