@@ -62,6 +62,7 @@ __all__ = [
     "SIGNATURE_WINDOW_S_DEFAULT",
     "SIGNATURE_WINDOW_S_MAX",
     "body_sha256",
+    "sign_checked",
     "check_keys",
     "request_digest",
     "sign",
@@ -125,7 +126,7 @@ def _message(timestamp: int, method: str, path: str, idempotency_key: str, fence
 
 
 def _mac(secret: bytes, message: bytes) -> str:
-    return hmac.new(secret, message, hashlib.sha256).hexdigest()
+    return hmac.digest(secret, message, "sha256").hex()  # one call, the same bytes as hmac.new(...).hexdigest()
 
 
 def sign(
@@ -133,6 +134,23 @@ def sign(
 ) -> str:
     """The `Coordinator-Signature` value for one call (module docstring)."""
     check_keys({key_id: secret})
+    return sign_checked(
+        secret,
+        key_id,
+        method=method,
+        path=path,
+        idempotency_key=idempotency_key,
+        fence=fence,
+        body=body,
+        timestamp=timestamp,
+    )
+
+
+def sign_checked(
+    secret: bytes, key_id: str, *, method: str, path: str, idempotency_key: str, fence: str, body: bytes, timestamp: int
+) -> str:
+    """``sign`` with a key already checked (``check_keys``): what a signer
+    that checked its key once calls for every request."""
     if not isinstance(timestamp, int) or not 0 <= timestamp <= TIMESTAMP_MAX:
         raise ValueError(f"timestamp must be non-negative integer seconds, not {timestamp!r}")
     mac = _mac(secret, _message(timestamp, method, path, idempotency_key, fence, body))

@@ -188,6 +188,9 @@ class ServicePolicy:
 
     def refusal(self, address: str | Address, host: str | None = None) -> str | None:
         """Why `address` (that `host` resolved to) may not be called, or None when it may."""
+        return _refusal(self, address, host)
+
+    def _refusal(self, address: str | Address, host: str | None) -> str | None:
         if not isinstance(address, (ipaddress.IPv4Address, ipaddress.IPv6Address)):
             parsed = literal_address(address)
             if parsed is None:
@@ -232,6 +235,13 @@ class ServicePolicy:
         for address in addresses:
             self.check(address, host)
         return addresses
+
+
+# Every participant call and connection asks; a cluster calls few addresses,
+# and a policy (frozen) and an address give the same answer every time.
+@functools.lru_cache(maxsize=1024)
+def _refusal(policy: ServicePolicy, address: str | Address, host: str | None) -> str | None:
+    return policy._refusal(address, host)
 
 
 class PolicyResolver(AbstractResolver):

@@ -31,6 +31,7 @@ only ones it connects to.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import random
@@ -45,7 +46,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
-from coordinator.client.participant.signing import SIGNATURE_HEADER, check_keys, sign
+from coordinator.client.participant.signing import SIGNATURE_HEADER, check_keys, sign_checked
 from coordinator.cluster.core.netpolicy import AddressRefused, PolicyResolver, ServicePolicy, literal_address
 from coordinator.cluster.executor.breaker import Breakers
 
@@ -125,7 +126,7 @@ class Signer:
         check_keys({self.key_id: self.secret})
 
     def header(self, *, method: str, path: str, idempotency_key: str, fence: str, body: bytes) -> str:
-        return sign(
+        return sign_checked(  # the key was checked once, in __post_init__
             self.secret,
             self.key_id,
             method=method,
@@ -275,6 +276,21 @@ def _stale_fence(text: str) -> bool:
     return isinstance(error, dict) and error.get("code") == STALE_FENCE
 
 
+# A cluster calls few services at few paths: their parsed forms are kept
+# (yarl's parse and urlsplit are ~10 us a call, on every participant call).
+@functools.lru_cache(maxsize=4096)
+def _url(text: str) -> URL:
+    return URL(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _host_of(base_url: str) -> str:
+    try:
+        return urlsplit(base_url).hostname or ""
+    except ValueError:
+        return ""
+
+
 class HttpCaller:
     """Checks literal addresses itself; names are checked by the session's
     resolver, so give it a `participant_session` of the same policy. `rng`
@@ -297,10 +313,7 @@ class HttpCaller:
         self._tls_failures = TlsFailures()
 
     async def _once(self, spec: CallSpec) -> CallOutcome:
-        try:
-            host = urlsplit(spec.url).hostname or ""
-        except ValueError:
-            host = ""
+        host = _host_of(spec.url)
         literal = literal_address(host)
         if literal is not None:
             try:
@@ -313,7 +326,7 @@ class HttpCaller:
             data = json.dumps(spec.body).encode()
             headers["Content-Type"] = "application/json"
         try:
-            url = URL(spec.url + spec.path)
+            url = _url(spec.url + spec.path)
         except ValueError as exc:  # never sent, so it never ran
             return CallOutcome("failed", error=f"not a URL: {exc}"[:ERROR_CHARS_MAX])
         if self._signer is not None:

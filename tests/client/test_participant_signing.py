@@ -105,3 +105,36 @@ def test_request_digest_binds_method_path_and_body() -> None:
         )
         == 4
     )
+
+
+def test_the_signature_is_hmac_sha256_of_the_documented_message() -> None:
+    """A known answer: what a participant in any language computes (module
+    docstring of client/participant/signing.py), whichever call makes it."""
+    import hashlib
+    import hmac
+
+    secret = b"k" * SECRET_BYTES_MIN
+    body = b'{"n": 1}'
+    message = "\n".join(
+        (
+            "coordinator-signature-v1",
+            "1700000000",
+            "POST",
+            "/do",
+            "s1/a/action",
+            "3:17",
+            hashlib.sha256(body).hexdigest(),
+        )
+    ).encode()
+    expected = hmac.new(secret, message, hashlib.sha256).hexdigest()
+    header = sign(
+        secret,
+        "k1",
+        method="POST",
+        path="/do",
+        idempotency_key="s1/a/action",
+        fence="3:17",
+        body=body,
+        timestamp=1700000000,
+    )
+    assert header == f"t=1700000000,k=k1,v1={expected}"
