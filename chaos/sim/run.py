@@ -372,4 +372,5 @@ def _worker_stats(world: World) -> dict[str, Any]:
         "worker_calls": {c: n for c, n in sorted(world.links.calls_by_caller.items()) if c.startswith("w")},
         "node_calls": {c: n for c, n in sorted(world.links.calls_by_caller.items()) if not c.startswith("w")},
         **getattr(world, "dispatcher_counts", {}),
+        **world.workers.counters(),
     }
