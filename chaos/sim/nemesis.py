@@ -28,8 +28,9 @@
                         reads, sends and calls nothing): its calls are leased
                         again, and what it sends when it wakes must be dropped
     worker-partition    (with workers) one worker, running on, cut from the
-                        leader or from every node for 0.5-3 s: its messages
-                        wait, and a cut over 2 s breaks its stream
+                        leader or from every node for 0.5-3 s: the messages
+                        of its stream wait (its lease is lost meanwhile) and
+                        arrive when the cut heals
 
 Message-level faults (delays, resets, lost, late and duplicated participant
 calls) run all along, in the network and the participant links.

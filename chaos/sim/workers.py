@@ -17,11 +17,14 @@ it is ordered (FIFO, as one HTTP/2 stream is), every message arriving after
 a seeded delay of 0.2-5 ms and running inside the receiving process: a
 message to a process that died is lost. The stream breaks - both ends see
 it end, what was in flight is lost - when a message finds its node process
-gone (a reset), on a rare seeded reset while the faults run, and when the
-worker is cut from its node (``worker-partition``) for ``STREAM_TIMEOUT_S``
-(the keepalive); a shorter cut only holds the messages of both ways until it
-heals, as TCP would. A worker killed closes its end (the node sees the
-stream end after what was in flight).
+gone (a reset) and on a rare seeded reset while the faults run. While the
+worker is cut from its node (``worker-partition``) the messages of both
+ways wait and arrive, in order, when the cut heals, as TCP retransmits
+them: the stream does not break (the worker's gRPC channel has no
+keepalive, and the node's pings come after 60 s; a cut lasts at most 3 s),
+so the node's lease watch takes the worker's calls back meanwhile and the
+worker learns it only when the cut heals. A worker killed closes its end
+(the node sees the stream end after what was in flight).
 
 **Following the leader** as cluster/worker/process.py does: the worker tries
 the nodes in turn, follows a ``not_leader`` refusal to the leader it names
@@ -49,7 +52,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextvars
 import random
 from typing import TYPE_CHECKING, Any
 
@@ -80,9 +82,6 @@ __all__ = ["RELEASE", "SimWorker", "SimWorkers"]
 RELEASE = "sim"
 CAPACITY = 8
 DELAY_S = (0.0002, 0.005)  # one way, one message on a worker's stream
-# A stream cut this long breaks (the keepalive gives up); a connection
-# attempt to a node the worker is cut from fails after as long.
-STREAM_TIMEOUT_S = 2.0
 RESET_PROBABILITY = 0.001  # per message while the faults run: the stream resets
 # The codes that end a session and are retried with backoff (cluster/worker/process.py).
 SESSION_CODES = ("not_leader", "lease_lost", "replaced")
@@ -147,7 +146,6 @@ class _Stream:
         self._last_arrival = {"up": 0.0, "down": 0.0}
         self._in_flight: dict[str, collections.deque] = {"up": collections.deque(), "down": collections.deque()}
         self._held: list[tuple[str, Any]] = []  # while the worker is cut from the node, both ways in order
-        self._cut_timer: asyncio.TimerHandle | None = None
 
     # -- the dispatcher's WorkerLink -----------------------------------------------------------------
     def send(self, message: Any) -> None:
@@ -193,10 +191,6 @@ class _Stream:
             return
         if self.node_id in worker.cut_from:
             self._held.append((direction, message))
-            if self._cut_timer is None:
-                self._cut_timer = self.world.loop.call_later(
-                    STREAM_TIMEOUT_S, self._cut_too_long, context=worker.workers.root
-                )
             return
         self._schedule(direction, message)
 
@@ -210,18 +204,10 @@ class _Stream:
 
     def release(self) -> None:
         """The cut healed: what waited goes on, in order."""
-        if self._cut_timer is not None:
-            self._cut_timer.cancel()
-            self._cut_timer = None
         held, self._held = self._held, []
         for direction, message in held:
             if not self.broken:
                 self._schedule(direction, message)
-
-    def _cut_too_long(self) -> None:
-        self._cut_timer = None
-        if self._held and self.node_id in self.worker.cut_from:
-            self.break_(f"cut from {self.node_id} for {STREAM_TIMEOUT_S:g} s")
 
     def break_(self, why: str) -> None:
         """The connection is gone: both ends see the stream end a moment later;
@@ -233,13 +219,13 @@ class _Stream:
         self.worker.streams_broken += 1
         self.world.trace.event("worker-stream-break", self.worker.id, self.node_id, self.no, why)
         loop = self.world.loop
-        if self.session is not None and self.node_alive():
-            self.node_process.run(loop.call_later, self.worker.delay(), self._broken_at_node, why)
+        # (scheduled, never called back at once: the dispatcher may be the one sending)
+        self.node_process.run(loop.call_later, self.worker.delay(), self._broken_at_node, why)
         self.worker_process.run(loop.call_later, self.worker.delay(), self._deliver_to_worker, _END)
 
     def _broken_at_node(self, why: str) -> None:
-        assert self.session is not None
-        self.node.executor.dispatcher.disconnected(self.session, f"its stream broke ({why})")
+        if self.session is not None:  # (a stream that breaks as its welcome leaves ends the session too)
+            self.node.executor.dispatcher.disconnected(self.session, f"its stream broke ({why})")
 
     def _arrive(self, direction: str) -> None:
         message = self._in_flight[direction].popleft()
@@ -456,7 +442,6 @@ class SimWorkers:
         self.workers = {
             worker_id: SimWorker(world, self, worker_id, random.Random(rng.getrandbits(64))) for worker_id in ids
         }
-        self.root = contextvars.Context()  # the wire's own timers belong to no process
         self._streams: list[_Stream] = []  # recent streams (a cut may hold messages on one that ended)
         self.late_reports = 0  # reports that reached a session no longer holding their call
         self.drop_notices = 0  # the leader's "report dropped" answers the workers read
