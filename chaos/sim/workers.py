@@ -16,8 +16,12 @@ it when the worker's hello arrives), at the worker's end an inbox. Each way
 it is ordered (FIFO, as one HTTP/2 stream is), every message arriving after
 a seeded delay of 0.2-5 ms and running inside the receiving process: a
 message to a process that died is lost. The stream breaks - both ends see
-it end, what was in flight is lost - when a message finds its node process
-gone (a reset) and on a rare seeded reset while the faults run. While the
+it end, what was in flight is lost - on a rare seeded reset while the
+faults run, and when its node's host runs again after a crash (the new
+process's kernel resets it). Every crash of the simulation is a power
+loss: while the host is down, nothing answers the worker and nothing tells
+it (no keepalive), and a new connection to it waits for it to come back
+(up to gRPC's 20 s connect timeout). While the
 worker is cut from its node (``worker-partition``) the messages of both
 ways wait and arrive, in order, when the cut heals, as TCP retransmits
 them: the stream does not break (the worker's gRPC channel has no
@@ -83,6 +87,10 @@ RELEASE = "sim"
 CAPACITY = 8
 DELAY_S = (0.0002, 0.005)  # one way, one message on a worker's stream
 RESET_PROBABILITY = 0.001  # per message while the faults run: the stream resets
+# A connection to a host that is down waits this long for it (gRPC's
+# minimum connect timeout), looking every CONNECT_POLL_S.
+CONNECT_TIMEOUT_S = 20.0
+CONNECT_POLL_S = 0.1
 # The codes that end a session and are retried with backoff (cluster/worker/process.py).
 SESSION_CODES = ("not_leader", "lease_lost", "replaced")
 _HELLO = "hello"  # the first message of a stream, carrying the worker's WorkerHello
@@ -178,13 +186,19 @@ class _Stream:
     def node_alive(self) -> bool:
         return self.world.cluster.slots[self.node_id].node is self.node
 
+    def host_back(self) -> bool:
+        """Its node's host runs again, with another process: it resets this stream."""
+        slot = self.world.cluster.slots[self.node_id]
+        return slot.node is not None and slot.node is not self.node
+
     # -- the wire -------------------------------------------------------------------------------------
     def _transmit(self, direction: str, message: Any) -> None:
         if self.broken:
             return
         if direction == "up" and not self.node_alive():
-            self.break_("its node is gone")  # a reset: nobody listens there any more
-            return
+            if self.host_back():
+                self.break_("reset by its node's new process")
+            return  # its host is down (a power loss): nothing answers, nothing says so
         worker = self.worker
         if not self.world.network.quiet and worker.rng.random() < RESET_PROBABILITY:
             self.break_("reset")
@@ -380,13 +394,15 @@ class SimWorker:
         """One stream to ``node_id``: the problem the node ended it with, if any."""
         assert self.agent is not None
         slot = self.world.cluster.slots[node_id]
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + CONNECT_TIMEOUT_S
+        while slot.node is None and loop.time() < deadline:  # its host is down: SYNs go unanswered
+            await asyncio.sleep(CONNECT_POLL_S)
         if slot.node is None or slot.process is None:
-            await asyncio.sleep(self.delay() * 2)  # connection refused: no process listens there
             return None
         self._streams += 1
         stream = self.stream = _Stream(self, self._streams, node_id, slot.node, slot.process)
         self.workers.opened(stream)
-        loop = asyncio.get_running_loop()
         beat_s = self.settings.heartbeat_s  # until the welcome says
         next_beat = loop.time() + beat_s
         stream.up(_HELLO)
@@ -401,8 +417,8 @@ class SimWorker:
                     await self.awake.wait()
                     if loop.time() >= next_beat:
                         next_beat = loop.time() + beat_s
-                        if not stream.node_alive():
-                            stream.break_("its node is gone")
+                        if stream.host_back():
+                            stream.break_("reset by its node's new process")
                         elif stream.welcome is not None:
                             stream.up(self.agent.heartbeat())
                 message = stream.inbox.popleft()
