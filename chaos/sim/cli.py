@@ -120,7 +120,12 @@ def _arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
         choices=range(0, WORKERS_MAX + 1),
         metavar=f"0-{WORKERS_MAX}",
         help="transition workers, the cluster in remote executor mode (default: the seed decides - about one "
-        "seed in three runs 1-3 workers in remote or auto mode; none with --planted-bug)",
+        "seed in three runs 1-3 workers in remote or auto mode; none with --planted-bug); 0: none, local mode",
+    )
+    parser.add_argument(
+        "--executor-mode",
+        choices=("remote", "auto"),
+        help="with --workers N (N > 0): the executor mode (default remote)",
     )
     parser.add_argument(
         "--snapshots-often",
@@ -159,8 +164,10 @@ def _settings(args: argparse.Namespace) -> SimSettings:
         raise ValueError(f"--faults: unknown fault {unknown[0]!r} (known: {', '.join(FAULTS)})")
     extra: dict = {"raft": SNAPSHOTS_OFTEN} if args.snapshots_often else {}
     extra["workers"] = args.workers if args.workers is not None else (0 if args.planted_bug else None)
+    if args.executor_mode and not args.workers:
+        raise ValueError("--executor-mode needs --workers N with N > 0")
     if args.workers:
-        extra["executor"] = ExecutorSettings(mode="remote")
+        extra["executor"] = ExecutorSettings(mode=args.executor_mode or "remote")
     return SimSettings(
         nodes=args.nodes,
         duration_s=args.duration,

@@ -24,9 +24,13 @@
                         the leadership moves)
     worker-kill         (with workers) one worker killed, its calls stopped;
                         restarted 0.5-3 s later
-    worker-pause        (with workers) one worker neither sends nor reads for
-                        1.3-2.5 leases: its calls are leased again, and what it
-                        sends when it wakes must be dropped
+    worker-pause        (with workers) one worker frozen for 1.3-2.5 leases (it
+                        reads, sends and calls nothing): its calls are leased
+                        again, and what it sends when it wakes must be dropped
+    worker-partition    (with workers) one worker, running on, cut from the
+                        leader or from every node for 0.5-3 s: the messages
+                        of its stream wait (its lease is lost meanwhile) and
+                        arrive when the cut heals
 
 Message-level faults (delays, resets, lost, late and duplicated participant
 calls) run all along, in the network and the participant links.
@@ -61,6 +65,7 @@ WEIGHTS = {
     "client-reach": 2,
     "worker-kill": 2,
     "worker-pause": 2,
+    "worker-partition": 2,
 }
 FAULTS_PER_RUN_MAX = 10_000
 # Any two nodes' wall clocks differ by at most this (each within half of it of true time).
@@ -202,6 +207,15 @@ class SimNemesis:
                 lease_s = self.world.cluster.config.workers.lease_s
                 self._record(kind, worker.id)
                 self._later(lease_s * rng.uniform(1.3, 2.5), worker.resume)
+        elif kind == "worker-partition":
+            worker = self.world.workers.workers[rng.choice(sorted(self.world.workers.workers))]
+            leader = cluster.leader()
+            scope = rng.choice(("leader", "all"))
+            if worker.alive and not worker.cut_from:
+                nodes = {leader} if scope == "leader" and leader is not None else set(cluster.ids)
+                worker.cut(nodes)
+                self._record(kind, worker.id, nodes=sorted(nodes))
+                self._later(rng.uniform(0.5, 3.0), worker.uncut)
         elif kind == "client-reach":
             leader = cluster.leader()
             if leader is not None:

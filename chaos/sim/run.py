@@ -66,10 +66,18 @@ class SimResult:
     def failed(self) -> list[CheckResult]:
         return [r for r in self.results if r.verdict == FAIL]
 
+    def executor_text(self) -> str:
+        """``local mode``, or ``remote mode, 2 workers``: who made the participant calls."""
+        workers = self.stats.get("workers", 0)
+        if not workers:
+            return "local mode"
+        return f"{self.stats['executor_mode']} mode, {workers} worker{'' if workers == 1 else 's'}"
+
     def summary(self) -> str:
         lines = [
             f"simulation seed {self.seed}: {'PASSED' if self.passed else 'FAILED'} "
-            f"({self.virtual_s:.1f} simulated s in {self.real_s:.2f} real s, trace {self.trace_digest})",
+            f"({self.virtual_s:.1f} simulated s in {self.real_s:.2f} real s, {self.executor_text()}, "
+            f"trace {self.trace_digest})",
             render_table(self.results),
             f"stats {self.stats}",
         ]
@@ -372,4 +380,5 @@ def _worker_stats(world: World) -> dict[str, Any]:
         "worker_calls": {c: n for c, n in sorted(world.links.calls_by_caller.items()) if c.startswith("w")},
         "node_calls": {c: n for c, n in sorted(world.links.calls_by_caller.items()) if not c.startswith("w")},
         **getattr(world, "dispatcher_counts", {}),
+        **world.workers.counters(),
     }

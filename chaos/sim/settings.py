@@ -45,8 +45,9 @@ FAULTS = (
     # run without workers draws its faults as before they existed.
     "worker-kill",
     "worker-pause",
+    "worker-partition",
 )
-WORKER_FAULTS = ("worker-kill", "worker-pause")
+WORKER_FAULTS = ("worker-kill", "worker-pause", "worker-partition")
 
 # Bugs the checkers must catch (the simulation's self-test):
 #   participant_without_idempotency  payments runs every delivery of a call again

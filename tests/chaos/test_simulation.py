@@ -18,12 +18,17 @@ import pytest
 
 from coordinator.chaos.checkers import run_passed
 from coordinator.chaos.sim import SimSettings, simulate
+from coordinator.chaos.sim.run import seed_workers
 from coordinator.chaos.sim.trace import first_difference
 
 # The seeds `make test` runs, each for SEED_DURATION_S simulated seconds of
 # workload under faults (then healing and settling).
 SEEDS = tuple(range(10))
 SEED_DURATION_S = 15.0
+# Seeds that `coordinator simulate` runs with transition workers (the seed
+# decides: chaos/sim/run.py seed_workers): remote with 2, auto with 2,
+# remote with 1, remote with 3, auto with 2 workers.
+WORKER_SEEDS = (1, 2, 3, 13, 24)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -49,6 +54,22 @@ def test_seed_passes_every_checker(seed):
         "sim_invariants",
         "sim_errors",
     }
+
+
+@pytest.mark.parametrize("seed", WORKER_SEEDS)
+def test_seed_with_workers_passes_every_checker(seed):
+    """As the command runs it (the seed decides its workers): every checker
+    passes, the workers made calls, and in remote mode no node did."""
+    settings = SimSettings(duration_s=SEED_DURATION_S, workers=None)
+    assert seed_workers(seed, settings).workers, f"seed {seed} no longer runs workers: choose another"
+    result = simulate(seed, settings)
+    assert result.passed, _explain(result, f"--duration {SEED_DURATION_S:g}")
+    stats = result.stats
+    assert stats["faults"] >= 3 and stats["applied"] > 100 and stats["operations"]["ok"] >= 20, stats
+    assert stats["dispatched_total"] > 0 and sum(stats["worker_calls"].values()) > 0, stats
+    if stats["executor_mode"] == "remote":
+        assert stats["node_calls"] == {}, stats
+    assert "sim_invariants" in {r.name for r in result.results}
 
 
 def test_a_seed_replays_exactly():

@@ -93,6 +93,8 @@ def test_malformed_arguments_are_one_line_and_exit_2(arguments, capsys):
         [str(COORDINATOR), "simulate", "--seeds", "0-3", "--jobs", "0"],
         [sys.executable, "-m", "coordinator.chaos.sim", "--jobs", "abc", "--seeds", "1-2"],
         [sys.executable, "-m", "coordinator.chaos.sim", "--seed", "1", "--summary", "s.txt"],
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seed", "1", "--executor-mode", "auto"],
+        [sys.executable, "-m", "coordinator.chaos.sim", "--seed", "1", "--workers", "0", "--executor-mode", "auto"],
     ],
 )
 def test_the_commands_refuse_malformed_arguments_in_one_line(command, tmp_path):
