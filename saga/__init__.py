@@ -58,6 +58,7 @@ from .state import (
     StepState,
     StepStatus,
     history_to_api,
+    record_to_api,
     state_from_dict,
     state_to_dict,
     to_api,
@@ -113,6 +114,7 @@ __all__ = [
     "step",
     "substitute",
     "history_to_api",
+    "record_to_api",
     "to_api",
     "with_id",
 ]

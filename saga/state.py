@@ -234,7 +234,7 @@ def to_api(state: SagaState) -> dict:
 def history_to_api(state: SagaState, start: int = 0) -> list[dict]:
     """The API's history records from the ``start``-th on: the event stream
     renders only the records a command added, not the whole saga."""
-    return [_record_to_api(r) for r in state.history[start:]]
+    return [record_to_api(r) for r in state.history[start:]]
 
 
 def _step_to_dict(step: StepState) -> dict:
@@ -281,7 +281,8 @@ def _record_from_dict(raw: dict) -> HistoryRecord:
     return HistoryRecord(raw["at_ms"], HistoryEvent(raw["event"]), **details)
 
 
-def _record_to_api(record: HistoryRecord) -> dict:
+def record_to_api(record: HistoryRecord) -> dict:
+    """One history record as the API writes it (the event stream's ``record``)."""
     out = _record_to_dict(record)
     del out["at_ms"]
     return {"at": format_ms(record.at_ms), **out}

@@ -9,7 +9,7 @@
 Time and ids enter only inside events and definitions, stamped by the leader.
 """
 
-from .codec import format_ms, history_to_api, state_from_dict, state_to_dict, to_api
+from .codec import format_ms, history_to_api, record_to_api, state_from_dict, state_to_dict, to_api
 from .definition import (
     ParticipantCall,
     ParticipantDefinition,
@@ -86,6 +86,7 @@ __all__ = [
     "state_to_dict",
     "state_from_dict",
     "history_to_api",
+    "record_to_api",
     "to_api",
     "format_ms",
 ]

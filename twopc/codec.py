@@ -25,7 +25,7 @@ from .model import (
 )
 from .tally import Vote
 
-__all__ = ["format_ms", "history_to_api", "state_from_dict", "state_to_dict", "to_api"]
+__all__ = ["format_ms", "history_to_api", "record_to_api", "state_from_dict", "state_to_dict", "to_api"]
 
 _RECORD_KEYS = ("at_ms", "event")
 
@@ -68,11 +68,13 @@ def state_from_dict(raw: dict) -> TxState:
 
 
 def history_to_api(state: TxState, start: int = 0) -> list[dict]:
-    """The API's history records from the ``start``-th on (the event stream's)."""
-    return [
-        {"at": format_ms(record.at_ms), "event": record.event, **dict(record.details)}
-        for record in state.history[start:]
-    ]
+    """The API's history records from the ``start``-th on."""
+    return [record_to_api(record) for record in state.history[start:]]
+
+
+def record_to_api(record: HistoryRecord) -> dict:
+    """One history record as the API writes it (the event stream's ``record``)."""
+    return {"at": format_ms(record.at_ms), "event": record.event, **dict(record.details)}
 
 
 def to_api(state: TxState) -> dict:

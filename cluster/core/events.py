@@ -61,6 +61,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import functools
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -122,12 +123,27 @@ def parse_id(text: str, field: str = "Last-Event-ID") -> Key:
 
 @dataclass(slots=True)
 class _Event:
+    """One event of the ring. A workflow event is rendered (its JSON object
+    built, history record and times formatted) only when a stream sends it:
+    every node derives the events of every command it applies, and most of
+    them are never read - rendering them all was a fifth of a follower's
+    CPU. ``render`` holds only immutable values (the history record, the
+    call, strings), so the object is the same whenever it is built; it is
+    built on the event loop, once."""
+
     key: Key
-    data: dict  # the JSON object sent, id included
+    kind: str
+    workflow: str | None
+    _data: dict | None = None
+    _render: Callable[[], dict] | None = None
 
     @property
-    def kind(self) -> str:
-        return self.data["kind"]
+    def data(self) -> dict:
+        """The JSON object sent, id included."""
+        if self._data is None:
+            assert self._render is not None
+            self._data, self._render = self._render(), None
+        return self._data
 
 
 @dataclass(slots=True, eq=False)  # compared (and hashed) by identity
@@ -144,8 +160,8 @@ class Subscription:
     end: str | None = None
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
-    def wants(self, data: dict) -> bool:
-        return data["kind"] in self.kinds and (self.workflow is None or data.get("workflow") == self.workflow)
+    def wants(self, kind: str, workflow: str | None) -> bool:
+        return kind in self.kinds and (self.workflow is None or workflow == self.workflow)
 
     def offer(self, key: Key, event: dict) -> None:
         if self.end is not None or key <= self.after:
@@ -230,61 +246,54 @@ class EventHub:
         except Exception:  # noqa: BLE001 - events never reach apply
             log.exception("events: deriving the events of entry %d failed", index)
 
-    def _derive(self, state: Any, command: Any, result: Any, before: Any) -> Iterable[dict]:
+    def _derive(self, state: Any, command: Any, result: Any, before: Any) -> Iterable[_Derived]:
+        """The command's events, in order: (kind, workflow, its JSON object
+        without id and index, or a function and the immutable arguments
+        that build it)."""
         kind = command.kind
-        at = format_ms(command.at_ms)
         if kind in WORKFLOW_COMMANDS:
             if not isinstance(result, dict) or not (result.get("changed") or result.get("created")):
                 return
             workflow_type = WORKFLOW_COMMANDS[kind]
             store = state.sagas if workflow_type == "saga" else state.transactions
-            workflow_state = store.items.get(result["id"])
+            workflow_id = result["id"]
+            workflow_state = store.items.get(workflow_id)
             if workflow_state is None:
                 return
             seen, calls_before = before or (0, frozenset())
-            records = store.model.history_to_api(workflow_state, seen)
-            common = {"kind": "workflow", "workflow": result["id"], "workflow_type": workflow_type}
-            for record in records:
-                if record["event"] in TERMINAL_RECORDS:
+            common = (workflow_id, workflow_type, _status(workflow_state), command.at_ms)
+            for record in workflow_state.history[seen:]:
+                if str(getattr(record.event, "value", record.event)) in TERMINAL_RECORDS:
                     self.finished += 1
-                yield {
-                    **common,
-                    "type": record["event"],
-                    "state": _status(workflow_state),
-                    "at": record.get("at", at),
-                    "record": record,
-                }
+                yield "workflow", workflow_id, (_record_event, common, store.model.record_to_api, record)
             calls = calls_in_progress(workflow_state)
             if workflow_state.terminal:
-                self._calls.pop(result["id"], None)
+                self._calls.pop(workflow_id, None)
             else:
-                self._calls[result["id"]] = (workflow_state, calls)
+                self._calls[workflow_id] = (workflow_state, calls)
             for call in sorted(calls - calls_before):
-                yield {
-                    **common,
-                    "type": "call_started",
-                    "state": _status(workflow_state),
-                    "at": at,
-                    "call": call.view(),
-                }
+                yield "workflow", workflow_id, (_call_event, common, call)
         elif kind in PRUNE_COMMANDS:
+            at = format_ms(command.at_ms)
             for workflow_id in before or ():
                 if workflow_id not in (state.sagas if kind == "saga.prune" else state.transactions).items:
-                    yield {
+                    data = {
                         "kind": "workflow",
                         "type": "pruned",
                         "workflow": workflow_id,
                         "workflow_type": PRUNE_COMMANDS[kind],
                         "at": at,
                     }
+                    yield "workflow", workflow_id, data
         elif kind in ("service.put", "service.delete") and isinstance(result, dict):
-            yield {
+            data = {
                 "kind": "service",
                 "type": "put" if kind == "service.put" else "deleted",
                 "service": result.get("name"),
-                "at": at,
+                "at": format_ms(command.at_ms),
                 "record": result,
             }
+            yield "service", None, data
 
     def _calls_of(self, workflow_id: str, state: Any) -> frozenset[Call]:
         """``calls_in_progress(state)``: as ``after`` found it for this very
@@ -295,14 +304,18 @@ class EventHub:
             return seen[1]
         return calls_in_progress(state)
 
-    def _emit(self, index: int, datas: list[dict]) -> None:
+    def _emit(self, index: int, events: list[_Derived]) -> None:
         with self._lock:
             if index != self._last_index:
                 self._last_index, self._next_ordinal = index, 0
-            for data in datas:
+            for kind, workflow, data in events:
                 key = (index, self._next_ordinal)
                 self._next_ordinal += 1
-                self._queue(_Event(key, {"id": format_id(key), "index": index, **data}))
+                if isinstance(data, dict):
+                    self._queue(_Event(key, kind, workflow, {"id": format_id(key), "index": index, **data}))
+                else:
+                    render, *arguments = data
+                    self._queue(_Event(key, kind, workflow, _render=functools.partial(render, key, *arguments)))
 
     def restored(self, applied_index: int) -> None:
         """A snapshot replaced the state: the events up to ``applied_index``
@@ -327,7 +340,7 @@ class EventHub:
         with self._lock:
             key = (self._last_index, self._next_ordinal)
             self._next_ordinal += 1
-            self._queue(_Event(key, {"id": format_id(key), "index": key[0], **data}))
+            self._queue(_Event(key, "role", None, {"id": format_id(key), "index": key[0], **data}))
 
     def _queue(self, item: Any) -> None:  # under the lock
         self._pending.append(item)
@@ -371,7 +384,7 @@ class EventHub:
         while len(self.ring) > self.ring_size:
             self.floor = self.ring.popleft().key
         for subscriber in list(self.subscribers):
-            if subscriber.wants(event.data):
+            if subscriber.wants(event.kind, event.workflow):
                 subscriber.offer(event.key, event.data)
                 if subscriber.end == "dropped":
                     self.subscribers.discard(subscriber)
@@ -424,7 +437,9 @@ class EventHub:
             if since < self.floor:
                 subscription.backlog.append(self._reset(since, self.newest()))
             else:
-                subscription.backlog.extend(e.data for e in self.ring if e.key > since and subscription.wants(e.data))
+                subscription.backlog.extend(
+                    e.data for e in self.ring if e.key > since and subscription.wants(e.kind, e.workflow)
+                )
         self.subscribers.add(subscription)
         return subscription
 
@@ -492,3 +507,43 @@ def calls_in_progress(state: Any) -> frozenset[Call]:
 
 def _status(state: Any) -> str:
     return str(getattr(state.status, "value", state.status))
+
+
+# What _derive gives for one event: (kind, workflow, the JSON object without
+# id and index) or (kind, workflow, (render, *its arguments)) - see _Event.
+_Derived = tuple[str, str | None, Any]
+
+
+def _workflow_event(key: Key, common: tuple[str, str, str, int]) -> dict:
+    workflow_id, workflow_type, status, _ = common
+    return {
+        "id": format_id(key),
+        "index": key[0],
+        "kind": "workflow",
+        "workflow": workflow_id,
+        "workflow_type": workflow_type,
+        "state": status,
+    }
+
+
+def _record_event(key: Key, common: tuple, record_to_api: Callable[[Any], dict], record: Any) -> dict:
+    """A history record's event (rendered by _Event.data)."""
+    rendered = record_to_api(record)
+    event = _workflow_event(key, common)
+    event.update(type=rendered["event"], at=rendered.get("at", format_ms(common[3])), record=rendered)
+    return _ordered(event)
+
+
+def _call_event(key: Key, common: tuple, call: Call) -> dict:
+    """A participant call's ``call_started`` event (rendered by _Event.data)."""
+    event = _workflow_event(key, common)
+    event.update(type="call_started", at=format_ms(common[3]), call=call.view())
+    return _ordered(event)
+
+
+_WORKFLOW_EVENT_ORDER = ("id", "index", "kind", "workflow", "workflow_type", "type", "state", "at", "record", "call")
+
+
+def _ordered(event: dict) -> dict:
+    """The keys in the order events always had (the JSON text a client reads)."""
+    return {name: event[name] for name in _WORKFLOW_EVENT_ORDER if name in event}

@@ -95,3 +95,7 @@ class WorkflowModel(Protocol[D, S]):
     def history_to_api(self, state: S, start: int = 0) -> list[dict]:
         """The API object's history records from the ``start``-th on."""
         ...
+
+    def record_to_api(self, record: Any) -> dict:
+        """One history record of a state as the API writes it."""
+        ...

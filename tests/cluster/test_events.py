@@ -278,3 +278,39 @@ def test_a_node_encodes_each_event_once_for_all_its_streams():
     reset = {"id": "9", "kind": "reset", "type": "reset", "lost_after": "2.0"}
     _frame(reset, frames)  # a reader's own: not kept for others
     assert list(frames) == ["7.0"]
+
+
+async def test_workflow_events_are_rendered_only_when_sent_and_whole_when_they_are():
+    """A node derives the events of every command it applies; a workflow
+    event's object is built only when a stream sends it - the same object,
+    key for key, whenever that is."""
+    hub, state = hub_state()
+    hub.attach(asyncio.get_running_loop())
+    saga_run(state)
+    await settle()
+    workflow_events = [e for e in hub.ring if e.kind == "workflow"]
+    assert len(workflow_events) == 4 and all(e._data is None for e in workflow_events)  # none read yet
+    assert hub.finished == 1  # counted as applied, not as read
+    events = await drain(hub.subscribe(since=parse_id("0"), kinds=ALL, workflow="s1"))
+    assert events[0] == {
+        "id": "3.0",
+        "index": 3,
+        "kind": "workflow",
+        "workflow": "s1",
+        "workflow_type": "saga",
+        "type": "started",
+        "state": "started",
+        "at": "1970-01-01T00:00:02.000Z",
+        "record": {"at": "1970-01-01T00:00:02.000Z", "event": "started"},
+    }
+    assert list(events[1]) == ["id", "index", "kind", "workflow", "workflow_type", "type", "state", "at", "call"]
+    assert events[1]["at"] == "1970-01-01T00:00:02.000Z" and events[1]["state"] == "started"
+    assert events[2]["record"] == {
+        "at": "1970-01-01T00:00:03.000Z",
+        "event": "step_succeeded",
+        "step": "s0",
+        "attempts": 1,
+    }
+    assert all(e._data is not None for e in workflow_events)
+    again = await drain(hub.subscribe(since=parse_id("0"), kinds=ALL, workflow=None))
+    assert [e for e in again if e["kind"] == "workflow"] == events  # built once, sent as built
