@@ -35,8 +35,11 @@ An id ``"INDEX"`` alone means "after every event of entry INDEX", and
 Hand-over. The tick thread only appends to ``pending`` (under a lock,
 bounded by ``PENDING_MAX``: past it the oldest are dropped and counted as a
 gap) and schedules :meth:`_drain` on the event loop with
-``call_soon_threadsafe``; it never waits for the loop. The ring and the
-subscribers live on the loop only.
+``call_soon_threadsafe`` - at once while a stream is open, else once
+``DRAIN_BATCH`` events wait (a new stream, and any read of the ring, drains
+what waits first); it never waits for the loop. The ring and the
+subscribers live on the loop only. A workflow event's JSON object is built
+when a stream first sends it (:class:`_Event`).
 
 Ring and floor. The loop keeps the last ``ring_size`` events. ``floor`` is
 the id after which the hub has every event: the start (``"0"``) on a node
@@ -83,6 +86,8 @@ EVENT_KINDS = frozenset({"workflow", "service", "role"})
 WHOLE_ENTRY = 1 << 62
 # Events waiting for the loop; past this the loop is stuck and the oldest go.
 PENDING_MAX = 100_000
+# With no stream open, events go to the loop in batches of this many (see _queue).
+DRAIN_BATCH = 256
 WORKFLOW_COMMANDS = {
     "saga.submit": "saga",
     "saga.event": "saga",
@@ -207,7 +212,8 @@ class EventHub:
         # Unfinished workflows only (bounded as they are); dropped on restore.
         self._calls: dict[str, tuple[Any, frozenset]] = {}
         # -- the loop's side --
-        self.ring: collections.deque[_Event] = collections.deque()
+        self._ring: collections.deque[_Event] = collections.deque()
+        self._live = False  # a stream is open: hand each event to the loop at once
         self.floor: Key = START
         self.subscribers: set[Subscription] = set()
         self.dropped = 0  # subscribers dropped as too slow, for the log and tests
@@ -351,7 +357,10 @@ class EventHub:
                 item = self._pending.popleft()
                 lost = item.key if isinstance(item, _Event) else item[1]
             self._pending.appendleft(("gap", lost))
-        if not self._drain_scheduled and self._loop is not None:
+        # Waking the loop costs a system call on this thread and a callback on
+        # the loop: with no stream open, events wait for a batch (or for the
+        # next stream, which drains them first).
+        if not self._drain_scheduled and self._loop is not None and (self._live or len(self._pending) >= DRAIN_BATCH):
             self._drain_scheduled = True
             try:
                 self._loop.call_soon_threadsafe(self._drain)
@@ -367,6 +376,12 @@ class EventHub:
                 self._drain_scheduled = True
                 loop.call_soon(self._drain)
 
+    @property
+    def ring(self) -> collections.deque[_Event]:
+        """The last ``ring_size`` events, the ones still waiting included (on the loop)."""
+        self._drain()
+        return self._ring
+
     def _drain(self) -> None:
         with self._lock:
             self._drain_scheduled = False
@@ -380,14 +395,15 @@ class EventHub:
     def _publish(self, event: _Event) -> None:
         if event.key <= self.floor:  # seen already (a gap's floor passed it)
             return
-        self.ring.append(event)
-        while len(self.ring) > self.ring_size:
-            self.floor = self.ring.popleft().key
+        self._ring.append(event)
+        while len(self._ring) > self.ring_size:
+            self.floor = self._ring.popleft().key
         for subscriber in list(self.subscribers):
             if subscriber.wants(event.kind, event.workflow):
                 subscriber.offer(event.key, event.data)
                 if subscriber.end == "dropped":
                     self.subscribers.discard(subscriber)
+                    self._live = bool(self.subscribers)
                     self.dropped += 1
                     log.info("events: a subscriber was too slow (%d queued) and was dropped", self.queue_size)
 
@@ -396,8 +412,8 @@ class EventHub:
         every subscriber is told (``reset``)."""
         if key <= self.floor:
             return
-        lost_after = self.ring[-1].key if self.ring else self.floor
-        self.ring.clear()
+        lost_after = self._ring[-1].key if self._ring else self.floor
+        self._ring.clear()
         self.floor = max(self.floor, key)
         reset = self._reset(lost_after, self.floor)
         for subscriber in self.subscribers:
@@ -418,7 +434,8 @@ class EventHub:
         }
 
     def newest(self) -> Key:
-        return self.ring[-1].key if self.ring else self.floor
+        ring = self.ring
+        return ring[-1].key if ring else self.floor
 
     def subscribe(self, since: Key | None, kinds: frozenset[str], workflow: str | None) -> Subscription:
         """A new stream (on the loop): after ``since`` (None: live only).
@@ -432,19 +449,21 @@ class EventHub:
                 retry_after_s=1,
             )
         subscription = Subscription(kinds, workflow, self.queue_size)
+        self._live = True  # from now on every event goes to the loop at once; those waiting are drained here
         subscription.after = self.newest() if since is None else max(since, self.newest())
         if since is not None:
             if since < self.floor:
                 subscription.backlog.append(self._reset(since, self.newest()))
             else:
                 subscription.backlog.extend(
-                    e.data for e in self.ring if e.key > since and subscription.wants(e.kind, e.workflow)
+                    e.data for e in self._ring if e.key > since and subscription.wants(e.kind, e.workflow)
                 )
         self.subscribers.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self.subscribers.discard(subscription)
+        self._live = bool(self.subscribers)
 
     def close(self) -> None:
         """The node stops: every stream ends, and no new one starts."""
@@ -453,6 +472,7 @@ class EventHub:
             subscriber.end = subscriber.end or "shutdown"
             subscriber.wake.set()
         self.subscribers.clear()
+        self._live = False
 
 
 @dataclass(frozen=True, slots=True, order=True)

@@ -314,3 +314,21 @@ async def test_workflow_events_are_rendered_only_when_sent_and_whole_when_they_a
     assert all(e._data is not None for e in workflow_events)
     again = await drain(hub.subscribe(since=parse_id("0"), kinds=ALL, workflow=None))
     assert [e for e in again if e["kind"] == "workflow"] == events  # built once, sent as built
+
+
+async def test_with_no_stream_open_events_reach_the_loop_in_batches_and_a_new_stream_first_takes_them_all():
+    hub, state = hub_state(ring_size=1000)
+    hub.attach(asyncio.get_running_loop())
+    state.apply(2, Command("service.put", {"name": "a", "url": "http://127.0.0.1:9001"}, 1000))
+    await settle()
+    assert len(hub._pending) == 1 and not hub._drain_scheduled  # no stream: the loop is not woken for one
+    for n in range(events.DRAIN_BATCH):
+        state.apply(3 + n, Command("service.put", {"name": f"s{n}", "url": "http://127.0.0.1:9001"}, 1000))
+    await settle()
+    assert not hub._pending and len(hub._ring) == events.DRAIN_BATCH + 1  # a batch went, unread
+    state.apply(999, Command("service.put", {"name": "late", "url": "http://127.0.0.1:9001"}, 1000))
+    subscription = hub.subscribe(since=parse_id("998"), kinds=ALL, workflow=None)
+    assert [e["service"] for e in await drain(subscription)] == ["late"]  # drained by the new stream
+    state.apply(1000, Command("service.put", {"name": "live", "url": "http://127.0.0.1:9001"}, 1000))
+    await settle()
+    assert [e["service"] for e in await drain(subscription)] == ["live"]  # a stream is open: at once
