@@ -52,9 +52,15 @@ def twopc3() -> list[tuple[str, dict]]:
         {"service": s, "prepare": {"path": "/prepare"}, "commit": {"path": "/commit"}, "abort": {"path": "/abort"}}
         for s in SERVICES
     ]
-    commands = [("tx.submit", {"definition": {"id": tx_id, "participants": participants}, "limits": Limits().to_command()})]
-    commands += [("tx.event", {"id": tx_id, "event": {"type": "vote", "service": s, "vote": "yes", **CALL}}) for s in SERVICES]
-    commands += [("tx.event", {"id": tx_id, "event": {"type": "ack", "service": s, "phase": "commit", **CALL}}) for s in SERVICES]
+    commands = [
+        ("tx.submit", {"definition": {"id": tx_id, "participants": participants}, "limits": Limits().to_command()})
+    ]
+    commands += [
+        ("tx.event", {"id": tx_id, "event": {"type": "vote", "service": s, "vote": "yes", **CALL}}) for s in SERVICES
+    ]
+    commands += [
+        ("tx.event", {"id": tx_id, "event": {"type": "ack", "service": s, "phase": "commit", **CALL}}) for s in SERVICES
+    ]
     return commands
 
 
