@@ -6,7 +6,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.http_node import request_by, request_node
+from coordinator.cluster.api.http_node import request_by, request_node, submitted
 from coordinator.cluster.api.operations import LIST_LIMIT_DEFAULT, LIST_LIMIT_MAX, OUTCOMES_LIMIT_MAX, WAIT_S_MAX
 from coordinator.cluster.api.selection import list_arguments
 
@@ -14,15 +14,7 @@ __all__ = ["add_saga_routes", "LIST_LIMIT_DEFAULT", "LIST_LIMIT_MAX", "OUTCOMES_
 
 
 async def submit_saga(request: web.Request) -> web.Response:
-    view, created = await operations.submit_workflow(
-        request_node(request),
-        "saga",
-        await request.read(),
-        by=request_by(request),
-        wait_s=request.query.get("wait"),
-        client=request.remote,
-    )
-    return web.json_response(view, status=201 if created else 200)
+    return await submitted(request, "saga")
 
 
 async def get_saga(request: web.Request) -> web.Response:

@@ -11,22 +11,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from coordinator.cluster.api import operations
-from coordinator.cluster.api.http_node import request_by, request_node
+from coordinator.cluster.api.http_node import request_node, submitted
 from coordinator.cluster.api.selection import list_arguments
 
 __all__ = ["add_transaction_routes"]
 
 
 async def submit_transaction(request: web.Request) -> web.Response:
-    view, created = await operations.submit_workflow(
-        request_node(request),
-        "tx",
-        await request.read(),
-        by=request_by(request),
-        wait_s=request.query.get("wait"),
-        client=request.remote,
-    )
-    return web.json_response(view, status=201 if created else 200)
+    return await submitted(request, "tx")
 
 
 async def get_transaction(request: web.Request) -> web.Response:
