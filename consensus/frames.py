@@ -10,7 +10,7 @@ them from disk.
 
 Turning a fresh in-memory frame into a record must look inside it; that
 frame was produced in this process or received from an authenticated peer
-(Fernet with the cluster secret), the same bytes PySyncObj itself unpickles
+(sealed with the cluster secret), the same bytes PySyncObj itself unpickles
 to apply them. We check that the rebuilt frame is byte-identical, so the
 conversion is exact.
 """

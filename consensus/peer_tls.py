@@ -16,8 +16,9 @@ alone lets no one in:
   another node. The hello ``'readonly'`` is refused: a read-only node
   would stream the log.
 
-Inside TLS, PySyncObj's frames are unchanged (Fernet with the secret, its
-key exchange, its hello), and :mod:`coordinator.consensus.raft_guard`'s
+Inside TLS, PySyncObj's frames are unchanged (sealed with the secret by
+:mod:`coordinator.consensus.peer_frames`, its key exchange, its hello),
+and :mod:`coordinator.consensus.raft_guard`'s
 bounds hold on the plaintext: the TLS transport is a subclass of the
 guarded one and gives its bounded read step a TLS bytes source.
 
@@ -115,7 +116,7 @@ class _TlsState:
 
 def _frame(conn, message) -> bytes:
     """The frame PySyncObj's ``TcpConnection.send`` builds (key-tagged,
-    zlib'd pickle, Fernet with the secret, length prefix), not yet sent."""
+    zlib'd pickle, sealed with the secret, length prefix), not yet sent."""
     if conn.sendRandKey:
         message = (conn.sendRandKey, message)
     data = zlib.compress(_pickle.dumps(message), 3)

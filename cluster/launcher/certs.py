@@ -15,7 +15,7 @@ creates; a certificate is public, copy it where it must go), by O_EXCL on
 a fresh name. Files
 already there are kept: run again, it issues only what is missing (a node
 added), so a cluster started again keeps its certificates. Made with
-``cryptography`` (already a dependency for PySyncObj's Fernet): openssl's
+``cryptography`` (already a dependency for sealing Raft frames): openssl's
 command line is not always on the machine.
 """
 
