@@ -8,10 +8,9 @@ inside the body ("steps[0].action.body.items[3]").
 
 from __future__ import annotations
 
-import functools
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from . import limits
 
@@ -63,13 +62,31 @@ def path_problem(raw: object) -> str | None:
     """A request path on a registered service: never a URL of its own."""
     if not isinstance(raw, str):
         return f"must be a string, not {type_name(raw)}"
-    return _path_problem(raw)
+    return _kept(_path_answers, _path_problem, raw)
 
 
 # Every node checks every definition's paths at apply, and workflows use few
-# distinct paths: the answers for the last ones are kept (pure functions of
-# a string).
-@functools.lru_cache(maxsize=1024)
+# distinct paths: the answers of these two pure functions of a string are
+# kept, up to PATH_ANSWERS_KEPT_MAX each (cleared when full). A dict rather
+# than functools.lru_cache: this package imports only the modules its
+# purity test allows.
+PATH_ANSWERS_KEPT_MAX = 1024
+_path_answers: dict[str, str | None] = {}
+_dot_answers: dict[str, str | None] = {}
+
+
+_UNKNOWN = object()
+
+
+def _kept(answers: dict[str, str | None], check: Callable[[str], str | None], raw: str) -> str | None:
+    answer = answers.get(raw, _UNKNOWN)  # one lookup: the Raft thread and the event loop both ask
+    if answer is _UNKNOWN:
+        if len(answers) >= PATH_ANSWERS_KEPT_MAX:
+            answers.clear()
+        answer = answers[raw] = check(raw)
+    return answer  # type: ignore[return-value]
+
+
 def _path_problem(raw: str) -> str | None:
     if len(raw) > limits.PATH_CHARS_MAX:
         return f"is {len(raw)} characters, over the limit of {limits.PATH_CHARS_MAX}"
@@ -88,12 +105,15 @@ _ENCODED = re.compile(r"%(2[eEfF]|5[cC]|25)")
 _DECODED = {"2e": ".", "2f": "/", "5c": "\\", "25": "%"}
 
 
-@functools.lru_cache(maxsize=1024)  # as _path_problem
 def dot_segment_problem(raw: str) -> str | None:
     """Why `raw` could leave the service's base path (yarl and servers
     resolve '.' and '..' segments, some after percent-decoding, some on
     '\\'), or None. A new definition's paths must pass; a stored one's are
     not checked again (the machines' `stored=True`)."""
+    return _kept(_dot_answers, _dot_segment_problem, raw)
+
+
+def _dot_segment_problem(raw: str) -> str | None:
     if "?" in raw or "#" in raw:
         return "must not contain '?' or '#': a path is plain, with no query or fragment"
     text = raw

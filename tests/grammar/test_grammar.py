@@ -243,3 +243,14 @@ def test_evolve_is_replace_for_the_machines_states_and_refuses_a_post_init() -> 
         evolve(state, no_such_field=1)
     with pytest.raises(TypeError, match="__post_init__"):
         evolve(twopc.DeadlineReached(at_ms=1), at_ms=2)
+
+
+def test_path_answers_are_kept_bounded_and_the_same_as_computed() -> None:
+    from coordinator.grammar import checks
+
+    paths = [f"/p{n}" for n in range(checks.PATH_ANSWERS_KEPT_MAX + 10)] + ["/a/../b", "//x", "/ok?q"]
+    for path in paths + paths:
+        assert checks.path_problem(path) == checks._path_problem(path)
+        assert checks.dot_segment_problem(path) == checks._dot_segment_problem(path)
+    assert len(checks._path_answers) <= checks.PATH_ANSWERS_KEPT_MAX
+    assert checks.dot_segment_problem("/a/../b") is not None and checks.path_problem("//x") is not None
