@@ -534,36 +534,37 @@ def _status(state: Any) -> str:
 _Derived = tuple[str, str | None, Any]
 
 
-def _workflow_event(key: Key, common: tuple[str, str, str, int]) -> dict:
-    workflow_id, workflow_type, status, _ = common
+def _record_event(
+    key: Key, common: tuple[str, str, str, int], record_to_api: Callable[[Any], dict], record: Any
+) -> dict:
+    """A history record's event (rendered by _Event.data); its keys in the
+    order events always had (the JSON text a client reads)."""
+    workflow_id, workflow_type, status, at_ms = common
+    rendered = record_to_api(record)
     return {
         "id": format_id(key),
         "index": key[0],
         "kind": "workflow",
         "workflow": workflow_id,
         "workflow_type": workflow_type,
+        "type": rendered["event"],
         "state": status,
+        "at": rendered.get("at", format_ms(at_ms)),
+        "record": rendered,
     }
 
 
-def _record_event(key: Key, common: tuple, record_to_api: Callable[[Any], dict], record: Any) -> dict:
-    """A history record's event (rendered by _Event.data)."""
-    rendered = record_to_api(record)
-    event = _workflow_event(key, common)
-    event.update(type=rendered["event"], at=rendered.get("at", format_ms(common[3])), record=rendered)
-    return _ordered(event)
-
-
-def _call_event(key: Key, common: tuple, call: Call) -> dict:
+def _call_event(key: Key, common: tuple[str, str, str, int], call: Call) -> dict:
     """A participant call's ``call_started`` event (rendered by _Event.data)."""
-    event = _workflow_event(key, common)
-    event.update(type="call_started", at=format_ms(common[3]), call=call.view())
-    return _ordered(event)
-
-
-_WORKFLOW_EVENT_ORDER = ("id", "index", "kind", "workflow", "workflow_type", "type", "state", "at", "record", "call")
-
-
-def _ordered(event: dict) -> dict:
-    """The keys in the order events always had (the JSON text a client reads)."""
-    return {name: event[name] for name in _WORKFLOW_EVENT_ORDER if name in event}
+    workflow_id, workflow_type, status, at_ms = common
+    return {
+        "id": format_id(key),
+        "index": key[0],
+        "kind": "workflow",
+        "workflow": workflow_id,
+        "workflow_type": workflow_type,
+        "type": "call_started",
+        "state": status,
+        "at": format_ms(at_ms),
+        "call": call.view(),
+    }
