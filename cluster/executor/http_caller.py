@@ -159,7 +159,7 @@ async def call_with_retries(
     The loop is written out rather than run by tenacity's AsyncRetrying:
     every participant call passes here and nearly all succeed at once, and
     building the retrying object, its state and its wrapped callables cost
-    more than the first attempt's own bookkeeping (about 4 % of a busy
+    more than the first attempt's own bookkeeping (2-4 % of a busy
     leader's CPU). The waits are tenacity's: `backoff_bound_s` is its
     wait_exponential."""
     spent = 0
